@@ -42,7 +42,7 @@ pub enum BuildError {
 }
 
 /// Why a hop dropped a packet. [`ProcessError::reason`] gives a short label for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 #[non_exhaustive]
 pub enum ProcessError {
     #[error("α is not a canonical u-coordinate")]

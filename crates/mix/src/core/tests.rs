@@ -1,0 +1,324 @@
+//! The core in virtual time: a handful of nodes wired together by a queue of in-flight
+//! packets, a seeded RNG, no sleeps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use libp2p_identity::Keypair;
+use mix_sphinx::NodeSecretKey;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use super::*;
+
+const LATENCY: Duration = Duration::from_millis(2);
+
+struct Net {
+    nodes: BTreeMap<PeerId, MixCore<ChaCha20Rng>>,
+    now: Instant,
+    /// (arrival, seq) -> (to, packet)
+    in_flight: BTreeMap<(Instant, u64), (PeerId, Packet)>,
+    seq: u64,
+    deliveries: Vec<(PeerId, Delivery)>,
+    replies: Vec<(PeerId, RequestId, Vec<u8>)>,
+    timeouts: Vec<(PeerId, RequestId)>,
+    transmits: Vec<(Instant, PeerId, PeerId)>,
+    /// Packets to these peers vanish.
+    dead: Vec<PeerId>,
+}
+
+fn node_entry(rng: &mut ChaCha20Rng, i: usize) -> (MixNode, NodeSecretKey) {
+    let peer = Keypair::generate_secp256k1().public().to_peer_id();
+    let secret = NodeSecretKey::generate(rng);
+    let addr = format!("/ip4/10.0.0.{}/tcp/4000", i + 1).parse().unwrap();
+    (MixNode::new(peer, addr, secret.public_key(), true).unwrap(), secret)
+}
+
+impl Net {
+    fn new(
+        n: usize,
+        seed: u64,
+        delay: Arc<dyn Fn() -> Box<dyn DelayStrategy>>,
+        config: Config,
+    ) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let entries: Vec<_> = (0..n).map(|i| node_entry(&mut rng, i)).collect();
+        let pool = StaticPool::new(entries.iter().map(|(e, _)| e.clone())).unwrap();
+        let nodes = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, (entry, secret))| {
+                let core = MixCore::new(
+                    config.clone(),
+                    entry.clone(),
+                    secret,
+                    Box::new(pool.clone()),
+                    delay(),
+                    ChaCha20Rng::seed_from_u64(seed * 1000 + i as u64),
+                );
+                (*entry.peer_id(), core)
+            })
+            .collect();
+        Self {
+            nodes,
+            now: Instant::now(),
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            deliveries: Vec::new(),
+            replies: Vec::new(),
+            timeouts: Vec::new(),
+            transmits: Vec::new(),
+            dead: Vec::new(),
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    fn node(&mut self, peer: &PeerId) -> &mut MixCore<ChaCha20Rng> {
+        self.nodes.get_mut(peer).unwrap()
+    }
+
+    fn drain_outputs(&mut self) {
+        for (peer, core) in &mut self.nodes {
+            while let Some(out) = core.poll_output() {
+                match out {
+                    Output::Transmit { peer: to, packet, .. } => {
+                        self.transmits.push((self.now, *peer, to));
+                        if !self.dead.contains(&to) {
+                            self.seq += 1;
+                            self.in_flight.insert((self.now + LATENCY, self.seq), (to, packet));
+                        }
+                    }
+                    Output::Deliver(d) => self.deliveries.push((*peer, d)),
+                    Output::Reply { request, body, .. } => {
+                        self.replies.push((*peer, request, body))
+                    }
+                    Output::RequestTimedOut(r) => self.timeouts.push((*peer, r)),
+                }
+            }
+        }
+    }
+
+    /// Runs until nothing is in flight or scheduled, or until `limit` of virtual time.
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        loop {
+            self.drain_outputs();
+            let next_packet = self.in_flight.keys().next().map(|k| k.0);
+            let next_timer = self.nodes.values_mut().filter_map(|c| c.poll_timeout()).min();
+            let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else { return };
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = self.now.max(next);
+            while let Some(entry) = self.in_flight.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let (to, packet) = entry.remove();
+                if let Some(core) = self.nodes.get_mut(&to) {
+                    let _ = core.handle_packet(self.now, packet);
+                }
+            }
+            let now = self.now;
+            for core in self.nodes.values_mut() {
+                core.handle_timeout(now);
+            }
+        }
+    }
+}
+
+fn exponential(mean_ms: u64) -> Arc<dyn Fn() -> Box<dyn DelayStrategy>> {
+    Arc::new(move || Box::new(ExponentialDelay::new(Duration::from_millis(mean_ms))))
+}
+
+fn external_destination() -> Destination {
+    let peer_id = Keypair::generate_secp256k1().public().to_peer_id();
+    Destination::Peer { peer_id, addr: "/ip4/192.168.1.1/tcp/9000".parse().unwrap() }
+}
+
+#[test]
+fn messages_are_delivered_exactly_once_at_an_exit() {
+    let mut net = Net::new(8, 1, exponential(20), Config::default());
+    let peers = net.peers();
+    let dest = external_destination();
+    let now = net.now;
+    for i in 0..200u32 {
+        let sender = peers[i as usize % peers.len()];
+        net.node(&sender).send(now, &dest, "/test/1", &i.to_be_bytes()).unwrap();
+    }
+    net.run(Duration::from_secs(60));
+    assert_eq!(net.deliveries.len(), 200);
+    let mut bodies: Vec<u32> = net
+        .deliveries
+        .iter()
+        .map(|(_, d)| {
+            assert_eq!(d.codec, "/test/1");
+            assert!(d.surbs.is_empty());
+            let Destination::Peer { peer_id, addr } = &dest else { unreachable!() };
+            assert_eq!(d.destination.as_ref(), Some(&(*peer_id, addr.clone())));
+            u32::from_be_bytes(d.body[..4].try_into().unwrap())
+        })
+        .collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, (0..200).collect::<Vec<_>>());
+    // Each message took 3 hops: 200 originated, 400 forwarded, delivered at 200 exits.
+    let forwarded: u64 = net.nodes.values().map(|c| c.metrics().packets_forwarded()).sum();
+    assert_eq!(forwarded, 400);
+    // Nobody is its own exit or a hop of its own path.
+    for (from, to) in net.transmits.iter().map(|(_, a, b)| (a, b)) {
+        assert_ne!(from, to);
+    }
+}
+
+#[test]
+fn surb_replies_return_to_the_requester() {
+    let mut net = Net::new(8, 2, exponential(10), Config::default());
+    let peers = net.peers();
+    let dest = external_destination();
+    let now = net.now;
+    let request = net.node(&peers[0]).request(now, &dest, "/echo/1", b"ping?", 3).unwrap();
+    net.run(Duration::from_secs(10));
+    let (exit, delivery) = net.deliveries.pop().unwrap();
+    assert_eq!(delivery.surbs.len(), 3);
+    assert_eq!(delivery.body, b"ping?");
+    let now = net.now;
+    assert_eq!(net.node(&exit).reply(now, &delivery.surbs, b"pong!").unwrap(), 3);
+    net.run(Duration::from_secs(10));
+    // Three copies came back; the first answers the request, the rest are unknown.
+    assert_eq!(net.replies, vec![(peers[0], request, b"pong!".to_vec())]);
+    let unknown = net.node(&peers[0]).metrics().packets_dropped(DropReason::UnknownSurb);
+    assert_eq!(unknown, 2);
+    assert!(net.timeouts.is_empty());
+    assert_eq!(net.node(&peers[0]).pending_requests(), 0);
+}
+
+#[test]
+fn exit_is_destination_delivers_locally() {
+    let mut net = Net::new(6, 3, exponential(5), Config::default());
+    let peers = net.peers();
+    let now = net.now;
+    net.node(&peers[0]).send(now, &Destination::MixNode(peers[4]), "/local/1", b"hi").unwrap();
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.deliveries.len(), 1);
+    let (exit, d) = &net.deliveries[0];
+    assert_eq!((exit, d.destination.as_ref()), (&peers[4], None));
+}
+
+#[test]
+fn a_replayed_packet_is_dropped_and_counted() {
+    let mut net = Net::new(6, 4, exponential(5), Config::default());
+    let peers = net.peers();
+    let now = net.now;
+    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+    net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
+    let Some(Output::Transmit { peer: first_hop, packet, .. }) = net.node(&peers[0]).poll_output()
+    else {
+        panic!("expected a transmit");
+    };
+    let copy = packet.clone();
+    assert_eq!(net.node(&first_hop).handle_packet(now, packet), Ok(()));
+    assert_eq!(net.node(&first_hop).handle_packet(now, copy), Err(DropReason::Replay));
+    assert_eq!(net.node(&first_hop).metrics().packets_dropped(DropReason::Replay), 1);
+}
+
+#[test]
+fn requests_time_out_when_a_hop_is_dead() {
+    let config = Config { request_timeout: Duration::from_secs(5), ..Config::default() };
+    let mut net = Net::new(5, 5, exponential(5), config);
+    let peers = net.peers();
+    net.dead = peers[1..].to_vec();
+    let now = net.now;
+    let request = net.node(&peers[0]).request(now, &external_destination(), "/p", b"?", 1).unwrap();
+    net.run(Duration::from_secs(4));
+    assert!(net.timeouts.is_empty());
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.timeouts, vec![(peers[0], request)]);
+    assert_eq!(net.node(&peers[0]).pending_requests(), 0);
+}
+
+#[test]
+fn size_and_pool_errors_come_before_anything_is_sent() {
+    let mut net = Net::new(3, 6, exponential(5), Config::default());
+    let peers = net.peers();
+    let now = net.now;
+    let node = net.node(&peers[0]);
+    let max = node.max_message_size("/p", 1).unwrap();
+    let err = node.request(now, &external_destination(), "/p", &vec![0; max + 1], 1).unwrap_err();
+    assert!(matches!(err, SendError::Message(MessageError::TooLarge { .. })), "{err}");
+    // Three nodes minus the sender leaves two: not enough for three hops.
+    let err = node.send(now, &external_destination(), "/p", b"x").unwrap_err();
+    assert!(matches!(err, SendError::Path(PathError::NotEnoughNodes { .. })), "{err}");
+    let bad = Destination::Peer {
+        peer_id: Keypair::generate_ed25519().public().to_peer_id(),
+        addr: "/ip4/1.2.3.4/tcp/1".parse().unwrap(),
+    };
+    assert!(matches!(node.send(now, &bad, "/p", b"x"), Err(SendError::Destination(_))));
+    assert_eq!(node.delayed_packets(), 0);
+    assert_eq!(node.pending_requests(), 0);
+}
+
+#[test]
+fn the_delay_queue_is_bounded() {
+    let config = Config { max_delayed_packets: 10, ..Config::default() };
+    let mut net = Net::new(6, 7, exponential(1000), config);
+    let peers = net.peers();
+    let now = net.now;
+    for _ in 0..15 {
+        net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+    }
+    assert_eq!(net.node(&peers[0]).delayed_packets(), 10);
+    assert_eq!(net.node(&peers[0]).metrics().packets_dropped(DropReason::DelayQueueFull), 5);
+}
+
+/// Hop delays follow the configured distribution: packets fed to one hop at the same instant
+/// leave at times whose offsets pass a Kolmogorov-Smirnov test against the truncated
+/// exponential with the encoded mean. Pre-send delays are independent draws too.
+#[test]
+fn hop_delays_follow_the_configured_distribution() {
+    const MEAN_MS: u64 = 40;
+    const N: usize = 3000;
+    let config = Config { pre_send_delay: Duration::from_millis(MEAN_MS), ..Config::default() };
+    let mut net = Net::new(6, 8, exponential(MEAN_MS), config);
+    let peers = net.peers();
+    let t0 = net.now;
+    let sender = peers[0];
+    let mut pre_send = Vec::new();
+    let mut by_hop: HashMap<PeerId, Vec<Packet>> = HashMap::new();
+    for _ in 0..N {
+        net.node(&sender).send(t0, &external_destination(), "/p", b"x").unwrap();
+    }
+    // Release the sender's packets one by one to read their pre-send delays.
+    while let Some(due) = net.node(&sender).poll_timeout() {
+        net.node(&sender).handle_timeout(due);
+        while let Some(Output::Transmit { peer, packet, .. }) = net.node(&sender).poll_output() {
+            pre_send.push(due.duration_since(t0).as_secs_f64() * 1000.0);
+            by_hop.entry(peer).or_default().push(packet);
+        }
+    }
+    let (hop, packets) = by_hop.into_iter().max_by_key(|(_, p)| p.len()).unwrap();
+    let count = packets.len();
+    for p in packets {
+        net.node(&hop).handle_packet(t0, p).unwrap();
+    }
+    let mut hop_delays = Vec::new();
+    while let Some(due) = net.node(&hop).poll_timeout() {
+        net.node(&hop).handle_timeout(due);
+        while net.node(&hop).poll_output().is_some() {
+            hop_delays.push(due.duration_since(t0).as_secs_f64() * 1000.0);
+        }
+    }
+    assert_eq!(hop_delays.len(), count);
+    for (what, samples) in [("pre-send", &mut pre_send), ("hop", &mut hop_delays)] {
+        samples.sort_by(f64::total_cmp);
+        let n = samples.len() as f64;
+        let d = samples.iter().enumerate().fold(0.0f64, |d, (i, &x)| {
+            let f = truncated_exponential_cdf(MEAN_MS as f64, x);
+            d.max((f - i as f64 / n).abs()).max(((i + 1) as f64 / n - f).abs())
+        });
+        assert!(d < 1.628 / n.sqrt(), "{what}: KS D = {d} over {n} samples");
+    }
+}

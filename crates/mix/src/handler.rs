@@ -1,0 +1,408 @@
+//! One connection's side of the Mix Protocol: inbound `/mix/1.0.0` streams read as frames,
+//! one pooled outbound stream that writes queued packets, and the exit's streams to
+//! destinations.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{AsyncWriteExt, FutureExt, StreamExt};
+use libp2p_core::upgrade::ReadyUpgrade;
+use libp2p_swarm::handler::{
+    ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+};
+use libp2p_swarm::{
+    ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, StreamUpgradeError,
+    SubstreamProtocol,
+};
+use mix_sphinx::PACKET_SIZE;
+
+use crate::metrics::{DropReason, Metrics};
+use crate::protocol::{self, FrameError, PROTOCOL, ReadRule};
+
+/// Frames written per flush on the pooled stream.
+const WRITE_BATCH: usize = 64;
+
+/// Identifies one delivery of the exit to a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExitId(pub(crate) u64);
+
+/// Why the exit could not deliver to a destination or read its reply.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExitError {
+    /// The destination does not speak the origin protocol.
+    #[error("destination does not support the protocol")]
+    Unsupported,
+    /// The origin protocol id is not a valid libp2p protocol id.
+    #[error("invalid protocol id {0:?}")]
+    InvalidProtocol(String),
+    /// The destination could not be reached.
+    #[error("destination unreachable")]
+    Unreachable,
+    /// The delivery or reply took too long.
+    #[error("timed out")]
+    Timeout,
+    /// Too many deliveries in flight on the connection.
+    #[error("too many deliveries in flight")]
+    Busy,
+    /// The stream failed or the reply broke its read rule.
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HandlerConfig {
+    pub(crate) frame_timeout: Duration,
+    pub(crate) max_inbound_streams: usize,
+    pub(crate) max_queued_frames: usize,
+    pub(crate) exit_timeout: Duration,
+    pub(crate) max_concurrent_exits: usize,
+}
+
+/// What the behaviour asks of a connection.
+#[derive(Debug)]
+pub enum InEvent {
+    /// Send one packet on the pooled stream.
+    Send(Vec<u8>),
+    /// As the exit, write `body` to the destination with `protocol` and read the reply.
+    Exit {
+        /// The delivery.
+        id: ExitId,
+        /// The origin protocol id.
+        protocol: String,
+        /// The message, written as it is.
+        body: Vec<u8>,
+        /// How to read the reply, if one is expected.
+        read: Option<ReadRule>,
+    },
+}
+
+/// What a connection reports to the behaviour.
+#[derive(Debug)]
+pub enum OutEvent {
+    /// A received packet (exactly [`PACKET_SIZE`] bytes).
+    Packet(Vec<u8>),
+    /// The outcome of an exit delivery: the reply if a read rule was given.
+    Exit {
+        /// The delivery.
+        id: ExitId,
+        /// The reply, if a read rule was given.
+        result: Result<Option<Vec<u8>>, ExitError>,
+    },
+}
+
+/// Which kind of outbound stream was opened.
+#[derive(Debug, Clone, Copy)]
+pub enum OutboundInfo {
+    /// The pooled `/mix/1.0.0` stream.
+    Mix,
+    /// An exit delivery's stream to its destination.
+    Exit(ExitId),
+}
+
+type WriteResult = Result<Stream, (Vec<Vec<u8>>, io::Error)>;
+
+enum Writer {
+    /// No stream.
+    Closed,
+    /// A stream was requested.
+    Opening,
+    Idle(Stream),
+    Writing(BoxFuture<'static, WriteResult>),
+}
+
+/// The connection handler of [`crate::Behaviour`].
+pub struct Handler {
+    config: HandlerConfig,
+    metrics: Metrics,
+    inbound: SelectAll<BoxStream<'static, Result<Vec<u8>, FrameError>>>,
+    queue: VecDeque<Vec<u8>>,
+    writer: Writer,
+    /// Whether the pooled stream already failed once since its last success.
+    retried: bool,
+    exits_to_open: VecDeque<(ExitId, StreamProtocol)>,
+    exits_opening: HashMap<ExitId, (Vec<u8>, Option<ReadRule>)>,
+    exits: futures_bounded::FuturesMap<ExitId, Result<Option<Vec<u8>>, ExitError>>,
+    events: VecDeque<OutEvent>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("inbound_streams", &self.inbound.len())
+            .field("queued", &self.queue.len())
+            .field("exits", &self.exits.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    pub(crate) fn new(config: HandlerConfig, metrics: Metrics) -> Self {
+        let timeout = config.exit_timeout;
+        Self {
+            exits: futures_bounded::FuturesMap::new(
+                move || futures_bounded::Delay::futures_timer(timeout),
+                config.max_concurrent_exits,
+            ),
+            config,
+            metrics,
+            inbound: SelectAll::new(),
+            queue: VecDeque::new(),
+            writer: Writer::Closed,
+            retried: false,
+            exits_to_open: VecDeque::new(),
+            exits_opening: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn drop_queue(&mut self, reason: DropReason) {
+        for _ in 0..self.queue.len() {
+            self.metrics.dropped(reason);
+        }
+        self.metrics.add_outbound_queue(-(self.queue.len() as i64));
+        self.queue.clear();
+    }
+
+    /// The pooled stream failed (to open or to write): retry once, then give up on the queue.
+    fn writer_failed(&mut self, error: &dyn std::fmt::Display) {
+        self.writer = Writer::Closed;
+        if self.retried {
+            tracing::debug!(%error, "mix stream failed twice; dropping queued packets");
+            self.retried = false;
+            self.drop_queue(DropReason::Unreachable);
+        } else {
+            tracing::debug!(%error, "mix stream failed; reopening once");
+            self.retried = true;
+        }
+    }
+
+    fn on_exit_negotiated(&mut self, id: ExitId, mut stream: Stream) {
+        let Some((body, read)) = self.exits_opening.remove(&id) else { return };
+        let deliver = async move {
+            let io = |e: io::Error| ExitError::Stream(e.to_string());
+            stream.write_all(&body).await.map_err(io)?;
+            // Half-close: protocols that read their request to the end of the stream need it.
+            stream.close().await.map_err(io)?;
+            match read {
+                None => Ok(None),
+                Some(rule) => protocol::read_reply(&mut stream, rule)
+                    .await
+                    .map(Some)
+                    .map_err(|e| ExitError::Stream(e.to_string())),
+            }
+        };
+        if self.exits.try_push(id, deliver).is_err() {
+            self.events.push_back(OutEvent::Exit { id, result: Err(ExitError::Busy) });
+        }
+    }
+}
+
+fn frames(stream: Stream, timeout: Duration) -> BoxStream<'static, Result<Vec<u8>, FrameError>> {
+    futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match protocol::read_frame(&mut stream, PACKET_SIZE, timeout).await {
+            Ok(Some(frame)) if frame.len() == PACKET_SIZE => Some((Ok(frame), Some(stream))),
+            // Honest peers only send whole packets: anything else ends the stream.
+            Ok(Some(frame)) => Some((Err(FrameError::WrongLength(frame.len())), None)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+    .boxed()
+}
+
+async fn write_batch(mut stream: Stream, batch: Vec<Vec<u8>>) -> WriteResult {
+    match protocol::write_frames(&mut stream, &batch).await {
+        Ok(()) => Ok(stream),
+        Err(e) => Err((batch, e)),
+    }
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = InEvent;
+    type ToBehaviour = OutEvent;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = OutboundInfo;
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
+        SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ())
+    }
+
+    fn on_behaviour_event(&mut self, event: InEvent) {
+        match event {
+            InEvent::Send(frame) => {
+                if self.queue.len() >= self.config.max_queued_frames {
+                    self.metrics.dropped(DropReason::PeerQueueFull);
+                    return;
+                }
+                self.metrics.add_outbound_queue(1);
+                self.queue.push_back(frame);
+            }
+            InEvent::Exit { id, protocol, body, read } => {
+                match StreamProtocol::try_from_owned(protocol) {
+                    Ok(protocol) => {
+                        self.exits_opening.insert(id, (body, read));
+                        self.exits_to_open.push_back((id, protocol));
+                    }
+                    Err(e) => self.events.push_back(OutEvent::Exit {
+                        id,
+                        result: Err(ExitError::InvalidProtocol(e.to_string())),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        !self.queue.is_empty()
+            || matches!(self.writer, Writer::Opening | Writer::Writing(_))
+            || !self.exits.is_empty()
+            || !self.exits_opening.is_empty()
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, OutboundInfo, OutEvent>> {
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+        }
+
+        // Inbound packets.
+        loop {
+            match self.inbound.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Packet(
+                        frame,
+                    )));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(%error, "closing inbound mix stream");
+                    let reason = match error {
+                        FrameError::Oversized(_) | FrameError::BadPrefix => {
+                            DropReason::OversizedFrame
+                        }
+                        FrameError::Timeout => DropReason::FrameTimeout,
+                        FrameError::WrongLength(_) => DropReason::BadLength,
+                        FrameError::Io(_) => DropReason::StreamError,
+                    };
+                    self.metrics.dropped(reason);
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+
+        // Exit deliveries.
+        if let Poll::Ready((id, result)) = self.exits.poll_unpin(cx) {
+            let result = result.unwrap_or(Err(ExitError::Timeout));
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Exit {
+                id,
+                result,
+            }));
+        }
+        if let Some((id, protocol)) = self.exits_to_open.pop_front() {
+            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(
+                    ReadyUpgrade::new(protocol),
+                    OutboundInfo::Exit(id),
+                ),
+            });
+        }
+
+        // The pooled outbound stream.
+        loop {
+            match std::mem::replace(&mut self.writer, Writer::Closed) {
+                Writer::Writing(mut write) => match write.poll_unpin(cx) {
+                    Poll::Pending => {
+                        self.writer = Writer::Writing(write);
+                        break;
+                    }
+                    Poll::Ready(Ok(stream)) => {
+                        self.retried = false;
+                        self.writer = Writer::Idle(stream);
+                    }
+                    Poll::Ready(Err((batch, error))) => {
+                        // Put the unsent batch back in front, in order.
+                        self.metrics.add_outbound_queue(batch.len() as i64);
+                        for frame in batch.into_iter().rev() {
+                            self.queue.push_front(frame);
+                        }
+                        self.writer_failed(&error);
+                    }
+                },
+                Writer::Idle(stream) if !self.queue.is_empty() => {
+                    let n = self.queue.len().min(WRITE_BATCH);
+                    let batch: Vec<Vec<u8>> = self.queue.drain(..n).collect();
+                    self.metrics.add_outbound_queue(-(n as i64));
+                    self.writer = Writer::Writing(write_batch(stream, batch).boxed());
+                }
+                Writer::Closed if !self.queue.is_empty() => {
+                    self.writer = Writer::Opening;
+                    return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                        protocol: SubstreamProtocol::new(
+                            ReadyUpgrade::new(PROTOCOL),
+                            OutboundInfo::Mix,
+                        ),
+                    });
+                }
+                other => {
+                    self.writer = other;
+                    break;
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol, (), OutboundInfo>,
+    ) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: stream,
+                ..
+            }) => {
+                if self.inbound.len() >= self.config.max_inbound_streams {
+                    self.metrics.dropped(DropReason::TooManyStreams);
+                    return;
+                }
+                self.inbound.push(frames(stream, self.config.frame_timeout));
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: stream,
+                info,
+            }) => match info {
+                OutboundInfo::Mix => self.writer = Writer::Idle(stream),
+                OutboundInfo::Exit(id) => self.on_exit_negotiated(id, stream),
+            },
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { info, error }) => match info {
+                OutboundInfo::Mix => self.writer_failed(&error),
+                OutboundInfo::Exit(id) => {
+                    self.exits_opening.remove(&id);
+                    let error = match error {
+                        StreamUpgradeError::NegotiationFailed => ExitError::Unsupported,
+                        StreamUpgradeError::Timeout => ExitError::Timeout,
+                        other => ExitError::Stream(other.to_string()),
+                    };
+                    self.events.push_back(OutEvent::Exit { id, result: Err(error) });
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        // Packets still queued when the connection goes are lost; keep the gauge honest.
+        self.drop_queue(DropReason::Unreachable);
+    }
+}

@@ -1,0 +1,20 @@
+//! The libp2p Mix Protocol (`/mix/1.0.0`).
+//!
+//! * [`core`]: the mix node as a sans-IO state machine (path selection, packet building, hop
+//!   processing, replay protection, SURB replies, mixing delays).
+//! * [`Behaviour`]: the rust-libp2p driver, a `NetworkBehaviour` any swarm can compose.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod behaviour;
+pub mod core;
+pub mod handler;
+mod metrics;
+mod protocol;
+
+pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
+pub use core::{Destination, MessageId, MixNode, NodePool, RequestId, SendError, StaticPool};
+pub use handler::ExitError;
+pub use metrics::{DropReason, Metrics};
+pub use protocol::{PROTOCOL, ReadRule};

@@ -1,0 +1,343 @@
+//! A loopback network of real rust-libp2p swarms for integration tests: mix nodes, and a plain
+//! destination that runs libp2p ping and an echo request-response protocol and knows nothing
+//! of mix.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, reason = "test harness")]
+
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, ping, request_response, tcp, yamux,
+};
+use libp2p_mix::core::{DelayStrategy, MixNode, NodePool};
+use libp2p_mix::{Destination, Metrics, ReadRule, ReplyId, StaticPool};
+use mix_sphinx::{NodePublicKey, NodeSecretKey};
+use tokio::sync::{mpsc, oneshot};
+
+pub const ECHO: &str = "/test/echo/1.0.0";
+pub const PING: &str = "/ipfs/ping/1.0.0";
+
+/// Request and response are one unsigned-varint length-prefixed frame each.
+#[derive(Debug, Clone, Default)]
+pub struct LpCodec;
+
+async fn read_lp<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let len = unsigned_varint::aio::read_usize(&mut *io).await.map_err(io::Error::other)?;
+    if len > 4096 {
+        return Err(io::Error::other("frame too large"));
+    }
+    let mut buf = vec![0; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_lp<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
+    io.write_all(&lp(data)).await?;
+    io.close().await
+}
+
+/// `data` with its varint length prefix.
+pub fn lp(data: &[u8]) -> Vec<u8> {
+    let mut buf = unsigned_varint::encode::usize_buffer();
+    let mut out = unsigned_varint::encode::usize(data.len(), &mut buf).to_vec();
+    out.extend_from_slice(data);
+    out
+}
+
+impl request_response::Codec for LpCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_lp(io).await
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_lp(io).await
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Vec<u8>,
+    ) -> io::Result<()> {
+        write_lp(io, &r).await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Vec<u8>,
+    ) -> io::Result<()> {
+        write_lp(io, &r).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+pub struct TestBehaviour {
+    pub mix: Toggle<libp2p_mix::Behaviour>,
+    pub ping: ping::Behaviour,
+    pub echo: request_response::Behaviour<LpCodec>,
+}
+
+#[derive(Debug)]
+pub enum NodeEvent {
+    Mix(libp2p_mix::Event),
+    /// The destination's echo protocol got a request.
+    Echo(Vec<u8>),
+}
+
+enum Command {
+    Send(Destination, String, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    Request(
+        Destination,
+        String,
+        Vec<u8>,
+        usize,
+        oneshot::Sender<Result<libp2p_mix::RequestId, String>>,
+    ),
+    Reply(ReplyId, Vec<u8>),
+    SetPool(StaticPool),
+}
+
+pub struct Node {
+    pub peer_id: PeerId,
+    pub addr: Multiaddr,
+    pub mix_key: Option<NodePublicKey>,
+    pub metrics: Option<Metrics>,
+    commands: mpsc::UnboundedSender<Command>,
+    pub events: mpsc::UnboundedReceiver<NodeEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    pub fn entry(&self) -> MixNode {
+        MixNode::new(self.peer_id, self.addr.clone(), self.mix_key.expect("a mix node"), true)
+            .unwrap()
+    }
+
+    pub fn destination(&self) -> Destination {
+        Destination::Peer { peer_id: self.peer_id, addr: self.addr.clone() }
+    }
+
+    pub async fn send(&self, dest: &Destination, codec: &str, body: Vec<u8>) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Send(dest.clone(), codec.into(), body, tx)).unwrap();
+        rx.await.unwrap()
+    }
+
+    pub async fn request(
+        &self,
+        dest: &Destination,
+        codec: &str,
+        body: Vec<u8>,
+        surbs: usize,
+    ) -> Result<libp2p_mix::RequestId, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Request(dest.clone(), codec.into(), body, surbs, tx)).unwrap();
+        rx.await.unwrap()
+    }
+
+    pub fn reply(&self, id: ReplyId, body: Vec<u8>) {
+        self.commands.send(Command::Reply(id, body)).unwrap();
+    }
+
+    pub fn set_pool(&self, pool: StaticPool) {
+        self.commands.send(Command::SetPool(pool)).unwrap();
+    }
+
+    /// Stops the node: its swarm, listeners and connections go away.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+
+    /// The next event, or `None` after `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<NodeEvent> {
+        tokio::time::timeout(timeout, self.events.recv()).await.ok().flatten()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Transport {
+    Tcp,
+    Quic,
+}
+
+fn build_swarm(key: identity::Keypair, mix: Option<libp2p_mix::Behaviour>) -> Swarm<TestBehaviour> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_quic()
+        .with_behaviour(|_| TestBehaviour {
+            mix: mix.into(),
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(Duration::from_secs(3600)),
+            ),
+            echo: request_response::Behaviour::new(
+                [(StreamProtocol::new(ECHO), request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_max_concurrent_streams(10_000),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+async fn listen(swarm: &mut Swarm<TestBehaviour>, transport: Transport) -> Multiaddr {
+    let addr: Multiaddr = match transport {
+        Transport::Tcp => "/ip4/127.0.0.1/tcp/0",
+        Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+    }
+    .parse()
+    .unwrap();
+    swarm.listen_on(addr).unwrap();
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return address;
+        }
+    }
+}
+
+fn spawn(
+    mut swarm: Swarm<TestBehaviour>,
+    peer_id: PeerId,
+    addr: Multiaddr,
+    mix_key: Option<NodePublicKey>,
+) -> Node {
+    let metrics = swarm.behaviour().mix.as_ref().map(|m| m.metrics().clone());
+    let (commands, mut command_rx) = mpsc::unbounded_channel();
+    let (event_tx, events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                command = command_rx.recv() => {
+                    let Some(command) = command else { return };
+                    let Some(mix) = swarm.behaviour_mut().mix.as_mut() else { continue };
+                    match command {
+                        Command::Send(d, codec, body, done) => {
+                            let _ = done.send(mix.send(&d, &codec, &body).map(|_| ()).map_err(|e| e.to_string()));
+                        }
+                        Command::Request(d, codec, body, surbs, done) => {
+                            let _ = done.send(mix.request(&d, &codec, &body, surbs).map_err(|e| e.to_string()));
+                        }
+                        Command::Reply(id, body) => { let _ = mix.reply(id, &body); }
+                        Command::SetPool(pool) => mix.set_pool(Box::new(pool)),
+                    }
+                }
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::Behaviour(TestBehaviourEvent::Mix(e)) => { let _ = event_tx.send(NodeEvent::Mix(e)); }
+                    SwarmEvent::Behaviour(TestBehaviourEvent::Echo(request_response::Event::Message {
+                        message: request_response::Message::Request { request, channel, .. }, ..
+                    })) => {
+                        let mut response = b"echo:".to_vec();
+                        response.extend_from_slice(&request);
+                        let _ = swarm.behaviour_mut().echo.send_response(channel, response);
+                        let _ = event_tx.send(NodeEvent::Echo(request));
+                    }
+                    _ => {}
+                },
+            }
+        }
+    });
+    Node { peer_id, addr, mix_key, metrics, commands, events, task }
+}
+
+/// `n` mix nodes that all know each other, and one plain destination.
+pub struct Network {
+    pub mix: Vec<Node>,
+    pub dest: Node,
+}
+
+pub struct Options {
+    pub nodes: usize,
+    pub transport: Transport,
+    pub config: libp2p_mix::Config,
+    pub delay: fn() -> Box<dyn DelayStrategy>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let mut config = libp2p_mix::Config::default();
+        config.core.pre_send_delay = Duration::from_millis(1);
+        Self {
+            nodes: 5,
+            transport: Transport::Tcp,
+            config,
+            delay: || Box::new(libp2p_mix::core::ExponentialDelay::new(Duration::from_millis(2))),
+        }
+    }
+}
+
+pub async fn network(options: Options) -> Network {
+    let mut swarms = Vec::new();
+    for _ in 0..options.nodes {
+        let key = identity::Keypair::generate_secp256k1();
+        let peer_id = key.public().to_peer_id();
+        let secret = NodeSecretKey::generate(&mut rand::rng());
+        let public = secret.public_key();
+        let placeholder =
+            MixNode::new(peer_id, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), public, true).unwrap();
+        let mut mix = libp2p_mix::Behaviour::new(
+            placeholder,
+            secret,
+            Box::new(StaticPool::default()),
+            (options.delay)(),
+            options.config.clone(),
+        );
+        mix.register_read_rule(PING, ReadRule::Exact(32));
+        mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
+        let mut swarm = build_swarm(key, Some(mix));
+        let addr = listen(&mut swarm, options.transport).await;
+        swarm.behaviour_mut().mix.as_mut().unwrap().set_local_address(addr.clone()).unwrap();
+        swarms.push((swarm, peer_id, addr, public));
+    }
+    let pool = StaticPool::new(
+        swarms
+            .iter()
+            .map(|(_, peer, addr, key)| MixNode::new(*peer, addr.clone(), *key, true).unwrap()),
+    )
+    .unwrap();
+    let mix = swarms
+        .into_iter()
+        .map(|(mut swarm, peer, addr, key)| {
+            swarm.behaviour_mut().mix.as_mut().unwrap().set_pool(Box::new(pool.clone()));
+            spawn(swarm, peer, addr, Some(key))
+        })
+        .collect();
+
+    let key = identity::Keypair::generate_secp256k1();
+    let peer_id = key.public().to_peer_id();
+    let mut swarm = build_swarm(key, None);
+    let addr = listen(&mut swarm, options.transport).await;
+    let dest = spawn(swarm, peer_id, addr, None);
+    Network { mix, dest }
+}
+
+pub fn pool_of(nodes: &[&Node]) -> StaticPool {
+    StaticPool::new(nodes.iter().map(|n| n.entry())).unwrap()
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Satisfies the pool trait bound in signatures that take any pool.
+pub fn boxed(pool: StaticPool) -> Box<dyn NodePool> {
+    Box::new(pool)
+}
