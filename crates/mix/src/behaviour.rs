@@ -250,6 +250,13 @@ impl Behaviour {
         Ok(id)
     }
 
+    /// Sends a Sphinx packet built elsewhere (by a tool, a benchmark, or an application with
+    /// its own path selection) to its first hop, as is: no pre-send delay, no checks.
+    pub fn send_packet(&mut self, peer: PeerId, addr: Multiaddr, packet: Packet) {
+        self.transmit(peer, addr, packet);
+        self.wake();
+    }
+
     /// Answers a message received with [`Event::Received`]. Returns how many copies were sent
     /// (one per SURB), or `Ok(0)` if the id is unknown or expired.
     pub fn reply(&mut self, id: ReplyId, body: &[u8]) -> Result<usize, MessageError> {
@@ -410,7 +417,9 @@ impl Behaviour {
             self.core.handle_timeout(now);
             return true;
         }
-        if self.timer_deadline != Some(deadline) {
+        // Re-arming registers with the global timer thread; do it only when the deadline moves
+        // earlier. A timer that fires early just re-arms for the next deadline.
+        if self.timer_deadline.is_none_or(|armed| deadline < armed) {
             self.timer_deadline = Some(deadline);
             self.timer.reset(deadline - now);
         }

@@ -243,7 +243,7 @@ impl ConnectionHandler for Handler {
                     return;
                 }
                 self.metrics.add_outbound_queue(1);
-                self.queue.push_back(frame);
+                self.queue.push_back(protocol::length_prefixed(&frame));
             }
             InEvent::Exit { id, protocol, body, read } => {
                 match StreamProtocol::try_from_owned(protocol) {

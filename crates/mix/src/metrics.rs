@@ -24,8 +24,10 @@ pub enum DropReason {
     BadDestination,
     /// The message inside m does not parse.
     MalformedMessage,
-    /// A reply for a SURB we do not hold (answered, expired, or never ours).
+    /// A reply for a SURB we do not hold (expired, or never ours).
     UnknownSurb,
+    /// Another copy of a reply whose request was already answered through another SURB.
+    DuplicateReply,
     /// A reply whose payload does not decrypt under its SURB's secrets.
     ReplyIntegrity,
     /// The delay queue was full.
@@ -55,6 +57,7 @@ impl DropReason {
             Self::BadDestination => "bad_destination",
             Self::MalformedMessage => "malformed_message",
             Self::UnknownSurb => "unknown_surb",
+            Self::DuplicateReply => "duplicate_reply",
             Self::ReplyIntegrity => "reply_integrity",
             Self::DelayQueueFull => "delay_queue_full",
             Self::PeerQueueFull => "peer_queue_full",

@@ -3,6 +3,7 @@
 //! destinations follow a [`ReadRule`].
 
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::future::{Either, select};
@@ -45,14 +46,24 @@ pub(crate) enum FrameError {
     WrongLength(usize),
 }
 
-/// Writes `frames`, each with its varint length prefix, then flushes once.
+/// `data` behind its unsigned-varint length prefix, as one buffer: on a muxed stream every
+/// write becomes a frame of its own (and often a syscall), so prefix and body go out together.
+pub(crate) fn length_prefixed(data: &[u8]) -> Vec<u8> {
+    let mut prefix = unsigned_varint::encode::usize_buffer();
+    let prefix = unsigned_varint::encode::usize(data.len(), &mut prefix);
+    let mut out = Vec::with_capacity(prefix.len() + data.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Writes frames already carrying their length prefix (see [`length_prefixed`]), then flushes
+/// once.
 pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     io: &mut W,
     frames: &[Vec<u8>],
 ) -> io::Result<()> {
     for frame in frames {
-        let mut prefix = unsigned_varint::encode::usize_buffer();
-        io.write_all(unsigned_varint::encode::usize(frame.len(), &mut prefix)).await?;
         io.write_all(frame).await?;
     }
     io.flush().await
@@ -72,6 +83,11 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     }
     let rest = read_rest(io, first[0], max);
     futures::pin_mut!(rest);
+    // Usually the whole frame is already buffered: finish it without arming a timer, which
+    // would cost a wake-up of the global timer thread per packet.
+    if let Poll::Ready(result) = futures::poll!(rest.as_mut()) {
+        return result.map(Some);
+    }
     match select(rest, Delay::new(timeout)).await {
         Either::Left((result, _)) => result.map(Some),
         Either::Right(_) => Err(FrameError::Timeout),
@@ -135,8 +151,9 @@ mod tests {
     #[test]
     fn frames_round_trip_and_limits_hold() {
         let frames = vec![vec![1u8; 4608], vec![], vec![7u8; 300]];
+        let framed: Vec<Vec<u8>> = frames.iter().map(|f| length_prefixed(f)).collect();
         let mut buf = Cursor::new(Vec::new());
-        block_on(write_frames(&mut buf, &frames)).unwrap();
+        block_on(write_frames(&mut buf, &framed)).unwrap();
         assert_eq!(
             &buf.get_ref()[..2],
             &[0x80, 0x24],

@@ -3,13 +3,22 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod config;
+mod cpu;
+mod keygen;
+mod metrics_http;
+mod runtime;
+mod testnet;
 mod vectors;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use libp2p::Multiaddr;
 
 #[derive(Debug, Parser)]
 #[command(name = "mixnode", version, about)]
@@ -20,6 +29,54 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a local mixnet of real nodes in this process and send anonymous traffic through it.
+    Testnet {
+        /// Mix nodes to start.
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// One-way anonymous messages to send.
+        #[arg(long, default_value_t = 300)]
+        messages: usize,
+        /// Anonymous requests whose replies come back through SURBs.
+        #[arg(long, default_value_t = 100)]
+        requests: usize,
+        /// Messages plus requests sent per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Mean mixing delay per hop in ms (exponential); 0 for none.
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u16,
+        /// SURBs per request.
+        #[arg(long, default_value_t = 2)]
+        surbs: usize,
+        /// Run over QUIC instead of TCP.
+        #[arg(long)]
+        quic: bool,
+        /// Serve all nodes' Prometheus metrics on this address while running.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Seed of the workload (who sends to whom).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one mix node from a configuration file.
+    Run {
+        /// The node's configuration (see crates/node/node.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Serve Prometheus metrics here (overrides the file's [metrics] listen).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+    },
+    /// Generate a node identity and mix key, printed as configuration.
+    Keygen {
+        /// The address the node will be reachable at, for the printed pool entry.
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/4242")]
+        advertise: Multiaddr,
+    },
     /// Check Sphinx test-vector files (format mix-sphinx-vectors/1).
     Vectors {
         #[command(subcommand)]
@@ -57,10 +114,75 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         batch_ms: u64,
     },
+    /// Mix nodes on loopback forwarding 3-hop traffic with zero mixing delay, against the
+    /// crypto-only rate of hop processing measured in the same run.
+    Node {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Packets pushed through the network in the throughput phase.
+        #[arg(long, default_value_t = 30_000)]
+        packets: usize,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Command::Testnet {
+            nodes,
+            messages,
+            requests,
+            rate,
+            delay_ms,
+            surbs,
+            quic,
+            metrics,
+            seed,
+            json,
+        } => {
+            init_tracing("warn");
+            let options = testnet::Options {
+                nodes,
+                messages,
+                requests,
+                rate,
+                delay_ms,
+                quic,
+                surbs: surbs.max(1),
+                request_timeout: Duration::from_secs(10),
+                progress: !json,
+                metrics,
+                seed,
+            };
+            let report = runtime()?.block_on(testnet::run(options))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                testnet::print(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config, metrics } => {
+            init_tracing("info");
+            let loaded = config::load(&config)?;
+            runtime()?.block_on(run_node(loaded, metrics))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { advertise } => {
+            print!("{}", keygen::generate(&advertise)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Vectors { command: VectorsCommand::Verify { files } } => vectors::verify(&files),
         Command::Bench { command: BenchCommand::Sphinx { json, rounds, batch_ms } } => {
             let report = bench::sphinx::run(rounds.max(1), Duration::from_millis(batch_ms.max(1)));
@@ -70,6 +192,41 @@ fn main() -> anyhow::Result<ExitCode> {
                 bench::sphinx::print(&report);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command: BenchCommand::Node { json, packets } } => {
+            init_tracing("warn");
+            let report = runtime()?.block_on(bench::node::run(packets))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                bench::node::print(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut node = runtime::start(loaded.spec).await?;
+    tracing::info!(peer_id = %node.peer_id, addr = %node.addr, mix_key = %hex::encode(node.mix_key.as_bytes()), "mix node running");
+    if let Some(addr) = metrics.or(loaded.metrics) {
+        let mut registry = prometheus_client::registry::Registry::default();
+        node.metrics.register(&mut registry);
+        let bound = metrics_http::serve(addr, registry).await?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    let mut events = node.take_events().context("events")?;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => tracing::info!(?event, "event"),
+                None => anyhow::bail!("the node stopped"),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("shutting down");
+                node.stop();
+                return Ok(());
+            }
         }
     }
 }

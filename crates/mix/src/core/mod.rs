@@ -481,7 +481,11 @@ impl<R: CryptoRng> MixCore<R> {
                 }));
             }
             Action::Reply { id } => {
-                let matched = self.surbs.take(&id).ok_or(DropReason::UnknownSurb)?;
+                let matched = match self.surbs.take(&id) {
+                    surbs::Lookup::Matched(m) => m,
+                    surbs::Lookup::Duplicate => return Err(DropReason::DuplicateReply),
+                    surbs::Lookup::Unknown => return Err(DropReason::UnknownSurb),
+                };
                 let m = matched
                     .secrets
                     .recover(&format, &mut packet)

@@ -1,8 +1,9 @@
 //! The secrets kept for the SURBs of pending requests.
 //!
 //! A request sends several SURBs; the exit replies through each. The first reply to arrive
-//! answers the request and forgets all its SURBs, so later copies are dropped as unknown. A
-//! request that gets no reply by its deadline is forgotten too.
+//! answers the request; the ids of its other SURBs are remembered until the request's deadline
+//! so that their copies are recognised as duplicates rather than as unknown replies. A request
+//! that gets no reply by its deadline is forgotten.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -16,6 +17,18 @@ use super::RequestId;
 struct Pending {
     ids: Vec<SurbId>,
     sent_at: Instant,
+    deadline: Instant,
+}
+
+/// What a reply's SURB id refers to.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A pending request: this reply answers it.
+    Matched(Box<Matched>),
+    /// Another copy for a request already answered.
+    Duplicate,
+    /// Nothing we know (expired, or never ours).
+    Unknown,
 }
 
 /// A reply's SURB, matched to its request.
@@ -31,6 +44,8 @@ pub(crate) struct SurbStore {
     by_id: HashMap<SurbId, (RequestId, SurbSecrets)>,
     requests: HashMap<RequestId, Pending>,
     deadlines: BinaryHeap<Reverse<(Instant, RequestId)>>,
+    answered: HashMap<SurbId, Instant>,
+    answered_deadlines: BinaryHeap<Reverse<(Instant, SurbId)>>,
 }
 
 impl SurbStore {
@@ -49,18 +64,24 @@ impl SurbStore {
         for s in secrets {
             self.by_id.insert(s.id(), (request, s));
         }
-        self.requests.insert(request, Pending { ids, sent_at: now });
+        self.requests.insert(request, Pending { ids, sent_at: now, deadline });
         self.deadlines.push(Reverse((deadline, request)));
     }
 
-    /// The request a reply's SURB belongs to; forgets every SURB of that request.
-    pub(crate) fn take(&mut self, id: &SurbId) -> Option<Matched> {
-        let (request, secrets) = self.by_id.remove(id)?;
-        let pending = self.requests.remove(&request)?;
-        for other in &pending.ids {
-            self.by_id.remove(other);
+    /// The request a reply's SURB belongs to. The first reply takes the request and all its
+    /// SURBs; the others become known duplicates until the deadline.
+    pub(crate) fn take(&mut self, id: &SurbId) -> Lookup {
+        if self.answered.remove(id).is_some() {
+            return Lookup::Duplicate;
         }
-        Some(Matched { request, secrets, sent_at: pending.sent_at })
+        let Some((request, secrets)) = self.by_id.remove(id) else { return Lookup::Unknown };
+        let Some(pending) = self.requests.remove(&request) else { return Lookup::Unknown };
+        for other in pending.ids.iter().filter(|other| *other != id) {
+            self.by_id.remove(other);
+            self.answered.insert(*other, pending.deadline);
+            self.answered_deadlines.push(Reverse((pending.deadline, *other)));
+        }
+        Lookup::Matched(Box::new(Matched { request, secrets, sent_at: pending.sent_at }))
     }
 
     /// Forgets the requests whose deadline passed and returns them.
@@ -77,6 +98,13 @@ impl SurbStore {
                 }
                 expired.push(request);
             }
+        }
+        while let Some(Reverse((deadline, id))) = self.answered_deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.answered_deadlines.pop();
+            self.answered.remove(&id);
         }
         expired
     }

@@ -2,4 +2,5 @@
 //! with `--json`); none asserts on time.
 
 mod measure;
+pub(crate) mod node;
 pub(crate) mod sphinx;

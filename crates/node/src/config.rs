@@ -1,0 +1,266 @@
+//! `node.toml`: a real node's configuration, validated on load.
+//!
+//! See `crates/node/node.example.toml` for a documented example.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use libp2p::{Multiaddr, PeerId, identity};
+use libp2p_mix::StaticPool;
+use libp2p_mix::core::{
+    DelayStrategy, ExponentialDelay, MixNode, NoDelay, ReplayConfig, UniformDelay,
+};
+use mix_sphinx::{NodePublicKey, NodeSecretKey, Padding, PayloadCipher, WireFormat};
+use serde::Deserialize;
+
+use crate::runtime::NodeSpec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    identity: IdentityConfig,
+    network: NetworkConfig,
+    #[serde(default)]
+    mix: MixConfig,
+    #[serde(default)]
+    pool: Vec<PoolEntry>,
+    metrics: Option<MetricsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityConfig {
+    /// The libp2p identity: a protobuf-encoded secp256k1 keypair, hex.
+    libp2p_key: String,
+    /// The X25519 mix private key, 32 bytes hex.
+    mix_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkConfig {
+    listen: Vec<Multiaddr>,
+    advertise: Option<Multiaddr>,
+    #[serde(default = "yes")]
+    exit: bool,
+    #[serde(default)]
+    echo: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum CipherName {
+    Lioness,
+    AesCtr,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum PaddingName {
+    Plain,
+    Seqno,
+}
+
+/// The network's mixing-delay policy.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum DelayConfig {
+    Exponential { mean_ms: u16 },
+    Uniform { max_ms: u16 },
+    None,
+}
+
+impl DelayConfig {
+    pub(crate) fn strategy(self) -> Box<dyn DelayStrategy> {
+        match self {
+            Self::Exponential { mean_ms } => {
+                Box::new(ExponentialDelay::new(Duration::from_millis(mean_ms.into())))
+            }
+            Self::Uniform { max_ms } => {
+                Box::new(UniformDelay::new(Duration::from_millis(max_ms.into())))
+            }
+            Self::None => Box::new(NoDelay),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MixConfig {
+    path_len: usize,
+    payload_cipher: CipherName,
+    padding: PaddingName,
+    delay: DelayConfig,
+    pre_send_delay_ms: u64,
+    request_timeout_ms: u64,
+    expected_packets_per_second: u32,
+    key_lifetime_s: u64,
+}
+
+impl Default for MixConfig {
+    fn default() -> Self {
+        Self {
+            path_len: 3,
+            payload_cipher: CipherName::Lioness,
+            padding: PaddingName::Plain,
+            delay: DelayConfig::Exponential { mean_ms: 50 },
+            pre_send_delay_ms: 5,
+            request_timeout_ms: 30_000,
+            expected_packets_per_second: 1000,
+            key_lifetime_s: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolEntry {
+    peer_id: String,
+    multiaddr: Multiaddr,
+    mix_key: String,
+    #[serde(default = "yes")]
+    exit: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsConfig {
+    listen: SocketAddr,
+}
+
+/// A validated configuration.
+pub(crate) struct Loaded {
+    pub(crate) spec: NodeSpec,
+    pub(crate) metrics: Option<SocketAddr>,
+}
+
+pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
+    let file: FileConfig = toml::from_str(text)?;
+
+    let key_bytes =
+        hex::decode(file.identity.libp2p_key.trim()).context("identity.libp2p_key is not hex")?;
+    let identity = identity::Keypair::from_protobuf_encoding(&key_bytes)
+        .context("identity.libp2p_key is not a protobuf-encoded libp2p keypair")?;
+    if identity.key_type() != identity::KeyType::Secp256k1 {
+        bail!(
+            "identity.libp2p_key is a {:?} key; mix address blocks need secp256k1 identities (39-byte peer ids)",
+            identity.key_type()
+        );
+    }
+    let mix_secret =
+        NodeSecretKey::from_bytes(hex32(&file.identity.mix_key).context("identity.mix_key")?);
+
+    let nodes = file
+        .pool
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            pool_entry(entry).with_context(|| format!("pool[{i}] (peer {})", entry.peer_id))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pool = StaticPool::new(nodes)?;
+
+    let m = &file.mix;
+    if !(mix_sphinx::MIN_PATH_LEN..=mix_sphinx::MAX_PATH_LEN).contains(&m.path_len) {
+        bail!("mix.path_len must be 3..=5, got {}", m.path_len);
+    }
+    let cipher = match m.payload_cipher {
+        CipherName::Lioness => PayloadCipher::Lioness,
+        CipherName::AesCtr => PayloadCipher::AesCtr,
+    };
+    let padding = match m.padding {
+        PaddingName::Plain => Padding::Plain,
+        PaddingName::Seqno => Padding::SeqNo,
+    };
+    let mut config = libp2p_mix::Config::default();
+    config.core.format = WireFormat::new(cipher, padding);
+    config.core.path_len = m.path_len;
+    config.core.pre_send_delay = Duration::from_millis(m.pre_send_delay_ms);
+    config.core.request_timeout = Duration::from_millis(m.request_timeout_ms);
+    config.core.replay = ReplayConfig {
+        packets_per_second: m.expected_packets_per_second,
+        key_lifetime: Duration::from_secs(m.key_lifetime_s),
+        ..ReplayConfig::default()
+    };
+    if file.network.listen.is_empty() {
+        bail!("network.listen must name at least one address");
+    }
+    Ok(Loaded {
+        spec: NodeSpec {
+            identity,
+            mix_secret,
+            listen: file.network.listen,
+            advertise: file.network.advertise,
+            exit: file.network.exit,
+            pool,
+            delay: m.delay.strategy(),
+            config,
+            echo: file.network.echo,
+        },
+        metrics: file.metrics.map(|m| m.listen),
+    })
+}
+
+fn pool_entry(entry: &PoolEntry) -> anyhow::Result<MixNode> {
+    let peer: PeerId = entry.peer_id.parse().context("peer_id is not a libp2p peer id")?;
+    let key =
+        NodePublicKey::from_bytes(hex32(&entry.mix_key).context("mix_key")?).context("mix_key")?;
+    Ok(MixNode::new(peer, entry.multiaddr.clone(), key, entry.exit)?)
+}
+
+fn hex32(text: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(text.trim()).context("not hex")?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("must be 32 bytes, got {}", bytes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../node.example.toml");
+
+    fn example_with(section: &str) -> String {
+        format!("{EXAMPLE}\n{section}")
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let loaded = parse(EXAMPLE).unwrap();
+        assert_eq!(loaded.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(loaded.spec.listen.len(), 1);
+        assert!(loaded.spec.exit);
+    }
+
+    #[test]
+    fn bad_pool_entries_are_named() {
+        let small_order = example_with(
+            "[[pool]]\npeer_id = \"16Uiu2HAmKA5rCEZp7un72XWk76QGcwFe6StyvdRwkcwA8DP7N3pQ\"\nmultiaddr = \"/ip4/127.0.0.1/tcp/1\"\nmix_key = \"0100000000000000000000000000000000000000000000000000000000000000\"\n",
+        );
+        let err = format!("{:#}", parse(&small_order).err().unwrap());
+        assert!(err.contains("pool[1]") && err.contains("small order"), "{err}");
+
+        let ipv6 = example_with(
+            "[[pool]]\npeer_id = \"16Uiu2HAmKA5rCEZp7un72XWk76QGcwFe6StyvdRwkcwA8DP7N3pQ\"\nmultiaddr = \"/ip6/::1/tcp/1\"\nmix_key = \"c8feca81be196cdf2cadeabf13c4903d7632dce4955aa68b6e5d9adef54e2616\"\n",
+        );
+        let err = format!("{:#}", parse(&ipv6).err().unwrap());
+        assert!(err.contains("pool[1]") && err.contains("ip4"), "{err}");
+
+        let unknown = EXAMPLE.replace("[network]", "[network]\nlisten_on = []");
+        assert!(parse(&unknown).is_err());
+    }
+}

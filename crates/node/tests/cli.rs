@@ -1,0 +1,127 @@
+//! The `mixnode` binary as a user runs it.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::process::Command;
+
+fn mixnode(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mixnode")).args(args).output().unwrap()
+}
+
+fn vectors_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sphinx/tests/vectors")
+}
+
+#[test]
+fn testnet_json_reports_a_clean_run() {
+    let out = mixnode(&[
+        "testnet",
+        "--json",
+        "--nodes",
+        "6",
+        "--messages",
+        "40",
+        "--requests",
+        "15",
+        "--rate",
+        "200",
+        "--delay-ms",
+        "2",
+        "--seed",
+        "7",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["nodes", "sent", "delivered", "duplicates", "replies_expected", "replies_received"]
+    {
+        assert!(report[key].is_u64(), "missing {key}: {report}");
+    }
+    for q in ["p50", "p95", "p99"] {
+        assert!(report["latency_ms"][q].is_f64(), "missing latency_ms.{q}: {report}");
+    }
+    assert_eq!(report["nodes"], 6);
+    assert_eq!((report["sent"].as_u64(), report["delivered"].as_u64()), (Some(40), Some(40)));
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["replies_received"], 15, "{report}");
+    let forwarded: u64 =
+        report["forwarded_per_node"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    // Each message and request takes two forwarding hops; each reply copy two more.
+    assert!(forwarded >= 2 * (40 + 15 + 15), "{report}");
+}
+
+#[test]
+fn vectors_verify_passes_the_reference_files_and_names_failures() {
+    let dir = vectors_dir();
+    let aes = dir.join("sphinx-aes-ctr.json");
+    let lioness = dir.join("sphinx-lioness.json");
+    let out = mixnode(&["vectors", "verify", aes.to_str().unwrap(), lioness.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.matches("5/5 cases ok").count(), 2, "{stdout}");
+
+    // A file that is not one of the shared ones: a corrupted copy.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&aes).unwrap()).unwrap();
+    json["surb"][0]["expected_surb"] = "00".repeat(734).into();
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), json.to_string()).unwrap();
+    let out = mixnode(&["vectors", "verify", tmp.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("4/5 cases ok"), "{stdout}");
+    assert!(stdout.contains("FAIL surb \"surb-localhost-tcp\": expected_surb"), "{stdout}");
+}
+
+#[test]
+fn keygen_output_is_a_loadable_identity_and_bad_configs_are_explained() {
+    let out = mixnode(&["keygen", "--advertise", "/ip4/127.0.0.1/tcp/4400"]);
+    assert!(out.status.success());
+    let keys = String::from_utf8(out.stdout).unwrap();
+    let config = format!("{keys}\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n");
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &config).unwrap();
+    // The config parses; `run` would start a node. A wrong key type is refused clearly.
+    let bad = config.replace("[network]", "[network]\nbogus = 1");
+    std::fs::write(tmp.path(), bad).unwrap();
+    let out = mixnode(&["run", "--config", tmp.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("unknown field") && stderr.contains("bogus"), "{stderr}");
+}
+
+#[test]
+fn run_starts_a_node_that_serves_metrics() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let keys = String::from_utf8(mixnode(&["keygen"]).stdout).unwrap();
+    let config = format!("{keys}\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n");
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mixnode"))
+        .args(["run", "--config", tmp.path().to_str().unwrap(), "--metrics", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut endpoint = None;
+    let mut running = false;
+    for line in lines.by_ref().take(20) {
+        let line = line.unwrap();
+        running |= line.contains("mix node running");
+        if let Some(at) = line.find("http://") {
+            endpoint = Some(line[at + 7..].trim_end_matches("/metrics").trim().to_owned());
+            break;
+        }
+    }
+    assert!(running, "no start log");
+    let endpoint = endpoint.expect("metrics address logged");
+    let mut socket = std::net::TcpStream::connect(&endpoint).unwrap();
+    socket.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    socket.read_to_string(&mut body).unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("mix_packets_received_total"), "{body}");
+}
