@@ -29,7 +29,7 @@ use crate::core::{
 };
 use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent};
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::ReadRule;
+use crate::protocol::{ExitProtocol, ReadRule};
 
 /// Driver settings, with the core's.
 #[derive(Debug, Clone)]
@@ -128,6 +128,7 @@ struct ExitJob {
     codec: String,
     body: Vec<u8>,
     read: Option<ReadRule>,
+    retry: bool,
 }
 
 /// Work waiting for a connection to a peer.
@@ -149,7 +150,7 @@ pub struct Behaviour {
     pending: HashMap<PeerId, Pending>,
     exit_surbs: HashMap<ExitId, (PeerId, String, Vec<Surb>)>,
     next_exit: u64,
-    read_rules: HashMap<String, ReadRule>,
+    exit_protocols: HashMap<String, ExitProtocol>,
     local_replies: BTreeMap<ReplyId, Vec<Surb>>,
     next_reply: u64,
     events: VecDeque<ToSwarm<Event, InEvent>>,
@@ -185,7 +186,7 @@ impl Behaviour {
             pending: HashMap::new(),
             exit_surbs: HashMap::new(),
             next_exit: 0,
-            read_rules: HashMap::new(),
+            exit_protocols: HashMap::new(),
             local_replies: BTreeMap::new(),
             next_reply: 0,
             events: VecDeque::new(),
@@ -221,7 +222,16 @@ impl Behaviour {
     /// How this node, as an exit, reads replies of `codec` from destinations. Without a rule it
     /// writes the message and reads nothing.
     pub fn register_read_rule(&mut self, codec: impl Into<String>, rule: ReadRule) {
-        self.read_rules.insert(codec.into(), rule);
+        self.register_exit_protocol(
+            codec,
+            ExitProtocol { read: Some(rule), retry_on_reset: false },
+        );
+    }
+
+    /// How this node, as an exit, delivers messages of `codec`: the reply rule, and whether
+    /// to deliver once more when the destination resets the stream before replying.
+    pub fn register_exit_protocol(&mut self, codec: impl Into<String>, protocol: ExitProtocol) {
+        self.exit_protocols.insert(codec.into(), protocol);
     }
 
     /// Sends `body` anonymously to `destination` with origin protocol `codec`.
@@ -337,9 +347,11 @@ impl Behaviour {
         };
         let id = ExitId(self.next_exit);
         self.next_exit += 1;
-        let read = if surbs.is_empty() { None } else { self.read_rules.get(&codec).copied() };
+        let protocol = self.exit_protocols.get(&codec).copied().unwrap_or_default();
+        let read = if surbs.is_empty() { None } else { protocol.read };
+        let retry = protocol.retry_on_reset;
         self.exit_surbs.insert(id, (peer, codec.clone(), surbs));
-        let job = ExitJob { id, codec, body, read };
+        let job = ExitJob { id, codec, body, read, retry };
         if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()) {
             self.events.push_back(exit_event(peer, *connection, job));
         } else {
@@ -445,7 +457,13 @@ fn exit_event(peer: PeerId, connection: ConnectionId, job: ExitJob) -> ToSwarm<E
     ToSwarm::NotifyHandler {
         peer_id: peer,
         handler: NotifyHandler::One(connection),
-        event: InEvent::Exit { id: job.id, protocol: job.codec, body: job.body, read: job.read },
+        event: InEvent::Exit {
+            id: job.id,
+            protocol: job.codec,
+            body: job.body,
+            read: job.read,
+            retry: job.retry,
+        },
     }
 }
 

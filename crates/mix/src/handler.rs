@@ -78,6 +78,8 @@ pub enum InEvent {
         body: Vec<u8>,
         /// How to read the reply, if one is expected.
         read: Option<ReadRule>,
+        /// Deliver once more if the destination resets the stream before replying.
+        retry: bool,
     },
 }
 
@@ -106,6 +108,15 @@ pub enum OutboundInfo {
 
 type WriteResult = Result<Stream, (Vec<Vec<u8>>, io::Error)>;
 
+/// One delivery of the exit to a destination.
+#[derive(Debug, Clone)]
+struct ExitJob {
+    protocol: StreamProtocol,
+    body: Vec<u8>,
+    read: Option<ReadRule>,
+    retry: bool,
+}
+
 enum Writer {
     /// No stream.
     Closed,
@@ -124,8 +135,11 @@ pub struct Handler {
     writer: Writer,
     /// Whether the pooled stream already failed once since its last success.
     retried: bool,
-    exits_to_open: VecDeque<(ExitId, StreamProtocol)>,
-    exits_opening: HashMap<ExitId, (Vec<u8>, Option<ReadRule>)>,
+    exits_to_open: VecDeque<ExitId>,
+    /// Deliveries waiting for their stream.
+    exits_opening: HashMap<ExitId, ExitJob>,
+    /// Deliveries in flight that may be retried once.
+    exits_retryable: HashMap<ExitId, ExitJob>,
     exits: futures_bounded::FuturesMap<ExitId, Result<Option<Vec<u8>>, ExitError>>,
     events: VecDeque<OutEvent>,
 }
@@ -156,6 +170,7 @@ impl Handler {
             retried: false,
             exits_to_open: VecDeque::new(),
             exits_opening: HashMap::new(),
+            exits_retryable: HashMap::new(),
             events: VecDeque::new(),
         }
     }
@@ -182,7 +197,14 @@ impl Handler {
     }
 
     fn on_exit_negotiated(&mut self, id: ExitId, mut stream: Stream) {
-        let Some((body, read)) = self.exits_opening.remove(&id) else { return };
+        let Some(job) = self.exits_opening.remove(&id) else { return };
+        let (body, read) = if job.retry {
+            let copy = (job.body.clone(), job.read);
+            self.exits_retryable.insert(id, ExitJob { retry: false, ..job });
+            copy
+        } else {
+            (job.body, job.read)
+        };
         let deliver = async move {
             let io = |e: io::Error| ExitError::Stream(e.to_string());
             stream.write_all(&body).await.map_err(io)?;
@@ -245,11 +267,11 @@ impl ConnectionHandler for Handler {
                 self.metrics.add_outbound_queue(1);
                 self.queue.push_back(protocol::length_prefixed(&frame));
             }
-            InEvent::Exit { id, protocol, body, read } => {
+            InEvent::Exit { id, protocol, body, read, retry } => {
                 match StreamProtocol::try_from_owned(protocol) {
                     Ok(protocol) => {
-                        self.exits_opening.insert(id, (body, read));
-                        self.exits_to_open.push_back((id, protocol));
+                        self.exits_opening.insert(id, ExitJob { protocol, body, read, retry });
+                        self.exits_to_open.push_back(id);
                     }
                     Err(e) => self.events.push_back(OutEvent::Exit {
                         id,
@@ -265,6 +287,7 @@ impl ConnectionHandler for Handler {
             || matches!(self.writer, Writer::Opening | Writer::Writing(_))
             || !self.exits.is_empty()
             || !self.exits_opening.is_empty()
+            || !self.exits_retryable.is_empty()
     }
 
     fn poll(
@@ -300,17 +323,25 @@ impl ConnectionHandler for Handler {
         }
 
         // Exit deliveries.
-        if let Poll::Ready((id, result)) = self.exits.poll_unpin(cx) {
+        while let Poll::Ready((id, result)) = self.exits.poll_unpin(cx) {
+            let retry = self.exits_retryable.remove(&id);
             let result = result.unwrap_or(Err(ExitError::Timeout));
+            if let (Err(ExitError::Stream(error)), Some(job)) = (&result, retry) {
+                tracing::debug!(%error, protocol = %job.protocol, "destination reset the stream; delivering once more");
+                self.exits_opening.insert(id, job);
+                self.exits_to_open.push_back(id);
+                continue;
+            }
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Exit {
                 id,
                 result,
             }));
         }
-        if let Some((id, protocol)) = self.exits_to_open.pop_front() {
+        while let Some(id) = self.exits_to_open.pop_front() {
+            let Some(job) = self.exits_opening.get(&id) else { continue };
             return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                 protocol: SubstreamProtocol::new(
-                    ReadyUpgrade::new(protocol),
+                    ReadyUpgrade::new(job.protocol.clone()),
                     OutboundInfo::Exit(id),
                 ),
             });

@@ -17,4 +17,4 @@ pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
 pub use core::{Destination, MessageId, MixNode, NodePool, RequestId, SendError, StaticPool};
 pub use handler::ExitError;
 pub use metrics::{DropReason, Metrics};
-pub use protocol::{PROTOCOL, ReadRule};
+pub use protocol::{ExitProtocol, PROTOCOL, ReadRule};

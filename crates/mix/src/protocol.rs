@@ -19,6 +19,11 @@ const MAX_VARINT_LEN: usize = 3;
 
 /// How an exit reads a destination's reply, registered per origin protocol. Without a rule
 /// the exit writes the message and reads nothing.
+///
+/// Each delivery opens a new stream to the destination. Protocols that keep a single inbound
+/// stream per connection can drop it in favour of another: libp2p-ping, for one, replaces its
+/// inbound stream whenever a new one arrives, so an exit that itself runs ping may see its
+/// delivery displaced by its own first ping on a fresh connection (the request then times out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadRule {
     /// Exactly this many bytes (e.g. 32 for `/ipfs/ping/1.0.0`).
@@ -29,6 +34,18 @@ pub enum ReadRule {
         /// The largest frame accepted.
         max: usize,
     },
+}
+
+/// How the exit delivers messages of one origin protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitProtocol {
+    /// How to read the destination's reply when the sender attached SURBs; `None` writes the
+    /// message and reads nothing.
+    pub read: Option<ReadRule>,
+    /// If the destination resets or closes the stream before replying, open a second stream
+    /// and deliver once more. Only for protocols where a repeated message is harmless (ping,
+    /// lookups): the destination may have acted on the first one.
+    pub retry_on_reset: bool,
 }
 
 /// A frame that could not be read.

@@ -127,6 +127,10 @@ pub enum SendError {
     /// The configured path length is invalid.
     #[error(transparent)]
     Route(#[from] mix_sphinx::RouteError),
+    /// The node holds as many delayed packets as it may: try again later. (Packets forwarded
+    /// for others are dropped instead; the application's own are refused, so it can slow down.)
+    #[error("the delay queue is full ({0} packets)")]
+    QueueFull(usize),
 }
 
 /// A message this node delivers as the exit.
@@ -355,6 +359,9 @@ impl<R: CryptoRng> MixCore<R> {
         surb_count: usize,
         request: Option<RequestId>,
     ) -> Result<(), SendError> {
+        if self.scheduled.len() >= self.config.max_delayed_packets {
+            return Err(SendError::QueueFull(self.scheduled.len()));
+        }
         let padding = self.config.format.padding();
         let max = message::max_message_size(padding, codec, surb_count)?;
         if body.len() > max {
@@ -404,8 +411,8 @@ impl<R: CryptoRng> MixCore<R> {
             self.surbs.insert(request, secrets, now, now + self.config.request_timeout);
         }
         let due = now + self.pre_send_delay();
-        self.schedule(due, first.0, first.1, packet, SentKind::Own);
-        Ok(())
+        self.schedule(due, first.0, first.1, packet, SentKind::Own)
+            .map_err(|_| SendError::QueueFull(self.scheduled.len()))
     }
 
     /// As the exit, sends `body` back through every SURB the sender supplied (the reference
@@ -427,8 +434,10 @@ impl<R: CryptoRng> MixCore<R> {
             };
             let packet = surb.reply_packet(&self.config.format, &m);
             let due = now + self.pre_send_delay();
-            self.schedule(due, peer, addr, packet, SentKind::Reply);
-            sent += 1;
+            match self.schedule(due, peer, addr, packet, SentKind::Reply) {
+                Ok(()) => sent += 1,
+                Err(reason) => self.metrics.dropped(reason),
+            }
         }
         Ok(sent)
     }
@@ -456,7 +465,7 @@ impl<R: CryptoRng> MixCore<R> {
                 let (addr, peer) = next_hop.decode().map_err(|_| DropReason::BadNextHop)?;
                 let delay = self.delay.sample(delay_ms, &mut self.rng);
                 self.metrics.hop_delay(delay.as_secs_f64());
-                self.schedule(now + delay, peer, addr, packet, SentKind::Forward);
+                self.schedule(now + delay, peer, addr, packet, SentKind::Forward)?;
             }
             Action::Deliver { destination } => {
                 let msg = message::decode_forward(format.padding(), packet.message())
@@ -540,6 +549,7 @@ impl<R: CryptoRng> MixCore<R> {
         delay::truncated_exponential(mean_ms, &mut self.rng)
     }
 
+    /// Holds `packet` until `due`. A full queue refuses it (the caller counts the drop).
     fn schedule(
         &mut self,
         due: Instant,
@@ -547,14 +557,14 @@ impl<R: CryptoRng> MixCore<R> {
         addr: Multiaddr,
         packet: Packet,
         kind: SentKind,
-    ) {
+    ) -> Result<(), DropReason> {
         if self.scheduled.len() >= self.config.max_delayed_packets {
-            self.metrics.dropped(DropReason::DelayQueueFull);
-            return;
+            return Err(DropReason::DelayQueueFull);
         }
         self.seq += 1;
         self.scheduled.push(Scheduled { due, seq: self.seq, peer, addr, packet, kind });
         self.metrics.set_delay_queue(self.scheduled.len());
+        Ok(())
     }
 }
 

@@ -268,11 +268,34 @@ fn the_delay_queue_is_bounded() {
     let mut net = Net::new(6, 7, exponential(1000), config);
     let peers = net.peers();
     let now = net.now;
-    for _ in 0..15 {
-        net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+
+    // Packets from another sender, released to their first hops.
+    let sender = peers[1];
+    for _ in 0..10 {
+        net.node(&sender).send(now, &external_destination(), "/p", b"y").unwrap();
     }
-    assert_eq!(net.node(&peers[0]).delayed_packets(), 10);
-    assert_eq!(net.node(&peers[0]).metrics().packets_dropped(DropReason::DelayQueueFull), 5);
+    net.node(&sender).handle_timeout(now + Duration::from_secs(10));
+    let mut by_hop: HashMap<PeerId, Vec<Packet>> = HashMap::new();
+    while let Some(Output::Transmit { peer, packet, .. }) = net.node(&sender).poll_output() {
+        by_hop.entry(peer).or_default().push(packet);
+    }
+    let (hop, packets) = by_hop.into_iter().max_by_key(|(_, p)| p.len()).unwrap();
+
+    // The hop fills its queue with its own sends; one more is refused, not dropped.
+    for _ in 0..10 {
+        net.node(&hop).send(now, &external_destination(), "/p", b"x").unwrap();
+    }
+    let err = net.node(&hop).send(now, &external_destination(), "/p", b"x").unwrap_err();
+    assert!(matches!(err, SendError::QueueFull(10)), "{err}");
+
+    // Packets to forward that find the queue full are dropped and counted (tail drop).
+    let count = packets.len();
+    for p in packets {
+        assert_eq!(net.node(&hop).handle_packet(now, p), Err(DropReason::DelayQueueFull));
+    }
+    assert_eq!(net.node(&hop).delayed_packets(), 10);
+    let dropped = net.node(&hop).metrics().packets_dropped(DropReason::DelayQueueFull);
+    assert_eq!(dropped as usize, count);
 }
 
 /// Hop delays follow the configured distribution: packets fed to one hop at the same instant

@@ -14,7 +14,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, ping, request_response, tcp, yamux,
 };
 use libp2p_mix::core::{DelayStrategy, MixNode, NodePool};
-use libp2p_mix::{Destination, Metrics, ReadRule, ReplyId, StaticPool};
+use libp2p_mix::{Destination, ExitProtocol, Metrics, ReadRule, ReplyId, StaticPool};
 use mix_sphinx::{NodePublicKey, NodeSecretKey};
 use tokio::sync::{mpsc, oneshot};
 
@@ -176,6 +176,9 @@ pub enum Transport {
 }
 
 fn build_swarm(key: identity::Keypair, mix: Option<libp2p_mix::Behaviour>) -> Swarm<TestBehaviour> {
+    // Exits run ping too: libp2p-ping stops answering on a connection whose remote does not
+    // speak ping.
+    let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(3600)));
     libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -183,9 +186,7 @@ fn build_swarm(key: identity::Keypair, mix: Option<libp2p_mix::Behaviour>) -> Sw
         .with_quic()
         .with_behaviour(|_| TestBehaviour {
             mix: mix.into(),
-            ping: ping::Behaviour::new(
-                ping::Config::new().with_interval(Duration::from_secs(3600)),
-            ),
+            ping,
             echo: request_response::Behaviour::new(
                 [(StreamProtocol::new(ECHO), request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_max_concurrent_streams(10_000),
@@ -297,7 +298,12 @@ pub async fn network(options: Options) -> Network {
             (options.delay)(),
             options.config.clone(),
         );
-        mix.register_read_rule(PING, ReadRule::Exact(32));
+        // libp2p-ping keeps one inbound stream per connection: the exit's own first ping on a
+        // new connection can displace the delivery stream. A repeated ping is harmless.
+        mix.register_exit_protocol(
+            PING,
+            ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true },
+        );
         mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
         let mut swarm = build_swarm(key, Some(mix));
         let addr = listen(&mut swarm, options.transport).await;
