@@ -170,13 +170,7 @@ impl core::fmt::Debug for AddressBlock {
         match self.decode() {
             Ok((addr, peer)) => write!(f, "AddressBlock({addr}/p2p/{peer})"),
             Err(AddressError::Empty) => f.write_str("AddressBlock(zero)"),
-            Err(_) => {
-                f.write_str("AddressBlock(0x")?;
-                for b in &self.0[..12] {
-                    write!(f, "{b:02x}")?;
-                }
-                f.write_str("…)")
-            }
+            Err(_) => crate::debug_hex::fmt_hex(f, "AddressBlock", &self.0, 12),
         }
     }
 }

@@ -36,11 +36,7 @@ impl ReplayTag {
 
 impl core::fmt::Debug for ReplayTag {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("ReplayTag(")?;
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str("…)")
+        crate::debug_hex::fmt_hex(f, "ReplayTag", &self.0, 8)
     }
 }
 

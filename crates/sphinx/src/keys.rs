@@ -77,11 +77,7 @@ impl NodePublicKey {
 
 impl core::fmt::Debug for NodePublicKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "NodePublicKey(")?;
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "…)")
+        crate::debug_hex::fmt_hex(f, "NodePublicKey", &self.0, 8)
     }
 }
 

@@ -51,6 +51,7 @@
 
 mod address;
 mod crypto;
+mod debug_hex;
 mod error;
 mod format;
 mod header;

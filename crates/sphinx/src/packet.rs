@@ -115,10 +115,6 @@ impl AsRef<[u8]> for Packet {
 
 impl core::fmt::Debug for Packet {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Packet(α=")?;
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str("…)")
+        crate::debug_hex::fmt_hex(f, "Packet", &self.0[..], 8)
     }
 }

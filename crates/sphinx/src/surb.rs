@@ -51,11 +51,7 @@ impl SurbId {
 
 impl core::fmt::Debug for SurbId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("SurbId(")?;
-        for b in &self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        f.write_str(")")
+        crate::debug_hex::fmt_hex(f, "SurbId", &self.0, self.0.len())
     }
 }
 
