@@ -28,6 +28,8 @@ pub enum DropReason {
     UnknownSurb,
     /// Another copy of a reply whose request was already answered through another SURB.
     DuplicateReply,
+    /// Another copy of a message sent over several paths, already delivered.
+    DuplicateMessage,
     /// A reply whose payload does not decrypt under its SURB's secrets.
     ReplyIntegrity,
     /// The delay queue was full.
@@ -58,6 +60,7 @@ impl DropReason {
             Self::MalformedMessage => "malformed_message",
             Self::UnknownSurb => "unknown_surb",
             Self::DuplicateReply => "duplicate_reply",
+            Self::DuplicateMessage => "duplicate_message",
             Self::ReplyIntegrity => "reply_integrity",
             Self::DelayQueueFull => "delay_queue_full",
             Self::PeerQueueFull => "peer_queue_full",

@@ -13,9 +13,9 @@
 //! ```
 
 mod delay;
-mod path;
 mod pool;
 mod replay;
+mod select;
 mod surbs;
 
 use std::collections::{BinaryHeap, VecDeque};
@@ -32,12 +32,13 @@ use rand::{CryptoRng, RngExt};
 pub use delay::{
     DelayStrategy, ExponentialDelay, NoDelay, UniformDelay, truncated_exponential_cdf,
 };
-pub use path::PathError;
-pub use pool::{MixNode, NodePool, PoolError, StaticPool};
+pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool};
 pub use replay::{ReplayConfig, ReplayFilter};
+pub use select::{
+    HybridPaths, LastHop, PathError, PathSelection, PathSelector, RandomPaths, RttPaths,
+};
 
 use crate::metrics::{DropReason, Metrics, SentKind};
-use path::LastHop;
 use surbs::SurbStore;
 
 /// Identifies a request until its reply or timeout.
@@ -83,6 +84,14 @@ pub struct Config {
     pub max_delayed_packets: usize,
     /// Sizing of the replay filter.
     pub replay: ReplayConfig,
+    /// How paths are chosen.
+    pub path_selection: PathSelection,
+    /// Consecutive packets this node originates leave at least a random gap in
+    /// `[0, send_jitter]` apart, so a burst (say, the fragments of one message) does not leave
+    /// as a burst. Zero turns this off (pre-send delays alone then order departures).
+    pub send_jitter: Duration,
+    /// Message ids remembered to deliver redundant copies once.
+    pub dedupe_capacity: usize,
 }
 
 impl Default for Config {
@@ -95,7 +104,30 @@ impl Default for Config {
             max_pending_requests: 1024,
             max_delayed_packets: 20_000,
             replay: ReplayConfig::default(),
+            path_selection: PathSelection::Random,
+            send_jitter: Duration::from_millis(10),
+            dedupe_capacity: 65_536,
         }
+    }
+}
+
+/// The origin codec that wraps a message sent over several paths: its body is a 16-byte
+/// message id, the real codec (u8 length, then the bytes) and the real body. The receiving mix
+/// node delivers the first copy and drops the others.
+pub const REDUNDANT_CODEC: &str = "/mix/redundant/1.0.0";
+
+/// Per-message choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Copies sent over independent paths (distinct first hops and exits, and no shared node
+    /// where the pool allows). More than one needs a [`Destination::MixNode`], which delivers
+    /// the first copy to arrive; other destinations would see every copy.
+    pub copies: usize,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self { copies: 1 }
     }
 }
 
@@ -131,6 +163,9 @@ pub enum SendError {
     /// for others are dropped instead; the application's own are refused, so it can slow down.)
     #[error("the delay queue is full ({0} packets)")]
     QueueFull(usize),
+    /// Redundant copies need a destination that is a mix node, which delivers them once.
+    #[error("redundant copies need a Destination::MixNode, which delivers them once")]
+    RedundancyNeedsMixNode,
 }
 
 /// A message this node delivers as the exit.
@@ -210,6 +245,7 @@ pub struct MixCore<R> {
     secret: NodeSecretKey,
     pool: Box<dyn NodePool>,
     delay: Box<dyn DelayStrategy>,
+    selector: Box<dyn PathSelector>,
     rng: R,
     replay: ReplayFilter,
     surbs: SurbStore,
@@ -219,6 +255,37 @@ pub struct MixCore<R> {
     next_message: u64,
     outputs: VecDeque<Output>,
     metrics: Metrics,
+    /// When this node's last own packet is due, for send jitter.
+    last_own_due: Option<Instant>,
+    seen: SeenIds,
+}
+
+/// A bounded set of message ids, oldest forgotten first.
+#[derive(Debug)]
+struct SeenIds {
+    set: std::collections::HashSet<[u8; 16]>,
+    order: VecDeque<[u8; 16]>,
+    capacity: usize,
+}
+
+impl SeenIds {
+    fn new(capacity: usize) -> Self {
+        Self { set: Default::default(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// Records `id`; returns whether it was new.
+    fn insert(&mut self, id: [u8; 16]) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
 }
 
 impl<R> std::fmt::Debug for MixCore<R> {
@@ -245,6 +312,9 @@ impl<R: CryptoRng> MixCore<R> {
         debug_assert_eq!(&secret.public_key(), local.mix_key());
         Self {
             replay: ReplayFilter::new(&config.replay),
+            selector: config.path_selection.selector(),
+            seen: SeenIds::new(config.dedupe_capacity),
+            last_own_due: None,
             config,
             local,
             secret,
@@ -300,6 +370,22 @@ impl<R: CryptoRng> MixCore<R> {
         self.pool = pool;
     }
 
+    /// Uses a custom path selector instead of [`Config::path_selection`].
+    pub fn with_path_selector(mut self, selector: Box<dyn PathSelector>) -> Self {
+        self.selector = selector;
+        self
+    }
+
+    /// The pool, for updates (discovery, liveness, RTT).
+    pub fn pool_mut(&mut self) -> &mut dyn NodePool {
+        &mut *self.pool
+    }
+
+    /// `peer` failed to accept a packet or a probe: stop choosing it (see [`NodePool`]).
+    pub fn peer_unreachable(&mut self, peer: &PeerId, now: Instant) {
+        self.pool.report_unreachable(peer, now);
+    }
+
     /// Packets held for their delay.
     pub fn delayed_packets(&self) -> usize {
         self.scheduled.len()
@@ -323,7 +409,19 @@ impl<R: CryptoRng> MixCore<R> {
         codec: &str,
         body: &[u8],
     ) -> Result<MessageId, SendError> {
-        self.originate(now, destination, codec, body, 0, None)?;
+        self.send_with(now, destination, codec, body, SendOptions::default())
+    }
+
+    /// [`Self::send`] with per-message options (redundant copies).
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        destination: &Destination,
+        codec: &str,
+        body: &[u8],
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        self.originate(now, destination, codec, body, 0, options, None)?;
         self.next_message += 1;
         Ok(MessageId(self.next_message - 1))
     }
@@ -338,6 +436,20 @@ impl<R: CryptoRng> MixCore<R> {
         body: &[u8],
         surbs: usize,
     ) -> Result<RequestId, SendError> {
+        self.request_with(now, destination, codec, body, surbs, SendOptions::default())
+    }
+
+    /// [`Self::request`] with per-message options. Each copy carries `surbs` SURBs; the first
+    /// reply through any of them answers the request.
+    pub fn request_with(
+        &mut self,
+        now: Instant,
+        destination: &Destination,
+        codec: &str,
+        body: &[u8],
+        surbs: usize,
+        options: SendOptions,
+    ) -> Result<RequestId, SendError> {
         if surbs == 0 {
             return Err(SendError::NoSurbs);
         }
@@ -345,11 +457,12 @@ impl<R: CryptoRng> MixCore<R> {
             return Err(SendError::TooManyPendingRequests(self.surbs.pending()));
         }
         let request = RequestId(self.next_request);
-        self.originate(now, destination, codec, body, surbs, Some(request))?;
+        self.originate(now, destination, codec, body, surbs, options, Some(request))?;
         self.next_request += 1;
         Ok(request)
     }
 
+    #[allow(clippy::too_many_arguments, reason = "one private entry point for all sends")]
     fn originate(
         &mut self,
         now: Instant,
@@ -357,12 +470,25 @@ impl<R: CryptoRng> MixCore<R> {
         codec: &str,
         body: &[u8],
         surb_count: usize,
+        options: SendOptions,
         request: Option<RequestId>,
     ) -> Result<(), SendError> {
-        if self.scheduled.len() >= self.config.max_delayed_packets {
+        let copies = options.copies.max(1);
+        if copies > 1 && !matches!(destination, Destination::MixNode(_)) {
+            return Err(SendError::RedundancyNeedsMixNode);
+        }
+        if self.scheduled.len() + copies > self.config.max_delayed_packets {
             return Err(SendError::QueueFull(self.scheduled.len()));
         }
         let padding = self.config.format.padding();
+        let wrapped;
+        let (codec, body) = if copies > 1 {
+            let id: [u8; 16] = self.rng.random();
+            wrapped = wrap_redundant(&id, codec, body)?;
+            (REDUNDANT_CODEC, wrapped.as_slice())
+        } else {
+            (codec, body)
+        };
         let max = message::max_message_size(padding, codec, surb_count)?;
         if body.len() > max {
             return Err(MessageError::TooLarge { len: body.len(), max }.into());
@@ -373,46 +499,77 @@ impl<R: CryptoRng> MixCore<R> {
             }
             Destination::MixNode(peer) => (*peer, AddressBlock::ZERO),
         };
-        let last = match destination {
-            Destination::Peer { .. } => LastHop::AnyExit,
-            Destination::MixNode(peer) => {
-                LastHop::Given(self.pool.get(peer).ok_or(SendError::UnknownMixNode(*peer))?)
-            }
-        };
-        let exclude = [*self.local.peer_id(), dest_peer];
-        let path = path::select(&*self.pool, &mut self.rng, self.config.path_len, &exclude, last)?;
-        let exit = *path[path.len() - 1].peer_id();
-        let first = (*path[0].peer_id(), path[0].addr().clone());
-        let route = build_route(&path, &*self.delay, &mut self.rng)?;
-
-        let mut surbs = Vec::with_capacity(surb_count);
-        let mut secrets = Vec::with_capacity(surb_count);
-        for _ in 0..surb_count {
-            // The return path avoids the forward exit and the destination, as the reference's.
-            let exclude = [*self.local.peer_id(), exit, dest_peer];
-            let back = path::select(
-                &*self.pool,
-                &mut self.rng,
-                self.config.path_len,
-                &exclude,
-                LastHop::Given(&self.local),
-            )?;
-            let (surb, kept) = build_route(&back, &*self.delay, &mut self.rng)?
-                .surb(&self.config.format, &mut self.rng)?;
-            surbs.push(surb);
-            secrets.push(kept);
+        if let Destination::MixNode(peer) = destination
+            && self.pool.get(peer).is_none()
+        {
+            return Err(SendError::UnknownMixNode(*peer));
         }
 
-        let mut m = [0u8; MESSAGE_SIZE];
-        let seqno = self.rng.random();
-        message::encode_forward(padding, seqno, codec, &surbs, body, &mut m)?;
-        let packet = route.forward_packet(&self.config.format, &dest_block, &m, &mut self.rng)?;
+        // Build every copy before scheduling any, so that an error sends nothing.
+        let mut packets = Vec::with_capacity(copies);
+        let mut secrets = Vec::with_capacity(copies * surb_count);
+        let mut used: Vec<PeerId> = Vec::new();
+        for _ in 0..copies {
+            let path = disjoint_path(
+                &*self.pool,
+                &mut *self.selector,
+                &mut self.rng,
+                self.local.peer_id(),
+                self.config.path_len,
+                destination,
+                dest_peer,
+                &used,
+            )?;
+            used.extend(path.iter().map(|n| *n.peer_id()));
+            let exit = *path[path.len() - 1].peer_id();
+            let first = (*path[0].peer_id(), path[0].addr().clone());
+            let route = build_route(&path, &*self.delay, &mut self.rng)?;
+            let mut surbs = Vec::with_capacity(surb_count);
+            for _ in 0..surb_count {
+                // The return path avoids the forward exit and the destination, as the reference's.
+                let exclude = [*self.local.peer_id(), exit, dest_peer];
+                let back = self.selector.select(
+                    &*self.pool,
+                    &mut self.rng,
+                    self.config.path_len,
+                    &exclude,
+                    LastHop::Given(&self.local),
+                )?;
+                let (surb, kept) = build_route(&back, &*self.delay, &mut self.rng)?
+                    .surb(&self.config.format, &mut self.rng)?;
+                surbs.push(surb);
+                secrets.push(kept);
+            }
+            let mut m = [0u8; MESSAGE_SIZE];
+            let seqno = self.rng.random();
+            message::encode_forward(padding, seqno, codec, &surbs, body, &mut m)?;
+            let packet =
+                route.forward_packet(&self.config.format, &dest_block, &m, &mut self.rng)?;
+            packets.push((first, packet));
+        }
         if let Some(request) = request {
             self.surbs.insert(request, secrets, now, now + self.config.request_timeout);
         }
-        let due = now + self.pre_send_delay();
-        self.schedule(due, first.0, first.1, packet, SentKind::Own)
-            .map_err(|_| SendError::QueueFull(self.scheduled.len()))
+        for ((peer, addr), packet) in packets {
+            let due = self.own_departure(now);
+            self.schedule(due, peer, addr, packet, SentKind::Own)
+                .map_err(|_| SendError::QueueFull(self.scheduled.len()))?;
+        }
+        Ok(())
+    }
+
+    /// When the next own packet may leave: after its pre-send delay, and a random gap of at
+    /// most [`Config::send_jitter`] after the previous one.
+    fn own_departure(&mut self, now: Instant) -> Instant {
+        let mut due = now + self.pre_send_delay();
+        if let Some(previous) = self.last_own_due
+            && !self.config.send_jitter.is_zero()
+        {
+            let gap = self.config.send_jitter.mul_f64(self.rng.random::<f64>());
+            due = due.max(previous + gap);
+        }
+        self.last_own_due = Some(due);
+        due
     }
 
     /// As the exit, sends `body` back through every SURB the sender supplied (the reference
@@ -474,6 +631,16 @@ impl<R: CryptoRng> MixCore<R> {
                     self.metrics.cover();
                     return Ok(());
                 }
+                let (codec, body) = if msg.codec == REDUNDANT_CODEC {
+                    let (id, codec, body) =
+                        unwrap_redundant(msg.body).ok_or(DropReason::MalformedMessage)?;
+                    if !self.seen.insert(id) {
+                        return Err(DropReason::DuplicateMessage);
+                    }
+                    (codec, body)
+                } else {
+                    (msg.codec, msg.body)
+                };
                 let destination = if destination.is_zero() {
                     None
                 } else {
@@ -484,8 +651,8 @@ impl<R: CryptoRng> MixCore<R> {
                 self.metrics.delivered();
                 self.outputs.push_back(Output::Deliver(Delivery {
                     destination,
-                    codec: msg.codec.to_owned(),
-                    body: msg.body.to_vec(),
+                    codec: codec.to_owned(),
+                    body: body.to_vec(),
                     surbs: msg.surbs,
                 }));
             }
@@ -512,8 +679,9 @@ impl<R: CryptoRng> MixCore<R> {
         Ok(())
     }
 
-    /// Releases every packet whose time has come and expires overdue requests.
+    /// Releases every packet whose time has come and expires overdue requests and records.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.pool.expire(now);
         while self.scheduled.peek().is_some_and(|s| s.due <= now) {
             let Some(s) = self.scheduled.pop() else { break };
             self.metrics.sent(s.kind);
@@ -566,6 +734,65 @@ impl<R: CryptoRng> MixCore<R> {
         self.metrics.set_delay_queue(self.scheduled.len());
         Ok(())
     }
+}
+
+fn wrap_redundant(id: &[u8; 16], codec: &str, body: &[u8]) -> Result<Vec<u8>, MessageError> {
+    let len = u8::try_from(codec.len())
+        .map_err(|_| MessageError::CodecTooLong { len: codec.len(), max: usize::from(u8::MAX) })?;
+    let mut out = Vec::with_capacity(17 + codec.len() + body.len());
+    out.extend_from_slice(id);
+    out.push(len);
+    out.extend_from_slice(codec.as_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+fn unwrap_redundant(body: &[u8]) -> Option<([u8; 16], &str, &[u8])> {
+    let (id, rest) = body.split_first_chunk::<16>()?;
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    if rest.len() < len {
+        return None;
+    }
+    let (codec, body) = rest.split_at(len);
+    Some((*id, core::str::from_utf8(codec).ok()?, body))
+}
+
+/// A path for one copy: avoiding every node of the earlier copies if the pool allows, else at
+/// least their first hops and exits, else any path.
+#[allow(clippy::too_many_arguments, reason = "the disjoint borrows of MixCore's fields")]
+fn disjoint_path<'a>(
+    pool: &'a dyn NodePool,
+    selector: &mut dyn PathSelector,
+    rng: &mut dyn rand::Rng,
+    local: &PeerId,
+    len: usize,
+    destination: &Destination,
+    dest_peer: PeerId,
+    used: &[PeerId],
+) -> Result<Vec<&'a MixNode>, SendError> {
+    let last = match destination {
+        Destination::Peer { .. } => LastHop::AnyExit,
+        Destination::MixNode(peer) => {
+            LastHop::Given(pool.get(peer).ok_or(SendError::UnknownMixNode(*peer))?)
+        }
+    };
+    let base = [*local, dest_peer];
+    let ends: Vec<PeerId> =
+        used.chunks(len).flat_map(|p| [p[0], p[p.len() - 1]]).filter(|p| *p != dest_peer).collect();
+    let everything: Vec<PeerId> = used.iter().copied().filter(|p| *p != dest_peer).collect();
+    let mut last_error = PathError::NoExit;
+    for avoid in [&everything, &ends, &Vec::new()] {
+        let exclude: Vec<PeerId> = base.iter().chain(avoid.iter()).copied().collect();
+        match selector.select(pool, rng, len, &exclude, last) {
+            Ok(path) => return Ok(path),
+            Err(e) => last_error = e,
+        }
+        if used.is_empty() {
+            break;
+        }
+    }
+    Err(SendError::Path(last_error))
 }
 
 /// The Sphinx route along `path`, with an encoded delay for each intermediate hop.

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 use mix_sphinx::{AddressBlock, AddressError, NodePublicKey};
@@ -78,15 +79,215 @@ pub enum PoolError {
     Duplicate(Box<PeerId>),
 }
 
-/// Where path selection finds mix nodes. Discovery keeps one up to date; a closed network
-/// uses a [`StaticPool`].
+/// Where path selection finds mix nodes. Discovery keeps a [`DynamicPool`] up to date; a
+/// closed network can use a [`StaticPool`]. The liveness and RTT hooks do nothing by default.
 pub trait NodePool: Send + fmt::Debug {
-    /// Every usable node.
+    /// Every usable node (not suspended, not expired).
     fn nodes(&self) -> &[MixNode];
 
-    /// The node with this peer id, if any.
+    /// The usable node with this peer id, if any.
     fn get(&self, peer: &PeerId) -> Option<&MixNode> {
         self.nodes().iter().find(|n| n.peer_id() == peer)
+    }
+
+    /// The round-trip time last measured to `peer`.
+    fn rtt(&self, _peer: &PeerId) -> Option<Duration> {
+        None
+    }
+
+    /// `peer` failed to accept a packet or a probe.
+    fn report_unreachable(&mut self, _peer: &PeerId, _now: Instant) {}
+
+    /// A round-trip time to `peer` was measured.
+    fn report_rtt(&mut self, _peer: &PeerId, _rtt: Duration) {}
+
+    /// A valid record with sequence number `seq`, usable until `expires`, describes `node`.
+    /// Returns whether the set of usable nodes changed.
+    fn offer(&mut self, _node: MixNode, _seq: u64, _expires: Instant, _now: Instant) -> bool {
+        false
+    }
+
+    /// Forgets expired records and ends suspensions that time out.
+    fn expire(&mut self, _now: Instant) {}
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    node: MixNode,
+    /// `None` for a static entry (from configuration).
+    seq: Option<u64>,
+    expires: Option<Instant>,
+    suspended: Option<Suspension>,
+    rtt: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Suspension {
+    /// When a static entry comes back on its own.
+    until: Option<Instant>,
+    /// A record newer than this re-admits the node.
+    seq: Option<u64>,
+}
+
+/// A pool fed by discovery (and optionally seeded with static entries), with liveness.
+///
+/// A node that fails to accept a packet or a probe is suspended: it is not offered for paths
+/// until a record with a higher sequence number arrives (live nodes republish theirs with a new
+/// number; a dead node's last record stays retrievable from the DHT, so an old one must not
+/// re-admit it). Static entries have no records and come back after [`Self::with_suspension`].
+/// Records are dropped when they expire.
+#[derive(Debug, Clone)]
+pub struct DynamicPool {
+    entries: HashMap<PeerId, Entry>,
+    active: Vec<MixNode>,
+    suspension: Duration,
+    next_expiry: Option<Instant>,
+}
+
+impl Default for DynamicPool {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            active: Vec::new(),
+            suspension: Duration::from_secs(60),
+            next_expiry: None,
+        }
+    }
+}
+
+impl DynamicPool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long a static entry stays suspended.
+    pub fn with_suspension(mut self, suspension: Duration) -> Self {
+        self.suspension = suspension;
+        self
+    }
+
+    /// Adds an entry that never expires (a configured node).
+    pub fn insert_static(&mut self, node: MixNode) {
+        let peer = *node.peer_id();
+        self.entries
+            .insert(peer, Entry { node, seq: None, expires: None, suspended: None, rtt: None });
+        self.rebuild();
+    }
+
+    /// Every node known, usable or not.
+    pub fn known(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Nodes currently suspended.
+    pub fn suspended(&self) -> usize {
+        self.entries.values().filter(|e| e.suspended.is_some()).count()
+    }
+
+    fn rebuild(&mut self) {
+        let mut active: Vec<MixNode> = self
+            .entries
+            .values()
+            .filter(|e| e.suspended.is_none())
+            .map(|e| e.node.clone())
+            .collect();
+        // A stable order keeps path selection reproducible under a seeded RNG.
+        active.sort_by(|a, b| a.peer_id().cmp(b.peer_id()));
+        self.active = active;
+        self.next_expiry = self
+            .entries
+            .values()
+            .flat_map(|e| [e.expires, e.suspended.and_then(|s| s.until)])
+            .flatten()
+            .min();
+    }
+}
+
+impl NodePool for DynamicPool {
+    fn nodes(&self) -> &[MixNode] {
+        &self.active
+    }
+
+    fn get(&self, peer: &PeerId) -> Option<&MixNode> {
+        self.entries.get(peer).filter(|e| e.suspended.is_none()).map(|e| &e.node)
+    }
+
+    fn rtt(&self, peer: &PeerId) -> Option<Duration> {
+        self.entries.get(peer).and_then(|e| e.rtt)
+    }
+
+    fn report_unreachable(&mut self, peer: &PeerId, now: Instant) {
+        let suspension = self.suspension;
+        let Some(entry) = self.entries.get_mut(peer) else { return };
+        if entry.suspended.is_some() {
+            return;
+        }
+        let until = entry.seq.is_none().then(|| now + suspension);
+        entry.suspended = Some(Suspension { until, seq: entry.seq });
+        self.rebuild();
+    }
+
+    fn report_rtt(&mut self, peer: &PeerId, rtt: Duration) {
+        if let Some(entry) = self.entries.get_mut(peer) {
+            entry.rtt = Some(rtt);
+        }
+    }
+
+    fn offer(&mut self, node: MixNode, seq: u64, expires: Instant, now: Instant) -> bool {
+        if expires <= now {
+            return false;
+        }
+        let peer = *node.peer_id();
+        match self.entries.get_mut(&peer) {
+            Some(entry) if entry.seq.is_some_and(|old| old >= seq) => {
+                // The same record again: it may only extend the expiry.
+                if entry.seq == Some(seq) && entry.expires.is_some_and(|e| e < expires) {
+                    entry.expires = Some(expires);
+                    self.rebuild();
+                }
+                false
+            }
+            Some(entry) => {
+                let readmitted = entry.suspended.is_some_and(|s| s.seq.is_none_or(|old| old < seq));
+                let changed = readmitted || entry.node != node;
+                entry.node = node;
+                entry.seq = Some(seq);
+                entry.expires = Some(expires);
+                if readmitted {
+                    entry.suspended = None;
+                }
+                self.rebuild();
+                changed
+            }
+            None => {
+                self.entries.insert(
+                    peer,
+                    Entry {
+                        node,
+                        seq: Some(seq),
+                        expires: Some(expires),
+                        suspended: None,
+                        rtt: None,
+                    },
+                );
+                self.rebuild();
+                true
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        if self.next_expiry.is_none_or(|t| t > now) {
+            return;
+        }
+        self.entries.retain(|_, e| e.expires.is_none_or(|t| t > now));
+        for entry in self.entries.values_mut() {
+            if entry.suspended.is_some_and(|s| s.until.is_some_and(|t| t <= now)) {
+                entry.suspended = None;
+            }
+        }
+        self.rebuild();
     }
 }
 
@@ -125,5 +326,57 @@ impl NodePool for StaticPool {
 
     fn get(&self, peer: &PeerId) -> Option<&MixNode> {
         self.index.get(peer).map(|&i| &self.nodes[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mix_sphinx::NodeSecretKey;
+
+    fn node(i: u8) -> MixNode {
+        let peer = libp2p_identity::Keypair::generate_secp256k1().public().to_peer_id();
+        let key = NodeSecretKey::from_bytes([i; 32]).public_key();
+        MixNode::new(peer, format!("/ip4/10.0.0.{i}/tcp/1").parse().unwrap(), key, true).unwrap()
+    }
+
+    #[test]
+    fn suspended_nodes_need_a_newer_record() {
+        let t0 = Instant::now();
+        let mut pool = DynamicPool::new();
+        let (a, b) = (node(1), node(2));
+        assert!(pool.offer(a.clone(), 1, t0 + Duration::from_secs(60), t0));
+        assert!(pool.offer(b.clone(), 1, t0 + Duration::from_secs(60), t0));
+        assert_eq!(pool.nodes().len(), 2);
+
+        pool.report_unreachable(a.peer_id(), t0);
+        assert_eq!(pool.nodes(), std::slice::from_ref(&b));
+        assert!(pool.get(a.peer_id()).is_none());
+        // The same (or an older) record from the DHT does not bring it back.
+        assert!(!pool.offer(a.clone(), 1, t0 + Duration::from_secs(90), t0));
+        assert_eq!(pool.nodes().len(), 1);
+        // A republished record does.
+        assert!(pool.offer(a.clone(), 2, t0 + Duration::from_secs(90), t0));
+        assert_eq!(pool.nodes().len(), 2);
+    }
+
+    #[test]
+    fn records_expire_and_static_entries_come_back() {
+        let t0 = Instant::now();
+        let mut pool = DynamicPool::new().with_suspension(Duration::from_secs(10));
+        let (a, s) = (node(1), node(3));
+        pool.offer(a.clone(), 5, t0 + Duration::from_secs(30), t0);
+        pool.insert_static(s.clone());
+        pool.report_unreachable(s.peer_id(), t0);
+        assert_eq!(pool.nodes(), std::slice::from_ref(&a));
+        pool.expire(t0 + Duration::from_secs(11));
+        assert_eq!(pool.nodes().len(), 2, "static entry back after its suspension");
+        pool.expire(t0 + Duration::from_secs(31));
+        assert_eq!(pool.nodes(), std::slice::from_ref(&s), "record expired");
+        assert_eq!(pool.known(), 1);
+        // Expired offers are ignored; RTTs are kept per node.
+        assert!(!pool.offer(a.clone(), 9, t0, t0 + Duration::from_secs(1)));
+        pool.report_rtt(s.peer_id(), Duration::from_millis(3));
+        assert_eq!(pool.rtt(s.peer_id()), Some(Duration::from_millis(3)));
     }
 }

@@ -305,7 +305,12 @@ fn the_delay_queue_is_bounded() {
 fn hop_delays_follow_the_configured_distribution() {
     const MEAN_MS: u64 = 40;
     const N: usize = 3000;
-    let config = Config { pre_send_delay: Duration::from_millis(MEAN_MS), ..Config::default() };
+    // No send jitter here: it spaces departures on purpose (tested on its own).
+    let config = Config {
+        pre_send_delay: Duration::from_millis(MEAN_MS),
+        send_jitter: Duration::ZERO,
+        ..Config::default()
+    };
     let mut net = Net::new(6, 8, exponential(MEAN_MS), config);
     let peers = net.peers();
     let t0 = net.now;
@@ -345,4 +350,95 @@ fn hop_delays_follow_the_configured_distribution() {
         });
         assert!(d < 1.628 / n.sqrt(), "{what}: KS D = {d} over {n} samples");
     }
+}
+
+#[test]
+fn redundant_copies_take_disjoint_paths_and_are_delivered_once() {
+    let mut net = Net::new(10, 9, exponential(5), Config::default());
+    let peers = net.peers();
+    let now = net.now;
+    let target = Destination::MixNode(peers[9]);
+    let options = SendOptions { copies: 2 };
+    for i in 0..20u32 {
+        net.node(&peers[0]).send_with(now, &target, "/app/1", &i.to_be_bytes(), options).unwrap();
+    }
+    // Copies to other destinations are refused: they could not be deduplicated.
+    let err = net.node(&peers[0]).send_with(now, &external_destination(), "/p", b"x", options);
+    assert!(matches!(err, Err(SendError::RedundancyNeedsMixNode)));
+
+    // Both copies of each message leave through distinct first hops.
+    net.node(&peers[0]).handle_timeout(now + Duration::from_secs(5));
+    let mut first_hops = Vec::new();
+    while let Some(out) = net.node(&peers[0]).poll_output() {
+        let Output::Transmit { peer, packet, .. } = out else { continue };
+        first_hops.push(peer);
+        net.in_flight.insert((now + LATENCY, first_hops.len() as u64), (peer, packet));
+    }
+    assert_eq!(first_hops.len(), 40);
+    assert!(first_hops.chunks(2).all(|pair| pair[0] != pair[1]), "copies share a first hop");
+    net.seq = 1000;
+    net.run(Duration::from_secs(30));
+    let mut bodies: Vec<u32> = net
+        .deliveries
+        .iter()
+        .map(|(at, d)| {
+            assert_eq!((at, d.codec.as_str()), (&peers[9], "/app/1"));
+            u32::from_be_bytes(d.body[..4].try_into().unwrap())
+        })
+        .collect();
+    bodies.sort_unstable();
+    assert_eq!(bodies, (0..20).collect::<Vec<_>>());
+    assert_eq!(net.node(&peers[9]).metrics().packets_dropped(DropReason::DuplicateMessage), 20);
+}
+
+#[test]
+fn a_copy_through_a_dead_node_is_covered_by_the_other() {
+    // 10 nodes, 2 of the 8 eligible hops dead (the destination is the fixed exit). One path of
+    // two hops survives with p = C(6,2)/C(8,2) = 0.536; two disjoint copies deliver with
+    // p = 1 - (12/28)(5/15) = 0.857.
+    let delivered = |copies: usize| {
+        let mut net = Net::new(10, 10, exponential(5), Config::default());
+        let peers = net.peers();
+        net.dead = vec![peers[3], peers[4]];
+        let now = net.now;
+        let target = Destination::MixNode(peers[9]);
+        for i in 0..400u32 {
+            net.node(&peers[0])
+                .send_with(now, &target, "/app/1", &i.to_be_bytes(), SendOptions { copies })
+                .unwrap();
+        }
+        net.run(Duration::from_secs(30));
+        net.deliveries.len() as f64 / 400.0
+    };
+    let (one, two) = (delivered(1), delivered(2));
+    assert!((0.45..0.62).contains(&one), "one copy: {one}");
+    assert!((0.80..0.92).contains(&two), "two copies: {two}");
+}
+
+#[test]
+fn a_burst_of_own_packets_leaves_spread_out() {
+    let config = Config {
+        pre_send_delay: Duration::ZERO,
+        send_jitter: Duration::from_millis(10),
+        ..Config::default()
+    };
+    let mut net = Net::new(6, 11, exponential(5), config);
+    let peers = net.peers();
+    let now = net.now;
+    for _ in 0..50 {
+        net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+    }
+    let mut departures = Vec::new();
+    while let Some(due) = net.node(&peers[0]).poll_timeout() {
+        net.node(&peers[0]).handle_timeout(due);
+        while net.node(&peers[0]).poll_output().is_some() {
+            departures.push(due);
+        }
+    }
+    let gaps: Vec<f64> =
+        departures.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0).collect();
+    assert_eq!(gaps.len(), 49);
+    assert!(gaps.iter().all(|g| *g <= 10.0), "{gaps:?}");
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    assert!((3.5..6.5).contains(&mean), "gaps average {mean:.2} ms, expected about 5");
 }
