@@ -20,8 +20,8 @@ use libp2p_swarm::{
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use mix_sphinx::{MessageError, NodeSecretKey, Packet, Surb};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use crate::core::{
     self, DelayStrategy, Delivery, Destination, MessageId, MixCore, MixNode, NodePool, Output,
@@ -50,6 +50,11 @@ pub struct Config {
     pub max_concurrent_exits: usize,
     /// Locally delivered messages whose reply is still awaited from the application.
     pub max_pending_replies: usize,
+    /// How often a few pool nodes this node is not connected to are dialed to check they are
+    /// alive (a node that cannot be reached is suspended from paths). `None` disables it.
+    pub probe_interval: Option<Duration>,
+    /// Nodes probed per interval.
+    pub probes_per_interval: usize,
 }
 
 impl Default for Config {
@@ -63,6 +68,8 @@ impl Default for Config {
             exit_timeout: Duration::from_secs(10),
             max_concurrent_exits: 64,
             max_pending_replies: 1024,
+            probe_interval: Some(Duration::from_secs(30)),
+            probes_per_interval: 4,
         }
     }
 }
@@ -155,6 +162,10 @@ pub struct Behaviour {
     next_reply: u64,
     events: VecDeque<ToSwarm<Event, InEvent>>,
     waker: Option<Waker>,
+    /// Peers being dialed only to see whether they are alive.
+    probing: HashMap<PeerId, Multiaddr>,
+    probe_timer: Option<Delay>,
+    probe_rng: StdRng,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -176,6 +187,7 @@ impl Behaviour {
         let rng = StdRng::from_rng(&mut rand::rng());
         let core = MixCore::new(config.core.clone(), local, secret, pool, delay, rng)
             .with_metrics(metrics.clone());
+        let probe_timer = config.probe_interval.map(Delay::new);
         Self {
             core,
             config,
@@ -191,6 +203,9 @@ impl Behaviour {
             next_reply: 0,
             events: VecDeque::new(),
             waker: None,
+            probing: HashMap::new(),
+            probe_timer,
+            probe_rng: StdRng::from_rng(&mut rand::rng()),
         }
     }
 
@@ -207,6 +222,17 @@ impl Behaviour {
     /// Changes the address this node advertises in its SURBs.
     pub fn set_local_address(&mut self, addr: Multiaddr) -> Result<(), core::PoolError> {
         self.core.set_local_address(addr)
+    }
+
+    /// Offers a node described by a valid record (see [`crate::discovery::Event::NodeFound`])
+    /// to the pool. Returns whether the usable nodes changed.
+    pub fn offer_node(&mut self, node: MixNode, seq: u64, expires: Instant) -> bool {
+        self.core.pool_mut().offer(node, seq, expires, Instant::now())
+    }
+
+    /// A round-trip time measured to `peer` (e.g. by libp2p ping), for RTT-aware paths.
+    pub fn report_rtt(&mut self, peer: &PeerId, rtt: Duration) {
+        self.core.pool_mut().report_rtt(peer, rtt);
     }
 
     /// Replaces the pool paths are drawn from.
@@ -383,6 +409,7 @@ impl Behaviour {
     }
 
     fn on_connection_established(&mut self, peer: PeerId, connection: ConnectionId) {
+        self.probing.remove(&peer);
         self.connected.entry(peer).or_default().push(connection);
         let Some(pending) = self.pending.remove(&peer) else { return };
         for frame in pending.packets {
@@ -401,6 +428,11 @@ impl Behaviour {
         if matches!(error, DialError::DialPeerConditionFalse(_)) {
             return;
         }
+        if self.probing.remove(&peer).is_some() && !self.pending.contains_key(&peer) {
+            tracing::debug!(%peer, %error, "probe failed; suspending the node");
+            self.core.peer_unreachable(&peer, Instant::now());
+            return;
+        }
         let Some(pending) = self.pending.get_mut(&peer) else { return };
         if pending.dials < 2 {
             tracing::debug!(%peer, %error, "dial failed; redialing once");
@@ -409,12 +441,41 @@ impl Behaviour {
             return;
         }
         tracing::debug!(%peer, %error, "dial failed twice; dropping queued work");
+        self.core.peer_unreachable(&peer, Instant::now());
         let Some(pending) = self.pending.remove(&peer) else { return };
         for _ in &pending.packets {
             self.metrics.dropped(DropReason::Unreachable);
         }
         for job in pending.exits {
             self.on_exit_done(job.id, Err(ExitError::Unreachable));
+        }
+    }
+
+    /// Dials `peer` to check it is alive, if it is a pool node we are not connected to.
+    fn probe(&mut self, peer: PeerId) {
+        if self.connected.contains_key(&peer) || self.probing.contains_key(&peer) {
+            return;
+        }
+        let Some(addr) = self.core.pool().get(&peer).map(|n| n.addr().clone()) else { return };
+        self.probing.insert(peer, addr.clone());
+        self.events.push_back(dial(peer, addr));
+    }
+
+    /// Probes a few random pool nodes we are not connected to.
+    fn probe_some(&mut self) {
+        let candidates: Vec<PeerId> = self
+            .core
+            .pool()
+            .nodes()
+            .iter()
+            .map(|n| *n.peer_id())
+            .filter(|p| p != self.core.local().peer_id() && !self.connected.contains_key(p))
+            .collect();
+        let count = self.config.probes_per_interval.min(candidates.len());
+        for i in 0..count {
+            let j = self.probe_rng.random_range(i..candidates.len());
+            let peer = candidates[j];
+            self.probe(peer);
         }
     }
 
@@ -501,12 +562,22 @@ impl NetworkBehaviour for Behaviour {
             }) => {
                 self.on_connection_established(peer_id, connection_id);
             }
-            FromSwarm::ConnectionClosed(ConnectionClosed { peer_id, connection_id, .. }) => {
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                remaining_established,
+                ..
+            }) => {
                 if let Some(connections) = self.connected.get_mut(&peer_id) {
                     connections.retain(|c| *c != connection_id);
                     if connections.is_empty() {
                         self.connected.remove(&peer_id);
                     }
+                }
+                // A connection to a mix node that broke (rather than idled out): is it alive?
+                if remaining_established == 0 && cause.is_some() {
+                    self.probe(peer_id);
                 }
             }
             FromSwarm::DialFailure(DialFailure { peer_id: Some(peer), error, .. }) => {
@@ -518,7 +589,7 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_connection_handler_event(
         &mut self,
-        _: PeerId,
+        peer: PeerId,
         _: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
@@ -530,10 +601,18 @@ impl NetworkBehaviour for Behaviour {
                 Err(_) => self.metrics.dropped(DropReason::BadLength),
             },
             OutEvent::Exit { id, result } => self.on_exit_done(id, result),
+            OutEvent::Unreachable => self.core.peer_unreachable(&peer, Instant::now()),
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if let (Some(timer), Some(interval)) =
+            (self.probe_timer.as_mut(), self.config.probe_interval)
+            && timer.poll_unpin(cx).is_ready()
+        {
+            timer.reset(interval);
+            self.probe_some();
+        }
         loop {
             while let Some(output) = self.core.poll_output() {
                 self.on_output(output);

@@ -88,6 +88,8 @@ pub enum InEvent {
 pub enum OutEvent {
     /// A received packet (exactly [`PACKET_SIZE`] bytes).
     Packet(Vec<u8>),
+    /// The pooled stream failed twice in a row: the peer does not accept packets.
+    Unreachable,
     /// The outcome of an exit delivery: the reply if a read rule was given.
     Exit {
         /// The delivery.
@@ -190,6 +192,7 @@ impl Handler {
             tracing::debug!(%error, "mix stream failed twice; dropping queued packets");
             self.retried = false;
             self.drop_queue(DropReason::Unreachable);
+            self.events.push_back(OutEvent::Unreachable);
         } else {
             tracing::debug!(%error, "mix stream failed; reopening once");
             self.retried = true;

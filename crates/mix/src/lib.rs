@@ -9,6 +9,7 @@
 
 mod behaviour;
 pub mod core;
+pub mod discovery;
 pub mod handler;
 mod metrics;
 mod protocol;

@@ -117,9 +117,13 @@ impl MixRecord {
         out.extend_from_slice(&self.valid_from.to_be_bytes());
         out.extend_from_slice(&self.valid_until.to_be_bytes());
         out.extend_from_slice(self.mix_key.as_bytes());
-        out.extend_from_slice(self.next_mix_key.map_or(&[0u8; 32], |k| k.as_bytes()));
-        let addrs: Vec<&Multiaddr> =
-            self.addrs.iter().filter(|a| a.as_ref().len() <= MAX_ADDR_LEN).take(MAX_ADDRS).collect();
+        out.extend_from_slice(&self.next_mix_key.map_or([0u8; 32], NodePublicKey::to_bytes));
+        let addrs: Vec<&Multiaddr> = self
+            .addrs
+            .iter()
+            .filter(|a| a.as_ref().len() <= MAX_ADDR_LEN)
+            .take(MAX_ADDRS)
+            .collect();
         out.push(addrs.len() as u8);
         for addr in addrs {
             out.extend_from_slice(&(addr.as_ref().len() as u16).to_be_bytes());
@@ -141,12 +145,16 @@ impl MixRecord {
         let seq = r.u64()?;
         let valid_from = r.u64()?;
         let valid_until = r.u64()?;
-        let mix_key = NodePublicKey::from_bytes(r.array()?).map_err(|_| RecordError::Malformed("mix key"))?;
+        let mix_key =
+            NodePublicKey::from_bytes(r.array()?).map_err(|_| RecordError::Malformed("mix key"))?;
         let next: [u8; 32] = r.array()?;
         let next_mix_key = if next == [0; 32] {
             None
         } else {
-            Some(NodePublicKey::from_bytes(next).map_err(|_| RecordError::Malformed("next mix key"))?)
+            Some(
+                NodePublicKey::from_bytes(next)
+                    .map_err(|_| RecordError::Malformed("next mix key"))?,
+            )
         };
         let count = usize::from(r.u8()?);
         if count == 0 || count > MAX_ADDRS {
@@ -158,13 +166,22 @@ impl MixRecord {
             if len > MAX_ADDR_LEN {
                 return Err(RecordError::Malformed("address length"));
             }
-            let addr = Multiaddr::try_from(r.take(len)?.to_vec()).map_err(|_| RecordError::Malformed("address"))?;
+            let addr = Multiaddr::try_from(r.take(len)?.to_vec())
+                .map_err(|_| RecordError::Malformed("address"))?;
             addrs.push(addr);
         }
         if !r.0.is_empty() {
             return Err(RecordError::Malformed("trailing bytes"));
         }
-        Ok(Self { addrs, mix_key, next_mix_key, exit: flags & 1 == 1, valid_from, valid_until, seq })
+        Ok(Self {
+            addrs,
+            mix_key,
+            next_mix_key,
+            exit: flags & 1 == 1,
+            valid_from,
+            valid_until,
+            seq,
+        })
     }
 
     /// Signs the record with the node's identity, as a signed envelope.
@@ -181,13 +198,17 @@ impl MixRecord {
         if bytes.len() > MAX_RECORD_SIZE {
             return Err(RecordError::Envelope);
         }
-        let envelope = SignedEnvelope::from_protobuf_encoding(bytes).map_err(|_| RecordError::Envelope)?;
+        let envelope =
+            SignedEnvelope::from_protobuf_encoding(bytes).map_err(|_| RecordError::Envelope)?;
         let (payload, key) = envelope
             .payload_and_signing_key(DOMAIN.to_owned(), PAYLOAD_TYPE)
             .map_err(|_| RecordError::Signature)?;
         let signer = key.to_peer_id();
         if signer != *peer {
-            return Err(RecordError::WrongSigner { signer: signer.to_base58(), expected: peer.to_base58() });
+            return Err(RecordError::WrongSigner {
+                signer: signer.to_base58(),
+                expected: peer.to_base58(),
+            });
         }
         let record = Self::decode(payload)?;
         if now < record.valid_from || now >= record.valid_until {
@@ -239,7 +260,10 @@ mod tests {
     fn record(now: u64) -> MixRecord {
         let mut rng = rand::rng();
         MixRecord {
-            addrs: vec!["/ip6/::1/tcp/1".parse().unwrap(), "/ip4/127.0.0.1/tcp/4242".parse().unwrap()],
+            addrs: vec![
+                "/ip6/::1/tcp/1".parse().unwrap(),
+                "/ip4/127.0.0.1/tcp/4242".parse().unwrap(),
+            ],
             mix_key: NodeSecretKey::generate(&mut rng).public_key(),
             next_mix_key: Some(NodeSecretKey::generate(&mut rng).public_key()),
             exit: true,
@@ -264,10 +288,19 @@ mod tests {
 
         // Stored under another peer's key: the signer does not match.
         let other = Keypair::generate_secp256k1().public().to_peer_id();
-        assert!(matches!(MixRecord::verify(&signed, &other, now), Err(RecordError::WrongSigner { .. })));
+        assert!(matches!(
+            MixRecord::verify(&signed, &other, now),
+            Err(RecordError::WrongSigner { .. })
+        ));
         // Outside the window.
-        assert!(matches!(MixRecord::verify(&signed, &peer, now + 3600), Err(RecordError::Expired { .. })));
-        assert!(matches!(MixRecord::verify(&signed, &peer, now - 11), Err(RecordError::Expired { .. })));
+        assert!(matches!(
+            MixRecord::verify(&signed, &peer, now + 3600),
+            Err(RecordError::Expired { .. })
+        ));
+        assert!(matches!(
+            MixRecord::verify(&signed, &peer, now - 11),
+            Err(RecordError::Expired { .. })
+        ));
     }
 
     #[test]
@@ -282,22 +315,30 @@ mod tests {
         let err = MixRecord::verify(&signed, &peer, now).unwrap_err();
         assert!(matches!(err, RecordError::Signature | RecordError::Envelope), "{err}");
         assert_eq!(MixRecord::verify(b"garbage", &peer, now), Err(RecordError::Envelope));
-        assert_eq!(MixRecord::verify(&vec![0; MAX_RECORD_SIZE + 1], &peer, now), Err(RecordError::Envelope));
+        assert_eq!(
+            MixRecord::verify(&vec![0; MAX_RECORD_SIZE + 1], &peer, now),
+            Err(RecordError::Envelope)
+        );
 
         // A validly signed but malformed payload.
-        let bad = SignedEnvelope::new(&identity, DOMAIN.into(), PAYLOAD_TYPE.to_vec(), vec![1, 0, 0])
-            .unwrap()
-            .into_protobuf_encoding();
+        let bad =
+            SignedEnvelope::new(&identity, DOMAIN.into(), PAYLOAD_TYPE.to_vec(), vec![1, 0, 0])
+                .unwrap()
+                .into_protobuf_encoding();
         assert_eq!(MixRecord::verify(&bad, &peer, now), Err(RecordError::Malformed("truncated")));
         // Another payload type signed by the right key.
-        let other = SignedEnvelope::new(&identity, DOMAIN.into(), b"/other".to_vec(), record(now).encode())
-            .unwrap()
-            .into_protobuf_encoding();
+        let other =
+            SignedEnvelope::new(&identity, DOMAIN.into(), b"/other".to_vec(), record(now).encode())
+                .unwrap()
+                .into_protobuf_encoding();
         assert_eq!(MixRecord::verify(&other, &peer, now), Err(RecordError::Signature));
         // No address that fits.
         let mut r = record(now);
         r.addrs.remove(1);
-        assert_eq!(MixRecord::verify(&r.sign(&identity), &peer, now), Err(RecordError::NoUsableAddress));
+        assert_eq!(
+            MixRecord::verify(&r.sign(&identity), &peer, now),
+            Err(RecordError::NoUsableAddress)
+        );
     }
 
     #[test]

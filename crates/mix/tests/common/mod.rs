@@ -13,8 +13,8 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, ping, request_response, tcp, yamux,
 };
-use libp2p_mix::core::{DelayStrategy, MixNode, NodePool};
-use libp2p_mix::{Destination, ExitProtocol, Metrics, ReadRule, ReplyId, StaticPool};
+use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool};
+use libp2p_mix::{Destination, ExitProtocol, Metrics, ReadRule, ReplyId, StaticPool, discovery};
 use mix_sphinx::{NodePublicKey, NodeSecretKey};
 use tokio::sync::{mpsc, oneshot};
 
@@ -88,6 +88,7 @@ impl request_response::Codec for LpCodec {
 #[derive(NetworkBehaviour)]
 pub struct TestBehaviour {
     pub mix: Toggle<libp2p_mix::Behaviour>,
+    pub discovery: Toggle<discovery::Behaviour>,
     pub ping: ping::Behaviour,
     pub echo: request_response::Behaviour<LpCodec>,
 }
@@ -110,6 +111,7 @@ enum Command {
     ),
     Reply(ReplyId, Vec<u8>),
     SetPool(StaticPool),
+    PoolSize(oneshot::Sender<usize>),
 }
 
 pub struct Node {
@@ -117,6 +119,7 @@ pub struct Node {
     pub addr: Multiaddr,
     pub mix_key: Option<NodePublicKey>,
     pub metrics: Option<Metrics>,
+    pub discovery: Option<discovery::Metrics>,
     commands: mpsc::UnboundedSender<Command>,
     pub events: mpsc::UnboundedReceiver<NodeEvent>,
     task: tokio::task::JoinHandle<()>,
@@ -158,6 +161,13 @@ impl Node {
         self.commands.send(Command::SetPool(pool)).unwrap();
     }
 
+    /// Usable nodes in the mix pool.
+    pub async fn pool_size(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::PoolSize(tx)).unwrap();
+        rx.await.unwrap_or(0)
+    }
+
     /// Stops the node: its swarm, listeners and connections go away.
     pub fn kill(&self) {
         self.task.abort();
@@ -175,7 +185,11 @@ pub enum Transport {
     Quic,
 }
 
-fn build_swarm(key: identity::Keypair, mix: Option<libp2p_mix::Behaviour>) -> Swarm<TestBehaviour> {
+fn build_swarm(
+    key: identity::Keypair,
+    mix: Option<libp2p_mix::Behaviour>,
+    discovery: Option<discovery::Behaviour>,
+) -> Swarm<TestBehaviour> {
     // Exits run ping too: libp2p-ping stops answering on a connection whose remote does not
     // speak ping.
     let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(3600)));
@@ -186,6 +200,7 @@ fn build_swarm(key: identity::Keypair, mix: Option<libp2p_mix::Behaviour>) -> Sw
         .with_quic()
         .with_behaviour(|_| TestBehaviour {
             mix: mix.into(),
+            discovery: discovery.into(),
             ping,
             echo: request_response::Behaviour::new(
                 [(StreamProtocol::new(ECHO), request_response::ProtocolSupport::Full)],
@@ -219,6 +234,7 @@ fn spawn(
     mix_key: Option<NodePublicKey>,
 ) -> Node {
     let metrics = swarm.behaviour().mix.as_ref().map(|m| m.metrics().clone());
+    let discovery_metrics = swarm.behaviour().discovery.as_ref().map(|d| d.metrics().clone());
     let (commands, mut command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -236,10 +252,16 @@ fn spawn(
                         }
                         Command::Reply(id, body) => { let _ = mix.reply(id, &body); }
                         Command::SetPool(pool) => mix.set_pool(Box::new(pool)),
+                        Command::PoolSize(done) => { let _ = done.send(mix.core().pool().nodes().len()); }
                     }
                 }
                 event = swarm.select_next_some() => match event {
                     SwarmEvent::Behaviour(TestBehaviourEvent::Mix(e)) => { let _ = event_tx.send(NodeEvent::Mix(e)); }
+                    SwarmEvent::Behaviour(TestBehaviourEvent::Discovery(discovery::Event::NodeFound { node, seq, expires })) => {
+                        if let Some(mix) = swarm.behaviour_mut().mix.as_mut() {
+                            mix.offer_node(node, seq, expires);
+                        }
+                    }
                     SwarmEvent::Behaviour(TestBehaviourEvent::Echo(request_response::Event::Message {
                         message: request_response::Message::Request { request, channel, .. }, ..
                     })) => {
@@ -253,7 +275,7 @@ fn spawn(
             }
         }
     });
-    Node { peer_id, addr, mix_key, metrics, commands, events, task }
+    Node { peer_id, addr, mix_key, metrics, discovery: discovery_metrics, commands, events, task }
 }
 
 /// `n` mix nodes that all know each other, and one plain destination.
@@ -264,6 +286,9 @@ pub struct Network {
 
 pub struct Options {
     pub nodes: usize,
+    /// Nodes find each other through discovery (bootstrapping from node 0) instead of a
+    /// static pool.
+    pub discovery: bool,
     pub transport: Transport,
     pub config: libp2p_mix::Config,
     pub delay: fn() -> Box<dyn DelayStrategy>,
@@ -275,6 +300,7 @@ impl Default for Options {
         config.core.pre_send_delay = Duration::from_millis(1);
         Self {
             nodes: 5,
+            discovery: false,
             transport: Transport::Tcp,
             config,
             delay: || Box::new(libp2p_mix::core::ExponentialDelay::new(Duration::from_millis(2))),
@@ -282,8 +308,21 @@ impl Default for Options {
     }
 }
 
+/// Discovery tuned for quick tests.
+pub fn fast_discovery() -> discovery::Config {
+    discovery::Config {
+        initial_walks: 20,
+        initial_walk_interval: Duration::from_millis(250),
+        walk_interval: Duration::from_secs(2),
+        retry_missing: Duration::from_millis(500),
+        republish_interval: Duration::from_secs(20),
+        ..discovery::Config::default()
+    }
+}
+
 pub async fn network(options: Options) -> Network {
     let mut swarms = Vec::new();
+    let mut bootstrap: Option<(PeerId, Multiaddr)> = None;
     for _ in 0..options.nodes {
         let key = identity::Keypair::generate_secp256k1();
         let peer_id = key.public().to_peer_id();
@@ -291,10 +330,15 @@ pub async fn network(options: Options) -> Network {
         let public = secret.public_key();
         let placeholder =
             MixNode::new(peer_id, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), public, true).unwrap();
+        let pool: Box<dyn NodePool> = if options.discovery {
+            Box::new(DynamicPool::new())
+        } else {
+            Box::new(StaticPool::default())
+        };
         let mut mix = libp2p_mix::Behaviour::new(
             placeholder,
             secret,
-            Box::new(StaticPool::default()),
+            pool,
             (options.delay)(),
             options.config.clone(),
         );
@@ -305,9 +349,18 @@ pub async fn network(options: Options) -> Network {
             ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true },
         );
         mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
-        let mut swarm = build_swarm(key, Some(mix));
+        let discovery =
+            options.discovery.then(|| discovery::Behaviour::new(key.clone(), fast_discovery()));
+        let mut swarm = build_swarm(key, Some(mix), discovery);
         let addr = listen(&mut swarm, options.transport).await;
         swarm.behaviour_mut().mix.as_mut().unwrap().set_local_address(addr.clone()).unwrap();
+        if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
+            d.set_local_record(vec![addr.clone()], public, None, true);
+            match &bootstrap {
+                Some((peer, at)) => d.add_bootstrap(*peer, at.clone()),
+                None => bootstrap = Some((peer_id, addr.clone())),
+            }
+        }
         swarms.push((swarm, peer_id, addr, public));
     }
     let pool = StaticPool::new(
@@ -319,14 +372,16 @@ pub async fn network(options: Options) -> Network {
     let mix = swarms
         .into_iter()
         .map(|(mut swarm, peer, addr, key)| {
-            swarm.behaviour_mut().mix.as_mut().unwrap().set_pool(Box::new(pool.clone()));
+            if !options.discovery {
+                swarm.behaviour_mut().mix.as_mut().unwrap().set_pool(Box::new(pool.clone()));
+            }
             spawn(swarm, peer, addr, Some(key))
         })
         .collect();
 
     let key = identity::Keypair::generate_secp256k1();
     let peer_id = key.public().to_peer_id();
-    let mut swarm = build_swarm(key, None);
+    let mut swarm = build_swarm(key, None, None);
     let addr = listen(&mut swarm, options.transport).await;
     let dest = spawn(swarm, peer_id, addr, None);
     Network { mix, dest }

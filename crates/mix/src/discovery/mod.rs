@@ -1,0 +1,610 @@
+//! Finding mix nodes: signed records in Kademlia, random walks and identify.
+//!
+//! Every mix node publishes a [`MixRecord`] signed with its libp2p identity under
+//! [`record::record_key`]`(its PeerId)`, and republishes it on a timer with a new sequence number.
+//! Nodes learn of peers from Kademlia (random walks: lookups of random ids) and identify (what
+//! connected peers tell about themselves), fetch each new peer's record, and hand the valid ones
+//! to the mix pool as [`Event::NodeFound`]. Records are validated wherever they enter: fetched
+//! ones before use, and ones other peers PUT before they reach the local store (Kademlia runs
+//! with [`StoreInserts::FilterBoth`]); rejections are counted by reason.
+//!
+//! Wiring, in the application's swarm loop: pass `NodeFound` to
+//! [`crate::Behaviour::offer_node`], and call [`Behaviour::set_local_record`] once the node knows
+//! the addresses others can dial.
+
+pub mod record;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use futures_timer::Delay;
+use libp2p_core::transport::PortUse;
+use libp2p_core::{Endpoint, Multiaddr};
+use libp2p_identify as identify;
+use libp2p_identity::{Keypair, PeerId};
+use libp2p_kad::store::{MemoryStore, MemoryStoreConfig, RecordStore};
+use libp2p_kad::{
+    self as kad, GetRecordOk, InboundRequest, Mode, QueryId, QueryResult, Quorum, Record,
+    StoreInserts,
+};
+use libp2p_swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p_swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, StreamProtocol, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use mix_sphinx::NodePublicKey;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::core::MixNode;
+use record::{MAX_RECORD_SIZE, MixRecord, RecordError, record_key};
+
+/// Discovery settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Kademlia protocol of the mixnet's DHT.
+    pub kad_protocol: StreamProtocol,
+    /// The identify protocol version string.
+    pub identify_protocol: String,
+    /// Identify's agent version. Set it: the default would name the library version.
+    pub agent_version: String,
+    /// How long a published record is valid.
+    pub record_lifetime: Duration,
+    /// How often the node publishes a fresh record (a new sequence number re-admits it where
+    /// it was suspended).
+    pub republish_interval: Duration,
+    /// Interval between random walks once started up.
+    pub walk_interval: Duration,
+    /// Walks at [`Self::initial_walk_interval`] right after start, to fill the pool quickly.
+    pub initial_walks: usize,
+    /// Interval of those first walks.
+    pub initial_walk_interval: Duration,
+    /// A known node's record is fetched again after this long, to learn newer ones.
+    pub refetch_interval: Duration,
+    /// Record fetches in flight at once.
+    pub max_concurrent_fetches: usize,
+    /// A peer whose record was not found is asked again after this long (it may not have
+    /// published yet).
+    pub retry_missing: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            kad_protocol: StreamProtocol::new("/mix/kad/1.0.0"),
+            identify_protocol: "/mix/id/1.0.0".into(),
+            agent_version: "mixnode".into(),
+            record_lifetime: Duration::from_secs(3600),
+            republish_interval: Duration::from_secs(300),
+            walk_interval: Duration::from_secs(30),
+            initial_walks: 5,
+            initial_walk_interval: Duration::from_secs(1),
+            refetch_interval: Duration::from_secs(300),
+            max_concurrent_fetches: 16,
+            retry_missing: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What discovery reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A valid record: offer the node to the mix pool.
+    NodeFound {
+        /// The pool entry.
+        node: MixNode,
+        /// The record's sequence number.
+        seq: u64,
+        /// When the record stops being valid.
+        expires: Instant,
+    },
+    /// A record was refused.
+    RecordRejected {
+        /// The peer it was about, if known.
+        peer: Option<PeerId>,
+        /// Why.
+        error: RecordError,
+    },
+    /// Our record was published (`ok`) or could not be stored anywhere yet.
+    Published {
+        /// The record's sequence number.
+        seq: u64,
+        /// Whether at least one peer stored it.
+        ok: bool,
+    },
+}
+
+/// The Kademlia and identify behaviours discovery drives. Public only because the handler type
+/// of [`Behaviour`] names it.
+mod inner {
+    #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+    use libp2p_identify as identify;
+    use libp2p_kad::{self as kad, store::MemoryStore};
+    use libp2p_swarm::NetworkBehaviour;
+
+    #[derive(NetworkBehaviour)]
+    #[behaviour(prelude = "libp2p_swarm::derive_prelude")]
+    pub struct Inner {
+        pub(super) kad: kad::Behaviour<MemoryStore>,
+        pub(super) identify: identify::Behaviour,
+    }
+}
+use inner::{Inner, InnerEvent};
+
+#[derive(Debug, Clone)]
+struct LocalRecord {
+    addrs: Vec<Multiaddr>,
+    mix_key: NodePublicKey,
+    next_mix_key: Option<NodePublicKey>,
+    exit: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    seq: u64,
+    fetched: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Discovery's metrics. Clones share the same values.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    accepted: Counter,
+    rejected: Family<ReasonLabel, Counter>,
+    walks: Counter,
+    publications: Family<OutcomeLabel, Counter>,
+}
+
+impl Metrics {
+    /// Registers the metrics under the prefix `mix_discovery`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("mix_discovery");
+        r.register("records_accepted", "Valid mix records received", self.accepted.clone());
+        r.register("records_rejected", "Mix records refused, by reason", self.rejected.clone());
+        r.register("walks", "Random walks started", self.walks.clone());
+        r.register(
+            "publications",
+            "Own record publications, by outcome",
+            self.publications.clone(),
+        );
+    }
+
+    /// Valid records received so far.
+    pub fn records_accepted(&self) -> u64 {
+        self.accepted.get()
+    }
+
+    /// Records refused for `reason` (see [`RecordError::reason`]).
+    pub fn records_rejected(&self, reason: &'static str) -> u64 {
+        self.rejected.get_or_create(&ReasonLabel { reason }).get()
+    }
+}
+
+/// The discovery behaviour: Kademlia and identify, driven for mix nodes.
+pub struct Behaviour {
+    inner: Inner,
+    identity: Keypair,
+    local_peer: PeerId,
+    config: Config,
+    local: Option<LocalRecord>,
+    published_seq: u64,
+    publish_timer: Delay,
+    walk_timer: Delay,
+    walks: usize,
+    fetching: HashMap<QueryId, PeerId>,
+    queued: VecDeque<PeerId>,
+    queued_set: HashSet<PeerId>,
+    publishing: HashSet<QueryId>,
+    known: HashMap<PeerId, Known>,
+    /// Peers whose record was not found, and when we last asked.
+    missing: HashMap<PeerId, Instant>,
+    events: VecDeque<ToSwarm<Event, THandlerInEvent<Inner>>>,
+    metrics: Metrics,
+    waker: Option<Waker>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("discovery::Behaviour")
+            .field("known", &self.known.len())
+            .field("fetching", &self.fetching.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The PeerId a record key names, if it is a mix record key.
+fn peer_of_key(key: &kad::RecordKey) -> Option<PeerId> {
+    let bytes = key.as_ref().strip_prefix(b"/mix/record/".as_slice())?;
+    PeerId::from_bytes(bytes).ok()
+}
+
+impl Behaviour {
+    /// Discovery for the node with libp2p identity `identity` (which signs its records).
+    pub fn new(identity: Keypair, config: Config) -> Self {
+        let local_peer = identity.public().to_peer_id();
+        let mut kad_config = kad::Config::new(config.kad_protocol.clone());
+        kad_config
+            .set_record_filtering(StoreInserts::FilterBoth)
+            .set_record_ttl(Some(config.record_lifetime))
+            // We republish our record ourselves, with a new sequence number.
+            .set_publication_interval(None)
+            .set_query_timeout(Duration::from_secs(10));
+        let store = MemoryStore::with_config(
+            local_peer,
+            MemoryStoreConfig { max_value_bytes: MAX_RECORD_SIZE, ..MemoryStoreConfig::default() },
+        );
+        let mut kad = kad::Behaviour::with_config(local_peer, store, kad_config);
+        // Local networks never confirm an external address; serve the DHT regardless.
+        kad.set_mode(Some(Mode::Server));
+        let identify = identify::Behaviour::new(
+            identify::Config::new(config.identify_protocol.clone(), identity.public())
+                .with_agent_version(config.agent_version.clone()),
+        );
+        Self {
+            inner: Inner { kad, identify },
+            identity,
+            local_peer,
+            publish_timer: Delay::new(Duration::ZERO),
+            walk_timer: Delay::new(Duration::ZERO),
+            walks: 0,
+            config,
+            local: None,
+            published_seq: 0,
+            fetching: HashMap::new(),
+            queued: VecDeque::new(),
+            queued_set: HashSet::new(),
+            publishing: HashSet::new(),
+            known: HashMap::new(),
+            missing: HashMap::new(),
+            events: VecDeque::new(),
+            metrics: Metrics::default(),
+            waker: None,
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Nodes with a valid record known so far.
+    pub fn known_nodes(&self) -> usize {
+        self.known.len()
+    }
+
+    /// What this node publishes about itself; published now and then on the republish timer.
+    pub fn set_local_record(
+        &mut self,
+        addrs: Vec<Multiaddr>,
+        mix_key: NodePublicKey,
+        next_mix_key: Option<NodePublicKey>,
+        exit: bool,
+    ) {
+        self.local = Some(LocalRecord { addrs, mix_key, next_mix_key, exit });
+        self.publish_timer.reset(Duration::ZERO);
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// A peer to join the DHT through: dialed now, then looked up from.
+    pub fn add_bootstrap(&mut self, peer: PeerId, addr: Multiaddr) {
+        self.inner.kad.add_address(&peer, addr.clone());
+        self.events.push_back(ToSwarm::Dial {
+            opts: DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+        });
+        let _ = self.inner.kad.bootstrap();
+        self.wake();
+    }
+
+    fn publish(&mut self) {
+        let Some(local) = self.local.clone() else { return };
+        let now = unix_now();
+        // Milliseconds since the epoch: a restarted node's record supersedes its old one.
+        let seq = unix_millis().max(self.published_seq + 1);
+        let record = MixRecord {
+            addrs: local.addrs,
+            mix_key: local.mix_key,
+            next_mix_key: local.next_mix_key,
+            exit: local.exit,
+            // A minute of slack for peers whose clocks run slightly behind.
+            valid_from: now.saturating_sub(60),
+            valid_until: now + self.config.record_lifetime.as_secs(),
+            seq,
+        };
+        let value = record.sign(&self.identity);
+        let kad_record = Record {
+            key: kad::RecordKey::new(&record_key(&self.local_peer)),
+            value,
+            publisher: Some(self.local_peer),
+            expires: Some(Instant::now() + self.config.record_lifetime),
+        };
+        let _ = self.inner.kad.store_mut().put(kad_record.clone());
+        match self.inner.kad.put_record(kad_record, Quorum::One) {
+            Ok(id) => {
+                self.publishing.insert(id);
+                self.published_seq = seq;
+            }
+            Err(e) => tracing::debug!(%e, "storing our mix record failed"),
+        }
+    }
+
+    fn queue_fetch(&mut self, peer: PeerId) {
+        if peer == self.local_peer || self.queued_set.contains(&peer) {
+            return;
+        }
+        let fresh = self
+            .known
+            .get(&peer)
+            .is_some_and(|k| k.fetched.elapsed() < self.config.refetch_interval);
+        let recently_missing =
+            self.missing.get(&peer).is_some_and(|t| t.elapsed() < self.config.retry_missing);
+        if fresh || recently_missing || self.fetching.values().any(|p| *p == peer) {
+            return;
+        }
+        self.queued_set.insert(peer);
+        self.queued.push_back(peer);
+    }
+
+    fn start_fetches(&mut self) {
+        while self.fetching.len() < self.config.max_concurrent_fetches {
+            let Some(peer) = self.queued.pop_front() else { break };
+            self.queued_set.remove(&peer);
+            let id = self.inner.kad.get_record(kad::RecordKey::new(&record_key(&peer)));
+            self.fetching.insert(id, peer);
+        }
+    }
+
+    fn walk(&mut self) {
+        self.metrics.walks.inc();
+        self.inner.kad.get_closest_peers(PeerId::random());
+        // Known nodes are fetched again now and then: a newer record re-admits a suspended one.
+        let stale: Vec<PeerId> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.fetched.elapsed() >= self.config.refetch_interval)
+            .map(|(p, _)| *p)
+            .chain(
+                self.missing
+                    .iter()
+                    .filter(|(_, t)| t.elapsed() >= self.config.retry_missing)
+                    .map(|(p, _)| *p),
+            )
+            .collect();
+        for peer in stale {
+            self.queue_fetch(peer);
+        }
+    }
+
+    /// Checks a record about `peer` and counts the outcome; the event to report either way.
+    fn validate(&mut self, peer: PeerId, value: &[u8]) -> Event {
+        match MixRecord::verify(value, &peer, unix_now()) {
+            Ok((record, node)) => {
+                self.metrics.accepted.inc();
+                self.missing.remove(&peer);
+                let remaining = record.valid_until.saturating_sub(unix_now());
+                let expires = Instant::now() + Duration::from_secs(remaining);
+                let known =
+                    self.known.entry(peer).or_insert(Known { seq: 0, fetched: Instant::now() });
+                known.seq = known.seq.max(record.seq);
+                known.fetched = Instant::now();
+                Event::NodeFound { node, seq: record.seq, expires }
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "rejected a mix record");
+                self.metrics.rejected.get_or_create(&ReasonLabel { reason: error.reason() }).inc();
+                Event::RecordRejected { peer: Some(peer), error }
+            }
+        }
+    }
+
+    fn on_inbound_put(&mut self, record: Record) {
+        let Some(peer) = peer_of_key(&record.key) else {
+            let error = RecordError::Malformed("record key");
+            self.metrics.rejected.get_or_create(&ReasonLabel { reason: error.reason() }).inc();
+            self.events
+                .push_back(ToSwarm::GenerateEvent(Event::RecordRejected { peer: None, error }));
+            return;
+        };
+        let event = self.validate(peer, &record.value);
+        if let Event::NodeFound { seq, .. } = &event {
+            // Keep the newer of what we hold and what we got.
+            let stored_seq = self
+                .inner
+                .kad
+                .store_mut()
+                .get(&record.key)
+                .and_then(|r| MixRecord::verify(&r.value, &peer, unix_now()).ok())
+                .map(|(r, _)| r.seq);
+            if stored_seq.is_none_or(|old| old < *seq) {
+                let _ = self.inner.kad.store_mut().put(record);
+            }
+        }
+        self.events.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    fn on_inner_event(&mut self, event: InnerEvent) {
+        match event {
+            InnerEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => self.queue_fetch(peer),
+            InnerEvent::Kad(kad::Event::InboundRequest {
+                request: InboundRequest::PutRecord { record: Some(record), .. },
+            }) => self.on_inbound_put(record),
+            InnerEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
+                match result {
+                    QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
+                        let Some(peer) = self.fetching.get(&id).copied() else { return };
+                        let event = self.validate(peer, &found.record.value);
+                        if matches!(event, Event::NodeFound { .. })
+                            && let Some(mut query) = self.inner.kad.query_mut(&id)
+                        {
+                            query.finish();
+                        }
+                        self.events.push_back(ToSwarm::GenerateEvent(event));
+                    }
+                    QueryResult::PutRecord(result) if self.publishing.remove(&id) => {
+                        let ok = result.is_ok();
+                        let outcome = if ok { "ok" } else { "no_peer" };
+                        self.metrics.publications.get_or_create(&OutcomeLabel { outcome }).inc();
+                        if !ok {
+                            // Nobody to store it at yet: try again soon.
+                            self.publish_timer.reset(Duration::from_secs(2));
+                        }
+                        self.events.push_back(ToSwarm::GenerateEvent(Event::Published {
+                            seq: self.published_seq,
+                            ok,
+                        }));
+                    }
+                    QueryResult::Bootstrap(_) | QueryResult::GetClosestPeers(_) => {}
+                    _ => {}
+                }
+                if step.last
+                    && let Some(peer) = self.fetching.remove(&id)
+                {
+                    // Remember the attempt so we do not ask again at once.
+                    match self.known.get_mut(&peer) {
+                        Some(known) => known.fetched = Instant::now(),
+                        None => {
+                            self.missing.insert(peer, Instant::now());
+                        }
+                    }
+                }
+            }
+            InnerEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs {
+                    self.inner.kad.add_address(&peer_id, addr);
+                }
+                if info.protocols.contains(&crate::PROTOCOL) {
+                    self.queue_fetch(peer_id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = THandler<Inner>;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner.handle_pending_inbound_connection(id, local, remote)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(id, peer, local, remote)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(id, peer, addresses, role)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(id, peer, addr, role, port_use)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner.on_connection_handler_event(peer, connection, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
+            if self.publish_timer.poll_unpin(cx).is_ready() {
+                self.publish_timer.reset(self.config.republish_interval);
+                self.publish();
+                continue;
+            }
+            if self.walk_timer.poll_unpin(cx).is_ready() {
+                self.walks += 1;
+                let next = if self.walks < self.config.initial_walks {
+                    self.config.initial_walk_interval
+                } else {
+                    self.config.walk_interval
+                };
+                self.walk_timer.reset(next);
+                self.walk();
+                continue;
+            }
+            self.start_fetches();
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    self.on_inner_event(event);
+                    continue;
+                }
+                Poll::Ready(other) => {
+                    return Poll::Ready(
+                        other.map_out(|_| unreachable!("GenerateEvent handled above")),
+                    );
+                }
+                Poll::Pending => {}
+            }
+            self.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+    }
+}
