@@ -25,7 +25,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::core::{
     self, DelayStrategy, Delivery, Destination, MessageId, MixCore, MixNode, NodePool, Output,
-    RequestId, SendError,
+    RequestId, SendError, SendOptions,
 };
 use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent};
 use crate::metrics::{DropReason, Metrics};
@@ -268,6 +268,34 @@ impl Behaviour {
         body: &[u8],
     ) -> Result<MessageId, SendError> {
         let id = self.core.send(Instant::now(), destination, codec, body)?;
+        self.wake();
+        Ok(id)
+    }
+
+    /// [`Self::send`] with per-message options (redundant copies).
+    pub fn send_with(
+        &mut self,
+        destination: &Destination,
+        codec: &str,
+        body: &[u8],
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let id = self.core.send_with(Instant::now(), destination, codec, body, options)?;
+        self.wake();
+        Ok(id)
+    }
+
+    /// [`Self::request`] with per-message options (redundant copies).
+    pub fn request_with(
+        &mut self,
+        destination: &Destination,
+        codec: &str,
+        body: &[u8],
+        surbs: usize,
+        options: SendOptions,
+    ) -> Result<RequestId, SendError> {
+        let id =
+            self.core.request_with(Instant::now(), destination, codec, body, surbs, options)?;
         self.wake();
         Ok(id)
     }

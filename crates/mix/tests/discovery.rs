@@ -11,6 +11,7 @@ use common::{ECHO, NodeEvent, Options, lp, network};
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, identity, kad, noise, tcp, yamux};
+use libp2p_mix::Destination;
 use libp2p_mix::discovery::record::{MixRecord, record_key};
 use mix_sphinx::NodeSecretKey;
 
@@ -179,4 +180,69 @@ async fn forged_expired_and_wrongly_signed_records_are_rejected_and_counted() {
     // Only the valid record added a node (the attacker itself, as a would-be mix node).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(target.pool_size().await, pool_before + 1);
+}
+
+/// Killing nodes: connections to them break, the survivors probe and suspend them, and
+/// redundant messages between survivors all arrive through the remaining nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_nodes_are_suspended_and_redundant_copies_get_through() {
+    common::init_tracing();
+    let mut options = Options { nodes: 10, discovery: true, ..Options::default() };
+    options.config.probe_interval = Some(Duration::from_millis(500));
+    options.config.probes_per_interval = 8;
+    let mut net = network(options).await;
+    let started = Instant::now();
+    while futures::future::join_all(net.mix.iter().map(|n| n.pool_size()))
+        .await
+        .iter()
+        .any(|s| *s < 9)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "discovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Warm up connections so that the kills are noticed through broken connections too.
+    for i in 0..20u32 {
+        let _ = net.mix[i as usize % 10].send(&net.dest.destination(), ECHO, lp(b"warm")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for victim in [3, 5, 8] {
+        net.mix[victim].kill();
+    }
+    let killed_at = Instant::now();
+    let survivors = [0usize, 1, 2, 4, 6, 7, 9];
+    loop {
+        let sizes =
+            futures::future::join_all(survivors.iter().map(|&i| net.mix[i].pool_size())).await;
+        if sizes.iter().all(|s| *s == 6) {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "survivor pools after 15 s: {sizes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eprintln!(
+        "liveness: every survivor suspended the 3 killed nodes after {:?}",
+        killed_at.elapsed()
+    );
+
+    let target = Destination::MixNode(net.mix[9].peer_id);
+    for i in 0..50u32 {
+        net.mix[survivors[i as usize % 6]]
+            .send_copies(&target, "/app/1", i.to_be_bytes().to_vec(), 2)
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 50 && Instant::now() < deadline {
+        if let Some(NodeEvent::Mix(libp2p_mix::Event::Received { body, .. })) =
+            net.mix[9].next_event(Duration::from_secs(5)).await
+        {
+            seen.insert(body);
+        }
+    }
+    assert_eq!(seen.len(), 50);
 }

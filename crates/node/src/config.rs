@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, identity};
 use libp2p_mix::StaticPool;
 use libp2p_mix::core::{
@@ -15,7 +16,7 @@ use libp2p_mix::core::{
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Padding, PayloadCipher, WireFormat};
 use serde::Deserialize;
 
-use crate::runtime::NodeSpec;
+use crate::runtime::{DiscoverySpec, NodeSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +27,28 @@ pub(crate) struct FileConfig {
     mix: MixConfig,
     #[serde(default)]
     pool: Vec<PoolEntry>,
+    discovery: Option<DiscoveryConfig>,
     metrics: Option<MetricsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveryConfig {
+    /// Peers to join the DHT through: multiaddrs ending in /p2p/<peer id>.
+    #[serde(default)]
+    bootstrap: Vec<Multiaddr>,
+    #[serde(default = "default_republish")]
+    republish_interval_s: u64,
+    #[serde(default = "default_walk")]
+    walk_interval_s: u64,
+}
+
+fn default_republish() -> u64 {
+    300
+}
+
+fn default_walk() -> u64 {
+    30
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,7 +192,30 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             pool_entry(entry).with_context(|| format!("pool[{i}] (peer {})", entry.peer_id))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let pool = StaticPool::new(nodes)?;
+    // Refuse duplicates the same way a static pool does.
+    StaticPool::new(nodes.clone())?;
+    let discovery = match file.discovery {
+        Some(d) => {
+            let bootstrap = d
+                .bootstrap
+                .iter()
+                .map(bootstrap_peer)
+                .collect::<anyhow::Result<Vec<_>>>()
+                .context("discovery.bootstrap")?;
+            Some(DiscoverySpec {
+                config: libp2p_mix::discovery::Config {
+                    republish_interval: Duration::from_secs(d.republish_interval_s.max(1)),
+                    walk_interval: Duration::from_secs(d.walk_interval_s.max(1)),
+                    ..libp2p_mix::discovery::Config::default()
+                },
+                bootstrap,
+            })
+        }
+        None => None,
+    };
+    if discovery.is_none() && nodes.is_empty() {
+        bail!("with no [[pool]] entries the node needs [discovery] to find mix nodes");
+    }
 
     let m = &file.mix;
     if !(mix_sphinx::MIN_PATH_LEN..=mix_sphinx::MAX_PATH_LEN).contains(&m.path_len) {
@@ -204,13 +249,38 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             listen: file.network.listen,
             advertise: file.network.advertise,
             exit: file.network.exit,
-            pool,
+            static_nodes: nodes,
+            discovery,
             delay: m.delay.strategy(),
             config,
             echo: file.network.echo,
         },
         metrics: file.metrics.map(|m| m.listen),
     })
+}
+
+/// `(peer, address)` of a bootstrap multiaddr, which must end in `/p2p/<peer id>`.
+fn bootstrap_peer(addr: &Multiaddr) -> anyhow::Result<(PeerId, Multiaddr)> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((peer, addr.clone())),
+        _ => Err(anyhow::anyhow!("bootstrap address {addr} must end in /p2p/<peer id>")),
+    }
+}
+
+/// Adds command-line bootstrap peers, turning discovery on if the file left it off.
+pub(crate) fn add_bootstrap(spec: &mut NodeSpec, addrs: &[Multiaddr]) -> anyhow::Result<()> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let peers = addrs.iter().map(bootstrap_peer).collect::<anyhow::Result<Vec<_>>>()?;
+    spec.discovery
+        .get_or_insert_with(|| DiscoverySpec {
+            config: libp2p_mix::discovery::Config::default(),
+            bootstrap: Vec::new(),
+        })
+        .bootstrap
+        .extend(peers);
+    Ok(())
 }
 
 fn pool_entry(entry: &PoolEntry) -> anyhow::Result<MixNode> {
@@ -244,6 +314,23 @@ mod tests {
         assert_eq!(loaded.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(loaded.spec.listen.len(), 1);
         assert!(loaded.spec.exit);
+    }
+
+    #[test]
+    fn discovery_bootstrap_needs_peer_ids_and_some_source_of_nodes_is_required() {
+        let loaded = parse(EXAMPLE).unwrap();
+        let discovery = loaded.spec.discovery.expect("[discovery] in the example");
+        assert_eq!(discovery.bootstrap.len(), 1);
+        let no_peer =
+            EXAMPLE.replace("/p2p/16Uiu2HAmKA5rCEZp7un72XWk76QGcwFe6StyvdRwkcwA8DP7N3pQ\"]", "\"]");
+        let err = format!("{:#}", parse(&no_peer).err().unwrap());
+        assert!(err.contains("must end in /p2p/"), "{err}");
+        let start = EXAMPLE.find("[discovery]").unwrap();
+        let end = EXAMPLE.find("# Mix nodes to route through").unwrap();
+        let pool_start = EXAMPLE.find("[[pool]]").unwrap();
+        let neither = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..pool_start]);
+        let err = format!("{:#}", parse(&neither).err().unwrap());
+        assert!(err.contains("needs [discovery]"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use libp2p::Multiaddr;
+use libp2p_mix::core::PathSelection;
 
 #[derive(Debug, Parser)]
 #[command(name = "mixnode", version, about)]
@@ -58,6 +59,19 @@ enum Command {
         /// Seed of the workload (who sends to whom).
         #[arg(long)]
         seed: Option<u64>,
+        /// Give every node the full pool instead of discovering it from one bootstrap node.
+        #[arg(long)]
+        static_pool: bool,
+        /// Copies of each message over independent paths (above 1, messages go to mix-node
+        /// destinations, which deliver the first copy).
+        #[arg(long, default_value_t = 1)]
+        copies: usize,
+        /// Kill this share of the nodes halfway through the workload (e.g. 0.3).
+        #[arg(long)]
+        churn: Option<f64>,
+        /// Path selection: random, rtt or hybrid.
+        #[arg(long, default_value = "random", value_parser = parse_paths)]
+        paths: PathSelection,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -70,6 +84,10 @@ enum Command {
         /// Serve Prometheus metrics here (overrides the file's [metrics] listen).
         #[arg(long)]
         metrics: Option<SocketAddr>,
+        /// A peer to join the discovery DHT through (a multiaddr ending in /p2p/<peer id>);
+        /// repeatable, added to the file's [discovery] bootstrap (and turns discovery on).
+        #[arg(long)]
+        bootstrap: Vec<Multiaddr>,
     },
     /// Generate a node identity and mix key, printed as configuration.
     Keygen {
@@ -126,11 +144,23 @@ enum BenchCommand {
     },
 }
 
+fn parse_paths(text: &str) -> Result<PathSelection, String> {
+    match text {
+        "random" => Ok(PathSelection::Random),
+        "rtt" => Ok(PathSelection::Rtt),
+        "hybrid" => Ok(PathSelection::Hybrid { candidates: 8, randomness: 0.5 }),
+        other => Err(format!("unknown path selection {other:?}: random, rtt or hybrid")),
+    }
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -149,6 +179,10 @@ fn main() -> anyhow::Result<ExitCode> {
             quic,
             metrics,
             seed,
+            static_pool,
+            copies,
+            churn,
+            paths,
             json,
         } => {
             init_tracing("warn");
@@ -164,6 +198,10 @@ fn main() -> anyhow::Result<ExitCode> {
                 progress: !json,
                 metrics,
                 seed,
+                discovery: !static_pool,
+                copies: copies.max(1),
+                churn: churn.filter(|f| *f > 0.0 && *f < 1.0),
+                paths,
             };
             let report = runtime()?.block_on(testnet::run(options))?;
             if json {
@@ -173,9 +211,10 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config, metrics } => {
+        Command::Run { config, metrics, bootstrap } => {
             init_tracing("info");
-            let loaded = config::load(&config)?;
+            let mut loaded = config::load(&config)?;
+            config::add_bootstrap(&mut loaded.spec, &bootstrap)?;
             runtime()?.block_on(run_node(loaded, metrics))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -212,6 +251,9 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
     if let Some(addr) = metrics.or(loaded.metrics) {
         let mut registry = prometheus_client::registry::Registry::default();
         node.metrics.register(&mut registry);
+        if let Some(d) = &node.discovery_metrics {
+            d.register(&mut registry);
+        }
         let bound = metrics_http::serve(addr, registry).await?;
         tracing::info!("metrics on http://{bound}/metrics");
     }

@@ -8,10 +8,10 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, request_response, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, ping, request_response, tcp, yamux,
 };
-use libp2p_mix::core::{DelayStrategy, MixNode};
-use libp2p_mix::{Destination, Metrics, ReadRule, RequestId, StaticPool};
+use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool, SendOptions};
+use libp2p_mix::{Destination, Event, Metrics, ReadRule, RequestId, discovery};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
 use tokio::sync::{mpsc, oneshot};
 
@@ -93,7 +93,17 @@ impl request_response::Codec for EchoCodec {
 #[derive(NetworkBehaviour)]
 pub(crate) struct NodeBehaviour {
     pub(crate) mix: libp2p_mix::Behaviour,
+    pub(crate) discovery: Toggle<discovery::Behaviour>,
+    /// Round-trip times to connected peers, for RTT-aware path selection.
+    pub(crate) ping: ping::Behaviour,
     pub(crate) echo: Toggle<request_response::Behaviour<EchoCodec>>,
+}
+
+/// Discovery settings of a node.
+pub(crate) struct DiscoverySpec {
+    pub(crate) config: discovery::Config,
+    /// Peers to join the DHT through.
+    pub(crate) bootstrap: Vec<(PeerId, Multiaddr)>,
 }
 
 /// Everything needed to start a node.
@@ -104,30 +114,29 @@ pub(crate) struct NodeSpec {
     /// The address others dial; by default the first address the node listens on.
     pub(crate) advertise: Option<Multiaddr>,
     pub(crate) exit: bool,
-    pub(crate) pool: StaticPool,
+    /// Configured pool entries (never expire; suspended for a while when unreachable).
+    pub(crate) static_nodes: Vec<MixNode>,
+    pub(crate) discovery: Option<DiscoverySpec>,
     pub(crate) delay: Box<dyn DelayStrategy>,
     pub(crate) config: libp2p_mix::Config,
     /// Serve the echo protocol (and read its replies as an exit).
     pub(crate) echo: bool,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, libp2p_mix::SendError>>;
+
 enum Command {
-    Send(Destination, &'static str, Vec<u8>, oneshot::Sender<Result<(), libp2p_mix::SendError>>),
-    Request(
-        Destination,
-        &'static str,
-        Vec<u8>,
-        usize,
-        oneshot::Sender<Result<RequestId, libp2p_mix::SendError>>,
-    ),
+    Send(Destination, &'static str, Vec<u8>, SendOptions, Reply<()>),
+    Request(Destination, &'static str, Vec<u8>, usize, SendOptions, Reply<RequestId>),
     SendPacket(PeerId, Multiaddr, Packet),
-    SetPool(StaticPool),
+    SetStaticNodes(Vec<MixNode>),
+    PoolPeers(oneshot::Sender<Vec<PeerId>>),
 }
 
 #[derive(Debug)]
 pub(crate) enum NodeEvent {
-    Mix(libp2p_mix::Event),
-    /// The echo service got a request.
+    Mix(Event),
+    /// The echo service got a request (over its own protocol, or as a mix destination).
     Echo {
         body: Vec<u8>,
         at: Instant,
@@ -141,6 +150,7 @@ pub(crate) struct NodeHandle {
     pub(crate) mix_key: NodePublicKey,
     pub(crate) exit: bool,
     pub(crate) metrics: Metrics,
+    pub(crate) discovery_metrics: Option<discovery::Metrics>,
     commands: mpsc::UnboundedSender<Command>,
     events: Option<mpsc::UnboundedReceiver<NodeEvent>>,
     task: tokio::task::AbortHandle,
@@ -167,9 +177,12 @@ impl NodeHandle {
         dest: Destination,
         codec: &'static str,
         body: Vec<u8>,
+        options: SendOptions,
     ) -> anyhow::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Send(dest, codec, body, tx)).context("node stopped")?;
+        self.commands
+            .send(Command::Send(dest, codec, body, options, tx))
+            .context("node stopped")?;
         Ok(rx.await.context("node stopped")??)
     }
 
@@ -179,10 +192,11 @@ impl NodeHandle {
         codec: &'static str,
         body: Vec<u8>,
         surbs: usize,
+        options: SendOptions,
     ) -> anyhow::Result<RequestId> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Request(dest, codec, body, surbs, tx))
+            .send(Command::Request(dest, codec, body, surbs, options, tx))
             .context("node stopped")?;
         Ok(rx.await.context("node stopped")??)
     }
@@ -191,11 +205,21 @@ impl NodeHandle {
         let _ = self.commands.send(Command::SendPacket(peer, addr, packet));
     }
 
-    pub(crate) fn set_pool(&self, pool: StaticPool) {
-        let _ = self.commands.send(Command::SetPool(pool));
+    /// Replaces the pool with configured nodes only.
+    pub(crate) fn set_static_nodes(&self, nodes: Vec<MixNode>) {
+        let _ = self.commands.send(Command::SetStaticNodes(nodes));
     }
 
-    /// Stops the node.
+    /// The peers currently usable in paths.
+    pub(crate) async fn pool_peers(&self) -> Vec<PeerId> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::PoolPeers(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Stops the node: its swarm, listeners and connections go away.
     pub(crate) fn stop(&self) {
         self.task.abort();
     }
@@ -225,6 +249,14 @@ fn build_swarm(
                 .with_notify_handler_buffer_size(std::num::NonZeroUsize::new(64).expect("non-zero"))
         })
         .build())
+}
+
+fn pool_of(nodes: Vec<MixNode>) -> DynamicPool {
+    let mut pool = DynamicPool::new();
+    for node in nodes {
+        pool.insert_static(node);
+    }
+    pool
 }
 
 /// Starts a node on a thread of its own with a single-threaded runtime (one node per core).
@@ -265,13 +297,8 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
     let placeholder: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse()?;
     let local = MixNode::new(peer_id, placeholder, mix_key, spec.exit)
         .context("the libp2p identity must be a secp256k1 key (39-byte peer id)")?;
-    let mut mix = libp2p_mix::Behaviour::new(
-        local,
-        spec.mix_secret,
-        Box::new(spec.pool),
-        spec.delay,
-        spec.config,
-    );
+    let pool: Box<dyn NodePool> = Box::new(pool_of(spec.static_nodes));
+    let mut mix = libp2p_mix::Behaviour::new(local, spec.mix_secret, pool, spec.delay, spec.config);
     let echo = spec.echo.then(|| {
         mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: ECHO_MAX });
         request_response::Behaviour::new(
@@ -279,7 +306,13 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
             request_response::Config::default().with_max_concurrent_streams(4096),
         )
     });
-    let mut swarm = build_swarm(spec.identity, NodeBehaviour { mix, echo: echo.into() })?;
+    let (discovery, bootstrap) = match spec.discovery {
+        Some(d) => (Some(discovery::Behaviour::new(spec.identity.clone(), d.config)), d.bootstrap),
+        None => (None, Vec::new()),
+    };
+    let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
+    let behaviour = NodeBehaviour { mix, discovery: discovery.into(), ping, echo: echo.into() };
+    let mut swarm = build_swarm(spec.identity, behaviour)?;
 
     let mut listening = Vec::new();
     for addr in &spec.listen {
@@ -306,25 +339,54 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         .mix
         .set_local_address(addr.clone())
         .with_context(|| format!("advertised address {addr}"))?;
+    if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
+        d.set_local_record(vec![addr.clone()], mix_key, None, spec.exit);
+        for (peer, at) in bootstrap {
+            d.add_bootstrap(peer, at);
+        }
+    }
     let metrics = swarm.behaviour().mix.metrics().clone();
+    let discovery_metrics = swarm.behaviour().discovery.as_ref().map(|d| d.metrics().clone());
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(swarm, command_rx, event_tx));
     let abort = task.abort_handle();
-    Ok((
-        NodeHandle {
-            peer_id,
-            addr,
-            mix_key,
-            exit: spec.exit,
-            metrics,
-            commands,
-            events: Some(events),
-            task: abort,
-        },
-        task,
-    ))
+    let handle = NodeHandle {
+        peer_id,
+        addr,
+        mix_key,
+        exit: spec.exit,
+        metrics,
+        discovery_metrics,
+        commands,
+        events: Some(events),
+        task: abort,
+    };
+    Ok((handle, task))
+}
+
+/// The payload inside one length-prefixed frame, if `data` is exactly that.
+fn unframe(data: &[u8]) -> Option<&[u8]> {
+    let (len, rest) = unsigned_varint::decode::usize(data).ok()?;
+    (rest.len() == len).then_some(rest)
+}
+
+fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
+    let mix = &mut swarm.behaviour_mut().mix;
+    match command {
+        Command::Send(dest, codec, body, options, done) => {
+            let _ = done.send(mix.send_with(&dest, codec, &body, options).map(|_| ()));
+        }
+        Command::Request(dest, codec, body, surbs, options, done) => {
+            let _ = done.send(mix.request_with(&dest, codec, &body, surbs, options));
+        }
+        Command::SendPacket(peer, addr, packet) => mix.send_packet(peer, addr, packet),
+        Command::SetStaticNodes(nodes) => mix.set_pool(Box::new(pool_of(nodes))),
+        Command::PoolPeers(done) => {
+            let _ = done.send(mix.core().pool().nodes().iter().map(|n| *n.peer_id()).collect());
+        }
+    }
 }
 
 async fn run(
@@ -336,22 +398,34 @@ async fn run(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
-                let mix = &mut swarm.behaviour_mut().mix;
-                match command {
-                    Command::Send(dest, codec, body, done) => {
-                        let _ = done.send(mix.send(&dest, codec, &body).map(|_| ()));
-                    }
-                    Command::Request(dest, codec, body, surbs, done) => {
-                        let _ = done.send(mix.request(&dest, codec, &body, surbs));
-                    }
-                    Command::SendPacket(peer, addr, packet) => mix.send_packet(peer, addr, packet),
-                    Command::SetPool(pool) => mix.set_pool(Box::new(pool)),
-                }
+                on_command(&mut swarm, command);
             }
             event = swarm.select_next_some() => match event {
+                // As a mix destination, the echo service answers through the SURBs.
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::Received { codec, body, reply }))
+                    if codec == ECHO && swarm.behaviour().echo.is_enabled() =>
+                {
+                    let at = Instant::now();
+                    let request = unframe(&body).unwrap_or(&body).to_vec();
+                    if let Some(id) = reply {
+                        let mut response = b"echo:".to_vec();
+                        response.extend_from_slice(&request);
+                        let _ = swarm.behaviour_mut().mix.reply(id, &length_prefixed(&response));
+                    }
+                    let _ = events.send(NodeEvent::Echo { body: request, at });
+                }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(event)) => {
                     tracing::debug!(?event, "mix event");
                     let _ = events.send(NodeEvent::Mix(event));
+                }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(discovery::Event::NodeFound { node, seq, expires })) => {
+                    swarm.behaviour_mut().mix.offer_node(node, seq, expires);
+                }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(event)) => {
+                    tracing::debug!(?event, "discovery event");
+                }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
+                    swarm.behaviour_mut().mix.report_rtt(&peer, rtt);
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Echo(request_response::Event::Message {
                     message: request_response::Message::Request { request, channel, .. },

@@ -3,16 +3,20 @@
 //!
 //! Every node is a full mix node (TCP or QUIC on 127.0.0.1, Noise, Yamux) that also serves a
 //! small echo protocol, so any node can be another's destination: the exit dials it with the
-//! echo protocol like any libp2p peer, without mix involvement.
+//! echo protocol like any libp2p peer, without mix involvement. By default the nodes know only
+//! the first node's address and find each other through discovery. With `--copies` above 1,
+//! messages go to mix-node destinations, which deliver the first copy. With `--churn`, a
+//! share of the nodes is killed halfway through the workload.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use libp2p::{Multiaddr, identity};
-use libp2p_mix::{Event, RequestId, StaticPool};
+use libp2p::{Multiaddr, PeerId, identity};
+use libp2p_mix::core::{PathSelection, SendOptions};
+use libp2p_mix::{Destination, Event, RequestId, discovery};
 use mix_sphinx::NodeSecretKey;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -20,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::DelayConfig;
-use crate::runtime::{self, ECHO, NodeEvent, NodeHandle, NodeSpec, length_prefixed};
+use crate::runtime::{self, DiscoverySpec, ECHO, NodeEvent, NodeHandle, NodeSpec, length_prefixed};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -36,6 +40,13 @@ pub(crate) struct Options {
     pub(crate) progress: bool,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) seed: Option<u64>,
+    /// Find nodes through discovery (one bootstrap address) rather than a static pool.
+    pub(crate) discovery: bool,
+    /// Copies per message over independent paths.
+    pub(crate) copies: usize,
+    /// Share of the nodes to kill halfway through.
+    pub(crate) churn: Option<f64>,
+    pub(crate) paths: PathSelection,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,12 +72,44 @@ impl Percentiles {
 }
 
 #[derive(Debug, Serialize)]
+pub(crate) struct DiscoveryReport {
+    /// Until every node's pool held at least 95 % of the other nodes.
+    ms_to_95_percent: f64,
+    /// Until every node's pool held all other nodes (if that happened).
+    ms_to_all: Option<f64>,
+    /// The smallest pool when the workload started, out of `nodes - 1`.
+    min_pool: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Phase {
+    sent: usize,
+    delivered: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ChurnReport {
+    killed: usize,
+    /// Seconds into the workload.
+    at_s: f64,
+    /// Until no survivor's pool offered a killed node for new paths.
+    liveness_window_ms: Option<f64>,
+    before: Phase,
+    after: Phase,
+    /// Delivered / sent over the whole run, messages between survivors.
+    delivery_ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub(crate) struct Report {
     nodes: usize,
     transport: &'static str,
     path_len: usize,
     mean_delay_ms: u16,
+    paths: String,
+    copies: usize,
     startup_ms: f64,
+    discovery: Option<DiscoveryReport>,
     duration_s: f64,
     sent: usize,
     delivered: usize,
@@ -80,6 +123,7 @@ pub(crate) struct Report {
     /// Request to reply.
     reply_rtt_ms: Percentiles,
     forwarded_per_node: Vec<u64>,
+    churn: Option<ChurnReport>,
     metrics_endpoint: Option<String>,
 }
 
@@ -99,7 +143,7 @@ fn parse_body(b: &[u8]) -> Option<(u8, u64)> {
     Some((*b.first()?, id))
 }
 
-async fn start_nodes(options: &Options) -> anyhow::Result<Vec<NodeHandle>> {
+fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Result<NodeSpec> {
     let listen: Multiaddr =
         if options.quic { "/ip4/127.0.0.1/udp/0/quic-v1" } else { "/ip4/127.0.0.1/tcp/0" }
             .parse()?;
@@ -111,35 +155,101 @@ async fn start_nodes(options: &Options) -> anyhow::Result<Vec<NodeHandle>> {
     let mut config = libp2p_mix::Config::default();
     config.core.request_timeout = options.request_timeout;
     config.core.pre_send_delay = Duration::from_millis(5);
+    config.core.path_selection = options.paths;
     // A testnet is short-lived; size the replay filters accordingly.
     config.core.replay.key_lifetime = Duration::from_secs(600);
-    let starts = (0..options.nodes).map(|_| {
-        runtime::start(NodeSpec {
-            identity: identity::Keypair::generate_secp256k1(),
-            mix_secret: NodeSecretKey::generate(&mut rand::rng()),
-            listen: vec![listen.clone()],
-            advertise: None,
-            exit: true,
-            pool: StaticPool::default(),
-            delay: delay.strategy(),
-            config: config.clone(),
-            echo: true,
-        })
+    config.probe_interval = Some(Duration::from_secs(2));
+    config.probes_per_interval = 8;
+    let discovery = options.discovery.then(|| DiscoverySpec {
+        config: discovery::Config {
+            initial_walks: 20,
+            initial_walk_interval: Duration::from_millis(250),
+            walk_interval: Duration::from_secs(5),
+            retry_missing: Duration::from_millis(500),
+            republish_interval: Duration::from_secs(30),
+            ..discovery::Config::default()
+        },
+        bootstrap: bootstrap.into_iter().collect(),
     });
-    let nodes = futures::future::try_join_all(starts).await?;
-    let pool =
-        StaticPool::new(nodes.iter().map(NodeHandle::entry).collect::<anyhow::Result<Vec<_>>>()?)?;
-    for node in &nodes {
-        node.set_pool(pool.clone());
+    Ok(NodeSpec {
+        identity: identity::Keypair::generate_secp256k1(),
+        mix_secret: NodeSecretKey::generate(&mut rand::rng()),
+        listen: vec![listen],
+        advertise: None,
+        exit: true,
+        static_nodes: Vec::new(),
+        discovery,
+        delay: delay.strategy(),
+        config,
+        echo: true,
+    })
+}
+
+async fn start_nodes(options: &Options) -> anyhow::Result<Vec<NodeHandle>> {
+    let first = runtime::start(spec(options, None)?).await?;
+    let bootstrap = options.discovery.then(|| (first.peer_id, first.addr.clone()));
+    let rest = (1..options.nodes)
+        .map(|_| spec(options, bootstrap.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut nodes = vec![first];
+    nodes.extend(futures::future::try_join_all(rest.into_iter().map(runtime::start)).await?);
+    if !options.discovery {
+        let entries = nodes.iter().map(NodeHandle::entry).collect::<anyhow::Result<Vec<_>>>()?;
+        for node in &nodes {
+            node.set_static_nodes(entries.clone());
+        }
     }
     Ok(nodes)
+}
+
+/// Waits until every node's pool holds the other nodes; returns the discovery figures.
+async fn await_discovery(
+    nodes: &[NodeHandle],
+    started: Instant,
+    show: bool,
+) -> anyhow::Result<DiscoveryReport> {
+    let others = nodes.len() - 1;
+    let needed = ((others as f64) * 0.95).ceil() as usize;
+    let mut at_95 = None;
+    loop {
+        let sizes: Vec<usize> = futures::future::join_all(nodes.iter().map(|n| n.pool_peers()))
+            .await
+            .into_iter()
+            .map(|p| p.len())
+            .collect();
+        let min = sizes.iter().copied().min().unwrap_or(0);
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        if show {
+            eprint!("\r  discovery: smallest pool {min}/{others}  {:.1} s   ", elapsed / 1000.0);
+            let _ = std::io::stderr().flush();
+        }
+        if min >= needed && at_95.is_none() {
+            at_95 = Some(elapsed);
+        }
+        if min >= others {
+            return Ok(DiscoveryReport {
+                ms_to_95_percent: at_95.unwrap_or(elapsed),
+                ms_to_all: Some(elapsed),
+                min_pool: min,
+            });
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let Some(ms) = at_95 else {
+                anyhow::bail!(
+                    "discovery: after 60 s the smallest pool holds {min} of {others} nodes"
+                );
+            };
+            return Ok(DiscoveryReport { ms_to_95_percent: ms, ms_to_all: None, min_pool: min });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[derive(Default)]
 struct Tally {
     sent_messages: usize,
     sent_requests: usize,
-    sent_at: HashMap<u64, Instant>,
+    sent_at: HashMap<u64, (Instant, bool)>,
     delivered: HashMap<u64, usize>,
     latencies: Vec<f64>,
     /// Pending requests, by sending node and its request id (ids are per node).
@@ -147,6 +257,8 @@ struct Tally {
     replies: usize,
     failures: usize,
     rtts: Vec<f64>,
+    before: Phase,
+    after: Phase,
 }
 
 impl Tally {
@@ -157,9 +269,10 @@ impl Tally {
                     let count = self.delivered.entry(id).or_default();
                     *count += 1;
                     if *count == 1
-                        && let Some(sent) = self.sent_at.get(&id)
+                        && let Some((sent, after)) = self.sent_at.get(&id)
                     {
                         self.latencies.push(at.duration_since(*sent).as_secs_f64() * 1000.0);
+                        if *after { &mut self.after } else { &mut self.before }.delivered += 1;
                     }
                 }
             }
@@ -201,14 +314,30 @@ impl Tally {
     }
 }
 
+/// Whether no survivor's pool offers a killed node for paths any more.
+async fn offers_none_of(
+    nodes: &[NodeHandle],
+    survivors: &[usize],
+    killed: &HashSet<PeerId>,
+) -> bool {
+    let pools = futures::future::join_all(survivors.iter().map(|&i| nodes[i].pool_peers())).await;
+    pools.iter().all(|pool| pool.iter().all(|p| !killed.contains(p)))
+}
+
 pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     anyhow::ensure!(
         options.nodes >= 5,
         "a testnet needs at least 5 nodes (3 hops + sender + destination)"
     );
+    let show = options.progress && std::io::stderr().is_terminal();
     let startup = Instant::now();
     let mut nodes = start_nodes(&options).await.context("starting nodes")?;
     let startup_ms = startup.elapsed().as_secs_f64() * 1000.0;
+    let discovery_report =
+        if options.discovery { Some(await_discovery(&nodes, startup, show).await?) } else { None };
+    if show && options.discovery {
+        eprintln!();
+    }
 
     let metrics_endpoint = match options.metrics {
         Some(addr) => {
@@ -216,6 +345,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             for (i, node) in nodes.iter().enumerate() {
                 let sub = registry.sub_registry_with_label(("node".into(), i.to_string().into()));
                 node.metrics.register(sub);
+                if let Some(d) = &node.discovery_metrics {
+                    d.register(sub);
+                }
             }
             Some(crate::metrics_http::serve(addr, registry).await?.to_string())
         }
@@ -245,6 +377,17 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     for i in (1..jobs.len()).rev() {
         jobs.swap(i, rng.random_range(0..=i));
     }
+    // The nodes to kill (never the bootstrap node); only survivors send and receive.
+    let mut victims: Vec<usize> = (1..nodes.len()).collect();
+    for i in (1..victims.len()).rev() {
+        victims.swap(i, rng.random_range(0..=i));
+    }
+    let kill_count = options.churn.map_or(0, |f| ((nodes.len() as f64) * f).round() as usize);
+    victims.truncate(kill_count.min(nodes.len().saturating_sub(5)));
+    let killed: HashSet<PeerId> = victims.iter().map(|&i| nodes[i].peer_id).collect();
+    let survivors: Vec<usize> = (0..nodes.len()).filter(|i| !victims.contains(i)).collect();
+    let kill_at = if victims.is_empty() { usize::MAX } else { jobs.len() / 2 };
+    let options_copies = SendOptions { copies: options.copies.max(1) };
 
     let started = Instant::now();
     let mut tally = Tally::default();
@@ -253,30 +396,66 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let mut next_job = 0;
     let mut last_send = started;
     let grace = options.request_timeout + Duration::from_secs(5);
-    let show = options.progress && std::io::stderr().is_terminal();
+    let mut killed_at: Option<(Instant, f64)> = None;
+    let mut window: Option<f64> = None;
+    let mut liveness = tokio::time::interval(Duration::from_millis(25));
 
     loop {
         tokio::select! {
             _ = pace.tick(), if next_job < jobs.len() => {
+                if next_job == kill_at {
+                    for &i in &victims {
+                        nodes[i].stop();
+                    }
+                    killed_at = Some((Instant::now(), started.elapsed().as_secs_f64()));
+                }
                 let is_request = jobs[next_job];
                 let id = next_job as u64;
                 next_job += 1;
-                let sender = rng.random_range(0..nodes.len());
-                let dest = (sender + rng.random_range(1..nodes.len())) % nodes.len();
-                let destination = nodes[dest].destination();
+                let sender = survivors[rng.random_range(0..survivors.len())];
+                let dest = loop {
+                    let d = survivors[rng.random_range(0..survivors.len())];
+                    if d != sender {
+                        break d;
+                    }
+                };
+                let destination = if options_copies.copies > 1 {
+                    Destination::MixNode(nodes[dest].peer_id)
+                } else {
+                    nodes[dest].destination()
+                };
+                let after = killed_at.is_some();
                 if is_request {
                     let payload = length_prefixed(&body(b'R', id, &mut rng));
-                    let request = nodes[sender].request(destination, ECHO, payload, options.surbs).await?;
-                    tally.requests.insert((sender, request), ());
+                    match nodes[sender].request(destination, ECHO, payload, options.surbs, options_copies).await {
+                        Ok(request) => {
+                            tally.requests.insert((sender, request), ());
+                        }
+                        Err(e) => {
+                            tracing::warn!(%e, "request refused");
+                            tally.failures += 1;
+                        }
+                    }
                     tally.sent_requests += 1;
                 } else {
-                    tally.sent_at.insert(id, Instant::now());
-                    nodes[sender].send(destination, ECHO, length_prefixed(&body(b'M', id, &mut rng))).await?;
+                    tally.sent_at.insert(id, (Instant::now(), after));
+                    let payload = length_prefixed(&body(b'M', id, &mut rng));
+                    if let Err(e) = nodes[sender].send(destination, ECHO, payload, options_copies).await {
+                        tracing::warn!(%e, "send refused");
+                    }
                     tally.sent_messages += 1;
+                    if after { &mut tally.after } else { &mut tally.before }.sent += 1;
                 }
                 last_send = Instant::now();
             }
             Some((node, event)) = events.recv() => tally.on_event(node, event),
+            _ = liveness.tick(), if killed_at.is_some() && window.is_none() => {
+                if let Some((at, _)) = killed_at
+                    && offers_none_of(&nodes, &survivors, &killed).await
+                {
+                    window = Some(at.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
             _ = progress.tick() => {
                 if show {
                     eprint!("\r{}   ", tally.progress(&options, started));
@@ -286,6 +465,18 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
                     break;
                 }
             }
+        }
+    }
+    // The workload may end before every survivor noticed: keep watching a while.
+    if window.is_none()
+        && let Some((at, _)) = killed_at
+    {
+        while at.elapsed() < Duration::from_secs(30) {
+            if offers_none_of(&nodes, &survivors, &killed).await {
+                window = Some(at.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
     // Late copies would be duplicates: listen a little longer.
@@ -300,12 +491,23 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
 
     let delivered = tally.delivered.len();
     let duplicates = tally.delivered.values().map(|&n| n - 1).sum();
+    let churn = killed_at.map(|(_, at_s)| ChurnReport {
+        killed: victims.len(),
+        at_s: (at_s * 100.0).round() / 100.0,
+        liveness_window_ms: window.map(|w| w.round()),
+        delivery_ratio: delivered as f64 / tally.sent_messages.max(1) as f64,
+        before: std::mem::take(&mut tally.before),
+        after: std::mem::take(&mut tally.after),
+    });
     Ok(Report {
         nodes: nodes.len(),
         transport: if options.quic { "quic" } else { "tcp" },
         path_len: 3,
         mean_delay_ms: options.delay_ms,
+        paths: format!("{:?}", options.paths),
+        copies: options_copies.copies,
         startup_ms: (startup_ms * 10.0).round() / 10.0,
+        discovery: discovery_report,
         duration_s: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         sent: tally.sent_messages,
         delivered,
@@ -317,6 +519,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         latency_ms: Percentiles::of(&mut tally.latencies),
         reply_rtt_ms: Percentiles::of(&mut tally.rtts),
         forwarded_per_node: nodes.iter().map(|n| n.metrics.packets_forwarded()).collect(),
+        churn,
         metrics_endpoint,
     })
 }
@@ -324,9 +527,25 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
 pub(crate) fn print(report: &Report) {
     let r = report;
     println!(
-        "testnet: {} mix nodes on 127.0.0.1 ({}), {} hops, exponential delay mean {} ms per hop; started in {:.0} ms",
-        r.nodes, r.transport, r.path_len, r.mean_delay_ms, r.startup_ms
+        "testnet: {} mix nodes on 127.0.0.1 ({}), {} hops, exponential delay mean {} ms per hop, {} paths, {} cop{}; started in {:.0} ms",
+        r.nodes,
+        r.transport,
+        r.path_len,
+        r.mean_delay_ms,
+        r.paths.to_lowercase(),
+        r.copies,
+        if r.copies == 1 { "y" } else { "ies" },
+        r.startup_ms
     );
+    if let Some(d) = &r.discovery {
+        let all = d
+            .ms_to_all
+            .map_or("not all within 60 s".to_owned(), |ms| format!("all after {ms:.0} ms"));
+        println!(
+            "discovery: one bootstrap address; every pool held 95 % of the nodes after {:.0} ms, {all}",
+            d.ms_to_95_percent
+        );
+    }
     println!(
         "messages  sent {}  delivered {}  lost {}  duplicated {}",
         r.sent, r.delivered, r.lost, r.duplicates
@@ -350,6 +569,22 @@ pub(crate) fn print(report: &Report) {
     let per_node: Vec<String> =
         r.forwarded_per_node.iter().enumerate().map(|(i, n)| format!("n{i} {n}")).collect();
     println!("forwarded per node: {}", per_node.join("  "));
+    if let Some(c) = &r.churn {
+        let window =
+            c.liveness_window_ms.map_or("over 30 s".to_owned(), |ms| format!("{ms:.0} ms"));
+        println!(
+            "churn: killed {} nodes at {:.1} s; survivors stopped offering them for paths after {window}",
+            c.killed, c.at_s
+        );
+        println!(
+            "       delivered before {}/{}, after {}/{}; overall {:.2} %",
+            c.before.delivered,
+            c.before.sent,
+            c.after.delivered,
+            c.after.sent,
+            100.0 * c.delivery_ratio
+        );
+    }
     println!("ran {:.2} s", r.duration_s);
     if let Some(endpoint) = &r.metrics_endpoint {
         println!("metrics were served on http://{endpoint}/metrics");

@@ -93,7 +93,8 @@ fn keygen_output_is_a_loadable_identity_and_bad_configs_are_explained() {
 fn run_starts_a_node_that_serves_metrics() {
     use std::io::{BufRead, BufReader, Read, Write};
     let keys = String::from_utf8(mixnode(&["keygen"]).stdout).unwrap();
-    let config = format!("{keys}\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n");
+    // The first node of a network: discovery with nobody to bootstrap from yet.
+    let config = format!("{keys}\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n[discovery]\n");
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), &config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mixnode"))

@@ -101,7 +101,7 @@ pub enum NodeEvent {
 }
 
 enum Command {
-    Send(Destination, String, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    Send(Destination, String, Vec<u8>, usize, oneshot::Sender<Result<(), String>>),
     Request(
         Destination,
         String,
@@ -137,7 +137,20 @@ impl Node {
 
     pub async fn send(&self, dest: &Destination, codec: &str, body: Vec<u8>) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Send(dest.clone(), codec.into(), body, tx)).unwrap();
+        self.commands.send(Command::Send(dest.clone(), codec.into(), body, 1, tx)).unwrap();
+        rx.await.unwrap()
+    }
+
+    /// Sends `copies` copies over independent paths.
+    pub async fn send_copies(
+        &self,
+        dest: &Destination,
+        codec: &str,
+        body: Vec<u8>,
+        copies: usize,
+    ) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Send(dest.clone(), codec.into(), body, copies, tx)).unwrap();
         rx.await.unwrap()
     }
 
@@ -244,8 +257,9 @@ fn spawn(
                     let Some(command) = command else { return };
                     let Some(mix) = swarm.behaviour_mut().mix.as_mut() else { continue };
                     match command {
-                        Command::Send(d, codec, body, done) => {
-                            let _ = done.send(mix.send(&d, &codec, &body).map(|_| ()).map_err(|e| e.to_string()));
+                        Command::Send(d, codec, body, copies, done) => {
+                            let options = libp2p_mix::core::SendOptions { copies };
+                            let _ = done.send(mix.send_with(&d, &codec, &body, options).map(|_| ()).map_err(|e| e.to_string()));
                         }
                         Command::Request(d, codec, body, surbs, done) => {
                             let _ = done.send(mix.request(&d, &codec, &body, surbs).map_err(|e| e.to_string()));

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use libp2p::identity;
+use libp2p_mix::Event;
 use libp2p_mix::core::NoDelay;
-use libp2p_mix::{Event, StaticPool};
 use mix_sphinx::{
     AddressBlock, Hop, MESSAGE_SIZE, NodeSecretKey, Packet, Route, WireFormat, message,
 };
@@ -156,7 +156,8 @@ fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         advertise: None,
         exit: true,
-        pool: StaticPool::default(),
+        static_nodes: Vec::new(),
+        discovery: None,
         delay: Box::new(NoDelay),
         config,
         echo: false,
@@ -182,10 +183,9 @@ fn start_path(packets: usize) -> anyhow::Result<PathNodes> {
         nodes.push(node);
         threads.push(tid);
     }
-    let pool =
-        StaticPool::new(nodes.iter().map(NodeHandle::entry).collect::<anyhow::Result<Vec<_>>>()?)?;
+    let entries = nodes.iter().map(NodeHandle::entry).collect::<anyhow::Result<Vec<_>>>()?;
     for node in &nodes {
-        node.set_pool(pool.clone());
+        node.set_static_nodes(entries.clone());
     }
     Ok(PathNodes { nodes, keys, threads })
 }
