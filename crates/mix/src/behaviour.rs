@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 use futures_timer::Delay;
@@ -19,7 +19,7 @@ use libp2p_swarm::{
     ConnectionDenied, ConnectionId, DialError, NetworkBehaviour, NotifyHandler, THandler,
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
-use mix_sphinx::{MessageError, NodeSecretKey, Packet, Surb};
+use mix_sphinx::{MessageError, NodeSecretKey, PACKET_SIZE, Packet, Surb};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -55,6 +55,19 @@ pub struct Config {
     pub probe_interval: Option<Duration>,
     /// Nodes probed per interval.
     pub probes_per_interval: usize,
+    /// Serve as a mix node: accept `/mix/1.0.0` streams and forward packets. A client-only
+    /// node (`false`) accepts none and, with [`core::Config::tit_for_tat`], cannot send.
+    pub serve: bool,
+    /// Frames read per second from one connection, with bursts of [`Self::inbound_burst`].
+    /// Past it the node stops reading that connection for a while, so a flooding peer is
+    /// slowed down by its own transport's flow control instead of costing this node work.
+    /// `None`: no limit.
+    pub inbound_frame_rate: Option<f64>,
+    /// Frames a connection may send at once above [`Self::inbound_frame_rate`].
+    pub inbound_burst: u32,
+    /// Peers with packets waiting for a connection (being dialed); packets for more are
+    /// dropped.
+    pub max_pending_peers: usize,
 }
 
 impl Default for Config {
@@ -70,6 +83,10 @@ impl Default for Config {
             max_pending_replies: 1024,
             probe_interval: Some(Duration::from_secs(30)),
             probes_per_interval: 4,
+            serve: true,
+            inbound_frame_rate: Some(4000.0),
+            inbound_burst: 1000,
+            max_pending_peers: 1024,
         }
     }
 }
@@ -119,6 +136,9 @@ pub enum Event {
         /// Set if the sender attached SURBs: answer with [`Behaviour::reply`].
         reply: Option<ReplyId>,
     },
+    /// The node's mix keys rotated: advertise them (the runtime republishes its discovery
+    /// record with these keys).
+    KeysRotated(core::EpochKeys),
     /// As the exit, this node handed a message to its destination (or failed to).
     Delivered {
         /// The destination.
@@ -166,6 +186,9 @@ pub struct Behaviour {
     probing: HashMap<PeerId, Multiaddr>,
     probe_timer: Option<Delay>,
     probe_rng: StdRng,
+    /// Length of the per-hop proof after each packet.
+    proof_len: usize,
+    listen_addrs: usize,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -185,10 +208,21 @@ impl Behaviour {
     ) -> Self {
         let metrics = Metrics::default();
         let rng = StdRng::from_rng(&mut rand::rng());
-        let core = MixCore::new(config.core.clone(), local, secret, pool, delay, rng)
+        let mut core = MixCore::new(config.core.clone(), local, secret, pool, delay, rng)
             .with_metrics(metrics.clone());
+        let now = Instant::now();
+        core.set_wall_clock(
+            now,
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
+        );
+        // Until it listens somewhere, the node is not serving anyone.
+        core.set_serving(false);
+        // Starts key rotation and cover traffic.
+        core.handle_timeout(now);
         let probe_timer = config.probe_interval.map(Delay::new);
         Self {
+            proof_len: 0,
+            listen_addrs: 0,
             core,
             config,
             metrics,
@@ -207,6 +241,14 @@ impl Behaviour {
             probe_timer,
             probe_rng: StdRng::from_rng(&mut rand::rng()),
         }
+    }
+
+    /// Protects packets with `spam`; every node of the network must do the same. Call before
+    /// the swarm makes connections (per-hop proofs change the frame length).
+    pub fn with_spam_protection(mut self, spam: crate::spam::SpamConfig) -> Self {
+        self.core.set_spam_protection(spam);
+        self.proof_len = self.core.frame_proof_len();
+        self
     }
 
     /// The node's metrics (register them with [`Metrics::register`]).
@@ -317,7 +359,7 @@ impl Behaviour {
     /// Sends a Sphinx packet built elsewhere (by a tool, a benchmark, or an application with
     /// its own path selection) to its first hop, as is: no pre-send delay, no checks.
     pub fn send_packet(&mut self, peer: PeerId, addr: Multiaddr, packet: Packet) {
-        self.transmit(peer, addr, packet);
+        self.transmit_frame(peer, addr, packet.into_vec());
         self.wake();
     }
 
@@ -344,6 +386,10 @@ impl Behaviour {
                 max_queued_frames: self.config.max_queued_frames,
                 exit_timeout: self.config.exit_timeout,
                 max_concurrent_exits: self.config.max_concurrent_exits,
+                frame_len: PACKET_SIZE + self.proof_len,
+                serve: self.config.serve,
+                inbound_frame_rate: self.config.inbound_frame_rate,
+                inbound_burst: self.config.inbound_burst,
             },
             self.metrics.clone(),
         )
@@ -351,7 +397,12 @@ impl Behaviour {
 
     fn on_output(&mut self, output: Output) {
         match output {
-            Output::Transmit { peer, addr, packet } => self.transmit(peer, addr, packet),
+            Output::Transmit { peer, addr, packet, proof } => {
+                self.transmit_frame(peer, addr, frame(packet, &proof));
+            }
+            Output::KeysRotated(keys) => {
+                self.events.push_back(ToSwarm::GenerateEvent(Event::KeysRotated(keys)));
+            }
             Output::Deliver(delivery) => self.deliver(delivery),
             Output::Reply { request, body, rtt } => {
                 self.events.push_back(ToSwarm::GenerateEvent(Event::Reply { request, body, rtt }));
@@ -365,8 +416,7 @@ impl Behaviour {
         }
     }
 
-    fn transmit(&mut self, peer: PeerId, addr: Multiaddr, packet: Packet) {
-        let frame = packet.into_vec();
+    fn transmit_frame(&mut self, peer: PeerId, addr: Multiaddr, frame: Vec<u8>) {
         if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()) {
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
@@ -376,6 +426,11 @@ impl Behaviour {
             return;
         }
         let max = self.config.max_pending_per_peer;
+        if !self.pending.contains_key(&peer) && self.pending.len() >= self.config.max_pending_peers
+        {
+            self.metrics.dropped(DropReason::TooManyPeers);
+            return;
+        }
         let pending = self.pending_for(peer, addr);
         if pending.packets.len() >= max {
             self.metrics.dropped(DropReason::PeerQueueFull);
@@ -533,6 +588,13 @@ impl Behaviour {
     }
 }
 
+/// The frame for a packet and its per-hop proof.
+fn frame(packet: Packet, proof: &[u8]) -> Vec<u8> {
+    let mut frame = packet.into_vec();
+    frame.extend_from_slice(proof);
+    frame
+}
+
 fn dial(peer: PeerId, addr: Multiaddr) -> ToSwarm<Event, InEvent> {
     ToSwarm::Dial {
         opts: DialOpts::peer_id(peer)
@@ -611,6 +673,14 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::DialFailure(DialFailure { peer_id: Some(peer), error, .. }) => {
                 self.on_dial_failure(peer, error);
             }
+            FromSwarm::NewListenAddr(_) => {
+                self.listen_addrs += 1;
+                self.core.set_serving(self.config.serve);
+            }
+            FromSwarm::ExpiredListenAddr(_) => {
+                self.listen_addrs = self.listen_addrs.saturating_sub(1);
+                self.core.set_serving(self.config.serve && self.listen_addrs > 0);
+            }
             _ => {}
         }
     }
@@ -622,12 +692,19 @@ impl NetworkBehaviour for Behaviour {
         event: THandlerOutEvent<Self>,
     ) {
         match event {
-            OutEvent::Packet(frame) => match Packet::try_from(frame) {
-                Ok(packet) => {
-                    let _ = self.core.handle_packet(Instant::now(), packet);
+            OutEvent::Packet(mut frame) => {
+                if frame.len() != PACKET_SIZE + self.proof_len {
+                    self.metrics.dropped(DropReason::BadLength);
+                    return;
                 }
-                Err(_) => self.metrics.dropped(DropReason::BadLength),
-            },
+                let proof = frame.split_off(PACKET_SIZE);
+                match Packet::try_from(frame) {
+                    Ok(packet) => {
+                        let _ = self.core.handle_packet_with_proof(Instant::now(), packet, &proof);
+                    }
+                    Err(_) => self.metrics.dropped(DropReason::BadLength),
+                }
+            }
             OutEvent::Exit { id, result } => self.on_exit_done(id, result),
             OutEvent::Unreachable => self.core.peer_unreachable(&peer, Instant::now()),
         }

@@ -5,11 +5,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{AsyncWriteExt, FutureExt, StreamExt};
+use futures_timer::Delay;
 use libp2p_core::upgrade::ReadyUpgrade;
 use libp2p_swarm::handler::{
     ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
@@ -18,7 +19,6 @@ use libp2p_swarm::{
     ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, StreamUpgradeError,
     SubstreamProtocol,
 };
-use mix_sphinx::PACKET_SIZE;
 
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{self, FrameError, PROTOCOL, ReadRule};
@@ -61,6 +61,11 @@ pub(crate) struct HandlerConfig {
     pub(crate) max_queued_frames: usize,
     pub(crate) exit_timeout: Duration,
     pub(crate) max_concurrent_exits: usize,
+    /// A packet plus the per-hop proof, if the network uses one.
+    pub(crate) frame_len: usize,
+    pub(crate) serve: bool,
+    pub(crate) inbound_frame_rate: Option<f64>,
+    pub(crate) inbound_burst: u32,
 }
 
 /// What the behaviour asks of a connection.
@@ -144,6 +149,45 @@ pub struct Handler {
     exits_retryable: HashMap<ExitId, ExitJob>,
     exits: futures_bounded::FuturesMap<ExitId, Result<Option<Vec<u8>>, ExitError>>,
     events: VecDeque<OutEvent>,
+    limiter: Option<TokenBucket>,
+}
+
+/// Frames this connection may still deliver: refilled at `rate` per second up to `burst`.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: Instant,
+    /// Wakes the handler when a token will be there again.
+    wait: Option<Delay>,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { rate: rate.max(1e-3), burst, tokens: burst, refilled: Instant::now(), wait: None }
+    }
+
+    /// Takes a token if there is one; otherwise arms the wake-up for the next one.
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + (now - self.refilled).as_secs_f64() * self.rate).min(self.burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.wait = None;
+            return Poll::Ready(());
+        }
+        let missing = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+        let wait = self.wait.get_or_insert_with(|| Delay::new(missing));
+        if wait.poll_unpin(cx).is_ready() {
+            // Fired: the token is due; look again on the next poll.
+            self.wait = None;
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
 }
 
 impl std::fmt::Debug for Handler {
@@ -164,7 +208,6 @@ impl Handler {
                 move || futures_bounded::Delay::futures_timer(timeout),
                 config.max_concurrent_exits,
             ),
-            config,
             metrics,
             inbound: SelectAll::new(),
             queue: VecDeque::new(),
@@ -174,6 +217,8 @@ impl Handler {
             exits_opening: HashMap::new(),
             exits_retryable: HashMap::new(),
             events: VecDeque::new(),
+            limiter: config.inbound_frame_rate.map(|r| TokenBucket::new(r, config.inbound_burst)),
+            config,
         }
     }
 
@@ -227,11 +272,15 @@ impl Handler {
     }
 }
 
-fn frames(stream: Stream, timeout: Duration) -> BoxStream<'static, Result<Vec<u8>, FrameError>> {
+fn frames(
+    stream: Stream,
+    timeout: Duration,
+    len: usize,
+) -> BoxStream<'static, Result<Vec<u8>, FrameError>> {
     futures::stream::unfold(Some(stream), move |state| async move {
         let mut stream = state?;
-        match protocol::read_frame(&mut stream, PACKET_SIZE, timeout).await {
-            Ok(Some(frame)) if frame.len() == PACKET_SIZE => Some((Ok(frame), Some(stream))),
+        match protocol::read_frame(&mut stream, len, timeout).await {
+            Ok(Some(frame)) if frame.len() == len => Some((Ok(frame), Some(stream))),
             // Honest peers only send whole packets: anything else ends the stream.
             Ok(Some(frame)) => Some((Err(FrameError::WrongLength(frame.len())), None)),
             Ok(None) => None,
@@ -301,8 +350,17 @@ impl ConnectionHandler for Handler {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
 
-        // Inbound packets.
+        // Inbound packets, as fast as the rate limit allows. Frames not read stay in the
+        // muxer's window and then in the peer's send buffer: the flood slows its own sender.
         loop {
+            if self.inbound.is_empty() {
+                break;
+            }
+            if let Some(limiter) = self.limiter.as_mut()
+                && limiter.poll_take(cx).is_pending()
+            {
+                break;
+            }
             match self.inbound.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Packet(
@@ -321,7 +379,13 @@ impl ConnectionHandler for Handler {
                     };
                     self.metrics.dropped(reason);
                 }
-                Poll::Ready(None) | Poll::Pending => break,
+                Poll::Ready(None) | Poll::Pending => {
+                    // The token was not used.
+                    if let Some(limiter) = self.limiter.as_mut() {
+                        limiter.tokens += 1.0;
+                    }
+                    break;
+                }
             }
         }
 
@@ -404,11 +468,15 @@ impl ConnectionHandler for Handler {
                 protocol: stream,
                 ..
             }) => {
+                if !self.config.serve {
+                    tracing::debug!("not serving as a mix node; closing an inbound mix stream");
+                    return;
+                }
                 if self.inbound.len() >= self.config.max_inbound_streams {
                     self.metrics.dropped(DropReason::TooManyStreams);
                     return;
                 }
-                self.inbound.push(frames(stream, self.config.frame_timeout));
+                self.inbound.push(frames(stream, self.config.frame_timeout, self.config.frame_len));
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,

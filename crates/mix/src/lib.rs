@@ -1,7 +1,8 @@
 //! The libp2p Mix Protocol (`/mix/1.0.0`).
 //!
 //! * [`core`]: the mix node as a sans-IO state machine (path selection, packet building, hop
-//!   processing, replay protection, SURB replies, mixing delays).
+//!   processing, replay protection, SURB replies, mixing delays, cover traffic, key rotation).
+//! * [`spam`]: pluggable spam protection (proof of work), at the exit or at every hop.
 //! * [`Behaviour`]: the rust-libp2p driver, a `NetworkBehaviour` any swarm can compose.
 
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod discovery;
 pub mod handler;
 mod metrics;
 mod protocol;
+pub mod spam;
 
 pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
 pub use core::{Destination, MessageId, MixNode, NodePool, RequestId, SendError, StaticPool};

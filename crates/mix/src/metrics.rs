@@ -46,6 +46,11 @@ pub enum DropReason {
     TooManyStreams,
     /// An inbound stream failed in the middle of a frame.
     StreamError,
+    /// Its spam-protection proof was refused (per-hop proofs before any Sphinx work; exit
+    /// proofs before delivery).
+    Proof(crate::spam::ProofError),
+    /// More connections or pending dials than the node allows.
+    TooManyPeers,
 }
 
 impl DropReason {
@@ -69,6 +74,8 @@ impl DropReason {
             Self::FrameTimeout => "frame_timeout",
             Self::TooManyStreams => "too_many_streams",
             Self::StreamError => "stream_error",
+            Self::Proof(e) => e.label(),
+            Self::TooManyPeers => "too_many_peers",
         }
     }
 }
@@ -82,6 +89,8 @@ pub(crate) enum SentKind {
     Forward,
     /// A reply through a SURB, sent as an exit.
     Reply,
+    /// A loop (cover) packet.
+    Cover,
 }
 
 impl SentKind {
@@ -90,6 +99,7 @@ impl SentKind {
             Self::Own => "own",
             Self::Forward => "forward",
             Self::Reply => "reply",
+            Self::Cover => "cover",
         }
     }
 }
@@ -117,12 +127,16 @@ pub struct Metrics {
     packets_dropped: Family<ReasonLabel, Counter>,
     deliveries: Counter,
     cover_received: Counter,
+    loops: Family<OutcomeLabel, Counter>,
+    cover_skipped: Counter,
+    key_rotations: Counter,
     replies_received: Counter,
     requests_timed_out: Counter,
     exit_requests: Family<OutcomeLabel, Counter>,
     delay_queue: Gauge,
     outbound_queue: Gauge,
     hop_delay_seconds: Histogram,
+    loop_rtt_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -133,12 +147,16 @@ impl Default for Metrics {
             packets_dropped: Family::default(),
             deliveries: Counter::default(),
             cover_received: Counter::default(),
+            loops: Family::default(),
+            cover_skipped: Counter::default(),
+            key_rotations: Counter::default(),
             replies_received: Counter::default(),
             requests_timed_out: Counter::default(),
             exit_requests: Family::default(),
             delay_queue: Gauge::default(),
             outbound_queue: Gauge::default(),
             hop_delay_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+            loop_rtt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         }
     }
 }
@@ -154,12 +172,24 @@ impl Metrics {
         );
         r.register(
             "packets_sent",
-            "Packets sent, by kind (own, forward, reply)",
+            "Packets sent, by kind (own, forward, reply, cover)",
             self.packets_sent.clone(),
         );
         r.register("packets_dropped", "Packets dropped, by reason", self.packets_dropped.clone());
         r.register("deliveries", "Messages delivered as an exit", self.deliveries.clone());
         r.register("cover_received", "Cover (loop) messages received", self.cover_received.clone());
+        r.register("loops", "Own loop packets by outcome (returned, lost)", self.loops.clone());
+        r.register(
+            "cover_skipped",
+            "Cover slots left empty because the outbound rate budget was used up",
+            self.cover_skipped.clone(),
+        );
+        r.register(
+            "loop_rtt_seconds",
+            "Round-trip times of own loops",
+            self.loop_rtt_seconds.clone(),
+        );
+        r.register("key_rotations", "Mix key rotations", self.key_rotations.clone());
         r.register(
             "replies_received",
             "SURB replies received for our requests",
@@ -212,6 +242,22 @@ impl Metrics {
         self.cover_received.inc();
     }
 
+    pub(crate) fn loop_outcome(&self, outcome: &'static str) {
+        self.loops.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub(crate) fn loop_rtt(&self, rtt: std::time::Duration) {
+        self.loop_rtt_seconds.observe(rtt.as_secs_f64());
+    }
+
+    pub(crate) fn cover_skipped(&self) {
+        self.cover_skipped.inc();
+    }
+
+    pub(crate) fn key_rotated(&self) {
+        self.key_rotations.inc();
+    }
+
     pub(crate) fn reply_received(&self) {
         self.replies_received.inc();
     }
@@ -259,6 +305,27 @@ impl Metrics {
     /// Messages delivered as an exit so far.
     pub fn deliveries(&self) -> u64 {
         self.deliveries.get()
+    }
+
+    /// Loop packets sent so far.
+    pub fn loops_sent(&self) -> u64 {
+        self.packets_sent.get_or_create(&KindLabel { kind: SentKind::Cover.label() }).get()
+    }
+
+    /// Own loops that came back (`true`) or were lost (`false`) so far.
+    pub fn loops(&self, returned: bool) -> u64 {
+        let outcome = if returned { "returned" } else { "lost" };
+        self.loops.get_or_create(&OutcomeLabel { outcome }).get()
+    }
+
+    /// Cover messages received as an exit (other nodes' loops, and own ones) so far.
+    pub fn cover_received(&self) -> u64 {
+        self.cover_received.get()
+    }
+
+    /// Mix key rotations so far.
+    pub fn key_rotations(&self) -> u64 {
+        self.key_rotations.get()
     }
 
     /// Requests that timed out so far.

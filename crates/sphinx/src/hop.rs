@@ -89,6 +89,34 @@ impl NodeSecretKey {
         format: &WireFormat,
         packet: &'p mut Packet,
     ) -> Result<OpenedPacket<'p>, ProcessError> {
+        let secret = self.check(packet)?;
+        let tag = ReplayTag(sha256(&[&secret.0]));
+        Ok(OpenedPacket { packet, secret, tag, format: *format })
+    }
+
+    /// [`Self::open`] with the first of `keys` whose MAC checks out (a node holding the keys
+    /// of adjacent epochs). Returns that key's index. Each key tried costs a Diffie-Hellman;
+    /// only a MAC mismatch moves on to the next key.
+    pub fn open_any<'p>(
+        keys: &[&Self],
+        format: &WireFormat,
+        packet: &'p mut Packet,
+    ) -> Result<(usize, OpenedPacket<'p>), ProcessError> {
+        let mut last = ProcessError::MacMismatch;
+        for (i, key) in keys.iter().enumerate() {
+            match key.check(packet) {
+                Ok(secret) => {
+                    let tag = ReplayTag(sha256(&[&secret.0]));
+                    return Ok((i, OpenedPacket { packet, secret, tag, format: *format }));
+                }
+                Err(ProcessError::MacMismatch) => last = ProcessError::MacMismatch,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn check(&self, packet: &Packet) -> Result<SharedSecret, ProcessError> {
         let alpha = packet.alpha();
         if !is_canonical_u(alpha) {
             return Err(ProcessError::NonCanonicalAlpha);
@@ -99,8 +127,7 @@ impl NodeSecretKey {
         if !bool::from(expected.ct_eq(packet.gamma())) {
             return Err(ProcessError::MacMismatch);
         }
-        let tag = ReplayTag(sha256(&[&secret.0]));
-        Ok(OpenedPacket { packet, secret, tag, format: *format })
+        Ok(secret)
     }
 
     /// [`Self::open`] then [`OpenedPacket::peel`], for callers that check the tag afterwards.

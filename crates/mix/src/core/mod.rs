@@ -12,14 +12,16 @@
 //!   poll_timeout() -> when to call handle_timeout next
 //! ```
 
+mod cover;
 mod delay;
+mod keys;
 mod pool;
 mod replay;
 mod select;
 mod surbs;
 
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use libp2p_identity::PeerId;
 use mix_sphinx::{
@@ -29,9 +31,11 @@ use mix_sphinx::{
 use multiaddr::Multiaddr;
 use rand::{CryptoRng, RngExt};
 
+pub use cover::{CoverConfig, CoverMode};
 pub use delay::{
     DelayStrategy, ExponentialDelay, NoDelay, UniformDelay, truncated_exponential_cdf,
 };
+pub use keys::{EpochKeys, RotationConfig};
 pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool};
 pub use replay::{ReplayConfig, ReplayFilter};
 pub use select::{
@@ -39,6 +43,9 @@ pub use select::{
 };
 
 use crate::metrics::{DropReason, Metrics, SentKind};
+use crate::spam::{Placement, ProofError, SpamConfig};
+use cover::{LoopTracker, RateMeter};
+use keys::KeyRing;
 use surbs::SurbStore;
 
 /// Identifies a request until its reply or timeout.
@@ -92,6 +99,13 @@ pub struct Config {
     pub send_jitter: Duration,
     /// Message ids remembered to deliver redundant copies once.
     pub dedupe_capacity: usize,
+    /// Cover traffic and the outbound rate budget.
+    pub cover: CoverConfig,
+    /// Mix key rotation; `None` keeps one key for the node's lifetime (as reference nodes do).
+    pub rotation: Option<RotationConfig>,
+    /// Originate anonymous traffic only while this node also serves as a mix node (see
+    /// [`MixCore::set_serving`]): users of the mixnet carry their share of it.
+    pub tit_for_tat: bool,
 }
 
 impl Default for Config {
@@ -107,6 +121,9 @@ impl Default for Config {
             path_selection: PathSelection::Random,
             send_jitter: Duration::from_millis(10),
             dedupe_capacity: 65_536,
+            cover: CoverConfig::default(),
+            rotation: None,
+            tit_for_tat: true,
         }
     }
 }
@@ -166,6 +183,18 @@ pub enum SendError {
     /// Redundant copies need a destination that is a mix node, which delivers them once.
     #[error("redundant copies need a Destination::MixNode, which delivers them once")]
     RedundancyNeedsMixNode,
+    /// Tit-for-tat: this node does not serve as a mix node, so it may not originate traffic.
+    #[error("this node does not serve as a mix node (tit-for-tat is on)")]
+    NotMixing,
+    /// The node's share of the outbound rate budget is used up: try again later.
+    #[error("own traffic is limited to {0:.1} packets/s by the rate budget")]
+    RateLimited(f64),
+    /// The keys advertised by a node on the chosen path are for an older epoch.
+    #[error("mix node {0} advertises no key for the current epoch")]
+    StaleKey(PeerId),
+    /// No spam-protection proof could be made.
+    #[error("spam protection: {0}")]
+    Proof(ProofError),
 }
 
 /// A message this node delivers as the exit.
@@ -192,7 +221,11 @@ pub enum Output {
         addr: Multiaddr,
         /// The packet.
         packet: Packet,
+        /// The per-hop spam-protection proof to send after the packet (empty without one).
+        proof: Vec<u8>,
     },
+    /// The node's mix keys rotated: advertise these (e.g. republish the discovery record).
+    KeysRotated(EpochKeys),
     /// Deliver a message as the exit.
     Deliver(Delivery),
     /// The reply to one of our requests.
@@ -242,12 +275,11 @@ impl Ord for Scheduled {
 pub struct MixCore<R> {
     config: Config,
     local: MixNode,
-    secret: NodeSecretKey,
+    keys: KeyRing,
     pool: Box<dyn NodePool>,
     delay: Box<dyn DelayStrategy>,
     selector: Box<dyn PathSelector>,
     rng: R,
-    replay: ReplayFilter,
     surbs: SurbStore,
     scheduled: BinaryHeap<Scheduled>,
     seq: u64,
@@ -258,6 +290,25 @@ pub struct MixCore<R> {
     /// When this node's last own packet is due, for send jitter.
     last_own_due: Option<Instant>,
     seen: SeenIds,
+    spam: Option<SpamConfig>,
+    /// An instant and the Unix time it corresponds to.
+    wall_clock: Option<(Instant, Duration)>,
+    loops: LoopTracker,
+    outbound_rate: RateMeter,
+    own_rate: RateMeter,
+    /// The next cover slot (or loop), once cover traffic has started.
+    next_slot: Option<Instant>,
+    /// [`CoverMode::Loopix`]: own packets waiting for a slot.
+    own_queue: VecDeque<Queued>,
+    serving: bool,
+}
+
+/// An own packet waiting for a cover slot.
+struct Queued {
+    peer: PeerId,
+    addr: Multiaddr,
+    packet: Packet,
+    kind: SentKind,
 }
 
 /// A bounded set of message ids, oldest forgotten first.
@@ -311,13 +362,20 @@ impl<R: CryptoRng> MixCore<R> {
     ) -> Self {
         debug_assert_eq!(&secret.public_key(), local.mix_key());
         Self {
-            replay: ReplayFilter::new(&config.replay),
+            keys: KeyRing::new(secret, config.rotation, config.replay),
             selector: config.path_selection.selector(),
             seen: SeenIds::new(config.dedupe_capacity),
             last_own_due: None,
+            spam: None,
+            wall_clock: None,
+            loops: LoopTracker::default(),
+            outbound_rate: RateMeter::default(),
+            own_rate: RateMeter::default(),
+            next_slot: None,
+            own_queue: VecDeque::new(),
+            serving: true,
             config,
             local,
-            secret,
             pool,
             delay,
             rng,
@@ -335,6 +393,72 @@ impl<R: CryptoRng> MixCore<R> {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// Protects packets with `spam` (see [`crate::spam`]). Every node of a network must agree
+    /// on the placement and the mechanism.
+    pub fn with_spam_protection(mut self, spam: SpamConfig) -> Self {
+        self.set_spam_protection(spam);
+        self
+    }
+
+    /// [`Self::with_spam_protection`] in place.
+    pub fn set_spam_protection(&mut self, spam: SpamConfig) {
+        self.spam = Some(spam);
+    }
+
+    /// The length of the per-hop proof that follows every packet on the wire (0 without one).
+    pub fn frame_proof_len(&self) -> usize {
+        match &self.spam {
+            Some(s) if s.placement == Placement::PerHop => s.protection.proof_len(),
+            _ => 0,
+        }
+    }
+
+    /// Ties the core's instants to the wall clock: `at` is Unix time `unix`. Epochs and proof
+    /// timestamps are Unix times. Until this is called, the first instant the core sees is
+    /// tied to the system clock.
+    pub fn set_wall_clock(&mut self, at: Instant, unix: Duration) {
+        self.wall_clock = Some((at, unix));
+    }
+
+    fn unix(&mut self, now: Instant) -> Duration {
+        let (at, unix) = *self.wall_clock.get_or_insert_with(|| {
+            (now, SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default())
+        });
+        if now >= at { unix + (now - at) } else { unix.saturating_sub(at - now) }
+    }
+
+    fn instant_at(&mut self, unix: Duration, now: Instant) -> Instant {
+        let current = self.unix(now);
+        now + unix.saturating_sub(current)
+    }
+
+    /// The epoch at `now`, if keys rotate.
+    fn epoch(&mut self, now: Instant) -> Option<u64> {
+        let rotation = *self.keys.rotation()?;
+        Some(rotation.epoch_at(self.unix(now)))
+    }
+
+    /// Whether this node serves as a mix node (accepts and forwards packets). The driver
+    /// clears it for a client-only node; with [`Config::tit_for_tat`] such a node cannot send.
+    pub fn set_serving(&mut self, serving: bool) {
+        self.serving = serving;
+    }
+
+    /// The keys this node advertises, once rotation has started (see [`Config::rotation`]).
+    pub fn epoch_keys(&self) -> Option<EpochKeys> {
+        self.keys.epoch_keys()
+    }
+
+    /// Own loops awaiting their return.
+    pub fn loops_in_flight(&self) -> usize {
+        self.loops.in_flight()
+    }
+
+    /// Own packets waiting for a cover slot ([`CoverMode::Loopix`]).
+    pub fn queued_own(&self) -> usize {
+        self.own_queue.len()
     }
 
     /// This node's public entry.
@@ -477,9 +601,21 @@ impl<R: CryptoRng> MixCore<R> {
         if copies > 1 && !matches!(destination, Destination::MixNode(_)) {
             return Err(SendError::RedundancyNeedsMixNode);
         }
-        if self.scheduled.len() + copies > self.config.max_delayed_packets {
-            return Err(SendError::QueueFull(self.scheduled.len()));
+        if self.config.tit_for_tat && !self.serving {
+            return Err(SendError::NotMixing);
         }
+        self.check_room(copies)?;
+        if let Some(budget) = self.config.cover.rate_budget {
+            let share = budget / (1.0 + self.config.path_len as f64);
+            if self.own_rate.rate(now) + copies as f64 > share {
+                return Err(SendError::RateLimited(share));
+            }
+        }
+        let epoch = self.epoch(now);
+        let exit_proof = match &self.spam {
+            Some(s) if s.placement == Placement::Exit => s.protection.proof_len(),
+            _ => 0,
+        };
         let padding = self.config.format.padding();
         let wrapped;
         let (codec, body) = if copies > 1 {
@@ -489,7 +625,7 @@ impl<R: CryptoRng> MixCore<R> {
         } else {
             (codec, body)
         };
-        let max = message::max_message_size(padding, codec, surb_count)?;
+        let max = message::max_message_size(padding, codec, surb_count)?.saturating_sub(exit_proof);
         if body.len() > max {
             return Err(MessageError::TooLarge { len: body.len(), max }.into());
         }
@@ -523,7 +659,7 @@ impl<R: CryptoRng> MixCore<R> {
             used.extend(path.iter().map(|n| *n.peer_id()));
             let exit = *path[path.len() - 1].peer_id();
             let first = (*path[0].peer_id(), path[0].addr().clone());
-            let route = build_route(&path, &*self.delay, &mut self.rng)?;
+            let route = build_route(&path, &*self.delay, &mut self.rng, epoch)?;
             let mut surbs = Vec::with_capacity(surb_count);
             for _ in 0..surb_count {
                 // The return path avoids the forward exit and the destination, as the reference's.
@@ -535,27 +671,160 @@ impl<R: CryptoRng> MixCore<R> {
                     &exclude,
                     LastHop::Given(&self.local),
                 )?;
-                let (surb, kept) = build_route(&back, &*self.delay, &mut self.rng)?
+                let (surb, kept) = build_route(&back, &*self.delay, &mut self.rng, epoch)?
                     .surb(&self.config.format, &mut self.rng)?;
                 surbs.push(surb);
                 secrets.push(kept);
             }
             let mut m = [0u8; MESSAGE_SIZE];
             let seqno = self.rng.random();
-            message::encode_forward(padding, seqno, codec, &surbs, body, &mut m)?;
+            if exit_proof > 0 {
+                let unix = self.unix(now).as_secs();
+                let seed = self.rng.random();
+                let spam = self.spam.as_mut().expect("exit placement set");
+                let mut proved = body.to_vec();
+                proved.resize(body.len() + exit_proof, 0);
+                spam.protection
+                    .generate(body, unix, seed, &mut proved[body.len()..])
+                    .map_err(SendError::Proof)?;
+                message::encode_forward(padding, seqno, codec, &surbs, &proved, &mut m)?;
+            } else {
+                message::encode_forward(padding, seqno, codec, &surbs, body, &mut m)?;
+            }
             let packet =
                 route.forward_packet(&self.config.format, &dest_block, &m, &mut self.rng)?;
             packets.push((first, packet));
         }
         if let Some(request) = request {
-            self.surbs.insert(request, secrets, now, now + self.config.request_timeout);
+            let mut deadline = now + self.config.request_timeout;
+            // SURBs die with the keys they were built with: at the end of the next epoch's
+            // overlap, the hops no longer hold them.
+            if let (Some(epoch), Some(rotation)) = (epoch, self.keys.rotation().copied()) {
+                let keys_gone = rotation.start_of(epoch + 1) + rotation.overlap;
+                deadline = deadline.min(self.instant_at(keys_gone, now));
+            }
+            self.surbs.insert(request, secrets, now, deadline);
         }
         for ((peer, addr), packet) in packets {
-            let due = self.own_departure(now);
-            self.schedule(due, peer, addr, packet, SentKind::Own)
+            self.own_rate.record(now);
+            self.send_own(now, peer, addr, packet, SentKind::Own)
                 .map_err(|_| SendError::QueueFull(self.scheduled.len()))?;
         }
         Ok(())
+    }
+
+    /// Whether `n` more own packets fit where they will wait.
+    fn check_room(&self, n: usize) -> Result<(), SendError> {
+        if self.config.cover.mode == CoverMode::Loopix {
+            if self.own_queue.len() + n > self.config.cover.max_queued_own {
+                return Err(SendError::QueueFull(self.own_queue.len()));
+            }
+        } else if self.scheduled.len() + n > self.config.max_delayed_packets {
+            return Err(SendError::QueueFull(self.scheduled.len()));
+        }
+        Ok(())
+    }
+
+    /// Sends an own packet: into the next free cover slot, or after its pre-send delay.
+    fn send_own(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        addr: Multiaddr,
+        packet: Packet,
+        kind: SentKind,
+    ) -> Result<(), DropReason> {
+        if self.config.cover.mode == CoverMode::Loopix {
+            if self.own_queue.len() >= self.config.cover.max_queued_own {
+                return Err(DropReason::DelayQueueFull);
+            }
+            self.own_queue.push_back(Queued { peer, addr, packet, kind });
+            return Ok(());
+        }
+        let due = self.own_departure(now);
+        self.schedule(due, peer, addr, packet, kind)
+    }
+
+    /// Builds a loop through `path_len - 1` random nodes back to this node and sends it now.
+    fn send_loop(&mut self, now: Instant) {
+        let epoch = self.epoch(now);
+        let exclude = [*self.local.peer_id()];
+        let Ok(path) = self.selector.select(
+            &*self.pool,
+            &mut self.rng,
+            self.config.path_len,
+            &exclude,
+            LastHop::Given(&self.local),
+        ) else {
+            return;
+        };
+        let Ok(route) = build_route(&path, &*self.delay, &mut self.rng, epoch) else { return };
+        let first = (*path[0].peer_id(), path[0].addr().clone());
+        let through: Vec<PeerId> = path[..path.len() - 1].iter().map(|n| *n.peer_id()).collect();
+        let id: [u8; 16] = self.rng.random();
+        let mut m = [0u8; MESSAGE_SIZE];
+        let seqno = self.rng.random();
+        if message::encode_cover(self.config.format.padding(), seqno, &id, &mut m).is_err() {
+            return;
+        }
+        let Ok(packet) =
+            route.forward_packet(&self.config.format, &AddressBlock::ZERO, &m, &mut self.rng)
+        else {
+            return;
+        };
+        let cap = (self.config.cover.rate * self.config.cover.loop_timeout.as_secs_f64() * 2.0)
+            .clamp(64.0, 1_000_000.0) as usize;
+        self.loops.sent(id, through, now, cap);
+        self.release(now, first.0, first.1, packet, SentKind::Cover);
+    }
+
+    /// A cover slot (or loop time) came: fill it and draw the next.
+    fn on_slot(&mut self, now: Instant) {
+        let cover = self.config.cover.clone();
+        if let Some(queued) =
+            (cover.mode == CoverMode::Loopix).then(|| self.own_queue.pop_front()).flatten()
+        {
+            self.release(now, queued.peer, queued.addr, queued.packet, queued.kind);
+        } else if cover.rate_budget.is_some_and(|b| self.outbound_rate.rate(now) + 1.0 > b) {
+            self.metrics.cover_skipped();
+        } else {
+            self.send_loop(now);
+        }
+        // Slots follow the Poisson process from the previous slot, not from when the timer
+        // fired; after a long stall (a suspended process) it restarts from now, not in a burst.
+        let gap = exponential_gap(cover.rate, &mut self.rng);
+        let previous = self.next_slot.unwrap_or(now);
+        let base = if now.saturating_duration_since(previous) > Duration::from_secs(1) {
+            now
+        } else {
+            previous
+        };
+        self.next_slot = Some(base + gap);
+    }
+
+    /// Hands a packet to the driver now, with its per-hop proof if the network uses them.
+    fn release(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        addr: Multiaddr,
+        packet: Packet,
+        kind: SentKind,
+    ) {
+        let mut proof = Vec::new();
+        let unix = self.unix(now).as_secs();
+        if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::PerHop) {
+            proof.resize(spam.protection.proof_len(), 0);
+            if let Err(e) =
+                spam.protection.generate(packet.as_bytes(), unix, self.rng.random(), &mut proof)
+            {
+                self.metrics.dropped(DropReason::Proof(e));
+                return;
+            }
+        }
+        self.metrics.sent(kind);
+        self.outbound_rate.record(now);
+        self.outputs.push_back(Output::Transmit { peer, addr, packet, proof });
     }
 
     /// When the next own packet may leave: after its pre-send delay, and a random gap of at
@@ -590,8 +859,7 @@ impl<R: CryptoRng> MixCore<R> {
                 continue;
             };
             let packet = surb.reply_packet(&self.config.format, &m);
-            let due = now + self.pre_send_delay();
-            match self.schedule(due, peer, addr, packet, SentKind::Reply) {
+            match self.send_own(now, peer, addr, packet, SentKind::Reply) {
                 Ok(()) => sent += 1,
                 Err(reason) => self.metrics.dropped(reason),
             }
@@ -601,8 +869,18 @@ impl<R: CryptoRng> MixCore<R> {
 
     /// Processes a packet received from a peer. Packets that fail are counted and dropped.
     pub fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), DropReason> {
+        self.handle_packet_with_proof(now, packet, &[])
+    }
+
+    /// [`Self::handle_packet`] for a frame that carried a per-hop proof after the packet.
+    pub fn handle_packet_with_proof(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+        proof: &[u8],
+    ) -> Result<(), DropReason> {
         self.metrics.received();
-        let result = self.process(now, packet);
+        let result = self.process(now, packet, proof);
         if let Err(reason) = result {
             tracing::debug!(reason = reason.label(), "dropped packet");
             self.metrics.dropped(reason);
@@ -611,10 +889,23 @@ impl<R: CryptoRng> MixCore<R> {
         Ok(())
     }
 
-    fn process(&mut self, now: Instant, mut packet: Packet) -> Result<(), DropReason> {
+    fn process(
+        &mut self,
+        now: Instant,
+        mut packet: Packet,
+        proof: &[u8],
+    ) -> Result<(), DropReason> {
         let format = self.config.format;
-        let opened = self.secret.open(&format, &mut packet).map_err(DropReason::Sphinx)?;
-        if self.replay.check_and_insert(opened.replay_tag()) {
+        let unix = self.unix(now);
+        // The per-hop proof is checked first: junk then costs a hash, not a Diffie-Hellman.
+        if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::PerHop) {
+            spam.protection
+                .verify(packet.as_bytes(), proof, unix.as_secs())
+                .map_err(DropReason::Proof)?;
+        }
+        let (opened, seen, _) =
+            self.keys.open(&format, &mut packet, unix).map_err(DropReason::Sphinx)?;
+        if seen {
             return Err(DropReason::Replay);
         }
         match opened.peel().map_err(DropReason::Sphinx)? {
@@ -629,17 +920,38 @@ impl<R: CryptoRng> MixCore<R> {
                     .map_err(|_| DropReason::MalformedMessage)?;
                 if msg.is_cover() {
                     self.metrics.cover();
+                    let returned =
+                        msg.body.first_chunk::<16>().and_then(|id| self.loops.returned(id, now));
+                    if let Some(back) = returned {
+                        self.metrics.loop_outcome("returned");
+                        if let Some(rtt) = back.rtt {
+                            self.metrics.loop_rtt(rtt);
+                        }
+                        self.pool.report_loop(&back.path, true, now);
+                    }
                     return Ok(());
+                }
+                let mut body = msg.body;
+                if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::Exit) {
+                    let split = body
+                        .len()
+                        .checked_sub(spam.protection.proof_len())
+                        .ok_or(DropReason::Proof(ProofError::Malformed))?;
+                    let (binding, proof) = body.split_at(split);
+                    spam.protection
+                        .verify(binding, proof, unix.as_secs())
+                        .map_err(DropReason::Proof)?;
+                    body = binding;
                 }
                 let (codec, body) = if msg.codec == REDUNDANT_CODEC {
                     let (id, codec, body) =
-                        unwrap_redundant(msg.body).ok_or(DropReason::MalformedMessage)?;
+                        unwrap_redundant(body).ok_or(DropReason::MalformedMessage)?;
                     if !self.seen.insert(id) {
                         return Err(DropReason::DuplicateMessage);
                     }
                     (codec, body)
                 } else {
-                    (msg.codec, msg.body)
+                    (msg.codec, body)
                 };
                 let destination = if destination.is_zero() {
                     None
@@ -680,16 +992,26 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     /// Releases every packet whose time has come and expires overdue requests and records.
+    ///
+    /// The first call also starts key rotation and cover traffic, if configured.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.pool.expire(now);
+        self.rotate_keys(now);
+        if self.config.cover.mode != CoverMode::Off && self.config.cover.rate > 0.0 {
+            if self.next_slot.is_none() {
+                self.next_slot = Some(now + exponential_gap(self.config.cover.rate, &mut self.rng));
+            }
+            while self.next_slot.is_some_and(|t| t <= now) {
+                self.on_slot(now);
+            }
+        }
+        for lost in self.loops.expire(now, self.config.cover.loop_timeout) {
+            self.metrics.loop_outcome("lost");
+            self.pool.report_loop(&lost.path, false, now);
+        }
         while self.scheduled.peek().is_some_and(|s| s.due <= now) {
             let Some(s) = self.scheduled.pop() else { break };
-            self.metrics.sent(s.kind);
-            self.outputs.push_back(Output::Transmit {
-                peer: s.peer,
-                addr: s.addr,
-                packet: s.packet,
-            });
+            self.release(now, s.peer, s.addr, s.packet, s.kind);
         }
         self.metrics.set_delay_queue(self.scheduled.len());
         for request in self.surbs.expire(now) {
@@ -698,13 +1020,37 @@ impl<R: CryptoRng> MixCore<R> {
         }
     }
 
+    fn rotate_keys(&mut self, now: Instant) {
+        let before = self.keys.epoch_keys().map(|k| k.epoch);
+        let unix = self.unix(now);
+        if !self.keys.advance(unix, &mut self.rng) {
+            return;
+        }
+        let Some(keys) = self.keys.epoch_keys() else { return };
+        if before.is_some_and(|e| e != keys.epoch) {
+            self.metrics.key_rotated();
+            tracing::debug!(epoch = keys.epoch, "mix key rotated");
+        }
+        self.local = self.local.clone().with_epoch_keys(keys);
+        self.outputs.push_back(Output::KeysRotated(keys));
+    }
+
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let packet = self.scheduled.peek().map(|s| s.due);
-        match (packet, self.surbs.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let key_change = match (self.keys.next_change(), self.wall_clock) {
+            (Some(unix), Some((at, at_unix))) => Some(at + unix.saturating_sub(at_unix)),
+            _ => None,
+        };
+        [
+            self.scheduled.peek().map(|s| s.due),
+            self.surbs.next_deadline(),
+            self.next_slot,
+            self.loops.next_deadline(self.config.cover.loop_timeout),
+            key_change,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next thing for the driver to do.
@@ -795,16 +1141,33 @@ fn disjoint_path<'a>(
     Err(SendError::Path(last_error))
 }
 
-/// The Sphinx route along `path`, with an encoded delay for each intermediate hop.
+/// The Sphinx route along `path` with the nodes' keys for `epoch`, and an encoded delay for
+/// each intermediate hop.
 fn build_route(
     path: &[&MixNode],
     delay: &dyn DelayStrategy,
     rng: &mut dyn rand::Rng,
-) -> Result<Route, mix_sphinx::RouteError> {
-    let hops =
-        path.iter().map(|n| Hop { public_key: *n.mix_key(), address: *n.address() }).collect();
+    epoch: Option<u64>,
+) -> Result<Route, SendError> {
+    let hops = path
+        .iter()
+        .map(|n| {
+            let key = n.key_for(epoch).ok_or(SendError::StaleKey(*n.peer_id()))?;
+            Ok(Hop { public_key: *key, address: *n.address() })
+        })
+        .collect::<Result<_, SendError>>()?;
     let delays = (1..path.len()).map(|_| delay.encode(rng).get()).collect();
-    Route::new(hops, delays)
+    Ok(Route::new(hops, delays)?)
+}
+
+/// An exponentially distributed gap between events of a Poisson process at `rate` per second.
+fn exponential_gap(rate: f64, rng: &mut dyn rand::Rng) -> Duration {
+    if rate <= 0.0 || !rate.is_finite() {
+        return Duration::from_secs(3600);
+    }
+    // 1 - U is in (0, 1], so the logarithm is finite.
+    let u: f64 = 1.0 - rng.random::<f64>();
+    Duration::from_secs_f64((-u.ln() / rate).min(3600.0))
 }
 
 #[cfg(test)]

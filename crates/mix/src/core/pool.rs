@@ -12,6 +12,8 @@ use libp2p_identity::PeerId;
 use mix_sphinx::{AddressBlock, AddressError, NodePublicKey};
 use multiaddr::Multiaddr;
 
+use super::keys::EpochKeys;
+
 /// A mix node as a sender sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MixNode {
@@ -20,6 +22,7 @@ pub struct MixNode {
     mix_key: NodePublicKey,
     exit: bool,
     address: AddressBlock,
+    epochs: Option<(u64, NodePublicKey)>,
 }
 
 impl MixNode {
@@ -32,7 +35,31 @@ impl MixNode {
     ) -> Result<Self, PoolError> {
         let address = AddressBlock::encode(&addr, &peer_id)
             .map_err(|source| PoolError::Address { peer: Box::new(peer_id), source })?;
-        Ok(Self { peer_id, addr, mix_key, exit, address })
+        Ok(Self { peer_id, addr, mix_key, exit, address, epochs: None })
+    }
+
+    /// A node that rotates its key: `keys.current` serves `keys.epoch`, `keys.next` the epoch
+    /// after.
+    pub fn with_epoch_keys(mut self, keys: EpochKeys) -> Self {
+        self.mix_key = keys.current;
+        self.epochs = Some((keys.epoch, keys.next));
+        self
+    }
+
+    /// The advertised keys, if the node rotates them.
+    pub fn epoch_keys(&self) -> Option<EpochKeys> {
+        self.epochs.map(|(epoch, next)| EpochKeys { epoch, current: self.mix_key, next })
+    }
+
+    /// The key to build packets with in `epoch` (`None`: the node does not rotate, or the
+    /// network does not; its one key is used). `None` when the advertised keys are too old.
+    pub fn key_for(&self, epoch: Option<u64>) -> Option<&NodePublicKey> {
+        match (self.epochs.as_ref(), epoch) {
+            (None, _) | (_, None) => Some(&self.mix_key),
+            (Some((e, _)), Some(now)) if now <= *e => Some(&self.mix_key),
+            (Some((e, next)), Some(now)) if now == e + 1 => Some(next),
+            _ => None,
+        }
     }
 
     /// The node's libp2p identity.
@@ -98,6 +125,10 @@ pub trait NodePool: Send + fmt::Debug {
     /// `peer` failed to accept a packet or a probe.
     fn report_unreachable(&mut self, _peer: &PeerId, _now: Instant) {}
 
+    /// One of this node's loops through `path` came back (`returned`) or was lost. A node on
+    /// the paths of several lost loops in a row is likely down.
+    fn report_loop(&mut self, _path: &[PeerId], _returned: bool, _now: Instant) {}
+
     /// A round-trip time to `peer` was measured.
     fn report_rtt(&mut self, _peer: &PeerId, _rtt: Duration) {}
 
@@ -119,6 +150,8 @@ struct Entry {
     expires: Option<Instant>,
     suspended: Option<Suspension>,
     rtt: Option<Duration>,
+    /// Loops lost in a row through this node.
+    lost_loops: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +175,7 @@ pub struct DynamicPool {
     active: Vec<MixNode>,
     suspension: Duration,
     next_expiry: Option<Instant>,
+    loss_threshold: u32,
 }
 
 impl Default for DynamicPool {
@@ -151,6 +185,7 @@ impl Default for DynamicPool {
             active: Vec::new(),
             suspension: Duration::from_secs(60),
             next_expiry: None,
+            loss_threshold: 3,
         }
     }
 }
@@ -167,11 +202,21 @@ impl DynamicPool {
         self
     }
 
+    /// How many loops in a row may be lost through a node before it is suspended, as if it
+    /// were unreachable (each lost loop counts against every node of its path; a returned
+    /// loop clears them all).
+    pub fn with_loop_loss_threshold(mut self, lost: u32) -> Self {
+        self.loss_threshold = lost.max(1);
+        self
+    }
+
     /// Adds an entry that never expires (a configured node).
     pub fn insert_static(&mut self, node: MixNode) {
         let peer = *node.peer_id();
-        self.entries
-            .insert(peer, Entry { node, seq: None, expires: None, suspended: None, rtt: None });
+        self.entries.insert(
+            peer,
+            Entry { node, seq: None, expires: None, suspended: None, rtt: None, lost_loops: 0 },
+        );
         self.rebuild();
     }
 
@@ -228,6 +273,26 @@ impl NodePool for DynamicPool {
         self.rebuild();
     }
 
+    fn report_loop(&mut self, path: &[PeerId], returned: bool, now: Instant) {
+        let mut suspect = Vec::new();
+        for peer in path {
+            let Some(entry) = self.entries.get_mut(peer) else { continue };
+            if returned {
+                entry.lost_loops = 0;
+            } else {
+                entry.lost_loops += 1;
+                if entry.lost_loops >= self.loss_threshold {
+                    entry.lost_loops = 0;
+                    suspect.push(*peer);
+                }
+            }
+        }
+        for peer in suspect {
+            tracing::debug!(%peer, "loops through the node keep getting lost; suspending it");
+            self.report_unreachable(&peer, now);
+        }
+    }
+
     fn report_rtt(&mut self, peer: &PeerId, rtt: Duration) {
         if let Some(entry) = self.entries.get_mut(peer) {
             entry.rtt = Some(rtt);
@@ -269,6 +334,7 @@ impl NodePool for DynamicPool {
                         expires: Some(expires),
                         suspended: None,
                         rtt: None,
+                        lost_loops: 0,
                     },
                 );
                 self.rebuild();

@@ -16,8 +16,8 @@ const LATENCY: Duration = Duration::from_millis(2);
 struct Net {
     nodes: BTreeMap<PeerId, MixCore<ChaCha20Rng>>,
     now: Instant,
-    /// (arrival, seq) -> (to, packet)
-    in_flight: BTreeMap<(Instant, u64), (PeerId, Packet)>,
+    /// (arrival, seq) -> (to, packet, per-hop proof)
+    in_flight: BTreeMap<(Instant, u64), (PeerId, Packet, Vec<u8>)>,
     seq: u64,
     deliveries: Vec<(PeerId, Delivery)>,
     replies: Vec<(PeerId, RequestId, Vec<u8>)>,
@@ -25,7 +25,18 @@ struct Net {
     transmits: Vec<(Instant, PeerId, PeerId)>,
     /// Packets to these peers vanish.
     dead: Vec<PeerId>,
+    /// Every frame sent, when set: (time, from, to, packet, proof).
+    wire: Option<Vec<Frame>>,
+    /// Sequence numbers for the records of rotated keys.
+    record_seq: u64,
 }
+
+/// A frame on the wire: (time, from, to, packet, proof).
+type Frame = (Instant, PeerId, PeerId, Packet, Vec<u8>);
+
+/// Unix time at the start of the virtual clock: an epoch boundary for any epoch length that
+/// divides 10 000 s.
+const UNIX_T0: Duration = Duration::from_secs(1_800_000_000);
 
 fn node_entry(rng: &mut ChaCha20Rng, i: usize) -> (MixNode, NodeSecretKey) {
     let peer = Keypair::generate_secp256k1().public().to_peer_id();
@@ -43,12 +54,17 @@ impl Net {
     ) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let entries: Vec<_> = (0..n).map(|i| node_entry(&mut rng, i)).collect();
-        let pool = StaticPool::new(entries.iter().map(|(e, _)| e.clone())).unwrap();
+        // A dynamic pool, so that rotated keys and lost loops reach it.
+        let mut pool = DynamicPool::new();
+        for (entry, _) in &entries {
+            pool.insert_static(entry.clone());
+        }
+        let now = Instant::now();
         let nodes = entries
             .into_iter()
             .enumerate()
             .map(|(i, (entry, secret))| {
-                let core = MixCore::new(
+                let mut core = MixCore::new(
                     config.clone(),
                     entry.clone(),
                     secret,
@@ -56,12 +72,13 @@ impl Net {
                     delay(),
                     ChaCha20Rng::seed_from_u64(seed * 1000 + i as u64),
                 );
+                core.set_wall_clock(now, UNIX_T0);
                 (*entry.peer_id(), core)
             })
             .collect();
-        Self {
+        let mut net = Self {
             nodes,
-            now: Instant::now(),
+            now,
             in_flight: BTreeMap::new(),
             seq: 0,
             deliveries: Vec::new(),
@@ -69,7 +86,15 @@ impl Net {
             timeouts: Vec::new(),
             transmits: Vec::new(),
             dead: Vec::new(),
+            wire: None,
+            record_seq: 0,
+        };
+        // Starts rotation (and cover traffic, if configured), as the driver does.
+        for core in net.nodes.values_mut() {
+            core.handle_timeout(now);
         }
+        net.drain_outputs();
+        net
     }
 
     fn peers(&self) -> Vec<PeerId> {
@@ -81,15 +106,23 @@ impl Net {
     }
 
     fn drain_outputs(&mut self) {
+        let mut rotated = Vec::new();
         for (peer, core) in &mut self.nodes {
             while let Some(out) = core.poll_output() {
                 match out {
-                    Output::Transmit { peer: to, packet, .. } => {
+                    Output::Transmit { peer: to, packet, proof, .. } => {
                         self.transmits.push((self.now, *peer, to));
+                        if let Some(wire) = self.wire.as_mut() {
+                            wire.push((self.now, *peer, to, packet.clone(), proof.clone()));
+                        }
                         if !self.dead.contains(&to) {
                             self.seq += 1;
-                            self.in_flight.insert((self.now + LATENCY, self.seq), (to, packet));
+                            self.in_flight
+                                .insert((self.now + LATENCY, self.seq), (to, packet, proof));
                         }
+                    }
+                    Output::KeysRotated(keys) => {
+                        rotated.push(core.local().clone().with_epoch_keys(keys));
                     }
                     Output::Deliver(d) => self.deliveries.push((*peer, d)),
                     Output::Reply { request, body, .. } => {
@@ -97,6 +130,14 @@ impl Net {
                     }
                     Output::RequestTimedOut(r) => self.timeouts.push((*peer, r)),
                 }
+            }
+        }
+        // Discovery, instantly: every node learns the new keys.
+        for node in rotated {
+            self.record_seq += 1;
+            for core in self.nodes.values_mut() {
+                let expires = self.now + Duration::from_secs(1 << 20);
+                core.pool_mut().offer(node.clone(), self.record_seq, expires, self.now);
             }
         }
     }
@@ -118,9 +159,9 @@ impl Net {
                 if entry.key().0 > self.now {
                     break;
                 }
-                let (to, packet) = entry.remove();
+                let (to, packet, proof) = entry.remove();
                 if let Some(core) = self.nodes.get_mut(&to) {
-                    let _ = core.handle_packet(self.now, packet);
+                    let _ = core.handle_packet_with_proof(self.now, packet, &proof);
                 }
             }
             let now = self.now;
@@ -372,7 +413,7 @@ fn redundant_copies_take_disjoint_paths_and_are_delivered_once() {
     while let Some(out) = net.node(&peers[0]).poll_output() {
         let Output::Transmit { peer, packet, .. } = out else { continue };
         first_hops.push(peer);
-        net.in_flight.insert((now + LATENCY, first_hops.len() as u64), (peer, packet));
+        net.in_flight.insert((now + LATENCY, first_hops.len() as u64), (peer, packet, Vec::new()));
     }
     assert_eq!(first_hops.len(), 40);
     assert!(first_hops.chunks(2).all(|pair| pair[0] != pair[1]), "copies share a first hop");
@@ -442,3 +483,5 @@ fn a_burst_of_own_packets_leaves_spread_out() {
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
     assert!((3.5..6.5).contains(&mean), "gaps average {mean:.2} ms, expected about 5");
 }
+
+mod hardening;

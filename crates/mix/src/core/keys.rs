@@ -1,0 +1,207 @@
+//! Mix keys per epoch.
+//!
+//! With rotation on, epoch `e` spans Unix time `[e·E, (e+1)·E)` for the network-wide epoch
+//! length `E`. A node holds the key of the current epoch, the key of the next one (already
+//! advertised, so that senders whose clocks run ahead, and packets built just before the
+//! boundary, find it), and during the first `overlap` of an epoch the previous key, for packets
+//! and SURBs still in flight. Each key has its own replay filter, which is dropped with the key:
+//! a replayed packet is refused for exactly as long as the key that opens it exists.
+//! Secret keys zeroize themselves on drop.
+
+use std::time::Duration;
+
+use mix_sphinx::{NodePublicKey, NodeSecretKey, OpenedPacket, Packet, ProcessError, WireFormat};
+use rand::CryptoRng;
+
+use super::replay::{ReplayConfig, ReplayFilter};
+
+/// Epoch length and overlap. Every node of a network must use the same epoch length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationConfig {
+    /// How long one key is current.
+    pub epoch: Duration,
+    /// How long the previous key still opens packets after a rotation. It must exceed the
+    /// longest time a packet or a SURB reply spends in flight.
+    pub overlap: Duration,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self { epoch: Duration::from_secs(3600), overlap: Duration::from_secs(300) }
+    }
+}
+
+impl RotationConfig {
+    /// The epoch that Unix time `unix` falls in.
+    pub fn epoch_at(&self, unix: Duration) -> u64 {
+        (unix.as_millis() / self.epoch.as_millis().max(1)) as u64
+    }
+
+    /// When `epoch` starts, in Unix time.
+    pub fn start_of(&self, epoch: u64) -> Duration {
+        self.epoch.saturating_mul(u32::try_from(epoch).unwrap_or(u32::MAX))
+    }
+}
+
+/// A key's public half with the epoch it serves, as records advertise it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochKeys {
+    /// The epoch of `current`.
+    pub epoch: u64,
+    /// The key of `epoch`.
+    pub current: NodePublicKey,
+    /// The key of `epoch + 1`.
+    pub next: NodePublicKey,
+}
+
+struct Slot {
+    epoch: u64,
+    secret: NodeSecretKey,
+    replay: Option<ReplayFilter>,
+}
+
+impl Slot {
+    fn new(epoch: u64, secret: NodeSecretKey) -> Self {
+        Self { epoch, secret, replay: None }
+    }
+
+    fn replay(&mut self, config: &ReplayConfig) -> &mut ReplayFilter {
+        self.replay.get_or_insert_with(|| ReplayFilter::new(config))
+    }
+}
+
+/// Which held key opened a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyUse {
+    Current,
+    Previous,
+    Next,
+}
+
+/// The keys a node holds.
+pub(crate) struct KeyRing {
+    replay_config: ReplayConfig,
+    rotation: Option<RotationConfig>,
+    current: Slot,
+    previous: Option<Slot>,
+    next: Option<Slot>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("epoch", &self.current.epoch)
+            .field("previous", &self.previous.as_ref().map(|s| s.epoch))
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// A ring whose current key is `secret`. Without rotation it is the only key, for ever.
+    pub(crate) fn new(
+        secret: NodeSecretKey,
+        rotation: Option<RotationConfig>,
+        replay: ReplayConfig,
+    ) -> Self {
+        Self {
+            replay_config: replay,
+            rotation,
+            current: Slot::new(0, secret),
+            previous: None,
+            next: None,
+        }
+    }
+
+    pub(crate) fn rotation(&self) -> Option<&RotationConfig> {
+        self.rotation.as_ref()
+    }
+
+    /// The advertised keys, once rotation has started.
+    pub(crate) fn epoch_keys(&self) -> Option<EpochKeys> {
+        let next = self.next.as_ref()?;
+        Some(EpochKeys {
+            epoch: self.current.epoch,
+            current: self.current.secret.public_key(),
+            next: next.secret.public_key(),
+        })
+    }
+
+    /// Brings the ring to Unix time `unix`: rotates if an epoch began, drops the previous key
+    /// when the overlap ended. Returns whether the advertised keys changed.
+    pub(crate) fn advance<R: CryptoRng>(&mut self, unix: Duration, rng: &mut R) -> bool {
+        let Some(rotation) = self.rotation else { return false };
+        let epoch = rotation.epoch_at(unix);
+        let mut changed = false;
+        if self.next.is_none() {
+            // Start: the key given at construction serves the epoch we are in.
+            self.current.epoch = epoch;
+            self.next = Some(Slot::new(epoch + 1, NodeSecretKey::generate(rng)));
+            changed = true;
+        }
+        while self.current.epoch < epoch {
+            let next = self.next.take().expect("set above");
+            let old = std::mem::replace(&mut self.current, next);
+            // A key two epochs old (the node slept through an epoch) is not kept at all.
+            self.previous = (old.epoch + 1 == self.current.epoch).then_some(old);
+            if self.current.epoch < epoch {
+                // More than one epoch passed: skip straight to a fresh key for this one.
+                self.current = Slot::new(epoch, NodeSecretKey::generate(rng));
+                self.previous = None;
+            }
+            self.next = Some(Slot::new(self.current.epoch + 1, NodeSecretKey::generate(rng)));
+            changed = true;
+        }
+        if self.previous.is_some() && unix >= rotation.start_of(epoch) + rotation.overlap {
+            self.previous = None;
+        }
+        changed
+    }
+
+    /// The next instant (in Unix time) at which [`Self::advance`] has something to do.
+    pub(crate) fn next_change(&self) -> Option<Duration> {
+        let rotation = self.rotation?;
+        let next_epoch = rotation.start_of(self.current.epoch + 1);
+        Some(match self.previous {
+            Some(_) => next_epoch.min(rotation.start_of(self.current.epoch) + rotation.overlap),
+            None => next_epoch,
+        })
+    }
+
+    /// Whether the next key is accepted already: during the last `overlap` of an epoch, for
+    /// senders whose clocks run ahead.
+    fn next_open(&self, unix: Duration) -> bool {
+        self.rotation.is_some_and(|r| unix + r.overlap >= r.start_of(self.current.epoch + 1))
+    }
+
+    /// Opens `packet` with the current key, else the previous, else the next one. On success
+    /// returns the opened packet, whether its replay tag was seen before under that key, and
+    /// which key it was.
+    pub(crate) fn open<'p>(
+        &mut self,
+        format: &WireFormat,
+        packet: &'p mut Packet,
+        unix: Duration,
+    ) -> Result<(OpenedPacket<'p>, bool, KeyUse), ProcessError> {
+        let mut keys: [(&NodeSecretKey, KeyUse); 3] = [(&self.current.secret, KeyUse::Current); 3];
+        let mut n = 1;
+        if let Some(prev) = &self.previous {
+            keys[n] = (&prev.secret, KeyUse::Previous);
+            n += 1;
+        }
+        if let Some(next) = self.next.as_ref().filter(|_| self.next_open(unix)) {
+            keys[n] = (&next.secret, KeyUse::Next);
+            n += 1;
+        }
+        let secrets: [&NodeSecretKey; 3] = [keys[0].0, keys[1].0, keys[2].0];
+        let (i, opened) = NodeSecretKey::open_any(&secrets[..n], format, packet)?;
+        let which = keys[i].1;
+        let config = self.replay_config;
+        let slot = match which {
+            KeyUse::Current => &mut self.current,
+            KeyUse::Previous => self.previous.as_mut().expect("opened with it"),
+            KeyUse::Next => self.next.as_mut().expect("opened with it"),
+        };
+        let seen = slot.replay(&config).check_and_insert(opened.replay_tag());
+        Ok((opened, seen, which))
+    }
+}

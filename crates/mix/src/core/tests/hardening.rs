@@ -1,0 +1,372 @@
+//! Cover traffic, key rotation, spam protection and tit-for-tat in virtual time.
+
+use super::*;
+use crate::spam::{Placement, PowConfig, ProofError, ProofOfWork, SpamConfig};
+
+/// The two-sample Kolmogorov-Smirnov statistic.
+fn ks_statistic(a: &mut [f64], b: &mut [f64]) -> f64 {
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (n, m) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j, mut d) = (0, 0, 0.0f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / n - j as f64 / m).abs());
+    }
+    d
+}
+
+/// The critical value of the two-sample KS statistic at α = 0.01.
+fn ks_critical(n: usize, m: usize) -> f64 {
+    let (n, m) = (n as f64, m as f64);
+    1.628 * ((n + m) / (n * m)).sqrt()
+}
+
+fn cover(mode: CoverMode, rate: f64) -> Config {
+    Config {
+        cover: CoverConfig {
+            mode,
+            rate,
+            loop_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// What an observer of one node's outbound links records: the gaps between its departures
+/// over `secs` seconds, while the node's application sends `real` at the given times.
+fn observe(config: Config, seed: u64, secs: u64, real: &[Duration]) -> (Vec<f64>, u64) {
+    let mut net = Net::new(8, seed, exponential(20), config);
+    let watched = net.peers()[0];
+    let t0 = net.now;
+    let dest = external_destination();
+    let mut sent = 0;
+    for at in real {
+        net.run((t0 + *at).saturating_duration_since(net.now));
+        let now = net.now;
+        if net.node(&watched).send(now, &dest, "/app/1", b"real").is_ok() {
+            sent += 1;
+        }
+    }
+    net.run((t0 + Duration::from_secs(secs)).saturating_duration_since(net.now));
+    let departures: Vec<Instant> =
+        net.transmits.iter().filter(|(_, from, _)| *from == watched).map(|(t, ..)| *t).collect();
+    let gaps = departures.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    (gaps, sent)
+}
+
+fn poisson_times(rate: f64, secs: u64, seed: u64) -> Vec<Duration> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut t = Duration::ZERO;
+    let mut times = Vec::new();
+    loop {
+        t += exponential_gap(rate, &mut rng);
+        if t >= Duration::from_secs(secs) {
+            return times;
+        }
+        times.push(t);
+    }
+}
+
+/// Loopix cover: an observer of a node's links sees the same departure process whether the
+/// node sends real traffic or none, so the inter-departure times pass a two-sample KS test;
+/// every frame is a 4608-byte packet with the same (empty) trailer. Without cover, the same
+/// real traffic sent in bursts is told apart at once: the test has the power to see it.
+#[test]
+fn cover_traffic_hides_real_traffic_from_a_link_observer() {
+    const SECS: u64 = 60;
+    let loopix = cover(CoverMode::Loopix, 20.0);
+    let (mut idle, _) = observe(loopix.clone(), 21, SECS, &[]);
+    let real = poisson_times(8.0, SECS, 5);
+    let (mut busy, sent) = observe(loopix.clone(), 22, SECS, &real);
+    assert!(sent > 400, "{sent} real messages sent");
+    let (n, m) = (idle.len(), busy.len());
+    let rate_ratio = n as f64 / m as f64;
+    assert!((0.93..1.07).contains(&rate_ratio), "{n} vs {m} departures");
+    let d = ks_statistic(&mut idle, &mut busy);
+    let critical = ks_critical(n, m);
+    assert!(d < critical, "KS D = {d:.4} ≥ {critical:.4} ({n} vs {m} gaps)");
+
+    // No cover, real traffic in bursts of four every half second.
+    let bursts: Vec<Duration> =
+        (0..SECS * 2).flat_map(|i| [Duration::from_millis(500 * i); 4]).collect();
+    let (mut bare, _) = observe(Config::default(), 23, SECS, &bursts);
+    let (mut idle2, _) = observe(loopix, 24, SECS, &[]);
+    let d_bare = ks_statistic(&mut bare, &mut idle2);
+    assert!(d_bare > 3.0 * ks_critical(bare.len(), idle2.len()), "KS D = {d_bare:.4}");
+    eprintln!(
+        "link observer: cover only vs cover + real: KS D = {d:.4} (critical {critical:.4} at \
+         α = 0.01, {n} vs {m} gaps); bursts without cover: D = {d_bare:.4}"
+    );
+
+    // Every frame on the wire has the same size, cover or not.
+    let mut net = Net::new(6, 25, exponential(5), cover(CoverMode::Loopix, 50.0));
+    net.wire = Some(Vec::new());
+    let peers = net.peers();
+    let now = net.now;
+    net.node(&peers[0]).send(now, &external_destination(), "/app/1", b"x").unwrap();
+    net.run(Duration::from_secs(5));
+    let wire = net.wire.take().unwrap();
+    assert!(wire.len() > 500);
+    assert!(wire.iter().all(|(.., p, proof)| p.as_bytes().len() == 4608 && proof.is_empty()));
+    let loops: u64 = net.nodes.values().map(|c| c.metrics().loops(true)).sum();
+    assert!(loops > 100, "{loops} loops came back");
+    assert_eq!(net.deliveries.len(), 1, "loops are not delivered to the application");
+}
+
+#[test]
+fn lost_loops_suspend_the_dead_node() {
+    let mut net = Net::new(8, 26, exponential(5), cover(CoverMode::Loops, 10.0));
+    let peers = net.peers();
+    let dead = peers[3];
+    net.dead = vec![dead];
+    net.run(Duration::from_secs(30));
+    let watcher = net.node(&peers[0]);
+    assert!(watcher.metrics().loops(false) > 0);
+    assert!(watcher.metrics().loops(true) > watcher.metrics().loops(false));
+    for (peer, core) in &net.nodes {
+        if *peer == dead {
+            continue;
+        }
+        assert!(core.pool().get(&dead).is_none(), "{peer} still uses the dead node");
+        let healthy = peers.iter().filter(|p| **p != dead && core.pool().get(p).is_some()).count();
+        assert!(healthy >= 6, "{peer} kept only {healthy} of 7 healthy nodes");
+    }
+}
+
+#[test]
+fn the_rate_budget_limits_own_traffic_and_skips_cover_first() {
+    let mut config = cover(CoverMode::Loops, 50.0);
+    // 8 packets/s in all: own traffic may use 8 / (1 + 3) = 2 per second.
+    config.cover.rate_budget = Some(8.0);
+    let mut net = Net::new(6, 27, exponential(5), config);
+    let peers = net.peers();
+    let now = net.now;
+    let node = net.node(&peers[0]);
+    node.send(now, &external_destination(), "/p", b"1").unwrap();
+    node.send(now, &external_destination(), "/p", b"2").unwrap();
+    let err = node.send(now, &external_destination(), "/p", b"3").unwrap_err();
+    assert!(matches!(err, SendError::RateLimited(r) if r == 2.0), "{err}");
+    net.run(Duration::from_secs(10));
+    // 50 loops/s wanted; the budget lets fewer than 10 per second out.
+    let core = net.node(&peers[0]);
+    assert!(core.metrics().loops_sent() < 100, "{}", core.metrics().loops_sent());
+    let mut registry = prometheus_client::registry::Registry::default();
+    core.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let skipped = text
+        .lines()
+        .find(|l| l.starts_with("mix_cover_skipped_total "))
+        .and_then(|l| l.split(' ').nth(1)?.parse::<f64>().ok())
+        .unwrap();
+    assert!(skipped > 300.0, "{skipped} slots skipped");
+}
+
+#[test]
+fn loopix_queues_own_packets_for_slots_and_bounds_the_queue() {
+    let mut config = cover(CoverMode::Loopix, 10.0);
+    config.cover.max_queued_own = 5;
+    let mut net = Net::new(6, 28, exponential(5), config);
+    let peers = net.peers();
+    let now = net.now;
+    for i in 0..5u8 {
+        net.node(&peers[0]).send(now, &external_destination(), "/p", &[i]).unwrap();
+    }
+    let err = net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap_err();
+    assert!(matches!(err, SendError::QueueFull(5)), "{err}");
+    assert_eq!(net.node(&peers[0]).queued_own(), 5);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.node(&peers[0]).queued_own(), 0);
+    assert_eq!(net.deliveries.len(), 5);
+}
+
+#[test]
+fn tit_for_tat_refuses_to_send_from_a_node_that_does_not_mix() {
+    let mut net = Net::new(6, 29, exponential(5), Config::default());
+    let peers = net.peers();
+    let now = net.now;
+    net.node(&peers[0]).set_serving(false);
+    let err = net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap_err();
+    assert!(matches!(err, SendError::NotMixing), "{err}");
+    let config = Config { tit_for_tat: false, ..Config::default() };
+    let mut net = Net::new(6, 29, exponential(5), config);
+    let peers = net.peers();
+    net.node(&peers[0]).set_serving(false);
+    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+}
+
+/// Keys rotate every 10 s with a 3 s overlap while messages flow (50 ms mean delay per hop,
+/// so many packets are in flight at each boundary): none is lost.
+#[test]
+fn keys_rotate_under_load_without_loss_and_replays_stay_caught() {
+    let config = Config {
+        rotation: Some(RotationConfig {
+            epoch: Duration::from_secs(10),
+            overlap: Duration::from_secs(3),
+        }),
+        ..Config::default()
+    };
+    let mut net = Net::new(8, 30, exponential(50), config);
+    net.wire = Some(Vec::new());
+    let peers = net.peers();
+    let t0 = net.now;
+    let mut sent = 0u32;
+    for i in 0..700u32 {
+        net.run((t0 + Duration::from_millis(50 * u64::from(i))).saturating_duration_since(net.now));
+        let now = net.now;
+        let sender = peers[i as usize % peers.len()];
+        net.node(&sender).send(now, &external_destination(), "/app/1", &i.to_be_bytes()).unwrap();
+        sent += 1;
+    }
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.deliveries.len() as u32, sent, "messages lost across rotations");
+    for core in net.nodes.values() {
+        assert_eq!(core.metrics().key_rotations(), 3);
+        assert_eq!(core.epoch_keys().unwrap().epoch, 180_000_003);
+        for reason in [
+            DropReason::Sphinx(mix_sphinx::ProcessError::MacMismatch),
+            DropReason::Replay,
+            DropReason::UnknownSurb,
+        ] {
+            assert_eq!(core.metrics().packets_dropped(reason), 0, "{reason:?}");
+        }
+    }
+
+    // A frame from just before the rotation at 30 s, replayed after that rotation's overlap:
+    // the key that opened it is gone, and with it the need to remember its tag.
+    let wire = net.wire.take().unwrap();
+    let (_, _, to, packet, _) =
+        wire.iter().rev().find(|(t, ..)| *t < t0 + Duration::from_millis(29_900)).cloned().unwrap();
+    let now = net.now;
+    assert!(now > t0 + Duration::from_secs(33));
+    assert_eq!(
+        net.node(&to).handle_packet(now, packet),
+        Err(DropReason::Sphinx(mix_sphinx::ProcessError::MacMismatch))
+    );
+}
+
+#[test]
+fn a_replay_across_a_rotation_is_refused_within_the_overlap() {
+    let config = Config {
+        rotation: Some(RotationConfig {
+            epoch: Duration::from_secs(10),
+            overlap: Duration::from_secs(3),
+        }),
+        ..Config::default()
+    };
+    let mut net = Net::new(6, 31, exponential(5), config);
+    net.wire = Some(Vec::new());
+    let peers = net.peers();
+    let t0 = net.now;
+    net.run(Duration::from_millis(9_800));
+    let now = net.now;
+    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+    net.run(Duration::from_millis(150));
+    assert!(net.now < t0 + Duration::from_secs(10));
+    let (_, _, to, packet, _) = net.wire.as_ref().unwrap()[0].clone();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.deliveries.len(), 1);
+    // Epoch 1 began at 10 s; the overlap keeps epoch 0's key (and its filter) until 13 s.
+    assert!(net.now > t0 + Duration::from_secs(10));
+    let now = net.now;
+    assert_eq!(net.node(&to).handle_packet(now, packet.clone()), Err(DropReason::Replay));
+    let later = t0 + Duration::from_secs(14);
+    net.node(&to).handle_timeout(later);
+    assert_eq!(
+        net.node(&to).handle_packet(later, packet),
+        Err(DropReason::Sphinx(mix_sphinx::ProcessError::MacMismatch))
+    );
+}
+
+fn pow(difficulty: u32, placement: Placement) -> SpamConfig {
+    SpamConfig {
+        placement,
+        protection: Box::new(ProofOfWork::new(PowConfig { difficulty, ..PowConfig::default() })),
+    }
+}
+
+#[test]
+fn per_hop_proofs_are_checked_before_sphinx_work_and_renewed_at_each_hop() {
+    let mut net = Net::new(6, 32, exponential(5), Config::default());
+    for core in net.nodes.values_mut() {
+        core.set_spam_protection(pow(8, Placement::PerHop));
+    }
+    net.wire = Some(Vec::new());
+    let peers = net.peers();
+    let now = net.now;
+    for i in 0..20u32 {
+        net.node(&peers[0]).send(now, &external_destination(), "/p", &i.to_be_bytes()).unwrap();
+    }
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.deliveries.len(), 20);
+    let wire = net.wire.take().unwrap();
+    assert_eq!(wire.len(), 60);
+    assert!(wire.iter().all(|(.., proof)| proof.len() == crate::spam::POW_PROOF_LEN));
+
+    let (_, _, to, packet, proof) = wire[0].clone();
+    let now = net.now;
+    let hop = net.node(&to);
+    // The frame again: its proof is refused before the packet is looked at.
+    assert_eq!(
+        hop.handle_packet_with_proof(now, packet.clone(), &proof),
+        Err(DropReason::Proof(ProofError::Replayed))
+    );
+    let mut forged = proof.clone();
+    forged[11] ^= 1;
+    let mut other = packet.clone();
+    other.as_bytes_mut()[100] ^= 1;
+    let refused = hop.handle_packet_with_proof(now, other, &proof);
+    assert_eq!(refused, Err(DropReason::Proof(ProofError::Insufficient)));
+    assert!(hop.handle_packet(now, packet).is_err(), "no proof, no service");
+    assert_eq!(hop.metrics().packets_dropped(DropReason::Replay), 0, "no Sphinx work done");
+}
+
+#[test]
+fn exit_proofs_travel_in_the_payload_and_are_stripped_on_delivery() {
+    let mut net = Net::new(6, 33, exponential(5), Config::default());
+    let peers = net.peers();
+    for core in net.nodes.values_mut() {
+        core.set_spam_protection(pow(8, Placement::Exit));
+    }
+    let now = net.now;
+    let node = net.node(&peers[0]);
+    let max = node.max_message_size("/p", 0).unwrap();
+    let err = node.send(now, &external_destination(), "/p", &vec![0; max - 11]).unwrap_err();
+    assert!(matches!(err, SendError::Message(MessageError::TooLarge { .. })), "room for the proof");
+    node.send(now, &external_destination(), "/p", b"paid for").unwrap();
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.deliveries.len(), 1);
+    assert_eq!(net.deliveries[0].1.body, b"paid for");
+
+    // A sender that pays nothing is refused at the exit.
+    let mut net = Net::new(6, 34, exponential(5), Config::default());
+    let peers = net.peers();
+    for peer in &peers[1..] {
+        net.node(peer).set_spam_protection(pow(8, Placement::Exit));
+    }
+    let now = net.now;
+    for _ in 0..5 {
+        net.node(&peers[0]).send(now, &external_destination(), "/p", b"free ride").unwrap();
+    }
+    net.run(Duration::from_secs(5));
+    assert!(net.deliveries.is_empty());
+    let refused: u64 = net
+        .nodes
+        .values()
+        .map(|c| {
+            c.metrics().packets_dropped(DropReason::Proof(ProofError::Malformed))
+                + c.metrics().packets_dropped(DropReason::Proof(ProofError::Insufficient))
+                + c.metrics().packets_dropped(DropReason::Proof(ProofError::Stale))
+                + c.metrics().packets_dropped(DropReason::Proof(ProofError::Future))
+        })
+        .sum();
+    assert_eq!(refused, 5);
+}
