@@ -29,6 +29,82 @@ pub(crate) struct FileConfig {
     pool: Vec<PoolEntry>,
     discovery: Option<DiscoveryConfig>,
     metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    cover: CoverSection,
+    spam: Option<SpamSection>,
+    rotation: Option<RotationSection>,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum CoverModeName {
+    Off,
+    Loops,
+    Loopix,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CoverSection {
+    mode: CoverModeName,
+    rate: f64,
+    loop_timeout_s: u64,
+    rate_budget: Option<f64>,
+}
+
+impl Default for CoverSection {
+    fn default() -> Self {
+        Self { mode: CoverModeName::Off, rate: 2.0, loop_timeout_s: 20, rate_budget: None }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum PlacementName {
+    Exit,
+    PerHop,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpamSection {
+    placement: PlacementName,
+    #[serde(default = "default_difficulty")]
+    difficulty: u32,
+}
+
+fn default_difficulty() -> u32 {
+    18
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotationSection {
+    epoch_s: u64,
+    overlap_s: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsSection {
+    inbound_frame_rate: Option<f64>,
+    inbound_burst: u32,
+    max_inbound_streams: usize,
+    max_delayed_packets: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = libp2p_mix::Config::default();
+        Self {
+            inbound_frame_rate: d.inbound_frame_rate,
+            inbound_burst: d.inbound_burst,
+            max_inbound_streams: d.max_inbound_streams,
+            max_delayed_packets: d.core.max_delayed_packets,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +145,10 @@ struct NetworkConfig {
     exit: bool,
     #[serde(default)]
     echo: bool,
+    /// Serve as a mix node (forward for others). With tit-for-tat on, a node that does not
+    /// may not send either.
+    #[serde(default = "yes")]
+    serve: bool,
 }
 
 fn yes() -> bool {
@@ -123,6 +203,7 @@ struct MixConfig {
     request_timeout_ms: u64,
     expected_packets_per_second: u32,
     key_lifetime_s: u64,
+    tit_for_tat: bool,
 }
 
 impl Default for MixConfig {
@@ -136,6 +217,7 @@ impl Default for MixConfig {
             request_timeout_ms: 30_000,
             expected_packets_per_second: 1000,
             key_lifetime_s: 3600,
+            tit_for_tat: true,
         }
     }
 }
@@ -194,7 +276,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Refuse duplicates the same way a static pool does.
     StaticPool::new(nodes.clone())?;
-    let discovery = match file.discovery {
+    let mut discovery = match file.discovery {
         Some(d) => {
             let bootstrap = d
                 .bootstrap
@@ -239,6 +321,65 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         key_lifetime: Duration::from_secs(m.key_lifetime_s),
         ..ReplayConfig::default()
     };
+    config.core.tit_for_tat = m.tit_for_tat;
+    config.serve = file.network.serve;
+    let c = &file.cover;
+    if !(c.rate.is_finite() && c.rate >= 0.0) {
+        bail!("cover.rate must be a non-negative number of packets per second");
+    }
+    config.core.cover = libp2p_mix::core::CoverConfig {
+        mode: match c.mode {
+            CoverModeName::Off => libp2p_mix::core::CoverMode::Off,
+            CoverModeName::Loops => libp2p_mix::core::CoverMode::Loops,
+            CoverModeName::Loopix => libp2p_mix::core::CoverMode::Loopix,
+        },
+        rate: c.rate,
+        loop_timeout: Duration::from_secs(c.loop_timeout_s.max(1)),
+        rate_budget: c.rate_budget,
+        ..libp2p_mix::core::CoverConfig::default()
+    };
+    if let Some(r) = &file.rotation {
+        if r.epoch_s == 0 || r.overlap_s >= r.epoch_s {
+            bail!("rotation: epoch_s must be > 0 and overlap_s < epoch_s");
+        }
+        config.core.rotation = Some(libp2p_mix::core::RotationConfig {
+            epoch: Duration::from_secs(r.epoch_s),
+            overlap: Duration::from_secs(r.overlap_s),
+        });
+        // One replay filter per key: size it for the key's life.
+        config.core.replay.key_lifetime = Duration::from_secs(r.epoch_s + r.overlap_s);
+        // Records carry the next key, so peers must see each new record within an epoch.
+        if let Some(d) = discovery.as_mut() {
+            let quarter = Duration::from_secs((r.epoch_s / 4).max(1));
+            d.config.refetch_interval = d.config.refetch_interval.min(quarter);
+            d.config.republish_interval = d.config.republish_interval.min(quarter);
+        }
+    }
+    let l = &file.limits;
+    config.inbound_frame_rate = l.inbound_frame_rate;
+    config.inbound_burst = l.inbound_burst;
+    config.max_inbound_streams = l.max_inbound_streams;
+    config.core.max_delayed_packets = l.max_delayed_packets;
+    let spam = match &file.spam {
+        Some(s) => {
+            if s.difficulty > 32 {
+                bail!("spam.difficulty must be at most 32 bits");
+            }
+            Some(libp2p_mix::spam::SpamConfig {
+                placement: match s.placement {
+                    PlacementName::Exit => libp2p_mix::spam::Placement::Exit,
+                    PlacementName::PerHop => libp2p_mix::spam::Placement::PerHop,
+                },
+                protection: Box::new(libp2p_mix::spam::ProofOfWork::new(
+                    libp2p_mix::spam::PowConfig {
+                        difficulty: s.difficulty,
+                        ..libp2p_mix::spam::PowConfig::default()
+                    },
+                )),
+            })
+        }
+        None => None,
+    };
     if file.network.listen.is_empty() {
         bail!("network.listen must name at least one address");
     }
@@ -254,6 +395,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             delay: m.delay.strategy(),
             config,
             echo: file.network.echo,
+            spam,
         },
         metrics: file.metrics.map(|m| m.listen),
     })

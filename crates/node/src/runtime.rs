@@ -121,6 +121,8 @@ pub(crate) struct NodeSpec {
     pub(crate) config: libp2p_mix::Config,
     /// Serve the echo protocol (and read its replies as an exit).
     pub(crate) echo: bool,
+    /// Spam protection, the same on every node of the network.
+    pub(crate) spam: Option<libp2p_mix::spam::SpamConfig>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, libp2p_mix::SendError>>;
@@ -299,6 +301,9 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         .context("the libp2p identity must be a secp256k1 key (39-byte peer id)")?;
     let pool: Box<dyn NodePool> = Box::new(pool_of(spec.static_nodes));
     let mut mix = libp2p_mix::Behaviour::new(local, spec.mix_secret, pool, spec.delay, spec.config);
+    if let Some(spam) = spec.spam {
+        mix = mix.with_spam_protection(spam);
+    }
     let echo = spec.echo.then(|| {
         mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: ECHO_MAX });
         request_response::Behaviour::new(
@@ -339,8 +344,12 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         .mix
         .set_local_address(addr.clone())
         .with_context(|| format!("advertised address {addr}"))?;
+    let keys = swarm.behaviour().mix.core().epoch_keys();
     if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
         d.set_local_record(vec![addr.clone()], mix_key, None, spec.exit);
+        if let Some(keys) = keys {
+            d.set_local_keys(keys);
+        }
         for (peer, at) in bootstrap {
             d.add_bootstrap(peer, at);
         }
@@ -413,6 +422,14 @@ async fn run(
                         let _ = swarm.behaviour_mut().mix.reply(id, &length_prefixed(&response));
                     }
                     let _ = events.send(NodeEvent::Echo { body: request, at });
+                }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::KeysRotated(keys))) => {
+                    // Peers learn the next key a whole epoch ahead; the new record also gives
+                    // them the one after.
+                    if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
+                        d.set_local_keys(keys);
+                    }
+                    let _ = events.send(NodeEvent::Mix(Event::KeysRotated(keys)));
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(event)) => {
                     tracing::debug!(?event, "mix event");

@@ -182,6 +182,7 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         delay: delay.strategy(),
         config,
         echo: true,
+        spam: None,
     })
 }
 

@@ -142,6 +142,7 @@ struct LocalRecord {
     addrs: Vec<Multiaddr>,
     mix_key: NodePublicKey,
     next_mix_key: Option<NodePublicKey>,
+    epoch: Option<u64>,
     exit: bool,
 }
 
@@ -303,7 +304,18 @@ impl Behaviour {
         next_mix_key: Option<NodePublicKey>,
         exit: bool,
     ) {
-        self.local = Some(LocalRecord { addrs, mix_key, next_mix_key, exit });
+        self.local = Some(LocalRecord { addrs, mix_key, next_mix_key, epoch: None, exit });
+        self.publish_timer.reset(Duration::ZERO);
+        self.wake();
+    }
+
+    /// The node's keys rotated (see [`crate::Event::KeysRotated`]): publish them now. Does
+    /// nothing before [`Self::set_local_record`].
+    pub fn set_local_keys(&mut self, keys: crate::core::EpochKeys) {
+        let Some(local) = self.local.as_mut() else { return };
+        local.mix_key = keys.current;
+        local.next_mix_key = Some(keys.next);
+        local.epoch = Some(keys.epoch);
         self.publish_timer.reset(Duration::ZERO);
         self.wake();
     }
@@ -336,6 +348,7 @@ impl Behaviour {
             addrs: local.addrs,
             mix_key: local.mix_key,
             next_mix_key: local.next_mix_key,
+            epoch: local.epoch,
             exit: local.exit,
             // A minute of slack for peers whose clocks run slightly behind.
             valid_from: now.saturating_sub(60),

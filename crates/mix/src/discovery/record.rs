@@ -4,10 +4,13 @@
 //! the signing key, and hence the PeerId, comes with it. The payload is:
 //!
 //! ```text
-//! version u8 (1) | flags u8 (bit 0: exit) | seq u64 | valid_from u64 | valid_until u64
-//! | mix_key [32] | next_mix_key [32] (all zero: none) | n_addrs u8 (1..=8)
-//! | n_addrs × (len u16 | multiaddr bytes (≤ 256))
+//! version u8 (1 or 2) | flags u8 (bit 0: exit) | seq u64 | valid_from u64 | valid_until u64
+//! | mix_key [32] | next_mix_key [32] (all zero: none) | epoch u64 (version 2 only)
+//! | n_addrs u8 (1..=8) | n_addrs × (len u16 | multiaddr bytes (≤ 256))
 //! ```
+//!
+//! Version 2 is for nodes that rotate their keys: `mix_key` serves `epoch` and `next_mix_key`
+//! the epoch after (see [`crate::core::RotationConfig`]). A version-1 record has one key.
 //!
 //! integers big-endian, times in Unix seconds. Decoding checks every length and rejects
 //! trailing bytes; a record is usable only if its signature verifies, its signer is the peer
@@ -19,13 +22,14 @@ use libp2p_identity::{Keypair, PeerId};
 use mix_sphinx::NodePublicKey;
 use multiaddr::Multiaddr;
 
-use crate::core::MixNode;
+use crate::core::{EpochKeys, MixNode};
 
 /// Domain separation string of the signature.
 pub const DOMAIN: &str = "libp2p-mix-record";
 /// Payload type inside the signed envelope.
 pub const PAYLOAD_TYPE: &[u8] = b"/mix/record/1";
 const VERSION: u8 = 1;
+const VERSION_EPOCHS: u8 = 2;
 const MAX_ADDRS: usize = 8;
 const MAX_ADDR_LEN: usize = 256;
 /// The largest encoded envelope we accept (the payload is at most ~2.2 KB).
@@ -47,6 +51,8 @@ pub struct MixRecord {
     pub mix_key: NodePublicKey,
     /// The key that will replace it at the next rotation, if already chosen.
     pub next_mix_key: Option<NodePublicKey>,
+    /// The epoch `mix_key` serves, for a node that rotates its keys.
+    pub epoch: Option<u64>,
     /// Whether the node delivers to destinations outside the mixnet.
     pub exit: bool,
     /// Start of validity, Unix seconds.
@@ -111,13 +117,16 @@ impl MixRecord {
     /// The payload bytes (see the module documentation).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
-        out.push(VERSION);
+        out.push(if self.epoch.is_some() { VERSION_EPOCHS } else { VERSION });
         out.push(u8::from(self.exit));
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.valid_from.to_be_bytes());
         out.extend_from_slice(&self.valid_until.to_be_bytes());
         out.extend_from_slice(self.mix_key.as_bytes());
         out.extend_from_slice(&self.next_mix_key.map_or([0u8; 32], NodePublicKey::to_bytes));
+        if let Some(epoch) = self.epoch {
+            out.extend_from_slice(&epoch.to_be_bytes());
+        }
         let addrs: Vec<&Multiaddr> = self
             .addrs
             .iter()
@@ -135,7 +144,8 @@ impl MixRecord {
     /// Parses a payload, strictly.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION && version != VERSION_EPOCHS {
             return Err(RecordError::Malformed("unknown version"));
         }
         let flags = r.u8()?;
@@ -155,6 +165,14 @@ impl MixRecord {
                 NodePublicKey::from_bytes(next)
                     .map_err(|_| RecordError::Malformed("next mix key"))?,
             )
+        };
+        let epoch = if version == VERSION_EPOCHS {
+            if next_mix_key.is_none() {
+                return Err(RecordError::Malformed("epoch without a next key"));
+            }
+            Some(r.u64()?)
+        } else {
+            None
         };
         let count = usize::from(r.u8()?);
         if count == 0 || count > MAX_ADDRS {
@@ -177,6 +195,7 @@ impl MixRecord {
             addrs,
             mix_key,
             next_mix_key,
+            epoch,
             exit: flags & 1 == 1,
             valid_from,
             valid_until,
@@ -218,11 +237,14 @@ impl MixRecord {
                 now,
             });
         }
-        let node = record
+        let mut node = record
             .addrs
             .iter()
             .find_map(|addr| MixNode::new(*peer, addr.clone(), record.mix_key, record.exit).ok())
             .ok_or(RecordError::NoUsableAddress)?;
+        if let (Some(epoch), Some(next)) = (record.epoch, record.next_mix_key) {
+            node = node.with_epoch_keys(EpochKeys { epoch, current: record.mix_key, next });
+        }
         Ok((record, node))
     }
 }
@@ -266,6 +288,7 @@ mod tests {
             ],
             mix_key: NodeSecretKey::generate(&mut rng).public_key(),
             next_mix_key: Some(NodeSecretKey::generate(&mut rng).public_key()),
+            epoch: None,
             exit: true,
             valid_from: now - 10,
             valid_until: now + 3600,
@@ -301,6 +324,30 @@ mod tests {
             MixRecord::verify(&signed, &peer, now - 11),
             Err(RecordError::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn rotating_nodes_advertise_their_epoch_keys() {
+        let identity = Keypair::generate_secp256k1();
+        let peer = identity.public().to_peer_id();
+        let now = 1_800_000_000;
+        let mut r = record(now);
+        r.epoch = Some(42);
+        let encoded = r.encode();
+        assert_eq!(encoded[0], VERSION_EPOCHS);
+        assert_eq!(encoded.len(), record(now).encode().len() + 8);
+        let (back, node) = MixRecord::verify(&r.sign(&identity), &peer, now).unwrap();
+        assert_eq!(back, r);
+        let keys = node.epoch_keys().unwrap();
+        assert_eq!((keys.epoch, keys.current, Some(keys.next)), (42, r.mix_key, r.next_mix_key));
+        assert_eq!(node.key_for(Some(43)), r.next_mix_key.as_ref());
+        assert_eq!(node.key_for(Some(44)), None, "two epochs old");
+        // An epoch needs the next key it announces.
+        r.next_mix_key = None;
+        assert_eq!(
+            MixRecord::decode(&r.encode()),
+            Err(RecordError::Malformed("epoch without a next key"))
+        );
     }
 
     #[test]

@@ -112,6 +112,8 @@ enum Command {
     Reply(ReplyId, Vec<u8>),
     SetPool(StaticPool),
     PoolSize(oneshot::Sender<usize>),
+    PoolEntry(PeerId, oneshot::Sender<Option<MixNode>>),
+    SendPacket(PeerId, Multiaddr, mix_sphinx::Packet),
 }
 
 pub struct Node {
@@ -179,6 +181,18 @@ impl Node {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::PoolSize(tx)).unwrap();
         rx.await.unwrap_or(0)
+    }
+
+    /// The pool's entry for `peer` (with its current keys), if usable.
+    pub async fn pool_entry(&self, peer: PeerId) -> Option<MixNode> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::PoolEntry(peer, tx)).unwrap();
+        rx.await.ok().flatten()
+    }
+
+    /// Sends a ready-made packet to `peer`, as is.
+    pub fn send_packet(&self, peer: PeerId, addr: Multiaddr, packet: mix_sphinx::Packet) {
+        self.commands.send(Command::SendPacket(peer, addr, packet)).unwrap();
     }
 
     /// Stops the node: its swarm, listeners and connections go away.
@@ -267,9 +281,16 @@ fn spawn(
                         Command::Reply(id, body) => { let _ = mix.reply(id, &body); }
                         Command::SetPool(pool) => mix.set_pool(Box::new(pool)),
                         Command::PoolSize(done) => { let _ = done.send(mix.core().pool().nodes().len()); }
+                        Command::PoolEntry(peer, done) => { let _ = done.send(mix.core().pool().get(&peer).cloned()); }
+                        Command::SendPacket(peer, addr, packet) => mix.send_packet(peer, addr, packet),
                     }
                 }
                 event = swarm.select_next_some() => match event {
+                    SwarmEvent::Behaviour(TestBehaviourEvent::Mix(libp2p_mix::Event::KeysRotated(keys))) => {
+                        if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
+                            d.set_local_keys(keys);
+                        }
+                    }
                     SwarmEvent::Behaviour(TestBehaviourEvent::Mix(e)) => { let _ = event_tx.send(NodeEvent::Mix(e)); }
                     SwarmEvent::Behaviour(TestBehaviourEvent::Discovery(discovery::Event::NodeFound { node, seq, expires })) => {
                         if let Some(mix) = swarm.behaviour_mut().mix.as_mut() {
@@ -306,6 +327,7 @@ pub struct Options {
     pub transport: Transport,
     pub config: libp2p_mix::Config,
     pub delay: fn() -> Box<dyn DelayStrategy>,
+    pub discovery_config: discovery::Config,
 }
 
 impl Default for Options {
@@ -318,6 +340,7 @@ impl Default for Options {
             transport: Transport::Tcp,
             config,
             delay: || Box::new(libp2p_mix::core::ExponentialDelay::new(Duration::from_millis(2))),
+            discovery_config: fast_discovery(),
         }
     }
 }
@@ -363,13 +386,18 @@ pub async fn network(options: Options) -> Network {
             ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true },
         );
         mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
-        let discovery =
-            options.discovery.then(|| discovery::Behaviour::new(key.clone(), fast_discovery()));
+        let discovery = options
+            .discovery
+            .then(|| discovery::Behaviour::new(key.clone(), options.discovery_config.clone()));
         let mut swarm = build_swarm(key, Some(mix), discovery);
         let addr = listen(&mut swarm, options.transport).await;
         swarm.behaviour_mut().mix.as_mut().unwrap().set_local_address(addr.clone()).unwrap();
+        let keys = swarm.behaviour().mix.as_ref().and_then(|m| m.core().epoch_keys());
         if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
             d.set_local_record(vec![addr.clone()], public, None, true);
+            if let Some(keys) = keys {
+                d.set_local_keys(keys);
+            }
             match &bootstrap {
                 Some((peer, at)) => d.add_bootstrap(*peer, at.clone()),
                 None => bootstrap = Some((peer_id, addr.clone())),

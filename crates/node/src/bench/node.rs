@@ -161,6 +161,7 @@ fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
         delay: Box::new(NoDelay),
         config,
         echo: false,
+        spam: None,
     })
 }
 
