@@ -69,6 +69,7 @@ fn record_for(valid_from: u64, valid_until: u64) -> MixRecord {
         addrs: vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()],
         mix_key: NodeSecretKey::generate(&mut rand::rng()).public_key(),
         next_mix_key: None,
+        epoch: None,
         exit: true,
         valid_from,
         valid_until,
