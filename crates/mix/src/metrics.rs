@@ -282,6 +282,33 @@ impl Metrics {
         self.hop_delay_seconds.observe(seconds);
     }
 
+    /// Packets waiting in the connections' send queues now.
+    pub fn outbound_queue(&self) -> i64 {
+        self.outbound_queue.get()
+    }
+
+    /// Packets held for their mixing delay now.
+    pub fn delay_queue(&self) -> i64 {
+        self.delay_queue.get()
+    }
+
+    /// Every packet dropped so far, whatever the reason, by reason label.
+    pub fn drops_by_reason(&self) -> Vec<(String, u64)> {
+        let mut registry = Registry::default();
+        registry.register("d", "", self.packets_dropped.clone());
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return Vec::new();
+        }
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("d_total{reason=\"")?;
+                let (reason, value) = rest.split_once("\"} ")?;
+                Some((reason.to_owned(), value.trim().parse::<f64>().ok()? as u64))
+            })
+            .collect()
+    }
+
     /// Packets received so far.
     pub fn packets_received(&self) -> u64 {
         self.packets_received.get()

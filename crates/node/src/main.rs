@@ -132,6 +132,38 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         batch_ms: u64,
     },
+    /// One peer floods a mix node with 10x its capacity of garbage and replayed packets while
+    /// honest traffic crosses it: honest rate kept, memory, recovery.
+    Flood {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Honest packets per second through the target.
+        #[arg(long, default_value_t = 500.0)]
+        honest_pps: f64,
+        /// Seconds of honest traffic before the flood.
+        #[arg(long, default_value_t = 10)]
+        baseline_secs: u64,
+        /// Seconds of flood.
+        #[arg(long, default_value_t = 30)]
+        flood_secs: u64,
+        /// Seconds of honest traffic after the flood.
+        #[arg(long, default_value_t = 10)]
+        recovery_secs: u64,
+        /// Turn the target's per-connection read limit off, to see what it protects against.
+        #[arg(long)]
+        no_read_limit: bool,
+    },
+    /// Proof-of-work solve and verify times at several difficulties, against one SHA-256
+    /// attempt measured in the same run.
+    Pow {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Difficulties (leading zero bits) to measure.
+        #[arg(long, value_delimiter = ',', default_value = "16,18,20")]
+        difficulty: Vec<u32>,
+    },
     /// Mix nodes on loopback forwarding 3-hop traffic with zero mixing delay, against the
     /// crypto-only rate of hop processing measured in the same run.
     Node {
@@ -229,6 +261,47 @@ fn main() -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 bench::sphinx::print(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Flood {
+                    json,
+                    honest_pps,
+                    baseline_secs,
+                    flood_secs,
+                    recovery_secs,
+                    no_read_limit,
+                },
+        } => {
+            init_tracing("warn");
+            if !(honest_pps.is_finite() && honest_pps > 0.0) {
+                anyhow::bail!("--honest-pps must be positive");
+            }
+            let report = runtime()?.block_on(bench::flood::run(
+                honest_pps,
+                baseline_secs.max(1),
+                flood_secs.max(1),
+                recovery_secs.max(1),
+                !no_read_limit,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                bench::flood::print(&report);
+            }
+            Ok(if report.met() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Bench { command: BenchCommand::Pow { json, difficulty } } => {
+            if let Some(d) = difficulty.iter().find(|d| **d > 28) {
+                anyhow::bail!("difficulty {d} would take hours; measure at most 28 bits");
+            }
+            let report = bench::pow::run(&difficulty);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                bench::pow::print(&report);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -82,14 +82,14 @@ struct Targets {
     per_hop_overhead_met: bool,
 }
 
-struct Path {
-    keys: Vec<NodeSecretKey>,
-    route: Route,
-    format: WireFormat,
+pub(crate) struct Path {
+    pub(crate) keys: Vec<NodeSecretKey>,
+    pub(crate) route: Route,
+    pub(crate) format: WireFormat,
 }
 
 /// Packets carrying their sequence number, built on all cores.
-fn build_packets(path: &Path, count: usize, threads: usize) -> Vec<Packet> {
+pub(crate) fn build_packets(path: &Path, count: usize, threads: usize) -> Vec<Packet> {
     let per_thread = count.div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -122,7 +122,7 @@ fn build_packets(path: &Path, count: usize, threads: usize) -> Vec<Packet> {
 }
 
 /// Single-core time of each Sphinx operation on the path, in µs: (hop 0, hop 1, exit).
-fn crypto_only(path: &Path, samples: &[Packet]) -> (f64, f64, f64) {
+pub(crate) fn crypto_only(path: &Path, samples: &[Packet]) -> (f64, f64, f64) {
     let mut totals = [Duration::ZERO; 3];
     for packet in samples {
         let mut p = packet.clone();
@@ -144,12 +144,14 @@ fn percentile(samples: &mut [f64], q: f64) -> f64 {
     samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]
 }
 
-fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
+pub(crate) fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
     let mut config = libp2p_mix::Config::default();
     config.core.pre_send_delay = Duration::ZERO;
     config.core.replay.packets_per_second = (packets as u32).max(1000);
     config.core.replay.key_lifetime = Duration::from_secs(1);
     config.core.max_delayed_packets = 100_000;
+    // Raw capacity: no per-connection read limit.
+    config.inbound_frame_rate = None;
     Ok(NodeSpec {
         identity: identity::Keypair::generate_secp256k1(),
         mix_secret: NodeSecretKey::generate(&mut rand::rng()),
@@ -166,19 +168,23 @@ fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
 }
 
 /// The path's nodes, each on its own thread.
-struct PathNodes {
-    nodes: Vec<NodeHandle>,
-    keys: Vec<NodeSecretKey>,
+pub(crate) struct PathNodes {
+    pub(crate) nodes: Vec<NodeHandle>,
+    pub(crate) keys: Vec<NodeSecretKey>,
     /// Thread ids, for CPU accounting.
-    threads: Vec<Option<u32>>,
+    pub(crate) threads: Vec<Option<u32>>,
 }
 
-fn start_path(packets: usize) -> anyhow::Result<PathNodes> {
+pub(crate) fn start_path(
+    packets: usize,
+    edit: impl Fn(&mut NodeSpec),
+) -> anyhow::Result<PathNodes> {
     let mut nodes = Vec::new();
     let mut keys = Vec::new();
     let mut threads = Vec::new();
     for _ in 0..3 {
-        let spec = spec(packets)?;
+        let mut spec = spec(packets)?;
+        edit(&mut spec);
         keys.push(spec.mix_secret.clone());
         let (node, tid) = runtime::start_on_thread(spec)?;
         nodes.push(node);
@@ -196,7 +202,9 @@ fn cpu_times(threads: &[Option<u32>]) -> Option<Vec<Duration>> {
 }
 
 /// Waits for deliveries at the exit; returns (seq, arrival).
-async fn next_delivery(events: &mut mpsc::UnboundedReceiver<NodeEvent>) -> Option<(u64, Instant)> {
+pub(crate) async fn next_delivery(
+    events: &mut mpsc::UnboundedReceiver<NodeEvent>,
+) -> Option<(u64, Instant)> {
     loop {
         let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.ok()??;
         if let NodeEvent::Mix(Event::Received { body, .. }) = event {
@@ -208,7 +216,7 @@ async fn next_delivery(events: &mut mpsc::UnboundedReceiver<NodeEvent>) -> Optio
 
 pub(crate) async fn run(packets: usize) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let PathNodes { mut nodes, keys, threads } = start_path(packets + LATENCY_PACKETS)?;
+    let PathNodes { mut nodes, keys, threads } = start_path(packets + LATENCY_PACKETS, |_| {})?;
     let injector = runtime::start(spec(0)?).await?;
     let format = WireFormat::default();
     let hops = nodes
