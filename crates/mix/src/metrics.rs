@@ -51,6 +51,8 @@ pub enum DropReason {
     Proof(crate::spam::ProofError),
     /// More connections or pending dials than the node allows.
     TooManyPeers,
+    /// An own packet waited for a cover slot until the keys it was built with expired.
+    KeyExpired,
 }
 
 impl DropReason {
@@ -76,6 +78,7 @@ impl DropReason {
             Self::StreamError => "stream_error",
             Self::Proof(e) => e.label(),
             Self::TooManyPeers => "too_many_peers",
+            Self::KeyExpired => "key_expired",
         }
     }
 }

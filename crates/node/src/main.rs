@@ -72,6 +72,16 @@ enum Command {
         /// Path selection: random, rtt or hybrid.
         #[arg(long, default_value = "random", value_parser = parse_paths)]
         paths: PathSelection,
+        /// Loopix cover traffic: this many slots per second per node, each carrying an own
+        /// packet or else a loop.
+        #[arg(long)]
+        cover: Option<f64>,
+        /// Rotate mix keys every this many seconds (overlap: a third of it). Needs discovery.
+        #[arg(long)]
+        epoch_secs: Option<u64>,
+        /// Proof of work of this many bits on every message, checked by the exit.
+        #[arg(long)]
+        pow: Option<u32>,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -215,6 +225,9 @@ fn main() -> anyhow::Result<ExitCode> {
             copies,
             churn,
             paths,
+            cover,
+            epoch_secs,
+            pow,
             json,
         } => {
             init_tracing("warn");
@@ -234,6 +247,9 @@ fn main() -> anyhow::Result<ExitCode> {
                 copies: copies.max(1),
                 churn: churn.filter(|f| *f > 0.0 && *f < 1.0),
                 paths,
+                cover: cover.filter(|r| r.is_finite() && *r > 0.0),
+                epoch: epoch_secs.map(|s| Duration::from_secs(s.max(3))),
+                pow: pow.map(|d| d.min(28)),
             };
             let report = runtime()?.block_on(testnet::run(options))?;
             if json {

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use libp2p::{Multiaddr, PeerId, identity};
-use libp2p_mix::core::{PathSelection, SendOptions};
-use libp2p_mix::{Destination, Event, RequestId, discovery};
-use mix_sphinx::NodeSecretKey;
+use libp2p_mix::core::{CoverConfig, CoverMode, PathSelection, RotationConfig, SendOptions};
+use libp2p_mix::spam::{Placement, PowConfig, ProofError, ProofOfWork, SpamConfig};
+use libp2p_mix::{Destination, DropReason, Event, RequestId, discovery};
+use mix_sphinx::{NodeSecretKey, ProcessError};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
@@ -47,6 +48,12 @@ pub(crate) struct Options {
     /// Share of the nodes to kill halfway through.
     pub(crate) churn: Option<f64>,
     pub(crate) paths: PathSelection,
+    /// Loopix slots per second per node.
+    pub(crate) cover: Option<f64>,
+    /// Mix key epoch (the overlap is a third of it).
+    pub(crate) epoch: Option<Duration>,
+    /// Proof-of-work bits per message (exit placement).
+    pub(crate) pow: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,7 +131,24 @@ pub(crate) struct Report {
     reply_rtt_ms: Percentiles,
     forwarded_per_node: Vec<u64>,
     churn: Option<ChurnReport>,
+    hardening: HardeningReport,
     metrics_endpoint: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct HardeningReport {
+    cover_slots_per_s: Option<f64>,
+    loops_sent: u64,
+    loops_returned: u64,
+    loops_lost: u64,
+    epoch_s: Option<u64>,
+    /// Rotations each node went through.
+    key_rotations: Vec<u64>,
+    /// Packets no key opened (lost to rotation, or forged), over all nodes.
+    mac_failures: u64,
+    pow_bits: Option<u32>,
+    /// Messages refused at exits for their proof, over all nodes.
+    proofs_refused: u64,
 }
 
 /// The `M`/`R` tag and id inside each echo body.
@@ -153,6 +177,21 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         DelayConfig::Exponential { mean_ms: options.delay_ms }
     };
     let mut config = libp2p_mix::Config::default();
+    if let Some(rate) = options.cover {
+        config.core.cover = CoverConfig {
+            mode: CoverMode::Loopix,
+            rate,
+            loop_timeout: Duration::from_secs(10),
+            ..CoverConfig::default()
+        };
+    }
+    if let Some(epoch) = options.epoch {
+        config.core.rotation = Some(RotationConfig { epoch, overlap: epoch / 3 });
+    }
+    let spam = options.pow.map(|difficulty| SpamConfig {
+        placement: Placement::Exit,
+        protection: Box::new(ProofOfWork::new(PowConfig { difficulty, ..PowConfig::default() })),
+    });
     config.core.request_timeout = options.request_timeout;
     config.core.pre_send_delay = Duration::from_millis(5);
     config.core.path_selection = options.paths;
@@ -160,13 +199,16 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
     config.core.replay.key_lifetime = Duration::from_secs(600);
     config.probe_interval = Some(Duration::from_secs(2));
     config.probes_per_interval = 8;
+    // With rotating keys, records must reach every node within an epoch.
+    let refresh = options.epoch.map_or(Duration::from_secs(30), |e| e / 4);
     let discovery = options.discovery.then(|| DiscoverySpec {
         config: discovery::Config {
+            refetch_interval: refresh,
             initial_walks: 20,
             initial_walk_interval: Duration::from_millis(250),
             walk_interval: Duration::from_secs(5),
             retry_missing: Duration::from_millis(500),
-            republish_interval: Duration::from_secs(30),
+            republish_interval: refresh,
             ..discovery::Config::default()
         },
         bootstrap: bootstrap.into_iter().collect(),
@@ -182,7 +224,7 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         delay: delay.strategy(),
         config,
         echo: true,
-        spam: None,
+        spam,
     })
 }
 
@@ -329,6 +371,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     anyhow::ensure!(
         options.nodes >= 5,
         "a testnet needs at least 5 nodes (3 hops + sender + destination)"
+    );
+    anyhow::ensure!(
+        options.epoch.is_none() || options.discovery,
+        "key rotation needs discovery to spread the new keys (drop --static-pool)"
     );
     let show = options.progress && std::io::stderr().is_terminal();
     let startup = Instant::now();
@@ -521,8 +567,28 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         reply_rtt_ms: Percentiles::of(&mut tally.rtts),
         forwarded_per_node: nodes.iter().map(|n| n.metrics.packets_forwarded()).collect(),
         churn,
+        hardening: hardening(&options, &nodes),
         metrics_endpoint,
     })
+}
+
+fn hardening(options: &Options, nodes: &[NodeHandle]) -> HardeningReport {
+    let sum = |f: &dyn Fn(&libp2p_mix::Metrics) -> u64| nodes.iter().map(|n| f(&n.metrics)).sum();
+    let proof_reasons = [ProofError::Malformed, ProofError::Stale, ProofError::Future]
+        .into_iter()
+        .chain([ProofError::Insufficient, ProofError::Replayed]);
+    let proofs: Vec<DropReason> = proof_reasons.map(DropReason::Proof).collect();
+    HardeningReport {
+        cover_slots_per_s: options.cover,
+        loops_sent: sum(&|m| m.loops_sent()),
+        loops_returned: sum(&|m| m.loops(true)),
+        loops_lost: sum(&|m| m.loops(false)),
+        epoch_s: options.epoch.map(|e| e.as_secs()),
+        key_rotations: nodes.iter().map(|n| n.metrics.key_rotations()).collect(),
+        mac_failures: sum(&|m| m.packets_dropped(DropReason::Sphinx(ProcessError::MacMismatch))),
+        pow_bits: options.pow,
+        proofs_refused: sum(&|m| proofs.iter().map(|r| m.packets_dropped(*r)).sum()),
+    }
 }
 
 pub(crate) fn print(report: &Report) {
@@ -584,6 +650,25 @@ pub(crate) fn print(report: &Report) {
             c.after.delivered,
             c.after.sent,
             100.0 * c.delivery_ratio
+        );
+    }
+    let h = &r.hardening;
+    if let Some(rate) = h.cover_slots_per_s {
+        println!(
+            "cover: {rate} Loopix slots/s per node; loops sent {}, returned {}, lost {}",
+            h.loops_sent, h.loops_returned, h.loops_lost
+        );
+    }
+    if let Some(epoch) = h.epoch_s {
+        println!(
+            "keys: rotated every {epoch} s; rotations per node {:?}; packets no key opened {}",
+            h.key_rotations, h.mac_failures
+        );
+    }
+    if let Some(bits) = h.pow_bits {
+        println!(
+            "spam: {bits}-bit proof of work per message; refused at exits {}",
+            h.proofs_refused
         );
     }
     println!("ran {:.2} s", r.duration_s);

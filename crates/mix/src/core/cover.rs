@@ -42,6 +42,11 @@ pub struct CoverConfig {
     /// [`CoverMode::Loopix`]: own packets waiting for a slot. More are refused with
     /// [`super::SendError::QueueFull`].
     pub max_queued_own: usize,
+    /// [`CoverMode::Loopix`]: the longest expected wait for a slot (queue length / rate). Sends
+    /// that would queue longer are refused with [`super::SendError::QueueFull`]: the slot rate
+    /// is too low for the offered load. With key rotation, at most half the overlap, so that
+    /// queued packets leave while the keys they were built with are still held.
+    pub max_queue_delay: Duration,
     /// Packets per second this node may send in all (cover, own and forwarded). When the
     /// measured outbound rate reaches it, loops are skipped (real packets never are), and the
     /// node's own packets are limited to `budget / (1 + path_len)` per second, the share that
@@ -56,6 +61,7 @@ impl Default for CoverConfig {
             rate: 2.0,
             loop_timeout: Duration::from_secs(20),
             max_queued_own: 1024,
+            max_queue_delay: Duration::from_secs(2),
             rate_budget: None,
         }
     }

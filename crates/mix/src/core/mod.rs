@@ -309,6 +309,7 @@ struct Queued {
     addr: Multiaddr,
     packet: Packet,
     kind: SentKind,
+    queued_at: Instant,
 }
 
 /// A bounded set of message ids, oldest forgotten first.
@@ -713,10 +714,23 @@ impl<R: CryptoRng> MixCore<R> {
         Ok(())
     }
 
+    /// The longest an own packet may wait for a cover slot.
+    fn max_queue_delay(&self) -> Duration {
+        let mut max = self.config.cover.max_queue_delay;
+        if let Some(rotation) = self.keys.rotation() {
+            max = max.min(rotation.overlap / 2);
+        }
+        max
+    }
+
     /// Whether `n` more own packets fit where they will wait.
     fn check_room(&self, n: usize) -> Result<(), SendError> {
         if self.config.cover.mode == CoverMode::Loopix {
-            if self.own_queue.len() + n > self.config.cover.max_queued_own {
+            let queued = self.own_queue.len() + n;
+            let wait = queued as f64 / self.config.cover.rate.max(1e-9);
+            if queued > self.config.cover.max_queued_own
+                || wait > self.max_queue_delay().as_secs_f64()
+            {
                 return Err(SendError::QueueFull(self.own_queue.len()));
             }
         } else if self.scheduled.len() + n > self.config.max_delayed_packets {
@@ -738,7 +752,7 @@ impl<R: CryptoRng> MixCore<R> {
             if self.own_queue.len() >= self.config.cover.max_queued_own {
                 return Err(DropReason::DelayQueueFull);
             }
-            self.own_queue.push_back(Queued { peer, addr, packet, kind });
+            self.own_queue.push_back(Queued { peer, addr, packet, kind, queued_at: now });
             return Ok(());
         }
         let due = self.own_departure(now);
@@ -781,6 +795,17 @@ impl<R: CryptoRng> MixCore<R> {
     /// A cover slot (or loop time) came: fill it and draw the next.
     fn on_slot(&mut self, now: Instant) {
         let cover = self.config.cover.clone();
+        // A packet that waited past the overlap was built with keys the hops no longer hold.
+        if let Some(rotation) = self.keys.rotation().copied() {
+            while self
+                .own_queue
+                .front()
+                .is_some_and(|q| now.saturating_duration_since(q.queued_at) > rotation.overlap)
+            {
+                self.own_queue.pop_front();
+                self.metrics.dropped(DropReason::KeyExpired);
+            }
+        }
         if let Some(queued) =
             (cover.mode == CoverMode::Loopix).then(|| self.own_queue.pop_front()).flatten()
         {

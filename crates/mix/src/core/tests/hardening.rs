@@ -186,6 +186,18 @@ fn loopix_queues_own_packets_for_slots_and_bounds_the_queue() {
     net.run(Duration::from_secs(5));
     assert_eq!(net.node(&peers[0]).queued_own(), 0);
     assert_eq!(net.deliveries.len(), 5);
+
+    // One slot a second and at most two seconds of waiting: the third send is refused.
+    let mut config = cover(CoverMode::Loopix, 1.0);
+    config.cover.max_queue_delay = Duration::from_secs(2);
+    let mut net = Net::new(6, 28, exponential(5), config);
+    let peers = net.peers();
+    let now = net.now;
+    let node = net.node(&peers[0]);
+    node.send(now, &external_destination(), "/p", b"1").unwrap();
+    node.send(now, &external_destination(), "/p", b"2").unwrap();
+    let err = node.send(now, &external_destination(), "/p", b"3").unwrap_err();
+    assert!(matches!(err, SendError::QueueFull(2)), "{err}");
 }
 
 #[test]
