@@ -5,6 +5,7 @@
 //! core's outputs into [`Event`]s. All protocol decisions stay in the core.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,7 +28,7 @@ use crate::core::{
     self, DelayStrategy, Delivery, Destination, MessageId, MixCore, MixNode, NodePool, Output,
     RequestId, SendError, SendOptions,
 };
-use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent};
+use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent, TokenBucket};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{ExitProtocol, ReadRule};
 
@@ -58,13 +59,16 @@ pub struct Config {
     /// Serve as a mix node: accept `/mix/1.0.0` streams and forward packets. A client-only
     /// node (`false`) accepts none and, with [`core::Config::tit_for_tat`], cannot send.
     pub serve: bool,
-    /// Frames read per second from one connection, with bursts of [`Self::inbound_burst`].
-    /// Past it the node stops reading that connection for a while, so a flooding peer is
-    /// slowed down by its own transport's flow control instead of costing this node work.
-    /// `None`: no limit.
+    /// Frames read per second from one peer (all its connections together), with bursts of
+    /// [`Self::inbound_burst`]. Past it the node stops reading that peer's connections for a
+    /// while, so a flooding peer is slowed down by its own transport's flow control instead
+    /// of costing this node work. `None`: no limit.
     pub inbound_frame_rate: Option<f64>,
-    /// Frames a connection may send at once above [`Self::inbound_frame_rate`].
+    /// Frames a peer may send at once above [`Self::inbound_frame_rate`].
     pub inbound_burst: u32,
+    /// Connections one peer may hold with this node; more are denied (so that the
+    /// per-stream and per-connection limits bound a peer too).
+    pub max_connections_per_peer: usize,
     /// Peers with packets waiting for a connection (being dialed); packets for more are
     /// dropped.
     pub max_pending_peers: usize,
@@ -86,6 +90,7 @@ impl Default for Config {
             serve: true,
             inbound_frame_rate: Some(4000.0),
             inbound_burst: 1000,
+            max_connections_per_peer: 4,
             max_pending_peers: 1024,
         }
     }
@@ -189,6 +194,8 @@ pub struct Behaviour {
     /// Length of the per-hop proof after each packet.
     proof_len: usize,
     listen_addrs: usize,
+    /// Each connected peer's inbound frame budget, shared by its connections.
+    buckets: HashMap<PeerId, Arc<Mutex<TokenBucket>>>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -223,6 +230,7 @@ impl Behaviour {
         Self {
             proof_len: 0,
             listen_addrs: 0,
+            buckets: HashMap::new(),
             core,
             config,
             metrics,
@@ -378,8 +386,21 @@ impl Behaviour {
         }
     }
 
-    fn handler(&self) -> Handler {
-        Handler::new(
+    /// A handler for a new connection to `peer`, unless the peer has too many.
+    fn handler(&mut self, peer: PeerId) -> Result<Handler, ConnectionDenied> {
+        let existing = self.connected.get(&peer).map_or(0, Vec::len);
+        if existing >= self.config.max_connections_per_peer {
+            self.metrics.dropped(DropReason::TooManyPeers);
+            return Err(ConnectionDenied::new(TooManyConnections(existing)));
+        }
+        let bucket = self.config.inbound_frame_rate.map(|rate| {
+            let burst = self.config.inbound_burst;
+            self.buckets
+                .entry(peer)
+                .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, burst))))
+                .clone()
+        });
+        Ok(Handler::new(
             HandlerConfig {
                 frame_timeout: self.config.frame_timeout,
                 max_inbound_streams: self.config.max_inbound_streams,
@@ -388,11 +409,10 @@ impl Behaviour {
                 max_concurrent_exits: self.config.max_concurrent_exits,
                 frame_len: PACKET_SIZE + self.proof_len,
                 serve: self.config.serve,
-                inbound_frame_rate: self.config.inbound_frame_rate,
-                inbound_burst: self.config.inbound_burst,
             },
             self.metrics.clone(),
-        )
+            bucket,
+        ))
     }
 
     fn on_output(&mut self, output: Output) {
@@ -588,6 +608,11 @@ impl Behaviour {
     }
 }
 
+/// Why a connection was denied.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer already holds {0} connections")]
+struct TooManyConnections(usize);
+
 /// The frame for a packet and its per-hop proof.
 fn frame(packet: Packet, proof: &[u8]) -> Vec<u8> {
     let mut frame = packet.into_vec();
@@ -625,22 +650,22 @@ impl NetworkBehaviour for Behaviour {
     fn handle_established_inbound_connection(
         &mut self,
         _: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler())
+        self.handler(peer)
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         _: ConnectionId,
-        _: PeerId,
+        peer: PeerId,
         _: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler())
+        self.handler(peer)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
@@ -663,6 +688,7 @@ impl NetworkBehaviour for Behaviour {
                     connections.retain(|c| *c != connection_id);
                     if connections.is_empty() {
                         self.connected.remove(&peer_id);
+                        self.buckets.remove(&peer_id);
                     }
                 }
                 // A connection to a mix node that broke (rather than idled out): is it alive?

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -64,8 +65,6 @@ pub(crate) struct HandlerConfig {
     /// A packet plus the per-hop proof, if the network uses one.
     pub(crate) frame_len: usize,
     pub(crate) serve: bool,
-    pub(crate) inbound_frame_rate: Option<f64>,
-    pub(crate) inbound_burst: u32,
 }
 
 /// What the behaviour asks of a connection.
@@ -149,44 +148,73 @@ pub struct Handler {
     exits_retryable: HashMap<ExitId, ExitJob>,
     exits: futures_bounded::FuturesMap<ExitId, Result<Option<Vec<u8>>, ExitError>>,
     events: VecDeque<OutEvent>,
-    limiter: Option<TokenBucket>,
+    limiter: Option<Limiter>,
 }
 
-/// Frames this connection may still deliver: refilled at `rate` per second up to `burst`.
-struct TokenBucket {
+/// Frames a peer may still deliver, shared by all its connections: refilled at `rate` per
+/// second up to `burst`.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
     refilled: Instant,
-    /// Wakes the handler when a token will be there again.
-    wait: Option<Delay>,
 }
 
 impl TokenBucket {
-    fn new(rate: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
-        Self { rate: rate.max(1e-3), burst, tokens: burst, refilled: Instant::now(), wait: None }
+        Self { rate: rate.max(1e-3), burst, tokens: burst, refilled: Instant::now() }
     }
 
-    /// Takes a token if there is one; otherwise arms the wake-up for the next one.
-    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Takes a token, or says how long until the next one.
+    fn take(&mut self) -> Result<(), Duration> {
         let now = Instant::now();
         self.tokens =
             (self.tokens + (now - self.refilled).as_secs_f64() * self.rate).min(self.burst);
         self.refilled = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.wait = None;
-            return Poll::Ready(());
+            return Ok(());
         }
-        let missing = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
-        let wait = self.wait.get_or_insert_with(|| Delay::new(missing));
-        if wait.poll_unpin(cx).is_ready() {
-            // Fired: the token is due; look again on the next poll.
-            self.wait = None;
-            cx.waker().wake_by_ref();
+        Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
+    fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+}
+
+/// A connection's handle on its peer's bucket, with its own wake-up timer.
+struct Limiter {
+    bucket: Arc<Mutex<TokenBucket>>,
+    wait: Option<Delay>,
+}
+
+impl Limiter {
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let taken = self.bucket.lock().map_or(Ok(()), |mut b| b.take());
+        match taken {
+            Ok(()) => {
+                self.wait = None;
+                Poll::Ready(())
+            }
+            Err(missing) => {
+                let wait = self.wait.get_or_insert_with(|| Delay::new(missing));
+                if wait.poll_unpin(cx).is_ready() {
+                    // Fired: the token is due; look again on the next poll.
+                    self.wait = None;
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
         }
-        Poll::Pending
+    }
+
+    fn give_back(&self) {
+        if let Ok(mut b) = self.bucket.lock() {
+            b.give_back();
+        }
     }
 }
 
@@ -201,7 +229,11 @@ impl std::fmt::Debug for Handler {
 }
 
 impl Handler {
-    pub(crate) fn new(config: HandlerConfig, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        config: HandlerConfig,
+        metrics: Metrics,
+        bucket: Option<Arc<Mutex<TokenBucket>>>,
+    ) -> Self {
         let timeout = config.exit_timeout;
         Self {
             exits: futures_bounded::FuturesMap::new(
@@ -217,7 +249,7 @@ impl Handler {
             exits_opening: HashMap::new(),
             exits_retryable: HashMap::new(),
             events: VecDeque::new(),
-            limiter: config.inbound_frame_rate.map(|r| TokenBucket::new(r, config.inbound_burst)),
+            limiter: bucket.map(|bucket| Limiter { bucket, wait: None }),
             config,
         }
     }
@@ -381,8 +413,8 @@ impl ConnectionHandler for Handler {
                 }
                 Poll::Ready(None) | Poll::Pending => {
                     // The token was not used.
-                    if let Some(limiter) = self.limiter.as_mut() {
-                        limiter.tokens += 1.0;
+                    if let Some(limiter) = &self.limiter {
+                        limiter.give_back();
                     }
                     break;
                 }

@@ -92,6 +92,7 @@ struct LimitsSection {
     inbound_frame_rate: Option<f64>,
     inbound_burst: u32,
     max_inbound_streams: usize,
+    max_connections_per_peer: usize,
     max_delayed_packets: usize,
 }
 
@@ -102,6 +103,7 @@ impl Default for LimitsSection {
             inbound_frame_rate: d.inbound_frame_rate,
             inbound_burst: d.inbound_burst,
             max_inbound_streams: d.max_inbound_streams,
+            max_connections_per_peer: d.max_connections_per_peer,
             max_delayed_packets: d.core.max_delayed_packets,
         }
     }
@@ -359,6 +361,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     config.inbound_frame_rate = l.inbound_frame_rate;
     config.inbound_burst = l.inbound_burst;
     config.max_inbound_streams = l.max_inbound_streams;
+    config.max_connections_per_peer = l.max_connections_per_peer.max(1);
     config.core.max_delayed_packets = l.max_delayed_packets;
     let spam = match &file.spam {
         Some(s) => {
@@ -473,6 +476,37 @@ mod tests {
         let neither = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..pool_start]);
         let err = format!("{:#}", parse(&neither).err().unwrap());
         assert!(err.contains("needs [discovery]"), "{err}");
+    }
+
+    #[test]
+    fn hardening_sections_load_and_bad_values_are_refused() {
+        let loaded = parse(&example_with(
+            "[spam]\nplacement = \"per-hop\"\ndifficulty = 16\n[rotation]\nepoch_s = 600\noverlap_s = 60\n",
+        ))
+        .unwrap();
+        let spam = loaded.spec.spam.expect("spam");
+        assert_eq!(spam.placement, libp2p_mix::spam::Placement::PerHop);
+        let rotation = loaded.spec.config.core.rotation.expect("rotation");
+        assert_eq!(rotation.epoch, Duration::from_secs(600));
+        // Records must be fetched within an epoch.
+        let d = loaded.spec.discovery.expect("discovery");
+        assert!(d.config.refetch_interval <= Duration::from_secs(150));
+        assert_eq!(loaded.spec.config.inbound_frame_rate, Some(4000.0));
+
+        let loopix = EXAMPLE.replace("mode = \"off\"", "mode = \"loopix\"");
+        let loaded = parse(&loopix).unwrap();
+        assert_eq!(loaded.spec.config.core.cover.mode, libp2p_mix::core::CoverMode::Loopix);
+
+        for (bad, why) in [
+            ("[rotation]\nepoch_s = 60\noverlap_s = 60\n", "overlap_s < epoch_s"),
+            ("[spam]\nplacement = \"exit\"\ndifficulty = 40\n", "at most 32"),
+            ("[spam]\nplacement = \"everywhere\"\n", "unknown variant"),
+        ] {
+            let err = format!("{:#}", parse(&example_with(bad)).err().unwrap());
+            assert!(err.contains(why), "{err}");
+        }
+        let negative = EXAMPLE.replace("rate = 2.0", "rate = -1.0");
+        assert!(format!("{:#}", parse(&negative).err().unwrap()).contains("cover.rate"));
     }
 
     #[test]

@@ -13,6 +13,24 @@ fn vectors_dir() -> std::path::PathBuf {
 }
 
 #[test]
+fn bench_pow_reports_each_difficulty() {
+    let out = mixnode(&["bench", "pow", "--json", "--difficulty", "4,8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, d) in rows.iter().zip([4, 8]) {
+        assert_eq!(row["difficulty"], d);
+        for key in ["solve_mean_ms", "solve_median_ms", "solve_vs_expected", "verify_us"] {
+            assert!(row[key].is_f64(), "missing {key}: {report}");
+        }
+    }
+    assert!(report["attempt_ns"].as_f64().unwrap() > 0.0);
+    let refused = mixnode(&["bench", "pow", "--difficulty", "40"]);
+    assert!(!refused.status.success());
+}
+
+#[test]
 fn testnet_json_reports_a_clean_run() {
     let out = mixnode(&[
         "testnet",

@@ -9,7 +9,7 @@
 //!
 //! Phases: `baseline` (honest only), `flood` (honest + flood), `recovery` (honest only). The
 //! node protects itself by reading at most `inbound_frame_rate` frames per second from one
-//! connection and then not reading at all: the flood backs up into the flooder's own send
+//! peer and then not reading at all: the flood backs up into the flooder's own send
 //! queue, whose overflow the flooder drops (counted as `offered - written`). Resident memory of
 //! this whole process (all nodes, injector and flooder) is sampled every 100 ms.
 
@@ -254,7 +254,7 @@ impl Report {
 
 pub(crate) fn print(r: &Report) {
     println!(
-        "target capacity (one core, hop processing {:.1} µs): {:.0} packets/s; read limit {:?} frames/s per connection",
+        "target capacity (one core, hop processing {:.1} µs): {:.0} packets/s; read limit {:?} frames/s per peer",
         r.hop_us, r.capacity_pps, r.inbound_frame_rate
     );
     println!(
