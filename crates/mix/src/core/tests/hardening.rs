@@ -382,3 +382,27 @@ fn exit_proofs_travel_in_the_payload_and_are_stripped_on_delivery() {
         .sum();
     assert_eq!(refused, 5);
 }
+
+#[test]
+fn requests_expire_with_the_keys_of_their_surbs() {
+    let config = Config {
+        rotation: Some(RotationConfig {
+            epoch: Duration::from_secs(10),
+            overlap: Duration::from_secs(3),
+        }),
+        request_timeout: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let mut net = Net::new(6, 35, exponential(5), config);
+    let peers = net.peers();
+    net.dead = peers[1..].to_vec();
+    let t0 = net.now;
+    net.run(Duration::from_secs(9));
+    let now = net.now;
+    let request = net.node(&peers[0]).request(now, &external_destination(), "/p", b"?", 1).unwrap();
+    // Built in epoch 0: the hops drop epoch 0's keys at 10 s + 3 s, and so does the request.
+    net.run((t0 + Duration::from_millis(12_900)).saturating_duration_since(net.now));
+    assert!(net.timeouts.is_empty());
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.timeouts, vec![(peers[0], request)]);
+}
