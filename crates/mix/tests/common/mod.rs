@@ -328,6 +328,8 @@ pub struct Options {
     pub config: libp2p_mix::Config,
     pub delay: fn() -> Box<dyn DelayStrategy>,
     pub discovery_config: discovery::Config,
+    /// Spam protection for every node.
+    pub spam: Option<fn() -> libp2p_mix::spam::SpamConfig>,
 }
 
 impl Default for Options {
@@ -341,6 +343,7 @@ impl Default for Options {
             config,
             delay: || Box::new(libp2p_mix::core::ExponentialDelay::new(Duration::from_millis(2))),
             discovery_config: fast_discovery(),
+            spam: None,
         }
     }
 }
@@ -386,6 +389,9 @@ pub async fn network(options: Options) -> Network {
             ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true },
         );
         mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
+        if let Some(spam) = options.spam {
+            mix = mix.with_spam_protection(spam());
+        }
         let discovery = options
             .discovery
             .then(|| discovery::Behaviour::new(key.clone(), options.discovery_config.clone()));
