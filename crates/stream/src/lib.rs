@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 
 mod keys;
+mod ordering;
 mod reassembly;
 mod shard;
 mod stream;
 
 pub use keys::{ReceiverKey, StreamKeys};
+pub use ordering::{InOrder, OrderError};
 pub use reassembly::{Delivered, Reassembler, ReassemblyConfig, ReassemblyError};
 pub use shard::{SHARD_HEADER_LEN, ShardError, ShardHeader};
 pub use stream::{Block, CodingConfig, EncodeError, StreamSender};
