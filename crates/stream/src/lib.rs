@@ -19,11 +19,13 @@
 mod keys;
 mod ordering;
 mod reassembly;
+mod session;
 mod shard;
 mod stream;
 
 pub use keys::{ReceiverKey, StreamKeys};
 pub use ordering::{InOrder, OrderError};
 pub use reassembly::{Delivered, Reassembler, ReassemblyConfig, ReassemblyError};
+pub use session::{Ack, Incoming, IncomingError, Outgoing, Readable, SessionConfig, SessionError};
 pub use shard::{SHARD_HEADER_LEN, ShardError, ShardHeader};
-pub use stream::{Block, CodingConfig, EncodeError, StreamSender};
+pub use stream::{Block, CodingConfig, EncodeError, MAX_INPUT_BLOCKS, StreamSender};

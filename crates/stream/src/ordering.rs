@@ -65,6 +65,11 @@ impl InOrder {
         Ok(out)
     }
 
+    /// The highest block held ahead of a gap.
+    pub fn highest(&self) -> Option<u32> {
+        self.ahead.keys().next_back().copied()
+    }
+
     /// Blocks missing below the highest one received, at most `max` of them, lowest first.
     pub fn missing(&self, max: usize) -> Vec<u32> {
         let Some(&highest) = self.ahead.keys().next_back() else { return Vec::new() };

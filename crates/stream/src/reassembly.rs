@@ -121,6 +121,11 @@ impl Reassembler {
         self.streams.len()
     }
 
+    /// Whether `block` of `stream` was rebuilt (and is still remembered).
+    pub fn is_done(&self, stream: &[u8; 32], block: u32) -> bool {
+        self.streams.get(stream).is_some_and(|s| s.done.contains(&block))
+    }
+
     /// Blocks in progress over all streams.
     pub fn partial_blocks(&self) -> usize {
         self.streams.values().map(|s| s.partial.len()).sum()

@@ -118,22 +118,42 @@ impl StreamSender {
         &self.config
     }
 
-    /// Compresses, encrypts and shards the next block.
+    /// Compresses, encrypts and shards the next block. `data` must fit one block after
+    /// compression.
     pub fn encode(&mut self, data: &[u8]) -> Result<Block, EncodeError> {
-        let max = self.config.max_block_len();
-        if data.len() > max {
-            return Err(EncodeError::TooLarge { len: data.len(), max });
+        let (block, used) = self.encode_prefix(data)?;
+        if used < data.len() {
+            return Err(EncodeError::TooLarge { len: data.len(), max: used });
         }
+        Ok(block)
+    }
+
+    /// Encodes the longest prefix of `data` that fits one block once compressed (trying up to
+    /// [`MAX_INPUT_BLOCKS`] blocks' worth of input, halving until it fits); returns the block
+    /// and how many bytes of `data` it holds. Compressible data thus takes fewer shards, and
+    /// every shard saved is a Sphinx packet less at every hop.
+    pub fn encode_prefix(&mut self, data: &[u8]) -> Result<(Block, usize), EncodeError> {
+        let max = self.config.max_block_len();
+        let mut len = data.len().min(max * MAX_INPUT_BLOCKS);
+        loop {
+            let compressed = self
+                .config
+                .compression
+                .and_then(|level| zstd::bulk::compress(&data[..len], level).ok())
+                .filter(|c| c.len() < len && c.len() <= max);
+            if let Some(c) = compressed {
+                return Ok((self.seal(c, true)?, len));
+            }
+            if len <= max {
+                return Ok((self.seal(data[..len].to_vec(), false)?, len));
+            }
+            len = (len / 2).max(max);
+        }
+    }
+
+    fn seal(&mut self, mut sealed: Vec<u8>, is_compressed: bool) -> Result<Block, EncodeError> {
         let number = self.next;
         self.next = self.next.checked_add(1).ok_or(EncodeError::Exhausted)?;
-
-        let compressed = self
-            .config
-            .compression
-            .and_then(|level| zstd::bulk::compress(data, level).ok())
-            .filter(|c| c.len() < data.len());
-        let is_compressed = compressed.is_some();
-        let mut sealed = compressed.unwrap_or_else(|| data.to_vec());
         let k = self.config.data_shards;
         let n = k + self.config.parity_shards;
         let mut header = ShardHeader {
@@ -170,6 +190,9 @@ impl StreamSender {
         Ok(Block { number, shards })
     }
 }
+
+/// Input blocks' worth of bytes [`StreamSender::encode_prefix`] tries to fit into one block.
+pub const MAX_INPUT_BLOCKS: usize = 16;
 
 /// The block's identity, authenticated by the AEAD.
 pub(crate) fn aad(h: &ShardHeader) -> [u8; 39] {

@@ -148,9 +148,11 @@ fn streams_are_unlinkable_and_compression_is_used_when_it_helps() {
     let mut rx = Reassembler::new(key, ReassemblyConfig::default());
     let out = compressed.shards.iter().find_map(|s| rx.accept(Instant::now(), s).unwrap());
     assert_eq!(out.unwrap().data, text.as_bytes());
-    // Too large for one block.
-    let err = a.encode(&vec![0; config.max_block_len() + 1]).unwrap_err();
+    // Incompressible and too large for one block; compressible input may be larger.
+    let err = a.encode(&random_bytes(&mut rng, config.max_block_len() + 1)).unwrap_err();
     assert!(matches!(err, EncodeError::TooLarge { .. }));
+    let zeros = vec![0; 4 * config.max_block_len()];
+    assert_eq!(a.encode(&zeros).unwrap().shards.len(), 14);
 }
 
 #[test]
