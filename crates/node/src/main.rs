@@ -8,6 +8,7 @@ mod cpu;
 mod keygen;
 mod metrics_http;
 mod runtime;
+mod streams;
 mod testnet;
 mod vectors;
 
@@ -82,6 +83,10 @@ enum Command {
         /// Proof of work of this many bits on every message, checked by the exit.
         #[arg(long)]
         pow: Option<u32>,
+        /// After the messages, stream this many random bytes from one node to another over
+        /// the mixnet (compressed, encrypted end to end, erasure-coded, acknowledged).
+        #[arg(long)]
+        stream_bytes: Option<usize>,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -228,6 +233,7 @@ fn main() -> anyhow::Result<ExitCode> {
             cover,
             epoch_secs,
             pow,
+            stream_bytes,
             json,
         } => {
             init_tracing("warn");
@@ -250,6 +256,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 cover: cover.filter(|r| r.is_finite() && *r > 0.0),
                 epoch: epoch_secs.map(|s| Duration::from_secs(s.max(3))),
                 pow: pow.map(|d| d.min(28)),
+                stream_bytes: stream_bytes.filter(|n| *n > 0),
             };
             let report = runtime()?.block_on(testnet::run(options))?;
             if json {

@@ -15,6 +15,8 @@ use libp2p_mix::{Destination, Event, Metrics, ReadRule, RequestId, discovery};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::streams::{STREAM_CODEC, StreamReport, Streams};
+
 /// A tiny request-response service the testnet's nodes offer as destinations: the reply is
 /// the request with `echo:` in front. One varint length-prefixed frame each way.
 pub(crate) const ECHO: &str = "/mixnode/echo/1.0.0";
@@ -133,6 +135,7 @@ enum Command {
     SendPacket(PeerId, Multiaddr, Packet),
     SetStaticNodes(Vec<MixNode>),
     PoolPeers(oneshot::Sender<Vec<PeerId>>),
+    Stream(PeerId, Vec<u8>, oneshot::Sender<Result<StreamReport, String>>),
 }
 
 #[derive(Debug)]
@@ -142,6 +145,12 @@ pub(crate) enum NodeEvent {
     Echo {
         body: Vec<u8>,
         at: Instant,
+    },
+    /// Bytes readable in order on a stream this node accepted (named by its opener's
+    /// ephemeral key, which says nothing about the opener).
+    Stream {
+        stream: [u8; 32],
+        bytes: Vec<u8>,
     },
 }
 
@@ -221,6 +230,18 @@ impl NodeHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// Streams `data` to the mix node `receiver` over the mixnet; resolves once every byte
+    /// was acknowledged.
+    pub(crate) async fn stream(
+        &self,
+        receiver: PeerId,
+        data: Vec<u8>,
+    ) -> anyhow::Result<StreamReport> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Stream(receiver, data, tx)).context("node stopped")?;
+        rx.await.context("node stopped")?.map_err(anyhow::Error::msg)
+    }
+
     /// Stops the node: its swarm, listeners and connections go away.
     pub(crate) fn stop(&self) {
         self.task.abort();
@@ -296,6 +317,7 @@ pub(crate) async fn start(spec: NodeSpec) -> anyhow::Result<NodeHandle> {
 async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
     let peer_id = spec.identity.public().to_peer_id();
     let mix_key = spec.mix_secret.public_key();
+    let stream_key = spec.mix_secret.clone();
     let placeholder: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse()?;
     let local = MixNode::new(peer_id, placeholder, mix_key, spec.exit)
         .context("the libp2p identity must be a secp256k1 key (39-byte peer id)")?;
@@ -359,7 +381,8 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(swarm, command_rx, event_tx));
+    let streams = Streams::new(&stream_key);
+    let task = tokio::spawn(run(swarm, streams, command_rx, event_tx));
     let abort = task.abort_handle();
     let handle = NodeHandle {
         peer_id,
@@ -381,9 +404,13 @@ fn unframe(data: &[u8]) -> Option<&[u8]> {
     (rest.len() == len).then_some(rest)
 }
 
-fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
+fn on_command(swarm: &mut Swarm<NodeBehaviour>, streams: &mut Streams, command: Command) {
     let mix = &mut swarm.behaviour_mut().mix;
     match command {
+        Command::Stream(receiver, data, done) => {
+            streams.open(mix, receiver, data, done);
+            streams.tick(mix);
+        }
         Command::Send(dest, codec, body, options, done) => {
             let _ = done.send(mix.send_with(&dest, codec, &body, options).map(|_| ()));
         }
@@ -400,15 +427,19 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
 
 async fn run(
     mut swarm: Swarm<NodeBehaviour>,
+    mut streams: Streams,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
-                on_command(&mut swarm, command);
+                on_command(&mut swarm, &mut streams, command);
             }
+            _ = tick.tick() => streams.tick(&mut swarm.behaviour_mut().mix),
             event = swarm.select_next_some() => match event {
                 // As a mix destination, the echo service answers through the SURBs.
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::Received { codec, body, reply }))
@@ -423,6 +454,17 @@ async fn run(
                     }
                     let _ = events.send(NodeEvent::Echo { body: request, at });
                 }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::Received { codec, body, reply }))
+                    if codec == STREAM_CODEC =>
+                {
+                    if let Some((stream, bytes)) = streams.on_shard(&mut swarm.behaviour_mut().mix, &body, reply) {
+                        let _ = events.send(NodeEvent::Stream { stream, bytes });
+                    }
+                }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::Reply { request, body, .. }))
+                    if streams.on_reply(request, &body) => {}
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::RequestFailed { request, .. }))
+                    if streams.on_request_failed(request) => {}
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::KeysRotated(keys))) => {
                     // Peers learn the next key a whole epoch ahead; the new record also gives
                     // them the one after.

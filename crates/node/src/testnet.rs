@@ -54,6 +54,8 @@ pub(crate) struct Options {
     pub(crate) epoch: Option<Duration>,
     /// Proof-of-work bits per message (exit placement).
     pub(crate) pow: Option<u32>,
+    /// After the messages, stream this many random bytes from one node to another.
+    pub(crate) stream_bytes: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,7 +134,23 @@ pub(crate) struct Report {
     forwarded_per_node: Vec<u64>,
     churn: Option<ChurnReport>,
     hardening: HardeningReport,
+    stream: Option<StreamRun>,
     metrics_endpoint: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct StreamRun {
+    bytes: usize,
+    received: usize,
+    bit_exact: bool,
+    seconds: f64,
+    /// Until the sender had every block acknowledged.
+    sender_seconds: Option<f64>,
+    goodput_mbps: f64,
+    shards_sent: u64,
+    /// Stream ids the receiver saw (one per opened stream; they name no sender).
+    stream_ids: usize,
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -193,6 +211,11 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         protection: Box::new(ProofOfWork::new(PowConfig { difficulty, ..PowConfig::default() })),
     });
     config.core.request_timeout = options.request_timeout;
+    if options.stream_bytes.is_some() {
+        // Streams send hundreds of packets a second: space them by at most 1 ms.
+        config.core.send_jitter = Duration::from_millis(1);
+        config.core.max_pending_requests = 4096;
+    }
     config.core.pre_send_delay = Duration::from_millis(5);
     config.core.path_selection = options.paths;
     // A testnet is short-lived; size the replay filters accordingly.
@@ -302,6 +325,8 @@ struct Tally {
     rtts: Vec<f64>,
     before: Phase,
     after: Phase,
+    stream_received: Vec<u8>,
+    stream_ids: HashSet<[u8; 32]>,
 }
 
 impl Tally {
@@ -331,6 +356,10 @@ impl Tally {
             {
                 self.requests.remove(&(node, request));
                 self.failures += 1;
+            }
+            NodeEvent::Stream { stream, bytes } => {
+                self.stream_ids.insert(stream);
+                self.stream_received.extend_from_slice(&bytes);
             }
             NodeEvent::Mix(_) => {}
         }
@@ -535,6 +564,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     if show {
         eprintln!("\r{}   ", tally.progress(&options, started));
     }
+    let stream = match options.stream_bytes {
+        Some(n) if survivors.len() >= 3 => {
+            Some(stream_run(&nodes, &survivors, &mut events, &mut tally, n, &mut rng, show).await)
+        }
+        _ => None,
+    };
 
     let delivered = tally.delivered.len();
     let duplicates = tally.delivered.values().map(|&n| n - 1).sum();
@@ -568,8 +603,64 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         forwarded_per_node: nodes.iter().map(|n| n.metrics.packets_forwarded()).collect(),
         churn,
         hardening: hardening(&options, &nodes),
+        stream,
         metrics_endpoint,
     })
+}
+
+/// Streams `n` random bytes between two survivors and checks what arrived.
+async fn stream_run(
+    nodes: &[NodeHandle],
+    survivors: &[usize],
+    events: &mut mpsc::UnboundedReceiver<(usize, NodeEvent)>,
+    tally: &mut Tally,
+    n: usize,
+    rng: &mut ChaCha20Rng,
+    show: bool,
+) -> StreamRun {
+    let (from, to) = (survivors[1], survivors[2]);
+    let mut data = vec![0u8; n];
+    rng.fill_bytes(&mut data);
+    if show {
+        eprintln!("  streaming {n} bytes from n{from} to n{to} …");
+    }
+    tally.stream_received.clear();
+    tally.stream_ids.clear();
+    let started = Instant::now();
+    let send = nodes[from].stream(nodes[to].peer_id, data.clone());
+    futures::pin_mut!(send);
+    let mut outcome = None;
+    let deadline = started + Duration::from_secs(600);
+    while Instant::now() < deadline
+        && (outcome.is_none() || tally.stream_received.len() < data.len())
+    {
+        tokio::select! {
+            result = &mut send, if outcome.is_none() => outcome = Some(result),
+            Some((node, event)) = events.recv() => tally.on_event(node, event),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let received = tally.stream_received.len();
+    let (shards_sent, sender_seconds, error) = match outcome {
+        Some(Ok(report)) => {
+            debug_assert_eq!(report.bytes, n);
+            (report.shards_sent, Some((report.elapsed.as_secs_f64() * 100.0).round() / 100.0), None)
+        }
+        Some(Err(e)) => (0, None, Some(format!("{e:#}"))),
+        None => (0, None, Some("timed out".to_owned())),
+    };
+    StreamRun {
+        bytes: n,
+        received,
+        bit_exact: tally.stream_received == data,
+        seconds: (seconds * 100.0).round() / 100.0,
+        sender_seconds,
+        stream_ids: tally.stream_ids.len(),
+        goodput_mbps: ((received as f64 * 8.0 / seconds / 1e6) * 100.0).round() / 100.0,
+        shards_sent,
+        error,
+    }
 }
 
 fn hardening(options: &Options, nodes: &[NodeHandle]) -> HardeningReport {
@@ -669,6 +760,18 @@ pub(crate) fn print(report: &Report) {
         println!(
             "spam: {bits}-bit proof of work per message; refused at exits {}",
             h.proofs_refused
+        );
+    }
+    if let Some(s) = &r.stream {
+        println!(
+            "stream: {} of {} bytes arrived{} in {:.2} s ({:.2} Mbit/s goodput), {} shards sent{}",
+            s.received,
+            s.bytes,
+            if s.bit_exact { " bit-exact" } else { " NOT bit-exact" },
+            s.seconds,
+            s.goodput_mbps,
+            s.shards_sent,
+            s.error.as_deref().map(|e| format!("; error: {e}")).unwrap_or_default()
         );
     }
     println!("ran {:.2} s", r.duration_s);

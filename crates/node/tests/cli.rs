@@ -144,3 +144,30 @@ fn run_starts_a_node_that_serves_metrics() {
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("mix_packets_received_total"), "{body}");
 }
+
+#[test]
+fn testnet_streams_a_megabyte_bit_exact_over_three_hops() {
+    let out = mixnode(&[
+        "testnet",
+        "--json",
+        "--nodes",
+        "6",
+        "--messages",
+        "5",
+        "--requests",
+        "0",
+        "--delay-ms",
+        "2",
+        "--stream-bytes",
+        "1048576",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stream = &report["stream"];
+    assert_eq!(stream["bit_exact"], true, "{report}");
+    assert_eq!(stream["received"], 1_048_576);
+    assert_eq!(stream["stream_ids"], 1);
+    assert!(stream["error"].is_null(), "{report}");
+    // 1 MiB of random bytes needs at least 1 MiB / shard size × 14 / 10 shards.
+    assert!(stream["shards_sent"].as_u64().unwrap() >= 400, "{report}");
+}
