@@ -144,6 +144,11 @@ pub enum Event {
     /// The node's mix keys rotated: advertise them (the runtime republishes its discovery
     /// record with these keys).
     KeysRotated(core::EpochKeys),
+    /// The unused SURBs of a bundle ([`Behaviour::surb_bundle`]) expired.
+    SurbsExpired {
+        /// The bundle.
+        bundle: RequestId,
+    },
     /// As the exit, this node handed a message to its destination (or failed to).
     Delivered {
         /// The destination.
@@ -371,6 +376,31 @@ impl Behaviour {
         self.wake();
     }
 
+    /// Builds SURBs back to this node for the application to carry in its own messages (see
+    /// [`core::MixCore::surb_bundle`]); each reply through one of them is an [`Event::Reply`]
+    /// naming the bundle.
+    pub fn surb_bundle(
+        &mut self,
+        count: usize,
+        avoid: &[PeerId],
+        options: SendOptions,
+    ) -> Result<core::SurbBundle, SendError> {
+        self.core.surb_bundle(Instant::now(), count, avoid, options)
+    }
+
+    /// Sends `body` back through SURBs this node holds (received inside some protocol's
+    /// messages), one reply packet per SURB. Returns how many were sent.
+    pub fn reply_with(&mut self, surbs: &[Surb], body: &[u8]) -> Result<usize, MessageError> {
+        let sent = self.core.reply(Instant::now(), surbs, body)?;
+        self.wake();
+        Ok(sent)
+    }
+
+    /// The largest reply body one SURB carries.
+    pub fn max_reply_size(&self) -> usize {
+        self.core.max_reply_size()
+    }
+
     /// Answers a message received with [`Event::Received`]. Returns how many copies were sent
     /// (one per SURB), or `Ok(0)` if the id is unknown or expired.
     pub fn reply(&mut self, id: ReplyId, body: &[u8]) -> Result<usize, MessageError> {
@@ -432,6 +462,9 @@ impl Behaviour {
                     request,
                     error: RequestError::Timeout,
                 }));
+            }
+            Output::SurbsExpired(bundle) => {
+                self.events.push_back(ToSwarm::GenerateEvent(Event::SurbsExpired { bundle }));
             }
         }
     }

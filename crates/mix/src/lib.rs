@@ -17,7 +17,10 @@ mod protocol;
 pub mod spam;
 
 pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
-pub use core::{Destination, MessageId, MixNode, NodePool, RequestId, SendError, StaticPool};
+pub use core::{
+    Destination, MessageId, MixNode, NodePool, RequestId, SendError, SendOptions, StaticPool,
+    SurbBundle,
+};
 pub use handler::ExitError;
 pub use metrics::{DropReason, Metrics};
 pub use protocol::{ExitProtocol, PROTOCOL, ReadRule};

@@ -53,6 +53,8 @@ pub enum DropReason {
     TooManyPeers,
     /// An own packet waited for a cover slot until the keys it was built with expired.
     KeyExpired,
+    /// Dropped on purpose by fault injection ([`crate::core::Config::drop_rate`]).
+    Injected,
 }
 
 impl DropReason {
@@ -79,6 +81,7 @@ impl DropReason {
             Self::Proof(e) => e.label(),
             Self::TooManyPeers => "too_many_peers",
             Self::KeyExpired => "key_expired",
+            Self::Injected => "injected",
         }
     }
 }

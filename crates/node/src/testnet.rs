@@ -463,7 +463,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let killed: HashSet<PeerId> = victims.iter().map(|&i| nodes[i].peer_id).collect();
     let survivors: Vec<usize> = (0..nodes.len()).filter(|i| !victims.contains(i)).collect();
     let kill_at = if victims.is_empty() { usize::MAX } else { jobs.len() / 2 };
-    let options_copies = SendOptions { copies: options.copies.max(1) };
+    let options_copies = SendOptions { copies: options.copies.max(1), ..SendOptions::default() };
 
     let started = Instant::now();
     let mut tally = Tally::default();

@@ -86,6 +86,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Requests awaiting a reply at once.
     pub max_pending_requests: usize,
+    /// SURBs whose secrets this node holds at once, of requests and [`SurbBundle`]s.
+    pub max_pending_surbs: usize,
+    /// How long the SURBs of a [`SurbBundle`] stay usable.
+    pub surb_lifetime: Duration,
     /// Packets held for their mixing delay at once. When full, newly arriving packets are
     /// dropped (tail drop): the packets already accepted keep their place and their delay.
     pub max_delayed_packets: usize,
@@ -106,6 +110,10 @@ pub struct Config {
     /// Originate anonymous traffic only while this node also serves as a mix node (see
     /// [`MixCore::set_serving`]): users of the mixnet carry their share of it.
     pub tit_for_tat: bool,
+    /// Fault injection for tests and benchmarks of loss tolerance: drop this share of the
+    /// packets the node receives, at random, before any processing (counted as
+    /// `injected`). Always 0 in production.
+    pub drop_rate: f64,
 }
 
 impl Default for Config {
@@ -116,6 +124,8 @@ impl Default for Config {
             pre_send_delay: Duration::from_millis(5),
             request_timeout: Duration::from_secs(30),
             max_pending_requests: 1024,
+            max_pending_surbs: 65_536,
+            surb_lifetime: Duration::from_secs(60),
             max_delayed_packets: 20_000,
             replay: ReplayConfig::default(),
             path_selection: PathSelection::Random,
@@ -124,6 +134,7 @@ impl Default for Config {
             cover: CoverConfig::default(),
             rotation: None,
             tit_for_tat: true,
+            drop_rate: 0.0,
         }
     }
 }
@@ -134,18 +145,44 @@ impl Default for Config {
 pub const REDUNDANT_CODEC: &str = "/mix/redundant/1.0.0";
 
 /// Per-message choices.
+///
+/// Hops see the path length they are on only as a position, but they do see the delay value
+/// encoded for them: traffic that picks its own delays stands out from the rest unless every
+/// user of a network picks from the same few presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendOptions {
     /// Copies sent over independent paths (distinct first hops and exits, and no shared node
     /// where the pool allows). More than one needs a [`Destination::MixNode`], which delivers
     /// the first copy to arrive; other destinations would see every copy.
     pub copies: usize,
+    /// Hops of this message's path and of its SURBs' return paths; `None`:
+    /// [`Config::path_len`]. Reference nodes accept only 3.
+    pub path_len: Option<usize>,
+    /// The delay value written for each intermediate hop (under the network's exponential
+    /// policy, the mean of each hop's delay); `None`: the node's [`DelayStrategy`].
+    pub hop_delay: Option<Duration>,
+    /// The longest random gap before this packet after the node's previous own packet;
+    /// `None`: [`Config::send_jitter`].
+    pub jitter: Option<Duration>,
 }
 
 impl Default for SendOptions {
     fn default() -> Self {
-        Self { copies: 1 }
+        Self { copies: 1, path_len: None, hop_delay: None, jitter: None }
     }
+}
+
+/// SURBs handed to the application, to carry in its own messages (a stream's return
+/// channel). Each answers once, separately, as an [`Output::Reply`] naming [`Self::id`];
+/// the secrets are forgotten at [`Self::expires`] ([`Output::SurbsExpired`]).
+#[derive(Debug)]
+pub struct SurbBundle {
+    /// Names the bundle in the replies that come back through its SURBs.
+    pub id: RequestId,
+    /// The SURBs, each on a return path of its own.
+    pub surbs: Vec<Surb>,
+    /// When this node forgets them: replies after it are unknown.
+    pub expires: Instant,
 }
 
 /// Why a send or request was refused. Nothing was sent.
@@ -195,6 +232,9 @@ pub enum SendError {
     /// No spam-protection proof could be made.
     #[error("spam protection: {0}")]
     Proof(ProofError),
+    /// The node holds the secrets of as many SURBs as it may.
+    #[error("{0} SURBs are already outstanding")]
+    TooManySurbs(usize),
 }
 
 /// A message this node delivers as the exit.
@@ -239,6 +279,8 @@ pub enum Output {
     },
     /// A request got no reply in time.
     RequestTimedOut(RequestId),
+    /// The SURBs of a [`SurbBundle`] that were not used expired.
+    SurbsExpired(RequestId),
 }
 
 struct Scheduled {
@@ -612,7 +654,18 @@ impl<R: CryptoRng> MixCore<R> {
                 return Err(SendError::RateLimited(share));
             }
         }
+        let surbs_held = self.surbs.held() + copies * surb_count;
+        if surb_count > 0 && surbs_held > self.config.max_pending_surbs {
+            return Err(SendError::TooManySurbs(self.surbs.held()));
+        }
         let epoch = self.epoch(now);
+        let unix = self.unix(now).as_secs();
+        let path_len = options.path_len.unwrap_or(self.config.path_len);
+        let override_delay = options.hop_delay.map(FixedDelayValue::new);
+        let delay: &dyn DelayStrategy = match &override_delay {
+            Some(fixed) => fixed,
+            None => &*self.delay,
+        };
         let exit_proof = match &self.spam {
             Some(s) if s.placement == Placement::Exit => s.protection.proof_len(),
             _ => 0,
@@ -652,7 +705,7 @@ impl<R: CryptoRng> MixCore<R> {
                 &mut *self.selector,
                 &mut self.rng,
                 self.local.peer_id(),
-                self.config.path_len,
+                path_len,
                 destination,
                 dest_peer,
                 &used,
@@ -660,27 +713,28 @@ impl<R: CryptoRng> MixCore<R> {
             used.extend(path.iter().map(|n| *n.peer_id()));
             let exit = *path[path.len() - 1].peer_id();
             let first = (*path[0].peer_id(), path[0].addr().clone());
-            let route = build_route(&path, &*self.delay, &mut self.rng, epoch)?;
+            let route = build_route(&path, delay, &mut self.rng, epoch)?;
             let mut surbs = Vec::with_capacity(surb_count);
             for _ in 0..surb_count {
                 // The return path avoids the forward exit and the destination, as the reference's.
                 let exclude = [*self.local.peer_id(), exit, dest_peer];
-                let back = self.selector.select(
+                let (surb, kept) = return_surb(
                     &*self.pool,
+                    &mut *self.selector,
                     &mut self.rng,
-                    self.config.path_len,
+                    &self.local,
+                    path_len,
                     &exclude,
-                    LastHop::Given(&self.local),
+                    delay,
+                    epoch,
+                    &self.config.format,
                 )?;
-                let (surb, kept) = build_route(&back, &*self.delay, &mut self.rng, epoch)?
-                    .surb(&self.config.format, &mut self.rng)?;
                 surbs.push(surb);
                 secrets.push(kept);
             }
             let mut m = [0u8; MESSAGE_SIZE];
             let seqno = self.rng.random();
             if exit_proof > 0 {
-                let unix = self.unix(now).as_secs();
                 let seed = self.rng.random();
                 let spam = self.spam.as_mut().expect("exit placement set");
                 let mut proved = body.to_vec();
@@ -697,21 +751,84 @@ impl<R: CryptoRng> MixCore<R> {
             packets.push((first, packet));
         }
         if let Some(request) = request {
-            let mut deadline = now + self.config.request_timeout;
-            // SURBs die with the keys they were built with: at the end of the next epoch's
-            // overlap, the hops no longer hold them.
-            if let (Some(epoch), Some(rotation)) = (epoch, self.keys.rotation().copied()) {
-                let keys_gone = rotation.start_of(epoch + 1) + rotation.overlap;
-                deadline = deadline.min(self.instant_at(keys_gone, now));
-            }
-            self.surbs.insert(request, secrets, now, deadline);
+            let deadline = self.surb_deadline(now, epoch, self.config.request_timeout);
+            self.surbs.insert(request, secrets, surbs::Replies::First, now, deadline);
         }
+        let jitter = options.jitter.unwrap_or(self.config.send_jitter);
         for ((peer, addr), packet) in packets {
             self.own_rate.record(now);
-            self.send_own(now, peer, addr, packet, SentKind::Own)
+            self.send_own(now, peer, addr, packet, SentKind::Own, jitter)
                 .map_err(|_| SendError::QueueFull(self.scheduled.len()))?;
         }
         Ok(())
+    }
+
+    /// When the secrets of SURBs built now for `lifetime` must be forgotten: SURBs die with
+    /// the keys they were built with, at the end of the next epoch's overlap, when the hops
+    /// no longer hold them.
+    fn surb_deadline(&mut self, now: Instant, epoch: Option<u64>, lifetime: Duration) -> Instant {
+        let mut deadline = now + lifetime;
+        if let (Some(epoch), Some(rotation)) = (epoch, self.keys.rotation().copied()) {
+            let keys_gone = rotation.start_of(epoch + 1) + rotation.overlap;
+            deadline = deadline.min(self.instant_at(keys_gone, now));
+        }
+        deadline
+    }
+
+    /// Builds `count` SURBs back to this node, each on a random return path that avoids the
+    /// peers in `avoid` (typically the destination that will use them), for the application
+    /// to carry in its own messages. Each reply through one of them comes out as an
+    /// [`Output::Reply`] naming the bundle; `options` sets the hops and delays of the return
+    /// paths (`copies` and `jitter` do not apply).
+    pub fn surb_bundle(
+        &mut self,
+        now: Instant,
+        count: usize,
+        avoid: &[PeerId],
+        options: SendOptions,
+    ) -> Result<SurbBundle, SendError> {
+        if count == 0 {
+            return Err(SendError::NoSurbs);
+        }
+        if self.surbs.held() + count > self.config.max_pending_surbs {
+            return Err(SendError::TooManySurbs(self.surbs.held()));
+        }
+        let epoch = self.epoch(now);
+        let path_len = options.path_len.unwrap_or(self.config.path_len);
+        let override_delay = options.hop_delay.map(FixedDelayValue::new);
+        let delay: &dyn DelayStrategy = match &override_delay {
+            Some(fixed) => fixed,
+            None => &*self.delay,
+        };
+        let mut exclude = vec![*self.local.peer_id()];
+        exclude.extend_from_slice(avoid);
+        let mut surbs = Vec::with_capacity(count);
+        let mut secrets = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (surb, kept) = return_surb(
+                &*self.pool,
+                &mut *self.selector,
+                &mut self.rng,
+                &self.local,
+                path_len,
+                &exclude,
+                delay,
+                epoch,
+                &self.config.format,
+            )?;
+            surbs.push(surb);
+            secrets.push(kept);
+        }
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let expires = self.surb_deadline(now, epoch, self.config.surb_lifetime);
+        self.surbs.insert(id, secrets, surbs::Replies::Each, now, expires);
+        Ok(SurbBundle { id, surbs, expires })
+    }
+
+    /// The largest reply body one SURB carries.
+    pub fn max_reply_size(&self) -> usize {
+        message::max_reply_size(self.config.format.padding())
     }
 
     /// The longest an own packet may wait for a cover slot.
@@ -747,6 +864,7 @@ impl<R: CryptoRng> MixCore<R> {
         addr: Multiaddr,
         packet: Packet,
         kind: SentKind,
+        jitter: Duration,
     ) -> Result<(), DropReason> {
         if self.config.cover.mode == CoverMode::Loopix {
             if self.own_queue.len() >= self.config.cover.max_queued_own {
@@ -755,7 +873,7 @@ impl<R: CryptoRng> MixCore<R> {
             self.own_queue.push_back(Queued { peer, addr, packet, kind, queued_at: now });
             return Ok(());
         }
-        let due = self.own_departure(now);
+        let due = self.own_departure(now, jitter);
         self.schedule(due, peer, addr, packet, kind)
     }
 
@@ -853,13 +971,13 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     /// When the next own packet may leave: after its pre-send delay, and a random gap of at
-    /// most [`Config::send_jitter`] after the previous one.
-    fn own_departure(&mut self, now: Instant) -> Instant {
+    /// most `jitter` after the previous one.
+    fn own_departure(&mut self, now: Instant, jitter: Duration) -> Instant {
         let mut due = now + self.pre_send_delay();
         if let Some(previous) = self.last_own_due
-            && !self.config.send_jitter.is_zero()
+            && !jitter.is_zero()
         {
-            let gap = self.config.send_jitter.mul_f64(self.rng.random::<f64>());
+            let gap = jitter.mul_f64(self.rng.random::<f64>());
             due = due.max(previous + gap);
         }
         self.last_own_due = Some(due);
@@ -884,7 +1002,8 @@ impl<R: CryptoRng> MixCore<R> {
                 continue;
             };
             let packet = surb.reply_packet(&self.config.format, &m);
-            match self.send_own(now, peer, addr, packet, SentKind::Reply) {
+            let jitter = self.config.send_jitter;
+            match self.send_own(now, peer, addr, packet, SentKind::Reply, jitter) {
                 Ok(()) => sent += 1,
                 Err(reason) => self.metrics.dropped(reason),
             }
@@ -905,6 +1024,10 @@ impl<R: CryptoRng> MixCore<R> {
         proof: &[u8],
     ) -> Result<(), DropReason> {
         self.metrics.received();
+        if self.config.drop_rate > 0.0 && self.rng.random::<f64>() < self.config.drop_rate {
+            self.metrics.dropped(DropReason::Injected);
+            return Err(DropReason::Injected);
+        }
         let result = self.process(now, packet, proof);
         if let Err(reason) = result {
             tracing::debug!(reason = reason.label(), "dropped packet");
@@ -1039,9 +1162,13 @@ impl<R: CryptoRng> MixCore<R> {
             self.release(now, s.peer, s.addr, s.packet, s.kind);
         }
         self.metrics.set_delay_queue(self.scheduled.len());
-        for request in self.surbs.expire(now) {
-            self.metrics.request_timed_out();
-            self.outputs.push_back(Output::RequestTimedOut(request));
+        for (request, replies) in self.surbs.expire(now) {
+            if replies == surbs::Replies::First {
+                self.metrics.request_timed_out();
+                self.outputs.push_back(Output::RequestTimedOut(request));
+            } else {
+                self.outputs.push_back(Output::SurbsExpired(request));
+            }
         }
     }
 
@@ -1183,6 +1310,46 @@ fn build_route(
         .collect::<Result<_, SendError>>()?;
     let delays = (1..path.len()).map(|_| delay.encode(rng).get()).collect();
     Ok(Route::new(hops, delays)?)
+}
+
+/// A SURB back to `local` on a fresh return path of `len` hops avoiding `exclude`.
+#[allow(clippy::too_many_arguments, reason = "the disjoint borrows of MixCore's fields")]
+fn return_surb<R: CryptoRng>(
+    pool: &dyn NodePool,
+    selector: &mut dyn PathSelector,
+    rng: &mut R,
+    local: &MixNode,
+    len: usize,
+    exclude: &[PeerId],
+    delay: &dyn DelayStrategy,
+    epoch: Option<u64>,
+    format: &WireFormat,
+) -> Result<(Surb, mix_sphinx::SurbSecrets), SendError> {
+    let back = selector.select(pool, rng, len, exclude, LastHop::Given(local))?;
+    Ok(build_route(&back, delay, rng, epoch)?.surb(format, rng)?)
+}
+
+/// One delay value written for every hop of a message that picked its own
+/// ([`SendOptions::hop_delay`]); hops interpret it by the network's policy.
+#[derive(Debug, Clone, Copy)]
+struct FixedDelayValue(std::num::NonZeroU16);
+
+impl FixedDelayValue {
+    fn new(value: Duration) -> Self {
+        let ms = value.as_millis().clamp(1, u128::from(u16::MAX)) as u16;
+        Self(std::num::NonZeroU16::new(ms).unwrap_or(std::num::NonZeroU16::MIN))
+    }
+}
+
+impl DelayStrategy for FixedDelayValue {
+    fn encode(&self, _: &mut dyn rand::Rng) -> std::num::NonZeroU16 {
+        self.0
+    }
+
+    fn sample(&self, _: u16, _: &mut dyn rand::Rng) -> Duration {
+        // Only ever used to encode; hops sample with their own strategy.
+        Duration::ZERO
+    }
 }
 
 /// An exponentially distributed gap between events of a Poisson process at `rate` per second.

@@ -1,9 +1,12 @@
-//! The secrets kept for the SURBs of pending requests.
+//! The secrets kept for the SURBs this node handed out.
 //!
-//! A request sends several SURBs; the exit replies through each. The first reply to arrive
-//! answers the request; the ids of its other SURBs are remembered until the request's deadline
-//! so that their copies are recognised as duplicates rather than as unknown replies. A request
-//! that gets no reply by its deadline is forgotten.
+//! Two kinds of entries share the store. A *request* sends several SURBs and the exit replies
+//! through each: the first reply answers the request, and the ids of its other SURBs are
+//! remembered until the request's deadline so that their copies are recognised as duplicates
+//! rather than as unknown replies. A *bundle* is a set of SURBs the application carries in its
+//! own messages (a stream's return channel): each SURB answers once, on its own, and the bundle
+//! lives until its deadline or until every SURB was used. Entries whose deadline passed are
+//! forgotten.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -13,25 +16,37 @@ use mix_sphinx::{SurbId, SurbSecrets};
 
 use super::RequestId;
 
+/// How the SURBs of one entry answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replies {
+    /// The first reply through any SURB answers; the others are duplicates.
+    First,
+    /// Every SURB answers once, separately.
+    Each,
+}
+
 #[derive(Debug)]
 struct Pending {
     ids: Vec<SurbId>,
     sent_at: Instant,
     deadline: Instant,
+    replies: Replies,
+    /// SURBs not used yet ([`Replies::Each`]).
+    unused: usize,
 }
 
 /// What a reply's SURB id refers to.
 #[derive(Debug)]
 pub(crate) enum Lookup {
-    /// A pending request: this reply answers it.
+    /// A pending entry: this reply answers it.
     Matched(Box<Matched>),
-    /// Another copy for a request already answered.
+    /// Another copy for a request already answered, or a SURB already used.
     Duplicate,
     /// Nothing we know (expired, or never ours).
     Unknown,
 }
 
-/// A reply's SURB, matched to its request.
+/// A reply's SURB, matched to its entry.
 #[derive(Debug)]
 pub(crate) struct Matched {
     pub(crate) request: RequestId,
@@ -46,46 +61,75 @@ pub(crate) struct SurbStore {
     deadlines: BinaryHeap<Reverse<(Instant, RequestId)>>,
     answered: HashMap<SurbId, Instant>,
     answered_deadlines: BinaryHeap<Reverse<(Instant, SurbId)>>,
+    /// Entries of kind [`Replies::First`].
+    first_kind: usize,
 }
 
 impl SurbStore {
+    /// Requests awaiting their reply (bundles not counted).
     pub(crate) fn pending(&self) -> usize {
-        self.requests.len()
+        self.first_kind
+    }
+
+    /// SURBs whose secrets are held, of requests and bundles.
+    pub(crate) fn held(&self) -> usize {
+        self.by_id.len()
     }
 
     pub(crate) fn insert(
         &mut self,
         request: RequestId,
         secrets: Vec<SurbSecrets>,
+        replies: Replies,
         now: Instant,
         deadline: Instant,
     ) {
-        let ids = secrets.iter().map(SurbSecrets::id).collect();
+        let ids: Vec<SurbId> = secrets.iter().map(SurbSecrets::id).collect();
         for s in secrets {
             self.by_id.insert(s.id(), (request, s));
         }
-        self.requests.insert(request, Pending { ids, sent_at: now, deadline });
+        if replies == Replies::First {
+            self.first_kind += 1;
+        }
+        let unused = ids.len();
+        self.requests.insert(request, Pending { ids, sent_at: now, deadline, replies, unused });
         self.deadlines.push(Reverse((deadline, request)));
     }
 
-    /// The request a reply's SURB belongs to. The first reply takes the request and all its
-    /// SURBs; the others become known duplicates until the deadline.
+    /// The entry a reply's SURB belongs to. For a request, the first reply takes it and all its
+    /// SURBs, and the others become known duplicates until the deadline; in a bundle, only the
+    /// SURB used is spent.
     pub(crate) fn take(&mut self, id: &SurbId) -> Lookup {
         if self.answered.remove(id).is_some() {
             return Lookup::Duplicate;
         }
         let Some((request, secrets)) = self.by_id.remove(id) else { return Lookup::Unknown };
-        let Some(pending) = self.requests.remove(&request) else { return Lookup::Unknown };
-        for other in pending.ids.iter().filter(|other| *other != id) {
-            self.by_id.remove(other);
-            self.answered.insert(*other, pending.deadline);
-            self.answered_deadlines.push(Reverse((pending.deadline, *other)));
+        let Some(pending) = self.requests.get_mut(&request) else { return Lookup::Unknown };
+        let sent_at = pending.sent_at;
+        match pending.replies {
+            Replies::Each => {
+                pending.unused -= 1;
+                self.answered.insert(*id, pending.deadline);
+                self.answered_deadlines.push(Reverse((pending.deadline, *id)));
+                if pending.unused == 0 {
+                    self.requests.remove(&request);
+                }
+            }
+            Replies::First => {
+                let Some(pending) = self.requests.remove(&request) else { return Lookup::Unknown };
+                self.first_kind -= 1;
+                for other in pending.ids.iter().filter(|other| *other != id) {
+                    self.by_id.remove(other);
+                    self.answered.insert(*other, pending.deadline);
+                    self.answered_deadlines.push(Reverse((pending.deadline, *other)));
+                }
+            }
         }
-        Lookup::Matched(Box::new(Matched { request, secrets, sent_at: pending.sent_at }))
+        Lookup::Matched(Box::new(Matched { request, secrets, sent_at }))
     }
 
-    /// Forgets the requests whose deadline passed and returns them.
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<RequestId> {
+    /// Forgets the entries whose deadline passed and returns them with their kind.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(RequestId, Replies)> {
         let mut expired = Vec::new();
         while let Some(Reverse((deadline, request))) = self.deadlines.peek().copied() {
             if deadline > now {
@@ -96,7 +140,10 @@ impl SurbStore {
                 for id in &pending.ids {
                     self.by_id.remove(id);
                 }
-                expired.push(request);
+                if pending.replies == Replies::First {
+                    self.first_kind -= 1;
+                }
+                expired.push((request, pending.replies));
             }
         }
         while let Some(Reverse((deadline, id))) = self.answered_deadlines.peek().copied() {
@@ -109,7 +156,7 @@ impl SurbStore {
         expired
     }
 
-    /// The earliest deadline of a request still pending.
+    /// The earliest deadline of an entry still pending.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         // Answered requests leave their deadline behind; drop those lazily.
         while let Some(Reverse((deadline, request))) = self.deadlines.peek().copied() {

@@ -22,6 +22,7 @@ struct Net {
     deliveries: Vec<(PeerId, Delivery)>,
     replies: Vec<(PeerId, RequestId, Vec<u8>)>,
     timeouts: Vec<(PeerId, RequestId)>,
+    expired_bundles: Vec<(PeerId, RequestId)>,
     transmits: Vec<(Instant, PeerId, PeerId)>,
     /// Packets to these peers vanish.
     dead: Vec<PeerId>,
@@ -84,6 +85,7 @@ impl Net {
             deliveries: Vec::new(),
             replies: Vec::new(),
             timeouts: Vec::new(),
+            expired_bundles: Vec::new(),
             transmits: Vec::new(),
             dead: Vec::new(),
             wire: None,
@@ -129,6 +131,7 @@ impl Net {
                         self.replies.push((*peer, request, body))
                     }
                     Output::RequestTimedOut(r) => self.timeouts.push((*peer, r)),
+                    Output::SurbsExpired(r) => self.expired_bundles.push((*peer, r)),
                 }
             }
         }
@@ -236,6 +239,135 @@ fn surb_replies_return_to_the_requester() {
     assert_eq!(metrics.packets_dropped(DropReason::UnknownSurb), 0);
     assert!(net.timeouts.is_empty());
     assert_eq!(net.node(&peers[0]).pending_requests(), 0);
+}
+
+#[test]
+fn each_surb_of_a_bundle_answers_once_on_its_own() {
+    let config = Config { surb_lifetime: Duration::from_secs(20), ..Config::default() };
+    let mut net = Net::new(8, 21, exponential(10), config);
+    let peers = net.peers();
+    let now = net.now;
+    let user = peers[5];
+    let bundle = net.node(&peers[0]).surb_bundle(now, 4, &[user], SendOptions::default()).unwrap();
+    assert_eq!(bundle.surbs.len(), 4);
+    assert_eq!(bundle.expires, now + Duration::from_secs(20));
+    // The bundle is not a request waiting for an answer.
+    assert_eq!(net.node(&peers[0]).pending_requests(), 0);
+    for (i, surb) in bundle.surbs.iter().enumerate() {
+        let first = surb.first_hop().decode().unwrap().1;
+        assert_ne!(first, user, "return paths avoid the peer that uses them");
+        let body = format!("reply {i}");
+        assert_eq!(net.node(&user).reply(now, std::slice::from_ref(surb), body.as_bytes()), Ok(1));
+    }
+    // A SURB used twice answers only once.
+    assert_eq!(net.node(&user).reply(now, &bundle.surbs[..1], b"again"), Ok(1));
+    net.run(Duration::from_secs(10));
+    let mut got: Vec<Vec<u8>> = net
+        .replies
+        .iter()
+        .map(|(to, id, body)| {
+            assert_eq!((to, id), (&peers[0], &bundle.id));
+            body.clone()
+        })
+        .collect();
+    got.sort();
+    let expected: Vec<Vec<u8>> = (0..4).map(|i| format!("reply {i}").into_bytes()).collect();
+    assert_eq!(got, expected);
+    // The second use repeats the SURB's header: its first hop drops it as a replay.
+    let replays: u64 =
+        net.nodes.values().map(|c| c.metrics().packets_dropped(DropReason::Replay)).sum();
+    assert_eq!(replays, 1);
+    // All four used: nothing left to expire.
+    net.run(Duration::from_secs(30));
+    assert!(net.expired_bundles.is_empty());
+
+    // A bundle whose SURBs are not all used expires quietly, without a request timeout.
+    let now = net.now;
+    let bundle = net.node(&peers[0]).surb_bundle(now, 2, &[user], SendOptions::default()).unwrap();
+    net.node(&user).reply(now, &bundle.surbs[..1], b"one").unwrap();
+    net.run(Duration::from_secs(60));
+    assert_eq!(net.expired_bundles, vec![(peers[0], bundle.id)]);
+    assert!(net.timeouts.is_empty());
+    // Replies after the deadline are unknown.
+    let now = net.now;
+    net.node(&user).reply(now, &bundle.surbs[1..], b"late").unwrap();
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.node(&peers[0]).metrics().packets_dropped(DropReason::UnknownSurb), 1);
+}
+
+#[test]
+fn surbs_held_are_bounded() {
+    let config = Config { max_pending_surbs: 6, ..Config::default() };
+    let mut net = Net::new(6, 22, exponential(10), config);
+    let peers = net.peers();
+    let now = net.now;
+    let core = net.node(&peers[0]);
+    core.surb_bundle(now, 5, &[], SendOptions::default()).unwrap();
+    assert!(matches!(
+        core.surb_bundle(now, 2, &[], SendOptions::default()),
+        Err(SendError::TooManySurbs(5))
+    ));
+    assert!(matches!(
+        core.request(now, &external_destination(), "/r", b"x", 2),
+        Err(SendError::TooManySurbs(5))
+    ));
+    assert!(matches!(
+        core.surb_bundle(now, 0, &[], SendOptions::default()),
+        Err(SendError::NoSurbs)
+    ));
+}
+
+#[test]
+fn per_message_options_set_hops_delays_and_jitter() {
+    let config = Config {
+        pre_send_delay: Duration::ZERO,
+        send_jitter: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let mut net = Net::new(8, 23, exponential(5), config);
+    let peers = net.peers();
+    net.wire = Some(Vec::new());
+    let now = net.now;
+    let options = SendOptions {
+        path_len: Some(5),
+        hop_delay: Some(Duration::from_millis(1)),
+        jitter: Some(Duration::ZERO),
+        ..SendOptions::default()
+    };
+    for i in 0..20u32 {
+        net.node(&peers[0])
+            .send_with(now, &external_destination(), "/o", &i.to_be_bytes(), options)
+            .unwrap();
+    }
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.deliveries.len(), 20);
+    let wire = net.wire.take().unwrap();
+    // 5 hops: the sender's packet and 4 forwards per message.
+    assert_eq!(wire.len(), 100);
+    // Without jitter (the node's 1 s is overridden) all 20 leave at once.
+    let own: Vec<_> = wire.iter().filter(|f| f.1 == peers[0]).collect();
+    assert!(own.iter().all(|f| f.0 == now), "own packets left without jitter");
+    // Drawn with a 1 ms mean per hop, every message is through within a fraction of a second.
+    assert!(net.now < now + Duration::from_secs(10));
+}
+
+#[test]
+fn injected_faults_drop_the_configured_share() {
+    let config = Config { drop_rate: 0.25, ..Config::default() };
+    let mut net = Net::new(8, 24, exponential(1), config);
+    let peers = net.peers();
+    let now = net.now;
+    for i in 0..2000u32 {
+        let sender = peers[i as usize % peers.len()];
+        net.node(&sender).send(now, &external_destination(), "/f", &i.to_be_bytes()).unwrap();
+    }
+    net.run(Duration::from_secs(60));
+    // Three receptions per message, each surviving with probability 0.75.
+    let share = net.deliveries.len() as f64 / 2000.0;
+    assert!((share - 0.421875).abs() < 0.04, "delivered share {share}");
+    let injected: u64 =
+        net.nodes.values().map(|c| c.metrics().packets_dropped(DropReason::Injected)).sum();
+    assert!(injected > 0);
 }
 
 #[test]
@@ -399,7 +531,7 @@ fn redundant_copies_take_disjoint_paths_and_are_delivered_once() {
     let peers = net.peers();
     let now = net.now;
     let target = Destination::MixNode(peers[9]);
-    let options = SendOptions { copies: 2 };
+    let options = SendOptions { copies: 2, ..SendOptions::default() };
     for i in 0..20u32 {
         net.node(&peers[0]).send_with(now, &target, "/app/1", &i.to_be_bytes(), options).unwrap();
     }
@@ -445,7 +577,13 @@ fn a_copy_through_a_dead_node_is_covered_by_the_other() {
         let target = Destination::MixNode(peers[9]);
         for i in 0..400u32 {
             net.node(&peers[0])
-                .send_with(now, &target, "/app/1", &i.to_be_bytes(), SendOptions { copies })
+                .send_with(
+                    now,
+                    &target,
+                    "/app/1",
+                    &i.to_be_bytes(),
+                    SendOptions { copies, ..SendOptions::default() },
+                )
                 .unwrap();
         }
         net.run(Duration::from_secs(30));

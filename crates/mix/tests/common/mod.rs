@@ -272,7 +272,7 @@ fn spawn(
                     let Some(mix) = swarm.behaviour_mut().mix.as_mut() else { continue };
                     match command {
                         Command::Send(d, codec, body, copies, done) => {
-                            let options = libp2p_mix::core::SendOptions { copies };
+                            let options = libp2p_mix::core::SendOptions { copies, ..Default::default() };
                             let _ = done.send(mix.send_with(&d, &codec, &body, options).map(|_| ()).map_err(|e| e.to_string()));
                         }
                         Command::Request(d, codec, body, surbs, done) => {
