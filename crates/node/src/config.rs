@@ -399,6 +399,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             config,
             echo: file.network.echo,
             spam,
+            streams: mix_stream::Config::default(),
         },
         metrics: file.metrics.map(|m| m.listen),
     })

@@ -8,7 +8,6 @@ mod cpu;
 mod keygen;
 mod metrics_http;
 mod runtime;
-mod streams;
 mod testnet;
 mod vectors;
 
@@ -84,9 +83,11 @@ enum Command {
         #[arg(long)]
         pow: Option<u32>,
         /// After the messages, stream this many random bytes from one node to another over
-        /// the mixnet (compressed, encrypted end to end, erasure-coded, acknowledged).
-        #[arg(long)]
-        stream_bytes: Option<usize>,
+        /// the mixnet (compressed, encrypted end to end, erasure-coded, acknowledged), have
+        /// the acceptor send their digest back on the stream, and send a message of a quarter
+        /// of the size; 0 skips it.
+        #[arg(long, default_value_t = 2_000_000)]
+        stream_bytes: usize,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -256,7 +257,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 cover: cover.filter(|r| r.is_finite() && *r > 0.0),
                 epoch: epoch_secs.map(|s| Duration::from_secs(s.max(3))),
                 pow: pow.map(|d| d.min(28)),
-                stream_bytes: stream_bytes.filter(|n| *n > 0),
+                stream_bytes: Some(stream_bytes).filter(|n| *n > 0),
             };
             let report = runtime()?.block_on(testnet::run(options))?;
             if json {
@@ -347,6 +348,7 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
     if let Some(addr) = metrics.or(loaded.metrics) {
         let mut registry = prometheus_client::registry::Registry::default();
         node.metrics.register(&mut registry);
+        node.stream_metrics.register(&mut registry);
         if let Some(d) = &node.discovery_metrics {
             d.register(&mut registry);
         }

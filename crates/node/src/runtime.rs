@@ -13,9 +13,8 @@ use libp2p::{
 use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool, SendOptions};
 use libp2p_mix::{Destination, Event, Metrics, ReadRule, RequestId, discovery};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
+use mix_stream::Event::Mix;
 use tokio::sync::{mpsc, oneshot};
-
-use crate::streams::{STREAM_CODEC, StreamReport, Streams};
 
 /// A tiny request-response service the testnet's nodes offer as destinations: the reply is
 /// the request with `echo:` in front. One varint length-prefixed frame each way.
@@ -94,7 +93,8 @@ impl request_response::Codec for EchoCodec {
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct NodeBehaviour {
-    pub(crate) mix: libp2p_mix::Behaviour,
+    /// The Mix Protocol, with anonymous streams on top (it wraps the mix behaviour).
+    pub(crate) stream: mix_stream::Behaviour,
     pub(crate) discovery: Toggle<discovery::Behaviour>,
     /// Round-trip times to connected peers, for RTT-aware path selection.
     pub(crate) ping: ping::Behaviour,
@@ -125,6 +125,8 @@ pub(crate) struct NodeSpec {
     pub(crate) echo: bool,
     /// Spam protection, the same on every node of the network.
     pub(crate) spam: Option<libp2p_mix::spam::SpamConfig>,
+    /// Settings of the stream layer (the node accepts streams with its mix key).
+    pub(crate) streams: mix_stream::Config,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, libp2p_mix::SendError>>;
@@ -135,7 +137,6 @@ enum Command {
     SendPacket(PeerId, Multiaddr, Packet),
     SetStaticNodes(Vec<MixNode>),
     PoolPeers(oneshot::Sender<Vec<PeerId>>),
-    Stream(PeerId, Vec<u8>, oneshot::Sender<Result<StreamReport, String>>),
 }
 
 #[derive(Debug)]
@@ -145,12 +146,6 @@ pub(crate) enum NodeEvent {
     Echo {
         body: Vec<u8>,
         at: Instant,
-    },
-    /// Bytes readable in order on a stream this node accepted (named by its opener's
-    /// ephemeral key, which says nothing about the opener).
-    Stream {
-        stream: [u8; 32],
-        bytes: Vec<u8>,
     },
 }
 
@@ -162,6 +157,9 @@ pub(crate) struct NodeHandle {
     pub(crate) exit: bool,
     pub(crate) metrics: Metrics,
     pub(crate) discovery_metrics: Option<discovery::Metrics>,
+    /// Opens, sends and accepts anonymous streams and messages.
+    pub(crate) streams: mix_stream::Control,
+    pub(crate) stream_metrics: mix_stream::Metrics,
     commands: mpsc::UnboundedSender<Command>,
     events: Option<mpsc::UnboundedReceiver<NodeEvent>>,
     task: tokio::task::AbortHandle,
@@ -228,18 +226,6 @@ impl NodeHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
-    }
-
-    /// Streams `data` to the mix node `receiver` over the mixnet; resolves once every byte
-    /// was acknowledged.
-    pub(crate) async fn stream(
-        &self,
-        receiver: PeerId,
-        data: Vec<u8>,
-    ) -> anyhow::Result<StreamReport> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Stream(receiver, data, tx)).context("node stopped")?;
-        rx.await.context("node stopped")?.map_err(anyhow::Error::msg)
     }
 
     /// Stops the node: its swarm, listeners and connections go away.
@@ -317,7 +303,7 @@ pub(crate) async fn start(spec: NodeSpec) -> anyhow::Result<NodeHandle> {
 async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
     let peer_id = spec.identity.public().to_peer_id();
     let mix_key = spec.mix_secret.public_key();
-    let stream_key = spec.mix_secret.clone();
+    let stream_secret = *spec.mix_secret.to_bytes();
     let placeholder: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse()?;
     let local = MixNode::new(peer_id, placeholder, mix_key, spec.exit)
         .context("the libp2p identity must be a secp256k1 key (39-byte peer id)")?;
@@ -338,7 +324,8 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         None => (None, Vec::new()),
     };
     let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
-    let behaviour = NodeBehaviour { mix, discovery: discovery.into(), ping, echo: echo.into() };
+    let stream = mix_stream::Behaviour::new(mix, Some(stream_secret), spec.streams);
+    let behaviour = NodeBehaviour { stream, discovery: discovery.into(), ping, echo: echo.into() };
     let mut swarm = build_swarm(spec.identity, behaviour)?;
 
     let mut listening = Vec::new();
@@ -363,10 +350,11 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
     };
     swarm
         .behaviour_mut()
-        .mix
+        .stream
+        .mix_mut()
         .set_local_address(addr.clone())
         .with_context(|| format!("advertised address {addr}"))?;
-    let keys = swarm.behaviour().mix.core().epoch_keys();
+    let keys = swarm.behaviour().stream.mix().core().epoch_keys();
     if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
         d.set_local_record(vec![addr.clone()], mix_key, None, spec.exit);
         if let Some(keys) = keys {
@@ -376,13 +364,14 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
             d.add_bootstrap(peer, at);
         }
     }
-    let metrics = swarm.behaviour().mix.metrics().clone();
+    let metrics = swarm.behaviour().stream.mix().metrics().clone();
+    let streams = swarm.behaviour().stream.control();
+    let stream_metrics = swarm.behaviour().stream.metrics().clone();
     let discovery_metrics = swarm.behaviour().discovery.as_ref().map(|d| d.metrics().clone());
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
-    let streams = Streams::new(&stream_key);
-    let task = tokio::spawn(run(swarm, streams, command_rx, event_tx));
+    let task = tokio::spawn(run(swarm, command_rx, event_tx));
     let abort = task.abort_handle();
     let handle = NodeHandle {
         peer_id,
@@ -391,6 +380,8 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         exit: spec.exit,
         metrics,
         discovery_metrics,
+        streams,
+        stream_metrics,
         commands,
         events: Some(events),
         task: abort,
@@ -404,13 +395,9 @@ fn unframe(data: &[u8]) -> Option<&[u8]> {
     (rest.len() == len).then_some(rest)
 }
 
-fn on_command(swarm: &mut Swarm<NodeBehaviour>, streams: &mut Streams, command: Command) {
-    let mix = &mut swarm.behaviour_mut().mix;
+fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
+    let mix = swarm.behaviour_mut().stream.mix_mut();
     match command {
-        Command::Stream(receiver, data, done) => {
-            streams.open(mix, receiver, data, done);
-            streams.tick(mix);
-        }
         Command::Send(dest, codec, body, options, done) => {
             let _ = done.send(mix.send_with(&dest, codec, &body, options).map(|_| ()));
         }
@@ -427,22 +414,18 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, streams: &mut Streams, command: 
 
 async fn run(
     mut swarm: Swarm<NodeBehaviour>,
-    mut streams: Streams,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
-                on_command(&mut swarm, &mut streams, command);
+                on_command(&mut swarm, command);
             }
-            _ = tick.tick() => streams.tick(&mut swarm.behaviour_mut().mix),
             event = swarm.select_next_some() => match event {
                 // As a mix destination, the echo service answers through the SURBs.
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::Received { codec, body, reply }))
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Received { codec, body, reply })))
                     if codec == ECHO && swarm.behaviour().echo.is_enabled() =>
                 {
                     let at = Instant::now();
@@ -450,22 +433,11 @@ async fn run(
                     if let Some(id) = reply {
                         let mut response = b"echo:".to_vec();
                         response.extend_from_slice(&request);
-                        let _ = swarm.behaviour_mut().mix.reply(id, &length_prefixed(&response));
+                        let _ = swarm.behaviour_mut().stream.mix_mut().reply(id, &length_prefixed(&response));
                     }
                     let _ = events.send(NodeEvent::Echo { body: request, at });
                 }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::Received { codec, body, reply }))
-                    if codec == STREAM_CODEC =>
-                {
-                    if let Some((stream, bytes)) = streams.on_shard(&mut swarm.behaviour_mut().mix, &body, reply) {
-                        let _ = events.send(NodeEvent::Stream { stream, bytes });
-                    }
-                }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::Reply { request, body, .. }))
-                    if streams.on_reply(request, &body) => {}
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::RequestFailed { request, .. }))
-                    if streams.on_request_failed(request) => {}
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(Event::KeysRotated(keys))) => {
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::KeysRotated(keys)))) => {
                     // Peers learn the next key a whole epoch ahead; the new record also gives
                     // them the one after.
                     if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
@@ -473,18 +445,21 @@ async fn run(
                     }
                     let _ = events.send(NodeEvent::Mix(Event::KeysRotated(keys)));
                 }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Mix(event)) => {
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(event))) => {
                     tracing::debug!(?event, "mix event");
                     let _ = events.send(NodeEvent::Mix(event));
                 }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(event)) => {
+                    tracing::debug!(?event, "stream event");
+                }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(discovery::Event::NodeFound { node, seq, expires })) => {
-                    swarm.behaviour_mut().mix.offer_node(node, seq, expires);
+                    swarm.behaviour_mut().stream.mix_mut().offer_node(node, seq, expires);
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(event)) => {
                     tracing::debug!(?event, "discovery event");
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
-                    swarm.behaviour_mut().mix.report_rtt(&peer, rtt);
+                    swarm.behaviour_mut().stream.mix_mut().report_rtt(&peer, rtt);
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Echo(request_response::Event::Message {
                     message: request_response::Message::Request { request, channel, .. },

@@ -143,13 +143,19 @@ pub(crate) struct StreamRun {
     bytes: usize,
     received: usize,
     bit_exact: bool,
+    /// The acceptor's SHA-256 of what it read came back on the stream's reverse direction
+    /// (through the opener's SURBs) and matched.
+    reply_verified: bool,
     seconds: f64,
-    /// Until the sender had every block acknowledged.
-    sender_seconds: Option<f64>,
     goodput_mbps: f64,
-    shards_sent: u64,
-    /// Stream ids the receiver saw (one per opened stream; they name no sender).
-    stream_ids: usize,
+    /// Frames (mix messages) the opener sent, shards among them sent again, SURBs sent ahead.
+    frames_sent: u64,
+    shards_resent: u64,
+    surbs_sent: u64,
+    /// A message of a quarter of the stream's size, sent with `send`.
+    message_bytes: usize,
+    message_delivered: bool,
+    message_seconds: f64,
     error: Option<String>,
 }
 
@@ -212,9 +218,9 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
     });
     config.core.request_timeout = options.request_timeout;
     if options.stream_bytes.is_some() {
-        // Streams send hundreds of packets a second: space them by at most 1 ms.
-        config.core.send_jitter = Duration::from_millis(1);
-        config.core.max_pending_requests = 4096;
+        // Streams pace their own frames; the node-wide gap would cap them at a few hundred a
+        // second.
+        config.core.send_jitter = Duration::ZERO;
     }
     config.core.pre_send_delay = Duration::from_millis(5);
     config.core.path_selection = options.paths;
@@ -248,6 +254,7 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         config,
         echo: true,
         spam,
+        streams: mix_stream::Config::default(),
     })
 }
 
@@ -325,8 +332,6 @@ struct Tally {
     rtts: Vec<f64>,
     before: Phase,
     after: Phase,
-    stream_received: Vec<u8>,
-    stream_ids: HashSet<[u8; 32]>,
 }
 
 impl Tally {
@@ -356,10 +361,6 @@ impl Tally {
             {
                 self.requests.remove(&(node, request));
                 self.failures += 1;
-            }
-            NodeEvent::Stream { stream, bytes } => {
-                self.stream_ids.insert(stream);
-                self.stream_received.extend_from_slice(&bytes);
             }
             NodeEvent::Mix(_) => {}
         }
@@ -421,6 +422,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             for (i, node) in nodes.iter().enumerate() {
                 let sub = registry.sub_registry_with_label(("node".into(), i.to_string().into()));
                 node.metrics.register(sub);
+                node.stream_metrics.register(sub);
                 if let Some(d) = &node.discovery_metrics {
                     d.register(sub);
                 }
@@ -566,7 +568,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     }
     let stream = match options.stream_bytes {
         Some(n) if survivors.len() >= 3 => {
-            Some(stream_run(&nodes, &survivors, &mut events, &mut tally, n, &mut rng, show).await)
+            Some(stream_run(&nodes, &survivors, n, &mut rng, show).await)
         }
         _ => None,
     };
@@ -608,57 +610,111 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     })
 }
 
-/// Streams `n` random bytes between two survivors and checks what arrived.
+/// Streams `n` random bytes between two survivors, has the acceptor answer with their digest
+/// on the same stream, then sends a message, and checks what arrived.
 async fn stream_run(
     nodes: &[NodeHandle],
     survivors: &[usize],
-    events: &mut mpsc::UnboundedReceiver<(usize, NodeEvent)>,
-    tally: &mut Tally,
     n: usize,
     rng: &mut ChaCha20Rng,
     show: bool,
 ) -> StreamRun {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use sha2::Digest;
+
     let (from, to) = (survivors[1], survivors[2]);
     let mut data = vec![0u8; n];
     rng.fill_bytes(&mut data);
     if show {
         eprintln!("  streaming {n} bytes from n{from} to n{to} …");
     }
-    tally.stream_received.clear();
-    tally.stream_ids.clear();
-    let started = Instant::now();
-    let send = nodes[from].stream(nodes[to].peer_id, data.clone());
-    futures::pin_mut!(send);
-    let mut outcome = None;
-    let deadline = started + Duration::from_secs(600);
-    while Instant::now() < deadline
-        && (outcome.is_none() || tally.stream_received.len() < data.len())
-    {
-        tokio::select! {
-            result = &mut send, if outcome.is_none() => outcome = Some(result),
-            Some((node, event)) = events.recv() => tally.on_event(node, event),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    let acceptor = nodes[to].streams.clone();
+    let reader = tokio::spawn(async move {
+        let mut stream = acceptor.accept_stream().await.context("no stream")?;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let k = stream.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+            counter.store(got.len(), std::sync::atomic::Ordering::Relaxed);
         }
+        stream.write_all(&sha2::Sha256::digest(&got)).await?;
+        stream.close().await?;
+        anyhow::Ok(got)
+    });
+    let started = Instant::now();
+    let mut control = nodes[from].streams.clone();
+    let mut opener_control = control.clone();
+    let opener = async {
+        let mut stream = opener_control.open_stream(nodes[to].peer_id).await?;
+        stream.write_all(&data).await?;
+        stream.close().await?;
+        let mut digest = Vec::new();
+        stream.read_to_end(&mut digest).await?;
+        anyhow::Ok((digest, stream.stats()))
+    };
+    futures::pin_mut!(opener);
+    let mut progress = tokio::time::interval(Duration::from_millis(200));
+    let outcome = loop {
+        tokio::select! {
+            result = &mut opener => break Some(result),
+            _ = progress.tick() => {
+                if show {
+                    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+                    eprint!("\r  stream: {got}/{n} bytes  {:.1} s   ", started.elapsed().as_secs_f64());
+                    let _ = std::io::stderr().flush();
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    break None;
+                }
+            }
+        }
+    };
+    if show {
+        eprintln!();
     }
     let seconds = started.elapsed().as_secs_f64();
-    let received = tally.stream_received.len();
-    let (shards_sent, sender_seconds, error) = match outcome {
-        Some(Ok(report)) => {
-            debug_assert_eq!(report.bytes, n);
-            (report.shards_sent, Some((report.elapsed.as_secs_f64() * 100.0).round() / 100.0), None)
-        }
-        Some(Err(e)) => (0, None, Some(format!("{e:#}"))),
-        None => (0, None, Some("timed out".to_owned())),
+    let got = match tokio::time::timeout(Duration::from_secs(10), reader).await {
+        Ok(Ok(Ok(got))) => got,
+        _ => Vec::new(),
     };
+    let (reply_verified, stats, mut error) = match outcome {
+        Some(Ok((digest, stats))) => {
+            (digest == sha2::Sha256::digest(&data).as_slice(), Some(stats), None)
+        }
+        Some(Err(e)) => (false, None, Some(format!("{e:#}"))),
+        None => (false, None, Some("timed out".to_owned())),
+    };
+
+    // A message, whole, with `send`.
+    let message = data[..n / 4].to_vec();
+    let sent_at = Instant::now();
+    let inbox = nodes[to].streams.clone();
+    let delivery = tokio::spawn(async move { inbox.next_message().await });
+    let sent = control.send(nodes[to].peer_id, message.clone()).await;
+    let arrived = tokio::time::timeout(Duration::from_secs(60), delivery).await;
+    let message_delivered = matches!(&arrived, Ok(Ok(Some(m))) if *m == message) && sent.is_ok();
+    if let Err(e) = sent {
+        error.get_or_insert(format!("message: {e}"));
+    }
     StreamRun {
         bytes: n,
-        received,
-        bit_exact: tally.stream_received == data,
+        received: got.len(),
+        bit_exact: got == data,
+        reply_verified,
         seconds: (seconds * 100.0).round() / 100.0,
-        sender_seconds,
-        stream_ids: tally.stream_ids.len(),
-        goodput_mbps: ((received as f64 * 8.0 / seconds / 1e6) * 100.0).round() / 100.0,
-        shards_sent,
+        goodput_mbps: ((got.len() as f64 * 8.0 / seconds / 1e6) * 100.0).round() / 100.0,
+        frames_sent: stats.map_or(0, |s| s.frames_sent),
+        shards_resent: stats.map_or(0, |s| s.send.shards_resent),
+        surbs_sent: stats.map_or(0, |s| s.surbs),
+        message_bytes: message.len(),
+        message_delivered,
+        message_seconds: (sent_at.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         error,
     }
 }
@@ -764,13 +820,23 @@ pub(crate) fn print(report: &Report) {
     }
     if let Some(s) = &r.stream {
         println!(
-            "stream: {} of {} bytes arrived{} in {:.2} s ({:.2} Mbit/s goodput), {} shards sent{}",
+            "stream: {} of {} bytes arrived{} in {:.2} s ({:.2} Mbit/s goodput); digest back through SURBs {}",
             s.received,
             s.bytes,
             if s.bit_exact { " bit-exact" } else { " NOT bit-exact" },
             s.seconds,
             s.goodput_mbps,
-            s.shards_sent,
+            if s.reply_verified { "matched" } else { "MISSING" },
+        );
+        println!(
+            "        {} frames, {} shards resent, {} SURBs sent ahead",
+            s.frames_sent, s.shards_resent, s.surbs_sent,
+        );
+        println!(
+            "message: {} bytes {} in {:.2} s{}",
+            s.message_bytes,
+            if s.message_delivered { "delivered whole" } else { "NOT delivered" },
+            s.message_seconds,
             s.error.as_deref().map(|e| format!("; error: {e}")).unwrap_or_default()
         );
     }

@@ -1,31 +1,45 @@
-//! Large messages and streams over a mixnet, as a sans-IO pipeline.
+//! Anonymous streams and large messages over the libp2p Mix Protocol.
 //!
-//! A sender turns each block of application bytes into shards that each fit one Sphinx
-//! message, and a receiver rebuilds blocks from whichever shards arrive:
+//! A stream's bytes are cut into blocks; each block is compressed (when that helps), sealed
+//! and erasure-coded into shards that each fit one Sphinx packet, and every shard travels as
+//! its own mix message on its own random path. The receiver rebuilds a block from any `k` of
+//! its `n` shards, acknowledges what it has and asks for the rest; the opener sends the
+//! receiver SURBs ahead of time, so the receiver answers (acknowledgements and its own data)
+//! without ever learning who opened the stream.
 //!
-//! ```text
-//!   block ─> zstd (kept only if smaller) ─> ChaCha20-Poly1305 ─> Reed-Solomon k + m ─> shards
-//!   shards (any k of k + m, any order, duplicates ignored) ─> block
-//! ```
-//!
-//! Keys are agreed per stream: the sender draws a fresh X25519 key pair and combines it with
-//! the receiver's static key, so streams are unlinkable to each other and forward secret
-//! against a later compromise of the sender. Everything here is pure: no I/O, no clock (time
-//! comes in as arguments), randomness passed in.
+//! * The sans-IO core: [`Connection`] (one stream, either side), its [`StreamConfig`] and the
+//!   wire [`frame`] format. No sockets, no clock, randomness passed in.
+//! * [`sim`]: a virtual-time channel with loss, delay and duplication that runs connections,
+//!   for tests and for measuring delivery against loss.
+//! * The rust-libp2p driver: [`Behaviour`] (it wraps the mix behaviour), [`Control`]
+//!   (`open_stream`, `send`, `accept_stream`, `next_message`) and [`MixStream`]
+//!   (`futures::AsyncRead + AsyncWrite`; `tokio_util::compat` adapts it to tokio).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod coding;
+mod config;
+mod connection;
+mod driver;
+mod estimate;
+pub mod frame;
 mod keys;
-mod ordering;
-mod reassembly;
-mod session;
-mod shard;
-mod stream;
+mod recv;
+mod send;
+pub mod sim;
 
-pub use keys::{ReceiverKey, StreamKeys};
-pub use ordering::{InOrder, OrderError};
-pub use reassembly::{Delivered, Reassembler, ReassemblyConfig, ReassemblyError};
-pub use session::{Ack, Incoming, IncomingError, Outgoing, Readable, SessionConfig, SessionError};
-pub use shard::{SHARD_HEADER_LEN, ShardError, ShardHeader};
-pub use stream::{Block, CodingConfig, EncodeError, MAX_INPUT_BLOCKS, StreamSender};
+pub use coding::{BlockError, MAX_BLOCK_BYTES};
+pub use config::{ConfigError, Redundancy, StreamConfig};
+pub use connection::{
+    AcceptError, Connection, ConnectionError, ConnectionStats, FrameDrop, FrameLimits, Mode,
+    OpenError, Role, SurbSource,
+};
+pub use driver::{
+    Behaviour, CODEC, Config, Control, Event, FromHandler, Metrics, MixStream, OpenStreamError,
+    PROTOCOL, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE, StreamPeer, Target, TransferError,
+};
+pub use frame::{FrameError, SurbBytes};
+pub use keys::ReceiverKey;
+pub use recv::{RecvStats, ShardError};
+pub use send::SendStats;

@@ -450,6 +450,15 @@ impl<R: CryptoRng> MixCore<R> {
         self.spam = Some(spam);
     }
 
+    /// The length of the proof the sender appends to every message body for the exit to check
+    /// (0 without one): message bodies are that much shorter than [`Self::max_message_size`].
+    pub fn exit_proof_len(&self) -> usize {
+        match &self.spam {
+            Some(s) if s.placement == Placement::Exit => s.protection.proof_len(),
+            _ => 0,
+        }
+    }
+
     /// The length of the per-hop proof that follows every packet on the wire (0 without one).
     pub fn frame_proof_len(&self) -> usize {
         match &self.spam {

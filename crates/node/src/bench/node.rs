@@ -164,6 +164,7 @@ pub(crate) fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
         config,
         echo: false,
         spam: None,
+        streams: mix_stream::Config::default(),
     })
 }
 

@@ -1,0 +1,980 @@
+//! One stream, on either side, as a state machine.
+//!
+//! The *opener* knows the acceptor's X25519 key and sends frames as one-way mix messages. The
+//! *acceptor* answers only through SURBs the opener sent it ahead, inside its frames, so it
+//! never learns who or where the opener is. Each side has a sending and a receiving half
+//! ([`crate::send`], [`crate::recv`]); frames carry shards of either and acknowledgements of
+//! the other.
+//!
+//! ```text
+//!   opener                                            acceptor
+//!   write ─> SendHalf ─┐                          ┌─> RecvHalf ─> read
+//!                      ├─ frame (mix message) ───>┤
+//!   SURBs (SurbSource)─┘   OPEN, SURBS, ACK, DATA └─> SURB stock
+//!   read <─ RecvHalf <──── frame (SURB reply) <──── SendHalf <─ write
+//!                          WANT, ACK, DATA
+//! ```
+//!
+//! The opener keeps the acceptor stocked: every reverse frame reports the SURBs it holds and
+//! wants (WANT), and the opener sends what is missing, counting what is still on its way and
+//! what will expire. An acceptor that got SURBs and had no reason to answer confirms them once,
+//! so an idle stream costs one frame each way per SURB lifetime.
+//!
+//! Nothing here touches a socket, a clock or global randomness: frames go out through
+//! `poll_transmit`, time comes in as `now`, and randomness (the ephemeral key, the jitter) is
+//! drawn from an RNG passed in.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+
+use crate::coding::Coder;
+use crate::config::{ConfigError, StreamConfig};
+use crate::estimate::{LossMeter, RateMeter, Rtt, Seen, SeenWindow, SendTimes};
+use crate::frame::{
+    self, DATA_HEADER_LEN, FRAME_OVERHEAD, FrameError, Items, MAX_FRAME_SURBS, OPEN_MESSAGE,
+    SurbBytes, Surbs, Want,
+};
+use crate::keys::{ReceiverKey, StreamKeys};
+use crate::recv::{RecvHalf, RecvStats, ShardError};
+use crate::send::{SendHalf, SendStats};
+
+/// Room left in every data frame for small items (OPEN, WANT, an ACK without gaps).
+const SMALL_ITEMS: usize = 32;
+/// Blocks an opener assumes the acceptor takes before its first acknowledgement.
+const INITIAL_WINDOW: u32 = 8;
+/// The acceptor considers a SURB usable for this share of the lifetime the opener gave it
+/// (the rest covers the frame's own travel and clock differences).
+const SURB_USABLE_SHARE: f64 = 0.75;
+/// Frames one loss sample covers at most.
+const LOSS_SAMPLE: u32 = 512;
+/// How long an opener waits before asking its SURB source again after it had none.
+const SURB_RETRY: Duration = Duration::from_millis(50);
+/// SURBs an acceptor holds at most, whatever openers send.
+const MAX_HELD_SURBS: usize = 1024;
+
+/// Which side of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Knows the acceptor; sends mix messages.
+    Opener,
+    /// Knows nothing of the opener; answers through SURBs.
+    Acceptor,
+}
+
+/// What a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bytes both ways.
+    Stream,
+    /// One message from the opener; nothing comes back but acknowledgements.
+    Message,
+}
+
+/// The largest frame each direction carries: what one mix message (forward) and one SURB
+/// reply (reverse) hold for this protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Opener to acceptor.
+    pub forward: usize,
+    /// Acceptor to opener.
+    pub reverse: usize,
+}
+
+impl FrameLimits {
+    fn shard_len(frame: usize) -> usize {
+        frame.saturating_sub(FRAME_OVERHEAD + DATA_HEADER_LEN + SMALL_ITEMS)
+    }
+}
+
+/// Where an opener gets SURBs back to itself.
+pub trait SurbSource {
+    /// Up to `count` SURBs, and how long they stay usable; `None` if none can be made now.
+    fn make_surbs(&mut self, count: usize) -> Option<(Vec<SurbBytes>, Duration)>;
+}
+
+/// Why a stream ended before both sides closed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The peer reset the stream.
+    #[error("reset by the peer (code {0})")]
+    Reset(u8),
+    /// This side reset the stream.
+    #[error("reset locally (code {0})")]
+    LocallyReset(u8),
+    /// A block was sent every time allowed without an acknowledgement.
+    #[error("block {0} was never acknowledged")]
+    Unacknowledged(u32),
+    /// Nothing was heard from the peer for the idle timeout.
+    #[error("nothing heard from the peer for {0:?}")]
+    IdleTimeout(Duration),
+    /// The transport gave up on the stream (no path, not allowed to send).
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// Why a received frame was dropped. Nothing of it was used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameDrop {
+    /// Not a frame of this stream, or altered.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Its sequence number was seen before.
+    #[error("replayed frame")]
+    Replay,
+    /// Its sequence number is too far behind the newest to tell.
+    #[error("frame too old")]
+    TooOld,
+    /// An item this side never receives.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// Its shard was refused (the rest of the frame was used).
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+}
+
+/// Figures of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConnectionStats {
+    /// This side's sending half.
+    pub send: SendStats,
+    /// This side's receiving half.
+    pub recv: RecvStats,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received and authenticated.
+    pub frames_received: u64,
+    /// SURBs sent (opener) or received (acceptor).
+    pub surbs: u64,
+    /// SURBs that expired unused (acceptor).
+    pub surbs_expired: u64,
+    /// The smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    /// The measured share of this side's frames lost.
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    at: Instant,
+    expires: Instant,
+    count: u64,
+    /// SURBs sent up to and including this batch.
+    end: u64,
+}
+
+/// The opener's picture of the acceptor's SURB stock.
+#[derive(Debug)]
+struct Supply {
+    batches: VecDeque<Batch>,
+    total: u64,
+    report: Option<Want>,
+    /// When the latest report came, and nudges sent since without a new one.
+    report_at: Option<Instant>,
+    nudges: u32,
+    last_nudge: Option<Instant>,
+    /// The source had no SURBs to give; ask again after this.
+    blocked_until: Option<Instant>,
+}
+
+impl Supply {
+    fn new() -> Self {
+        Self {
+            batches: VecDeque::new(),
+            total: 0,
+            report: None,
+            report_at: None,
+            nudges: 0,
+            last_nudge: None,
+            blocked_until: None,
+        }
+    }
+
+    fn on_report(&mut self, now: Instant, want: Want) {
+        // Reports travel on different paths; the one that has seen the most SURBs is newest.
+        if self.report.is_none_or(|r| want.received >= r.received) {
+            self.report = Some(want);
+            self.report_at = Some(now);
+            self.nudges = 0;
+        }
+    }
+
+    fn sent(&mut self, now: Instant, count: usize, lifetime: Duration) {
+        self.total += count as u64;
+        self.batches.push_back(Batch {
+            at: now,
+            expires: now + lifetime,
+            count: count as u64,
+            end: self.total,
+        });
+    }
+
+    /// SURBs the acceptor holds that stay usable past `now + margin`, and SURBs on their way
+    /// to it (sent after its latest report, not yet presumed lost).
+    fn stock(&mut self, now: Instant, margin: Duration, lost_after: Duration) -> (u64, u64) {
+        while self.batches.front().is_some_and(|b| b.expires <= now) {
+            self.batches.pop_front();
+        }
+        let received = self.report.map_or(0, |r| u64::from(r.received));
+        let mut held = self.report.map_or(0, |r| u64::from(r.held));
+        let (mut fresh, mut transit) = (0, 0);
+        for b in self.batches.iter().rev() {
+            let start = b.end - b.count;
+            let usable = b.expires > now + margin;
+            let unreported = b.end.saturating_sub(received.max(start));
+            if usable && now < b.at + lost_after {
+                transit += unreported;
+            }
+            // The acceptor spends its oldest SURBs first: what it holds is the newest it got.
+            let got = b.count - unreported;
+            let take = got.min(held);
+            held -= take;
+            if usable {
+                fresh += take;
+            }
+        }
+        (fresh, transit)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Open,
+    Failed(ConnectionError),
+}
+
+/// One stream.
+pub struct Connection {
+    role: Role,
+    mode: Mode,
+    id: [u8; 32],
+    keys: StreamKeys,
+    config: StreamConfig,
+    send: SendHalf,
+    recv: RecvHalf,
+    coder: Coder,
+    frame_len: usize,
+    tx_seq: u32,
+    sent_times: SendTimes,
+    seen: SeenWindow,
+    /// How far behind the newest frames have arrived lately.
+    reorder: u32,
+    /// Frames received per second (the opener stocks SURBs for the acceptor's rate).
+    rx_rate: RateMeter,
+    /// Blocks formed per second (each second one calls for an acknowledgement).
+    block_rate: RateMeter,
+    /// When the highest sequence number so far arrived.
+    rx_largest_at: Option<Instant>,
+    rtt: Rtt,
+    /// The newest frame whose acknowledgement gave a round-trip sample.
+    rtt_seq: Option<u32>,
+    loss: LossMeter,
+    last_heard: Instant,
+    next_tx: Instant,
+    rng: ChaCha12Rng,
+    state: State,
+    reset_pending: Option<u8>,
+    /// Opener: the acceptor has not answered yet, so every frame says OPEN.
+    open_pending: bool,
+    supply: Supply,
+    /// Acceptor: SURBs held, soonest to expire first.
+    surbs: VecDeque<(Instant, SurbBytes)>,
+    surbs_received: u32,
+    /// Acceptor: SURBs arrived since this side last sent a frame.
+    unconfirmed_since: Option<Instant>,
+    stats: ConnectionStats,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("mode", &self.mode)
+            .field("send", &self.send)
+            .field("recv", &self.recv)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The settings are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The acceptor's key is not a usable X25519 key.
+    #[error("the acceptor's key is a low-order point")]
+    BadKey,
+    /// Frames this short cannot carry a shard.
+    #[error("frames of {0} bytes are too short")]
+    FrameTooShort(usize),
+}
+
+impl Connection {
+    /// Opens a stream to the holder of `receiver`.
+    pub fn open<R: rand::CryptoRng + ?Sized>(
+        receiver: &[u8; 32],
+        mode: Mode,
+        config: StreamConfig,
+        limits: FrameLimits,
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<Self, OpenError> {
+        config.validate()?;
+        let (keys, id) = StreamKeys::for_receiver(receiver, rng).ok_or(OpenError::BadKey)?;
+        let shard_len = FrameLimits::shard_len(limits.forward);
+        if shard_len == 0 || limits.reverse < FRAME_OVERHEAD + 64 {
+            return Err(OpenError::FrameTooShort(limits.forward.min(limits.reverse)));
+        }
+        let recv = match mode {
+            Mode::Stream => RecvHalf::new(config.window),
+            Mode::Message => RecvHalf::finished(),
+        };
+        let send = SendHalf::new(shard_len, INITIAL_WINDOW);
+        Ok(Self::new(Role::Opener, mode, id, keys, config, send, recv, limits.forward, now, rng))
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one private constructor for both roles")]
+    fn new<R: rand::CryptoRng + ?Sized>(
+        role: Role,
+        mode: Mode,
+        id: [u8; 32],
+        keys: StreamKeys,
+        config: StreamConfig,
+        send: SendHalf,
+        recv: RecvHalf,
+        frame_len: usize,
+        now: Instant,
+        rng: &mut R,
+    ) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        Self {
+            role,
+            mode,
+            id,
+            keys,
+            loss: LossMeter::new(config.initial_loss),
+            config,
+            send,
+            recv,
+            coder: Coder::default(),
+            frame_len,
+            tx_seq: 0,
+            sent_times: SendTimes::default(),
+            seen: SeenWindow::new(),
+            reorder: 0,
+            rx_rate: RateMeter::default(),
+            block_rate: RateMeter::default(),
+            rx_largest_at: None,
+            rtt: Rtt::new(),
+            rtt_seq: None,
+            last_heard: now,
+            next_tx: now,
+            rng: ChaCha12Rng::from_seed(seed),
+            state: State::Open,
+            reset_pending: None,
+            open_pending: role == Role::Opener,
+            supply: Supply::new(),
+            surbs: VecDeque::new(),
+            surbs_received: 0,
+            unconfirmed_since: None,
+            stats: ConnectionStats::default(),
+        }
+    }
+
+    /// The acceptor's side of a stream, from a frame whose stream id is unknown: derives the
+    /// keys with whichever of `keys` opens it. The frame is then handled as any other.
+    pub fn accept<R: rand::CryptoRng + ?Sized>(
+        keys: &[ReceiverKey],
+        frame: &[u8],
+        config: StreamConfig,
+        limits: FrameLimits,
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<Self, AcceptError> {
+        let (id, _) = frame::peek(frame)?;
+        let (stream_keys, items) = keys
+            .iter()
+            .filter_map(|k| k.stream_keys(&id))
+            .find_map(|sk| frame::open(&sk.forward, frame).ok().map(|(_, items)| (sk, items)))
+            .ok_or(AcceptError::Frame(FrameError::Authentication))?;
+        let Some(flags) = items.open else { return Err(AcceptError::NotAnOpening) };
+        let mode = if flags & OPEN_MESSAGE != 0 { Mode::Message } else { Mode::Stream };
+        let shard_len = FrameLimits::shard_len(limits.reverse);
+        let send = match mode {
+            Mode::Stream => SendHalf::new(shard_len, INITIAL_WINDOW),
+            Mode::Message => SendHalf::finished(),
+        };
+        let recv = RecvHalf::new(config.window);
+        let mut conn = Self::new(
+            Role::Acceptor,
+            mode,
+            id,
+            stream_keys,
+            config,
+            send,
+            recv,
+            limits.reverse,
+            now,
+            rng,
+        );
+        // The frame authenticated; a shard it carries may still be refused on its own.
+        let _ = conn.handle_frame(now, frame);
+        Ok(conn)
+    }
+
+    /// The stream's name on the wire: the opener's ephemeral key, which names nothing else.
+    pub fn id(&self) -> &[u8; 32] {
+        &self.id
+    }
+
+    /// Which side this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// What the stream carries.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Figures so far.
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            send: self.send.stats(),
+            recv: self.recv.stats(),
+            rtt: self.rtt.smoothed(),
+            loss: self.loss.estimate(),
+            ..self.stats
+        }
+    }
+
+    /// The error that ended the stream, if one did.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        match &self.state {
+            State::Failed(e) => Some(e),
+            State::Open => None,
+        }
+    }
+
+    fn check(&self) -> Result<(), ConnectionError> {
+        match &self.state {
+            State::Failed(e) => Err(e.clone()),
+            State::Open => Ok(()),
+        }
+    }
+
+    /// Ends the stream with `error` (a transport failure, say).
+    pub fn fail(&mut self, error: ConnectionError) {
+        if self.state == State::Open {
+            self.state = State::Failed(error);
+        }
+    }
+
+    /// Takes as much of `data` as the send buffer has room for (0: wait for room).
+    pub fn write(&mut self, now: Instant, data: &[u8]) -> Result<usize, ConnectionError> {
+        self.check()?;
+        Ok(self.send.write(now, data, &self.config))
+    }
+
+    /// Bytes written and not yet formed into blocks.
+    pub fn buffered(&self) -> usize {
+        self.send.buffered()
+    }
+
+    /// Sends what is buffered now, without waiting for more.
+    pub fn flush(&mut self) {
+        self.send.flush();
+    }
+
+    /// Whether everything written went out at least once.
+    pub fn is_flushed(&self) -> bool {
+        self.send.is_flushed()
+    }
+
+    /// Closes this side's direction: buffered bytes go out, then the end of the stream.
+    pub fn finish(&mut self) {
+        self.send.finish();
+    }
+
+    /// Whether this side closed its direction (writes are refused from then on).
+    pub fn is_write_closed(&self) -> bool {
+        self.send.is_write_closed()
+    }
+
+    /// Whether this side closed its direction and the peer acknowledged all of it.
+    pub fn is_finished(&self) -> bool {
+        self.send.is_finished()
+    }
+
+    /// Reads what arrived, in order.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        let n = self.recv.read(buf);
+        if n == 0 && !self.recv.is_eof() {
+            self.check()?;
+        }
+        Ok(n)
+    }
+
+    /// Bytes ready to read.
+    pub fn readable(&self) -> usize {
+        self.recv.readable()
+    }
+
+    /// Whether the peer closed its direction and everything was read.
+    pub fn is_eof(&self) -> bool {
+        self.recv.is_eof()
+    }
+
+    /// Aborts the stream: the peer is told (as soon as a frame can carry it) and both sides'
+    /// reads and writes fail.
+    pub fn reset(&mut self, code: u8) {
+        if self.state == State::Open {
+            self.reset_pending = Some(code);
+            self.state = State::Failed(ConnectionError::LocallyReset(code));
+        }
+    }
+
+    /// Whether nothing remains to do: both directions ended and acknowledged, or the stream
+    /// failed (and a reset, if any, went out).
+    pub fn is_closed(&self) -> bool {
+        match self.state {
+            State::Failed(_) => self.reset_pending.is_none() || self.cannot_send(),
+            State::Open => {
+                self.send.is_finished() && self.recv.is_eof() && !self.recv.ack_pending()
+            }
+        }
+    }
+
+    fn cannot_send(&self) -> bool {
+        self.role == Role::Acceptor && self.surbs.is_empty()
+    }
+
+    /// The retransmission timeout: the smoothed round trip with four deviations, plus the
+    /// time the peer may hold its acknowledgement back.
+    fn rto(&self) -> Duration {
+        let rto = self.rtt.rto(self.config.initial_rto, self.config.min_rto, self.config.max_rto);
+        (rto + self.config.ack_delay).min(self.config.max_rto)
+    }
+
+    /// Takes a frame from the peer.
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), FrameDrop> {
+        let (id, seq) = frame::peek(bytes)?;
+        if id != self.id {
+            return Err(FrameDrop::Protocol("frame of another stream"));
+        }
+        match self.seen.check(seq) {
+            Seen::New => {}
+            Seen::Duplicate => return Err(FrameDrop::Replay),
+            Seen::TooOld => return Err(FrameDrop::TooOld),
+        }
+        let key = match self.role {
+            Role::Acceptor => &self.keys.forward,
+            Role::Opener => &self.keys.reverse,
+        };
+        let (seq, items) = frame::open(key, bytes)?;
+        match self.seen.highest() {
+            Some(h) if seq < h => {
+                // How far frames arrive out of order: loss samples stay behind that.
+                self.reorder = self.reorder.max(h - seq);
+            }
+            _ => {
+                self.rx_largest_at = Some(now);
+                self.reorder -= self.reorder / 256;
+            }
+        }
+        self.seen.mark(seq);
+        self.rx_rate.record(now);
+        self.stats.frames_received += 1;
+        self.last_heard = now;
+        if self.state != State::Open {
+            return Ok(());
+        }
+        if let Some(code) = items.reset {
+            self.state = State::Failed(ConnectionError::Reset(code));
+            return Ok(());
+        }
+        match self.role {
+            Role::Opener => {
+                self.open_pending = false;
+                if items.surbs.is_some() || items.open.is_some() {
+                    return Err(FrameDrop::Protocol("acceptor sent an opener's item"));
+                }
+                if let Some(want) = items.want {
+                    self.supply.on_report(now, want);
+                }
+            }
+            Role::Acceptor => {
+                if items.want.is_some() {
+                    return Err(FrameDrop::Protocol("opener sent an acceptor's item"));
+                }
+                if let Some(surbs) = items.surbs {
+                    self.take_surbs(now, surbs);
+                }
+            }
+        }
+        if let Some(ack) = &items.ack {
+            if self.rtt_seq.is_none_or(|s| ack.largest_seq > s)
+                && let Some(sent) = self.sent_times.sent_at(ack.largest_seq)
+            {
+                let delay = Duration::from_millis(u64::from(ack.ack_delay_ms));
+                let sample = now.saturating_duration_since(sent).saturating_sub(delay);
+                self.rtt.sample(sample.max(Duration::from_micros(100)));
+                self.rtt_seq = Some(ack.largest_seq);
+            }
+            self.loss.on_sample(ack.sample_end, ack.sample_len, ack.sample_got);
+            self.send.on_ack(ack);
+        }
+        if let Some(data) = items.data {
+            let refuse = match (self.role, self.mode) {
+                (Role::Opener, Mode::Message) => Some("data back on a message"),
+                _ => None,
+            };
+            if let Some(why) = refuse {
+                return Err(FrameDrop::Protocol(why));
+            }
+            self.recv.on_data(now, data, &mut self.coder)?;
+        }
+        Ok(())
+    }
+
+    fn take_surbs(&mut self, now: Instant, surbs: Surbs) {
+        let usable = Duration::from_millis(u64::from(surbs.lifetime_ms)).mul_f64(SURB_USABLE_SHARE);
+        let count = surbs.surbs.len();
+        self.surbs_received = self.surbs_received.wrapping_add(count as u32);
+        self.stats.surbs += count as u64;
+        for surb in surbs.surbs {
+            if self.surbs.len() >= MAX_HELD_SURBS {
+                self.stats.surbs_expired += 1;
+                continue;
+            }
+            // Bundles of one opener share a lifetime: keep the order by expiry.
+            let expires = now + usable;
+            let at = self.surbs.partition_point(|(e, _)| *e <= expires);
+            self.surbs.insert(at, (expires, surb));
+        }
+        self.unconfirmed_since.get_or_insert(now);
+    }
+
+    fn drop_expired_surbs(&mut self, now: Instant) {
+        while self.surbs.front().is_some_and(|(e, _)| *e <= now) {
+            self.surbs.pop_front();
+            self.stats.surbs_expired += 1;
+        }
+    }
+
+    /// The SURBs the acceptor wants in all: what its queued frames need plus a reserve.
+    fn wanted(&self, now: Instant) -> u16 {
+        let reserve = usize::from(self.config.min_surbs);
+        let queued = if self.send.has_shard(now, &self.config) {
+            usize::from(self.config.data_shards) * 2
+        } else {
+            0
+        };
+        let backlog = self.send.in_flight() * 2;
+        (reserve + queued + backlog).min(usize::from(self.config.max_surbs)) as u16
+    }
+
+    fn seal(&mut self, now: Instant, items: &Items) -> Vec<u8> {
+        let key = match self.role {
+            Role::Opener => &self.keys.forward,
+            Role::Acceptor => &self.keys.reverse,
+        };
+        let seq = self.tx_seq;
+        self.tx_seq = self.tx_seq.wrapping_add(1);
+        self.sent_times.record(seq, now);
+        self.stats.frames_sent += 1;
+        if !self.config.jitter.is_zero() {
+            let gap = self.config.jitter.mul_f64(self.rng.random::<f64>());
+            self.next_tx = now + gap;
+        }
+        frame::seal(key, &self.id, seq, items)
+    }
+
+    fn make_ack(&mut self, now: Instant) -> frame::Ack {
+        let mut ack = self.recv.make_ack();
+        let largest = self.seen.highest().unwrap_or(0);
+        ack.largest_seq = largest;
+        // A loss sample over frames old enough that the late ones have arrived.
+        let end = largest.saturating_sub(self.reorder + 8);
+        let start =
+            end.saturating_sub(LOSS_SAMPLE).max(largest.saturating_sub(SeenWindow::SPAN - 1));
+        if let Some(got) = self.seen.count(start, end) {
+            ack.sample_end = end;
+            ack.sample_len = (end - start) as u16;
+            ack.sample_got = got as u16;
+        }
+        ack.ack_delay_ms = self.rx_largest_at.map_or(0, |t| {
+            now.saturating_duration_since(t).as_millis().min(u128::from(u16::MAX)) as u16
+        });
+        ack
+    }
+
+    fn room(&self) -> usize {
+        self.frame_len.saturating_sub(FRAME_OVERHEAD)
+    }
+
+    /// The opener's next frame (one mix message to the acceptor), if one is due.
+    pub fn poll_transmit(&mut self, now: Instant, source: &mut dyn SurbSource) -> Option<Vec<u8>> {
+        debug_assert_eq!(self.role, Role::Opener);
+        if now < self.next_tx {
+            return None;
+        }
+        let mut items = Items::default();
+        if let Some(code) = self.reset_pending.take() {
+            items.reset = Some(code);
+            return Some(self.seal(now, &items));
+        }
+        if self.state != State::Open {
+            return None;
+        }
+        if self.open_pending {
+            items.open = Some(if self.mode == Mode::Message { OPEN_MESSAGE } else { 0 });
+        }
+        let ack_due = self.recv.ack_due(now, self.config.ack_delay);
+        let data_ready = self.send.has_shard(now, &self.config);
+        let (deficit, urgent, headroom) = self.surb_deficit(now);
+        let first = self.stats.frames_sent == 0;
+        let surbs_now = deficit > 0 && (urgent || deficit >= MAX_FRAME_SURBS as u64 || !data_ready);
+        if surbs_now || (first && !data_ready) {
+            if ack_due {
+                items.ack = Some(self.make_ack(now));
+            }
+            let room = self.room().saturating_sub(items.encoded_len() + 6);
+            let fit = (room / mix_sphinx::SURB_SIZE).min(MAX_FRAME_SURBS);
+            // A frame costs the same with one SURB as with five: fill it, up to the cap.
+            let count = if deficit > 0 { fit.min(headroom as usize) } else { 0 };
+            let made = if count > 0 { source.make_surbs(count) } else { None };
+            if count > 0 && made.as_ref().is_none_or(|(s, _)| s.is_empty()) {
+                self.supply.blocked_until = Some(now + SURB_RETRY);
+            }
+            if let Some((surbs, lifetime)) = made.filter(|(s, _)| !s.is_empty()) {
+                self.supply.blocked_until = None;
+                self.supply.sent(now, surbs.len(), lifetime);
+                self.stats.surbs += surbs.len() as u64;
+                let lifetime_ms = lifetime.as_millis().min(u128::from(u32::MAX)) as u32;
+                items.surbs = Some(Surbs { lifetime_ms, surbs });
+            }
+            if !items.is_empty() {
+                return Some(self.seal(now, &items));
+            }
+        }
+        if data_ready {
+            if ack_due {
+                let ack = self.make_ack(now);
+                if items.encoded_len() + ack.encoded_len() <= SMALL_ITEMS {
+                    items.ack = Some(ack);
+                } else {
+                    // Too many gaps to ride along: a frame of its own.
+                    items.ack = Some(ack);
+                    return Some(self.seal(now, &items));
+                }
+            }
+            let loss = self.loss.estimate();
+            let blocks = self.send.stats().blocks;
+            if let Some(data) = self.send.poll_shard(now, &self.config, &mut self.coder, loss) {
+                items.data = Some(data);
+            }
+            if self.send.stats().blocks > blocks {
+                self.block_rate.record(now);
+            }
+            if !items.is_empty() {
+                return Some(self.seal(now, &items));
+            }
+        }
+        if ack_due {
+            items.ack = Some(self.make_ack(now));
+            return Some(self.seal(now, &items));
+        }
+        None
+    }
+
+    /// How long before their expiry the opener stops counting SURBs as usable.
+    fn surb_margin(&self) -> Duration {
+        let lifetime = self
+            .supply
+            .batches
+            .back()
+            .map_or(Duration::ZERO, |b| b.expires.saturating_duration_since(b.at));
+        lifetime.mul_f64(1.0 - SURB_USABLE_SHARE).max(self.rto())
+    }
+
+    /// When the opener tops the acceptor up unasked: its latest report is old while it owes
+    /// us something (an acknowledgement, or data it said it had), so the frames that would
+    /// have told us more may have been lost with the SURBs they used. Backs off while nothing
+    /// answers.
+    fn nudge_at(&self) -> Option<Instant> {
+        let expecting =
+            self.send.in_flight() > 0 || self.supply.report.is_some_and(|r| r.wanted > r.held);
+        if !expecting || self.stats.frames_sent == 0 {
+            return None;
+        }
+        let every = (self.rto() * 2)
+            .saturating_mul(1 << self.supply.nudges.min(8))
+            .min(self.config.idle_timeout / 4);
+        let since = self.supply.report_at.unwrap_or(self.last_heard);
+        let since = self.supply.last_nudge.map_or(since, |t| t.max(since));
+        Some(since + every)
+    }
+
+    /// SURBs to send now, whether the acceptor is (about to be) without, and how many more it
+    /// may be sent at most.
+    fn surb_deficit(&mut self, now: Instant) -> (u64, bool, u64) {
+        if self.supply.blocked_until.is_some_and(|t| now < t) {
+            return (0, false, 0);
+        }
+        let rto = self.rto();
+        let margin = self.surb_margin();
+        let (fresh, transit) = self.supply.stock(now, margin, rto * 2);
+        // Enough for what the acceptor asks, and for two round trips of the frames it sends
+        // at its current rate (the refill takes a round trip to arrive).
+        // Frames lost on the way in both directions make SURBs scarcer still.
+        let delivered = (1.0 - self.loss.estimate()).clamp(0.3, 1.0);
+        let rate = self.rx_rate.rate(now).max(self.block_rate.rate(now) / 2.0 + 1.0);
+        let spending = rate * self.rtt.smoothed().unwrap_or(rto).as_secs_f64() / delivered;
+        let pace = u64::from(self.config.min_surbs) + (2.0 * spending).ceil() as u64;
+        let transit = (transit as f64 * delivered) as u64;
+        let target = match self.supply.report {
+            None => u64::from(self.config.initial_surbs),
+            Some(r) => u64::from(r.wanted).max(pace),
+        }
+        .min(u64::from(self.config.max_surbs));
+        let mut deficit = target.saturating_sub(fresh + transit);
+        let min = u64::from(self.config.min_surbs);
+        let mut urgent = fresh + transit < min;
+        if self.nudge_at().is_some_and(|t| now >= t) {
+            deficit = deficit.max(min);
+            urgent = true;
+            self.supply.nudges += 1;
+            self.supply.last_nudge = Some(now);
+        }
+        let headroom = u64::from(self.config.max_surbs).saturating_sub(fresh + transit);
+        (deficit.min(headroom), urgent && deficit > 0, headroom)
+    }
+
+    /// The acceptor's next frame and the SURB to send it through, if one is due and a SURB
+    /// is at hand.
+    pub fn poll_transmit_reply(&mut self, now: Instant) -> Option<(SurbBytes, Vec<u8>)> {
+        debug_assert_eq!(self.role, Role::Acceptor);
+        self.drop_expired_surbs(now);
+        if self.surbs.is_empty() || now < self.next_tx {
+            return None;
+        }
+        let mut items = Items::default();
+        if let Some(code) = self.reset_pending.take() {
+            items.reset = Some(code);
+        } else if self.state == State::Open {
+            let ack_due = self.recv.ack_due(now, self.config.ack_delay);
+            let data_ready = self.send.has_shard(now, &self.config);
+            // SURBs that arrived are confirmed when nothing else would tell, unless that would
+            // use up the reserve (the opener would refill it, and that would be confirmed...).
+            let confirm = self.unconfirmed_since.is_some_and(|t| now >= t + self.config.ack_delay)
+                && self.surbs.len() > usize::from(self.config.min_surbs);
+            if !(ack_due || data_ready || confirm) {
+                return None;
+            }
+            if ack_due {
+                items.ack = Some(self.make_ack(now));
+            }
+            let fits = items.encoded_len() <= SMALL_ITEMS - 9;
+            if data_ready && fits {
+                let loss = self.loss.estimate();
+                items.data = self.send.poll_shard(now, &self.config, &mut self.coder, loss);
+            }
+        } else {
+            return None;
+        }
+        let (_, surb) = self.surbs.pop_front()?;
+        let wanted = self.wanted(now);
+        items.want = Some(Want {
+            held: self.surbs.len().min(usize::from(u16::MAX)) as u16,
+            wanted,
+            received: self.surbs_received,
+        });
+        self.unconfirmed_since = None;
+        Some((surb, self.seal(now, &items)))
+    }
+
+    /// Moves timers along: resends overdue blocks, ends a stream that went quiet.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        if now >= self.last_heard + self.config.idle_timeout {
+            self.state = State::Failed(ConnectionError::IdleTimeout(self.config.idle_timeout));
+            return;
+        }
+        let rto = self.rto();
+        let loss = self.loss.estimate();
+        self.send.handle_timeout(now, rto, &self.config, loss);
+        if let Some(e) = self.send.failed() {
+            self.state = State::Failed(ConnectionError::Unacknowledged(e.0));
+        }
+    }
+
+    /// When [`Self::handle_timeout`] or a transmit has something to do next. Every time
+    /// returned is one at which one of them changes something.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        let can_send = self.role == Role::Opener || !self.surbs.is_empty();
+        if self.state != State::Open {
+            return (self.reset_pending.is_some() && can_send).then_some(self.next_tx.max(now));
+        }
+        let mut times = vec![self.last_heard + self.config.idle_timeout];
+        if can_send {
+            let rto = self.rto();
+            let mut sends: Vec<Instant> = Vec::new();
+            sends.extend(self.send.poll_timeout(rto, &self.config));
+            if self.recv.ack_pending() {
+                sends.push(self.recv.ack_deadline(self.config.ack_delay).unwrap_or(now));
+            }
+            if self.send.has_shard(now, &self.config) {
+                sends.push(now);
+            }
+            match self.role {
+                Role::Opener => {
+                    if self.stats.frames_sent == 0 {
+                        sends.push(now);
+                    }
+                    // Usable SURBs run low at known times; top-ups are checked then.
+                    let margin = self.surb_margin();
+                    let later = |t: Instant| (t > now).then_some(t);
+                    sends.extend(
+                        self.supply
+                            .batches
+                            .iter()
+                            .filter_map(|b| later(b.expires - margin.min(b.expires - b.at))),
+                    );
+                    sends.extend(self.nudge_at().and_then(later));
+                    sends.extend(self.supply.blocked_until.and_then(later));
+                }
+                Role::Acceptor => {
+                    if self.surbs.len() > usize::from(self.config.min_surbs) {
+                        sends.extend(self.unconfirmed_since.map(|t| t + self.config.ack_delay));
+                    }
+                }
+            }
+            times.extend(sends.into_iter().map(|t| t.max(self.next_tx)));
+        }
+        times.into_iter().min()
+    }
+}
+
+/// Why a frame did not open a stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// Not a frame for any of this node's keys.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A frame of a stream this side does not know, without an OPEN: the stream ended here
+    /// already, or never began.
+    #[error("frame of an unknown stream without OPEN")]
+    NotAnOpening,
+}

@@ -1,0 +1,897 @@
+//! The rust-libp2p driver: a [`NetworkBehaviour`] that runs the Mix Protocol and, on top of
+//! it, anonymous streams and messages.
+//!
+//! It wraps a [`libp2p_mix::Behaviour`]: the mix behaviour carries the opener's frames as
+//! one-way mix messages to the acceptor (through a random exit each time), builds the SURBs
+//! the opener sends ahead, and sends the acceptor's frames back through them. Exits deliver
+//! frames to the acceptor over `/mix/stream/1.0.0`, like any origin protocol, so the acceptor
+//! only ever talks to exits and to the first hops of SURBs. Mix events that are not the
+//! streams' own pass through as [`Event::Mix`]; [`Behaviour::mix_mut`] reaches the mix
+//! behaviour for everything else it does.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use either::Either;
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, StreamExt};
+use futures_timer::Delay;
+use libp2p_core::transport::PortUse;
+use libp2p_core::{Endpoint, Multiaddr};
+use libp2p_identity::PeerId;
+use libp2p_mix::{Destination, RequestId, SendError, SendOptions};
+use libp2p_swarm::{
+    ConnectionDenied, ConnectionHandler, ConnectionHandlerSelect, ConnectionId, FromSwarm,
+    NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use mix_sphinx::Surb;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use zeroize::Zeroizing;
+
+use super::control::{Command, Control, OpenStreamError, StreamPeer, Target, TransferError};
+use super::handler::{FrameHandler, FromHandler};
+use super::metrics::Metrics;
+use super::stream::{MixStream, Shared, lock};
+use crate::{
+    AcceptError, Connection, ConnectionError, ConnectionStats, FrameDrop, FrameLimits, Mode,
+    ReceiverKey, Role, StreamConfig, SurbBytes, SurbSource, frame,
+};
+
+/// The origin protocol id of stream frames (what exits dial the acceptor with).
+pub const CODEC: &str = "/mix/stream/1.0.0";
+
+/// Settings of the stream layer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Settings of the streams this node opens (unless given per stream) and of its side of
+    /// the streams it accepts.
+    pub stream: StreamConfig,
+    /// Streams accepted and open at once; frames opening more are dropped.
+    pub max_accepted: usize,
+    /// Streams opened by this node and open at once.
+    pub max_opened: usize,
+    /// Accepted streams waiting for [`Control::accept_stream`]; more are reset.
+    pub accept_backlog: usize,
+    /// Received messages waiting for [`Control::next_message`]; more are reset.
+    pub message_backlog: usize,
+    /// The largest message accepted; a longer one is reset when it crosses the limit.
+    pub max_message_len: usize,
+    /// How long an accepted stream that ended is kept, to acknowledge late retransmissions.
+    pub linger: Duration,
+    /// New streams accepted per second at most (each costs a Diffie-Hellman).
+    pub accept_rate: f64,
+    /// Inbound frame streams read at once per connection.
+    pub max_inbound_reads: usize,
+    /// How long an exit may take to deliver one frame.
+    pub frame_timeout: Duration,
+    /// Own mix packets waiting in the mix node's delay queue above which streams wait.
+    pub max_queued_packets: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            stream: StreamConfig::default(),
+            max_accepted: 1024,
+            max_opened: 1024,
+            accept_backlog: 64,
+            message_backlog: 256,
+            max_message_len: 256 << 20,
+            linger: Duration::from_secs(30),
+            accept_rate: 2000.0,
+            max_inbound_reads: 256,
+            frame_timeout: Duration::from_secs(10),
+            max_queued_packets: 512,
+        }
+    }
+}
+
+/// What the behaviour reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// An event of the mix behaviour that is not the streams' own.
+    Mix(libp2p_mix::Event),
+}
+
+/// Reset code: the acceptor's backlog was full.
+pub const RESET_REFUSED: u8 = 1;
+/// Reset code: a message exceeded the size limit.
+pub const RESET_TOO_LARGE: u8 = 2;
+/// Reset code: the application dropped the stream while data was still coming.
+pub const RESET_ABANDONED: u8 = 3;
+
+struct Entry {
+    shared: Arc<Mutex<Shared>>,
+    role: Role,
+    /// Opener: where frames go.
+    dest: Option<Destination>,
+    options: SendOptions,
+    /// Opener: a frame the mix node could not take yet.
+    unsent: Option<Vec<u8>>,
+    /// Opener: whether a frame ever left (a path exists).
+    sent_any: bool,
+    /// Opener of a message: the bytes still to write and who waits for the outcome.
+    outgoing: Option<(Vec<u8>, usize, Outcome)>,
+    /// Acceptor of a message: the bytes so far.
+    inbox: Option<Vec<u8>>,
+    /// When the stream ended (acceptors linger).
+    ended: Option<Instant>,
+    stats: ConnectionStats,
+}
+
+type Outcome = oneshot::Sender<Result<(), TransferError>>;
+
+/// A bounded set of ids, oldest forgotten first.
+#[derive(Debug, Default)]
+struct Recent {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Recent {
+    const CAP: usize = 16_384;
+
+    fn insert(&mut self, id: [u8; 32]) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAP
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+/// Anonymous streams and messages over the Mix Protocol, on a swarm.
+pub struct Behaviour {
+    mix: libp2p_mix::Behaviour,
+    config: Config,
+    keys: Vec<ReceiverKey>,
+    rng: StdRng,
+    streams: HashMap<[u8; 32], Entry>,
+    closed: Recent,
+    bundles: HashMap<RequestId, [u8; 32]>,
+    commands: mpsc::Receiver<Command>,
+    control: Control,
+    kicks: mpsc::UnboundedReceiver<[u8; 32]>,
+    kick: mpsc::UnboundedSender<[u8; 32]>,
+    incoming: mpsc::Sender<MixStream>,
+    messages: mpsc::Sender<Vec<u8>>,
+    /// Streams to drive on the next poll.
+    dirty: Vec<[u8; 32]>,
+    deadlines: BTreeSet<(Instant, [u8; 32])>,
+    deadline_of: HashMap<[u8; 32], Instant>,
+    timer: Delay,
+    timer_at: Option<Instant>,
+    /// Streams waiting for room in the mix node's queue.
+    waiting: bool,
+    metrics: Metrics,
+    /// Frame loss on the mixnet, learned from the streams so far: new streams start from it.
+    loss: f64,
+    accept_tokens: f64,
+    accept_refill: Instant,
+    waker: Option<Waker>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour")
+            .field("streams", &self.streams.len())
+            .field("accepting", &!self.keys.is_empty())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Behaviour {
+    /// Streams on top of `mix`. With `receiver` (this node's X25519 secret, usually its mix
+    /// key), the node also accepts streams; openers need the public half.
+    pub fn new(mix: libp2p_mix::Behaviour, receiver: Option<[u8; 32]>, config: Config) -> Self {
+        let (commands_tx, commands) = mpsc::channel(64);
+        let (kick, kicks) = mpsc::unbounded();
+        let (incoming, incoming_rx) = mpsc::channel(config.accept_backlog.max(1));
+        let (messages, messages_rx) = mpsc::channel(config.message_backlog.max(1));
+        let control = Control::new(commands_tx, incoming_rx, messages_rx);
+        let keys = receiver.map(ReceiverKey::from_bytes).into_iter().collect();
+        Self {
+            mix,
+            loss: config.stream.initial_loss,
+            accept_tokens: config.accept_rate.max(1.0),
+            accept_refill: Instant::now(),
+            config,
+            keys,
+            rng: StdRng::from_rng(&mut rand::rng()),
+            streams: HashMap::new(),
+            closed: Recent::default(),
+            bundles: HashMap::new(),
+            commands,
+            control,
+            kicks,
+            kick,
+            incoming,
+            messages,
+            dirty: Vec::new(),
+            deadlines: BTreeSet::new(),
+            deadline_of: HashMap::new(),
+            timer: Delay::new(Duration::ZERO),
+            timer_at: None,
+            waiting: false,
+            metrics: Metrics::default(),
+            waker: None,
+        }
+    }
+
+    /// A handle to open, accept and send; clones share the behaviour.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// The mix behaviour underneath.
+    pub fn mix(&self) -> &libp2p_mix::Behaviour {
+        &self.mix
+    }
+
+    /// The mix behaviour underneath, for everything else it does.
+    pub fn mix_mut(&mut self) -> &mut libp2p_mix::Behaviour {
+        &mut self.mix
+    }
+
+    /// The stream layer's metrics (register them with [`Metrics::register`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The public key openers need, if this node accepts streams.
+    pub fn receiver_key(&self) -> Option<[u8; 32]> {
+        self.keys.first().map(ReceiverKey::public)
+    }
+
+    /// Streams open now (opened and accepted).
+    pub fn active_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    fn limits(&self) -> FrameLimits {
+        let proof = self.mix.core().exit_proof_len();
+        FrameLimits {
+            forward: self.mix.max_message_size(CODEC, 0).unwrap_or(0).saturating_sub(proof),
+            reverse: self.mix.max_reply_size(),
+        }
+    }
+
+    fn resolve(&self, target: Target) -> Result<StreamPeer, OpenStreamError> {
+        match target {
+            Target::Peer(peer) => Ok(peer),
+            Target::MixNode(peer_id) => {
+                let node = self
+                    .mix
+                    .core()
+                    .pool()
+                    .get(&peer_id)
+                    .ok_or(OpenStreamError::UnknownPeer(peer_id))?;
+                Ok(StreamPeer {
+                    peer_id,
+                    addr: node.addr().clone(),
+                    key: node.mix_key().to_bytes(),
+                })
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        target: Target,
+        mode: Mode,
+        config: Option<StreamConfig>,
+    ) -> Result<[u8; 32], OpenStreamError> {
+        let peer = self.resolve(target)?;
+        let opened = self.streams.values().filter(|e| e.role == Role::Opener).count();
+        if opened >= self.config.max_opened {
+            return Err(OpenStreamError::TooManyStreams(opened));
+        }
+        let mut config = config.unwrap_or_else(|| self.config.stream.clone());
+        config.initial_loss = self.loss.clamp(0.0, 0.5);
+        let now = Instant::now();
+        let conn =
+            Connection::open(&peer.key, mode, config.clone(), self.limits(), now, &mut self.rng)
+                .map_err(OpenStreamError::Open)?;
+        let id = *conn.id();
+        let options = SendOptions {
+            path_len: Some(config.hops),
+            hop_delay: config.hop_delay,
+            jitter: Some(Duration::ZERO),
+            ..SendOptions::default()
+        };
+        self.streams.insert(
+            id,
+            Entry {
+                shared: Shared::new(conn),
+                role: Role::Opener,
+                dest: Some(Destination::Peer { peer_id: peer.peer_id, addr: peer.addr }),
+                options,
+                unsent: None,
+                sent_any: false,
+                outgoing: None,
+                inbox: None,
+                ended: None,
+                stats: ConnectionStats::default(),
+            },
+        );
+        self.metrics.opened(mode_label(mode));
+        self.metrics.active("opener", 1);
+        self.dirty.push(id);
+        Ok(id)
+    }
+
+    fn handle(&self, id: [u8; 32]) -> Option<MixStream> {
+        let entry = self.streams.get(&id)?;
+        Some(MixStream { shared: entry.shared.clone(), kick: self.kick.clone(), id })
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open { target, config, reply } => {
+                let result = self
+                    .open(target, Mode::Stream, config)
+                    .map(|id| self.handle(id).expect("just inserted"));
+                let _ = reply.send(result);
+            }
+            Command::Send { target, data, config, reply } => {
+                match self.open(target, Mode::Message, config) {
+                    Ok(id) => {
+                        if let Some(entry) = self.streams.get_mut(&id) {
+                            entry.outgoing = Some((data, 0, reply));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(TransferError::Open(e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A frame an exit delivered: to its stream, or opening a new one.
+    fn on_forward_frame(&mut self, frame: Vec<u8>) {
+        let now = Instant::now();
+        let Ok((id, _)) = frame::peek(&frame) else {
+            self.metrics.dropped("malformed");
+            return;
+        };
+        if let Some(entry) = self.streams.get(&id) {
+            if entry.role != Role::Acceptor {
+                self.metrics.dropped("wrong_direction");
+                return;
+            }
+            let result = lock(&entry.shared).conn.handle_frame(now, &frame);
+            if let Err(e) = result {
+                self.metrics.dropped(drop_label(&e));
+            }
+            self.dirty.push(id);
+            return;
+        }
+        if self.keys.is_empty() {
+            self.metrics.dropped("not_accepting");
+            return;
+        }
+        if self.closed.set.contains(&id) {
+            self.metrics.dropped("stream_ended");
+            return;
+        }
+        let accepted = self.streams.values().filter(|e| e.role == Role::Acceptor).count();
+        if accepted >= self.config.max_accepted {
+            self.metrics.dropped("too_many_streams");
+            return;
+        }
+        // Each unknown stream name costs a Diffie-Hellman per key: budget them.
+        let elapsed = now.saturating_duration_since(self.accept_refill).as_secs_f64();
+        self.accept_refill = now;
+        let cap = self.config.accept_rate.max(1.0);
+        self.accept_tokens = (self.accept_tokens + elapsed * cap).min(cap);
+        if self.accept_tokens < 1.0 {
+            self.metrics.dropped("accept_rate");
+            return;
+        }
+        self.accept_tokens -= 1.0;
+        let config =
+            StreamConfig { initial_loss: self.loss.clamp(0.0, 0.5), ..self.config.stream.clone() };
+        let conn =
+            match Connection::accept(&self.keys, &frame, config, self.limits(), now, &mut self.rng)
+            {
+                Ok(conn) => conn,
+                Err(AcceptError::NotAnOpening) => {
+                    self.metrics.dropped("unknown_stream");
+                    return;
+                }
+                Err(AcceptError::Frame(_)) => {
+                    self.metrics.dropped("authentication");
+                    return;
+                }
+            };
+        let mode = conn.mode();
+        self.metrics.accepted(mode_label(mode));
+        self.metrics.active("acceptor", 1);
+        self.streams.insert(
+            id,
+            Entry {
+                shared: Shared::new(conn),
+                role: Role::Acceptor,
+                dest: None,
+                options: SendOptions::default(),
+                unsent: None,
+                sent_any: false,
+                outgoing: None,
+                inbox: (mode == Mode::Message).then(Vec::new),
+                ended: None,
+                stats: ConnectionStats::default(),
+            },
+        );
+        if mode == Mode::Stream {
+            let handle = self.handle(id).expect("just inserted");
+            if let Err(e) = self.incoming.try_send(handle) {
+                // Nobody takes streams fast enough: refuse this one.
+                let handle = e.into_inner();
+                lock(&handle.shared).conn.reset(RESET_REFUSED);
+                drop(handle);
+                self.metrics.dropped("backlog_full");
+            }
+        }
+        self.dirty.push(id);
+    }
+
+    /// A SURB reply: a frame back from an acceptor.
+    fn on_reverse_frame(&mut self, id: [u8; 32], body: &[u8]) {
+        let Some(entry) = self.streams.get(&id) else {
+            self.metrics.dropped("stream_ended");
+            return;
+        };
+        let result = lock(&entry.shared).conn.handle_frame(Instant::now(), body);
+        if let Err(e) = result {
+            self.metrics.dropped(drop_label(&e));
+        }
+        self.dirty.push(id);
+    }
+
+    fn on_mix_event(&mut self, event: libp2p_mix::Event) -> Option<Event> {
+        match event {
+            libp2p_mix::Event::Reply { request, body, .. }
+                if self.bundles.contains_key(&request) =>
+            {
+                let id = self.bundles[&request];
+                self.on_reverse_frame(id, &body);
+                None
+            }
+            libp2p_mix::Event::SurbsExpired { bundle }
+                if self.bundles.remove(&bundle).is_some() =>
+            {
+                None
+            }
+            other => Some(Event::Mix(other)),
+        }
+    }
+
+    /// Moves one stream along: timers, the application's message bytes, frames out, and the
+    /// end of the stream.
+    fn drive(&mut self, id: [u8; 32], now: Instant) {
+        let queue_full = self.mix.core().delayed_packets() >= self.config.max_queued_packets;
+        let limits_forward = self.limits().forward;
+        let Self { mix, streams, bundles, metrics, config, .. } = self;
+        let Some(entry) = streams.get_mut(&id) else { return };
+        let mut shared = lock(&entry.shared);
+        let s = &mut *shared;
+        s.conn.handle_timeout(now);
+
+        // A message being sent: feed it as room allows.
+        if let Some((data, offset, _)) = entry.outgoing.as_mut() {
+            if let Ok(n) = s.conn.write(now, &data[*offset..]) {
+                *offset += n;
+            }
+            if *offset == data.len() {
+                s.conn.finish();
+            }
+        }
+        // A dropped handle, or a message being received: read what arrived.
+        let mut buf = [0u8; 16 * 1024];
+        if s.dropped || entry.inbox.is_some() {
+            loop {
+                match s.conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Some(inbox) = entry.inbox.as_mut() {
+                            if inbox.len() + n > config.max_message_len {
+                                s.conn.reset(RESET_TOO_LARGE);
+                                entry.inbox = None;
+                                metrics.dropped("message_too_large");
+                                break;
+                            }
+                            inbox.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut waiting = false;
+        match entry.role {
+            Role::Opener => loop {
+                let frame = match entry.unsent.take() {
+                    Some(frame) => frame,
+                    None => {
+                        if queue_full {
+                            waiting = true;
+                            break;
+                        }
+                        let dest_peer = match &entry.dest {
+                            Some(Destination::Peer { peer_id, .. }) => *peer_id,
+                            _ => break,
+                        };
+                        let mut source =
+                            Bundles { mix, bundles, id, avoid: dest_peer, options: entry.options };
+                        match s.conn.poll_transmit(now, &mut source) {
+                            Some(frame) => frame,
+                            None => break,
+                        }
+                    }
+                };
+                debug_assert!(frame.len() <= limits_forward);
+                let Some(dest) = entry.dest.as_ref() else { break };
+                match mix.send_with(dest, CODEC, &frame, entry.options) {
+                    Ok(_) => entry.sent_any = true,
+                    Err(
+                        SendError::QueueFull(_)
+                        | SendError::RateLimited(_)
+                        | SendError::TooManySurbs(_)
+                        | SendError::TooManyPendingRequests(_),
+                    ) => {
+                        entry.unsent = Some(frame);
+                        waiting = true;
+                        break;
+                    }
+                    Err(SendError::NotMixing) => {
+                        s.conn.fail(ConnectionError::Transport(SendError::NotMixing.to_string()));
+                        break;
+                    }
+                    Err(e) if !entry.sent_any => {
+                        // No path at all: say so now rather than after every retry.
+                        s.conn.fail(ConnectionError::Transport(e.to_string()));
+                        break;
+                    }
+                    Err(e) => {
+                        // A path may come back; the stream resends what this frame carried.
+                        tracing::debug!(%e, "stream frame not sent");
+                        metrics.dropped("no_path");
+                    }
+                }
+            },
+            Role::Acceptor => {
+                while let Some((surb, frame)) = s.conn.poll_transmit_reply(now) {
+                    let Ok(surb) = Surb::from_slice(&surb) else {
+                        metrics.dropped("bad_surb");
+                        continue;
+                    };
+                    if surb.first_hop().decode().is_err() {
+                        metrics.dropped("bad_surb");
+                        continue;
+                    }
+                    if let Err(e) = mix.reply_with(&[surb], &frame) {
+                        tracing::debug!(%e, "reply frame not sent");
+                        metrics.dropped("reply_failed");
+                    }
+                }
+            }
+        }
+
+        // What the application waits for may have happened.
+        s.wake();
+        let stats = s.conn.stats();
+        metrics.progress(&entry.stats, &stats, entry.role == Role::Opener);
+        entry.stats = stats;
+        let error = s.conn.error().cloned();
+        let finished = s.conn.is_finished();
+        let closed = s.conn.is_closed();
+        let eof = s.conn.is_eof();
+        let mode = s.conn.mode();
+        let timeout = s.conn.poll_timeout(now);
+        drop(shared);
+
+        if (finished || error.is_some())
+            && let Some((_, _, reply)) = entry.outgoing.take()
+        {
+            let _ = reply.send(match &error {
+                Some(e) => Err(TransferError::Connection(e.clone())),
+                None => Ok(()),
+            });
+        }
+        if entry.role == Role::Acceptor
+            && mode == Mode::Message
+            && eof
+            && let Some(inbox) = entry.inbox.take()
+            && self.messages.try_send(inbox).is_err()
+        {
+            self.metrics.dropped("message_backlog_full");
+        }
+        let Some(entry) = self.streams.get_mut(&id) else { return };
+        let over = closed || error.is_some();
+        if over && entry.ended.is_none() {
+            let outcome = match &error {
+                None => "closed",
+                Some(ConnectionError::Reset(_) | ConnectionError::LocallyReset(_)) => "reset",
+                Some(ConnectionError::Unacknowledged(_) | ConnectionError::IdleTimeout(_)) => {
+                    "timed_out"
+                }
+                Some(_) => "failed",
+            };
+            self.metrics.ended(outcome, &entry.stats);
+            self.metrics.active(role_label(entry.role), -1);
+            if error.is_none() {
+                // Streams teach the node what the network loses; new streams start from it.
+                self.loss = 0.8 * self.loss + 0.2 * entry.stats.loss;
+                self.metrics.set_loss(self.loss);
+            }
+            entry.ended = Some(now);
+        }
+        // An acceptor that ended well stays a while to acknowledge late retransmissions.
+        let linger = if entry.role == Role::Acceptor && error.is_none() {
+            self.config.linger
+        } else {
+            Duration::ZERO
+        };
+        let next = match entry.ended {
+            Some(t) if now >= t + linger => {
+                self.streams.remove(&id);
+                self.set_deadline(id, None);
+                self.closed.insert(id);
+                self.bundles.retain(|_, s| *s != id);
+                return;
+            }
+            // Still answering retransmissions while lingering.
+            Some(t) => timeout.map_or(t + linger, |at| at.min(t + linger)),
+            None => timeout.unwrap_or(now + Duration::from_secs(60)),
+        };
+        if waiting {
+            self.waiting = true;
+        }
+        self.set_deadline(id, Some(next));
+    }
+
+    fn set_deadline(&mut self, id: [u8; 32], at: Option<Instant>) {
+        if let Some(old) = self.deadline_of.remove(&id) {
+            self.deadlines.remove(&(old, id));
+        }
+        if let Some(at) = at {
+            self.deadlines.insert((at, id));
+            self.deadline_of.insert(id, at);
+        }
+    }
+
+    /// Drives everything that is due; `true` if anything was.
+    fn run(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut worked = false;
+        while let Poll::Ready(Some(command)) = self.commands.poll_next_unpin(cx) {
+            self.on_command(command);
+            worked = true;
+        }
+        while let Poll::Ready(Some(id)) = self.kicks.poll_next_unpin(cx) {
+            self.dirty.push(id);
+        }
+        let now = Instant::now();
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.deadline_of.remove(&id);
+            self.dirty.push(id);
+        }
+        if std::mem::take(&mut self.waiting) {
+            // Room may have come free in the mix node's queue.
+            self.dirty.extend(
+                self.streams.iter().filter(|(_, e)| e.role == Role::Opener).map(|(id, _)| *id),
+            );
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in dirty {
+            self.drive(id, now);
+            worked = true;
+        }
+        worked
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) {
+        let mut next = self.deadlines.first().map(|(t, _)| *t);
+        if self.waiting {
+            let soon = Instant::now() + Duration::from_millis(2);
+            next = Some(next.map_or(soon, |t| t.min(soon)));
+        }
+        let Some(at) = next else {
+            self.timer_at = None;
+            return;
+        };
+        if self.timer_at != Some(at) {
+            self.timer_at = Some(at);
+            self.timer.reset(at.saturating_duration_since(Instant::now()));
+        }
+        if self.timer.poll_unpin(cx).is_ready() {
+            self.timer_at = None;
+            cx.waker().wake_by_ref();
+        }
+    }
+}
+
+fn mode_label(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Stream => "stream",
+        Mode::Message => "message",
+    }
+}
+
+fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::Opener => "opener",
+        Role::Acceptor => "acceptor",
+    }
+}
+
+fn drop_label(e: &FrameDrop) -> &'static str {
+    match e {
+        FrameDrop::Frame(crate::FrameError::Authentication) => "authentication",
+        FrameDrop::Frame(_) => "malformed",
+        FrameDrop::Replay => "replay",
+        FrameDrop::TooOld => "too_old",
+        FrameDrop::Protocol(_) => "protocol",
+        FrameDrop::Shard(_) => "shard",
+    }
+}
+
+/// SURBs for one opener's frames, from the mix node, remembered by bundle.
+struct Bundles<'a> {
+    mix: &'a mut libp2p_mix::Behaviour,
+    bundles: &'a mut HashMap<RequestId, [u8; 32]>,
+    id: [u8; 32],
+    avoid: PeerId,
+    options: SendOptions,
+}
+
+impl SurbSource for Bundles<'_> {
+    fn make_surbs(&mut self, count: usize) -> Option<(Vec<SurbBytes>, Duration)> {
+        let bundle = self.mix.surb_bundle(count, &[self.avoid], self.options).ok()?;
+        self.bundles.insert(bundle.id, self.id);
+        let lifetime = bundle.expires.saturating_duration_since(Instant::now());
+        let surbs = bundle.surbs.iter().map(|s| Zeroizing::new(s.to_bytes().to_vec())).collect();
+        Some((surbs, lifetime))
+    }
+}
+
+type Handler = ConnectionHandlerSelect<libp2p_mix::handler::Handler, FrameHandler>;
+
+impl Behaviour {
+    fn frame_handler(&self) -> FrameHandler {
+        FrameHandler::new(
+            !self.keys.is_empty(),
+            self.config.max_inbound_reads,
+            self.config.frame_timeout,
+        )
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.mix.handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        let mix = self.mix.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )?;
+        Ok(mix.select(self.frame_handler()))
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.mix.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        let mix = self.mix.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )?;
+        Ok(mix.select(self.frame_handler()))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        self.mix.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {
+            Either::Left(mix) => self.mix.on_connection_handler_event(peer, connection, mix),
+            Either::Right(FromHandler::Frame(frame)) => self.on_forward_frame(frame),
+            Either::Right(FromHandler::Dropped(reason)) => self.metrics.dropped(reason),
+        }
+        self.wake();
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        // Bounded, so that a stream that always has work cannot starve the rest of the swarm.
+        for _ in 0..64 {
+            let worked = self.run(cx);
+            match self.mix.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    if let Some(event) = self.on_mix_event(event) {
+                        return Poll::Ready(ToSwarm::GenerateEvent(event));
+                    }
+                    continue;
+                }
+                Poll::Ready(other) => {
+                    return Poll::Ready(other.map_out(Event::Mix).map_in(Either::Left));
+                }
+                Poll::Pending => {}
+            }
+            if !worked && self.dirty.is_empty() {
+                self.poll_timer(cx);
+                self.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        self.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Behaviour {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The receiving half of one direction: shards in, ordered bytes and acknowledgements out.
+//!
+//! Shards arrive in any order, some twice, some never. A block is rebuilt once `k` distinct
+//! shards of it are in; rebuilt blocks are released in block order into the read buffer.
+//! Blocks are accepted only within the window `[next, next + window - unread)`, where `unread`
+//! counts released blocks the application has not read yet: a slow reader closes the window,
+//! and the sender stops. Memory is bounded by the window times the largest block.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::coding::{self, BlockError, Coder};
+use crate::frame::{Ack, COMPLETE, DATA_COMPRESSED, DATA_FIN, Data, MAX_ACK_BLOCKS};
+
+/// Why a shard was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// Its block is beyond the receive window.
+    #[error("block beyond the receive window")]
+    BeyondWindow,
+    /// It disagrees with its block's other shards, or its length with its block's.
+    #[error("shard inconsistent with its block")]
+    Inconsistent,
+    /// Its block is after the last block of the stream.
+    #[error("block after the end of the stream")]
+    AfterEnd,
+    /// The block it completed could not be rebuilt.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+}
+
+struct Partial {
+    k: u8,
+    n: u8,
+    flags: u8,
+    len: u32,
+    shards: Vec<Option<Vec<u8>>>,
+    bitmap: u32,
+}
+
+/// What a receiver did, for statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvStats {
+    /// Blocks rebuilt.
+    pub blocks: u64,
+    /// Blocks rebuilt with the help of parity (some data shard was missing).
+    pub recovered: u64,
+    /// Shards of blocks already complete, or repeated.
+    pub duplicate_shards: u64,
+    /// Bytes released to the application.
+    pub bytes_read: u64,
+}
+
+pub(crate) struct RecvHalf {
+    window: u32,
+    next: u32,
+    partial: BTreeMap<u32, Partial>,
+    /// Rebuilt blocks waiting for an earlier one.
+    ready: BTreeMap<u32, (Vec<u8>, bool)>,
+    readable: VecDeque<Vec<u8>>,
+    /// Bytes of the front of `readable` already read.
+    read_offset: usize,
+    readable_bytes: usize,
+    end: Option<u32>,
+    eof: bool,
+    /// Blocks completed since the last acknowledgement.
+    unacked_blocks: u32,
+    /// Since when something is not acknowledged that the sender needs to hear: a complete
+    /// block, or a shard of one it already has (it missed our acknowledgement). Shards of
+    /// blocks still incomplete wait for the next acknowledgement, which lists them.
+    unacked_since: Option<Instant>,
+    /// Reading opened a window that was half closed or more.
+    window_update: bool,
+    stats: RecvStats,
+}
+
+impl std::fmt::Debug for RecvHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvHalf")
+            .field("next", &self.next)
+            .field("partial", &self.partial.len())
+            .field("readable", &self.readable_bytes)
+            .field("eof", &self.eof)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecvHalf {
+    pub(crate) fn new(window: u32) -> Self {
+        Self {
+            window: window.max(1),
+            next: 0,
+            partial: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            readable: VecDeque::new(),
+            read_offset: 0,
+            readable_bytes: 0,
+            end: None,
+            eof: false,
+            unacked_blocks: 0,
+            unacked_since: None,
+            window_update: false,
+            stats: RecvStats::default(),
+        }
+    }
+
+    /// A half whose peer never sends (the acceptor of a message).
+    pub(crate) fn finished() -> Self {
+        let mut half = Self::new(1);
+        half.eof = true;
+        half.end = Some(0);
+        half.next = 1;
+        half
+    }
+
+    pub(crate) fn stats(&self) -> RecvStats {
+        self.stats
+    }
+
+    fn window_end(&self) -> u32 {
+        let unread = self.readable.len() as u32;
+        self.next.saturating_add(self.window.saturating_sub(unread))
+    }
+
+    /// Takes one shard.
+    pub(crate) fn on_data(
+        &mut self,
+        now: Instant,
+        data: Data,
+        coder: &mut Coder,
+    ) -> Result<(), ShardError> {
+        if data.block < self.next || self.ready.contains_key(&data.block) {
+            // The sender resends: it missed our acknowledgement. Say it again (after the usual
+            // delay, so that a burst of resent shards costs one acknowledgement).
+            self.stats.duplicate_shards += 1;
+            self.unacked_since.get_or_insert(now);
+            return Ok(());
+        }
+        if self.end.is_some_and(|end| data.block > end) {
+            return Err(ShardError::AfterEnd);
+        }
+        if data.block >= self.window_end() {
+            return Err(ShardError::BeyondWindow);
+        }
+        if data.shard.len() != coding::shard_len(data.len as usize, data.k) {
+            return Err(ShardError::Inconsistent);
+        }
+        let partial = self.partial.entry(data.block).or_insert_with(|| Partial {
+            k: data.k,
+            n: data.n,
+            flags: data.flags,
+            len: data.len,
+            shards: vec![None; usize::from(data.n)],
+            bitmap: 0,
+        });
+        if (partial.k, partial.n, partial.flags, partial.len)
+            != (data.k, data.n, data.flags, data.len)
+        {
+            return Err(ShardError::Inconsistent);
+        }
+        let bit = 1u32 << data.index;
+        if partial.bitmap & bit != 0 {
+            self.stats.duplicate_shards += 1;
+            return Ok(());
+        }
+        partial.bitmap |= bit;
+        partial.shards[usize::from(data.index)] = Some(data.shard);
+        if partial.bitmap.count_ones() < u32::from(partial.k) {
+            return Ok(());
+        }
+        let mut partial = self.partial.remove(&data.block).expect("present");
+        let missing_data = partial.shards[..usize::from(partial.k)].iter().any(Option::is_none);
+        let coded =
+            coder.decode(partial.k, partial.n, partial.len as usize, &mut partial.shards)?;
+        let bytes = coding::unpack(coded, partial.flags & DATA_COMPRESSED != 0)?;
+        let fin = partial.flags & DATA_FIN != 0;
+        if fin {
+            self.end = Some(data.block);
+            // Nothing after the end can complete.
+            self.partial.retain(|b, _| *b < data.block);
+        }
+        self.stats.blocks += 1;
+        self.stats.recovered += u64::from(missing_data);
+        self.unacked_blocks += 1;
+        self.unacked_since.get_or_insert(now);
+        self.ready.insert(data.block, (bytes, fin));
+        while let Some((bytes, fin)) = self.ready.remove(&self.next) {
+            self.next += 1;
+            if !bytes.is_empty() {
+                self.readable_bytes += bytes.len();
+                self.readable.push_back(bytes);
+            }
+            if fin {
+                self.eof = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes ready to read.
+    pub(crate) fn readable(&self) -> usize {
+        self.readable_bytes
+    }
+
+    /// Reads into `buf`; returns how many bytes (0 with nothing ready, see [`Self::is_eof`]).
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = self.readable.front() else { break };
+            let chunk = &front[self.read_offset..];
+            let take = chunk.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&chunk[..take]);
+            n += take;
+            self.read_offset += take;
+            if self.read_offset == front.len() {
+                // A sender held back by a closing window learns of the room at once.
+                if self.readable.len() as u32 * 2 >= self.window {
+                    self.window_update = true;
+                }
+                self.readable.pop_front();
+                self.read_offset = 0;
+            }
+        }
+        self.readable_bytes -= n;
+        self.stats.bytes_read += n as u64;
+        n
+    }
+
+    /// Every byte was read and the last block released.
+    pub(crate) fn is_eof(&self) -> bool {
+        self.eof && self.readable_bytes == 0
+    }
+
+    /// Whether an acknowledgement should go out now.
+    pub(crate) fn ack_due(&self, now: Instant, delay: Duration) -> bool {
+        self.window_update
+            || self.unacked_blocks >= 2
+            || (self.eof && self.unacked_blocks > 0)
+            || self.unacked_since.is_some_and(|t| now >= t + delay)
+    }
+
+    /// When an acknowledgement will be due, if one is pending.
+    pub(crate) fn ack_deadline(&self, delay: Duration) -> Option<Instant> {
+        self.unacked_since.map(|t| t + delay)
+    }
+
+    /// Whether anything is not acknowledged yet.
+    pub(crate) fn ack_pending(&self) -> bool {
+        self.unacked_since.is_some() || self.window_update || self.unacked_blocks > 0
+    }
+
+    /// The acknowledgement of what arrived (the frame fields are filled in by the caller).
+    pub(crate) fn make_ack(&mut self) -> Ack {
+        let mut blocks: Vec<(u32, u32)> = Vec::new();
+        let mut partial = self.partial.iter().map(|(b, p)| (*b, p.bitmap)).peekable();
+        let mut ready = self.ready.keys().map(|b| (*b, COMPLETE)).peekable();
+        while blocks.len() < MAX_ACK_BLOCKS {
+            let next = match (partial.peek(), ready.peek()) {
+                (Some(p), Some(r)) if p.0 < r.0 => partial.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => ready.next(),
+                (Some(_), None) => partial.next(),
+                (None, None) => None,
+            };
+            let Some(entry) = next else { break };
+            blocks.push(entry);
+        }
+        self.unacked_blocks = 0;
+        self.unacked_since = None;
+        self.window_update = false;
+        Ack { next: self.next, window_end: self.window_end(), blocks, ..Ack::default() }
+    }
+}

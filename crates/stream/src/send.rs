@@ -1,0 +1,379 @@
+//! The sending half of one direction: bytes in, shards out, until acknowledged.
+//!
+//! Written bytes wait in a bounded buffer until they fill a block, a flush or close asks for
+//! them, or they have waited [`StreamConfig::coalesce`]. Each block is compressed (when that
+//! helps), cut into `k` data shards plus parity and queued shard by shard. A block stays in
+//! flight, shards and all, until the receiver acknowledges it; the receiver's bitmaps say which
+//! shards arrived, so a block whose acknowledgement is overdue gets just the shards it still
+//! needs, with fresh parity on top. At most `window` blocks are in flight, and never beyond the
+//! window the receiver advertises: that is the flow control, and [`SendHalf::write`] takes
+//! only what the buffer has room for.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::coding::{self, Coder, MAX_BLOCK_BYTES};
+use crate::config::StreamConfig;
+use crate::frame::{Ack, COMPLETE, DATA_COMPRESSED, DATA_FIN, Data};
+
+struct Block {
+    shards: Vec<Vec<u8>>,
+    k: u8,
+    flags: u8,
+    len: u32,
+    /// Shards the receiver reported.
+    received: u32,
+    /// Shards waiting in the send queue.
+    queued: u32,
+    /// When its latest shard left.
+    last_sent: Option<Instant>,
+    retries: u32,
+}
+
+impl Block {
+    fn n(&self) -> u8 {
+        self.shards.len() as u8
+    }
+}
+
+/// Why a direction failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unacknowledged(pub(crate) u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fin {
+    Open,
+    /// Close was asked for; the last block is not formed yet.
+    Requested,
+    /// The last block is formed.
+    Sent(u32),
+}
+
+/// What a sender did, for statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    /// Bytes taken from the application.
+    pub bytes_written: u64,
+    /// Blocks formed.
+    pub blocks: u64,
+    /// Blocks whose input was compressed.
+    pub compressed_blocks: u64,
+    /// Shards handed out, first sends and resends.
+    pub shards_sent: u64,
+    /// Shards sent again.
+    pub shards_resent: u64,
+    /// Parity shards among the first sends.
+    pub parity_shards: u64,
+    /// Blocks that needed a retransmission (their first sends were not enough).
+    pub blocks_retransmitted: u64,
+}
+
+pub(crate) struct SendHalf {
+    shard_len: usize,
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` already formed into blocks.
+    taken: usize,
+    /// When the oldest unsent byte was written.
+    waiting_since: Option<Instant>,
+    flush: bool,
+    fin: Fin,
+    next_block: u32,
+    acked_below: u32,
+    peer_window_end: u32,
+    in_flight: BTreeMap<u32, Block>,
+    queue: VecDeque<(u32, u8)>,
+    failed: Option<Unacknowledged>,
+    stats: SendStats,
+}
+
+impl std::fmt::Debug for SendHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendHalf")
+            .field("buffered", &self.buffered())
+            .field("in_flight", &self.in_flight.len())
+            .field("acked_below", &self.acked_below)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SendHalf {
+    /// A sender whose frames carry shards of at most `shard_len` bytes.
+    pub(crate) fn new(shard_len: usize, window: u32) -> Self {
+        Self {
+            shard_len: shard_len.max(1),
+            buffer: Vec::new(),
+            taken: 0,
+            waiting_since: None,
+            flush: false,
+            fin: Fin::Open,
+            next_block: 0,
+            acked_below: 0,
+            peer_window_end: window,
+            in_flight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            failed: None,
+            stats: SendStats::default(),
+        }
+    }
+
+    /// A half that never sends (the opener of a message does not read, so its peer's half
+    /// is this).
+    pub(crate) fn finished() -> Self {
+        let mut half = Self::new(1, 0);
+        half.fin = Fin::Sent(0);
+        half.next_block = 1;
+        half.acked_below = 1;
+        half
+    }
+
+    pub(crate) fn stats(&self) -> SendStats {
+        self.stats
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffer.len() - self.taken
+    }
+
+    /// Takes as much of `data` as the buffer has room for.
+    pub(crate) fn write(&mut self, now: Instant, data: &[u8], config: &StreamConfig) -> usize {
+        if self.fin != Fin::Open {
+            return 0;
+        }
+        let n = data.len().min(config.send_buffer.saturating_sub(self.buffered()));
+        if n == 0 {
+            return 0;
+        }
+        if self.taken > 0 && self.taken * 2 >= self.buffer.len() {
+            self.buffer.drain(..self.taken);
+            self.taken = 0;
+        }
+        self.buffer.extend_from_slice(&data[..n]);
+        self.waiting_since.get_or_insert(now);
+        self.stats.bytes_written += n as u64;
+        n
+    }
+
+    /// Sends what is buffered without waiting for more.
+    pub(crate) fn flush(&mut self) {
+        if self.buffered() > 0 {
+            self.flush = true;
+        }
+    }
+
+    /// No more writes: what is buffered goes out, then the last block.
+    pub(crate) fn finish(&mut self) {
+        if self.fin == Fin::Open {
+            self.fin = Fin::Requested;
+        }
+    }
+
+    /// No more writes are taken.
+    pub(crate) fn is_write_closed(&self) -> bool {
+        self.fin != Fin::Open
+    }
+
+    /// Every byte was handed to the network at least once.
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.buffered() == 0 && self.queue.is_empty()
+    }
+
+    /// Closed, and the last block acknowledged.
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.fin, Fin::Sent(last) if self.acked_below > last)
+    }
+
+    pub(crate) fn failed(&self) -> Option<Unacknowledged> {
+        self.failed
+    }
+
+    /// Blocks sent and not yet acknowledged.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether a shard is ready to go now.
+    pub(crate) fn has_shard(&self, now: Instant, config: &StreamConfig) -> bool {
+        let live = |(b, i): &(u32, u8)| {
+            self.in_flight.get(b).is_some_and(|block| block.received & (1 << i) == 0)
+        };
+        self.queue.iter().any(live) || self.can_form(now, config)
+    }
+
+    fn window_open(&self, config: &StreamConfig) -> bool {
+        self.next_block < self.acked_below.saturating_add(config.window)
+            && self.next_block < self.peer_window_end
+    }
+
+    fn can_form(&self, now: Instant, config: &StreamConfig) -> bool {
+        if self.failed.is_some() || matches!(self.fin, Fin::Sent(_)) || !self.window_open(config) {
+            return false;
+        }
+        let full = self.shard_len * usize::from(config.data_shards);
+        self.buffered() >= full
+            || (self.buffered() > 0
+                && (self.flush
+                    || self.fin == Fin::Requested
+                    || self.waiting_since.is_some_and(|t| now >= t + config.coalesce)))
+            || (self.buffered() == 0 && self.fin == Fin::Requested)
+    }
+
+    /// The next shard to send, forming a block if one is due.
+    pub(crate) fn poll_shard(
+        &mut self,
+        now: Instant,
+        config: &StreamConfig,
+        coder: &mut Coder,
+        loss: f64,
+    ) -> Option<Data> {
+        loop {
+            if let Some((number, index)) = self.queue.pop_front() {
+                let Some(block) = self.in_flight.get_mut(&number) else { continue };
+                block.queued &= !(1 << index);
+                if block.received & (1 << index) != 0 {
+                    continue;
+                }
+                block.last_sent = Some(now);
+                self.stats.shards_sent += 1;
+                return Some(Data {
+                    block: number,
+                    index,
+                    k: block.k,
+                    n: block.n(),
+                    flags: block.flags,
+                    len: block.len,
+                    shard: block.shards[usize::from(index)].clone(),
+                });
+            }
+            if !self.can_form(now, config) {
+                return None;
+            }
+            self.form_block(config, coder, loss);
+        }
+    }
+
+    fn form_block(&mut self, config: &StreamConfig, coder: &mut Coder, loss: f64) {
+        let max_coded = (self.shard_len * usize::from(config.data_shards)).min(MAX_BLOCK_BYTES);
+        let input = &self.buffer[self.taken..];
+        let (coded, used, compressed) = coding::next_block(input, max_coded, config.compression);
+        self.taken += used;
+        if self.buffered() == 0 {
+            self.waiting_since = None;
+            self.flush = false;
+        }
+        let number = self.next_block;
+        self.next_block += 1;
+        let mut flags = if compressed { DATA_COMPRESSED } else { 0 };
+        if self.fin == Fin::Requested && self.buffered() == 0 {
+            flags |= DATA_FIN;
+            self.fin = Fin::Sent(number);
+        }
+        let k = coded.len().div_ceil(self.shard_len).max(1) as u8;
+        let m = config.parity(k, loss);
+        let shards = coder.encode(&coded, k, m);
+        let n = shards.len() as u8;
+        self.stats.blocks += 1;
+        self.stats.compressed_blocks += u64::from(compressed);
+        self.stats.parity_shards += u64::from(m);
+        let all = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+        self.queue.extend((0..n).map(|i| (number, i)));
+        self.in_flight.insert(
+            number,
+            Block {
+                shards,
+                k,
+                flags,
+                len: coded.len() as u32,
+                received: 0,
+                queued: all,
+                last_sent: None,
+                retries: 0,
+            },
+        );
+    }
+
+    /// An acknowledgement of this direction arrived. Old ones, overtaken by newer, change
+    /// nothing.
+    pub(crate) fn on_ack(&mut self, ack: &Ack) {
+        self.peer_window_end = self.peer_window_end.max(ack.window_end);
+        if ack.next > self.acked_below {
+            self.acked_below = ack.next.min(self.next_block);
+            let keep = self.in_flight.split_off(&self.acked_below);
+            self.in_flight = keep;
+        }
+        for &(number, bitmap) in &ack.blocks {
+            if bitmap == COMPLETE {
+                self.in_flight.remove(&number);
+            } else if let Some(block) = self.in_flight.get_mut(&number) {
+                block.received |= bitmap;
+            }
+        }
+        // Blocks below the lowest one in flight are all acknowledged.
+        self.acked_below = self.in_flight.keys().next().copied().unwrap_or(self.next_block);
+    }
+
+    /// Resends what overdue blocks still need: `k` minus what arrived, plus parity for the
+    /// measured loss, from the shards not known to have arrived. Backs off exponentially.
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        rto: Duration,
+        config: &StreamConfig,
+        loss: f64,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        for (&number, block) in &mut self.in_flight {
+            let Some(sent) = block.last_sent else { continue };
+            if block.queued != 0 || now < sent + backoff(rto, block.retries, config.max_rto) {
+                continue;
+            }
+            if block.retries >= config.max_retries {
+                self.failed = Some(Unacknowledged(number));
+                return;
+            }
+            block.retries += 1;
+            if block.retries == 1 {
+                self.stats.blocks_retransmitted += 1;
+            }
+            let have = block.received.count_ones() as u8;
+            let need = block.k.saturating_sub(have).max(1);
+            let extra = config.parity(need, loss);
+            let mut chosen = 0;
+            // Fresh picks rotate with the retry count, so a shard lost twice is not the only
+            // one tried again.
+            let n = block.n();
+            for step in 0..n {
+                let i = (step + (block.retries as u8).wrapping_mul(need)) % n;
+                if chosen == need + extra {
+                    break;
+                }
+                if block.received & (1 << i) == 0 {
+                    block.queued |= 1 << i;
+                    self.queue.push_back((number, i));
+                    chosen += 1;
+                }
+            }
+            self.stats.shards_resent += u64::from(chosen);
+        }
+    }
+
+    /// When [`Self::handle_timeout`] or the coalescing timer has something to do.
+    pub(crate) fn poll_timeout(&self, rto: Duration, config: &StreamConfig) -> Option<Instant> {
+        let retransmit = self
+            .in_flight
+            .values()
+            .filter(|b| b.queued == 0)
+            .filter_map(|b| Some(b.last_sent? + backoff(rto, b.retries, config.max_rto)))
+            .min();
+        let coalesce = self
+            .waiting_since
+            .filter(|_| self.buffered() > 0 && self.window_open(config))
+            .map(|t| t + config.coalesce);
+        [retransmit, coalesce].into_iter().flatten().min()
+    }
+}
+
+fn backoff(rto: Duration, retries: u32, max: Duration) -> Duration {
+    rto.saturating_mul(1 << retries.min(16)).min(max.max(rto))
+}

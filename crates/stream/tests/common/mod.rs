@@ -1,0 +1,160 @@
+//! A loopback network of real rust-libp2p swarms (TCP, Noise, Yamux), each a mix node that
+//! also accepts streams, for integration tests.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, reason = "test harness")]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
+use libp2p_mix::StaticPool;
+use libp2p_mix::core::{MixNode, NodePool};
+use mix_sphinx::{NodePublicKey, NodeSecretKey};
+use mix_stream::{Behaviour, Config, Control};
+
+pub struct Node {
+    pub peer_id: PeerId,
+    pub addr: Multiaddr,
+    pub mix_key: NodePublicKey,
+    pub control: Control,
+    pub metrics: mix_stream::Metrics,
+    pub mix_metrics: libp2p_mix::Metrics,
+    /// Every peer this node had a connection with.
+    pub connected: Arc<Mutex<HashSet<PeerId>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    pub fn entry(&self) -> MixNode {
+        MixNode::new(self.peer_id, self.addr.clone(), self.mix_key, true).unwrap()
+    }
+
+    /// Stops the node: its swarm, listeners and connections go away.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+
+    /// The node's metrics as Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.metrics.register(&mut registry);
+        self.mix_metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Options {
+    pub nodes: usize,
+    pub mix: libp2p_mix::Config,
+    pub streams: Config,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let mut mix = libp2p_mix::Config::default();
+        mix.core.pre_send_delay = Duration::from_millis(1);
+        mix.core.send_jitter = Duration::ZERO;
+        // No probes: the test decides who talks to whom.
+        mix.probe_interval = None;
+        Self { nodes: 6, mix, streams: Config::default() }
+    }
+}
+
+fn build_swarm(key: identity::Keypair, behaviour: Behaviour) -> Swarm<Behaviour> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(60))
+                .with_per_connection_event_buffer_size(64)
+                .with_notify_handler_buffer_size(std::num::NonZeroUsize::new(64).unwrap())
+        })
+        .build()
+}
+
+/// `n` mix nodes that all know each other (a static pool), each accepting streams.
+pub async fn network(options: Options) -> Vec<Node> {
+    let mut swarms = Vec::new();
+    for _ in 0..options.nodes {
+        let key = identity::Keypair::generate_secp256k1();
+        let peer_id = key.public().to_peer_id();
+        let secret = NodeSecretKey::generate(&mut rand::rng());
+        let public = secret.public_key();
+        let receiver = *secret.to_bytes();
+        let placeholder =
+            MixNode::new(peer_id, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), public, true).unwrap();
+        let pool: Box<dyn NodePool> = Box::new(StaticPool::default());
+        let mix = libp2p_mix::Behaviour::new(
+            placeholder,
+            secret,
+            pool,
+            Box::new(libp2p_mix::core::NoDelay),
+            options.mix.clone(),
+        );
+        let behaviour = Behaviour::new(mix, Some(receiver), options.streams.clone());
+        let mut swarm = build_swarm(key, behaviour);
+        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        swarm.behaviour_mut().mix_mut().set_local_address(addr.clone()).unwrap();
+        swarms.push((swarm, peer_id, addr, public));
+    }
+    let pool = StaticPool::new(
+        swarms
+            .iter()
+            .map(|(_, peer, addr, key)| MixNode::new(*peer, addr.clone(), *key, true).unwrap()),
+    )
+    .unwrap();
+    swarms
+        .into_iter()
+        .map(|(mut swarm, peer_id, addr, mix_key)| {
+            swarm.behaviour_mut().mix_mut().set_pool(Box::new(pool.clone()));
+            let control = swarm.behaviour().control();
+            let metrics = swarm.behaviour().metrics().clone();
+            let mix_metrics = swarm.behaviour().mix().metrics().clone();
+            let connected = Arc::new(Mutex::new(HashSet::new()));
+            let seen = connected.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                        swarm.select_next_some().await
+                    {
+                        seen.lock().unwrap().insert(peer_id);
+                    }
+                }
+            });
+            Node { peer_id, addr, mix_key, control, metrics, mix_metrics, connected, task }
+        })
+        .collect()
+}
+
+pub fn random(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut data = vec![0u8; len];
+    rand_chacha::ChaCha20Rng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
