@@ -166,6 +166,7 @@ struct ExitJob {
     body: Vec<u8>,
     read: Option<ReadRule>,
     retry: bool,
+    pooled: bool,
 }
 
 /// Work waiting for a connection to a peer.
@@ -305,7 +306,7 @@ impl Behaviour {
     pub fn register_read_rule(&mut self, codec: impl Into<String>, rule: ReadRule) {
         self.register_exit_protocol(
             codec,
-            ExitProtocol { read: Some(rule), retry_on_reset: false },
+            ExitProtocol { read: Some(rule), retry_on_reset: false, pooled: false },
         );
     }
 
@@ -512,8 +513,9 @@ impl Behaviour {
         let protocol = self.exit_protocols.get(&codec).copied().unwrap_or_default();
         let read = if surbs.is_empty() { None } else { protocol.read };
         let retry = protocol.retry_on_reset;
+        let pooled = protocol.pooled && read.is_none();
         self.exit_surbs.insert(id, (peer, codec.clone(), surbs));
-        let job = ExitJob { id, codec, body, read, retry };
+        let job = ExitJob { id, codec, body, read, retry, pooled };
         if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()) {
             self.events.push_back(exit_event(peer, *connection, job));
         } else {
@@ -672,6 +674,7 @@ fn exit_event(peer: PeerId, connection: ConnectionId, job: ExitJob) -> ToSwarm<E
             body: job.body,
             read: job.read,
             retry: job.retry,
+            pooled: job.pooled,
         },
     }
 }

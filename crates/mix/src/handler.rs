@@ -84,6 +84,8 @@ pub enum InEvent {
         read: Option<ReadRule>,
         /// Deliver once more if the destination resets the stream before replying.
         retry: bool,
+        /// Write it length-prefixed on the protocol's pooled stream (no reply is read).
+        pooled: bool,
     },
 }
 
@@ -104,12 +106,24 @@ pub enum OutEvent {
 }
 
 /// Which kind of outbound stream was opened.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum OutboundInfo {
     /// The pooled `/mix/1.0.0` stream.
     Mix,
     /// An exit delivery's stream to its destination.
     Exit(ExitId),
+    /// The pooled stream of an origin protocol whose messages are delivered framed.
+    Pooled(StreamProtocol),
+}
+
+/// The exit's pooled stream of one origin protocol: messages queue, go out in batches of
+/// length-prefixed frames, and are reported delivered once written.
+struct ExitPool {
+    writer: Writer,
+    queue: VecDeque<(ExitId, Vec<u8>)>,
+    /// Ids of the batch being written.
+    writing: Vec<ExitId>,
+    retried: bool,
 }
 
 type WriteResult = Result<Stream, (Vec<Vec<u8>>, io::Error)>;
@@ -147,6 +161,7 @@ pub struct Handler {
     /// Deliveries in flight that may be retried once.
     exits_retryable: HashMap<ExitId, ExitJob>,
     exits: futures_bounded::FuturesMap<ExitId, Result<Option<Vec<u8>>, ExitError>>,
+    pools: HashMap<StreamProtocol, ExitPool>,
     events: VecDeque<OutEvent>,
     limiter: Option<Limiter>,
 }
@@ -248,6 +263,7 @@ impl Handler {
             exits_to_open: VecDeque::new(),
             exits_opening: HashMap::new(),
             exits_retryable: HashMap::new(),
+            pools: HashMap::new(),
             events: VecDeque::new(),
             limiter: bucket.map(|bucket| Limiter { bucket, wait: None }),
             config,
@@ -304,6 +320,88 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// A pooled stream failed to open or to write: try once more, then fail its messages.
+    fn pool_failed(&mut self, protocol: &StreamProtocol, error: ExitError) {
+        let Some(pool) = self.pools.get_mut(protocol) else { return };
+        pool.writer = Writer::Closed;
+        if pool.retried {
+            pool.retried = false;
+            tracing::debug!(%error, %protocol, "pooled exit stream failed twice; dropping its messages");
+            for (id, _) in pool.queue.drain(..) {
+                self.events.push_back(OutEvent::Exit { id, result: Err(ExitError::Unreachable) });
+            }
+        } else {
+            tracing::debug!(%error, %protocol, "pooled exit stream failed; reopening once");
+            pool.retried = true;
+        }
+    }
+
+    /// Drives the pooled exit streams; returns an event to report, if any.
+    fn poll_pools(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<ConnectionHandlerEvent<ReadyUpgrade<StreamProtocol>, OutboundInfo, OutEvent>> {
+        let mut failed = Vec::new();
+        let mut open = None;
+        for (protocol, pool) in &mut self.pools {
+            loop {
+                match std::mem::replace(&mut pool.writer, Writer::Closed) {
+                    Writer::Writing(mut write) => match write.poll_unpin(cx) {
+                        Poll::Pending => {
+                            pool.writer = Writer::Writing(write);
+                            break;
+                        }
+                        Poll::Ready(Ok(stream)) => {
+                            pool.retried = false;
+                            pool.writer = Writer::Idle(stream);
+                            for id in pool.writing.drain(..) {
+                                self.events.push_back(OutEvent::Exit { id, result: Ok(None) });
+                            }
+                        }
+                        Poll::Ready(Err((batch, error))) => {
+                            // Put the unwritten batch back in front, in order, and retry once.
+                            for (id, frame) in pool.writing.drain(..).zip(batch).rev() {
+                                pool.queue.push_front((id, frame));
+                            }
+                            failed.push((protocol.clone(), ExitError::Stream(error.to_string())));
+                            break;
+                        }
+                    },
+                    Writer::Idle(stream) if !pool.queue.is_empty() => {
+                        let n = pool.queue.len().min(WRITE_BATCH);
+                        let (ids, batch): (Vec<ExitId>, Vec<Vec<u8>>) =
+                            pool.queue.drain(..n).unzip();
+                        pool.writing = ids;
+                        pool.writer = Writer::Writing(write_batch(stream, batch).boxed());
+                    }
+                    Writer::Closed if !pool.queue.is_empty() && open.is_none() => {
+                        pool.writer = Writer::Opening;
+                        open = Some(protocol.clone());
+                        break;
+                    }
+                    other => {
+                        pool.writer = other;
+                        break;
+                    }
+                }
+            }
+        }
+        for (protocol, error) in failed {
+            self.pool_failed(&protocol, error);
+        }
+        if let Some(protocol) = open {
+            return Some(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(
+                    ReadyUpgrade::new(protocol.clone()),
+                    OutboundInfo::Pooled(protocol),
+                ),
+            });
+        }
+        self.events.pop_front().map(ConnectionHandlerEvent::NotifyBehaviour)
+    }
+}
+
 fn frames(
     stream: Stream,
     timeout: Duration,
@@ -351,8 +449,22 @@ impl ConnectionHandler for Handler {
                 self.metrics.add_outbound_queue(1);
                 self.queue.push_back(protocol::length_prefixed(&frame));
             }
-            InEvent::Exit { id, protocol, body, read, retry } => {
+            InEvent::Exit { id, protocol, body, read, retry, pooled } => {
                 match StreamProtocol::try_from_owned(protocol) {
+                    Ok(protocol) if pooled && read.is_none() => {
+                        let pool = self.pools.entry(protocol).or_insert_with(|| ExitPool {
+                            writer: Writer::Closed,
+                            queue: VecDeque::new(),
+                            writing: Vec::new(),
+                            retried: false,
+                        });
+                        if pool.queue.len() >= self.config.max_queued_frames {
+                            self.events
+                                .push_back(OutEvent::Exit { id, result: Err(ExitError::Busy) });
+                            return;
+                        }
+                        pool.queue.push_back((id, protocol::length_prefixed(&body)));
+                    }
                     Ok(protocol) => {
                         self.exits_opening.insert(id, ExitJob { protocol, body, read, retry });
                         self.exits_to_open.push_back(id);
@@ -367,7 +479,10 @@ impl ConnectionHandler for Handler {
     }
 
     fn connection_keep_alive(&self) -> bool {
-        !self.queue.is_empty()
+        self.pools
+            .values()
+            .any(|p| !p.queue.is_empty() || !matches!(p.writer, Writer::Idle(_) | Writer::Closed))
+            || !self.queue.is_empty()
             || matches!(self.writer, Writer::Opening | Writer::Writing(_))
             || !self.exits.is_empty()
             || !self.exits_opening.is_empty()
@@ -446,6 +561,11 @@ impl ConnectionHandler for Handler {
             });
         }
 
+        // The exit's pooled streams to destinations.
+        if let Some(event) = self.poll_pools(cx) {
+            return Poll::Ready(event);
+        }
+
         // The pooled outbound stream.
         loop {
             match std::mem::replace(&mut self.writer, Writer::Closed) {
@@ -516,9 +636,22 @@ impl ConnectionHandler for Handler {
             }) => match info {
                 OutboundInfo::Mix => self.writer = Writer::Idle(stream),
                 OutboundInfo::Exit(id) => self.on_exit_negotiated(id, stream),
+                OutboundInfo::Pooled(protocol) => {
+                    if let Some(pool) = self.pools.get_mut(&protocol) {
+                        pool.writer = Writer::Idle(stream);
+                    }
+                }
             },
             ConnectionEvent::DialUpgradeError(DialUpgradeError { info, error }) => match info {
                 OutboundInfo::Mix => self.writer_failed(&error),
+                OutboundInfo::Pooled(protocol) => {
+                    let error = match error {
+                        StreamUpgradeError::NegotiationFailed => ExitError::Unsupported,
+                        StreamUpgradeError::Timeout => ExitError::Timeout,
+                        other => ExitError::Stream(other.to_string()),
+                    };
+                    self.pool_failed(&protocol, error);
+                }
                 OutboundInfo::Exit(id) => {
                     self.exits_opening.remove(&id);
                     let error = match error {

@@ -46,6 +46,11 @@ pub struct ExitProtocol {
     /// and deliver once more. Only for protocols where a repeated message is harmless (ping,
     /// lookups): the destination may have acted on the first one.
     pub retry_on_reset: bool,
+    /// Deliver messages that expect no reply as unsigned-varint length-prefixed frames, several
+    /// per stream, on one stream per connection kept open (as `/mix/1.0.0` carries packets),
+    /// instead of a stream per message. Only for protocols whose destinations read them that
+    /// way; it spares a stream negotiation per message.
+    pub pooled: bool,
 }
 
 /// A frame that could not be read.

@@ -32,7 +32,9 @@ pub struct StreamConfig {
     /// The longest random gap between two frames of this stream, drawn anew each time, so
     /// that a burst of shards does not leave as a burst. Zero turns it off.
     pub jitter: Duration,
-    /// Data shards of a full block (k, at most 31 with parity).
+    /// Data shards of a full block (k), at most: fewer when the measured loss calls for more
+    /// parity than fits the 32 shards a block may have. Bigger blocks spread a block's parity
+    /// (and its acknowledgement) over more data.
     pub data_shards: u8,
     /// Parity policy.
     pub redundancy: Redundancy,
@@ -49,8 +51,8 @@ pub struct StreamConfig {
     /// How long written bytes may wait for more before they are sent as a short block
     /// (`flush` sends at once).
     pub coalesce: Duration,
-    /// How long the receiving side may hold back an acknowledgement (every second complete
-    /// block is acknowledged at once).
+    /// How long the receiving side may hold back an acknowledgement (a few complete blocks,
+    /// up to four, are acknowledged at once).
     pub ack_delay: Duration,
     /// Retransmission timeout before any round trip was measured.
     pub initial_rto: Duration,
@@ -84,7 +86,7 @@ impl StreamConfig {
             hops: 3,
             hop_delay: None,
             jitter: Duration::from_micros(200),
-            data_shards: 16,
+            data_shards: 31,
             redundancy: Redundancy::Adaptive { block_loss: 0.01 },
             initial_loss: 0.05,
             compression: Some(1),
@@ -151,10 +153,25 @@ impl StreamConfig {
         Ok(())
     }
 
+    /// The most data shards a block should have at shard loss `loss`: [`Self::data_shards`],
+    /// or fewer if its parity would not fit in 32 shards.
+    pub fn block_shards(&self, loss: f64) -> u8 {
+        (1..=self.data_shards)
+            .rev()
+            .find(|&k| {
+                u32::from(k) + u32::from(self.parity_wanted(k, loss)) <= u32::from(MAX_SHARDS)
+            })
+            .unwrap_or(1)
+    }
+
     /// Parity shards for a block of `k` data shards, at measured shard loss `loss`.
-    pub(crate) fn parity(&self, k: u8, loss: f64) -> u8 {
-        let room = MAX_SHARDS - k;
-        let m = match self.redundancy {
+    pub fn parity(&self, k: u8, loss: f64) -> u8 {
+        self.parity_wanted(k, loss).min(MAX_SHARDS - k)
+    }
+
+    fn parity_wanted(&self, k: u8, loss: f64) -> u8 {
+        let room = MAX_SHARDS.saturating_sub(k).max(16);
+        match self.redundancy {
             Redundancy::Parity(0) => 0,
             Redundancy::Parity(m) => {
                 let scaled = (u32::from(m) * u32::from(k)).div_ceil(u32::from(self.data_shards));
@@ -162,16 +179,15 @@ impl StreamConfig {
             }
             Redundancy::Tolerance(t) => (f64::from(k) * t / (1.0 - t)).ceil() as u8,
             Redundancy::Adaptive { block_loss } => adaptive_parity(k, loss, block_loss, room),
-        };
-        m.min(room)
+        }
     }
 }
 
 /// The least `m` with P(more than `m` of `k + m` shards lost) ≤ `target` at shard loss `p`
-/// (with `p` at least 0.5 %, so that a clean network still carries one spare shard for big
+/// (with `p` at least 0.2 %, so that a clean network still carries one spare shard for big
 /// blocks).
 fn adaptive_parity(k: u8, p: f64, target: f64, room: u8) -> u8 {
-    let p = p.clamp(0.005, 0.6);
+    let p = p.clamp(0.002, 0.6);
     (0..=room)
         .find(|&m| binomial_tail(u32::from(k) + u32::from(m), p, u32::from(m)) <= target)
         .unwrap_or(room)
@@ -220,19 +236,27 @@ mod tests {
         let c = StreamConfig::interactive();
         // Adaptive: one spare shard on a clean network, more as loss grows.
         assert_eq!(c.parity(16, 0.0), 1);
+        assert_eq!((c.block_shards(0.0), c.parity(31, 0.0)), (31, 1));
         let at = |p| c.parity(16, p);
         assert!(at(0.05) > at(0.01) && at(0.10) > at(0.05) && at(0.30) > at(0.10));
         assert!(binomial_tail(16 + u32::from(at(0.10)), 0.10, u32::from(at(0.10))) <= 0.01);
         assert_eq!(c.parity(16, 0.9), 16, "capped at 32 shards");
+        // Lossier networks get smaller blocks, to leave room for parity.
+        let k = c.block_shards(0.10);
+        assert!(k < 31 && k + c.parity(k, 0.10) <= 32 && c.parity(k, 0.10) >= 6, "{k}");
+        assert!(c.block_shards(0.30) < k);
         assert_eq!(c.parity(1, 0.0), 0);
         assert_eq!(c.parity(1, 0.05), 1, "a single shard is sent twice on a lossy network");
-        let fixed = StreamConfig { redundancy: Redundancy::Parity(4), ..c.clone() };
+        let fixed =
+            StreamConfig { redundancy: Redundancy::Parity(4), data_shards: 16, ..c.clone() };
         assert_eq!((fixed.parity(16, 0.5), fixed.parity(8, 0.5), fixed.parity(1, 0.5)), (4, 2, 1));
-        let tolerant = StreamConfig { redundancy: Redundancy::Tolerance(0.2), ..c.clone() };
+        let tolerant =
+            StreamConfig { redundancy: Redundancy::Tolerance(0.2), data_shards: 16, ..c.clone() };
         assert_eq!(tolerant.parity(16, 0.0), 4);
         assert_eq!(StreamConfig { hops: 6, ..c.clone() }.validate(), Err(ConfigError::Hops(6)));
         assert_eq!(
-            StreamConfig { redundancy: Redundancy::Parity(17), ..c.clone() }.validate(),
+            StreamConfig { redundancy: Redundancy::Parity(17), data_shards: 16, ..c.clone() }
+                .validate(),
             Err(ConfigError::Redundancy)
         );
     }

@@ -270,6 +270,8 @@ pub struct Connection {
     /// When the highest sequence number so far arrived.
     rx_largest_at: Option<Instant>,
     rtt: Rtt,
+    /// From a block's last shard to its acknowledgement: what retransmission waits for.
+    block_rtt: Rtt,
     /// The newest frame whose acknowledgement gave a round-trip sample.
     rtt_seq: Option<u32>,
     loss: LossMeter,
@@ -374,6 +376,7 @@ impl Connection {
             block_rate: RateMeter::default(),
             rx_largest_at: None,
             rtt: Rtt::new(),
+            block_rtt: Rtt::new(),
             rtt_seq: None,
             last_heard: now,
             next_tx: now,
@@ -557,11 +560,16 @@ impl Connection {
         self.role == Role::Acceptor && self.surbs.is_empty()
     }
 
-    /// The retransmission timeout: the smoothed round trip with four deviations, plus the
-    /// time the peer may hold its acknowledgement back.
+    /// The retransmission timeout: the smoothed time from a block's last shard to its
+    /// acknowledgement, with four deviations. Before any block was acknowledged, the frames'
+    /// round trip plus the time the peer may hold its acknowledgement back.
     fn rto(&self) -> Duration {
-        let rto = self.rtt.rto(self.config.initial_rto, self.config.min_rto, self.config.max_rto);
-        (rto + self.config.ack_delay).min(self.config.max_rto)
+        let (initial, min, max) =
+            (self.config.initial_rto, self.config.min_rto, self.config.max_rto);
+        if self.block_rtt.smoothed().is_some() {
+            return self.block_rtt.rto(initial, min, max);
+        }
+        (self.rtt.rto(initial, min, max) + self.config.ack_delay).min(max)
     }
 
     /// Takes a frame from the peer.
@@ -630,7 +638,9 @@ impl Connection {
                 self.rtt_seq = Some(ack.largest_seq);
             }
             self.loss.on_sample(ack.sample_end, ack.sample_len, ack.sample_got);
-            self.send.on_ack(ack);
+            if let Some(sample) = self.send.on_ack(now, ack) {
+                self.block_rtt.sample(sample.max(Duration::from_micros(100)));
+            }
         }
         if let Some(data) = items.data {
             let refuse = match (self.role, self.mode) {
@@ -837,9 +847,13 @@ impl Connection {
         // at its current rate (the refill takes a round trip to arrive).
         // Frames lost on the way in both directions make SURBs scarcer still.
         let delivered = (1.0 - self.loss.estimate()).clamp(0.3, 1.0);
-        let rate = self.rx_rate.rate(now).max(self.block_rate.rate(now) / 2.0 + 1.0);
+        let blocks = self.block_rate.rate(now);
+        let rate = self.rx_rate.rate(now).max(blocks / 2.0 + 1.0);
         let spending = rate * self.rtt.smoothed().unwrap_or(rto).as_secs_f64() / delivered;
-        let pace = u64::from(self.config.min_surbs) + (2.0 * spending).ceil() as u64;
+        // Generous while data flows: a SURB that expires unused costs one SURB's construction
+        // per lifetime, a starved acceptor stalls the stream for a round trip.
+        let margin = if blocks > 1.0 { 8 } else { 0 };
+        let pace = u64::from(self.config.min_surbs) + margin + (4.0 * spending).ceil() as u64;
         let transit = (transit as f64 * delivered) as u64;
         let target = match self.supply.report {
             None => u64::from(self.config.initial_surbs),

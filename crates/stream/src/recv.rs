@@ -232,10 +232,15 @@ impl RecvHalf {
         self.eof && self.readable_bytes == 0
     }
 
+    /// Complete blocks acknowledged together (a few, so the sender's window keeps moving).
+    fn ack_every(&self) -> u32 {
+        (self.window / 8).clamp(2, 4)
+    }
+
     /// Whether an acknowledgement should go out now.
     pub(crate) fn ack_due(&self, now: Instant, delay: Duration) -> bool {
         self.window_update
-            || self.unacked_blocks >= 2
+            || self.unacked_blocks >= self.ack_every()
             || (self.eof && self.unacked_blocks > 0)
             || self.unacked_since.is_some_and(|t| now >= t + delay)
     }

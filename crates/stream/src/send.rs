@@ -83,6 +83,8 @@ pub(crate) struct SendHalf {
     in_flight: BTreeMap<u32, Block>,
     queue: VecDeque<(u32, u8)>,
     failed: Option<Unacknowledged>,
+    /// Data shards of the latest full block (the loss decides).
+    block_shards: u8,
     stats: SendStats,
 }
 
@@ -112,6 +114,7 @@ impl SendHalf {
             in_flight: BTreeMap::new(),
             queue: VecDeque::new(),
             failed: None,
+            block_shards: u8::MAX,
             stats: SendStats::default(),
         }
     }
@@ -208,7 +211,7 @@ impl SendHalf {
         if self.failed.is_some() || matches!(self.fin, Fin::Sent(_)) || !self.window_open(config) {
             return false;
         }
-        let full = self.shard_len * usize::from(config.data_shards);
+        let full = self.shard_len * usize::from(config.data_shards.min(self.block_shards));
         self.buffered() >= full
             || (self.buffered() > 0
                 && (self.flush
@@ -252,7 +255,8 @@ impl SendHalf {
     }
 
     fn form_block(&mut self, config: &StreamConfig, coder: &mut Coder, loss: f64) {
-        let max_coded = (self.shard_len * usize::from(config.data_shards)).min(MAX_BLOCK_BYTES);
+        self.block_shards = config.block_shards(loss);
+        let max_coded = (self.shard_len * usize::from(self.block_shards)).min(MAX_BLOCK_BYTES);
         let input = &self.buffer[self.taken..];
         let (coded, used, compressed) = coding::next_block(input, max_coded, config.compression);
         self.taken += used;
@@ -293,22 +297,31 @@ impl SendHalf {
 
     /// An acknowledgement of this direction arrived. Old ones, overtaken by newer, change
     /// nothing.
-    pub(crate) fn on_ack(&mut self, ack: &Ack) {
+    ///
+    /// Returns how long the blocks it completed took from their last shard to this
+    /// acknowledgement (blocks sent once only, as Karn's rule has it): what the retransmission
+    /// timer waits for, ack coalescing and the slowest path included.
+    pub(crate) fn on_ack(&mut self, now: Instant, ack: &Ack) -> Option<Duration> {
         self.peer_window_end = self.peer_window_end.max(ack.window_end);
+        let mut done = Vec::new();
         if ack.next > self.acked_below {
             self.acked_below = ack.next.min(self.next_block);
             let keep = self.in_flight.split_off(&self.acked_below);
-            self.in_flight = keep;
+            done.extend(std::mem::replace(&mut self.in_flight, keep).into_values());
         }
         for &(number, bitmap) in &ack.blocks {
             if bitmap == COMPLETE {
-                self.in_flight.remove(&number);
+                done.extend(self.in_flight.remove(&number));
             } else if let Some(block) = self.in_flight.get_mut(&number) {
                 block.received |= bitmap;
             }
         }
         // Blocks below the lowest one in flight are all acknowledged.
         self.acked_below = self.in_flight.keys().next().copied().unwrap_or(self.next_block);
+        done.iter()
+            .filter(|b| b.retries == 0 && b.queued == 0)
+            .filter_map(|b| Some(now.saturating_duration_since(b.last_sent?)))
+            .max()
     }
 
     /// Resends what overdue blocks still need: `k` minus what arrived, plus parity for the

@@ -34,8 +34,8 @@ fn a_megabyte_arrives_bit_exact_on_a_clean_channel() {
     // 1 MiB fills 273 data shards; parity for the assumed 5 % loss until it is measured.
     let minimum = MB.div_ceil(MIX_LIMITS.forward - 53 - 13 - 32) as u64;
     assert!(t.shards_sent < minimum * 13 / 10, "{} shards for {minimum}", t.shards_sent);
-    // Acknowledgements are few: every second block, through SURBs.
-    assert!(t.frames.1 <= t.blocks.0, "{t:?}");
+    // Acknowledgements are few: one per few blocks, through SURBs.
+    assert!(t.frames.1 * 10 <= t.frames.0, "{t:?}");
 }
 
 #[test]
@@ -163,10 +163,11 @@ fn a_reader_that_stops_reading_stops_the_writer() {
         link.elapsed() > Duration::from_secs(5)
     });
     let buffered = link.acceptor.as_ref().unwrap().readable();
-    // At most the window of blocks (each at most 16 shards) waits at the reader, and the
+    // At most the window of blocks (each at most 31 shards) waits at the reader, and the
     // writer holds at most its buffer on top of what is in flight.
-    assert!(buffered <= 8 * 16 * 3845, "{buffered}");
-    assert!(written <= buffered + 8 * 16 * 3845 + 100_000, "{written}");
+    let block = 31 * 3845;
+    assert!(buffered <= 8 * block, "{buffered}");
+    assert!(written <= buffered + 8 * block + 100_000, "{written}");
     assert!(written < data.len());
     assert!(link.opener.error().is_none(), "waiting is not an error");
     // Reading resumes: everything arrives.

@@ -386,7 +386,7 @@ pub async fn network(options: Options) -> Network {
         // new connection can displace the delivery stream. A repeated ping is harmless.
         mix.register_exit_protocol(
             PING,
-            ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true },
+            ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true, pooled: false },
         );
         mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
         if let Some(spam) = options.spam {

@@ -2,7 +2,9 @@
 //! with `--json`); none asserts on time.
 
 pub(crate) mod flood;
+pub(crate) mod loss;
 mod measure;
 pub(crate) mod node;
 pub(crate) mod pow;
 pub(crate) mod sphinx;
+pub(crate) mod stream;

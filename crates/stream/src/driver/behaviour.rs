@@ -97,6 +97,11 @@ pub enum Event {
     Mix(libp2p_mix::Event),
 }
 
+/// Frames one stream builds before the mix node gets to send them: building a frame's packet
+/// takes a Sphinx packet's worth of work, and a window's worth at once would leave the network
+/// idle, then flood it.
+const FRAMES_PER_DRIVE: usize = 8;
+
 /// Reset code: the acceptor's backlog was full.
 pub const RESET_REFUSED: u8 = 1;
 /// Reset code: a message exceeded the size limit.
@@ -164,6 +169,8 @@ pub struct Behaviour {
     messages: mpsc::Sender<Vec<u8>>,
     /// Streams to drive on the next poll.
     dirty: Vec<[u8; 32]>,
+    /// Streams that used their frame budget and go on after the mix node had its turn.
+    again: Vec<[u8; 32]>,
     deadlines: BTreeSet<(Instant, [u8; 32])>,
     deadline_of: HashMap<[u8; 32], Instant>,
     timer: Delay,
@@ -190,7 +197,12 @@ impl std::fmt::Debug for Behaviour {
 impl Behaviour {
     /// Streams on top of `mix`. With `receiver` (this node's X25519 secret, usually its mix
     /// key), the node also accepts streams; openers need the public half.
-    pub fn new(mix: libp2p_mix::Behaviour, receiver: Option<[u8; 32]>, config: Config) -> Self {
+    pub fn new(mut mix: libp2p_mix::Behaviour, receiver: Option<[u8; 32]>, config: Config) -> Self {
+        // As an exit, deliver stream frames on one pooled stream per acceptor connection.
+        mix.register_exit_protocol(
+            CODEC,
+            libp2p_mix::ExitProtocol { read: None, retry_on_reset: false, pooled: true },
+        );
         let (commands_tx, commands) = mpsc::channel(64);
         let (kick, kicks) = mpsc::unbounded();
         let (incoming, incoming_rx) = mpsc::channel(config.accept_backlog.max(1));
@@ -215,6 +227,7 @@ impl Behaviour {
             incoming,
             messages,
             dirty: Vec::new(),
+            again: Vec::new(),
             deadlines: BTreeSet::new(),
             deadline_of: HashMap::new(),
             timer: Delay::new(Duration::ZERO),
@@ -516,8 +529,16 @@ impl Behaviour {
         }
 
         let mut waiting = false;
+        let mut more = false;
+        let mut budget = FRAMES_PER_DRIVE;
         match entry.role {
             Role::Opener => loop {
+                if budget == 0 {
+                    // Let the mix node put these on the wire before building more.
+                    more = true;
+                    break;
+                }
+                budget -= 1;
                 let frame = match entry.unsent.take() {
                     Some(frame) => frame,
                     None => {
@@ -568,7 +589,10 @@ impl Behaviour {
                 }
             },
             Role::Acceptor => {
-                while let Some((surb, frame)) = s.conn.poll_transmit_reply(now) {
+                while budget > 0
+                    && let Some((surb, frame)) = s.conn.poll_transmit_reply(now)
+                {
+                    budget -= 1;
                     let Ok(surb) = Surb::from_slice(&surb) else {
                         metrics.dropped("bad_surb");
                         continue;
@@ -582,6 +606,7 @@ impl Behaviour {
                         metrics.dropped("reply_failed");
                     }
                 }
+                more = budget == 0;
             }
         }
 
@@ -655,6 +680,9 @@ impl Behaviour {
         if waiting {
             self.waiting = true;
         }
+        if more {
+            self.again.push(id);
+        }
         self.set_deadline(id, Some(next));
     }
 
@@ -694,6 +722,7 @@ impl Behaviour {
             );
         }
         let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.append(&mut self.again);
         dirty.sort_unstable();
         dirty.dedup();
         for id in dirty {
@@ -713,7 +742,9 @@ impl Behaviour {
             self.timer_at = None;
             return;
         };
-        if self.timer_at != Some(at) {
+        // Re-arming registers with the timer thread: only when the deadline moves earlier. A
+        // timer that fires early is re-armed for what is due then.
+        if self.timer_at.is_none_or(|armed| at < armed) {
             self.timer_at = Some(at);
             self.timer.reset(at.saturating_duration_since(Instant::now()));
         }
@@ -863,7 +894,8 @@ impl NetworkBehaviour for Behaviour {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
         // Bounded, so that a stream that always has work cannot starve the rest of the swarm.
         for _ in 0..64 {
-            let worked = self.run(cx);
+            // What the mix node has to send goes first; streams build more frames only when
+            // it has nothing left to hand the swarm.
             match self.mix.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(event)) => {
                     if let Some(event) = self.on_mix_event(event) {
@@ -876,6 +908,7 @@ impl NetworkBehaviour for Behaviour {
                 }
                 Poll::Pending => {}
             }
+            let worked = self.run(cx);
             if !worked && self.dirty.is_empty() {
                 self.poll_timer(cx);
                 self.waker = Some(cx.waker().clone());

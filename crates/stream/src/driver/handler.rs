@@ -7,7 +7,8 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::AsyncReadExt;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{AsyncReadExt, StreamExt};
 use libp2p_core::upgrade::{DeniedUpgrade, ReadyUpgrade};
 use libp2p_swarm::handler::{ConnectionEvent, FullyNegotiatedInbound};
 use libp2p_swarm::handler::{DialUpgradeError, FullyNegotiatedOutbound};
@@ -15,7 +16,7 @@ use libp2p_swarm::{
     ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, SubstreamProtocol,
 };
 
-use crate::frame::MAX_FRAME_LEN;
+use crate::frame::{self, MAX_FRAME_LEN};
 
 /// The protocol exits deliver frames with.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mix/stream/1.0.0");
@@ -52,7 +53,9 @@ impl ReadFailure {
 /// Reads frames from the inbound streams of one connection.
 pub struct FrameHandler {
     accepting: bool,
-    reads: futures_bounded::FuturesSet<Result<Vec<u8>, ReadFailure>>,
+    max_streams: usize,
+    timeout: Duration,
+    inbound: SelectAll<BoxStream<'static, Result<Vec<u8>, ReadFailure>>>,
     events: VecDeque<FromHandler>,
 }
 
@@ -60,35 +63,114 @@ impl std::fmt::Debug for FrameHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrameHandler")
             .field("accepting", &self.accepting)
-            .field("reads", &self.reads.len())
+            .field("inbound", &self.inbound.len())
             .finish()
     }
 }
 
 impl FrameHandler {
-    pub(crate) fn new(accepting: bool, max_reads: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(accepting: bool, max_streams: usize, timeout: Duration) -> Self {
         Self {
             accepting,
-            reads: futures_bounded::FuturesSet::new(
-                move || futures_bounded::Delay::futures_timer(timeout),
-                max_reads.max(1),
-            ),
+            max_streams: max_streams.max(1),
+            timeout,
+            inbound: SelectAll::new(),
             events: VecDeque::new(),
         }
     }
 }
 
-async fn read_frame(mut stream: Stream) -> Result<Vec<u8>, ReadFailure> {
+/// The frames of one inbound stream. Exits that know the protocol write length-prefixed
+/// frames, several per stream, on a stream they keep open; others (any exit delivering an
+/// origin protocol it knows nothing of) write one frame and close. A frame begins with its
+/// version byte; a length prefix of a frame never does, which tells the two apart.
+fn frames(stream: Stream, timeout: Duration) -> BoxStream<'static, Result<Vec<u8>, ReadFailure>> {
+    enum State {
+        Start(Stream),
+        Framed(Stream),
+        Done,
+    }
+    futures::stream::unfold(State::Start(stream), move |state| async move {
+        match state {
+            State::Done => None,
+            State::Start(mut stream) => {
+                let mut first = [0u8; 1];
+                match stream.read(&mut first).await {
+                    Ok(0) => None,
+                    Err(_) => Some((Err(ReadFailure::Io), State::Done)),
+                    Ok(_) if first[0] == frame::VERSION => {
+                        let rest = within(timeout, read_to_end(stream, first[0])).await;
+                        Some((rest, State::Done))
+                    }
+                    Ok(_) => match within(timeout, read_framed(&mut stream, first[0])).await {
+                        Ok(frame) => Some((Ok(frame), State::Framed(stream))),
+                        Err(e) => Some((Err(e), State::Done)),
+                    },
+                }
+            }
+            State::Framed(mut stream) => {
+                let mut first = [0u8; 1];
+                match stream.read(&mut first).await {
+                    Ok(0) => None,
+                    Err(_) => Some((Err(ReadFailure::Io), State::Done)),
+                    Ok(_) => match within(timeout, read_framed(&mut stream, first[0])).await {
+                        Ok(frame) => Some((Ok(frame), State::Framed(stream))),
+                        Err(e) => Some((Err(e), State::Done)),
+                    },
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// `future`, unless it takes longer than `timeout` (then a timeout failure). The frame is
+/// usually already buffered: no timer is armed for it.
+async fn within(
+    timeout: Duration,
+    future: impl Future<Output = Result<Vec<u8>, ReadFailure>>,
+) -> Result<Vec<u8>, ReadFailure> {
+    futures::pin_mut!(future);
+    if let Poll::Ready(result) = futures::poll!(future.as_mut()) {
+        return result;
+    }
+    match futures::future::select(future, futures_timer::Delay::new(timeout)).await {
+        futures::future::Either::Left((result, _)) => result,
+        futures::future::Either::Right(_) => Err(ReadFailure::Timeout),
+    }
+}
+
+async fn read_to_end(mut stream: Stream, first: u8) -> Result<Vec<u8>, ReadFailure> {
     let mut frame = Vec::with_capacity(4096);
+    frame.push(first);
     // One byte over the limit tells an oversized frame from a full one.
     let n = (&mut stream)
-        .take(MAX_FRAME_LEN as u64 + 1)
+        .take(MAX_FRAME_LEN as u64)
         .read_to_end(&mut frame)
         .await
         .map_err(|_| ReadFailure::Io)?;
-    if n > MAX_FRAME_LEN {
+    if n + 1 > MAX_FRAME_LEN {
         return Err(ReadFailure::Oversized);
     }
+    Ok(frame)
+}
+
+async fn read_framed(stream: &mut Stream, first: u8) -> Result<Vec<u8>, ReadFailure> {
+    // An unsigned varint of at most two bytes: frames are shorter than 16 KiB.
+    let mut len = usize::from(first & 0x7f);
+    if first & 0x80 != 0 {
+        let mut second = [0u8; 1];
+        stream.read_exact(&mut second).await.map_err(|_| ReadFailure::Io)?;
+        if second[0] & 0x80 != 0 {
+            return Err(ReadFailure::Oversized);
+        }
+        len |= usize::from(second[0]) << 7;
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(ReadFailure::Oversized);
+    }
+    let mut frame = vec![0u8; len];
+    stream.read_exact(&mut frame).await.map_err(|_| ReadFailure::Io)?;
     Ok(frame)
 }
 
@@ -114,7 +196,8 @@ impl ConnectionHandler for FrameHandler {
     }
 
     fn connection_keep_alive(&self) -> bool {
-        !self.reads.is_empty()
+        // Inbound streams of exits idle between frames; they do not keep a connection alone.
+        false
     }
 
     fn poll(
@@ -124,17 +207,14 @@ impl ConnectionHandler for FrameHandler {
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
-        match self.reads.poll_unpin(cx) {
-            Poll::Ready(Ok(Ok(frame))) => {
+        match self.inbound.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
                 Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(FromHandler::Frame(frame)))
             }
-            Poll::Ready(Ok(Err(failure))) => Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
-                FromHandler::Dropped(failure.label()),
-            )),
-            Poll::Ready(Err(_)) => Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
-                FromHandler::Dropped(ReadFailure::Timeout.label()),
-            )),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(failure))) => Poll::Ready(
+                ConnectionHandlerEvent::NotifyBehaviour(FromHandler::Dropped(failure.label())),
+            ),
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
 
@@ -147,10 +227,11 @@ impl ConnectionHandler for FrameHandler {
                 protocol: futures::future::Either::Left(stream),
                 ..
             }) => {
-                let full = self.reads.try_push(read_frame(stream)).is_err();
-                if full {
+                if self.inbound.len() >= self.max_streams {
                     self.events
                         .push_back(FromHandler::Dropped(ReadFailure::TooManyStreams.label()));
+                } else {
+                    self.inbound.push(frames(stream, self.timeout));
                 }
             }
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {

@@ -135,6 +135,11 @@ impl Metrics {
         }
     }
 
+    /// Frames sent so far.
+    pub fn frames_sent_total(&self) -> u64 {
+        self.frames_sent.get()
+    }
+
     /// Frames dropped, by reason (for tests and reports).
     pub fn frames_dropped(&self, reason: &'static str) -> u64 {
         self.frames_dropped.get_or_create(&Kind { kind: reason }).get()
