@@ -9,6 +9,7 @@ mod keygen;
 mod metrics_http;
 mod runtime;
 mod testnet;
+mod transfer;
 mod vectors;
 
 use std::net::SocketAddr;
@@ -91,6 +92,48 @@ enum Command {
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
+        /// After the workload, keep the nodes running (until interrupted) and print a
+        /// bootstrap address, for `mixnode send-file` and `mixnode receive`.
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Send a file over an anonymous stream to a node running `mixnode receive`; the sender
+    /// runs a mix node of its own while it does.
+    SendFile {
+        /// The file.
+        file: PathBuf,
+        /// The receiver's address, ending in /p2p/<peer id> (printed by `mixnode receive`).
+        #[arg(long)]
+        to: Multiaddr,
+        /// The receiver's stream key in hex (printed by `mixnode receive`).
+        #[arg(long)]
+        key: String,
+        /// A node of the mixnet to join through (…/p2p/<peer id>); repeatable.
+        #[arg(long, required = true)]
+        bootstrap: Vec<Multiaddr>,
+        /// Where this node listens (it serves as a mix node while it runs).
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+        listen: Multiaddr,
+        /// Stream settings: interactive (low delay) or high-anonymity (500 ms mixing delay
+        /// per hop, more parity).
+        #[arg(long, default_value = "interactive", value_parser = parse_preset)]
+        preset: mix_stream::StreamConfig,
+    },
+    /// Receive files over anonymous streams into a directory; prints the address and key
+    /// senders need. The node serves as a mix node while it runs.
+    Receive {
+        /// Where received files go.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A node of the mixnet to join through (…/p2p/<peer id>); repeatable.
+        #[arg(long, required = true)]
+        bootstrap: Vec<Multiaddr>,
+        /// Where this node listens (exits deliver here).
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+        listen: Multiaddr,
+        /// Stop after this many files (default: run until interrupted).
+        #[arg(long)]
+        count: Option<usize>,
     },
     /// Run one mix node from a configuration file.
     Run {
@@ -215,6 +258,14 @@ enum BenchCommand {
     },
 }
 
+fn parse_preset(text: &str) -> Result<mix_stream::StreamConfig, String> {
+    match text {
+        "interactive" => Ok(mix_stream::StreamConfig::interactive()),
+        "high-anonymity" => Ok(mix_stream::StreamConfig::high_anonymity()),
+        other => Err(format!("unknown preset {other:?}: interactive or high-anonymity")),
+    }
+}
+
 fn parse_paths(text: &str) -> Result<PathSelection, String> {
     match text {
         "random" => Ok(PathSelection::Random),
@@ -259,6 +310,7 @@ fn main() -> anyhow::Result<ExitCode> {
             pow,
             stream_bytes,
             json,
+            keep_running,
         } => {
             init_tracing("warn");
             let options = testnet::Options {
@@ -281,13 +333,34 @@ fn main() -> anyhow::Result<ExitCode> {
                 epoch: epoch_secs.map(|s| Duration::from_secs(s.max(3))),
                 pow: pow.map(|d| d.min(28)),
                 stream_bytes: Some(stream_bytes).filter(|n| *n > 0),
+                keep_running,
             };
-            let report = runtime()?.block_on(testnet::run(options))?;
+            let rt = runtime()?;
+            let (report, nodes) = rt.block_on(testnet::run(options))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 testnet::print(&report);
             }
+            if let Some(first) = nodes.first() {
+                let at = first.addr.clone().with(libp2p::multiaddr::Protocol::P2p(first.peer_id));
+                eprintln!("the testnet keeps running until interrupted (Ctrl-C)");
+                eprintln!("bootstrap: {at}");
+                rt.block_on(tokio::signal::ctrl_c())?;
+            }
+            drop(nodes);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SendFile { file, to, key, bootstrap, listen, preset } => {
+            init_tracing("warn");
+            let key = transfer::parse_key(&key)?;
+            runtime()?
+                .block_on(transfer::send_file(&file, &to, key, listen, &bootstrap, preset))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receive { dir, bootstrap, listen, count } => {
+            init_tracing("warn");
+            runtime()?.block_on(transfer::receive(&dir, listen, &bootstrap, count))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, metrics, bootstrap } => {

@@ -56,6 +56,8 @@ pub(crate) struct Options {
     pub(crate) pow: Option<u32>,
     /// After the messages, stream this many random bytes from one node to another.
     pub(crate) stream_bytes: Option<usize>,
+    /// Keep the nodes running after the report, until interrupted.
+    pub(crate) keep_running: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -397,7 +399,9 @@ async fn offers_none_of(
     pools.iter().all(|pool| pool.iter().all(|p| !killed.contains(p)))
 }
 
-pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
+/// Runs the testnet; returns its report and, with [`Options::keep_running`], the nodes (still
+/// running until dropped).
+pub(crate) async fn run(options: Options) -> anyhow::Result<(Report, Vec<NodeHandle>)> {
     anyhow::ensure!(
         options.nodes >= 5,
         "a testnet needs at least 5 nodes (3 hops + sender + destination)"
@@ -583,7 +587,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         before: std::mem::take(&mut tally.before),
         after: std::mem::take(&mut tally.after),
     });
-    Ok(Report {
+    let report = Report {
         nodes: nodes.len(),
         transport: if options.quic { "quic" } else { "tcp" },
         path_len: 3,
@@ -607,7 +611,17 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         hardening: hardening(&options, &nodes),
         stream,
         metrics_endpoint,
-    })
+    };
+    let kept = if options.keep_running {
+        victims.sort_unstable();
+        for &i in victims.iter().rev() {
+            nodes.remove(i);
+        }
+        nodes
+    } else {
+        Vec::new()
+    };
+    Ok((report, kept))
 }
 
 /// Streams `n` random bytes between two survivors, has the acceptor answer with their digest

@@ -156,6 +156,8 @@ pub struct ConnectionStats {
     pub rtt: Option<Duration>,
     /// The measured share of this side's frames lost.
     pub loss: f64,
+    /// Frames the loss measurement covered (0: `loss` is still the initial assumption).
+    pub loss_sampled: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -222,20 +224,20 @@ impl Supply {
         let received = self.report.map_or(0, |r| u64::from(r.received));
         let mut held = self.report.map_or(0, |r| u64::from(r.held));
         let (mut fresh, mut transit) = (0, 0);
-        for b in self.batches.iter().rev() {
+        // The acceptor spends its newest SURBs first, and drops them at about the time this
+        // side stops counting them usable: what it holds is the oldest usable ones it got.
+        for b in &self.batches {
+            if b.expires <= now + margin {
+                continue;
+            }
             let start = b.end - b.count;
-            let usable = b.expires > now + margin;
             let unreported = b.end.saturating_sub(received.max(start));
-            if usable && now < b.at + lost_after {
+            if now < b.at + lost_after {
                 transit += unreported;
             }
-            // The acceptor spends its oldest SURBs first: what it holds is the newest it got.
-            let got = b.count - unreported;
-            let take = got.min(held);
+            let take = (b.count - unreported).min(held);
             held -= take;
-            if usable {
-                fresh += take;
-            }
+            fresh += take;
         }
         (fresh, transit)
     }
@@ -283,7 +285,7 @@ pub struct Connection {
     /// Opener: the acceptor has not answered yet, so every frame says OPEN.
     open_pending: bool,
     supply: Supply,
-    /// Acceptor: SURBs held, soonest to expire first.
+    /// Acceptor: SURBs held, soonest to expire first (the newest are used first).
     surbs: VecDeque<(Instant, SurbBytes)>,
     surbs_received: u32,
     /// Acceptor: SURBs arrived since this side last sent a frame.
@@ -455,6 +457,7 @@ impl Connection {
             recv: self.recv.stats(),
             rtt: self.rtt.smoothed(),
             loss: self.loss.estimate(),
+            loss_sampled: self.loss.sampled(),
             ..self.stats
         }
     }
@@ -905,7 +908,10 @@ impl Connection {
         } else {
             return None;
         }
-        let (_, surb) = self.surbs.pop_front()?;
+        // The newest SURB first: it was built with what the opener knew last of the network
+        // (nodes that died since the older ones were made are avoided), and the older ones,
+        // if they were not needed, expire.
+        let (_, surb) = self.surbs.pop_back()?;
         let wanted = self.wanted(now);
         items.want = Some(Want {
             held: self.surbs.len().min(usize::from(u16::MAX)) as u16,

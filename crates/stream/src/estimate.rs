@@ -55,6 +55,8 @@ pub(crate) struct LossMeter {
     lost: f64,
     total: f64,
     last_end: Option<u32>,
+    /// Frames the samples covered.
+    sampled: u64,
 }
 
 impl LossMeter {
@@ -63,11 +65,16 @@ impl LossMeter {
     const HORIZON: f64 = 2048.0;
 
     pub(crate) fn new(initial: f64) -> Self {
-        Self { lost: initial * Self::PRIOR, total: Self::PRIOR, last_end: None }
+        Self { lost: initial * Self::PRIOR, total: Self::PRIOR, last_end: None, sampled: 0 }
     }
 
     pub(crate) fn estimate(&self) -> f64 {
         (self.lost / self.total).clamp(0.0, 1.0)
+    }
+
+    /// Frames the samples so far covered.
+    pub(crate) fn sampled(&self) -> u64 {
+        self.sampled
     }
 
     /// Of `len` frames numbered below `end`, `got` arrived.
@@ -86,6 +93,50 @@ impl LossMeter {
         self.lost = self.lost * keep + share * fresh;
         self.total = self.total * keep + fresh;
         self.last_end = Some(end);
+        self.sampled += fresh as u64;
+    }
+}
+
+/// What a node knows of the mixnet's loss, learned from the streams it ran: new streams start
+/// from it. A stream long enough to measure its loss (see [`LossMeter`]) says so directly; a
+/// short one only shows whether its blocks needed retransmission, and that is used as
+/// feedback: blocks that had to be sent again raise the estimate, clean blocks lower it a
+/// little each, so that about one block in a hundred needs a retransmission.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NetworkLoss {
+    estimate: f64,
+}
+
+impl NetworkLoss {
+    /// Frames of measurement that count as much as everything learned before.
+    const FULL_WEIGHT: f64 = 4096.0;
+
+    /// Starting from `initial`.
+    pub fn new(initial: f64) -> Self {
+        Self { estimate: initial.clamp(0.0, 0.5) }
+    }
+
+    /// The current estimate of the share of frames lost.
+    pub fn estimate(&self) -> f64 {
+        self.estimate
+    }
+
+    /// Learns from a stream that ended.
+    pub fn learn(&mut self, stats: &crate::ConnectionStats) {
+        let sampled = stats.loss_sampled as f64;
+        if sampled >= 64.0 {
+            let weight = (sampled / Self::FULL_WEIGHT).min(0.5);
+            self.estimate = (1.0 - weight) * self.estimate + weight * stats.loss;
+        } else if stats.send.blocks > 0 {
+            let blocks = stats.send.blocks as f64;
+            let failed = stats.send.blocks_retransmitted as f64;
+            if failed > 0.0 {
+                self.estimate = self.estimate * (1.0 + 2.0 * failed / blocks) + 0.005;
+            } else {
+                self.estimate *= 0.995f64.powf(blocks);
+            }
+        }
+        self.estimate = self.estimate.clamp(0.0, 0.5);
     }
 }
 

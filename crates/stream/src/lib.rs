@@ -39,6 +39,7 @@ pub use driver::{
     Behaviour, CODEC, Config, Control, Event, FromHandler, Metrics, MixStream, OpenStreamError,
     PROTOCOL, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE, StreamPeer, Target, TransferError,
 };
+pub use estimate::NetworkLoss;
 pub use frame::{FrameError, SurbBytes};
 pub use keys::ReceiverKey;
 pub use recv::{RecvStats, ShardError};

@@ -285,8 +285,8 @@ pub struct Transfer {
     pub shards_sent: u64,
     /// Shards sent again.
     pub shards_resent: u64,
-    /// The opener's estimate of frame loss at the end.
-    pub loss: f64,
+    /// The opener's figures at the end.
+    pub stats: crate::ConnectionStats,
 }
 
 /// Sends `data` from opener to acceptor (as a message or on a stream closed after it) and
@@ -341,6 +341,6 @@ pub fn transfer(
         blocks: (stats.send.blocks, stats.send.blocks_retransmitted),
         shards_sent: stats.send.shards_sent,
         shards_resent: stats.send.shards_resent,
-        loss: stats.loss,
+        stats,
     }
 }

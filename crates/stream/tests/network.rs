@@ -17,7 +17,9 @@ async fn stream_bytes(nodes: &[common::Node], from: usize, to: usize, data: &[u8
         let mut stream = acceptor.accept_stream().await.unwrap();
         let mut got = Vec::new();
         stream.read_to_end(&mut got).await.unwrap();
-        stream.close().await.unwrap();
+        if let Err(e) = stream.close().await {
+            panic!("acceptor close: {e}: {:?}", stream.stats());
+        }
         got
     });
     let mut stream = control.open_stream(nodes[to].peer_id).await.unwrap();
@@ -42,4 +44,153 @@ async fn one_and_fifty_megabytes_arrive_bit_exact_over_three_hops() {
     // neither end.
     let forwarded: u64 = nodes.iter().map(|n| n.mix_metrics.packets_forwarded()).sum();
     assert!(forwarded as usize >= 2 * (51 << 20) / 3900, "{forwarded}");
+}
+
+/// Each mix node drops this share of the packets it receives, so that a packet crossing three
+/// of them is lost with probability 1 − (1 − p)³ = 10 %.
+const DROP_FOR_TEN_PERCENT: f64 = 0.034_55;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_arrive_bit_exact_with_ten_percent_of_packets_dropped() {
+    let mut options = Options::default();
+    options.mix.core.drop_rate = DROP_FOR_TEN_PERCENT;
+    let nodes = network(options).await;
+    for (size, seed) in [(1usize << 20, 3), (50 << 20, 4)] {
+        let data = random(size, seed);
+        let started = Instant::now();
+        assert!(stream_bytes(&nodes, 0, 5, &data).await == data, "{size} bytes");
+        println!("{size} bytes with 10 % loss in {:?}", started.elapsed());
+    }
+    let injected: u64 =
+        nodes.iter().map(|n| n.mix_metrics.packets_dropped(libp2p_mix::DropReason::Injected)).sum();
+    let received: u64 = nodes.iter().map(|n| n.mix_metrics.packets_received()).sum();
+    let share = injected as f64 / received as f64;
+    println!("{injected} of {received} receptions dropped ({share:.4})");
+    assert!((0.025..0.045).contains(&share), "{share}");
+    let resent: u64 = nodes.iter().map(|n| n.metrics.shards_resent()).sum();
+    assert!(resent > 0, "loss was repaired by retransmission too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_survives_an_exit_killed_midway() {
+    let nodes = network(Options { nodes: 7, ..Options::default() }).await;
+    let data = random(50 << 20, 5);
+    let mut control = nodes[0].control.clone();
+    let acceptor = nodes[1].control.clone();
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = progress.clone();
+    let receiver = tokio::spawn(async move {
+        let mut stream = acceptor.accept_stream().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            seen.store(got.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        got
+    });
+    let writer = tokio::spawn({
+        let data = data.clone();
+        let peer = nodes[1].peer_id;
+        async move {
+            let mut stream = control.open_stream(peer).await.unwrap();
+            stream.write_all(&data).await.unwrap();
+            stream.close().await.unwrap();
+            stream.stats()
+        }
+    });
+    // A third of the way in, one of the five mix nodes (an exit for a fifth of the shards, a
+    // hop of others, and on return paths) dies.
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < data.len() / 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let victim = &nodes[4];
+    let delivered_before = victim.mix_metrics.deliveries();
+    victim.kill();
+    println!("killed an exit that had delivered {delivered_before} frames");
+    assert!(delivered_before > 0, "the victim was an exit of this stream");
+    let got = tokio::time::timeout(Duration::from_secs(300), receiver).await.unwrap().unwrap();
+    let stats = writer.await.unwrap();
+    assert!(got == data, "bit-exact after the exit died");
+    println!(
+        "{} shards resent, {} of {} blocks retransmitted",
+        stats.send.shards_resent, stats.send.blocks_retransmitted, stats.send.blocks
+    );
+    assert!(stats.send.shards_resent > 0, "what the dead exit swallowed was sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acceptor_learns_nothing_that_names_the_opener() {
+    let nodes = network(Options::default()).await;
+    let (opener, acceptor) = (&nodes[0], &nodes[5]);
+    let mut control = opener.control.clone();
+    let incoming = acceptor.control.clone();
+    // Two streams with data both ways: the acceptor echoes what it reads.
+    let echo = tokio::spawn(async move {
+        let mut described = Vec::new();
+        for _ in 0..2 {
+            let mut stream = incoming.accept_stream().await.unwrap();
+            described.push((format!("{stream:?}"), stream.id()));
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            stream.write_all(&got).await.unwrap();
+            stream.close().await.unwrap();
+        }
+        described
+    });
+    let data = random(300_000, 6);
+    for _ in 0..2 {
+        let mut stream = control.open_stream(acceptor.peer_id).await.unwrap();
+        stream.write_all(&data).await.unwrap();
+        stream.close().await.unwrap();
+        let mut back = Vec::new();
+        stream.read_to_end(&mut back).await.unwrap();
+        assert!(back == data, "the reverse direction, through SURBs, is bit-exact");
+    }
+    let described = echo.await.unwrap();
+    let opener_id = opener.peer_id.to_string();
+    // What the API shows of an accepted stream: a name drawn afresh for each stream.
+    assert_ne!(described[0].1, described[1].1, "streams are unlinkable by their names");
+    for (debug, _) in &described {
+        assert!(!debug.contains(&opener_id), "{debug}");
+    }
+    // The acceptor never had a connection with the opener: it heard from exits and answered
+    // to the first hops of SURBs.
+    let met = acceptor.connected.lock().unwrap().clone();
+    assert!(!met.is_empty());
+    assert!(!met.contains(&opener.peer_id), "the acceptor was connected to the opener");
+    // Its metrics count, and name nobody.
+    let text = acceptor.metrics_text();
+    assert!(text.contains("mix_stream_accepted_total"), "{text}");
+    assert!(!text.contains(&opener_id));
+    for node in &nodes {
+        assert!(!text.contains(&node.peer_id.to_string()), "metrics name a peer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_any_size_arrives_whole() {
+    let nodes = network(Options::default()).await;
+    let inbox = nodes[3].control.clone();
+    let mut control = nodes[2].control.clone();
+    for size in [0usize, 10, 1 << 20] {
+        let data = random(size, 7 + size as u64);
+        let received = tokio::spawn({
+            let inbox = inbox.clone();
+            async move { inbox.next_message().await }
+        });
+        control.send(nodes[3].peer_id, data.clone()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), received).await.unwrap().unwrap();
+        assert_eq!(got.as_deref(), Some(&data[..]), "{size} bytes");
+    }
+    // A peer that is not in the pool cannot be reached by id alone.
+    let stranger = libp2p::identity::Keypair::generate_secp256k1().public().to_peer_id();
+    assert!(matches!(
+        control.send(stranger, vec![1]).await,
+        Err(mix_stream::TransferError::Open(mix_stream::OpenStreamError::UnknownPeer(_)))
+    ));
 }

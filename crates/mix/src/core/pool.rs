@@ -122,6 +122,11 @@ pub trait NodePool: Send + fmt::Debug {
         None
     }
 
+    /// Whether `peer` is known and currently suspended as unreachable.
+    fn is_suspended(&self, _peer: &PeerId) -> bool {
+        false
+    }
+
     /// `peer` failed to accept a packet or a probe.
     fn report_unreachable(&mut self, _peer: &PeerId, _now: Instant) {}
 
@@ -256,6 +261,10 @@ impl NodePool for DynamicPool {
 
     fn get(&self, peer: &PeerId) -> Option<&MixNode> {
         self.entries.get(peer).filter(|e| e.suspended.is_none()).map(|e| &e.node)
+    }
+
+    fn is_suspended(&self, peer: &PeerId) -> bool {
+        self.entries.get(peer).is_some_and(|e| e.suspended.is_some())
     }
 
     fn rtt(&self, peer: &PeerId) -> Option<Duration> {

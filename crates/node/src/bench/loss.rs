@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use mix_stream::sim::{Channel, transfer};
-use mix_stream::{Mode, StreamConfig};
+use mix_stream::{Mode, NetworkLoss, StreamConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
@@ -50,11 +50,12 @@ pub(crate) fn run(messages: usize, bytes: usize) -> Report {
     let rows = [0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30]
         .into_iter()
         .map(|loss| {
-            let mut estimate = StreamConfig::default().initial_loss;
+            let mut network = NetworkLoss::new(StreamConfig::default().initial_loss);
             let (mut blocks, mut first, mut clean, mut delivered, mut frames) = (0, 0, 0, 0, 0);
             let mut times = Vec::new();
             let mut parity = Vec::new();
             for i in 0..messages {
+                let estimate = network.estimate();
                 let config = StreamConfig { initial_loss: estimate, ..StreamConfig::default() };
                 parity.push(f64::from(config.parity(16, estimate)));
                 let channel = Channel { loss, ..Channel::default() };
@@ -67,7 +68,8 @@ pub(crate) fn run(messages: usize, bytes: usize) -> Report {
                     times.push(t.elapsed.as_secs_f64() * 1000.0);
                 }
                 frames += t.frames.0 + t.frames.1;
-                estimate = 0.8 * estimate + 0.2 * t.loss;
+                // As a node does: each finished stream teaches the next.
+                network.learn(&t.stats);
             }
             times.sort_by(f64::total_cmp);
             let minimum = (bytes.div_ceil(payload) * messages) as f64;
@@ -94,7 +96,7 @@ pub(crate) fn run(messages: usize, bytes: usize) -> Report {
 
 pub(crate) fn print(r: &Report) {
     println!(
-        "{} messages of {} bytes per loss rate, default stream settings (adaptive parity, blocks of up to 16 data shards), deadline {:.0} s",
+        "{} messages of {} bytes per loss rate, default stream settings (adaptive parity, blocks of up to 31 data shards), deadline {:.0} s",
         r.messages_per_rate, r.message_bytes, r.deadline_s
     );
     println!(

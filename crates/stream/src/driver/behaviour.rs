@@ -37,7 +37,7 @@ use super::metrics::Metrics;
 use super::stream::{MixStream, Shared, lock};
 use crate::{
     AcceptError, Connection, ConnectionError, ConnectionStats, FrameDrop, FrameLimits, Mode,
-    ReceiverKey, Role, StreamConfig, SurbBytes, SurbSource, frame,
+    NetworkLoss, ReceiverKey, Role, StreamConfig, SurbBytes, SurbSource, frame,
 };
 
 /// The origin protocol id of stream frames (what exits dial the acceptor with).
@@ -179,7 +179,7 @@ pub struct Behaviour {
     waiting: bool,
     metrics: Metrics,
     /// Frame loss on the mixnet, learned from the streams so far: new streams start from it.
-    loss: f64,
+    loss: NetworkLoss,
     accept_tokens: f64,
     accept_refill: Instant,
     waker: Option<Waker>,
@@ -211,7 +211,7 @@ impl Behaviour {
         let keys = receiver.map(ReceiverKey::from_bytes).into_iter().collect();
         Self {
             mix,
-            loss: config.stream.initial_loss,
+            loss: NetworkLoss::new(config.stream.initial_loss),
             accept_tokens: config.accept_rate.max(1.0),
             accept_refill: Instant::now(),
             config,
@@ -307,7 +307,7 @@ impl Behaviour {
             return Err(OpenStreamError::TooManyStreams(opened));
         }
         let mut config = config.unwrap_or_else(|| self.config.stream.clone());
-        config.initial_loss = self.loss.clamp(0.0, 0.5);
+        config.initial_loss = self.loss.estimate();
         let now = Instant::now();
         let conn =
             Connection::open(&peer.key, mode, config.clone(), self.limits(), now, &mut self.rng)
@@ -411,7 +411,7 @@ impl Behaviour {
         }
         self.accept_tokens -= 1.0;
         let config =
-            StreamConfig { initial_loss: self.loss.clamp(0.0, 0.5), ..self.config.stream.clone() };
+            StreamConfig { initial_loss: self.loss.estimate(), ..self.config.stream.clone() };
         let conn =
             match Connection::accept(&self.keys, &frame, config, self.limits(), now, &mut self.rng)
             {
@@ -597,8 +597,14 @@ impl Behaviour {
                         metrics.dropped("bad_surb");
                         continue;
                     };
-                    if surb.first_hop().decode().is_err() {
+                    let Ok((_, first_hop)) = surb.first_hop().decode() else {
                         metrics.dropped("bad_surb");
+                        continue;
+                    };
+                    if mix.core().pool().is_suspended(&first_hop) {
+                        // Its first hop is down here: the frame would be lost (the stream
+                        // sends it again through another SURB).
+                        metrics.dropped("surb_hop_down");
                         continue;
                     }
                     if let Err(e) = mix.reply_with(&[surb], &frame) {
@@ -652,10 +658,10 @@ impl Behaviour {
             };
             self.metrics.ended(outcome, &entry.stats);
             self.metrics.active(role_label(entry.role), -1);
-            if error.is_none() {
+            if error.is_none() && entry.role == Role::Opener {
                 // Streams teach the node what the network loses; new streams start from it.
-                self.loss = 0.8 * self.loss + 0.2 * entry.stats.loss;
-                self.metrics.set_loss(self.loss);
+                self.loss.learn(&entry.stats);
+                self.metrics.set_loss(self.loss.estimate());
             }
             entry.ended = Some(now);
         }

@@ -135,6 +135,11 @@ impl Metrics {
         }
     }
 
+    /// Shards sent again so far.
+    pub fn shards_resent(&self) -> u64 {
+        self.shards_resent.get()
+    }
+
     /// Frames sent so far.
     pub fn frames_sent_total(&self) -> u64 {
         self.frames_sent.get()

@@ -18,13 +18,20 @@ pub(crate) struct Shared {
     pub(crate) conn: Connection,
     pub(crate) reader: Option<Waker>,
     pub(crate) writer: Option<Waker>,
+    pub(crate) closer: Option<Waker>,
     /// The application dropped its handle: reads are discarded from now on.
     pub(crate) dropped: bool,
 }
 
 impl Shared {
     pub(crate) fn new(conn: Connection) -> Arc<Mutex<Self>> {
-        Arc::new(Mutex::new(Self { conn, reader: None, writer: None, dropped: false }))
+        Arc::new(Mutex::new(Self {
+            conn,
+            reader: None,
+            writer: None,
+            closer: None,
+            dropped: false,
+        }))
     }
 
     pub(crate) fn wake(&mut self) {
@@ -32,6 +39,9 @@ impl Shared {
             w.wake();
         }
         if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+        if let Some(w) = self.closer.take() {
             w.wake();
         }
     }
@@ -87,6 +97,25 @@ impl MixStream {
 
     fn kick(&self) {
         let _ = self.kick.unbounded_send(self.id);
+    }
+
+    /// Resolves once the stream is over on this side: both directions ended and everything
+    /// this side owed the peer (its last acknowledgement) was handed to the mixnet, or the
+    /// stream failed. An application about to exit waits for it after `close` and reading to
+    /// the end, so that its peer is not left waiting for an acknowledgement.
+    pub async fn closed(&mut self) -> Result<(), io::Error> {
+        futures::future::poll_fn(|cx| {
+            let mut shared = lock(&self.shared);
+            if let Some(e) = shared.conn.error() {
+                return Poll::Ready(Err(io_error(e.clone())));
+            }
+            if shared.conn.is_closed() {
+                return Poll::Ready(Ok(()));
+            }
+            shared.closer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 }
 

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
 use libp2p_mix::StaticPool;
-use libp2p_mix::core::{MixNode, NodePool};
+use libp2p_mix::core::{DynamicPool, MixNode, NodePool};
 use mix_sphinx::{NodePublicKey, NodeSecretKey};
 use mix_stream::{Behaviour, Config, Control};
 
@@ -116,12 +116,11 @@ pub async fn network(options: Options) -> Vec<Node> {
         swarm.behaviour_mut().mix_mut().set_local_address(addr.clone()).unwrap();
         swarms.push((swarm, peer_id, addr, public));
     }
-    let pool = StaticPool::new(
-        swarms
-            .iter()
-            .map(|(_, peer, addr, key)| MixNode::new(*peer, addr.clone(), *key, true).unwrap()),
-    )
-    .unwrap();
+    // A dynamic pool of configured entries, as a node runs: unreachable nodes are suspended.
+    let mut pool = DynamicPool::new();
+    for (_, peer, addr, key) in &swarms {
+        pool.insert_static(MixNode::new(*peer, addr.clone(), *key, true).unwrap());
+    }
     swarms
         .into_iter()
         .map(|(mut swarm, peer_id, addr, mix_key)| {
