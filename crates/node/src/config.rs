@@ -35,6 +35,95 @@ pub(crate) struct FileConfig {
     rotation: Option<RotationSection>,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    streams: StreamsSection,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum PresetName {
+    Interactive,
+    HighAnonymity,
+}
+
+/// Anonymous streams and messages (`mix-stream`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StreamsSection {
+    accept: bool,
+    preset: PresetName,
+    hops: Option<usize>,
+    hop_delay_ms: Option<u64>,
+    jitter_ms: Option<f64>,
+    data_shards: Option<u8>,
+    parity: Option<u8>,
+    tolerance: Option<f64>,
+    compression: Option<bool>,
+    window: Option<u32>,
+    max_message_mb: Option<usize>,
+    max_accepted: Option<usize>,
+}
+
+impl Default for StreamsSection {
+    fn default() -> Self {
+        Self {
+            accept: true,
+            preset: PresetName::Interactive,
+            hops: None,
+            hop_delay_ms: None,
+            jitter_ms: None,
+            data_shards: None,
+            parity: None,
+            tolerance: None,
+            compression: None,
+            window: None,
+            max_message_mb: None,
+            max_accepted: None,
+        }
+    }
+}
+
+impl StreamsSection {
+    fn config(&self) -> anyhow::Result<mix_stream::Config> {
+        let mut stream = match self.preset {
+            PresetName::Interactive => mix_stream::StreamConfig::interactive(),
+            PresetName::HighAnonymity => mix_stream::StreamConfig::high_anonymity(),
+        };
+        if let Some(hops) = self.hops {
+            stream.hops = hops;
+        }
+        if let Some(ms) = self.hop_delay_ms {
+            stream.hop_delay = Some(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.jitter_ms {
+            anyhow::ensure!(ms.is_finite() && ms >= 0.0, "streams.jitter_ms must be >= 0");
+            stream.jitter = Duration::from_secs_f64(ms / 1000.0);
+        }
+        if let Some(k) = self.data_shards {
+            stream.data_shards = k;
+        }
+        match (self.parity, self.tolerance) {
+            (Some(_), Some(_)) => bail!("streams: give parity or tolerance, not both"),
+            (Some(m), None) => stream.redundancy = mix_stream::Redundancy::Parity(m),
+            (None, Some(t)) => stream.redundancy = mix_stream::Redundancy::Tolerance(t),
+            (None, None) => {}
+        }
+        if let Some(on) = self.compression {
+            stream.compression = on.then_some(1);
+        }
+        if let Some(window) = self.window {
+            stream.window = window;
+        }
+        stream.validate().context("[streams]")?;
+        let mut config = mix_stream::Config { stream, ..mix_stream::Config::default() };
+        if let Some(mb) = self.max_message_mb {
+            config.max_message_len = mb.saturating_mul(1 << 20);
+        }
+        if let Some(n) = self.max_accepted {
+            config.max_accepted = n;
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +452,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     config.max_inbound_streams = l.max_inbound_streams;
     config.max_connections_per_peer = l.max_connections_per_peer.max(1);
     config.core.max_delayed_packets = l.max_delayed_packets;
+    let streams = file.streams.config()?;
     let spam = match &file.spam {
         Some(s) => {
             if s.difficulty > 32 {
@@ -399,7 +489,8 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             config,
             echo: file.network.echo,
             spam,
-            streams: mix_stream::Config::default(),
+            streams,
+            accept_streams: file.streams.accept,
         },
         metrics: file.metrics.map(|m| m.listen),
     })
@@ -508,6 +599,34 @@ mod tests {
         }
         let negative = EXAMPLE.replace("rate = 2.0", "rate = -1.0");
         assert!(format!("{:#}", parse(&negative).err().unwrap()).contains("cover.rate"));
+    }
+
+    #[test]
+    fn the_streams_section_picks_a_preset_and_refuses_impossible_settings() {
+        let loaded = parse(EXAMPLE).unwrap();
+        assert!(loaded.spec.accept_streams);
+        assert_eq!(loaded.spec.streams.stream, mix_stream::StreamConfig::interactive());
+        let anonymous = EXAMPLE.replace(
+            "preset = \"interactive\"",
+            "preset = \"high-anonymity\"\nhops = 5\nparity = 6",
+        );
+        let loaded = parse(&anonymous).unwrap();
+        let s = &loaded.spec.streams.stream;
+        assert_eq!((s.hops, s.hop_delay), (5, Some(Duration::from_millis(500))));
+        assert_eq!(s.redundancy, mix_stream::Redundancy::Parity(6));
+        let off = EXAMPLE.replace("accept = true", "accept = false");
+        assert!(!parse(&off).unwrap().spec.accept_streams);
+        for (edit, why) in [
+            ("hops = 7", "3 to 5"),
+            ("parity = 2\ntolerance = 0.1", "not both"),
+            ("data_shards = 40", "data shards"),
+            ("window = 0", "must be positive"),
+        ] {
+            let bad = EXAMPLE
+                .replace("preset = \"interactive\"", &format!("preset = \"interactive\"\n{edit}"));
+            let err = format!("{:#}", parse(&bad).err().unwrap());
+            assert!(err.contains(why), "{edit}: {err}");
+        }
     }
 
     #[test]

@@ -125,8 +125,10 @@ pub(crate) struct NodeSpec {
     pub(crate) echo: bool,
     /// Spam protection, the same on every node of the network.
     pub(crate) spam: Option<libp2p_mix::spam::SpamConfig>,
-    /// Settings of the stream layer (the node accepts streams with its mix key).
+    /// Settings of the stream layer.
     pub(crate) streams: mix_stream::Config,
+    /// Accept streams and messages, with the node's mix key.
+    pub(crate) accept_streams: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, libp2p_mix::SendError>>;
@@ -324,7 +326,8 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         None => (None, Vec::new()),
     };
     let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
-    let stream = mix_stream::Behaviour::new(mix, Some(stream_secret), spec.streams);
+    let receiver = spec.accept_streams.then_some(stream_secret);
+    let stream = mix_stream::Behaviour::new(mix, receiver, spec.streams);
     let behaviour = NodeBehaviour { stream, discovery: discovery.into(), ping, echo: echo.into() };
     let mut swarm = build_swarm(spec.identity, behaviour)?;
 

@@ -257,6 +257,7 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         echo: true,
         spam,
         streams: mix_stream::Config::default(),
+        accept_streams: true,
     })
 }
 

@@ -59,6 +59,7 @@ fn spec(listen: Multiaddr, bootstrap: &[Multiaddr]) -> anyhow::Result<NodeSpec> 
         echo: false,
         spam: None,
         streams: mix_stream::Config::default(),
+        accept_streams: true,
     })
 }
 

@@ -173,3 +173,108 @@ fn testnet_streams_a_megabyte_bit_exact_over_three_hops() {
     // 1 MiB of random bytes fills at least 273 frames of 3845 bytes.
     assert!(stream["frames_sent"].as_u64().unwrap() >= 273, "{report}");
 }
+
+/// Reads `child`'s stderr until a line starting with `prefix`; returns the rest of it.
+fn wait_for_line(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    prefix: &str,
+) -> String {
+    for line in lines.by_ref().take(200) {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_owned();
+        }
+    }
+    panic!("no line starting with {prefix:?}");
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn send_file_reaches_receive_bit_exact_through_a_testnet() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mixnode"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A testnet that stays up, and tells where to join it.
+    let mut testnet = Killed(spawn(&[
+        "testnet",
+        "--nodes",
+        "6",
+        "--messages",
+        "5",
+        "--requests",
+        "0",
+        "--stream-bytes",
+        "0",
+        "--delay-ms",
+        "2",
+        "--keep-running",
+    ]));
+    let mut lines = std::io::BufReader::new(testnet.0.stderr.take().unwrap()).lines();
+    let bootstrap = wait_for_line(&mut lines, "bootstrap:");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Killed(spawn(&[
+        "receive",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--bootstrap",
+        &bootstrap,
+        "--count",
+        "1",
+    ]));
+    let mut rx_lines = std::io::BufReader::new(receiver.0.stderr.take().unwrap()).lines();
+    let to = wait_for_line(&mut rx_lines, "to:");
+    let key = wait_for_line(&mut rx_lines, "key:");
+
+    let file = dir.path().join("payload.bin");
+    let data: Vec<u8> =
+        (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let out = mixnode(&[
+        "send-file",
+        file.to_str().unwrap(),
+        "--to",
+        &to,
+        "--key",
+        &key,
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("verified by the receiver's SHA-256"), "{report}");
+    // The receiver saves it under its own name, next to where it was read from (a new name,
+    // since the original is there).
+    let status = receiver.0.wait().unwrap();
+    assert!(status.success());
+    let saved = std::fs::read(dir.path().join("payload.bin.1")).unwrap();
+    assert!(saved == data, "the received file differs");
+
+    // A wrong key is refused before anything is sent.
+    let out = mixnode(&[
+        "send-file",
+        file.to_str().unwrap(),
+        "--to",
+        &to,
+        "--key",
+        "00",
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    assert!(!out.status.success());
+}

@@ -7,10 +7,11 @@ use crate::frame::MAX_SHARDS;
 /// How much parity a block gets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Redundancy {
-    /// This many parity shards for a block of [`StreamConfig::data_shards`] data shards (and
-    /// proportionally fewer, at least one, for smaller blocks).
+    /// This many parity shards (at most 16) for a block of [`StreamConfig::data_shards`] data
+    /// shards, and proportionally fewer, at least one, for smaller blocks.
     Parity(u8),
-    /// Enough parity for a block to survive the loss of this share of its shards.
+    /// Enough parity for a block to survive the loss of this share of its shards (at most a
+    /// half).
     Tolerance(f64),
     /// Parity from the loss measured on the stream (through its acknowledgements): the least
     /// that keeps the chance of a block needing a retransmission below `block_loss`. A stream
@@ -137,7 +138,8 @@ impl StreamConfig {
         }
         let share_ok = |x: f64| x.is_finite() && (0.0..1.0).contains(&x);
         let redundancy_ok = match self.redundancy {
-            Redundancy::Parity(m) => usize::from(self.data_shards) + usize::from(m) <= 32,
+            // Blocks shrink to fit their parity in 32 shards.
+            Redundancy::Parity(m) => m <= 16,
             Redundancy::Tolerance(t) => share_ok(t) && t <= 0.5,
             Redundancy::Adaptive { block_loss } => share_ok(block_loss) && block_loss > 0.0,
         };
@@ -215,7 +217,7 @@ pub enum ConfigError {
     #[error("{0} data shards: 1 to 31")]
     DataShards(u8),
     /// The redundancy or loss settings are out of range.
-    #[error("redundancy out of range (parity within 32 shards, shares below 1)")]
+    #[error("redundancy out of range (parity at most 16, tolerance at most 0.5, shares below 1)")]
     Redundancy,
     /// A window, buffer or SURB limit is zero or inconsistent.
     #[error("window, buffer and SURB limits must be positive")]

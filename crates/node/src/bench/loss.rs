@@ -36,8 +36,10 @@ pub(crate) struct Row {
     delivered: f64,
     /// Frames sent (both ways) per frame of payload.
     frames_per_payload_frame: f64,
-    /// Parity the loss estimate settled on, for a full block of 16.
-    parity: f64,
+    /// The loss the node had learned, over the second half of the messages.
+    loss_learned: f64,
+    /// Parity shards sent per data shard.
+    parity_per_data: f64,
     completion_ms_mean: f64,
     completion_ms_p95: f64,
 }
@@ -53,11 +55,12 @@ pub(crate) fn run(messages: usize, bytes: usize) -> Report {
             let mut network = NetworkLoss::new(StreamConfig::default().initial_loss);
             let (mut blocks, mut first, mut clean, mut delivered, mut frames) = (0, 0, 0, 0, 0);
             let mut times = Vec::new();
-            let mut parity = Vec::new();
+            let mut learned = Vec::new();
+            let (mut parity, mut data_shards) = (0u64, 0u64);
             for i in 0..messages {
                 let estimate = network.estimate();
                 let config = StreamConfig { initial_loss: estimate, ..StreamConfig::default() };
-                parity.push(f64::from(config.parity(16, estimate)));
+                learned.push(estimate);
                 let channel = Channel { loss, ..Channel::default() };
                 let t = transfer(Mode::Message, &data, config, channel, i as u64, deadline);
                 blocks += t.blocks.0;
@@ -68,6 +71,9 @@ pub(crate) fn run(messages: usize, bytes: usize) -> Report {
                     times.push(t.elapsed.as_secs_f64() * 1000.0);
                 }
                 frames += t.frames.0 + t.frames.1;
+                let first_sends = t.shards_sent - t.shards_resent;
+                parity += t.stats.send.parity_shards;
+                data_shards += first_sends - t.stats.send.parity_shards;
                 // As a node does: each finished stream teaches the next.
                 network.learn(&t.stats);
             }
@@ -79,8 +85,9 @@ pub(crate) fn run(messages: usize, bytes: usize) -> Report {
                 messages_first_try: clean as f64 / messages as f64,
                 delivered: delivered as f64 / messages as f64,
                 frames_per_payload_frame: frames as f64 / minimum,
-                parity: parity.iter().skip(messages / 2).sum::<f64>()
+                loss_learned: learned.iter().skip(messages / 2).sum::<f64>()
                     / (messages - messages / 2).max(1) as f64,
+                parity_per_data: parity as f64 / data_shards.max(1) as f64,
                 completion_ms_mean: times.iter().sum::<f64>() / times.len().max(1) as f64,
                 completion_ms_p95: times.get(times.len() * 95 / 100).copied().unwrap_or(f64::NAN),
             }
@@ -100,18 +107,19 @@ pub(crate) fn print(r: &Report) {
         r.messages_per_rate, r.message_bytes, r.deadline_s
     );
     println!(
-        "| loss | blocks first try | messages first try | delivered | frames / payload frame | parity per 16 | completion mean | p95 |"
+        "| loss | blocks first try | messages first try | delivered | frames / payload frame | loss learned | parity / data | completion mean | p95 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in &r.rows {
         println!(
-            "| {:.0} % | {:.4} | {:.3} | {:.3} | {:.2} | {:.1} | {:.0} ms | {:.0} ms |",
+            "| {:.0} % | {:.4} | {:.3} | {:.3} | {:.2} | {:.3} | {:.2} | {:.0} ms | {:.0} ms |",
             row.loss * 100.0,
             row.blocks_first_try,
             row.messages_first_try,
             row.delivered,
             row.frames_per_payload_frame,
-            row.parity,
+            row.loss_learned,
+            row.parity_per_data,
             row.completion_ms_mean,
             row.completion_ms_p95
         );

@@ -165,6 +165,7 @@ pub(crate) fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
         echo: false,
         spam: None,
         streams: mix_stream::Config::default(),
+        accept_streams: true,
     })
 }
 
