@@ -37,6 +37,130 @@ pub(crate) struct FileConfig {
     limits: LimitsSection,
     #[serde(default)]
     streams: StreamsSection,
+    gossip: Option<GossipSection>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum ForwardingName {
+    Immediate,
+    Window,
+    Poisson,
+}
+
+/// Privacy-hardened gossip (`mix-gossip`); on when the section is present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct GossipSection {
+    topics: Vec<String>,
+    bootstrap: Vec<Multiaddr>,
+    forwarding: ForwardingName,
+    window_ms: u64,
+    max_batch: usize,
+    poisson_mean_ms: u64,
+    poisson_cap_ms: u64,
+    rotation: bool,
+    rotation_interval_s: u64,
+    rotation_jitter_s: u64,
+    rotation_count: usize,
+    active_view: usize,
+    passive_view: usize,
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        let gossip = mix_gossip::Config::default();
+        let rotation = mix_gossip::RotationConfig::default();
+        Self {
+            topics: Vec::new(),
+            bootstrap: Vec::new(),
+            forwarding: ForwardingName::Window,
+            window_ms: 150,
+            max_batch: 64,
+            poisson_mean_ms: 50,
+            poisson_cap_ms: 500,
+            rotation: true,
+            rotation_interval_s: rotation.interval.as_secs(),
+            rotation_jitter_s: rotation.jitter.as_secs(),
+            rotation_count: rotation.count,
+            active_view: gossip.membership.active_view,
+            passive_view: gossip.membership.passive_view,
+        }
+    }
+}
+
+impl GossipSection {
+    fn spec(&self) -> anyhow::Result<crate::runtime::GossipSpec> {
+        use mix_gossip::Forwarding;
+        let ms = Duration::from_millis;
+        let forwarding = match self.forwarding {
+            ForwardingName::Immediate => Forwarding::Immediate,
+            ForwardingName::Window => {
+                anyhow::ensure!(
+                    (10..=5000).contains(&self.window_ms),
+                    "gossip.window_ms must be 10 to 5000 (100 to 200 recommended)"
+                );
+                anyhow::ensure!(
+                    (1..=1024).contains(&self.max_batch),
+                    "gossip.max_batch must be 1 to 1024 (16 to 256 recommended)"
+                );
+                Forwarding::Window {
+                    window: ms(self.window_ms),
+                    min_batch: 1,
+                    max_batch: self.max_batch,
+                }
+            }
+            ForwardingName::Poisson => {
+                anyhow::ensure!(
+                    self.poisson_mean_ms > 0 && self.poisson_cap_ms >= self.poisson_mean_ms,
+                    "gossip: poisson_mean_ms must be > 0 and poisson_cap_ms at least the mean"
+                );
+                Forwarding::Poisson { mean: ms(self.poisson_mean_ms), cap: ms(self.poisson_cap_ms) }
+            }
+        };
+        let rotation = if self.rotation {
+            anyhow::ensure!(
+                self.rotation_interval_s >= 10 && self.rotation_jitter_s < self.rotation_interval_s,
+                "gossip: rotation_interval_s must be at least 10 and above rotation_jitter_s"
+            );
+            anyhow::ensure!(
+                (1..=2).contains(&self.rotation_count),
+                "gossip.rotation_count must be 1 or 2"
+            );
+            Some(mix_gossip::RotationConfig {
+                interval: Duration::from_secs(self.rotation_interval_s),
+                jitter: Duration::from_secs(self.rotation_jitter_s),
+                count: self.rotation_count,
+            })
+        } else {
+            None
+        };
+        anyhow::ensure!(
+            (2..=16).contains(&self.active_view) && self.passive_view >= self.active_view,
+            "gossip: active_view must be 2 to 16 and passive_view at least as large"
+        );
+        let mut gossip =
+            mix_gossip::Config { forwarding, rotation, ..mix_gossip::Config::default() };
+        gossip.membership.active_view = self.active_view;
+        gossip.membership.passive_view = self.passive_view.min(256);
+        for topic in &self.topics {
+            anyhow::ensure!(!topic.is_empty(), "gossip.topics: a topic name is empty");
+        }
+        let bootstrap = self
+            .bootstrap
+            .iter()
+            .map(bootstrap_peer)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("gossip.bootstrap")?;
+        Ok(crate::runtime::GossipSpec {
+            config: mix_gossip::BehaviourConfig {
+                gossip,
+                ..mix_gossip::BehaviourConfig::default()
+            },
+            topics: self.topics.clone(),
+            bootstrap,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +577,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     config.max_connections_per_peer = l.max_connections_per_peer.max(1);
     config.core.max_delayed_packets = l.max_delayed_packets;
     let streams = file.streams.config()?;
+    let gossip = file.gossip.as_ref().map(GossipSection::spec).transpose()?;
     let spam = match &file.spam {
         Some(s) => {
             if s.difficulty > 32 {
@@ -491,6 +616,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             spam,
             streams,
             accept_streams: file.streams.accept,
+            gossip,
         },
         metrics: file.metrics.map(|m| m.listen),
     })
@@ -568,6 +694,39 @@ mod tests {
         let neither = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..pool_start]);
         let err = format!("{:#}", parse(&neither).err().unwrap());
         assert!(err.contains("needs [discovery]"), "{err}");
+    }
+
+    #[test]
+    fn the_gossip_section_turns_gossip_on_and_refuses_bad_settings() {
+        assert!(parse(&EXAMPLE.replace("\n[gossip]", "\n[unused-gossip]")).is_err());
+        let loaded = parse(EXAMPLE).unwrap();
+        let g = loaded.spec.gossip.expect("[gossip] in the example");
+        assert_eq!(g.topics, vec!["chat".to_owned()]);
+        assert_eq!(g.bootstrap.len(), 1);
+        assert!(matches!(
+            g.config.gossip.forwarding,
+            mix_gossip::Forwarding::Window { max_batch: 64, .. }
+        ));
+        assert!(g.config.gossip.rotation.is_some());
+        let start = EXAMPLE.find("[gossip]").unwrap();
+        let end = start + EXAMPLE[start..].find("\n\n").unwrap();
+        let without = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+        assert!(parse(&without).unwrap().spec.gossip.is_none(), "off without the section");
+        for (from, to, why) in [
+            ("window_ms = 150", "window_ms = 1", "window_ms must be"),
+            ("forwarding = \"window\"", "forwarding = \"later\"", "unknown variant"),
+            ("rotation_count = 1", "rotation_count = 3", "rotation_count must be"),
+            (
+                "/p2p/16Uiu2HAmKA5rCEZp7un72XWk76QGcwFe6StyvdRwkcwA8DP7N3pQ\"] # gossip",
+                "\"] # gossip",
+                "must end in /p2p/",
+            ),
+        ] {
+            let bad = EXAMPLE.replace(from, to);
+            assert_ne!(bad, EXAMPLE, "{from}");
+            let err = format!("{:#}", parse(&bad).err().unwrap());
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod cpu;
 mod keygen;
 mod metrics_http;
 mod runtime;
+mod sim;
 mod testnet;
 mod transfer;
 mod vectors;
@@ -96,6 +97,11 @@ enum Command {
         /// bootstrap address, for `mixnode send-file` and `mixnode receive`.
         #[arg(long)]
         keep_running: bool,
+        /// After the streams, publish this many gossip messages on a topic every node joined
+        /// (batch-and-shuffle forwarding), cycling through the direct, stem and mix routes;
+        /// 0 turns gossip off.
+        #[arg(long, default_value_t = 30)]
+        gossip_messages: usize,
     },
     /// Send a file over an anonymous stream to a node running `mixnode receive`; the sender
     /// runs a mix node of its own while it does.
@@ -164,6 +170,18 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Simulations in virtual time of the code the nodes run.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// Gossip at scale: steady-state delivery, redundancy (RMR), last delivery hop, a mass
+    /// crash, publishers named by spies, and a long run with neighbour rotation.
+    Gossip(sim::GossipArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +329,7 @@ fn main() -> anyhow::Result<ExitCode> {
             stream_bytes,
             json,
             keep_running,
+            gossip_messages,
         } => {
             init_tracing("warn");
             let options = testnet::Options {
@@ -334,6 +353,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 pow: pow.map(|d| d.min(28)),
                 stream_bytes: Some(stream_bytes).filter(|n| *n > 0),
                 keep_running,
+                gossip_messages,
             };
             let rt = runtime()?;
             let (report, nodes) = rt.block_on(testnet::run(options))?;
@@ -444,6 +464,10 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sim { command: SimCommand::Gossip(args) } => {
+            sim::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { command: BenchCommand::Node { json, packets } } => {
             init_tracing("warn");
             let report = runtime()?.block_on(bench::node::run(packets))?;
@@ -464,6 +488,9 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
         let mut registry = prometheus_client::registry::Registry::default();
         node.metrics.register(&mut registry);
         node.stream_metrics.register(&mut registry);
+        if let Some(g) = &node.gossip_metrics {
+            g.register(&mut registry);
+        }
         if let Some(d) = &node.discovery_metrics {
             d.register(&mut registry);
         }

@@ -1,6 +1,7 @@
 //! One mix node on a tokio task: its swarm, and a handle to drive it and hear from it.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -12,6 +13,7 @@ use libp2p::{
 };
 use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool, SendOptions};
 use libp2p_mix::{Destination, Event, Metrics, ReadRule, RequestId, discovery};
+use mix_gossip::{MIX_PUBLISH_CODEC, MessageId, PublishError, Route, TopicId};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
 use mix_stream::Event::Mix;
 use tokio::sync::{mpsc, oneshot};
@@ -99,6 +101,18 @@ pub(crate) struct NodeBehaviour {
     /// Round-trip times to connected peers, for RTT-aware path selection.
     pub(crate) ping: ping::Behaviour,
     pub(crate) echo: Toggle<request_response::Behaviour<EchoCodec>>,
+    /// Privacy-hardened gossip; its `Mix` route goes through this node's mix layer.
+    pub(crate) gossip: Toggle<mix_gossip::Behaviour>,
+}
+
+/// Gossip settings of a node.
+#[derive(Debug, Clone)]
+pub(crate) struct GossipSpec {
+    pub(crate) config: mix_gossip::BehaviourConfig,
+    /// Topics joined at start, by name.
+    pub(crate) topics: Vec<String>,
+    /// Members to join them through.
+    pub(crate) bootstrap: Vec<(PeerId, Multiaddr)>,
 }
 
 /// Discovery settings of a node.
@@ -129,6 +143,8 @@ pub(crate) struct NodeSpec {
     pub(crate) streams: mix_stream::Config,
     /// Accept streams and messages, with the node's mix key.
     pub(crate) accept_streams: bool,
+    /// Run gossip.
+    pub(crate) gossip: Option<GossipSpec>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, libp2p_mix::SendError>>;
@@ -139,6 +155,9 @@ enum Command {
     SendPacket(PeerId, Multiaddr, Packet),
     SetStaticNodes(Vec<MixNode>),
     PoolPeers(oneshot::Sender<Vec<PeerId>>),
+    GossipJoin(TopicId, Vec<(PeerId, Multiaddr)>),
+    GossipPublish(TopicId, Vec<u8>, Route, oneshot::Sender<Result<MessageId, PublishError>>),
+    GossipNeighbors(TopicId, oneshot::Sender<usize>),
 }
 
 #[derive(Debug)]
@@ -149,6 +168,8 @@ pub(crate) enum NodeEvent {
         body: Vec<u8>,
         at: Instant,
     },
+    /// What gossip reported (deliveries, neighbours, confirmations).
+    Gossip(mix_gossip::Event),
 }
 
 /// A running node.
@@ -162,6 +183,7 @@ pub(crate) struct NodeHandle {
     /// Opens, sends and accepts anonymous streams and messages.
     pub(crate) streams: mix_stream::Control,
     pub(crate) stream_metrics: mix_stream::Metrics,
+    pub(crate) gossip_metrics: Option<mix_gossip::Metrics>,
     commands: mpsc::UnboundedSender<Command>,
     events: Option<mpsc::UnboundedReceiver<NodeEvent>>,
     task: tokio::task::AbortHandle,
@@ -228,6 +250,34 @@ impl NodeHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Joins a gossip topic through `bootstrap` (gossip must be on).
+    pub(crate) fn gossip_join(&self, topic: TopicId, bootstrap: Vec<(PeerId, Multiaddr)>) {
+        let _ = self.commands.send(Command::GossipJoin(topic, bootstrap));
+    }
+
+    /// Publishes on a gossip topic.
+    pub(crate) async fn gossip_publish(
+        &self,
+        topic: TopicId,
+        data: Vec<u8>,
+        route: Route,
+    ) -> anyhow::Result<MessageId> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::GossipPublish(topic, data, route, tx))
+            .context("node stopped")?;
+        Ok(rx.await.context("node stopped (or gossip off)")??)
+    }
+
+    /// Neighbours on a gossip topic.
+    pub(crate) async fn gossip_neighbors(&self, topic: TopicId) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::GossipNeighbors(topic, tx)).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// Stops the node: its swarm, listeners and connections go away.
@@ -328,7 +378,16 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
     let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
     let receiver = spec.accept_streams.then_some(stream_secret);
     let stream = mix_stream::Behaviour::new(mix, receiver, spec.streams);
-    let behaviour = NodeBehaviour { stream, discovery: discovery.into(), ping, echo: echo.into() };
+    let gossip = spec.gossip.as_ref().map(|g| {
+        mix_gossip::Behaviour::new(peer_id, g.config.clone(), Arc::new(mix_gossip::AllowAll))
+    });
+    let behaviour = NodeBehaviour {
+        stream,
+        discovery: discovery.into(),
+        ping,
+        echo: echo.into(),
+        gossip: gossip.into(),
+    };
     let mut swarm = build_swarm(spec.identity, behaviour)?;
 
     let mut listening = Vec::new();
@@ -371,6 +430,12 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
     let streams = swarm.behaviour().stream.control();
     let stream_metrics = swarm.behaviour().stream.metrics().clone();
     let discovery_metrics = swarm.behaviour().discovery.as_ref().map(|d| d.metrics().clone());
+    let gossip_metrics = swarm.behaviour().gossip.as_ref().map(|g| g.metrics().clone());
+    if let Some(g) = spec.gossip {
+        for name in &g.topics {
+            gossip_join(&mut swarm, TopicId::from_name(name), g.bootstrap.clone());
+        }
+    }
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
@@ -385,6 +450,7 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         discovery_metrics,
         streams,
         stream_metrics,
+        gossip_metrics,
         commands,
         events: Some(events),
         task: abort,
@@ -398,7 +464,83 @@ fn unframe(data: &[u8]) -> Option<&[u8]> {
     (rest.len() == len).then_some(rest)
 }
 
+fn gossip_join(
+    swarm: &mut Swarm<NodeBehaviour>,
+    topic: TopicId,
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+) {
+    let local = *swarm.local_peer_id();
+    let Some(gossip) = swarm.behaviour_mut().gossip.as_mut() else {
+        tracing::warn!("gossip is off: not joining");
+        return;
+    };
+    let mut peers = Vec::new();
+    for (peer, addr) in bootstrap {
+        if peer != local {
+            gossip.add_address(peer, addr);
+            peers.push(peer);
+        }
+    }
+    gossip.join(topic, peers);
+}
+
+/// A gossip publication to send through the mixnet to a rebroadcaster (a mix node of the
+/// topic), which cannot tell who sent it.
+fn gossip_mix_publish(swarm: &mut Swarm<NodeBehaviour>, to: PeerId, topic: TopicId, data: &[u8]) {
+    let body = mix_gossip::mix_publish_body(&topic, data);
+    let sent = swarm.behaviour_mut().stream.mix_mut().send_with(
+        &Destination::MixNode(to),
+        MIX_PUBLISH_CODEC,
+        &body,
+        SendOptions::default(),
+    );
+    if let Err(e) = sent {
+        tracing::debug!(%e, %to, "gossip publication not sent through the mixnet");
+        if let Some(g) = swarm.behaviour_mut().gossip.as_mut() {
+            g.mix_failed(&topic, data);
+        }
+    }
+}
+
+/// A publication that came through the mixnet for this node to broadcast.
+fn gossip_mix_delivery(swarm: &mut Swarm<NodeBehaviour>, body: &[u8]) {
+    let Some(gossip) = swarm.behaviour_mut().gossip.as_mut() else { return };
+    match mix_gossip::parse_mix_publish(body) {
+        // Refusals are counted by the gossip behaviour.
+        Some((topic, data)) => {
+            if let Err(e) = gossip.handle_mix_delivery(&topic, data.to_vec()) {
+                tracing::debug!(%e, "mix publication refused");
+            }
+        }
+        None => tracing::debug!("malformed mix publication"),
+    }
+}
+
 fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
+    match command {
+        Command::GossipJoin(topic, bootstrap) => return gossip_join(swarm, topic, bootstrap),
+        Command::GossipPublish(topic, data, route, done) => {
+            let result = match swarm.behaviour_mut().gossip.as_mut() {
+                Some(g) => g.publish(&topic, data, route),
+                None => Err(PublishError::NotJoined),
+            };
+            let _ = done.send(result);
+            return;
+        }
+        Command::GossipNeighbors(topic, done) => {
+            let n = swarm.behaviour().gossip.as_ref().map_or(0, |g| g.neighbors(&topic).len());
+            let _ = done.send(n);
+            return;
+        }
+        _ => {}
+    }
+    if let Command::SetStaticNodes(nodes) = &command
+        && let Some(g) = swarm.behaviour_mut().gossip.as_mut()
+    {
+        for node in nodes {
+            g.add_address(*node.peer_id(), node.addr().clone());
+        }
+    }
     let mix = swarm.behaviour_mut().stream.mix_mut();
     match command {
         Command::Send(dest, codec, body, options, done) => {
@@ -412,6 +554,7 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
         Command::PoolPeers(done) => {
             let _ = done.send(mix.core().pool().nodes().iter().map(|n| *n.peer_id()).collect());
         }
+        Command::GossipJoin(..) | Command::GossipPublish(..) | Command::GossipNeighbors(..) => {}
     }
 }
 
@@ -440,6 +583,17 @@ async fn run(
                     }
                     let _ = events.send(NodeEvent::Echo { body: request, at });
                 }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Received { codec, body, .. })))
+                    if codec == MIX_PUBLISH_CODEC =>
+                {
+                    gossip_mix_delivery(&mut swarm, &body);
+                }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Gossip(mix_gossip::Event::MixPublish { to, topic, data })) => {
+                    gossip_mix_publish(&mut swarm, to, topic, &data);
+                }
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Gossip(event)) => {
+                    let _ = events.send(NodeEvent::Gossip(event));
+                }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::KeysRotated(keys)))) => {
                     // Peers learn the next key a whole epoch ahead; the new record also gives
                     // them the one after.
@@ -456,6 +610,10 @@ async fn run(
                     tracing::debug!(?event, "stream event");
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(discovery::Event::NodeFound { node, seq, expires })) => {
+                    // Gossip takes addresses from outside the protocol: here, from discovery.
+                    if let Some(g) = swarm.behaviour_mut().gossip.as_mut() {
+                        g.add_address(*node.peer_id(), node.addr().clone());
+                    }
                     swarm.behaviour_mut().stream.mix_mut().offer_node(node, seq, expires);
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(event)) => {

@@ -25,7 +25,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::DelayConfig;
-use crate::runtime::{self, DiscoverySpec, ECHO, NodeEvent, NodeHandle, NodeSpec, length_prefixed};
+use crate::runtime::{
+    self, DiscoverySpec, ECHO, GossipSpec, NodeEvent, NodeHandle, NodeSpec, length_prefixed,
+};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub(crate) struct Options {
     pub(crate) stream_bytes: Option<usize>,
     /// Keep the nodes running after the report, until interrupted.
     pub(crate) keep_running: bool,
+    /// Then publish this many gossip messages on a topic every node joined, by each route.
+    pub(crate) gossip_messages: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,7 +141,32 @@ pub(crate) struct Report {
     churn: Option<ChurnReport>,
     hardening: HardeningReport,
     stream: Option<StreamRun>,
+    gossip: Option<GossipRun>,
     metrics_endpoint: Option<String>,
+}
+
+/// The gossip workload: publications on one topic every node joined.
+#[derive(Debug, Serialize)]
+pub(crate) struct GossipRun {
+    members: usize,
+    forwarding: String,
+    /// Seconds until every member had a neighbour.
+    settle_s: f64,
+    routes: Vec<GossipRoute>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GossipRoute {
+    route: &'static str,
+    published: usize,
+    /// Publications every other live member delivered.
+    delivered_to_all: usize,
+    /// Deliveries over (publications × other members).
+    delivery_ratio: f64,
+    /// Publish call to the last member's delivery.
+    completion_ms: Percentiles,
+    /// Own stem and mix publications seen coming back.
+    confirmed: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -258,6 +287,11 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         spam,
         streams: mix_stream::Config::default(),
         accept_streams: true,
+        gossip: (options.gossip_messages > 0).then(|| GossipSpec {
+            config: mix_gossip::BehaviourConfig::default(),
+            topics: Vec::new(),
+            bootstrap: Vec::new(),
+        }),
     })
 }
 
@@ -273,6 +307,16 @@ async fn start_nodes(options: &Options) -> anyhow::Result<Vec<NodeHandle>> {
         let entries = nodes.iter().map(NodeHandle::entry).collect::<anyhow::Result<Vec<_>>>()?;
         for node in &nodes {
             node.set_static_nodes(entries.clone());
+        }
+    }
+    if options.gossip_messages > 0 {
+        // Each joins through the first node and one more earlier node; the rest of its
+        // neighbours come from gossip's own membership protocol.
+        let contact = |j: usize| (nodes[j].peer_id, nodes[j].addr.clone());
+        for (i, node) in nodes.iter().enumerate() {
+            let mut bootstrap: Vec<_> = [0, i / 2].into_iter().filter(|j| *j < i).collect();
+            bootstrap.dedup();
+            node.gossip_join(gossip_topic(), bootstrap.into_iter().map(contact).collect());
         }
     }
     Ok(nodes)
@@ -365,7 +409,7 @@ impl Tally {
                 self.requests.remove(&(node, request));
                 self.failures += 1;
             }
-            NodeEvent::Mix(_) => {}
+            NodeEvent::Mix(_) | NodeEvent::Gossip(_) => {}
         }
     }
 
@@ -428,6 +472,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<(Report, Vec<NodeHan
                 let sub = registry.sub_registry_with_label(("node".into(), i.to_string().into()));
                 node.metrics.register(sub);
                 node.stream_metrics.register(sub);
+                if let Some(g) = &node.gossip_metrics {
+                    g.register(sub);
+                }
                 if let Some(d) = &node.discovery_metrics {
                     d.register(sub);
                 }
@@ -578,6 +625,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<(Report, Vec<NodeHan
         _ => None,
     };
 
+    let gossip = if options.gossip_messages > 0 && survivors.len() >= 3 {
+        Some(
+            gossip_run(&nodes, &survivors, options.gossip_messages, &mut events, &mut rng, show)
+                .await,
+        )
+    } else {
+        None
+    };
+
     let delivered = tally.delivered.len();
     let duplicates = tally.delivered.values().map(|&n| n - 1).sum();
     let churn = killed_at.map(|(_, at_s)| ChurnReport {
@@ -611,6 +667,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<(Report, Vec<NodeHan
         churn,
         hardening: hardening(&options, &nodes),
         stream,
+        gossip,
         metrics_endpoint,
     };
     let kept = if options.keep_running {
@@ -623,6 +680,126 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<(Report, Vec<NodeHan
         Vec::new()
     };
     Ok((report, kept))
+}
+
+fn gossip_topic() -> mix_gossip::TopicId {
+    mix_gossip::TopicId::from_name("mixnode/testnet")
+}
+
+struct Publication {
+    publisher: usize,
+    route: usize,
+    at: Instant,
+    delivered: HashSet<usize>,
+    done: Option<f64>,
+}
+
+/// Publishes `count` gossip messages from random survivors, cycling through the routes
+/// (direct, stem, through the mixnet), and waits until every other survivor delivered each.
+async fn gossip_run(
+    nodes: &[NodeHandle],
+    survivors: &[usize],
+    count: usize,
+    events: &mut mpsc::UnboundedReceiver<(usize, NodeEvent)>,
+    rng: &mut ChaCha20Rng,
+    show: bool,
+) -> GossipRun {
+    use mix_gossip::{Event as GossipEvent, Route};
+    const ROUTES: [(Route, &str); 3] =
+        [(Route::Direct, "direct"), (Route::Stem, "stem"), (Route::Mix, "mix")];
+    let topic = gossip_topic();
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(20) {
+        let counts =
+            futures::future::join_all(survivors.iter().map(|&i| nodes[i].gossip_neighbors(topic)))
+                .await;
+        if counts.iter().all(|n| *n > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settle_s = settle.elapsed().as_secs_f64();
+    let mut published: HashMap<mix_gossip::MessageId, Publication> = HashMap::new();
+    let mut confirmed = [0usize; 3];
+    let want = survivors.len() - 1;
+    let mut next = 0;
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let mut deadline = None;
+    loop {
+        tokio::select! {
+            _ = pace.tick(), if next < count => {
+                let publisher = survivors[rng.random_range(0..survivors.len())];
+                let route = next % ROUTES.len();
+                let len = rng.random_range(16..3000);
+                let mut data = vec![0u8; len];
+                rng.fill_bytes(&mut data);
+                match nodes[publisher].gossip_publish(topic, data, ROUTES[route].0).await {
+                    Ok(id) => {
+                        published.insert(id, Publication {
+                            publisher, route, at: Instant::now(), delivered: HashSet::new(), done: None,
+                        });
+                    }
+                    Err(e) => tracing::warn!(%e, "gossip publication refused"),
+                }
+                next += 1;
+                if next == count {
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                }
+            }
+            Some((node, event)) = events.recv() => match event {
+                NodeEvent::Gossip(GossipEvent::Message { id, .. }) => {
+                    if let Some(p) = published.get_mut(&id)
+                        && node != p.publisher
+                        && p.delivered.insert(node)
+                        && p.delivered.len() == want
+                    {
+                        p.done = Some(p.at.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                NodeEvent::Gossip(GossipEvent::PublishConfirmed { id, .. }) => {
+                    if let Some(p) = published.get(&id) {
+                        confirmed[p.route] += 1;
+                    }
+                }
+                _ => {}
+            },
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => break,
+        }
+        if next == count && published.values().all(|p| p.done.is_some()) {
+            break;
+        }
+        if show {
+            let done = published.values().filter(|p| p.done.is_some()).count();
+            eprint!("\r  gossip: published {next}/{count}, delivered to all {done}   ");
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if show {
+        eprintln!();
+    }
+    let routes = ROUTES
+        .iter()
+        .enumerate()
+        .map(|(r, (_, name))| {
+            let mine: Vec<&Publication> = published.values().filter(|p| p.route == r).collect();
+            let deliveries: usize = mine.iter().map(|p| p.delivered.len()).sum();
+            let mut times: Vec<f64> = mine.iter().filter_map(|p| p.done).collect();
+            GossipRoute {
+                route: name,
+                published: mine.len(),
+                delivered_to_all: times.len(),
+                delivery_ratio: deliveries as f64 / (mine.len() * want).max(1) as f64,
+                completion_ms: Percentiles::of(&mut times),
+                confirmed: confirmed[r],
+            }
+        })
+        .collect();
+    GossipRun {
+        members: survivors.len(),
+        forwarding: "window 150 ms, batches up to 64, shuffled".into(),
+        settle_s: (settle_s * 100.0).round() / 100.0,
+        routes,
+    }
 }
 
 /// Streams `n` random bytes between two survivors, has the acceptor answer with their digest
@@ -854,6 +1031,24 @@ pub(crate) fn print(report: &Report) {
             s.message_seconds,
             s.error.as_deref().map(|e| format!("; error: {e}")).unwrap_or_default()
         );
+    }
+    if let Some(g) = &r.gossip {
+        println!(
+            "gossip: {} members on one topic, forwarding {}; every member had a neighbour after {:.2} s",
+            g.members, g.forwarding, g.settle_s
+        );
+        for route in &g.routes {
+            println!(
+                "        {:<6} published {}  delivered to every member {}  ({:.2} % of deliveries)  completion p50 {:.0} ms p95 {:.0} ms  confirmed {}",
+                route.route,
+                route.published,
+                route.delivered_to_all,
+                100.0 * route.delivery_ratio,
+                route.completion_ms.p50,
+                route.completion_ms.p95,
+                route.confirmed,
+            );
+        }
     }
     println!("ran {:.2} s", r.duration_s);
     if let Some(endpoint) = &r.metrics_endpoint {

@@ -60,6 +60,7 @@ fn spec(listen: Multiaddr, bootstrap: &[Multiaddr]) -> anyhow::Result<NodeSpec> 
         spam: None,
         streams: mix_stream::Config::default(),
         accept_streams: true,
+        gossip: None,
     })
 }
 

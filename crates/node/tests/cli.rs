@@ -47,9 +47,23 @@ fn testnet_json_reports_a_clean_run() {
         "2",
         "--seed",
         "7",
+        "--gossip-messages",
+        "12",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Gossip over the same nodes: every route reaches every member; stem and mix publications
+    // come back to their publisher as confirmation.
+    let routes = report["gossip"]["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 3, "{report}");
+    for route in routes {
+        assert_eq!(route["published"], 4, "{route}");
+        assert_eq!(route["delivered_to_all"], 4, "{route}");
+        assert_eq!(route["delivery_ratio"], 1.0, "{route}");
+        if route["route"] != "direct" {
+            assert_eq!(route["confirmed"], 4, "{route}");
+        }
+    }
     for key in ["nodes", "sent", "delivered", "duplicates", "replies_expected", "replies_received"]
     {
         assert!(report[key].is_u64(), "missing {key}: {report}");
@@ -112,7 +126,9 @@ fn run_starts_a_node_that_serves_metrics() {
     use std::io::{BufRead, BufReader, Read, Write};
     let keys = String::from_utf8(mixnode(&["keygen"]).stdout).unwrap();
     // The first node of a network: discovery with nobody to bootstrap from yet.
-    let config = format!("{keys}\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n[discovery]\n");
+    let config = format!(
+        "{keys}\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n[discovery]\n[gossip]\ntopics = [\"t\"]\n"
+    );
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), &config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mixnode"))
@@ -143,6 +159,38 @@ fn run_starts_a_node_that_serves_metrics() {
     let _ = child.wait();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("mix_packets_received_total"), "{body}");
+    assert!(body.contains("mix_gossip_neighbors"), "gossip metrics served: {body}");
+}
+
+#[test]
+fn sim_gossip_prints_the_figures_as_json() {
+    let out = mixnode(&[
+        "sim",
+        "gossip",
+        "--json",
+        "--nodes",
+        "200",
+        "--crash",
+        "0.5",
+        "--spies",
+        "0.1",
+        "--route",
+        "stem",
+        "--broadcasts",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["delivery_first_after_crash", "delivery_steady", "rmr", "ldh_mean", "spy_success"] {
+        assert!(report[key].is_number(), "missing {key}: {report}");
+    }
+    assert_eq!(report["delivery_steady"], 1.0, "{report}");
+    assert_eq!(report["route"], "stem");
+    let refused = mixnode(&["sim", "gossip", "--route", "carrier-pigeon"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("direct, stem or mix"));
+    let refused = mixnode(&["sim", "gossip", "--nodes", "3"]);
+    assert!(!refused.status.success());
 }
 
 #[test]

@@ -166,6 +166,7 @@ pub(crate) fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
         spam: None,
         streams: mix_stream::Config::default(),
         accept_streams: true,
+        gossip: None,
     })
 }
 

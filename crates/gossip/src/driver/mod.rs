@@ -1,0 +1,11 @@
+//! The rust-libp2p driver of the state machine.
+
+mod behaviour;
+mod handler;
+mod metrics;
+
+pub use behaviour::{
+    Behaviour, BehaviourConfig, Event, MIX_PUBLISH_CODEC, mix_publish_body, parse_mix_publish,
+};
+pub use handler::PROTOCOL;
+pub use metrics::Metrics;

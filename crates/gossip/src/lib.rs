@@ -1,0 +1,31 @@
+//! Privacy-hardened gossip for rust-libp2p.
+//!
+//! HyParView membership and PlumTree broadcast, written as a sans-IO state machine
+//! ([`proto::State`]) that the libp2p driver ([`Behaviour`]) and the simulator (`mix-sim`) both
+//! run, with what a broadcast layer needs to stop naming its publishers:
+//!
+//! * no hop counter and no address on the wire: a neighbour cannot tell a publisher from a
+//!   relay by what it receives, and membership gossip spreads peer ids only;
+//! * a forwarding scheduler for own and forwarded publications alike: at once, in shuffled
+//!   batches (a window, or `max_batch`), or each after an independent exponential delay;
+//! * partial rotation of neighbours, with jitter, replacements drawn uniformly;
+//! * a [`proto::PeerFilter`] consulted wherever a peer can become a neighbour or a contact;
+//! * frames padded to size buckets ([`codec`]), publications and control alike;
+//! * a per-message [`proto::Route`]: `Direct`, `Stem` (Dandelion++) or `Mix` (through the
+//!   mixnet to a random member that broadcasts it).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod codec;
+mod driver;
+pub mod proto;
+
+pub use driver::{
+    Behaviour, BehaviourConfig, Event, MIX_PUBLISH_CODEC, Metrics, PROTOCOL, mix_publish_body,
+    parse_mix_publish,
+};
+pub use proto::{
+    AllowAll, Config, DownReason, Forwarding, MessageId, PeerFilter, PublishError, RotationConfig,
+    Route, State, TopicId,
+};

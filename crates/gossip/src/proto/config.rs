@@ -1,0 +1,232 @@
+//! Settings, with the defaults of the papers where they have one.
+
+use std::time::Duration;
+
+/// HyParView membership.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembershipConfig {
+    /// Neighbours (symmetric, used to broadcast).
+    pub active_view: usize,
+    /// Contacts kept in reserve to replace neighbours.
+    pub passive_view: usize,
+    /// Steps of a join's random walk (the joiner enters active views at its end).
+    pub active_walk: u8,
+    /// Step of the join walk at which the joiner enters a passive view.
+    pub passive_walk: u8,
+    /// Steps of a shuffle's random walk.
+    pub shuffle_walk: u8,
+    /// Neighbours offered in a shuffle.
+    pub shuffle_active: usize,
+    /// Passive contacts offered in a shuffle.
+    pub shuffle_passive: usize,
+    /// How often a node shuffles.
+    pub shuffle_interval: Duration,
+    /// How long a neighbour request may go unanswered.
+    pub neighbor_timeout: Duration,
+    /// How long an isolated node waits before joining again through what it knows.
+    pub rejoin_interval: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            active_view: 5,
+            passive_view: 30,
+            active_walk: 6,
+            passive_walk: 3,
+            shuffle_walk: 6,
+            shuffle_active: 3,
+            shuffle_passive: 4,
+            shuffle_interval: Duration::from_secs(60),
+            neighbor_timeout: Duration::from_millis(500),
+            rejoin_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// PlumTree broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastConfig {
+    /// How long after an announcement (IHAVE) the payload may take before it is asked for,
+    /// to which three times the forwarding's typical delay ([`Forwarding::typical_delay`]) is
+    /// added.
+    pub graft_timeout: Duration,
+    /// How long before asking the next announcer.
+    pub graft_retry: Duration,
+    /// Announcements are collected this long and sent together.
+    pub ihave_delay: Duration,
+    /// Payloads kept to answer requests.
+    pub cache_retention: Duration,
+    /// Message ids remembered, to drop duplicates.
+    pub seen_retention: Duration,
+    /// Ids per IHAVE at most (it must fit a control frame).
+    pub max_ihave: usize,
+    /// A new neighbour hears the ids of the messages of this last span (at most four IHAVEs'
+    /// worth), so that what was pushed to a neighbour that died unnoticed still spreads once
+    /// the dead neighbour is replaced.
+    pub announce_recent: Duration,
+    /// Payloads kept at most (the oldest go first): what a flood of new messages can pin.
+    pub max_cached: usize,
+    /// Message ids remembered at most (the oldest go first).
+    pub max_seen: usize,
+    /// Announced ids waiting for their payload at most; further announcements are ignored
+    /// until some arrive or time out.
+    pub max_missing: usize,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self {
+            graft_timeout: Duration::from_millis(120),
+            graft_retry: Duration::from_millis(40),
+            ihave_delay: Duration::from_millis(5),
+            cache_retention: Duration::from_secs(30),
+            seen_retention: Duration::from_secs(90),
+            max_ihave: 12,
+            announce_recent: Duration::from_secs(20),
+            max_cached: 4096,
+            max_seen: 65_536,
+            max_missing: 4096,
+        }
+    }
+}
+
+/// When queued messages (own and forwarded alike) leave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Forwarding {
+    /// At once.
+    Immediate,
+    /// Collected for `window` (or until `max_batch` are waiting), then sent in an order
+    /// drawn by a Fisher-Yates shuffle from a CSPRNG. A window holding fewer than
+    /// `min_batch` waits for more, up to four windows.
+    Window {
+        /// How long a batch collects (100 to 200 ms recommended).
+        window: Duration,
+        /// Messages below which a batch waits for more.
+        min_batch: usize,
+        /// Messages at which a batch leaves early (16 to 256).
+        max_batch: usize,
+    },
+    /// Each message waits an independent exponential delay of mean `mean`, at most `cap`:
+    /// no batch boundary for an observer to align with.
+    Poisson {
+        /// Mean delay.
+        mean: Duration,
+        /// Longest delay.
+        cap: Duration,
+    },
+}
+
+impl Forwarding {
+    /// The batch-and-shuffle window with the recommended settings (150 ms, early at 64).
+    pub fn window() -> Self {
+        Self::Window { window: Duration::from_millis(150), min_batch: 1, max_batch: 64 }
+    }
+
+    /// About the most a message waits in one node's queue. Every hop costs this much more
+    /// than the network alone would, so a payload on a tree path a few hops longer than the
+    /// path of its announcement trails it by a few times this: the graft timeout is extended
+    /// by three times it (fewer would graft, and duplicate, on most broadcasts).
+    pub fn typical_delay(&self) -> Duration {
+        match *self {
+            Self::Immediate => Duration::ZERO,
+            Self::Window { window, .. } => window,
+            Self::Poisson { mean, cap } => (mean * 3).min(cap),
+        }
+    }
+}
+
+/// Partial rotation of the active view.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RotationConfig {
+    /// Mean time between rotations (120 to 300 s).
+    pub interval: Duration,
+    /// Each interval is drawn uniformly within `interval ± jitter`.
+    pub jitter: Duration,
+    /// Neighbours replaced per rotation (1 or 2).
+    pub count: usize,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(180), jitter: Duration::from_secs(60), count: 1 }
+    }
+}
+
+/// Dandelion++ stems ([`crate::Route::Stem`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StemConfig {
+    /// How long stem successors are kept (10 min in Dandelion++).
+    pub epoch: Duration,
+    /// Each relay broadcasts ("fluffs") a stem message with this probability instead of
+    /// relaying it further.
+    pub fluff_probability: f64,
+    /// Mean of the embargo: a stem message not seen broadcast by then is broadcast by the node
+    /// holding it.
+    pub embargo: Duration,
+    /// Stem successors per epoch.
+    pub successors: usize,
+    /// Stem messages held at most, waiting to be seen broadcast; when full, a relay
+    /// broadcasts what reaches it at once.
+    pub max_held: usize,
+}
+
+impl Default for StemConfig {
+    fn default() -> Self {
+        Self {
+            epoch: Duration::from_secs(600),
+            fluff_probability: 0.1,
+            embargo: Duration::from_secs(10),
+            successors: 2,
+            max_held: 1024,
+        }
+    }
+}
+
+/// Publishing through the mixnet ([`crate::Route::Mix`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixRouteConfig {
+    /// How long the publisher waits to see its message come back through gossip.
+    pub confirm_timeout: Duration,
+    /// Fresh paths (and rebroadcasters) tried after the first.
+    pub retries: u32,
+}
+
+impl Default for MixRouteConfig {
+    fn default() -> Self {
+        Self { confirm_timeout: Duration::from_secs(20), retries: 3 }
+    }
+}
+
+/// All of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Membership.
+    pub membership: MembershipConfig,
+    /// Broadcast.
+    pub broadcast: BroadcastConfig,
+    /// When publications leave (own and forwarded).
+    pub forwarding: Forwarding,
+    /// Partial rotation of neighbours; `None` keeps them as long as they live.
+    pub rotation: Option<RotationConfig>,
+    /// Stems.
+    pub stem: StemConfig,
+    /// The mix route.
+    pub mix: MixRouteConfig,
+    /// The largest publication.
+    pub max_message_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            membership: MembershipConfig::default(),
+            broadcast: BroadcastConfig::default(),
+            forwarding: Forwarding::window(),
+            rotation: Some(RotationConfig::default()),
+            stem: StemConfig::default(),
+            mix: MixRouteConfig::default(),
+            max_message_size: crate::codec::MAX_PAYLOAD,
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! HyParView membership for one topic (Leitão, Pereira, Rodrigues, DSN 2007), with an
+//! admission filter at every point where a peer can become a neighbour, and partial
+//! rotation.
+//!
+//! A small *active view* of neighbours (symmetric, kept over live connections) carries the
+//! broadcasts; a larger *passive view* of contacts, refreshed by shuffles (random walks that
+//! exchange contacts), replaces neighbours that fail. Joins spread by random walks
+//! (`ForwardJoin`); the joiner enters an active view at the walk's end and passive views on
+//! the way. The transport is the failure detector: a closed connection removes a neighbour.
+//!
+//! The [`PeerFilter`] decides who may become a neighbour (join, forward join, neighbour
+//! request, refill) and who may be kept as a contact (shuffles, joins); replacements are drawn
+//! uniformly among eligible contacts, never by preference. A refused peer is told
+//! `Disconnect { alive: true }` and nobody is evicted for it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::config::{MembershipConfig, RotationConfig};
+use super::message::{Body, TopicId};
+use super::{DownReason, Event, Outbox, PeerFilter, PeerIdentity, Timer, TimerKind};
+
+/// Membership of one topic.
+#[derive(Debug)]
+pub(crate) struct Membership<P> {
+    topic: TopicId,
+    me: P,
+    active: Vec<P>,
+    passive: Vec<P>,
+    /// Neighbour requests sent and not yet answered.
+    pending: HashMap<P, Instant>,
+    /// Contacts that refused to be neighbours lately, and until when they are not asked again
+    /// (a full node refuses low-priority requests; asking again at once would only churn).
+    refused: HashMap<P, Instant>,
+    /// Whether a neighbour-timeout timer is armed (one at a time).
+    timeout_armed: bool,
+    /// Neighbours rotated out lately, and until when they are not taken back unless they have
+    /// no neighbour at all (they would otherwise ask at once and undo the rotation).
+    rotated_out: HashMap<P, Instant>,
+    /// Peers to join through again if isolated.
+    bootstrap: Vec<P>,
+    isolated: bool,
+}
+
+/// What happened to the active view, for the broadcast layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change<P> {
+    Up(P),
+    Down(P),
+}
+
+/// What a membership step needs besides the state: settings, the filter, the RNG, the outbox.
+pub(crate) struct Ctx<'a, P, R> {
+    pub(crate) config: &'a MembershipConfig,
+    pub(crate) filter: &'a dyn PeerFilter<P>,
+    pub(crate) rng: &'a mut R,
+    pub(crate) out: &'a mut Outbox<P>,
+    pub(crate) now: Instant,
+    /// Neighbour changes, for the broadcast layer.
+    pub(crate) changes: &'a mut Vec<Change<P>>,
+}
+
+impl<P: PeerIdentity, R: rand::Rng> Ctx<'_, P, R> {
+    fn pick<'v>(&mut self, from: &'v [P]) -> Option<&'v P> {
+        (!from.is_empty()).then(|| &from[self.rng.random_range(0..from.len())])
+    }
+}
+
+impl<P: PeerIdentity> Membership<P> {
+    pub(crate) fn new(topic: TopicId, me: P) -> Self {
+        Self {
+            topic,
+            me,
+            active: Vec::new(),
+            passive: Vec::new(),
+            pending: HashMap::new(),
+            refused: HashMap::new(),
+            timeout_armed: false,
+            rotated_out: HashMap::new(),
+            bootstrap: Vec::new(),
+            isolated: false,
+        }
+    }
+
+    /// Whether this topic still needs a connection to `peer`.
+    pub(crate) fn needs(&self, peer: &P) -> bool {
+        self.active.contains(peer) || self.pending.contains_key(peer)
+    }
+
+    pub(crate) fn active(&self) -> &[P] {
+        &self.active
+    }
+
+    pub(crate) fn passive(&self) -> &[P] {
+        &self.passive
+    }
+
+    fn send<R>(&self, ctx: &mut Ctx<'_, P, R>, to: P, body: Body<P>) {
+        ctx.out.send(to, self.topic, body);
+    }
+
+    /// Joins the topic through `bootstrap`.
+    pub(crate) fn join<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, bootstrap: Vec<P>) {
+        self.bootstrap = bootstrap.into_iter().filter(|p| *p != self.me).collect();
+        self.bootstrap.dedup();
+        for peer in self.bootstrap.clone() {
+            if ctx.filter.allow_active(&self.topic, &peer) {
+                self.send(ctx, peer, Body::Join);
+                self.pending.insert(peer, ctx.now);
+            } else if ctx.filter.allow_passive(&self.topic, &peer) {
+                self.add_passive(ctx, peer);
+            }
+        }
+        self.arm_timeout(ctx);
+        ctx.out.timer(
+            ctx.now + ctx.config.shuffle_interval,
+            Timer::new(self.topic, TimerKind::Shuffle),
+        );
+    }
+
+    /// Leaves the topic: every neighbour is told.
+    pub(crate) fn leave<R>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        for peer in std::mem::take(&mut self.active) {
+            self.send(ctx, peer, Body::Disconnect { alive: false });
+            self.down(ctx, peer, DownReason::Left);
+        }
+        self.passive.clear();
+        self.pending.clear();
+    }
+
+    /// Makes `peer` a neighbour (evicting a random one if the view is full). The caller
+    /// checked the filter.
+    fn add_active<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P) -> bool {
+        if peer == self.me || self.active.contains(&peer) {
+            return false;
+        }
+        if self.active.len() >= ctx.config.active_view {
+            let i = ctx.rng.random_range(0..self.active.len());
+            let evicted = self.active.swap_remove(i);
+            self.send(ctx, evicted, Body::Disconnect { alive: true });
+            self.down(ctx, evicted, DownReason::Evicted);
+            self.add_passive(ctx, evicted);
+        }
+        self.passive.retain(|p| *p != peer);
+        self.pending.remove(&peer);
+        self.active.push(peer);
+        self.isolated = false;
+        ctx.changes.push(Change::Up(peer));
+        ctx.out.event(Event::NeighborUp { topic: self.topic, peer });
+        true
+    }
+
+    fn down<R>(&self, ctx: &mut Ctx<'_, P, R>, peer: P, reason: DownReason) {
+        ctx.changes.push(Change::Down(peer));
+        ctx.out.event(Event::NeighborDown { topic: self.topic, peer, reason });
+        ctx.out.release(peer);
+    }
+
+    fn add_passive<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P) {
+        if peer == self.me
+            || self.active.contains(&peer)
+            || self.passive.contains(&peer)
+            || !ctx.filter.allow_passive(&self.topic, &peer)
+        {
+            return;
+        }
+        if self.passive.len() >= ctx.config.passive_view {
+            let i = ctx.rng.random_range(0..self.passive.len());
+            self.passive.swap_remove(i);
+        }
+        self.passive.push(peer);
+    }
+
+    pub(crate) fn on_message<R: rand::Rng>(
+        &mut self,
+        ctx: &mut Ctx<'_, P, R>,
+        from: P,
+        body: Body<P>,
+    ) {
+        match body {
+            Body::Join => self.on_join(ctx, from),
+            Body::ForwardJoin { peer, ttl } => self.on_forward_join(ctx, from, peer, ttl),
+            Body::Neighbor { high } => self.on_neighbor(ctx, from, high),
+            Body::NeighborAccept => self.on_accept(ctx, from),
+            Body::Disconnect { alive } => self.on_disconnect(ctx, from, alive),
+            Body::Shuffle { origin, ttl, peers } => self.on_shuffle(ctx, from, origin, ttl, peers),
+            Body::ShuffleReply { peers } => {
+                self.integrate(ctx, &peers, &[]);
+                // The reply came on a connection made for it; nothing else needs it.
+                if !self.active.contains(&from) {
+                    ctx.out.release(from);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn refuse<R>(&self, ctx: &mut Ctx<'_, P, R>, peer: P) {
+        self.send(ctx, peer, Body::Disconnect { alive: true });
+        ctx.out.release(peer);
+    }
+
+    fn on_join<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, from: P) {
+        if !ctx.filter.allow_active(&self.topic, &from) {
+            // Refused: nobody is evicted for it, and the joiner hears so at once.
+            ctx.out.event(Event::Refused { topic: self.topic, peer: from });
+            self.refuse(ctx, from);
+            return;
+        }
+        if !self.add_active(ctx, from) && !self.active.contains(&from) {
+            return;
+        }
+        self.send(ctx, from, Body::NeighborAccept);
+        let ttl = ctx.config.active_walk;
+        for peer in self.active.clone() {
+            if peer != from {
+                self.send(ctx, peer, Body::ForwardJoin { peer: from, ttl });
+            }
+        }
+    }
+
+    fn on_forward_join<R: rand::Rng>(
+        &mut self,
+        ctx: &mut Ctx<'_, P, R>,
+        from: P,
+        peer: P,
+        ttl: u8,
+    ) {
+        if peer == self.me {
+            return;
+        }
+        let end = ttl == 0 || self.active.len() <= 1;
+        if end {
+            // The walk ends here: ask the joiner to be a neighbour, if it may be one.
+            if ctx.filter.allow_active(&self.topic, &peer)
+                && !self.active.contains(&peer)
+                && !self.pending.contains_key(&peer)
+            {
+                self.send(ctx, peer, Body::Neighbor { high: true });
+                self.pending.insert(peer, ctx.now);
+                self.arm_timeout(ctx);
+            } else {
+                self.add_passive(ctx, peer);
+            }
+            return;
+        }
+        if ttl == ctx.config.passive_walk {
+            self.add_passive(ctx, peer);
+        }
+        let next: Vec<P> =
+            self.active.iter().copied().filter(|p| *p != from && *p != peer).collect();
+        match ctx.pick(&next).copied() {
+            Some(next) => {
+                self.send(ctx, next, Body::ForwardJoin { peer, ttl: ttl.saturating_sub(1) })
+            }
+            None => self.add_passive(ctx, peer),
+        }
+    }
+
+    fn on_neighbor<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, from: P, high: bool) {
+        if self.active.contains(&from) {
+            self.send(ctx, from, Body::NeighborAccept);
+            return;
+        }
+        let room = self.active.len() < ctx.config.active_view;
+        let now = ctx.now;
+        self.rotated_out.retain(|_, until| *until > now);
+        let cooling = self.rotated_out.contains_key(&from);
+        if ctx.filter.allow_active(&self.topic, &from) && (high || (room && !cooling)) {
+            self.add_active(ctx, from);
+            self.send(ctx, from, Body::NeighborAccept);
+        } else {
+            if !ctx.filter.allow_active(&self.topic, &from) {
+                ctx.out.event(Event::Refused { topic: self.topic, peer: from });
+            }
+            self.add_passive(ctx, from);
+            self.refuse(ctx, from);
+        }
+    }
+
+    fn on_accept<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, from: P) {
+        let asked = self.pending.remove(&from).is_some();
+        if self.active.contains(&from) {
+            return;
+        }
+        // An accept we did not ask for is taken only if there is room: it cannot evict.
+        let room = self.active.len() < ctx.config.active_view;
+        if ctx.filter.allow_active(&self.topic, &from) && (asked || room) {
+            self.add_active(ctx, from);
+        } else {
+            self.refuse(ctx, from);
+        }
+    }
+
+    fn on_disconnect<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, from: P, alive: bool) {
+        if self.pending.remove(&from).is_some() {
+            // A refusal: not asked again for a while; the next timeout refills, unless this
+            // node has no neighbour at all.
+            self.refused.insert(from, ctx.now + ctx.config.shuffle_interval / 2);
+            if alive {
+                self.add_passive(ctx, from);
+            }
+            if self.active.is_empty() {
+                self.refill(ctx, &[]);
+            } else {
+                self.arm_timeout(ctx);
+            }
+            ctx.out.release(from);
+            return;
+        }
+        if let Some(i) = self.active.iter().position(|p| *p == from) {
+            self.active.swap_remove(i);
+            self.down(ctx, from, DownReason::Remote);
+        } else {
+            ctx.out.release(from);
+        }
+        if alive {
+            self.add_passive(ctx, from);
+        } else {
+            self.passive.retain(|p| *p != from);
+        }
+        self.refill(ctx, &[]);
+    }
+
+    /// The transport lost `peer` (a closed connection or a failed dial).
+    pub(crate) fn on_disconnected<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P) {
+        self.pending.remove(&peer);
+        self.passive.retain(|p| *p != peer);
+        if let Some(i) = self.active.iter().position(|p| *p == peer) {
+            self.active.swap_remove(i);
+            self.down(ctx, peer, DownReason::Failed);
+        }
+        self.refill(ctx, &[]);
+    }
+
+    fn arm_timeout<R>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        if !self.timeout_armed {
+            self.timeout_armed = true;
+            ctx.out.timer(
+                ctx.now + ctx.config.neighbor_timeout,
+                Timer::new(self.topic, TimerKind::NeighborTimeout),
+            );
+        }
+    }
+
+    /// Asks eligible passive contacts, drawn uniformly, to fill the free active slots;
+    /// `except` are not asked this time (just rotated out).
+    fn refill<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, except: &[P]) {
+        while self.active.len() + self.pending.len() < ctx.config.active_view {
+            let now = ctx.now;
+            self.refused.retain(|_, until| *until > now);
+            self.rotated_out.retain(|_, until| *until > now);
+            let eligible: Vec<P> = self
+                .passive
+                .iter()
+                .copied()
+                .filter(|p| !self.pending.contains_key(p) && !except.contains(p))
+                .filter(|p| !self.refused.contains_key(p) && !self.rotated_out.contains_key(p))
+                .filter(|p| ctx.filter.allow_active(&self.topic, p))
+                .collect();
+            let Some(&peer) = ctx.pick(&eligible) else { break };
+            let high = self.active.is_empty();
+            self.send(ctx, peer, Body::Neighbor { high });
+            self.pending.insert(peer, ctx.now);
+            self.arm_timeout(ctx);
+        }
+        if self.active.is_empty() && self.pending.is_empty() && !self.isolated {
+            self.isolated = true;
+            ctx.out.event(Event::Isolated { topic: self.topic });
+            ctx.out.timer(
+                ctx.now + ctx.config.rejoin_interval,
+                Timer::new(self.topic, TimerKind::Rejoin),
+            );
+        }
+    }
+
+    /// Neighbour requests that went unanswered count as refused (the peer may be gone), and
+    /// free slots are refilled.
+    pub(crate) fn on_neighbor_timeout<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        self.timeout_armed = false;
+        let late: Vec<P> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| {
+                ctx.now.saturating_duration_since(**at) >= ctx.config.neighbor_timeout
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in &late {
+            self.pending.remove(peer);
+            self.passive.retain(|p| p != peer);
+            ctx.out.release(*peer);
+        }
+        self.refill(ctx, &[]);
+        if !self.pending.is_empty() {
+            self.arm_timeout(ctx);
+        }
+    }
+
+    /// An isolated node joins again through its bootstrap peers and any contact it has.
+    pub(crate) fn on_rejoin<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        if !self.active.is_empty() || !self.pending.is_empty() {
+            self.isolated = false;
+            return;
+        }
+        let mut contacts = self.bootstrap.clone();
+        contacts.extend(self.passive.iter().copied());
+        contacts.sort();
+        contacts.dedup();
+        for peer in contacts {
+            if ctx.filter.allow_active(&self.topic, &peer) {
+                self.send(ctx, peer, Body::Join);
+                self.pending.insert(peer, ctx.now);
+            }
+        }
+        self.arm_timeout(ctx);
+        ctx.out
+            .timer(ctx.now + ctx.config.rejoin_interval, Timer::new(self.topic, TimerKind::Rejoin));
+    }
+
+    /// Whether `peer` is a neighbour or being asked to be one.
+    pub(crate) fn knows(&self, peer: &P) -> bool {
+        self.needs(peer)
+    }
+
+    /// A peer that treats this node as its neighbour when it is not one: told so, so that
+    /// the two views agree again.
+    pub(crate) fn not_a_neighbor<R>(&self, ctx: &mut Ctx<'_, P, R>, peer: P) {
+        self.send(ctx, peer, Body::Disconnect { alive: true });
+        ctx.out.release(peer);
+    }
+
+    pub(crate) fn on_shuffle_timer<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        ctx.out.timer(
+            ctx.now + ctx.config.shuffle_interval,
+            Timer::new(self.topic, TimerKind::Shuffle),
+        );
+        // Slots left free (contacts that refused earlier may take them now).
+        self.refill(ctx, &[]);
+        let Some(&to) = ctx.pick(&self.active) else { return };
+        let mut peers = sample(ctx.rng, &self.active, ctx.config.shuffle_active, &[to]);
+        peers.extend(sample(ctx.rng, &self.passive, ctx.config.shuffle_passive, &[]));
+        let ttl = ctx.config.shuffle_walk;
+        self.send(ctx, to, Body::Shuffle { origin: self.me, ttl, peers });
+    }
+
+    fn on_shuffle<R: rand::Rng>(
+        &mut self,
+        ctx: &mut Ctx<'_, P, R>,
+        from: P,
+        origin: P,
+        ttl: u8,
+        peers: Vec<P>,
+    ) {
+        if origin == self.me {
+            return;
+        }
+        if ttl > 0 && self.active.len() > 1 {
+            let next: Vec<P> =
+                self.active.iter().copied().filter(|p| *p != from && *p != origin).collect();
+            if let Some(&next) = ctx.pick(&next) {
+                self.send(ctx, next, Body::Shuffle { origin, ttl: ttl - 1, peers });
+                return;
+            }
+        }
+        // The walk ends here: answer the origin with as many contacts, and keep its.
+        let reply = sample(ctx.rng, &self.passive, peers.len(), &[origin]);
+        self.send(ctx, origin, Body::ShuffleReply { peers: reply.clone() });
+        if !self.active.contains(&origin) {
+            ctx.out.release(origin);
+        }
+        let mut offered = peers;
+        offered.push(origin);
+        self.integrate(ctx, &offered, &reply);
+    }
+
+    /// Takes offered contacts into the passive view, making room by dropping first those
+    /// just sent away.
+    fn integrate<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, offered: &[P], sent: &[P]) {
+        for &peer in offered {
+            if peer == self.me || self.active.contains(&peer) || self.passive.contains(&peer) {
+                continue;
+            }
+            if !ctx.filter.allow_passive(&self.topic, &peer) {
+                continue;
+            }
+            if self.passive.len() >= ctx.config.passive_view {
+                let victim = self
+                    .passive
+                    .iter()
+                    .position(|p| sent.contains(p))
+                    .unwrap_or_else(|| ctx.rng.random_range(0..self.passive.len()));
+                self.passive.swap_remove(victim);
+            }
+            self.passive.push(peer);
+        }
+    }
+
+    /// Replaces `count` neighbours, drawn uniformly, with eligible contacts drawn uniformly;
+    /// the rotated ones stay contacts.
+    pub(crate) fn rotate<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, count: usize) {
+        let mut rotated = Vec::new();
+        for _ in 0..count.min(self.active.len()) {
+            let i = ctx.rng.random_range(0..self.active.len());
+            let peer = self.active.swap_remove(i);
+            self.send(ctx, peer, Body::Disconnect { alive: true });
+            self.down(ctx, peer, DownReason::Rotated);
+            rotated.push(peer);
+        }
+        let until = ctx.now + ctx.config.shuffle_interval;
+        for &peer in &rotated {
+            self.add_passive(ctx, peer);
+            self.rotated_out.insert(peer, until);
+        }
+        self.refill(ctx, &rotated);
+    }
+
+    pub(crate) fn schedule_rotation<R: rand::Rng>(
+        &self,
+        ctx: &mut Ctx<'_, P, R>,
+        rotation: &RotationConfig,
+    ) {
+        let jitter = rotation.jitter.min(rotation.interval).as_secs_f64();
+        let offset = ctx.rng.random_range(-jitter..=jitter);
+        let wait = Duration::from_secs_f64((rotation.interval.as_secs_f64() + offset).max(1.0));
+        ctx.out.timer(ctx.now + wait, Timer::new(self.topic, TimerKind::Rotate));
+    }
+
+    /// The filter changed: neighbours no longer eligible go, contacts no longer eligible
+    /// are forgotten, and the freed slots are refilled.
+    pub(crate) fn refilter<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        let topic = self.topic;
+        let (keep, evict): (Vec<P>, Vec<P>) =
+            self.active.iter().copied().partition(|p| ctx.filter.allow_active(&topic, p));
+        self.active = keep;
+        for peer in evict {
+            self.send(ctx, peer, Body::Disconnect { alive: true });
+            self.down(ctx, peer, DownReason::Filtered);
+        }
+        self.passive.retain(|p| ctx.filter.allow_passive(&topic, p));
+        let refused: Vec<P> =
+            self.pending.keys().copied().filter(|p| !ctx.filter.allow_active(&topic, p)).collect();
+        for peer in refused {
+            self.pending.remove(&peer);
+        }
+        self.refill(ctx, &[]);
+    }
+}
+
+/// Up to `n` distinct elements of `from`, drawn uniformly, none of them in `except`.
+fn sample<P: PeerIdentity, R: rand::Rng>(
+    rng: &mut R,
+    from: &[P],
+    n: usize,
+    except: &[P],
+) -> Vec<P> {
+    let mut pool: Vec<P> = from.iter().copied().filter(|p| !except.contains(p)).collect();
+    let n = n.min(pool.len());
+    for i in 0..n {
+        let j = rng.random_range(i..pool.len());
+        pool.swap(i, j);
+    }
+    pool.truncate(n);
+    pool
+}

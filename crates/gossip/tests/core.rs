@@ -1,0 +1,372 @@
+//! The sans-IO core on a small network run by hand: a few nodes, messages delivered after a
+//! fixed latency in virtual time, timers handed back when due. The simulator (`mix-sim`) runs
+//! the same core at scale; these tests pin down what each API promises.
+
+#![allow(clippy::unwrap_used, reason = "test")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mix_gossip::proto::{Event, Message, Output, Timer};
+use mix_gossip::{
+    AllowAll, Config, DownReason, Forwarding, MessageId, PeerFilter, PublishError, Route, State,
+    TopicId,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+type Peer = u32;
+
+#[derive(Debug)]
+enum Ev {
+    Deliver { to: Peer, from: Peer, message: Message<Peer> },
+    Timer { node: Peer, timer: Timer },
+    Mix { to: Peer, from: Peer, topic: TopicId, data: Vec<u8> },
+    Gone { node: Peer, peer: Peer },
+}
+
+struct Net {
+    nodes: BTreeMap<Peer, State<Peer, ChaCha12Rng>>,
+    now: Instant,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    seq: u64,
+    events: Vec<(Peer, Event<Peer>)>,
+    /// Mix publications are lost (the mixnet is down) when set.
+    mix_down: bool,
+    mix_sent: usize,
+    topic: TopicId,
+}
+
+const LATENCY: Duration = Duration::from_millis(5);
+
+impl Net {
+    /// `n` nodes joined to one topic, each through node 0.
+    fn new(n: Peer, config: &Config, filter: impl Fn(Peer) -> Arc<dyn PeerFilter<Peer>>) -> Self {
+        let mut net = Self {
+            nodes: BTreeMap::new(),
+            now: Instant::now(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            events: Vec::new(),
+            mix_down: false,
+            mix_sent: 0,
+            topic: TopicId::from_name("test"),
+        };
+        for i in 0..n {
+            let rng = ChaCha12Rng::seed_from_u64(u64::from(i) + 7);
+            net.nodes.insert(i, State::new(i, config.clone(), filter(i), rng));
+        }
+        for i in 0..n {
+            let bootstrap = if i == 0 { vec![] } else { vec![0] };
+            net.with(i, |s, now, topic| s.join(now, topic, bootstrap));
+            net.run_for(Duration::from_millis(20));
+        }
+        net.run_for(Duration::from_secs(2));
+        net
+    }
+
+    fn push(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn with(
+        &mut self,
+        node: Peer,
+        f: impl FnOnce(&mut State<Peer, ChaCha12Rng>, Instant, TopicId),
+    ) {
+        let (now, topic) = (self.now, self.topic);
+        let Some(state) = self.nodes.get_mut(&node) else { return };
+        f(state, now, topic);
+        while let Some(output) = self.nodes.get_mut(&node).and_then(State::poll_output) {
+            match output {
+                Output::Send { to, message } => {
+                    if self.nodes.contains_key(&to) {
+                        self.push(self.now + LATENCY, Ev::Deliver { to, from: node, message });
+                    } else {
+                        self.push(self.now + LATENCY, Ev::Gone { node, peer: to });
+                    }
+                }
+                Output::Timer { at, timer } => self.push(at, Ev::Timer { node, timer }),
+                Output::Event(event) => self.events.push((node, event)),
+                Output::Disconnect(_) => {}
+                Output::MixPublish { to, topic, data } => {
+                    self.mix_sent += 1;
+                    if !self.mix_down {
+                        self.push(self.now + LATENCY * 10, Ev::Mix { to, from: node, topic, data });
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), ev) = entry.remove_entry();
+            self.now = self.now.max(at);
+            match ev {
+                Ev::Deliver { to, from, message } => {
+                    self.with(to, |s, now, _| s.handle_message(now, from, message))
+                }
+                Ev::Timer { node, timer } => {
+                    self.with(node, |s, now, _| s.handle_timer(now, timer))
+                }
+                Ev::Mix { to, from, topic, data } => {
+                    if self.nodes.contains_key(&to) {
+                        self.with(to, |s, now, _| {
+                            s.handle_mix_delivery(now, &topic, data).unwrap()
+                        });
+                    } else {
+                        self.with(from, |s, now, _| s.mix_failed(now, &topic, &data));
+                    }
+                }
+                Ev::Gone { node, peer } => {
+                    self.with(node, |s, now, _| s.handle_disconnected(now, peer))
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    fn publish(&mut self, node: Peer, data: &[u8], route: Route) -> MessageId {
+        let mut id = None;
+        self.with(node, |s, now, topic| id = Some(s.publish(now, &topic, data.to_vec(), route)));
+        id.unwrap().unwrap()
+    }
+
+    /// Nodes that delivered `id` (the publisher does not deliver its own).
+    fn received(&self, id: MessageId) -> BTreeSet<Peer> {
+        self.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Received { id: got, .. } if *got == id))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    fn count(&self, f: impl Fn(&Event<Peer>) -> bool) -> usize {
+        self.events.iter().filter(|(_, e)| f(e)).count()
+    }
+
+    fn neighbors(&self, node: Peer) -> Vec<Peer> {
+        self.nodes[&node].neighbors(&self.topic).to_vec()
+    }
+}
+
+fn config(forwarding: Forwarding) -> Config {
+    Config { forwarding, rotation: None, ..Config::default() }
+}
+
+fn allow_all(_: Peer) -> Arc<dyn PeerFilter<Peer>> {
+    Arc::new(AllowAll)
+}
+
+fn everyone_but(net: &Net, node: Peer) -> BTreeSet<Peer> {
+    net.nodes.keys().copied().filter(|p| *p != node).collect()
+}
+
+#[test]
+fn publications_are_refused_with_a_reason() {
+    let mut net = Net::new(4, &config(Forwarding::Immediate), allow_all);
+    let other = TopicId::from_name("other");
+    let now = net.now;
+    let node = net.nodes.get_mut(&1).unwrap();
+    assert_eq!(node.publish(now, &other, vec![1], Route::Direct), Err(PublishError::NotJoined));
+    let max = node.config().max_message_size;
+    assert_eq!(
+        node.publish(now, &net.topic, vec![0; max + 1], Route::Direct),
+        Err(PublishError::TooLarge { len: max + 1, max })
+    );
+    assert!(node.publish(now, &net.topic, vec![1], Route::Direct).is_ok());
+    assert_eq!(node.publish(now, &net.topic, vec![1], Route::Direct), Err(PublishError::Duplicate));
+    assert_eq!(
+        node.handle_mix_delivery(now, &other, vec![2]),
+        Err(PublishError::NotJoined),
+        "a rebroadcaster outside the topic refuses"
+    );
+    assert_eq!(
+        node.handle_mix_delivery(now, &net.topic, vec![0; max + 1]),
+        Err(PublishError::TooLarge { len: max + 1, max })
+    );
+}
+
+#[test]
+fn every_forwarding_mode_delivers_to_every_member_once() {
+    for forwarding in [
+        Forwarding::Immediate,
+        Forwarding::window(),
+        Forwarding::Poisson { mean: Duration::from_millis(30), cap: Duration::from_millis(200) },
+    ] {
+        let mut net = Net::new(12, &config(forwarding), allow_all);
+        for (i, publisher) in [3, 7, 11, 0].into_iter().enumerate() {
+            let id = net.publish(publisher, format!("m{i}").as_bytes(), Route::Direct);
+            net.run_for(Duration::from_secs(3));
+            assert_eq!(net.received(id), everyone_but(&net, publisher), "{forwarding:?}");
+        }
+        let received = net.count(|e| matches!(e, Event::Received { .. }));
+        assert_eq!(received, 4 * 11, "{forwarding:?}: each delivered once");
+    }
+}
+
+#[test]
+fn received_names_the_neighbour_not_the_publisher() {
+    let mut net = Net::new(10, &config(Forwarding::Immediate), allow_all);
+    let id = net.publish(4, b"who", Route::Direct);
+    net.run_for(Duration::from_secs(2));
+    for (node, event) in &net.events {
+        if let Event::Received { id: got, from, .. } = event
+            && *got == id
+        {
+            let neighbors = net.neighbors(*node);
+            assert!(neighbors.contains(from) || *from == 4, "{node} got it from {from}");
+        }
+    }
+}
+
+#[test]
+fn the_filter_keeps_refused_peers_out_and_refilter_evicts() {
+    // Node 5 is refused by everyone; everyone else is admitted.
+    let banned =
+        |_: Peer| -> Arc<dyn PeerFilter<Peer>> { Arc::new(|_: &TopicId, p: &Peer| *p != 5) };
+    let mut net = Net::new(10, &config(Forwarding::Immediate), banned);
+    for node in 0..10 {
+        assert!(!net.neighbors(node).contains(&5), "{node}: {:?}", net.neighbors(node));
+    }
+    assert!(net.count(|e| matches!(e, Event::Refused { peer: 5, .. })) > 0);
+    // Nobody admits node 5, so it has no neighbour at all.
+    assert!(net.neighbors(5).is_empty());
+
+    // Trust changes: node 2 stops admitting its first neighbour.
+    let victim = net.neighbors(2)[0];
+    net.nodes
+        .get_mut(&2)
+        .unwrap()
+        .set_filter(Arc::new(move |_: &TopicId, p: &Peer| *p != 5 && *p != victim));
+    net.with(2, |s, now, topic| s.refilter(now, &topic));
+    net.run_for(Duration::from_secs(2));
+    assert!(!net.neighbors(2).contains(&victim));
+    assert!(
+        net.count(|e| matches!(
+            e,
+            Event::NeighborDown { peer, reason: DownReason::Filtered, .. } if *peer == victim
+        )) > 0
+    );
+    assert!(!net.neighbors(2).is_empty(), "refilled from eligible contacts");
+}
+
+#[test]
+fn rotation_replaces_a_neighbour_and_broadcast_still_reaches_everyone() {
+    let mut net = Net::new(14, &config(Forwarding::Immediate), allow_all);
+    let before = net.neighbors(3);
+    net.with(3, |s, now, topic| s.rotate_now(now, &topic, 1));
+    net.run_for(Duration::from_secs(2));
+    let rotated: Vec<Peer> = net
+        .events
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::NeighborDown { peer, reason: DownReason::Rotated, .. } if *n == 3 => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rotated.len(), 1);
+    assert!(before.contains(&rotated[0]));
+    assert!(
+        net.nodes[&3].contacts(&net.topic).contains(&rotated[0]),
+        "a rotated neighbour stays a contact"
+    );
+    assert!(!net.neighbors(3).is_empty());
+    let id = net.publish(9, b"after rotation", Route::Direct);
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.received(id), everyone_but(&net, 9));
+}
+
+#[test]
+fn a_stem_publication_is_broadcast_and_confirmed() {
+    let mut net = Net::new(12, &config(Forwarding::Immediate), allow_all);
+    let id = net.publish(6, b"stem", Route::Stem);
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.received(id), everyone_but(&net, 6));
+    assert_eq!(
+        net.count(|e| matches!(e, Event::PublishConfirmed { id: got, .. } if *got == id)),
+        1
+    );
+}
+
+#[test]
+fn a_mix_publication_is_rebroadcast_by_a_member_and_confirmed() {
+    let mut net = Net::new(12, &config(Forwarding::Immediate), allow_all);
+    let id = net.publish(2, b"through the mixnet", Route::Mix);
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.mix_sent, 1);
+    assert_eq!(net.received(id), everyone_but(&net, 2));
+    assert_eq!(
+        net.count(|e| matches!(e, Event::PublishConfirmed { id: got, .. } if *got == id)),
+        1
+    );
+}
+
+#[test]
+fn a_lost_mix_publication_is_retried_then_reported_failed() {
+    let cfg = config(Forwarding::Immediate);
+    let retries = cfg.mix.retries as usize;
+    let timeout = cfg.mix.confirm_timeout;
+    let mut net = Net::new(8, &cfg, allow_all);
+    net.mix_down = true;
+    let id = net.publish(1, b"lost", Route::Mix);
+    net.run_for(timeout * (retries as u32 + 2));
+    assert_eq!(net.mix_sent, retries + 1, "first attempt and every retry");
+    assert!(net.received(id).is_empty());
+    assert_eq!(net.count(|e| matches!(e, Event::PublishFailed { id: got, .. } if *got == id)), 1);
+
+    // The mixnet is back: a retry over a fresh path gets through.
+    net.mix_down = false;
+    net.mix_sent = 0;
+    let id = net.publish(1, b"found", Route::Mix);
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.received(id), everyone_but(&net, 1));
+}
+
+#[test]
+fn a_crashed_neighbour_is_replaced_and_the_tree_repaired() {
+    let mut net = Net::new(16, &config(Forwarding::Immediate), allow_all);
+    let victim = net.neighbors(4)[0];
+    net.nodes.remove(&victim);
+    // Survivors find out when they next send to it.
+    let publishers: Vec<Peer> =
+        [4, 9, 13, 1].into_iter().filter(|p| *p != victim).take(3).collect();
+    for (i, publisher) in publishers.into_iter().enumerate() {
+        let id = net.publish(publisher, format!("after {i}").as_bytes(), Route::Direct);
+        net.run_for(Duration::from_secs(3));
+        assert_eq!(net.received(id), everyone_but(&net, publisher), "broadcast {i}");
+    }
+    assert!(!net.neighbors(4).contains(&victim));
+}
+
+#[test]
+fn a_node_that_leaves_says_so_and_hears_no_more() {
+    let mut net = Net::new(10, &config(Forwarding::Immediate), allow_all);
+    let before = net.neighbors(6);
+    assert!(!before.is_empty());
+    net.with(6, |s, now, topic| s.leave(now, &topic));
+    let left = net.count(|e| matches!(e, Event::NeighborDown { reason: DownReason::Left, .. }));
+    assert_eq!(left, before.len(), "the leaver reports each neighbour gone");
+    assert_eq!(net.nodes[&6].topics().count(), 0);
+    net.run_for(Duration::from_secs(2));
+    for node in (0..10).filter(|n| *n != 6) {
+        assert!(!net.neighbors(node).contains(&6), "{node} still has the leaver");
+    }
+    let id = net.publish(2, b"after leaving", Route::Direct);
+    net.run_for(Duration::from_secs(3));
+    let mut others = everyone_but(&net, 2);
+    others.remove(&6);
+    assert_eq!(net.received(id), others);
+    // Publishing on a topic it left is refused.
+    let now = net.now;
+    let topic = net.topic;
+    let node = net.nodes.get_mut(&6).unwrap();
+    assert_eq!(node.publish(now, &topic, vec![9], Route::Direct), Err(PublishError::NotJoined));
+}

@@ -1,0 +1,13 @@
+//! Discrete-event simulation, in virtual time, of the code the nodes run.
+//!
+//! * [`gossip`]: thousands of `mix_gossip::State` machines on a simulated network with
+//!   latency, crashes and spies; measures delivery, redundancy, hops and publisher anonymity.
+//! * [`scenario`]: scenario files and reports (`mixnode sim gossip`).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod gossip;
+pub mod scenario;
+
+pub use scenario::{Report, Scenario, ScenarioError};
