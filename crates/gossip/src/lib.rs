@@ -26,6 +26,6 @@ pub use driver::{
     parse_mix_publish,
 };
 pub use proto::{
-    AllowAll, Config, DownReason, Forwarding, MessageId, PeerFilter, PublishError, RotationConfig,
-    Route, State, TopicId,
+    AllowAll, Config, ConfigError, DownReason, Forwarding, MessageId, PeerFilter, PublishError,
+    RotationConfig, Route, State, TopicId,
 };

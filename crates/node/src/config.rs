@@ -143,6 +143,7 @@ impl GossipSection {
             mix_gossip::Config { forwarding, rotation, ..mix_gossip::Config::default() };
         gossip.membership.active_view = self.active_view;
         gossip.membership.passive_view = self.passive_view.min(256);
+        gossip.validate().context("[gossip]")?;
         for topic in &self.topics {
             anyhow::ensure!(!topic.is_empty(), "gossip.topics: a topic name is empty");
         }

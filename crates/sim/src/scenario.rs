@@ -271,6 +271,9 @@ pub enum ScenarioError {
     /// A setting is out of range.
     #[error("scenario: {0}")]
     Invalid(&'static str),
+    /// The gossip settings it makes cannot work.
+    #[error("scenario: {0}")]
+    Config(#[from] mix_gossip::ConfigError),
 }
 
 impl Scenario {
@@ -293,6 +296,7 @@ impl Scenario {
         if self.latency_min_ms > self.latency_max_ms {
             return Err(ScenarioError::Invalid("latency_min_ms exceeds latency_max_ms"));
         }
+        self.config().validate()?;
         Ok(())
     }
 

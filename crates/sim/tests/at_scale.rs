@@ -133,4 +133,6 @@ fn the_scenario_files_parse() {
     assert!(Scenario::from_toml("nodes = 5").is_err(), "too few nodes");
     assert!(Scenario::from_toml("crash = 1.5").is_err());
     assert!(Scenario::from_toml("bogus = 1").is_err(), "unknown keys are refused");
+    let zero = "forwarding = { mode = \"window\", window_ms = 0, max_batch = 64 }";
+    assert!(Scenario::from_toml(zero).unwrap_err().to_string().contains("forwarding.window"));
 }

@@ -230,3 +230,141 @@ impl Default for Config {
         }
     }
 }
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The named setting is out of its range.
+    #[error("{setting}: {why}")]
+    OutOfRange {
+        /// The setting, as `section.field`.
+        setting: &'static str,
+        /// What it must be.
+        why: &'static str,
+    },
+}
+
+fn check(ok: bool, setting: &'static str, why: &'static str) -> Result<(), ConfigError> {
+    if ok { Ok(()) } else { Err(ConfigError::OutOfRange { setting, why }) }
+}
+
+impl Config {
+    /// Checks settings that would break the protocol (the ranges the defaults come from are
+    /// advice, not checked: window 100–200 ms, batches 16–256, rotation 120–300 s).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.membership;
+        check(m.active_view >= 1, "membership.active_view", "at least 1")?;
+        check(m.passive_view >= m.active_view, "membership.passive_view", "at least active_view")?;
+        check(m.active_walk >= m.passive_walk, "membership.active_walk", "at least passive_walk")?;
+        check(
+            !m.shuffle_interval.is_zero() && !m.neighbor_timeout.is_zero(),
+            "membership.shuffle_interval",
+            "shuffle_interval and neighbor_timeout must be above zero",
+        )?;
+        let b = &self.broadcast;
+        check(
+            (1..=crate::codec::MAX_IDS).contains(&b.max_ihave),
+            "broadcast.max_ihave",
+            "1 to 14 (an IHAVE must fit a control frame)",
+        )?;
+        check(
+            b.max_cached >= 1 && b.max_seen >= b.max_cached && b.max_missing >= 1,
+            "broadcast.max_seen",
+            "max_cached and max_missing at least 1, max_seen at least max_cached",
+        )?;
+        check(
+            b.seen_retention >= b.cache_retention,
+            "broadcast.seen_retention",
+            "at least cache_retention (or forgotten messages come back as new)",
+        )?;
+        match self.forwarding {
+            Forwarding::Immediate => {}
+            Forwarding::Window { window, min_batch, max_batch } => {
+                check(!window.is_zero(), "forwarding.window", "above zero")?;
+                check(
+                    min_batch >= 1 && max_batch >= min_batch,
+                    "forwarding.max_batch",
+                    "min_batch at least 1 and max_batch at least min_batch",
+                )?;
+            }
+            Forwarding::Poisson { mean, cap } => {
+                check(
+                    !mean.is_zero() && cap >= mean,
+                    "forwarding.cap",
+                    "mean above zero, cap >= mean",
+                )?;
+            }
+        }
+        if let Some(r) = &self.rotation {
+            check(
+                !r.interval.is_zero() && r.jitter < r.interval,
+                "rotation.jitter",
+                "interval above zero and jitter below it",
+            )?;
+            check(
+                r.count >= 1 && r.count < m.active_view.max(2),
+                "rotation.count",
+                "at least 1 and below active_view",
+            )?;
+        }
+        let s = &self.stem;
+        check((0.0..=1.0).contains(&s.fluff_probability), "stem.fluff_probability", "0 to 1")?;
+        check(
+            s.successors >= 1 && !s.epoch.is_zero(),
+            "stem.successors",
+            "at least 1, epoch above zero",
+        )?;
+        check(
+            (1..=crate::codec::MAX_PAYLOAD).contains(&self.max_message_size),
+            "max_message_size",
+            "1 to 3999 bytes (a publication must fit the largest bucket)",
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_broken_settings_are_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let broken = [
+            Config { max_message_size: 5000, ..Config::default() },
+            Config {
+                forwarding: Forwarding::Window {
+                    window: Duration::from_millis(150),
+                    min_batch: 4,
+                    max_batch: 2,
+                },
+                ..Config::default()
+            },
+            Config {
+                rotation: Some(RotationConfig { count: 5, ..RotationConfig::default() }),
+                ..Config::default()
+            },
+            Config {
+                stem: StemConfig { fluff_probability: 1.5, ..StemConfig::default() },
+                ..Config::default()
+            },
+        ];
+        let named: Vec<&str> = broken
+            .iter()
+            .map(|c| match c.validate() {
+                Err(ConfigError::OutOfRange { setting, .. }) => setting,
+                Ok(()) => "accepted",
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "max_message_size",
+                "forwarding.max_batch",
+                "rotation.count",
+                "stem.fluff_probability"
+            ]
+        );
+    }
+}

@@ -29,8 +29,8 @@ use std::time::Instant;
 use rand::RngExt;
 
 pub use config::{
-    BroadcastConfig, Config, Forwarding, MembershipConfig, MixRouteConfig, RotationConfig,
-    StemConfig,
+    BroadcastConfig, Config, ConfigError, Forwarding, MembershipConfig, MixRouteConfig,
+    RotationConfig, StemConfig,
 };
 pub use message::{Body, Message, MessageId, TopicId};
 
