@@ -163,6 +163,34 @@ fn run_starts_a_node_that_serves_metrics() {
 }
 
 #[test]
+fn testnet_gossip_over_quic_reaches_every_member() {
+    // Mix traffic and discovery dial the same peers gossip does: a dial gossip skips because
+    // another is under way must not count as the peer being unreachable.
+    let out = mixnode(&[
+        "testnet",
+        "--json",
+        "--quic",
+        "--nodes",
+        "10",
+        "--messages",
+        "30",
+        "--requests",
+        "5",
+        "--stream-bytes",
+        "0",
+        "--gossip-messages",
+        "15",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["transport"], "quic");
+    for route in report["gossip"]["routes"].as_array().unwrap() {
+        assert_eq!(route["delivery_ratio"], 1.0, "{route}");
+        assert_eq!(route["delivered_to_all"], route["published"], "{route}");
+    }
+}
+
+#[test]
 fn sim_gossip_prints_the_figures_as_json() {
     let out = mixnode(&[
         "sim",

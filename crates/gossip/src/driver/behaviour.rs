@@ -17,6 +17,7 @@ use futures_timer::Delay;
 use libp2p_core::transport::PortUse;
 use libp2p_core::{Endpoint, Multiaddr};
 use libp2p_identity::PeerId;
+use libp2p_swarm::DialError;
 use libp2p_swarm::behaviour::{ConnectionClosed, ConnectionEstablished, DialFailure, FromSwarm};
 use libp2p_swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p_swarm::{
@@ -507,9 +508,16 @@ impl NetworkBehaviour for Behaviour {
                     self.lost(peer_id);
                 }
             }
-            FromSwarm::DialFailure(DialFailure { peer_id: Some(peer), .. })
+            // A dial skipped because another is under way (mix traffic, discovery) is no
+            // failure: the frames wait for that dial's connection, or its failure.
+            FromSwarm::DialFailure(DialFailure {
+                error: DialError::DialPeerConditionFalse(_),
+                ..
+            }) => {}
+            FromSwarm::DialFailure(DialFailure { peer_id: Some(peer), error, .. })
                 if !self.connected.contains_key(&peer) && self.pending.contains_key(&peer) =>
             {
+                tracing::debug!(%peer, %error, "gossip peer unreachable");
                 self.lost(peer);
             }
             _ => {}
