@@ -59,7 +59,8 @@ pub struct Config {
     pub message_backlog: usize,
     /// The largest message accepted; a longer one is reset when it crosses the limit.
     pub max_message_len: usize,
-    /// How long an accepted stream that ended is kept, to acknowledge late retransmissions.
+    /// How long a stream that ended (either side) is kept, to acknowledge late
+    /// retransmissions.
     pub linger: Duration,
     /// New streams accepted per second at most (each costs a Diffie-Hellman).
     pub accept_rate: f64,
@@ -123,7 +124,7 @@ struct Entry {
     outgoing: Option<(Vec<u8>, usize, Outcome)>,
     /// Acceptor of a message: the bytes so far.
     inbox: Option<Vec<u8>>,
-    /// When the stream ended (acceptors linger).
+    /// When the stream ended (it lingers, see [`Config::linger`]).
     ended: Option<Instant>,
     stats: ConnectionStats,
 }
@@ -665,12 +666,10 @@ impl Behaviour {
             }
             entry.ended = Some(now);
         }
-        // An acceptor that ended well stays a while to acknowledge late retransmissions.
-        let linger = if entry.role == Role::Acceptor && error.is_none() {
-            self.config.linger
-        } else {
-            Duration::ZERO
-        };
+        // A stream that ended well stays a while to acknowledge late retransmissions: the
+        // acknowledgement of the peer's last block may be lost, and the peer, still sending
+        // it again, would otherwise wait in vain until its idle timeout.
+        let linger = if error.is_none() { self.config.linger } else { Duration::ZERO };
         let next = match entry.ended {
             Some(t) if now >= t + linger => {
                 self.streams.remove(&id);
