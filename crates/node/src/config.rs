@@ -624,7 +624,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
 }
 
 /// `(peer, address)` of a bootstrap multiaddr, which must end in `/p2p/<peer id>`.
-fn bootstrap_peer(addr: &Multiaddr) -> anyhow::Result<(PeerId, Multiaddr)> {
+pub(crate) fn bootstrap_peer(addr: &Multiaddr) -> anyhow::Result<(PeerId, Multiaddr)> {
     match addr.iter().last() {
         Some(Protocol::P2p(peer)) => Ok((peer, addr.clone())),
         _ => Err(anyhow::anyhow!("bootstrap address {addr} must end in /p2p/<peer id>")),

@@ -147,6 +147,30 @@ pub(crate) struct NodeSpec {
     pub(crate) gossip: Option<GossipSpec>,
 }
 
+impl NodeSpec {
+    /// A node with fresh keys listening on `listen`: an exit, no mixing delay, no discovery,
+    /// no echo, no spam protection, gossip off, accepting streams. Callers change what they
+    /// need with struct update syntax.
+    pub(crate) fn new(listen: Multiaddr, config: libp2p_mix::Config) -> Self {
+        Self {
+            identity: identity::Keypair::generate_secp256k1(),
+            mix_secret: NodeSecretKey::generate(&mut rand::rng()),
+            listen: vec![listen],
+            advertise: None,
+            exit: true,
+            static_nodes: Vec::new(),
+            discovery: None,
+            delay: Box::new(libp2p_mix::core::NoDelay),
+            config,
+            echo: false,
+            spam: None,
+            streams: mix_stream::Config::default(),
+            accept_streams: true,
+            gossip: None,
+        }
+    }
+}
+
 type Reply<T> = oneshot::Sender<Result<T, libp2p_mix::SendError>>;
 
 enum Command {
@@ -517,31 +541,8 @@ fn gossip_mix_delivery(swarm: &mut Swarm<NodeBehaviour>, body: &[u8]) {
 }
 
 fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
-    match command {
-        Command::GossipJoin(topic, bootstrap) => return gossip_join(swarm, topic, bootstrap),
-        Command::GossipPublish(topic, data, route, done) => {
-            let result = match swarm.behaviour_mut().gossip.as_mut() {
-                Some(g) => g.publish(&topic, data, route),
-                None => Err(PublishError::NotJoined),
-            };
-            let _ = done.send(result);
-            return;
-        }
-        Command::GossipNeighbors(topic, done) => {
-            let n = swarm.behaviour().gossip.as_ref().map_or(0, |g| g.neighbors(&topic).len());
-            let _ = done.send(n);
-            return;
-        }
-        _ => {}
-    }
-    if let Command::SetStaticNodes(nodes) = &command
-        && let Some(g) = swarm.behaviour_mut().gossip.as_mut()
-    {
-        for node in nodes {
-            g.add_address(*node.peer_id(), node.addr().clone());
-        }
-    }
-    let mix = swarm.behaviour_mut().stream.mix_mut();
+    let behaviour = swarm.behaviour_mut();
+    let mix = behaviour.stream.mix_mut();
     match command {
         Command::Send(dest, codec, body, options, done) => {
             let _ = done.send(mix.send_with(&dest, codec, &body, options).map(|_| ()));
@@ -550,11 +551,29 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
             let _ = done.send(mix.request_with(&dest, codec, &body, surbs, options));
         }
         Command::SendPacket(peer, addr, packet) => mix.send_packet(peer, addr, packet),
-        Command::SetStaticNodes(nodes) => mix.set_pool(Box::new(pool_of(nodes))),
+        Command::SetStaticNodes(nodes) => {
+            // Gossip takes addresses from outside the protocol: here, from the pool.
+            if let Some(g) = behaviour.gossip.as_mut() {
+                for node in &nodes {
+                    g.add_address(*node.peer_id(), node.addr().clone());
+                }
+            }
+            behaviour.stream.mix_mut().set_pool(Box::new(pool_of(nodes)));
+        }
         Command::PoolPeers(done) => {
             let _ = done.send(mix.core().pool().nodes().iter().map(|n| *n.peer_id()).collect());
         }
-        Command::GossipJoin(..) | Command::GossipPublish(..) | Command::GossipNeighbors(..) => {}
+        Command::GossipJoin(topic, bootstrap) => gossip_join(swarm, topic, bootstrap),
+        Command::GossipPublish(topic, data, route, done) => {
+            let result = match behaviour.gossip.as_mut() {
+                Some(g) => g.publish(&topic, data, route),
+                None => Err(PublishError::NotJoined),
+            };
+            let _ = done.send(result);
+        }
+        Command::GossipNeighbors(topic, done) => {
+            let _ = done.send(behaviour.gossip.as_ref().map_or(0, |g| g.neighbors(&topic).len()));
+        }
     }
 }
 

@@ -14,11 +14,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use libp2p::{Multiaddr, PeerId, identity};
+use libp2p::{Multiaddr, PeerId};
 use libp2p_mix::core::{CoverConfig, CoverMode, PathSelection, RotationConfig, SendOptions};
 use libp2p_mix::spam::{Placement, PowConfig, ProofError, ProofOfWork, SpamConfig};
 use libp2p_mix::{Destination, DropReason, Event, RequestId, discovery};
-use mix_sphinx::{NodeSecretKey, ProcessError};
+use mix_sphinx::ProcessError;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
@@ -274,24 +274,16 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         bootstrap: bootstrap.into_iter().collect(),
     });
     Ok(NodeSpec {
-        identity: identity::Keypair::generate_secp256k1(),
-        mix_secret: NodeSecretKey::generate(&mut rand::rng()),
-        listen: vec![listen],
-        advertise: None,
-        exit: true,
-        static_nodes: Vec::new(),
         discovery,
         delay: delay.strategy(),
-        config,
         echo: true,
         spam,
-        streams: mix_stream::Config::default(),
-        accept_streams: true,
         gossip: (options.gossip_messages > 0).then(|| GossipSpec {
             config: mix_gossip::BehaviourConfig::default(),
             topics: Vec::new(),
             bootstrap: Vec::new(),
         }),
+        ..NodeSpec::new(listen, config)
     })
 }
 

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, identity};
+use libp2p::{Multiaddr, PeerId};
 use libp2p_mix::core::ExponentialDelay;
-use mix_sphinx::NodeSecretKey;
 use mix_stream::{StreamConfig, StreamPeer};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -33,34 +32,18 @@ const MAX_NAME: usize = 255;
 /// A node for a one-off transfer: listens on `listen`, joins through `bootstrap`.
 fn spec(listen: Multiaddr, bootstrap: &[Multiaddr]) -> anyhow::Result<NodeSpec> {
     anyhow::ensure!(!bootstrap.is_empty(), "give at least one --bootstrap peer (…/p2p/<peer id>)");
-    let peers = bootstrap
-        .iter()
-        .map(|addr| match addr.iter().last() {
-            Some(Protocol::P2p(peer)) => Ok((peer, addr.clone())),
-            _ => bail!("bootstrap address {addr} must end in /p2p/<peer id>"),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let peers =
+        bootstrap.iter().map(crate::config::bootstrap_peer).collect::<anyhow::Result<Vec<_>>>()?;
     let mut config = libp2p_mix::Config::default();
     // The stream paces its own frames; the node-wide gap would cap it at a few hundred a second.
     config.core.send_jitter = Duration::ZERO;
     Ok(NodeSpec {
-        identity: identity::Keypair::generate_secp256k1(),
-        mix_secret: NodeSecretKey::generate(&mut rand::rng()),
-        listen: vec![listen],
-        advertise: None,
-        exit: true,
-        static_nodes: Vec::new(),
         discovery: Some(DiscoverySpec {
             config: libp2p_mix::discovery::Config::default(),
             bootstrap: peers,
         }),
         delay: Box::new(ExponentialDelay::new(Duration::from_millis(20))),
-        config,
-        echo: false,
-        spam: None,
-        streams: mix_stream::Config::default(),
-        accept_streams: true,
-        gossip: None,
+        ..NodeSpec::new(listen, config)
     })
 }
 

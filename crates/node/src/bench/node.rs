@@ -21,9 +21,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use libp2p::identity;
 use libp2p_mix::Event;
-use libp2p_mix::core::NoDelay;
 use mix_sphinx::{
     AddressBlock, Hop, MESSAGE_SIZE, NodeSecretKey, Packet, Route, WireFormat, message,
 };
@@ -152,22 +150,7 @@ pub(crate) fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
     config.core.max_delayed_packets = 100_000;
     // Raw capacity: no per-connection read limit.
     config.inbound_frame_rate = None;
-    Ok(NodeSpec {
-        identity: identity::Keypair::generate_secp256k1(),
-        mix_secret: NodeSecretKey::generate(&mut rand::rng()),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        advertise: None,
-        exit: true,
-        static_nodes: Vec::new(),
-        discovery: None,
-        delay: Box::new(NoDelay),
-        config,
-        echo: false,
-        spam: None,
-        streams: mix_stream::Config::default(),
-        accept_streams: true,
-        gossip: None,
-    })
+    Ok(NodeSpec::new("/ip4/127.0.0.1/tcp/0".parse()?, config))
 }
 
 /// The path's nodes, each on its own thread.

@@ -162,15 +162,7 @@ async fn direct_goodput(bytes: &[u8]) -> anyhow::Result<f64> {
     });
     let reader = tokio::spawn(async move {
         let (_, mut stream) = incoming.next().await.context("no stream")?;
-        let mut total = 0usize;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            total += n;
-        }
+        let total = count_to_end(&mut stream).await?;
         anyhow::Ok((total, Instant::now()))
     });
     let mut stream =
@@ -187,6 +179,19 @@ async fn direct_goodput(bytes: &[u8]) -> anyhow::Result<f64> {
     Ok(bytes.len() as f64 * 8.0 / done.duration_since(started).as_secs_f64() / 1e6)
 }
 
+/// Reads `stream` to its end; returns how many bytes came.
+async fn count_to_end(stream: &mut (impl futures::AsyncRead + Unpin)) -> std::io::Result<usize> {
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+    }
+}
+
 async fn transfer(
     opener: &NodeHandle,
     acceptor: &NodeHandle,
@@ -196,15 +201,7 @@ async fn transfer(
     let len = data.len();
     let reader = tokio::spawn(async move {
         let mut stream = incoming.accept_stream().await.context("no stream")?;
-        let mut total = 0usize;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            total += n;
-        }
+        let total = count_to_end(&mut stream).await?;
         anyhow::Ok((total, Instant::now()))
     });
     let mut control = opener.streams.clone();
