@@ -72,6 +72,38 @@ pub struct Config {
     /// Peers with packets waiting for a connection (being dialed); packets for more are
     /// dropped.
     pub max_pending_peers: usize,
+    /// As the exit: deliveries to destinations queued or in flight at once. More are refused
+    /// (counted as `exit_queue_full`).
+    pub max_exit_jobs: usize,
+    /// As the exit: deliveries to one destination queued or in flight at once. More are
+    /// refused (`exit_destination_full`), so one slow destination cannot take every slot.
+    pub max_exit_jobs_per_destination: usize,
+    /// As the exit: new connections to destinations per second, with bursts of
+    /// [`Self::exit_dial_burst`]. A delivery that would need a dial past it is refused
+    /// (`exit_dial_rate`): a sender cannot turn an exit into a dialer of arbitrary addresses.
+    /// Destinations the exit reached in the last ten minutes do not count against it.
+    pub exit_dial_rate: f64,
+    /// Dials to destinations an exit may make at once above [`Self::exit_dial_rate`].
+    pub exit_dial_burst: u32,
+    /// Frames per second read from a peer outside the pool that sends mostly frames that fail
+    /// (Sphinx failures, replays, wrong lengths, bad per-hop proofs): once at least 16 of its
+    /// last 32 frames were such and they outnumber the good ones, its budget drops to this for
+    /// [`Self::penalty`], across reconnections, so a flood of junk from many identities costs
+    /// each of them its budget within a few dozen frames. Pool members are never judged: a
+    /// sender can route junk for this node through an honest mix node, which cannot tell, or
+    /// make an honest hop forward a replay (by sending the inner packet here first).
+    /// `None`: no penalty.
+    pub penalty_frame_rate: Option<f64>,
+    /// How long a penalty lasts.
+    pub penalty: Duration,
+    /// Where the node keeps state across restarts (the replay filter of its mix key). `None`:
+    /// nothing survives a restart, so a node that keeps its mix key (no rotation) would accept
+    /// every packet captured before the restart again. Set with
+    /// [`Behaviour::with_state_dir`], which loads what is there.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How often the replay state is written to [`Self::state_dir`] (it is also written when
+    /// the behaviour is dropped).
+    pub state_save_interval: Duration,
 }
 
 impl Default for Config {
@@ -92,6 +124,14 @@ impl Default for Config {
             inbound_burst: 1000,
             max_connections_per_peer: 4,
             max_pending_peers: 1024,
+            penalty_frame_rate: Some(20.0),
+            penalty: Duration::from_secs(60),
+            max_exit_jobs: 4096,
+            max_exit_jobs_per_destination: 512,
+            exit_dial_rate: 20.0,
+            exit_dial_burst: 40,
+            state_dir: None,
+            state_save_interval: Duration::from_secs(10),
         }
     }
 }
@@ -175,7 +215,38 @@ struct Pending {
     packets: VecDeque<Vec<u8>>,
     exits: Vec<ExitJob>,
     dials: u8,
+    /// `addr` is the address of the peer's own record in the pool, so failing to reach it
+    /// says something about the peer. An address read from a packet says nothing: any sender
+    /// can write a dead one.
+    at_record: bool,
+    /// Our dial: only its failure says anything (other behaviours dial the same peer at
+    /// addresses of their own, which may come from anyone).
+    dial_id: ConnectionId,
+    /// Our dial was not made because another dial to the peer was under way: the next
+    /// failure of that one makes us dial ourselves.
+    deferred: bool,
 }
+
+/// Frames from one peer that processed (`good`) or failed as forgeries (`bad`), since the
+/// last verdict; and its penalty, if any.
+#[derive(Debug, Default, Clone, Copy)]
+struct Conduct {
+    good: u32,
+    bad: u32,
+    penalized_until: Option<Instant>,
+}
+
+/// Peers whose conduct is remembered; past this, the record of a peer with no penalty is
+/// forgotten first.
+const MAX_CONDUCT: usize = 4096;
+/// How long a destination the exit reached skips the dial rate, and how many are remembered.
+const REACHED_FOR: Duration = Duration::from_secs(600);
+const MAX_REACHED: usize = 4096;
+
+/// Frames per verdict: a peer is penalized when at least half of them were forged and they
+/// outnumber the good ones. Small, so that a fresh identity costs its owner a new connection
+/// every few dozen junk frames.
+const JUDGED_FRAMES: u32 = 32;
 
 /// The Mix Protocol on a swarm.
 pub struct Behaviour {
@@ -194,7 +265,7 @@ pub struct Behaviour {
     events: VecDeque<ToSwarm<Event, InEvent>>,
     waker: Option<Waker>,
     /// Peers being dialed only to see whether they are alive.
-    probing: HashMap<PeerId, Multiaddr>,
+    probing: HashMap<PeerId, ConnectionId>,
     probe_timer: Option<Delay>,
     probe_rng: StdRng,
     /// Length of the per-hop proof after each packet.
@@ -202,6 +273,23 @@ pub struct Behaviour {
     listen_addrs: usize,
     /// Each connected peer's inbound frame budget, shared by its connections.
     buckets: HashMap<PeerId, Arc<Mutex<TokenBucket>>>,
+    /// How each recent peer's frames fared, and penalties.
+    conduct: HashMap<PeerId, Conduct>,
+    conduct_swept: Option<Instant>,
+    /// Exit deliveries queued or in flight, per destination.
+    exit_jobs: HashMap<PeerId, usize>,
+    /// Destinations this exit reached lately: dials to them skip the dial rate, so that a flood
+    /// of deliveries to fresh destinations does not keep it from the ones that answer.
+    reached: HashMap<PeerId, Instant>,
+    /// The connection each exit delivery was handed to: if it closes first, the delivery
+    /// failed (a handler that goes away reports nothing).
+    exit_connection: HashMap<ExitId, ConnectionId>,
+    /// Dials to destinations.
+    exit_dials: TokenBucket,
+    state: Option<crate::state::StateFile>,
+    state_timer: Option<Delay>,
+    /// A periodic save is running.
+    saving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -237,6 +325,15 @@ impl Behaviour {
             proof_len: 0,
             listen_addrs: 0,
             buckets: HashMap::new(),
+            exit_jobs: HashMap::new(),
+            exit_connection: HashMap::new(),
+            reached: HashMap::new(),
+            conduct: HashMap::new(),
+            conduct_swept: None,
+            exit_dials: TokenBucket::new(config.exit_dial_rate, config.exit_dial_burst),
+            state: None,
+            state_timer: None,
+            saving: Arc::default(),
             core,
             config,
             metrics,
@@ -255,6 +352,76 @@ impl Behaviour {
             probe_timer,
             probe_rng: StdRng::from_rng(&mut rand::rng()),
         }
+    }
+
+    /// Keeps the node's replay state in `dir` (created if missing): loads what a previous run
+    /// left there, and saves it every [`Config::state_save_interval`] and when the behaviour
+    /// is dropped. Without it, a node that keeps its mix key across restarts accepts replays
+    /// of every packet it processed before the restart.
+    ///
+    /// A file that is present but damaged is an error: the node cannot know which packets it
+    /// has seen, and refuses to start rather than accept them again. Delete the file to
+    /// accept that risk (or rotate the mix key). See [`crate::state`].
+    pub fn with_state_dir(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+    ) -> Result<Self, crate::state::StateError> {
+        let dir = dir.into();
+        let file = crate::state::StateFile::open(&dir)?;
+        if let Some(saved) = file.load()? {
+            let restored = self.core.restore_replay_state(&saved);
+            tracing::info!(
+                path = %file.path().display(),
+                restored,
+                clean = saved.clean,
+                "replay state loaded"
+            );
+            if !saved.clean {
+                tracing::warn!(
+                    path = %file.path().display(),
+                    "the previous run did not stop cleanly: packets it processed in its last \
+                     {:?} before the stop are not in the loaded replay state",
+                    self.config.state_save_interval
+                );
+            }
+        } else {
+            tracing::info!(path = %file.path().display(), "no replay state yet (first start)");
+        }
+        // Written now, marked unclean until the behaviour is dropped.
+        file.save(&self.core.replay_state(false))?;
+        self.state_timer = Some(Delay::new(self.config.state_save_interval));
+        self.config.state_dir = Some(dir);
+        self.state = Some(file);
+        Ok(self)
+    }
+
+    /// Saves the replay state: at a clean stop here and now, otherwise on a thread of its
+    /// own (encoding, hashing and syncing megabytes would stall the swarm), one at a time.
+    fn save_state(&mut self, clean: bool) {
+        let Some(file) = &self.state else { return };
+        let state = self.core.replay_state(clean);
+        let save = |file: &crate::state::StateFile, state| {
+            if let Err(error) = file.save(&state) {
+                tracing::error!(path = %file.path().display(), %error, "could not save the replay state");
+            }
+        };
+        if clean {
+            save(file, state);
+            return;
+        }
+        if self.saving.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let (file, saving) = (file.clone(), self.saving.clone());
+        std::thread::spawn(move || {
+            save(&file, state);
+            saving.store(false, std::sync::atomic::Ordering::Release);
+        });
+    }
+
+    /// Exit deliveries queued or in flight now.
+    pub fn exit_jobs(&self) -> usize {
+        self.exit_surbs.len()
     }
 
     /// Protects packets with `spam`; every node of the network must do the same. Call before
@@ -371,9 +538,17 @@ impl Behaviour {
     }
 
     /// Sends a Sphinx packet built elsewhere (by a tool, a benchmark, or an application with
-    /// its own path selection) to its first hop, as is: no pre-send delay, no checks.
+    /// its own path selection) to its first hop, as is: no pre-send delay, no checks, and no
+    /// per-hop proof (see [`Self::send_prebuilt`]).
     pub fn send_packet(&mut self, peer: PeerId, addr: Multiaddr, packet: Packet) {
         self.transmit_frame(peer, addr, packet.into_vec());
+        self.wake();
+    }
+
+    /// [`Self::send_packet`], with a per-hop proof of work made for it if the network uses
+    /// them.
+    pub fn send_prebuilt(&mut self, peer: PeerId, addr: Multiaddr, packet: Packet) {
+        self.core.send_prebuilt(Instant::now(), peer, addr, packet);
         self.wake();
     }
 
@@ -424,11 +599,18 @@ impl Behaviour {
             self.metrics.dropped(DropReason::TooManyPeers);
             return Err(ConnectionDenied::new(TooManyConnections(existing)));
         }
+        let penalty = self.penalized(&peer).then_some(self.config.penalty_frame_rate).flatten();
         let bucket = self.config.inbound_frame_rate.map(|rate| {
             let burst = self.config.inbound_burst;
             self.buckets
                 .entry(peer)
-                .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, burst))))
+                .or_insert_with(|| {
+                    let mut bucket = TokenBucket::new(rate, burst);
+                    if let Some(rate) = penalty {
+                        bucket.throttle(rate, rate.ceil() as u32);
+                    }
+                    Arc::new(Mutex::new(bucket))
+                })
                 .clone()
         });
         Ok(Handler::new(
@@ -444,6 +626,64 @@ impl Behaviour {
             self.metrics.clone(),
             bucket,
         ))
+    }
+
+    fn penalized(&self, peer: &PeerId) -> bool {
+        self.conduct
+            .get(peer)
+            .and_then(|c| c.penalized_until)
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    /// Counts a frame from `peer`; `forged` if it failed in a way no honest sender causes.
+    fn judge(&mut self, peer: PeerId, forged: bool) {
+        let Some(rate) = self.config.penalty_frame_rate else { return };
+        let now = Instant::now();
+        if self.conduct.len() >= MAX_CONDUCT && !self.conduct.contains_key(&peer) {
+            // Full: forget finished records, at most once a second; until then, new peers
+            // are not judged (they still have the per-peer read limit).
+            if self.conduct_swept.is_some_and(|t| now < t + Duration::from_secs(1)) {
+                return;
+            }
+            self.conduct_swept = Some(now);
+            self.conduct.retain(|_, c| c.penalized_until.is_some_and(|t| t > now));
+            if self.conduct.len() >= MAX_CONDUCT {
+                return;
+            }
+        }
+        let conduct = self.conduct.entry(peer).or_default();
+        if conduct.penalized_until.is_some_and(|t| t <= now) {
+            // Served its time: full budget again.
+            conduct.penalized_until = None;
+            if let (Some(bucket), Some(full)) =
+                (self.buckets.get(&peer), self.config.inbound_frame_rate)
+                && let Ok(mut b) = bucket.lock()
+            {
+                b.throttle(full, self.config.inbound_burst);
+            }
+        }
+        if forged {
+            conduct.bad += 1;
+        } else {
+            conduct.good += 1;
+        }
+        if conduct.good + conduct.bad < JUDGED_FRAMES {
+            return;
+        }
+        let guilty = conduct.bad >= JUDGED_FRAMES / 2 && conduct.bad > conduct.good;
+        conduct.good = 0;
+        conduct.bad = 0;
+        if !guilty || conduct.penalized_until.is_some() {
+            return;
+        }
+        conduct.penalized_until = Some(now + self.config.penalty);
+        self.metrics.penalized();
+        tracing::debug!(%peer, rate, "peer sends mostly forged frames; penalizing it");
+        if let Some(bucket) = self.buckets.get(&peer)
+            && let Ok(mut b) = bucket.lock()
+        {
+            b.throttle(rate, rate.ceil() as u32);
+        }
     }
 
     fn on_output(&mut self, output: Output) {
@@ -470,6 +710,15 @@ impl Behaviour {
         }
     }
 
+    /// Where to dial `peer`: at its record's address if it is a pool member (`true`), else at
+    /// `addr`, the address a packet (or the application) gave.
+    fn dial_address(&self, peer: &PeerId, addr: Multiaddr) -> (Multiaddr, bool) {
+        match self.core.pool().get(peer) {
+            Some(node) => (node.addr().clone(), true),
+            None => (addr, false),
+        }
+    }
+
     fn transmit_frame(&mut self, peer: PeerId, addr: Multiaddr, frame: Vec<u8>) {
         if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()) {
             self.events.push_back(ToSwarm::NotifyHandler {
@@ -485,7 +734,8 @@ impl Behaviour {
             self.metrics.dropped(DropReason::TooManyPeers);
             return;
         }
-        let pending = self.pending_for(peer, addr);
+        let (addr, at_record) = self.dial_address(&peer, addr);
+        let pending = self.pending_for(peer, addr, at_record);
         if pending.packets.len() >= max {
             self.metrics.dropped(DropReason::PeerQueueFull);
             return;
@@ -508,6 +758,18 @@ impl Behaviour {
             self.events.push_back(ToSwarm::GenerateEvent(Event::Received { codec, body, reply }));
             return;
         };
+        let connection = self.connected.get(&peer).and_then(|c| c.first()).copied();
+        if let Err(reason) = self.admit_exit_job(&peer, connection.is_some()) {
+            self.metrics.dropped(reason);
+            self.metrics.exit_request("refused");
+            self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered {
+                peer,
+                codec,
+                result: Err(ExitError::Busy),
+            }));
+            return;
+        }
+        *self.exit_jobs.entry(peer).or_default() += 1;
         let id = ExitId(self.next_exit);
         self.next_exit += 1;
         let protocol = self.exit_protocols.get(&codec).copied().unwrap_or_default();
@@ -516,24 +778,70 @@ impl Behaviour {
         let pooled = protocol.pooled && read.is_none();
         self.exit_surbs.insert(id, (peer, codec.clone(), surbs));
         let job = ExitJob { id, codec, body, read, retry, pooled };
-        if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()) {
-            self.events.push_back(exit_event(peer, *connection, job));
+        self.metrics.set_exit_jobs(self.exit_surbs.len());
+        if let Some(connection) = connection {
+            self.exit_connection.insert(job.id, connection);
+            self.events.push_back(exit_event(peer, connection, job));
         } else {
-            self.pending_for(peer, addr).exits.push(job);
+            let (addr, at_record) = self.dial_address(&peer, addr);
+            self.pending_for(peer, addr, at_record).exits.push(job);
         }
     }
 
-    /// The pending entry for `peer`, dialing it if this is the first work for it.
-    fn pending_for(&mut self, peer: PeerId, addr: Multiaddr) -> &mut Pending {
+    /// Whether the exit takes one more delivery to `peer`: within the total and
+    /// per-destination caps, and, if it needs a new dial, within the dial rate.
+    fn admit_exit_job(&mut self, peer: &PeerId, connected: bool) -> Result<(), DropReason> {
+        if self.exit_surbs.len() >= self.config.max_exit_jobs {
+            return Err(DropReason::ExitQueueFull);
+        }
+        if self.exit_jobs.get(peer).is_some_and(|n| *n >= self.config.max_exit_jobs_per_destination)
+        {
+            return Err(DropReason::ExitDestinationFull);
+        }
+        if !connected && !self.pending.contains_key(peer) {
+            // Exit dials may hold at most half the pending slots: the rest stay for next hops.
+            let exit_only = self.pending.values().filter(|p| p.packets.is_empty()).count();
+            if self.pending.len() >= self.config.max_pending_peers
+                || exit_only >= self.config.max_pending_peers / 2
+            {
+                return Err(DropReason::TooManyPeers);
+            }
+            let known = self.reached.get(peer).is_some_and(|t| t.elapsed() < REACHED_FOR);
+            if !known && self.exit_dials.take().is_err() {
+                return Err(DropReason::ExitDialRate);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pending entry for `peer`, dialing it at `addr` if this is the first work for it.
+    fn pending_for(&mut self, peer: PeerId, addr: Multiaddr, at_record: bool) -> &mut Pending {
         let events = &mut self.events;
         self.pending.entry(peer).or_insert_with(|| {
-            events.push_back(dial(peer, addr.clone()));
-            Pending { addr, packets: VecDeque::new(), exits: Vec::new(), dials: 1 }
+            let (event, dial_id) = dial(peer, addr.clone());
+            events.push_back(event);
+            Pending {
+                addr,
+                packets: VecDeque::new(),
+                exits: Vec::new(),
+                dials: 1,
+                at_record,
+                dial_id,
+                deferred: false,
+            }
         })
     }
 
     fn on_exit_done(&mut self, id: ExitId, result: Result<Option<Vec<u8>>, ExitError>) {
         let Some((peer, codec, surbs)) = self.exit_surbs.remove(&id) else { return };
+        self.exit_connection.remove(&id);
+        if let Some(jobs) = self.exit_jobs.get_mut(&peer) {
+            *jobs -= 1;
+            if *jobs == 0 {
+                self.exit_jobs.remove(&peer);
+            }
+        }
+        self.metrics.set_exit_jobs(self.exit_surbs.len());
         let result = match result {
             Ok(Some(reply)) => match self.core.reply(Instant::now(), &surbs, &reply) {
                 Ok(_) => Ok(true),
@@ -557,30 +865,71 @@ impl Behaviour {
                 event: InEvent::Send(frame),
             });
         }
+        if !pending.exits.is_empty() {
+            if self.reached.len() >= MAX_REACHED {
+                self.reached.retain(|_, t| t.elapsed() < REACHED_FOR);
+            }
+            if self.reached.len() < MAX_REACHED {
+                self.reached.insert(peer, Instant::now());
+            }
+        }
         for job in pending.exits {
+            self.exit_connection.insert(job.id, connection);
             self.events.push_back(exit_event(peer, connection, job));
         }
     }
 
-    fn on_dial_failure(&mut self, peer: PeerId, error: &DialError) {
-        if matches!(error, DialError::DialPeerConditionFalse(_)) {
+    fn on_dial_failure(&mut self, peer: PeerId, id: ConnectionId, error: &DialError) {
+        let not_made = matches!(error, DialError::DialPeerConditionFalse(_));
+        let probe = self.probing.get(&peer) == Some(&id);
+        if probe {
+            self.probing.remove(&peer);
+        }
+        let Some(pending) = self.pending.get_mut(&peer) else {
+            if probe && !not_made {
+                tracing::debug!(%peer, %error, "probe failed; suspending the node");
+                self.core.peer_unreachable(&peer, Instant::now());
+            }
+            return;
+        };
+        // Our dial, or the probe ours waited for (both at the record's address, if any).
+        let ours = pending.dial_id == id || (probe && pending.deferred);
+        if !ours {
+            // Another behaviour's dial: it says nothing about the peer. If ours waited for
+            // it, dial now.
+            if pending.deferred {
+                pending.deferred = false;
+                let (event, id) = dial(peer, pending.addr.clone());
+                pending.dial_id = id;
+                self.events.push_back(event);
+            }
             return;
         }
-        if self.probing.remove(&peer).is_some() && !self.pending.contains_key(&peer) {
-            tracing::debug!(%peer, %error, "probe failed; suspending the node");
-            self.core.peer_unreachable(&peer, Instant::now());
+        if not_made {
+            pending.deferred = true;
             return;
         }
-        let Some(pending) = self.pending.get_mut(&peer) else { return };
+        pending.deferred = false;
         if pending.dials < 2 {
             tracing::debug!(%peer, %error, "dial failed; redialing once");
             pending.dials += 1;
-            self.events.push_back(dial(peer, pending.addr.clone()));
+            let (event, id) = dial(peer, pending.addr.clone());
+            pending.dial_id = id;
+            self.events.push_back(event);
             return;
         }
-        tracing::debug!(%peer, %error, "dial failed twice; dropping queued work");
-        self.core.peer_unreachable(&peer, Instant::now());
         let Some(pending) = self.pending.remove(&peer) else { return };
+        // Only a failure at the peer's own advertised address, for mix traffic, says that the
+        // peer is down. Exit deliveries never touch the pool, and an address written in a
+        // packet is the sender's claim: counting it would let any sender suspend any node.
+        let counted = pending.at_record && !pending.packets.is_empty();
+        self.metrics.dial_failed(counted);
+        if counted {
+            tracing::debug!(%peer, %error, "dial at the record's address failed twice; suspending");
+            self.core.peer_unreachable(&peer, Instant::now());
+        } else {
+            tracing::debug!(%peer, %error, "dial failed twice; dropping queued work");
+        }
         for _ in &pending.packets {
             self.metrics.dropped(DropReason::Unreachable);
         }
@@ -595,8 +944,9 @@ impl Behaviour {
             return;
         }
         let Some(addr) = self.core.pool().get(&peer).map(|n| n.addr().clone()) else { return };
-        self.probing.insert(peer, addr.clone());
-        self.events.push_back(dial(peer, addr));
+        let (event, id) = dial(peer, addr);
+        self.probing.insert(peer, id);
+        self.events.push_back(event);
     }
 
     /// Probes a few random pool nodes we are not connected to.
@@ -643,6 +993,13 @@ impl Behaviour {
     }
 }
 
+impl Drop for Behaviour {
+    fn drop(&mut self) {
+        // A clean stop: the saved state holds every packet this run processed.
+        self.save_state(true);
+    }
+}
+
 /// Why a connection was denied.
 #[derive(Debug, thiserror::Error)]
 #[error("the peer already holds {0} connections")]
@@ -655,13 +1012,14 @@ fn frame(packet: Packet, proof: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn dial(peer: PeerId, addr: Multiaddr) -> ToSwarm<Event, InEvent> {
-    ToSwarm::Dial {
-        opts: DialOpts::peer_id(peer)
-            .addresses(vec![addr])
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build(),
-    }
+/// A dial of `peer` at `addr` alone, and its connection id.
+fn dial(peer: PeerId, addr: Multiaddr) -> (ToSwarm<Event, InEvent>, ConnectionId) {
+    let opts = DialOpts::peer_id(peer)
+        .addresses(vec![addr])
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .build();
+    let id = opts.connection_id();
+    (ToSwarm::Dial { opts }, id)
 }
 
 fn exit_event(peer: PeerId, connection: ConnectionId, job: ExitJob) -> ToSwarm<Event, InEvent> {
@@ -720,6 +1078,15 @@ impl NetworkBehaviour for Behaviour {
                 remaining_established,
                 ..
             }) => {
+                let lost: Vec<ExitId> = self
+                    .exit_connection
+                    .iter()
+                    .filter(|(_, c)| **c == connection_id)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    self.on_exit_done(id, Err(ExitError::Unreachable));
+                }
                 if let Some(connections) = self.connected.get_mut(&peer_id) {
                     connections.retain(|c| *c != connection_id);
                     if connections.is_empty() {
@@ -732,8 +1099,8 @@ impl NetworkBehaviour for Behaviour {
                     self.probe(peer_id);
                 }
             }
-            FromSwarm::DialFailure(DialFailure { peer_id: Some(peer), error, .. }) => {
-                self.on_dial_failure(peer, error);
+            FromSwarm::DialFailure(DialFailure { peer_id: Some(peer), error, connection_id }) => {
+                self.on_dial_failure(peer, connection_id, error);
             }
             FromSwarm::NewListenAddr(_) => {
                 self.listen_addrs += 1;
@@ -757,12 +1124,29 @@ impl NetworkBehaviour for Behaviour {
             OutEvent::Packet(mut frame) => {
                 if frame.len() != PACKET_SIZE + self.proof_len {
                     self.metrics.dropped(DropReason::BadLength);
+                    if self.core.pool().get(&peer).is_none() {
+                        self.judge(peer, true);
+                    }
                     return;
                 }
                 let proof = frame.split_off(PACKET_SIZE);
                 match Packet::try_from(frame) {
                     Ok(packet) => {
-                        let _ = self.core.handle_packet_with_proof(Instant::now(), packet, &proof);
+                        let result =
+                            self.core.handle_packet_with_proof(Instant::now(), packet, &proof);
+                        // Only peers outside the pool are judged: a sender can route a
+                        // packet whose header is junk for this node through an honest mix
+                        // node, which cannot tell; or send a packet's inner layer here first
+                        // so that the honest hop's copy arrives as a replay.
+                        if self.core.pool().get(&peer).is_none() {
+                            let forged = matches!(
+                                result,
+                                Err(DropReason::Sphinx(_)
+                                    | DropReason::Replay
+                                    | DropReason::Proof(_))
+                            );
+                            self.judge(peer, forged);
+                        }
                     }
                     Err(_) => self.metrics.dropped(DropReason::BadLength),
                 }
@@ -773,6 +1157,12 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if let Some(timer) = self.state_timer.as_mut()
+            && timer.poll_unpin(cx).is_ready()
+        {
+            timer.reset(self.config.state_save_interval);
+            self.save_state(false);
+        }
         if let (Some(timer), Some(interval)) =
             (self.probe_timer.as_mut(), self.config.probe_interval)
             && timer.poll_unpin(cx).is_ready()

@@ -183,7 +183,7 @@ impl TokenBucket {
     }
 
     /// Takes a token, or says how long until the next one.
-    fn take(&mut self) -> Result<(), Duration> {
+    pub(crate) fn take(&mut self) -> Result<(), Duration> {
         let now = Instant::now();
         self.tokens =
             (self.tokens + (now - self.refilled).as_secs_f64() * self.rate).min(self.burst);
@@ -197,6 +197,13 @@ impl TokenBucket {
 
     fn give_back(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
+    /// Limits the bucket to `rate` frames per second with bursts of `burst` from now on.
+    pub(crate) fn throttle(&mut self, rate: f64, burst: u32) {
+        self.rate = rate.max(1e-3);
+        self.burst = f64::from(burst.max(1));
+        self.tokens = self.tokens.min(self.burst);
     }
 }
 

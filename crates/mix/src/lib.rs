@@ -15,6 +15,7 @@ pub mod handler;
 mod metrics;
 mod protocol;
 pub mod spam;
+pub mod state;
 
 pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
 pub use core::{

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +56,18 @@ pub enum DropReason {
     KeyExpired,
     /// Dropped on purpose by fault injection ([`crate::core::Config::drop_rate`]).
     Injected,
+    /// As the exit: as many deliveries are queued or in flight as the node allows
+    /// ([`crate::Config::max_exit_jobs`]).
+    ExitQueueFull,
+    /// As the exit: as many deliveries to this one destination are queued or in flight as the
+    /// node allows ([`crate::Config::max_exit_jobs_per_destination`]).
+    ExitDestinationFull,
+    /// As the exit: a new destination would need a dial, and dials to destinations are
+    /// rate-limited ([`crate::Config::exit_dial_rate`]).
+    ExitDialRate,
+    /// The replay filter of the key that opened it is full: accepting more packets would raise
+    /// its false-positive rate past the design value.
+    ReplayFilterFull,
 }
 
 impl DropReason {
@@ -82,6 +95,10 @@ impl DropReason {
             Self::TooManyPeers => "too_many_peers",
             Self::KeyExpired => "key_expired",
             Self::Injected => "injected",
+            Self::ExitQueueFull => "exit_queue_full",
+            Self::ExitDestinationFull => "exit_destination_full",
+            Self::ExitDialRate => "exit_dial_rate",
+            Self::ReplayFilterFull => "replay_filter_full",
         }
     }
 }
@@ -143,6 +160,12 @@ pub struct Metrics {
     outbound_queue: Gauge,
     hop_delay_seconds: Histogram,
     loop_rtt_seconds: Histogram,
+    exit_jobs: Gauge,
+    replay_fill: Gauge<f64, AtomicU64>,
+    replay_stages: Gauge,
+    dial_failures: Family<OutcomeLabel, Counter>,
+    pool_refused: Family<ReasonLabel, Counter>,
+    penalties: Counter,
 }
 
 impl Default for Metrics {
@@ -163,6 +186,12 @@ impl Default for Metrics {
             outbound_queue: Gauge::default(),
             hop_delay_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
             loop_rtt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            exit_jobs: Gauge::default(),
+            replay_fill: Gauge::default(),
+            replay_stages: Gauge::default(),
+            dial_failures: Family::default(),
+            pool_refused: Family::default(),
+            penalties: Counter::default(),
         }
     }
 }
@@ -226,6 +255,87 @@ impl Metrics {
             "Sampled per-hop mixing delays",
             self.hop_delay_seconds.clone(),
         );
+        r.register(
+            "exit_jobs",
+            "Deliveries to destinations queued or in flight at this exit",
+            self.exit_jobs.clone(),
+        );
+        r.register(
+            "replay_filter_fill_ratio",
+            "Tags in the current key's replay filter over its design capacity (past 1.0 the \
+             filter adds a stage, so that its false-positive rate stays at the design value)",
+            self.replay_fill.clone(),
+        );
+        r.register(
+            "replay_filter_stages",
+            "Bloom filter stages of the current key's replay filter",
+            self.replay_stages.clone(),
+        );
+        r.register(
+            "dial_failures",
+            "Failed dials to next hops, by whether they counted against the peer's liveness \
+             (counted: at the address of its own record; ignored: at an address from a packet)",
+            self.dial_failures.clone(),
+        );
+        r.register(
+            "peer_penalties",
+            "Peers whose frame budget was cut for sending mostly forged frames",
+            self.penalties.clone(),
+        );
+        r.register(
+            "pool_refused",
+            "Discovery records the pool refused, by reason (subnet_24, subnet_16, full)",
+            self.pool_refused.clone(),
+        );
+    }
+
+    pub(crate) fn penalized(&self) {
+        self.penalties.inc();
+    }
+
+    /// Peers penalized for sending mostly forged frames so far.
+    pub fn penalties(&self) -> u64 {
+        self.penalties.get()
+    }
+
+    pub(crate) fn set_exit_jobs(&self, jobs: usize) {
+        self.exit_jobs.set(jobs as i64);
+    }
+
+    pub(crate) fn set_replay_fill(&self, ratio: f64, stages: usize) {
+        self.replay_fill.set(ratio);
+        self.replay_stages.set(stages as i64);
+    }
+
+    pub(crate) fn dial_failed(&self, counted: bool) {
+        let outcome = if counted { "counted" } else { "ignored" };
+        self.dial_failures.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// A record the pool refused for `reason`.
+    pub fn pool_refused(&self, reason: &'static str) {
+        self.pool_refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Records refused by the pool for `reason` so far.
+    pub fn pool_refusals(&self, reason: &'static str) -> u64 {
+        self.pool_refused.get_or_create(&ReasonLabel { reason }).get()
+    }
+
+    /// Deliveries queued or in flight at this exit now.
+    pub fn exit_jobs(&self) -> i64 {
+        self.exit_jobs.get()
+    }
+
+    /// The current key's replay filter: tags over design capacity.
+    pub fn replay_fill_ratio(&self) -> f64 {
+        self.replay_fill.get()
+    }
+
+    /// Dials to next hops that failed, counted against liveness (`true`) or not.
+    pub fn dial_failures(&self, counted: bool) -> u64 {
+        let outcome = if counted { "counted" } else { "ignored" };
+        self.dial_failures.get_or_create(&OutcomeLabel { outcome }).get()
     }
 
     pub(crate) fn received(&self) {

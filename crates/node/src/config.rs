@@ -264,13 +264,20 @@ enum CoverModeName {
 struct CoverSection {
     mode: CoverModeName,
     rate: f64,
+    loop_rate: Option<f64>,
     loop_timeout_s: u64,
     rate_budget: Option<f64>,
 }
 
 impl Default for CoverSection {
     fn default() -> Self {
-        Self { mode: CoverModeName::Off, rate: 2.0, loop_timeout_s: 20, rate_budget: None }
+        Self {
+            mode: CoverModeName::Off,
+            rate: 2.0,
+            loop_rate: None,
+            loop_timeout_s: 20,
+            rate_budget: None,
+        }
     }
 }
 
@@ -295,9 +302,20 @@ fn default_difficulty() -> u32 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(default)]
 struct RotationSection {
+    /// On by default wherever discovery runs (which spreads the new keys); a node with only a
+    /// static pool cannot rotate, since its peers know one key for it.
+    enabled: bool,
     epoch_s: u64,
     overlap_s: u64,
+}
+
+impl Default for RotationSection {
+    fn default() -> Self {
+        let r = libp2p_mix::core::RotationConfig::default();
+        Self { enabled: true, epoch_s: r.epoch.as_secs(), overlap_s: r.overlap.as_secs() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,17 +326,38 @@ struct LimitsSection {
     max_inbound_streams: usize,
     max_connections_per_peer: usize,
     max_delayed_packets: usize,
+    penalty_frame_rate: Option<f64>,
+    penalty_s: u64,
+    max_exit_jobs: usize,
+    max_exit_jobs_per_destination: usize,
+    exit_dial_rate: f64,
+    exit_dial_burst: u32,
+    pool_per_24: usize,
+    pool_per_16: usize,
+    pool_max_nodes: usize,
+    pool_exempt_local: bool,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         let d = libp2p_mix::Config::default();
+        let p = libp2p_mix::core::SubnetLimits::default();
         Self {
             inbound_frame_rate: d.inbound_frame_rate,
             inbound_burst: d.inbound_burst,
             max_inbound_streams: d.max_inbound_streams,
             max_connections_per_peer: d.max_connections_per_peer,
             max_delayed_packets: d.core.max_delayed_packets,
+            penalty_frame_rate: d.penalty_frame_rate,
+            penalty_s: d.penalty.as_secs(),
+            max_exit_jobs: d.max_exit_jobs,
+            max_exit_jobs_per_destination: d.max_exit_jobs_per_destination,
+            exit_dial_rate: d.exit_dial_rate,
+            exit_dial_burst: d.exit_dial_burst,
+            pool_per_24: p.per_24,
+            pool_per_16: p.per_16,
+            pool_max_nodes: p.max_nodes,
+            pool_exempt_local: p.exempt_local,
         }
     }
 }
@@ -365,6 +404,9 @@ struct NetworkConfig {
     /// may not send either.
     #[serde(default = "yes")]
     serve: bool,
+    /// Where the node keeps its replay state across restarts (created if missing).
+    #[serde(default)]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 fn yes() -> bool {
@@ -515,6 +557,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         bail!("with no [[pool]] entries the node needs [discovery] to find mix nodes");
     }
 
+    let default_rotation = RotationSection::default();
     let m = &file.mix;
     if !(mix_sphinx::MIN_PATH_LEN..=mix_sphinx::MAX_PATH_LEN).contains(&m.path_len) {
         bail!("mix.path_len must be 3..=5, got {}", m.path_len);
@@ -543,6 +586,9 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     if !(c.rate.is_finite() && c.rate >= 0.0) {
         bail!("cover.rate must be a non-negative number of packets per second");
     }
+    if c.loop_rate.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+        bail!("cover.loop_rate must be a non-negative number of packets per second");
+    }
     config.core.cover = libp2p_mix::core::CoverConfig {
         mode: match c.mode {
             CoverModeName::Off => libp2p_mix::core::CoverMode::Off,
@@ -550,11 +596,26 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             CoverModeName::Loopix => libp2p_mix::core::CoverMode::Loopix,
         },
         rate: c.rate,
+        loop_rate: c.loop_rate.unwrap_or(c.rate),
         loop_timeout: Duration::from_secs(c.loop_timeout_s.max(1)),
         rate_budget: c.rate_budget,
         ..libp2p_mix::core::CoverConfig::default()
     };
-    if let Some(r) = &file.rotation {
+    // Rotation is on by default wherever discovery runs: each key's replay filter then lives
+    // one epoch, and a restarted node starts with fresh keys, so nothing captured before
+    // replays. `[rotation] enabled = false` keeps one key (as reference nodes do).
+    let rotation = match (&file.rotation, &discovery) {
+        (Some(r), _) if r.enabled => Some(r),
+        (Some(_), _) => None,
+        (None, Some(_)) => Some(&default_rotation),
+        (None, None) => None,
+    };
+    if file.rotation.as_ref().is_some_and(|r| r.enabled) && discovery.is_none() {
+        bail!(
+            "rotation needs [discovery] to spread the new keys (or set rotation.enabled = false)"
+        );
+    }
+    if let Some(r) = rotation {
         if r.epoch_s == 0 || r.overlap_s >= r.epoch_s {
             bail!("rotation: epoch_s must be > 0 and overlap_s < epoch_s");
         }
@@ -577,6 +638,25 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     config.max_inbound_streams = l.max_inbound_streams;
     config.max_connections_per_peer = l.max_connections_per_peer.max(1);
     config.core.max_delayed_packets = l.max_delayed_packets;
+    if !(l.exit_dial_rate.is_finite() && l.exit_dial_rate > 0.0) {
+        bail!("limits.exit_dial_rate must be a positive number of dials per second");
+    }
+    if l.penalty_frame_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("limits.penalty_frame_rate must be a positive number of frames per second");
+    }
+    config.penalty_frame_rate = l.penalty_frame_rate;
+    config.penalty = Duration::from_secs(l.penalty_s);
+    config.max_exit_jobs = l.max_exit_jobs.max(1);
+    config.max_exit_jobs_per_destination = l.max_exit_jobs_per_destination.max(1);
+    config.exit_dial_rate = l.exit_dial_rate;
+    config.exit_dial_burst = l.exit_dial_burst;
+    config.state_dir = file.network.state_dir.clone();
+    let pool_limits = libp2p_mix::core::SubnetLimits {
+        per_24: l.pool_per_24.max(1),
+        per_16: l.pool_per_16.max(1),
+        max_nodes: l.pool_max_nodes.max(1),
+        exempt_local: l.pool_exempt_local,
+    };
     let streams = file.streams.config()?;
     let gossip = file.gossip.as_ref().map(GossipSection::spec).transpose()?;
     let spam = match &file.spam {
@@ -618,6 +698,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             streams,
             accept_streams: file.streams.accept,
             gossip,
+            pool_limits,
         },
         metrics: file.metrics.map(|m| m.listen),
     })

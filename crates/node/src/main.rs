@@ -230,6 +230,9 @@ enum BenchCommand {
         /// Turn the target's per-connection read limit off, to see what it protects against.
         #[arg(long)]
         no_read_limit: bool,
+        /// The flood shapes to run, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',', value_enum)]
+        shapes: Vec<bench::flood::Shape>,
     },
     /// Proof-of-work solve and verify times at several difficulties, against one SHA-256
     /// attempt measured in the same run.
@@ -413,19 +416,22 @@ fn main() -> anyhow::Result<ExitCode> {
                     flood_secs,
                     recovery_secs,
                     no_read_limit,
+                    shapes,
                 },
         } => {
             init_tracing("warn");
             if !(honest_pps.is_finite() && honest_pps > 0.0) {
                 anyhow::bail!("--honest-pps must be positive");
             }
-            let report = runtime()?.block_on(bench::flood::run(
+            let shapes = if shapes.is_empty() { bench::flood::Shape::ALL.to_vec() } else { shapes };
+            let report = runtime()?.block_on(bench::flood::run(bench::flood::Options {
                 honest_pps,
-                baseline_secs.max(1),
-                flood_secs.max(1),
-                recovery_secs.max(1),
-                !no_read_limit,
-            ))?;
+                baseline_s: baseline_secs.max(1),
+                flood_s: flood_secs.max(1),
+                recovery_s: recovery_secs.max(1),
+                read_limit: !no_read_limit,
+                shapes,
+            }))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -145,6 +145,8 @@ pub(crate) struct NodeSpec {
     pub(crate) accept_streams: bool,
     /// Run gossip.
     pub(crate) gossip: Option<GossipSpec>,
+    /// Caps of the pool per subnet and in all.
+    pub(crate) pool_limits: libp2p_mix::core::SubnetLimits,
 }
 
 impl NodeSpec {
@@ -167,6 +169,7 @@ impl NodeSpec {
             streams: mix_stream::Config::default(),
             accept_streams: true,
             gossip: None,
+            pool_limits: libp2p_mix::core::SubnetLimits::default(),
         }
     }
 }
@@ -336,8 +339,8 @@ fn build_swarm(
         .build())
 }
 
-fn pool_of(nodes: Vec<MixNode>) -> DynamicPool {
-    let mut pool = DynamicPool::new();
+fn pool_of(nodes: Vec<MixNode>, limits: libp2p_mix::core::SubnetLimits) -> DynamicPool {
+    let mut pool = DynamicPool::new().with_limits(limits);
     for node in nodes {
         pool.insert_static(node);
     }
@@ -383,8 +386,12 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
     let placeholder: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse()?;
     let local = MixNode::new(peer_id, placeholder, mix_key, spec.exit)
         .context("the libp2p identity must be a secp256k1 key (39-byte peer id)")?;
-    let pool: Box<dyn NodePool> = Box::new(pool_of(spec.static_nodes));
+    let pool: Box<dyn NodePool> = Box::new(pool_of(spec.static_nodes, spec.pool_limits));
+    let state_dir = spec.config.state_dir.clone();
     let mut mix = libp2p_mix::Behaviour::new(local, spec.mix_secret, pool, spec.delay, spec.config);
+    if let Some(dir) = state_dir {
+        mix = mix.with_state_dir(dir)?;
+    }
     if let Some(spam) = spec.spam {
         mix = mix.with_spam_protection(spam);
     }
@@ -550,7 +557,7 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
         Command::Request(dest, codec, body, surbs, options, done) => {
             let _ = done.send(mix.request_with(&dest, codec, &body, surbs, options));
         }
-        Command::SendPacket(peer, addr, packet) => mix.send_packet(peer, addr, packet),
+        Command::SendPacket(peer, addr, packet) => mix.send_prebuilt(peer, addr, packet),
         Command::SetStaticNodes(nodes) => {
             // Gossip takes addresses from outside the protocol: here, from the pool.
             if let Some(g) = behaviour.gossip.as_mut() {
@@ -558,7 +565,10 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
                     g.add_address(*node.peer_id(), node.addr().clone());
                 }
             }
-            behaviour.stream.mix_mut().set_pool(Box::new(pool_of(nodes)));
+            behaviour
+                .stream
+                .mix_mut()
+                .set_pool(Box::new(pool_of(nodes, libp2p_mix::core::SubnetLimits::default())));
         }
         Command::PoolPeers(done) => {
             let _ = done.send(mix.core().pool().nodes().iter().map(|n| *n.peer_id()).collect());

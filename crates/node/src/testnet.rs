@@ -236,12 +236,16 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         config.core.cover = CoverConfig {
             mode: CoverMode::Loopix,
             rate,
+            loop_rate: rate,
             loop_timeout: Duration::from_secs(10),
             ..CoverConfig::default()
         };
     }
     if let Some(epoch) = options.epoch {
         config.core.rotation = Some(RotationConfig { epoch, overlap: epoch / 3 });
+    } else if options.discovery {
+        // Wherever discovery spreads keys, they rotate (see `[rotation]` in node.toml).
+        config.core.rotation = Some(RotationConfig::default());
     }
     let spam = options.pow.map(|difficulty| SpamConfig {
         placement: Placement::Exit,

@@ -8,9 +8,14 @@
 //! Two schedules:
 //! - [`CoverMode::Loops`]: loops leave at Poisson-distributed times at `rate`, on top of the
 //!   node's own traffic (which keeps its pre-send delays).
-//! - [`CoverMode::Loopix`]: a Poisson stream of slots at `rate`; each slot carries the oldest
-//!   queued own packet, or else a loop. The departure process is then the same whether or not
-//!   the node has anything to send, which is what an observer of its links sees.
+//! - [`CoverMode::Loopix`], the three streams of Loopix: a Poisson stream of slots at `rate`,
+//!   each carrying the oldest queued own packet or else a *drop* (a cover packet to a random
+//!   exit, which discards it), and an independent Poisson stream of loops at `loop_rate`. Own
+//!   packets replace drops, never loops, so both directions of a node's links look the same
+//!   busy or idle: departures are `rate + loop_rate` whatever the node sends, and its own loops
+//!   come back at `loop_rate` whatever it sends. (Filling slots with loops instead, as this
+//!   crate did before, made a busy node get back fewer loops: its inbound rate fell by exactly
+//!   its real rate, for any observer of its links to see.)
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -26,8 +31,19 @@ pub enum CoverMode {
     /// Poisson loops at [`CoverConfig::rate`], independent of own traffic.
     Loops,
     /// A Poisson stream of slots at [`CoverConfig::rate`], each carrying an own packet if one is
-    /// queued and a loop otherwise.
+    /// queued and a drop otherwise, and Poisson loops at [`CoverConfig::loop_rate`].
     Loopix,
+    /// The flawed scheme this crate used before: slots carry an own packet or else a loop, so
+    /// a busy node's inbound loop rate drops by its real rate. Kept only as the control of
+    /// the link observer's test (which detects it); do not use it.
+    LoopFill,
+}
+
+impl CoverMode {
+    /// Whether own packets wait for a slot.
+    pub(crate) fn queues_own(self) -> bool {
+        matches!(self, Self::Loopix | Self::LoopFill)
+    }
 }
 
 /// Cover traffic and the outbound rate budget.
@@ -35,8 +51,11 @@ pub enum CoverMode {
 pub struct CoverConfig {
     /// Which schedule.
     pub mode: CoverMode,
-    /// Loops (or slots) per second.
+    /// [`CoverMode::Loops`]: loops per second. [`CoverMode::Loopix`]: slots per second (own
+    /// packets or drops).
     pub rate: f64,
+    /// [`CoverMode::Loopix`]: loops per second, independent of the slots.
+    pub loop_rate: f64,
     /// A loop not back after this long counts as lost.
     pub loop_timeout: Duration,
     /// [`CoverMode::Loopix`]: own packets waiting for a slot. More are refused with
@@ -59,6 +78,7 @@ impl Default for CoverConfig {
         Self {
             mode: CoverMode::Off,
             rate: 2.0,
+            loop_rate: 2.0,
             loop_timeout: Duration::from_secs(20),
             max_queued_own: 1024,
             max_queue_delay: Duration::from_secs(2),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use mix_sphinx::{NodePublicKey, NodeSecretKey, OpenedPacket, Packet, ProcessError, WireFormat};
 use rand::CryptoRng;
 
-use super::replay::{ReplayConfig, ReplayFilter};
+use super::replay::{ReplayConfig, ReplayFilter, ReplayFull, ReplaySnapshot};
 
 /// Epoch length and overlap. Every node of a network must use the same epoch length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +133,10 @@ impl KeyRing {
         let epoch = rotation.epoch_at(unix);
         let mut changed = false;
         if self.next.is_none() {
-            // Start: the key given at construction serves the epoch we are in.
-            self.current.epoch = epoch;
+            // Start: a fresh key for the epoch we are in. The key given at construction may
+            // have served an earlier run of this node (or an earlier epoch); reusing it with an
+            // empty replay filter would let every packet captured under it be replayed.
+            self.current = Slot::new(epoch, NodeSecretKey::generate(rng));
             self.next = Some(Slot::new(epoch + 1, NodeSecretKey::generate(rng)));
             changed = true;
         }
@@ -173,15 +175,62 @@ impl KeyRing {
         self.rotation.is_some_and(|r| unix + r.overlap >= r.start_of(self.current.epoch + 1))
     }
 
+    /// The replay filters of the keys held now, by public key.
+    pub(crate) fn replay_snapshots(&self) -> Vec<([u8; 32], ReplaySnapshot)> {
+        self.slots()
+            .filter_map(|slot| {
+                let filter = slot.replay.as_ref()?;
+                Some((*slot.secret.public_key().as_bytes(), filter.snapshot()))
+            })
+            .collect()
+    }
+
+    /// Restores the saved filter of every held key whose public key matches one in `saved`.
+    /// Returns how many were restored.
+    pub(crate) fn restore_replay(&mut self, saved: &[([u8; 32], ReplaySnapshot)]) -> usize {
+        let config = self.replay_config;
+        let mut restored = 0;
+        for slot in self.slots_mut() {
+            let public = *slot.secret.public_key().as_bytes();
+            let Some((_, snapshot)) = saved.iter().find(|(k, _)| *k == public) else { continue };
+            if let Some(filter) = ReplayFilter::restore(&config, snapshot) {
+                slot.replay = Some(filter);
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    /// The secret keys held now, when keys rotate (current, previous, next).
+    pub(crate) fn epoch_secrets(&self) -> Vec<zeroize::Zeroizing<[u8; 32]>> {
+        if self.rotation.is_none() || self.next.is_none() {
+            return Vec::new();
+        }
+        self.slots().map(|slot| slot.secret.to_bytes()).collect()
+    }
+
+    /// The current key's filter: tags over one stage's capacity, and stages in use.
+    pub(crate) fn replay_fill(&self) -> (f64, usize) {
+        self.current.replay.as_ref().map_or((0.0, 1), |f| (f.fill_ratio(), f.stages()))
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        std::iter::once(&self.current).chain(self.previous.as_ref()).chain(self.next.as_ref())
+    }
+
+    fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        std::iter::once(&mut self.current).chain(self.previous.as_mut()).chain(self.next.as_mut())
+    }
+
     /// Opens `packet` with the current key, else the previous, else the next one. On success
-    /// returns the opened packet, whether its replay tag was seen before under that key, and
-    /// which key it was.
+    /// returns the opened packet, whether its replay tag was seen before under that key (or
+    /// that key's filter is full), and which key it was.
     pub(crate) fn open<'p>(
         &mut self,
         format: &WireFormat,
         packet: &'p mut Packet,
         unix: Duration,
-    ) -> Result<(OpenedPacket<'p>, bool, KeyUse), ProcessError> {
+    ) -> Result<(OpenedPacket<'p>, Result<bool, ReplayFull>, KeyUse), ProcessError> {
         let mut keys: [(&NodeSecretKey, KeyUse); 3] = [(&self.current.secret, KeyUse::Current); 3];
         let mut n = 1;
         if let Some(prev) = &self.previous {

@@ -36,8 +36,20 @@ pub use delay::{
     DelayStrategy, ExponentialDelay, NoDelay, UniformDelay, truncated_exponential_cdf,
 };
 pub use keys::{EpochKeys, RotationConfig};
-pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool};
-pub use replay::{ReplayConfig, ReplayFilter};
+pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local};
+pub use replay::{
+    MAX_STAGES, ReplayConfig, ReplayFilter, ReplayFull, ReplaySnapshot, StageSnapshot,
+};
+
+/// The replay filters of a node's keys, as saved across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayState {
+    /// Saved at a clean stop: it holds every packet the run processed. Otherwise it was a
+    /// periodic save, and the packets of the last interval before the stop are missing.
+    pub clean: bool,
+    /// Each key's filter, by the key's public half.
+    pub keys: Vec<([u8; 32], ReplaySnapshot)>,
+}
 pub use select::{
     HybridPaths, LastHop, PathError, PathSelection, PathSelector, RandomPaths, RttPaths,
 };
@@ -340,9 +352,12 @@ pub struct MixCore<R> {
     own_rate: RateMeter,
     /// The next cover slot (or loop), once cover traffic has started.
     next_slot: Option<Instant>,
+    /// [`CoverMode::Loopix`]: the next loop of the loop stream.
+    next_loop: Option<Instant>,
     /// [`CoverMode::Loopix`]: own packets waiting for a slot.
     own_queue: VecDeque<Queued>,
     serving: bool,
+    replay_full_logged: bool,
 }
 
 /// An own packet waiting for a cover slot.
@@ -415,8 +430,10 @@ impl<R: CryptoRng> MixCore<R> {
             outbound_rate: RateMeter::default(),
             own_rate: RateMeter::default(),
             next_slot: None,
+            next_loop: None,
             own_queue: VecDeque::new(),
             serving: true,
+            replay_full_logged: false,
             config,
             local,
             pool,
@@ -496,6 +513,26 @@ impl<R: CryptoRng> MixCore<R> {
     /// clears it for a client-only node; with [`Config::tit_for_tat`] such a node cannot send.
     pub fn set_serving(&mut self, serving: bool) {
         self.serving = serving;
+    }
+
+    /// The replay filters of the keys this node holds, to save across restarts (see
+    /// [`crate::state`]); `clean` marks a state saved at a clean stop.
+    pub fn replay_state(&self, clean: bool) -> ReplayState {
+        ReplayState { clean, keys: self.keys.replay_snapshots() }
+    }
+
+    /// Restores the replay filters saved for keys this node still holds (matched by public
+    /// key; others are ignored). Returns how many were restored. With key rotation, a node
+    /// starts with fresh keys, so nothing matches and nothing needs to.
+    pub fn restore_replay_state(&mut self, state: &ReplayState) -> usize {
+        self.keys.restore_replay(&state.keys)
+    }
+
+    /// The secret halves of the epoch keys this node holds now (current, previous, next), once
+    /// rotation has started; empty without rotation. For layers above that accept traffic
+    /// encrypted to the key this node advertises (streams); never send them anywhere.
+    pub fn epoch_secrets(&self) -> Vec<zeroize::Zeroizing<[u8; 32]>> {
+        self.keys.epoch_secrets()
     }
 
     /// The keys this node advertises, once rotation has started (see [`Config::rotation`]).
@@ -851,7 +888,7 @@ impl<R: CryptoRng> MixCore<R> {
 
     /// Whether `n` more own packets fit where they will wait.
     fn check_room(&self, n: usize) -> Result<(), SendError> {
-        if self.config.cover.mode == CoverMode::Loopix {
+        if self.config.cover.mode.queues_own() {
             let queued = self.own_queue.len() + n;
             let wait = queued as f64 / self.config.cover.rate.max(1e-9);
             if queued > self.config.cover.max_queued_own
@@ -875,7 +912,7 @@ impl<R: CryptoRng> MixCore<R> {
         kind: SentKind,
         jitter: Duration,
     ) -> Result<(), DropReason> {
-        if self.config.cover.mode == CoverMode::Loopix {
+        if self.config.cover.mode.queues_own() {
             if self.own_queue.len() >= self.config.cover.max_queued_own {
                 return Err(DropReason::DelayQueueFull);
             }
@@ -884,6 +921,36 @@ impl<R: CryptoRng> MixCore<R> {
         }
         let due = self.own_departure(now, jitter);
         self.schedule(due, peer, addr, packet, kind)
+    }
+
+    /// Builds a drop: a cover packet through `path_len` random nodes to a random exit, which
+    /// discards it, and sends it now. On the wire it is any packet to any exit.
+    fn send_drop(&mut self, now: Instant) {
+        let epoch = self.epoch(now);
+        let exclude = [*self.local.peer_id()];
+        let Ok(path) = self.selector.select(
+            &*self.pool,
+            &mut self.rng,
+            self.config.path_len,
+            &exclude,
+            LastHop::AnyExit,
+        ) else {
+            return;
+        };
+        let Ok(route) = build_route(&path, &*self.delay, &mut self.rng, epoch) else { return };
+        let first = (*path[0].peer_id(), path[0].addr().clone());
+        let id: [u8; 16] = self.rng.random();
+        let mut m = [0u8; MESSAGE_SIZE];
+        let seqno = self.rng.random();
+        if message::encode_cover(self.config.format.padding(), seqno, &id, &mut m).is_err() {
+            return;
+        }
+        let Ok(packet) =
+            route.forward_packet(&self.config.format, &AddressBlock::ZERO, &m, &mut self.rng)
+        else {
+            return;
+        };
+        self.release(now, first.0, first.1, packet, SentKind::Cover);
     }
 
     /// Builds a loop through `path_len - 1` random nodes back to this node and sends it now.
@@ -913,7 +980,11 @@ impl<R: CryptoRng> MixCore<R> {
         else {
             return;
         };
-        let cap = (self.config.cover.rate * self.config.cover.loop_timeout.as_secs_f64() * 2.0)
+        let rate = match self.config.cover.mode {
+            CoverMode::Loopix => self.config.cover.loop_rate,
+            _ => self.config.cover.rate,
+        };
+        let cap = (rate * self.config.cover.loop_timeout.as_secs_f64() * 2.0)
             .clamp(64.0, 1_000_000.0) as usize;
         self.loops.sent(id, through, now, cap);
         self.release(now, first.0, first.1, packet, SentKind::Cover);
@@ -933,25 +1004,24 @@ impl<R: CryptoRng> MixCore<R> {
                 self.metrics.dropped(DropReason::KeyExpired);
             }
         }
-        if let Some(queued) =
-            (cover.mode == CoverMode::Loopix).then(|| self.own_queue.pop_front()).flatten()
+        if let Some(queued) = cover.mode.queues_own().then(|| self.own_queue.pop_front()).flatten()
         {
             self.release(now, queued.peer, queued.addr, queued.packet, queued.kind);
         } else if cover.rate_budget.is_some_and(|b| self.outbound_rate.rate(now) + 1.0 > b) {
             self.metrics.cover_skipped();
+        } else if cover.mode == CoverMode::Loopix {
+            self.send_drop(now);
         } else {
             self.send_loop(now);
         }
-        // Slots follow the Poisson process from the previous slot, not from when the timer
-        // fired; after a long stall (a suspended process) it restarts from now, not in a burst.
-        let gap = exponential_gap(cover.rate, &mut self.rng);
         let previous = self.next_slot.unwrap_or(now);
-        let base = if now.saturating_duration_since(previous) > Duration::from_secs(1) {
-            now
-        } else {
-            previous
-        };
-        self.next_slot = Some(base + gap);
+        self.next_slot = Some(next_poisson(previous, now, cover.rate, &mut self.rng));
+    }
+
+    /// Sends a packet built elsewhere to `peer` now, as it is (with a per-hop proof if the
+    /// network uses them): no pre-send delay, no cover slot, no checks.
+    pub fn send_prebuilt(&mut self, now: Instant, peer: PeerId, addr: Multiaddr, packet: Packet) {
+        self.release(now, peer, addr, packet, SentKind::Own);
     }
 
     /// Hands a packet to the driver now, with its per-hop proof if the network uses them.
@@ -1060,10 +1130,27 @@ impl<R: CryptoRng> MixCore<R> {
                 .verify(packet.as_bytes(), proof, unix.as_secs())
                 .map_err(DropReason::Proof)?;
         }
-        let (opened, seen, _) =
+        let (opened, seen, which) =
             self.keys.open(&format, &mut packet, unix).map_err(DropReason::Sphinx)?;
-        if seen {
-            return Err(DropReason::Replay);
+        if which == keys::KeyUse::Current {
+            let (fill, stages) = self.keys.replay_fill();
+            self.metrics.set_replay_fill(fill, stages);
+        }
+        match seen {
+            Ok(false) => {}
+            Ok(true) => return Err(DropReason::Replay),
+            Err(full) => {
+                if !self.replay_full_logged {
+                    self.replay_full_logged = true;
+                    tracing::error!(
+                        %full,
+                        "refusing packets: the replay filter of a mix key is full, and more \
+                         tags would raise its false-positive rate; rotate mix keys (or raise \
+                         replay.packets_per_second)"
+                    );
+                }
+                return Err(DropReason::ReplayFilterFull);
+            }
         }
         match opened.peel().map_err(DropReason::Sphinx)? {
             Action::Forward { next_hop, delay_ms } => {
@@ -1162,6 +1249,24 @@ impl<R: CryptoRng> MixCore<R> {
                 self.on_slot(now);
             }
         }
+        if self.config.cover.mode == CoverMode::Loopix && self.config.cover.loop_rate > 0.0 {
+            let rate = self.config.cover.loop_rate;
+            let next =
+                *self.next_loop.get_or_insert_with(|| now + exponential_gap(rate, &mut self.rng));
+            if next <= now {
+                if self
+                    .config
+                    .cover
+                    .rate_budget
+                    .is_some_and(|b| self.outbound_rate.rate(now) + 1.0 > b)
+                {
+                    self.metrics.cover_skipped();
+                } else {
+                    self.send_loop(now);
+                }
+                self.next_loop = Some(next_poisson(next, now, rate, &mut self.rng));
+            }
+        }
         for lost in self.loops.expire(now, self.config.cover.loop_timeout) {
             self.metrics.loop_outcome("lost");
             self.pool.report_loop(&lost.path, false, now);
@@ -1206,6 +1311,7 @@ impl<R: CryptoRng> MixCore<R> {
             self.scheduled.peek().map(|s| s.due),
             self.surbs.next_deadline(),
             self.next_slot,
+            self.next_loop,
             self.loops.next_deadline(self.config.cover.loop_timeout),
             key_change,
         ]
@@ -1359,6 +1465,18 @@ impl DelayStrategy for FixedDelayValue {
         // Only ever used to encode; hops sample with their own strategy.
         Duration::ZERO
     }
+}
+
+/// The event after `previous` of a Poisson process at `rate`: it follows the previous event,
+/// not the moment the timer fired; after a long stall (a suspended process) it restarts from
+/// `now`, not in a burst.
+fn next_poisson(previous: Instant, now: Instant, rate: f64, rng: &mut dyn rand::Rng) -> Instant {
+    let base = if now.saturating_duration_since(previous) > Duration::from_secs(1) {
+        now
+    } else {
+        previous
+    };
+    base + exponential_gap(rate, rng)
 }
 
 /// An exponentially distributed gap between events of a Poisson process at `rate` per second.

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
@@ -23,6 +24,24 @@ pub struct MixNode {
     exit: bool,
     address: AddressBlock,
     epochs: Option<(u64, NodePublicKey)>,
+}
+
+/// The IPv4 address a multiaddr starts with, if any.
+fn ipv4(addr: &Multiaddr) -> Option<Ipv4Addr> {
+    match addr.iter().next()? {
+        multiaddr::Protocol::Ip4(ip) => Some(ip),
+        _ => None,
+    }
+}
+
+/// Loopback, private (RFC 1918), shared (RFC 6598) and link-local addresses: a local testnet or
+/// a closed network puts every node there, so grouping them by prefix would say nothing.
+pub fn is_local(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || (a == 100 && (64..128).contains(&b))
 }
 
 impl MixNode {
@@ -86,6 +105,20 @@ impl MixNode {
     pub fn address(&self) -> &AddressBlock {
         &self.address
     }
+
+    /// Its IPv4 address.
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        ipv4(&self.addr)
+    }
+
+    /// The /16 it is in, for the rule that a path holds at most one node of each /16 (as in
+    /// Tor: one operator, or one network, rarely spans several). `None` for local addresses
+    /// ([`is_local`]), which the rule leaves alone.
+    pub fn family(&self) -> Option<u16> {
+        let ip = self.ip().filter(|ip| !is_local(*ip))?;
+        let [a, b, ..] = ip.octets();
+        Some(u16::from_be_bytes([a, b]))
+    }
 }
 
 /// A node that cannot join a pool.
@@ -145,6 +178,39 @@ pub trait NodePool: Send + fmt::Debug {
 
     /// Forgets expired records and ends suspensions that time out.
     fn expire(&mut self, _now: Instant) {}
+
+    /// Records refused so far for `reason` (`subnet_24`, `subnet_16`, `full`).
+    fn refused(&self, _reason: &str) -> u64 {
+        0
+    }
+}
+
+/// How many nodes of one network a [`DynamicPool`] admits, and how many nodes in all.
+///
+/// A Sybil who publishes many valid records from addresses it rents cheaply (one /24, a few
+/// /16s) gets at most `per_24` of its identities into the pool per /24 and `per_16` per /16;
+/// when the pool holds `max_nodes`, a newcomer takes the place of a suspended node or is
+/// refused, so nodes already known and alive are never pushed out by a flood of new records.
+/// Records arriving first win a subnet's places: an honest node that shares a /24 with
+/// Sybils that came first is refused too, which is the price of the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetLimits {
+    /// Nodes per IPv4 /24.
+    pub per_24: usize,
+    /// Nodes per IPv4 /16.
+    pub per_16: usize,
+    /// Nodes in the pool in all (usable or suspended).
+    pub max_nodes: usize,
+    /// Leave loopback, private, shared and link-local addresses ([`is_local`]) out of the
+    /// per-subnet caps: a local testnet runs every node on 127.0.0.1, and a closed network on
+    /// one private range. Only `max_nodes` applies to them.
+    pub exempt_local: bool,
+}
+
+impl Default for SubnetLimits {
+    fn default() -> Self {
+        Self { per_24: 2, per_16: 8, max_nodes: 4096, exempt_local: true }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -177,10 +243,16 @@ struct Suspension {
 #[derive(Debug, Clone)]
 pub struct DynamicPool {
     entries: HashMap<PeerId, Entry>,
+    /// The usable nodes, in the order they became usable, and where each one is.
     active: Vec<MixNode>,
+    index: HashMap<PeerId, usize>,
     suspension: Duration,
     next_expiry: Option<Instant>,
     loss_threshold: u32,
+    limits: SubnetLimits,
+    per_24: HashMap<[u8; 3], usize>,
+    per_16: HashMap<[u8; 2], usize>,
+    refused: [u64; 3],
 }
 
 impl Default for DynamicPool {
@@ -188,12 +260,20 @@ impl Default for DynamicPool {
         Self {
             entries: HashMap::new(),
             active: Vec::new(),
+            index: HashMap::new(),
             suspension: Duration::from_secs(60),
             next_expiry: None,
             loss_threshold: 3,
+            limits: SubnetLimits::default(),
+            per_24: HashMap::new(),
+            per_16: HashMap::new(),
+            refused: [0; 3],
         }
     }
 }
+
+/// Why a record was refused, by index into `DynamicPool::refused`.
+const REFUSALS: [&str; 3] = ["subnet_24", "subnet_16", "full"];
 
 impl DynamicPool {
     /// An empty pool.
@@ -215,14 +295,27 @@ impl DynamicPool {
         self
     }
 
-    /// Adds an entry that never expires (a configured node).
+    /// Caps per subnet and in all (see [`SubnetLimits`]).
+    pub fn with_limits(mut self, limits: SubnetLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Adds an entry that never expires (a configured node). Configured nodes are trusted:
+    /// no cap applies to them.
     pub fn insert_static(&mut self, node: MixNode) {
         let peer = *node.peer_id();
+        if let Some(old) = self.entries.remove(&peer)
+            && old.suspended.is_none()
+        {
+            self.count(&old.node, false);
+        }
+        self.count(&node, true);
+        self.activate(node.clone());
         self.entries.insert(
             peer,
             Entry { node, seq: None, expires: None, suspended: None, rtt: None, lost_loops: 0 },
         );
-        self.rebuild();
     }
 
     /// Every node known, usable or not.
@@ -235,22 +328,74 @@ impl DynamicPool {
         self.entries.values().filter(|e| e.suspended.is_some()).count()
     }
 
-    fn rebuild(&mut self) {
-        let mut active: Vec<MixNode> = self
-            .entries
-            .values()
-            .filter(|e| e.suspended.is_none())
-            .map(|e| e.node.clone())
-            .collect();
-        // A stable order keeps path selection reproducible under a seeded RNG.
-        active.sort_by(|a, b| a.peer_id().cmp(b.peer_id()));
-        self.active = active;
-        self.next_expiry = self
-            .entries
-            .values()
-            .flat_map(|e| [e.expires, e.suspended.and_then(|s| s.until)])
-            .flatten()
-            .min();
+    /// The /24 and /16 of `node`, unless its address is exempt from the caps.
+    fn prefixes(&self, node: &MixNode) -> Option<([u8; 3], [u8; 2])> {
+        let ip = node.ip().filter(|ip| !(self.limits.exempt_local && is_local(*ip)))?;
+        let [a, b, c, _] = ip.octets();
+        Some(([a, b, c], [a, b]))
+    }
+
+    /// Adds (or removes) `node` to the per-subnet counts.
+    fn count(&mut self, node: &MixNode, add: bool) {
+        let Some((p24, p16)) = self.prefixes(node) else { return };
+        let step = |n: &mut usize| if add { *n += 1 } else { *n = n.saturating_sub(1) };
+        step(self.per_24.entry(p24).or_default());
+        step(self.per_16.entry(p16).or_default());
+        if self.per_24.get(&p24) == Some(&0) {
+            self.per_24.remove(&p24);
+        }
+        if self.per_16.get(&p16) == Some(&0) {
+            self.per_16.remove(&p16);
+        }
+    }
+
+    /// Whether `node`'s subnets have room for one more node; `Err` names the full one.
+    fn subnet_room(&self, node: &MixNode) -> Result<(), usize> {
+        let Some((p24, p16)) = self.prefixes(node) else { return Ok(()) };
+        if self.per_24.get(&p24).copied().unwrap_or(0) >= self.limits.per_24 {
+            return Err(0);
+        }
+        if self.per_16.get(&p16).copied().unwrap_or(0) >= self.limits.per_16 {
+            return Err(1);
+        }
+        Ok(())
+    }
+
+    /// Makes room for a newcomer in a full pool by forgetting a suspended node. `false` if
+    /// every node is usable: those stay, the newcomer is refused.
+    fn make_room(&mut self) -> bool {
+        let Some(peer) = self.entries.iter().find(|(_, e)| e.suspended.is_some()).map(|(p, _)| *p)
+        else {
+            return false;
+        };
+        if let Some(old) = self.entries.remove(&peer) {
+            self.count(&old.node, false);
+        }
+        true
+    }
+
+    fn activate(&mut self, node: MixNode) {
+        match self.index.get(node.peer_id()) {
+            Some(&i) => self.active[i] = node,
+            None => {
+                self.index.insert(*node.peer_id(), self.active.len());
+                self.active.push(node);
+            }
+        }
+    }
+
+    fn deactivate(&mut self, peer: &PeerId) {
+        let Some(i) = self.index.remove(peer) else { return };
+        self.active.swap_remove(i);
+        if let Some(moved) = self.active.get(i) {
+            self.index.insert(*moved.peer_id(), i);
+        }
+    }
+
+    fn note_deadline(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
+        }
     }
 }
 
@@ -279,7 +424,12 @@ impl NodePool for DynamicPool {
         }
         let until = entry.seq.is_none().then(|| now + suspension);
         entry.suspended = Some(Suspension { until, seq: entry.seq });
-        self.rebuild();
+        let node = entry.node.clone();
+        // A suspended node holds no place in its subnets: records claiming addresses their
+        // owner cannot be reached at do not keep honest nodes of those subnets out.
+        self.count(&node, false);
+        self.deactivate(peer);
+        self.note_deadline(until);
     }
 
     fn report_loop(&mut self, path: &[PeerId], returned: bool, now: Instant) {
@@ -313,28 +463,62 @@ impl NodePool for DynamicPool {
             return false;
         }
         let peer = *node.peer_id();
-        match self.entries.get_mut(&peer) {
-            Some(entry) if entry.seq.is_some_and(|old| old >= seq) => {
-                // The same record again: it may only extend the expiry.
-                if entry.seq == Some(seq) && entry.expires.is_some_and(|e| e < expires) {
-                    entry.expires = Some(expires);
-                    self.rebuild();
-                }
-                false
+        if let Some(entry) = self.entries.get_mut(&peer)
+            && entry.seq.is_some_and(|old| old >= seq)
+        {
+            // The same record again (or an older one): it may only extend the expiry.
+            if entry.seq == Some(seq) && entry.expires.is_some_and(|e| e < expires) {
+                entry.expires = Some(expires);
             }
+            return false;
+        }
+        // The record applies. Subnet places are held by usable entries only: the caps apply
+        // to a node that will be usable (new, readmitted, or updated while usable).
+        let (old, counted, stays_suspended) = match self.entries.get(&peer) {
+            None => (None, false, false),
+            Some(e) => {
+                let readmitted = e.suspended.is_some_and(|s| s.seq.is_none_or(|old| old < seq));
+                (Some(e.node.clone()), e.suspended.is_none(), e.suspended.is_some() && !readmitted)
+            }
+        };
+        if !stays_suspended {
+            if let Some(old) = old.as_ref().filter(|_| counted) {
+                self.count(old, false);
+            }
+            let refusal = match self.subnet_room(&node) {
+                Err(reason) => Some(reason),
+                Ok(()) if old.is_none() && self.entries.len() >= self.limits.max_nodes => {
+                    (!self.make_room()).then_some(2)
+                }
+                Ok(()) => None,
+            };
+            if let Some(reason) = refusal {
+                if let Some(old) = old.as_ref().filter(|_| counted) {
+                    self.count(old, true);
+                }
+                self.refused[reason] += 1;
+                return false;
+            }
+            self.count(&node, true);
+        }
+        self.note_deadline(Some(expires));
+        match self.entries.get_mut(&peer) {
             Some(entry) => {
-                let readmitted = entry.suspended.is_some_and(|s| s.seq.is_none_or(|old| old < seq));
+                let readmitted = entry.suspended.is_some() && !stays_suspended;
                 let changed = readmitted || entry.node != node;
-                entry.node = node;
+                entry.node = node.clone();
                 entry.seq = Some(seq);
                 entry.expires = Some(expires);
                 if readmitted {
                     entry.suspended = None;
                 }
-                self.rebuild();
+                if entry.suspended.is_none() {
+                    self.activate(node);
+                }
                 changed
             }
             None => {
+                self.activate(node.clone());
                 self.entries.insert(
                     peer,
                     Entry {
@@ -346,23 +530,51 @@ impl NodePool for DynamicPool {
                         lost_loops: 0,
                     },
                 );
-                self.rebuild();
                 true
             }
         }
+    }
+
+    fn refused(&self, reason: &str) -> u64 {
+        REFUSALS.iter().position(|r| *r == reason).map_or(0, |i| self.refused[i])
     }
 
     fn expire(&mut self, now: Instant) {
         if self.next_expiry.is_none_or(|t| t > now) {
             return;
         }
-        self.entries.retain(|_, e| e.expires.is_none_or(|t| t > now));
+        let gone: Vec<PeerId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.expires.is_some_and(|t| t <= now))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in gone {
+            if let Some(entry) = self.entries.remove(&peer)
+                && entry.suspended.is_none()
+            {
+                self.count(&entry.node, false);
+            }
+            self.deactivate(&peer);
+        }
+        let mut back = Vec::new();
         for entry in self.entries.values_mut() {
             if entry.suspended.is_some_and(|s| s.until.is_some_and(|t| t <= now)) {
                 entry.suspended = None;
+                back.push(entry.node.clone());
             }
         }
-        self.rebuild();
+        for node in back {
+            // Configured nodes come back whatever the caps say.
+            self.count(&node, true);
+            self.activate(node);
+        }
+        self.next_expiry = self
+            .entries
+            .values()
+            .flat_map(|e| [e.expires, e.suspended.and_then(|s| s.until)])
+            .flatten()
+            .min();
     }
 }
 

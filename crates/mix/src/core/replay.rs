@@ -3,12 +3,13 @@
 //! back is dropped. A replayed packet would otherwise reappear on the same path and let an
 //! observer follow it.
 //!
-//! Memory is bounded by a Bloom filter sized for `packets_per_second × key_lifetime` tags at a
+//! Memory is bounded by Bloom filters sized for `packets_per_second × key_lifetime` tags at a
 //! chosen false-positive rate (a false positive drops an honest packet). Size in bits is
-//! n·ln(1/p)/ln²2: about 28.8 bits per tag at p = 10⁻⁶, i.e. 12.9 MB for the default 1000
-//! packets/s over one hour. Past that many tags the false-positive rate climbs; the filter
-//! reports itself saturated so that an operator (or key rotation, which starts a new filter)
-//! can act.
+//! n·ln(1/p)/ln²2: the first stage is built for p/2, about 30.3 bits per tag at p = 10⁻⁶, i.e.
+//! 13.6 MB for the default 1000 packets/s over one hour. Past that many tags the filter adds
+//! stages at p/4, p/8, … so that its false-positive rate never passes p, and past
+//! [`MAX_STAGES`] it refuses new packets under that key (see [`ReplayFilter`]). Key rotation
+//! starts a new filter with each key.
 
 use std::time::Duration;
 
@@ -53,32 +54,83 @@ impl ReplayConfig {
     }
 }
 
-/// The set of tags seen under the current mix key.
+/// Stages a filter may grow to. Each holds the design capacity; past the last one the filter
+/// refuses new tags (and so the packets that carry them) rather than raise its error.
+pub const MAX_STAGES: usize = 8;
+
+/// One Bloom filter of a [`ReplayFilter`].
 #[derive(Debug)]
-pub struct ReplayFilter {
+struct Stage {
     bloom: BloomFilter,
-    capacity: usize,
+    seed: u128,
     len: usize,
 }
+
+impl Stage {
+    fn new(capacity: usize, fp: f64, seed: u128) -> Self {
+        Self {
+            bloom: BloomFilter::with_false_pos(fp).seed(&seed).expected_items(capacity),
+            seed,
+            len: 0,
+        }
+    }
+}
+
+/// The set of tags seen under one mix key.
+///
+/// It grows in stages: stage `i` is sized for the design capacity at a false-positive rate of
+/// `p / 2^(i+1)`, so that however many stages are in use the chance that a fresh tag is taken
+/// for a replay stays below the design rate `p` (the sum of the stages' rates). A node that
+/// keeps its key for ever therefore never drifts into dropping honest packets; it pays memory
+/// instead (each stage about 5 % more than the last), up to [`MAX_STAGES`], and past that it
+/// refuses new packets under this key ([`ReplayFull`]), which the node logs loudly: the
+/// operator must rotate the key or size the filter for the real rate.
+#[derive(Debug)]
+pub struct ReplayFilter {
+    stages: Vec<Stage>,
+    capacity: usize,
+    fp: f64,
+    len: usize,
+}
+
+/// The filter is full: accepting another tag would raise its false-positive rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the replay filter holds all the tags it may ({0})")]
+pub struct ReplayFull(pub usize);
 
 impl ReplayFilter {
     /// An empty filter.
     pub fn new(config: &ReplayConfig) -> Self {
         let capacity = config.capacity();
-        Self {
-            bloom: BloomFilter::with_false_pos(config.fp()).expected_items(capacity),
-            capacity,
-            len: 0,
-        }
+        let fp = config.fp();
+        Self { stages: vec![Stage::new(capacity, fp / 2.0, rand::random())], capacity, fp, len: 0 }
     }
 
-    /// Records `tag`; returns whether it was (probably) seen before.
-    pub fn check_and_insert(&mut self, tag: &ReplayTag) -> bool {
-        let seen = self.bloom.insert(tag.as_bytes());
-        if !seen {
-            self.len += 1;
+    /// Records `tag`; returns whether it was (probably) seen before, or [`ReplayFull`] when the
+    /// tag is new and the last stage is full.
+    pub fn check_and_insert(&mut self, tag: &ReplayTag) -> Result<bool, ReplayFull> {
+        let bytes = tag.as_bytes();
+        if self.stages.iter().any(|s| s.bloom.contains(bytes)) {
+            return Ok(true);
         }
-        seen
+        if self.stages.last().is_some_and(|s| s.len >= self.capacity) {
+            if self.stages.len() >= MAX_STAGES {
+                return Err(ReplayFull(self.len));
+            }
+            let fp = self.fp / f64::from(1u32 << (self.stages.len() + 1));
+            self.stages.push(Stage::new(self.capacity, fp, rand::random()));
+            tracing::warn!(
+                stages = self.stages.len(),
+                tags = self.len,
+                "the replay filter reached its design capacity and added a stage; rotate mix \
+                 keys or raise replay.packets_per_second"
+            );
+        }
+        let stage = self.stages.last_mut().expect("at least one stage");
+        stage.bloom.insert(bytes);
+        stage.len += 1;
+        self.len += 1;
+        Ok(false)
     }
 
     /// Tags recorded so far.
@@ -91,11 +143,77 @@ impl ReplayFilter {
         self.len == 0
     }
 
-    /// Whether more tags than the filter was sized for were recorded: its false-positive rate
-    /// is now above the configured one.
+    /// Tags recorded over the design capacity of one stage (above 1.0 once a second stage is in
+    /// use).
+    pub fn fill_ratio(&self) -> f64 {
+        self.len as f64 / self.capacity as f64
+    }
+
+    /// Stages in use.
+    pub fn stages(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Whether more tags than one stage was sized for were recorded.
     pub fn is_saturated(&self) -> bool {
         self.len > self.capacity
     }
+
+    /// The filter's state, to save.
+    pub fn snapshot(&self) -> ReplaySnapshot {
+        ReplaySnapshot {
+            stages: self
+                .stages
+                .iter()
+                .map(|s| StageSnapshot {
+                    seed: s.seed,
+                    hashes: s.bloom.num_hashes(),
+                    len: s.len as u64,
+                    bits: s.bloom.as_slice().to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A filter with the state of `snapshot`, under `config`'s capacity and rate. `None` if
+    /// the snapshot does not fit (no stage, too many, or an empty bit vector).
+    pub fn restore(config: &ReplayConfig, snapshot: &ReplaySnapshot) -> Option<Self> {
+        if snapshot.stages.is_empty() || snapshot.stages.len() > MAX_STAGES {
+            return None;
+        }
+        let mut stages = Vec::with_capacity(snapshot.stages.len());
+        let mut len = 0usize;
+        for s in &snapshot.stages {
+            if s.bits.is_empty() || s.hashes == 0 || s.hashes > 64 {
+                return None;
+            }
+            let bloom = BloomFilter::from_vec(s.bits.clone()).seed(&s.seed).hashes(s.hashes);
+            let stage_len = usize::try_from(s.len).ok()?;
+            len = len.checked_add(stage_len)?;
+            stages.push(Stage { bloom, seed: s.seed, len: stage_len });
+        }
+        Some(Self { stages, capacity: config.capacity(), fp: config.fp(), len })
+    }
+}
+
+/// A saved [`ReplayFilter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySnapshot {
+    /// Oldest first.
+    pub stages: Vec<StageSnapshot>,
+}
+
+/// A saved stage: its hasher's seed, hash count, tags recorded and bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSnapshot {
+    /// The hasher's seed.
+    pub seed: u128,
+    /// Hashes per tag.
+    pub hashes: u32,
+    /// Tags recorded.
+    pub len: u64,
+    /// The bit vector.
+    pub bits: Vec<u64>,
 }
 
 #[cfg(test)]
@@ -136,10 +254,10 @@ mod tests {
         let mut filter = ReplayFilter::new(&config);
         let tags = tags(200);
         for tag in &tags {
-            assert!(!filter.check_and_insert(tag));
+            assert!(!filter.check_and_insert(tag).unwrap());
         }
         for tag in &tags {
-            assert!(filter.check_and_insert(tag));
+            assert!(filter.check_and_insert(tag).unwrap());
         }
         assert_eq!(filter.len(), 200);
         assert!(!filter.is_saturated());

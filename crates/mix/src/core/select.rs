@@ -156,8 +156,9 @@ impl PathSelector for HybridPaths {
         last: LastHop<'a>,
     ) -> Result<Vec<&'a MixNode>, PathError> {
         let mut eligible = eligible(pool, exclude);
+        let all = eligible.len();
         // A uniform candidate set, keeping enough exits in it for an exit to be chosen.
-        let size = self.candidates.max(len).min(eligible.len());
+        let size = self.candidates.max(len).min(all);
         partial_shuffle(&mut eligible, size, rng);
         if matches!(last, LastHop::AnyExit)
             && !eligible[..size].iter().any(|n| n.is_exit())
@@ -165,6 +166,25 @@ impl PathSelector for HybridPaths {
         {
             eligible.swap(size - 1, size + i);
         }
+        let mut path = self.weighted(pool, rng, len, last, eligible.clone(), size);
+        if matches!(path, Err(PathError::NotEnoughNodes { .. })) && size < all {
+            // The candidates held too few /16s for a path: widen to every eligible node.
+            path = self.weighted(pool, rng, len, last, eligible, all);
+        }
+        path
+    }
+}
+
+impl HybridPaths {
+    fn weighted<'a>(
+        &self,
+        pool: &'a dyn NodePool,
+        rng: &mut dyn Rng,
+        len: usize,
+        last: LastHop<'a>,
+        mut eligible: Vec<&'a MixNode>,
+        size: usize,
+    ) -> Result<Vec<&'a MixNode>, PathError> {
         eligible.truncate(size);
         let weights = RttWeights::new(pool, &eligible);
         let sum: f64 = eligible.iter().map(|n| weights.of(pool, n)).sum();
@@ -248,17 +268,35 @@ fn weighted_path<'a>(
             exits[pick(&weights, rng)]
         }
     };
-    candidates.retain(|n| n.peer_id() != exit.peer_id());
+    // At most one node of each /16 on a path (see `MixNode::family`).
+    let same_family = |a: &MixNode, b: &MixNode| a.family().is_some() && a.family() == b.family();
+    candidates.retain(|n| n.peer_id() != exit.peer_id() && !same_family(n, exit));
     let needed = len - 1;
+    let not_enough = |available: usize| PathError::NotEnoughNodes { needed: len, available };
     if candidates.len() < needed {
-        return Err(PathError::NotEnoughNodes { needed: len, available: candidates.len() + 1 });
+        return Err(not_enough(candidates.len() + 1));
     }
     let mut path = Vec::with_capacity(len);
     let mut weights: Vec<f64> = candidates.iter().map(|n| weight(n)).collect();
     for _ in 0..needed {
+        if candidates.is_empty() {
+            return Err(not_enough(path.len() + 1));
+        }
         let i = pick(&weights, rng);
-        path.push(candidates.swap_remove(i));
+        let chosen = candidates.swap_remove(i);
         weights.swap_remove(i);
+        if chosen.family().is_some() {
+            let mut j = 0;
+            while j < candidates.len() {
+                if same_family(candidates[j], chosen) {
+                    candidates.swap_remove(j);
+                    weights.swap_remove(j);
+                } else {
+                    j += 1;
+                }
+            }
+        }
+        path.push(chosen);
     }
     path.push(exit);
     Ok(path)
@@ -316,6 +354,46 @@ mod tests {
                 Err(PathError::NoExit)
             );
         }
+    }
+
+    /// Nodes in public /16s: 8 from one /16 (a Sybil's network) and 4 each in a /16 of
+    /// their own. Every path holds at most one node of each /16, whatever the selector.
+    #[test]
+    fn a_path_holds_at_most_one_node_per_slash_16() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let mut all = Vec::new();
+        for i in 0..12u8 {
+            let peer = libp2p_identity::Keypair::generate_secp256k1().public().to_peer_id();
+            let ip = if i < 8 { format!("198.51.{i}.7") } else { format!("{}.1.2.3", 20 + i) };
+            let addr = format!("/ip4/{ip}/tcp/4000").parse().unwrap();
+            let key = NodeSecretKey::generate(&mut rng).public_key();
+            all.push(MixNode::new(peer, addr, key, true).unwrap());
+        }
+        let pool = StaticPool::new(all).unwrap();
+        for selection in [
+            PathSelection::Random,
+            PathSelection::Rtt,
+            PathSelection::Hybrid { candidates: 6, randomness: 0.5 },
+        ] {
+            let mut selector = selection.selector();
+            let mut sybil_hops = 0;
+            for _ in 0..500 {
+                let path = selector.select(&pool, &mut rng, 3, &[], LastHop::AnyExit).unwrap();
+                let families: Vec<_> = path.iter().map(|n| n.family().unwrap()).collect();
+                let sybil =
+                    families.iter().filter(|f| **f == u16::from_be_bytes([198, 51])).count();
+                assert!(sybil <= 1, "{families:?}");
+                sybil_hops += sybil;
+                assert!(families[0] != families[1] && families[1] != families[2]);
+            }
+            // 8 of 12 nodes, yet at most one hop a path.
+            assert!(sybil_hops <= 500);
+            // Five hops need five /16s: there are exactly five.
+            selector.select(&pool, &mut rng, 5, &[], LastHop::AnyExit).unwrap();
+        }
+        // Local addresses are not grouped: ten nodes on 127.0.0.1 make any path.
+        let local = StaticPool::new(nodes(10, 10, &mut rng)).unwrap();
+        assert!(local.nodes().iter().all(|n| n.family().is_none()));
     }
 
     #[test]

@@ -114,6 +114,9 @@ enum Command {
     PoolSize(oneshot::Sender<usize>),
     PoolEntry(PeerId, oneshot::Sender<Option<MixNode>>),
     SendPacket(PeerId, Multiaddr, mix_sphinx::Packet),
+    ExitJobs(oneshot::Sender<usize>),
+    PoolRefused(&'static str, oneshot::Sender<u64>),
+    PoolPeers(oneshot::Sender<Vec<MixNode>>),
 }
 
 pub struct Node {
@@ -190,6 +193,27 @@ impl Node {
         rx.await.ok().flatten()
     }
 
+    /// Exit deliveries queued or in flight.
+    pub async fn exit_jobs(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::ExitJobs(tx)).unwrap();
+        rx.await.unwrap_or(0)
+    }
+
+    /// Records the pool refused for `reason`.
+    pub async fn pool_refused(&self, reason: &'static str) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::PoolRefused(reason, tx)).unwrap();
+        rx.await.unwrap_or(0)
+    }
+
+    /// The usable nodes of the pool.
+    pub async fn pool_nodes(&self) -> Vec<MixNode> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::PoolPeers(tx)).unwrap();
+        rx.await.unwrap_or_default()
+    }
+
     /// Sends a ready-made packet to `peer`, as is.
     pub fn send_packet(&self, peer: PeerId, addr: Multiaddr, packet: mix_sphinx::Packet) {
         self.commands.send(Command::SendPacket(peer, addr, packet)).unwrap();
@@ -212,7 +236,7 @@ pub enum Transport {
     Quic,
 }
 
-fn build_swarm(
+pub fn build_swarm(
     key: identity::Keypair,
     mix: Option<libp2p_mix::Behaviour>,
     discovery: Option<discovery::Behaviour>,
@@ -246,6 +270,11 @@ async fn listen(swarm: &mut Swarm<TestBehaviour>, transport: Transport) -> Multi
     }
     .parse()
     .unwrap();
+    listen_at(swarm, addr).await
+}
+
+/// Listens at `addr` and returns the address once the swarm reports it.
+pub async fn listen_at(swarm: &mut Swarm<TestBehaviour>, addr: Multiaddr) -> Multiaddr {
     swarm.listen_on(addr).unwrap();
     loop {
         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
@@ -254,7 +283,7 @@ async fn listen(swarm: &mut Swarm<TestBehaviour>, transport: Transport) -> Multi
     }
 }
 
-fn spawn(
+pub fn spawn(
     mut swarm: Swarm<TestBehaviour>,
     peer_id: PeerId,
     addr: Multiaddr,
@@ -283,6 +312,9 @@ fn spawn(
                         Command::PoolSize(done) => { let _ = done.send(mix.core().pool().nodes().len()); }
                         Command::PoolEntry(peer, done) => { let _ = done.send(mix.core().pool().get(&peer).cloned()); }
                         Command::SendPacket(peer, addr, packet) => mix.send_packet(peer, addr, packet),
+                        Command::ExitJobs(done) => { let _ = done.send(mix.exit_jobs()); }
+                        Command::PoolRefused(reason, done) => { let _ = done.send(mix.core().pool().refused(reason)); }
+                        Command::PoolPeers(done) => { let _ = done.send(mix.core().pool().nodes().to_vec()); }
                     }
                 }
                 event = swarm.select_next_some() => match event {
@@ -330,6 +362,14 @@ pub struct Options {
     pub discovery_config: discovery::Config,
     /// Spam protection for every node.
     pub spam: Option<fn() -> libp2p_mix::spam::SpamConfig>,
+    /// Without discovery: every node holds the others as static entries of a
+    /// [`DynamicPool`] (with liveness: unreachable nodes are suspended) instead of a
+    /// [`StaticPool`] (no liveness).
+    pub live_pool: bool,
+    /// With discovery: the caps of each node's pool.
+    pub limits: libp2p_mix::core::SubnetLimits,
+    /// Node `i` listens on `127.(i+1).0.1` instead of 127.0.0.1: each in a /16 of its own.
+    pub spread: bool,
 }
 
 impl Default for Options {
@@ -344,6 +384,9 @@ impl Default for Options {
             delay: || Box::new(libp2p_mix::core::ExponentialDelay::new(Duration::from_millis(2))),
             discovery_config: fast_discovery(),
             spam: None,
+            live_pool: false,
+            limits: libp2p_mix::core::SubnetLimits::default(),
+            spread: false,
         }
     }
 }
@@ -363,7 +406,7 @@ pub fn fast_discovery() -> discovery::Config {
 pub async fn network(options: Options) -> Network {
     let mut swarms = Vec::new();
     let mut bootstrap: Option<(PeerId, Multiaddr)> = None;
-    for _ in 0..options.nodes {
+    for i in 0..options.nodes {
         let key = identity::Keypair::generate_secp256k1();
         let peer_id = key.public().to_peer_id();
         let secret = NodeSecretKey::generate(&mut rand::rng());
@@ -371,7 +414,7 @@ pub async fn network(options: Options) -> Network {
         let placeholder =
             MixNode::new(peer_id, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), public, true).unwrap();
         let pool: Box<dyn NodePool> = if options.discovery {
-            Box::new(DynamicPool::new())
+            Box::new(DynamicPool::new().with_limits(options.limits))
         } else {
             Box::new(StaticPool::default())
         };
@@ -396,7 +439,11 @@ pub async fn network(options: Options) -> Network {
             .discovery
             .then(|| discovery::Behaviour::new(key.clone(), options.discovery_config.clone()));
         let mut swarm = build_swarm(key, Some(mix), discovery);
-        let addr = listen(&mut swarm, options.transport).await;
+        let addr = if options.spread && options.transport == Transport::Tcp {
+            listen_at(&mut swarm, format!("/ip4/127.{}.0.1/tcp/0", i + 1).parse().unwrap()).await
+        } else {
+            listen(&mut swarm, options.transport).await
+        };
         swarm.behaviour_mut().mix.as_mut().unwrap().set_local_address(addr.clone()).unwrap();
         let keys = swarm.behaviour().mix.as_ref().and_then(|m| m.core().epoch_keys());
         if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
@@ -420,7 +467,13 @@ pub async fn network(options: Options) -> Network {
     let mix = swarms
         .into_iter()
         .map(|(mut swarm, peer, addr, key)| {
-            if !options.discovery {
+            if options.live_pool {
+                let mut live = DynamicPool::new();
+                for node in pool.nodes() {
+                    live.insert_static(node.clone());
+                }
+                swarm.behaviour_mut().mix.as_mut().unwrap().set_pool(Box::new(live));
+            } else if !options.discovery {
                 swarm.behaviour_mut().mix.as_mut().unwrap().set_pool(Box::new(pool.clone()));
             }
             spawn(swarm, peer, addr, Some(key))

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::runtime::{self, NodeEvent, NodeHandle, NodeSpec};
 
-const CODEC: &str = "/mixnode/bench/1";
+pub(crate) const CODEC: &str = "/mixnode/bench/1";
 const LATENCY_PACKETS: usize = 300;
 const WINDOW: usize = 1000;
 /// Packets per crypto-only window (3 operations each, ~0.15 s).

@@ -157,7 +157,10 @@ impl Recent {
 pub struct Behaviour {
     mix: libp2p_mix::Behaviour,
     config: Config,
+    /// The receiver key given at construction (first), then the mix node's epoch keys while
+    /// they rotate: openers use the key the node's record advertises.
     keys: Vec<ReceiverKey>,
+    receiver: Option<ReceiverKey>,
     rng: StdRng,
     streams: HashMap<[u8; 32], Entry>,
     closed: Recent,
@@ -209,8 +212,10 @@ impl Behaviour {
         let (incoming, incoming_rx) = mpsc::channel(config.accept_backlog.max(1));
         let (messages, messages_rx) = mpsc::channel(config.message_backlog.max(1));
         let control = Control::new(commands_tx, incoming_rx, messages_rx);
-        let keys = receiver.map(ReceiverKey::from_bytes).into_iter().collect();
-        Self {
+        let receiver = receiver.map(ReceiverKey::from_bytes);
+        let keys = receiver.clone().into_iter().collect();
+        let mut behaviour = Self {
+            receiver,
             mix,
             loss: NetworkLoss::new(config.stream.initial_loss),
             accept_tokens: config.accept_rate.max(1.0),
@@ -236,7 +241,18 @@ impl Behaviour {
             waiting: false,
             metrics: Metrics::default(),
             waker: None,
-        }
+        };
+        behaviour.refresh_keys();
+        behaviour
+    }
+
+    /// Accepts streams under the receiver key and every mix key the node holds now (its
+    /// record advertises the current epoch's key, which openers use).
+    fn refresh_keys(&mut self) {
+        let Some(receiver) = &self.receiver else { return };
+        self.keys = std::iter::once(receiver.clone())
+            .chain(self.mix.core().epoch_secrets().into_iter().map(|s| ReceiverKey::from_bytes(*s)))
+            .collect();
     }
 
     /// A handle to open, accept and send; clones share the behaviour.
@@ -483,6 +499,10 @@ impl Behaviour {
                 if self.bundles.remove(&bundle).is_some() =>
             {
                 None
+            }
+            libp2p_mix::Event::KeysRotated(keys) => {
+                self.refresh_keys();
+                Some(Event::Mix(libp2p_mix::Event::KeysRotated(keys)))
             }
             other => Some(Event::Mix(other)),
         }

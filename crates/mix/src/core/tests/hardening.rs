@@ -33,11 +33,125 @@ fn cover(mode: CoverMode, rate: f64) -> Config {
         cover: CoverConfig {
             mode,
             rate,
+            loop_rate: rate,
             loop_timeout: Duration::from_secs(2),
             ..Default::default()
         },
         ..Config::default()
     }
+}
+
+/// What a global passive observer records of one node's links over `secs` seconds, while its
+/// application sends at the times in `real`: departure and arrival times of every packet on
+/// every link of the node.
+struct Links {
+    departures: Vec<f64>,
+    arrivals: Vec<f64>,
+    secs: u64,
+}
+
+impl Links {
+    fn gaps(times: &[f64]) -> Vec<f64> {
+        times.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    /// Packets in each second.
+    fn counts(times: &[f64], secs: u64) -> Vec<f64> {
+        let mut counts = vec![0.0; secs as usize];
+        for t in times {
+            if let Some(c) = counts.get_mut(*t as usize) {
+                *c += 1.0;
+            }
+        }
+        counts
+    }
+}
+
+fn watch_links(config: Config, seed: u64, secs: u64, real: &[Duration]) -> (Links, u64) {
+    let mut net = Net::new(8, seed, exponential(20), config);
+    let watched = net.peers()[0];
+    let t0 = net.now;
+    let dest = external_destination();
+    let mut sent = 0;
+    for at in real {
+        net.run((t0 + *at).saturating_duration_since(net.now));
+        let now = net.now;
+        if net.node(&watched).send(now, &dest, "/app/1", b"real").is_ok() {
+            sent += 1;
+        }
+    }
+    net.run((t0 + Duration::from_secs(secs)).saturating_duration_since(net.now));
+    let since = |t: &Instant| (*t - t0).as_secs_f64();
+    let departures = net.transmits.iter().filter(|(_, f, _)| *f == watched).map(|(t, ..)| since(t));
+    let arrivals = net.transmits.iter().filter(|(_, _, to)| *to == watched).map(|(t, ..)| since(t));
+    (Links { departures: departures.collect(), arrivals: arrivals.collect(), secs }, sent)
+}
+
+/// The two-sample z statistic of the means of per-second counts (Welch).
+fn rate_z(a: &[f64], b: &[f64]) -> f64 {
+    let stats = |x: &[f64]| {
+        let n = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / n;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        (mean, var / n)
+    };
+    let ((ma, va), (mb, vb)) = (stats(a), stats(b));
+    (ma - mb) / (va + vb).sqrt()
+}
+
+/// The two-sided critical value of the standard normal at α = 0.01.
+const Z_CRITICAL: f64 = 2.576;
+
+/// Whether an observer of `busy`'s and `idle`'s links tells them apart at α = 0.01 in either
+/// direction, by the timing (two-sample KS of the gaps) or the volume (per-second counts).
+/// Returns the statistics for the report and whether any test rejected.
+fn told_apart(idle: &Links, busy: &Links) -> (String, bool) {
+    let mut report = String::new();
+    let mut rejected = false;
+    for (name, a, b) in [
+        ("outbound", &idle.departures, &busy.departures),
+        ("inbound", &idle.arrivals, &busy.arrivals),
+    ] {
+        let (mut ga, mut gb) = (Links::gaps(a), Links::gaps(b));
+        let (n, m) = (ga.len(), gb.len());
+        let d = ks_statistic(&mut ga, &mut gb);
+        let critical = ks_critical(n, m);
+        let z = rate_z(&Links::counts(a, idle.secs), &Links::counts(b, busy.secs));
+        rejected |= d >= critical || z.abs() >= Z_CRITICAL;
+        report += &format!(
+            "{name}: {:.1} vs {:.1} pkt/s, z = {z:.2} (critical {Z_CRITICAL}); KS D = {d:.4} \
+             (critical {critical:.4}, {n} vs {m} gaps)\n",
+            a.len() as f64 / idle.secs as f64,
+            b.len() as f64 / busy.secs as f64,
+        );
+    }
+    (report, rejected)
+}
+
+/// A global passive observer watches every link of one node, idle and then busy (Poisson real
+/// traffic at 8 packets/s) at the same cover settings (Loopix: 20 slots/s carrying drops or
+/// real packets, and 20 loops/s). Inter-departure and inter-arrival times pass a two-sample KS
+/// test and per-second counts pass a rate test in both directions, at α = 0.01. The control:
+/// the scheme before (slots carry real packets or else loops) fails the same test, because a
+/// busy node gets fewer loops back.
+#[test]
+fn a_global_observer_sees_the_same_links_busy_or_idle() {
+    const SECS: u64 = 120;
+    let real = poisson_times(8.0, SECS, 5);
+    let loopix = cover(CoverMode::Loopix, 20.0);
+    let (idle, _) = watch_links(loopix.clone(), 31, SECS, &[]);
+    let (busy, sent) = watch_links(loopix, 32, SECS, &real);
+    assert!(sent > 800, "{sent} real messages sent");
+    let (report, rejected) = told_apart(&idle, &busy);
+    eprintln!("Loopix with drop cover, idle vs busy:\n{report}");
+    assert!(!rejected, "the observer tells a busy node from an idle one:\n{report}");
+
+    let old = cover(CoverMode::LoopFill, 20.0);
+    let (idle, _) = watch_links(old.clone(), 31, SECS, &[]);
+    let (busy, _) = watch_links(old, 32, SECS, &real);
+    let (report, rejected) = told_apart(&idle, &busy);
+    eprintln!("control, slots filled with loops, idle vs busy:\n{report}");
+    assert!(rejected, "the test cannot see the old scheme's leak:\n{report}");
 }
 
 /// What an observer of one node's outbound links records: the gaps between its departures

@@ -1,0 +1,425 @@
+//! Attacks on the mix layer by the adversaries of the threat model, over real swarms on
+//! loopback: a malicious sender that poisons addresses, an exit flooder, a replayer that waits
+//! for a restart. Each test plays the attack at full strength and checks what the attacker
+//! gets: no honest node suspended, bounded exit work, no second delivery.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{ECHO, Node, NodeEvent, Options, lp, network};
+use libp2p::{Multiaddr, PeerId, identity};
+use libp2p_mix::core::{MixNode, SubnetLimits};
+use libp2p_mix::{DropReason, StaticPool};
+use mix_sphinx::{
+    AddressBlock, Hop, MESSAGE_SIZE, NodeSecretKey, Packet, Route, WireFormat, message,
+};
+
+/// A port on loopback where nothing listens: dials fail at once with "connection refused".
+const DEAD: &str = "/ip4/127.0.0.1/tcp/1";
+
+/// A packet through `hops` (each a peer at the address written for it) whose exit delivers
+/// `body` to `destination` with the echo protocol.
+fn packet(
+    hops: &[(PeerId, Multiaddr, mix_sphinx::NodePublicKey)],
+    destination: &AddressBlock,
+    body: &[u8],
+) -> Packet {
+    let format = WireFormat::default();
+    let hops = hops
+        .iter()
+        .map(|(peer, addr, key)| Hop {
+            public_key: *key,
+            address: AddressBlock::encode(addr, peer).unwrap(),
+        })
+        .collect();
+    let route = Route::new(hops, vec![1, 1]).unwrap();
+    let mut m = [0u8; MESSAGE_SIZE];
+    message::encode_forward(format.padding(), 0, ECHO, &[], &lp(body), &mut m).unwrap();
+    route.forward_packet(&format, destination, &m, &mut rand::rng()).unwrap()
+}
+
+fn hop(node: &Node) -> (PeerId, Multiaddr, mix_sphinx::NodePublicKey) {
+    (node.peer_id, node.addr.clone(), node.mix_key.unwrap())
+}
+
+fn random_peer() -> PeerId {
+    identity::Keypair::generate_secp256k1().public().to_peer_id()
+}
+
+/// Waits for the destination's echo of `body`.
+async fn echoed(dest: &mut Node, body: &[u8], within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(NodeEvent::Echo(b)) = dest.next_event(Duration::from_millis(200)).await
+            && b == body
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// A malicious sender writes an honest node's peer id with a dead address as the next hop.
+/// The hop must not suspend that node (before the fix it did, after two failed dials), and it
+/// dials pool members at their own advertised address, so the packet still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_next_hop_address_suspends_no_one() {
+    common::init_tracing();
+    let mut net = network(Options { nodes: 4, live_pool: true, ..Options::default() }).await;
+    let (hop1, victim, exit) = (&net.mix[1], &net.mix[2], &net.mix[3]);
+    let poisoned = (victim.peer_id, DEAD.parse().unwrap(), victim.mix_key.unwrap());
+    let dest = AddressBlock::encode(&net.dest.addr, &net.dest.peer_id).unwrap();
+    let p = packet(&[hop(hop1), poisoned, hop(exit)], &dest, b"poisoned");
+    net.mix[0].send_packet(hop1.peer_id, hop1.addr.clone(), p);
+
+    let delivered = echoed(&mut net.dest, b"poisoned", Duration::from_secs(10)).await;
+    // Whatever happened to the packet, the victim must still be offered for paths.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        net.mix[1].pool_entry(net.mix[2].peer_id).await.is_some(),
+        "the hop suspended an honest node because a packet named it at a dead address"
+    );
+    assert!(delivered, "the hop did not reach the pool member at its advertised address");
+}
+
+/// A malicious sender names an honest mix node, at a dead address, as the destination. The
+/// exit fails to deliver, and that must not touch its pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_exit_destination_suspends_no_one() {
+    common::init_tracing();
+    let mut net = network(Options { nodes: 4, live_pool: true, ..Options::default() }).await;
+    // The destination: a pool member (mix[1]) at a dead address, and a stranger at one.
+    let members = (net.mix[1].peer_id, DEAD.parse::<Multiaddr>().unwrap());
+    let stranger = (random_peer(), DEAD.parse::<Multiaddr>().unwrap());
+    let route = [hop(&net.mix[0]), hop(&net.mix[2]), hop(&net.mix[3])];
+    for (peer, addr) in [&members, &stranger] {
+        let dest = AddressBlock::encode(addr, peer).unwrap();
+        let p = packet(&route, &dest, b"to a dead address");
+        net.mix[1].send_packet(net.mix[0].peer_id, net.mix[0].addr.clone(), p);
+    }
+    let exit = &mut net.mix[3];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 2 && Instant::now() < deadline {
+        if let Some(NodeEvent::Mix(libp2p_mix::Event::Delivered { peer, result, .. })) =
+            exit.next_event(Duration::from_millis(200)).await
+        {
+            outcomes.push((peer, result.is_ok()));
+        }
+    }
+    assert_eq!(outcomes.len(), 2, "the exit reported both deliveries: {outcomes:?}");
+    assert!(
+        net.mix[3].pool_entry(net.mix[1].peer_id).await.is_some(),
+        "the exit suspended a pool member because a sender named it as a destination"
+    );
+    assert_eq!(net.mix[3].pool_size().await, 4);
+}
+
+/// A TCP listener that accepts connections and never answers (a black hole for dials: each
+/// one hangs until its handshake times out). Counts the connections it accepted.
+async fn black_hole() -> (Multiaddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            held.push(socket);
+        }
+    });
+    (format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(), accepted)
+}
+
+/// A flooder sends valid packets whose exit must deliver to destinations that never answer:
+/// 600 distinct peers behind one black hole, and 300 messages to a single one. The exit's
+/// queued work and its dials to destinations stay bounded, every refusal is counted, and
+/// honest traffic keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_queue_flood_is_bounded() {
+    common::init_tracing();
+    let mut options = Options { nodes: 5, ..Options::default() };
+    options.config.max_exit_jobs = 400;
+    options.config.max_exit_jobs_per_destination = 64;
+    let caps = options.config.clone();
+    let mut net = network(options).await;
+    let (hole, accepted) = black_hole().await;
+    let route = [hop(&net.mix[1]), hop(&net.mix[2]), hop(&net.mix[3])];
+    // The exit has delivered to the honest destination before (a destination that answers).
+    let dest_block = AddressBlock::encode(&net.dest.addr, &net.dest.peer_id).unwrap();
+    let warm_up = packet(&route, &dest_block, b"before");
+    net.mix[0].send_packet(net.mix[1].peer_id, net.mix[1].addr.clone(), warm_up);
+    assert!(echoed(&mut net.dest, b"before", Duration::from_secs(10)).await);
+    let one = random_peer();
+    for i in 0..900u32 {
+        let peer = if i < 600 { random_peer() } else { one };
+        let dest = AddressBlock::encode(&hole, &peer).unwrap();
+        let p = packet(&route, &dest, &i.to_be_bytes());
+        net.mix[0].send_packet(net.mix[1].peer_id, net.mix[1].addr.clone(), p);
+    }
+    // Honest traffic through random paths meanwhile.
+    let dest = net.dest.destination();
+    for i in 0..50u32 {
+        net.mix[4].send(&dest, ECHO, lp(&(1_000_000 + i).to_be_bytes())).await.unwrap();
+    }
+    let mut honest = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while honest < 50 && Instant::now() < deadline {
+        if let Some(NodeEvent::Echo(_)) = net.dest.next_event(Duration::from_millis(200)).await {
+            honest += 1;
+        }
+    }
+    // Destinations the exit reached lately skip the dial rate (and this one is connected).
+    assert_eq!(honest, 50, "honest traffic got through the flooded exit");
+    let exit = net.mix[3].metrics.as_ref().unwrap();
+    let dials = accepted.load(Ordering::Relaxed);
+    let refused = |r| exit.packets_dropped(r);
+    eprintln!(
+        "exit flood: {dials} dials reached the black hole; refused {} (total cap) {} (per \
+         destination) {} (dial rate); {} jobs left",
+        refused(DropReason::ExitQueueFull),
+        refused(DropReason::ExitDestinationFull),
+        refused(DropReason::ExitDialRate),
+        exit.exit_jobs()
+    );
+    assert!(dials <= 100, "{dials} dials to destinations in a few seconds");
+    assert!(refused(DropReason::ExitDialRate) > 0, "dial rate never refused anything");
+    assert!(refused(DropReason::ExitDestinationFull) > 0, "one destination took every slot");
+    assert!(net.mix[3].exit_jobs().await <= caps.max_exit_jobs);
+    assert!(exit.exit_jobs() as usize <= caps.max_exit_jobs);
+}
+
+/// A node started with `identity`, `secret` and `state` at `addr`, with `pool`.
+async fn restartable(
+    identity: identity::Keypair,
+    secret: NodeSecretKey,
+    addr: Multiaddr,
+    pool: StaticPool,
+    state: &std::path::Path,
+) -> Node {
+    let peer = identity.public().to_peer_id();
+    let public = secret.public_key();
+    let entry = MixNode::new(peer, addr.clone(), public, true).unwrap();
+    let config = Options::default().config;
+    let mut mix = libp2p_mix::Behaviour::new(
+        entry,
+        secret,
+        Box::new(pool),
+        Box::new(libp2p_mix::core::NoDelay),
+        config,
+    )
+    .with_state_dir(state)
+    .unwrap();
+    mix.register_read_rule(ECHO, libp2p_mix::ReadRule::LengthPrefixed { max: 2048 });
+    let mut swarm = common::build_swarm(identity, Some(mix), None);
+    let addr = common::listen_at(&mut swarm, addr).await;
+    swarm.behaviour_mut().mix.as_mut().unwrap().set_local_address(addr.clone()).unwrap();
+    common::spawn(swarm, peer, addr, Some(public))
+}
+
+/// A replayer captures a packet, waits for its first hop to restart with the same mix key,
+/// and sends it again: the restarted node remembers it (its replay state is in its state
+/// directory) and drops it. (Hops after it that did not restart would drop it too, but by then
+/// the replay has re-emerged on the restarted node's outbound link, where an observer matches
+/// it with the first copy and learns the node's input-output mapping.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_after_a_restart_are_dropped() {
+    common::init_tracing();
+    let mut net = network(Options { nodes: 4, ..Options::default() }).await;
+    let state = tempdir();
+    let identity = identity::Keypair::generate_secp256k1();
+    let secret_bytes: [u8; 32] = rand::random();
+    let port = free_port();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let pool = common::pool_of(&[&net.mix[1], &net.mix[2]]);
+    let victim = restartable(
+        identity.clone(),
+        NodeSecretKey::from_bytes(secret_bytes),
+        addr.clone(),
+        pool.clone(),
+        &state,
+    )
+    .await;
+    let dest = AddressBlock::encode(&net.dest.addr, &net.dest.peer_id).unwrap();
+    let p = packet(&[hop(&victim), hop(&net.mix[1]), hop(&net.mix[2])], &dest, b"captured");
+    let copy = Packet::try_from(p.as_bytes().to_vec()).unwrap();
+    net.mix[0].send_packet(victim.peer_id, victim.addr.clone(), p);
+    assert!(echoed(&mut net.dest, b"captured", Duration::from_secs(10)).await);
+
+    victim.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim =
+        restartable(identity, NodeSecretKey::from_bytes(secret_bytes), addr, pool, &state).await;
+    // From a node that never talked to the first run (so no stale connection eats it).
+    net.mix[3].send_packet(victim.peer_id, victim.addr.clone(), copy);
+    let metrics = victim.metrics.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.packets_received() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metrics.packets_received(), 1, "the replay reached the restarted node");
+    assert!(
+        !echoed(&mut net.dest, b"captured", Duration::from_secs(5)).await,
+        "a packet captured before the restart was delivered again after it"
+    );
+    assert_eq!(metrics.packets_dropped(DropReason::Replay), 1);
+    assert_eq!(metrics.packets_forwarded(), 0, "the replay left the restarted node");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mix-attacks-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A Sybil: a libp2p node that runs discovery only and publishes a valid, signed record for
+/// its own identity, listening on `ip`.
+async fn sybil(ip: &str, bootstrap: &Node) {
+    use futures::StreamExt;
+    use libp2p::{noise, tcp, yamux};
+    let key = identity::Keypair::generate_secp256k1();
+    let mix_key = NodeSecretKey::generate(&mut rand::rng()).public_key();
+    let mut discovery =
+        libp2p_mix::discovery::Behaviour::new(key.clone(), common::fast_discovery());
+    discovery.add_bootstrap(bootstrap.peer_id, bootstrap.addr.clone());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| discovery)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.listen_on(format!("/ip4/{ip}/tcp/0").parse().unwrap()).unwrap();
+    let addr = loop {
+        if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+            swarm.select_next_some().await
+        {
+            break address;
+        }
+    };
+    swarm.behaviour_mut().set_local_record(vec![addr], mix_key, None, true);
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+}
+
+/// 50 identities from one /24 publish valid, signed records through Kademlia, next to five
+/// honest nodes each in a /16 of its own. (Caps apply to loopback here: the test runs on
+/// 127.0.0.0/8, which a local testnet exempts.) The target's pool admits at most
+/// `per_24` of them, every honest node stays in, and refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sybil_flood_of_valid_records_gets_a_bounded_share() {
+    common::init_tracing();
+    let limits = SubnetLimits { exempt_local: false, ..SubnetLimits::default() };
+    let net =
+        network(Options { nodes: 5, discovery: true, spread: true, limits, ..Options::default() })
+            .await;
+    for _ in 0..50 {
+        sybil("127.66.66.1", &net.mix[0]).await;
+    }
+    let target = &net.mix[0];
+    let is_sybil = |n: &MixNode| n.ip().is_some_and(|ip| ip.octets()[..3] == [127, 66, 66]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let refused = target.pool_refused("subnet_24").await;
+        let nodes = target.pool_nodes().await;
+        let sybils = nodes.iter().filter(|n| is_sybil(n)).count();
+        if (refused as usize + sybils >= 50 && nodes.len() - sybils >= 4)
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let nodes = target.pool_nodes().await;
+    let sybils = nodes.iter().filter(|n| is_sybil(n)).count();
+    let honest = nodes.len() - sybils;
+    let refused = target.pool_refused("subnet_24").await;
+    eprintln!(
+        "sybil flood: pool holds {honest} honest and {sybils} Sybil nodes; {refused} records refused (subnet_24)"
+    );
+    let cap = SubnetLimits::default().per_24;
+    assert!(sybils <= cap, "{sybils} Sybils from one /24 in the pool");
+    assert!(honest >= 4, "only {honest} honest nodes in the pool");
+    assert!(refused >= 10, "too few Sybil records arrived to test anything: {refused} refused");
+}
+
+/// A node that keeps its mix key for ever fills its replay filter past its design capacity.
+/// The filter grows in stages, so a replay is still caught and fresh packets are not taken
+/// for replays more often than the design rate; the fill level is exported; and once the last
+/// stage is full the node refuses new packets (counted) rather than let the error grow.
+#[test]
+fn a_replay_after_the_filters_design_capacity_is_still_dropped() {
+    use libp2p_mix::core::{Config, MixCore, NoDelay, ReplayConfig};
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+    // 1 000 tags per stage (the smallest filter) at a design rate of 1 %: big enough errors to
+    // measure, small enough to fill in a test.
+    let replay = ReplayConfig {
+        packets_per_second: 1,
+        key_lifetime: Duration::from_secs(1000),
+        false_positive_rate: 0.01,
+    };
+    let secret = NodeSecretKey::generate(&mut rng);
+    let peer = random_peer();
+    let local = MixNode::new(peer, DEAD.parse().unwrap(), secret.public_key(), true).unwrap();
+    let others: Vec<(PeerId, Multiaddr, mix_sphinx::NodePublicKey)> = (0..2)
+        .map(|i| {
+            let k = NodeSecretKey::generate(&mut rng).public_key();
+            (random_peer(), format!("/ip4/127.0.0.{}/tcp/9", i + 2).parse().unwrap(), k)
+        })
+        .collect();
+    let config = Config { replay, ..Config::default() };
+    let pool = StaticPool::default();
+    let mut core =
+        MixCore::new(config, local.clone(), secret, Box::new(pool), Box::new(NoDelay), rng);
+    let now = Instant::now();
+    let route =
+        [(peer, local.addr().clone(), *local.mix_key()), others[0].clone(), others[1].clone()];
+    let dest = AddressBlock::encode(&DEAD.parse().unwrap(), &random_peer()).unwrap();
+    let first = packet(&route, &dest, b"first");
+    let replayed = Packet::try_from(first.as_bytes().to_vec()).unwrap();
+    core.handle_packet(now, first).unwrap();
+    // Five times the design capacity of fresh packets.
+    let mut honest_dropped = 0;
+    for i in 0..5_000u32 {
+        if core.handle_packet(now, packet(&route, &dest, &i.to_be_bytes()))
+            == Err(DropReason::Replay)
+        {
+            honest_dropped += 1;
+        }
+        while core.poll_output().is_some() {}
+    }
+    let fill = core.metrics().replay_fill_ratio();
+    eprintln!(
+        "replay filter at {fill:.2}x its design capacity: {honest_dropped} of 5000 fresh packets taken for replays (design rate 1 %)"
+    );
+    assert!(fill > 4.9, "fill ratio {fill}");
+    assert_eq!(core.handle_packet(now, replayed), Err(DropReason::Replay));
+    // Below the design rate (1 % of 5 000 = 50) with room for chance.
+    assert!(honest_dropped <= 50, "{honest_dropped} fresh packets dropped as replays");
+    // Past the last stage, packets are refused, not accepted with a growing error.
+    let mut refused = 0;
+    for i in 0..4_000u32 {
+        let r = core.handle_packet(now, packet(&route, &dest, &(10_000 + i).to_be_bytes()));
+        if r == Err(DropReason::ReplayFilterFull) {
+            refused += 1;
+        }
+        while core.poll_output().is_some() {}
+    }
+    assert!(refused > 0, "the filter grew without bound");
+    assert_eq!(core.metrics().packets_dropped(DropReason::ReplayFilterFull), refused);
+}
