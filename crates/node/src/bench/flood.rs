@@ -188,6 +188,15 @@ fn network_spec(packets: usize, shape: Shape) -> anyhow::Result<NodeSpec> {
     Ok(spec)
 }
 
+/// The smallest replay filter, for nodes that only send.
+fn spec_replay_small() -> libp2p_mix::core::ReplayConfig {
+    libp2p_mix::core::ReplayConfig {
+        packets_per_second: 1,
+        key_lifetime: Duration::from_secs(1),
+        ..libp2p_mix::core::ReplayConfig::default()
+    }
+}
+
 /// Builds the attacker's valid packets through `upstreams` and the target's path on a thread
 /// of its own, as fast as one core allows, until `stop`.
 fn valid_packets(
@@ -262,11 +271,21 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
         Shape::Sybil => SYBILS,
         _ => 1,
     };
+    // The flooders share one send queue's worth of frames, so that every shape holds the same
+    // amount of flood in this process (its memory is the attacker's, not the target's).
+    let queue = FLOOD_QUEUE / flooder_count as i64;
     let mut flooders = Vec::new();
     for _ in 0..flooder_count {
         let mut spec = network_spec(0, shape)?;
-        spec.config.max_queued_frames = FLOOD_QUEUE as usize;
-        flooders.push(runtime::start(spec).await?);
+        spec.config.core.replay = spec_replay_small();
+        spec.config.max_queued_frames = queue as usize;
+        // A flooder that makes proofs of work burns CPU: on a thread of its own, so that it
+        // does not also starve the honest injector's task.
+        if shape.is_upstream() {
+            flooders.push(runtime::start_on_thread(spec)?.0);
+        } else {
+            flooders.push(runtime::start(spec).await?);
+        }
     }
     let mut upstreams = Vec::new();
     if shape.is_upstream() {
@@ -354,7 +373,7 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
                 let share = attempts / flooders.len() as u64;
                 for (f, (flooder, metrics)) in flooders.iter().zip(&flood_metrics).enumerate() {
                     let mine = share + u64::from((f as u64) < attempts % flooders.len() as u64);
-                    let room = (FLOOD_QUEUE - metrics.outbound_queue()).max(0) as u64;
+                    let room = (queue - metrics.outbound_queue()).max(0) as u64;
                     for _ in 0..mine.min(room) {
                         if let Some(valid) = &valid {
                             let Ok((peer, addr, p)) = valid.try_recv() else { break };
