@@ -104,6 +104,13 @@ pub struct SpamConfig {
 pub const POW_PROOF_LEN: usize = 12;
 
 /// Settings of [`ProofOfWork`].
+///
+/// Every proof carries the Unix second it was made at, in clear to whoever checks it (the
+/// spec requires it, for interop). With [`Placement::Exit`] the exit therefore learns when a
+/// message was built, to the second, which narrows its sender down to the nodes that sent at
+/// that moment; a sender that builds ahead of time or batches its sends blurs it. Per-hop
+/// proofs are renewed at every hop and tell each hop only when the previous one forwarded
+/// the packet. The anonymity simulator is where the cost is to be measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PowConfig {
     /// Leading zero bits required (the draft recommends 16–18).

@@ -120,6 +120,45 @@ async fn a_failing_exit_destination_suspends_no_one() {
     assert_eq!(net.mix[3].pool_size().await, 4);
 }
 
+/// A sender routes junk for a hop through an honest mix node: packets valid at the first hop
+/// whose layer for the second was built with a wrong key, so the second hop sees nothing but
+/// Sphinx failures from an honest peer. The honest peer must not be penalized for them (its
+/// frames keep their full budget), and honest traffic over that link keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_routed_through_an_honest_hop_does_not_get_it_penalized() {
+    common::init_tracing();
+    let mut net = network(Options { nodes: 4, ..Options::default() }).await;
+    let (honest, target, exit) = (&net.mix[1], &net.mix[2], &net.mix[3]);
+    let wrong_key = NodeSecretKey::generate(&mut rand::rng()).public_key();
+    let dest = AddressBlock::encode(&net.dest.addr, &net.dest.peer_id).unwrap();
+    for i in 0..300u32 {
+        let junk_for_target = (target.peer_id, target.addr.clone(), wrong_key);
+        let p = packet(&[hop(honest), junk_for_target, hop(exit)], &dest, &i.to_be_bytes());
+        net.mix[0].send_packet(honest.peer_id, honest.addr.clone(), p);
+    }
+    // Then honest packets over the same link.
+    for i in 0..50u32 {
+        let p = packet(&[hop(honest), hop(target), hop(exit)], &dest, &(1000 + i).to_be_bytes());
+        net.mix[0].send_packet(honest.peer_id, honest.addr.clone(), p);
+    }
+    let mut delivered = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered < 50 && Instant::now() < deadline {
+        if let Some(NodeEvent::Echo(_)) = net.dest.next_event(Duration::from_millis(200)).await {
+            delivered += 1;
+        }
+    }
+    let metrics = net.mix[2].metrics.as_ref().unwrap();
+    let failed = metrics.packets_dropped(DropReason::Sphinx(mix_sphinx::ProcessError::MacMismatch));
+    eprintln!(
+        "junk through an honest hop: {failed} MAC failures at the target, {delivered} of 50 honest packets delivered, {} penalties",
+        metrics.penalties()
+    );
+    assert_eq!(failed, 300);
+    assert_eq!(metrics.penalties(), 0, "the target penalized an honest mix node");
+    assert_eq!(delivered, 50);
+}
+
 /// A TCP listener that accepts connections and never answers (a black hole for dials: each
 /// one hangs until its handshake times out). Counts the connections it accepted.
 async fn black_hole() -> (Multiaddr, Arc<AtomicUsize>) {
