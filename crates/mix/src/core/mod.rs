@@ -360,6 +360,14 @@ pub struct MixCore<R> {
     replay_full_logged: bool,
 }
 
+/// A cover packet, its first hop, the nodes it goes through (this node excluded) and its id.
+struct CoverPacket {
+    first: (PeerId, Multiaddr),
+    through: Vec<PeerId>,
+    id: [u8; 16],
+    packet: Packet,
+}
+
 /// An own packet waiting for a cover slot.
 struct Queued {
     peer: PeerId,
@@ -926,58 +934,37 @@ impl<R: CryptoRng> MixCore<R> {
     /// Builds a drop: a cover packet through `path_len` random nodes to a random exit, which
     /// discards it, and sends it now. On the wire it is any packet to any exit.
     fn send_drop(&mut self, now: Instant) {
+        if let Some(cover) = self.cover_packet(now, false) {
+            self.release(now, cover.first.0, cover.first.1, cover.packet, SentKind::Cover);
+        }
+    }
+
+    /// A cover packet with a fresh id: back to this node through `path_len - 1` random nodes
+    /// (a loop), or through `path_len` random nodes ending at a random exit (a drop).
+    fn cover_packet(&mut self, now: Instant, loop_back: bool) -> Option<CoverPacket> {
         let epoch = self.epoch(now);
         let exclude = [*self.local.peer_id()];
-        let Ok(path) = self.selector.select(
-            &*self.pool,
-            &mut self.rng,
-            self.config.path_len,
-            &exclude,
-            LastHop::AnyExit,
-        ) else {
-            return;
-        };
-        let Ok(route) = build_route(&path, &*self.delay, &mut self.rng, epoch) else { return };
+        let last = if loop_back { LastHop::Given(&self.local) } else { LastHop::AnyExit };
+        let path = self
+            .selector
+            .select(&*self.pool, &mut self.rng, self.config.path_len, &exclude, last)
+            .ok()?;
+        let route = build_route(&path, &*self.delay, &mut self.rng, epoch).ok()?;
         let first = (*path[0].peer_id(), path[0].addr().clone());
+        let through = path[..path.len() - 1].iter().map(|n| *n.peer_id()).collect();
         let id: [u8; 16] = self.rng.random();
         let mut m = [0u8; MESSAGE_SIZE];
         let seqno = self.rng.random();
-        if message::encode_cover(self.config.format.padding(), seqno, &id, &mut m).is_err() {
-            return;
-        }
-        let Ok(packet) =
-            route.forward_packet(&self.config.format, &AddressBlock::ZERO, &m, &mut self.rng)
-        else {
-            return;
-        };
-        self.release(now, first.0, first.1, packet, SentKind::Cover);
+        message::encode_cover(self.config.format.padding(), seqno, &id, &mut m).ok()?;
+        let packet = route
+            .forward_packet(&self.config.format, &AddressBlock::ZERO, &m, &mut self.rng)
+            .ok()?;
+        Some(CoverPacket { first, through, id, packet })
     }
 
     /// Builds a loop through `path_len - 1` random nodes back to this node and sends it now.
     fn send_loop(&mut self, now: Instant) {
-        let epoch = self.epoch(now);
-        let exclude = [*self.local.peer_id()];
-        let Ok(path) = self.selector.select(
-            &*self.pool,
-            &mut self.rng,
-            self.config.path_len,
-            &exclude,
-            LastHop::Given(&self.local),
-        ) else {
-            return;
-        };
-        let Ok(route) = build_route(&path, &*self.delay, &mut self.rng, epoch) else { return };
-        let first = (*path[0].peer_id(), path[0].addr().clone());
-        let through: Vec<PeerId> = path[..path.len() - 1].iter().map(|n| *n.peer_id()).collect();
-        let id: [u8; 16] = self.rng.random();
-        let mut m = [0u8; MESSAGE_SIZE];
-        let seqno = self.rng.random();
-        if message::encode_cover(self.config.format.padding(), seqno, &id, &mut m).is_err() {
-            return;
-        }
-        let Ok(packet) =
-            route.forward_packet(&self.config.format, &AddressBlock::ZERO, &m, &mut self.rng)
-        else {
+        let Some(CoverPacket { first, through, id, packet }) = self.cover_packet(now, true) else {
             return;
         };
         let rate = match self.config.cover.mode {

@@ -157,23 +157,8 @@ fn a_global_observer_sees_the_same_links_busy_or_idle() {
 /// What an observer of one node's outbound links records: the gaps between its departures
 /// over `secs` seconds, while the node's application sends `real` at the given times.
 fn observe(config: Config, seed: u64, secs: u64, real: &[Duration]) -> (Vec<f64>, u64) {
-    let mut net = Net::new(8, seed, exponential(20), config);
-    let watched = net.peers()[0];
-    let t0 = net.now;
-    let dest = external_destination();
-    let mut sent = 0;
-    for at in real {
-        net.run((t0 + *at).saturating_duration_since(net.now));
-        let now = net.now;
-        if net.node(&watched).send(now, &dest, "/app/1", b"real").is_ok() {
-            sent += 1;
-        }
-    }
-    net.run((t0 + Duration::from_secs(secs)).saturating_duration_since(net.now));
-    let departures: Vec<Instant> =
-        net.transmits.iter().filter(|(_, from, _)| *from == watched).map(|(t, ..)| *t).collect();
-    let gaps = departures.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
-    (gaps, sent)
+    let (links, sent) = watch_links(config, seed, secs, real);
+    (Links::gaps(&links.departures), sent)
 }
 
 fn poisson_times(rate: f64, secs: u64, seed: u64) -> Vec<Duration> {
