@@ -136,6 +136,15 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// This configuration speaking `wire` (see [`core::Config::wire`]): the one setting every
+    /// node of a network must share.
+    pub fn with_wire(mut self, wire: core::Wire) -> Self {
+        self.core = self.core.with_wire(wire);
+        self
+    }
+}
+
 /// Identifies a message delivered to this node (as exit and destination) that may be answered
 /// with [`Behaviour::reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

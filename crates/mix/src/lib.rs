@@ -19,8 +19,8 @@ pub mod state;
 
 pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
 pub use core::{
-    Destination, MessageId, MixNode, NodePool, RequestId, SendError, SendOptions, StaticPool,
-    SurbBundle,
+    DelaySemantics, Destination, MessageId, Mismatch, MixNode, NodePool, RequestId, SendError,
+    SendOptions, StaticPool, SurbBundle, Wire,
 };
 pub use handler::ExitError;
 pub use metrics::{DropReason, Metrics};

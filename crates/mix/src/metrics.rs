@@ -166,6 +166,7 @@ pub struct Metrics {
     dial_failures: Family<OutcomeLabel, Counter>,
     pool_refused: Family<ReasonLabel, Counter>,
     penalties: Counter,
+    wire_mismatches: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -192,6 +193,7 @@ impl Default for Metrics {
             dial_failures: Family::default(),
             pool_refused: Family::default(),
             penalties: Counter::default(),
+            wire_mismatches: Family::default(),
         }
     }
 }
@@ -287,6 +289,22 @@ impl Metrics {
             "Discovery records the pool refused, by reason (subnet_24, subnet_16, full)",
             self.pool_refused.clone(),
         );
+        r.register(
+            "wire_mismatch_suspected",
+            "Packets that may have been built for another wire format, by what failed \
+             (payload: integrity at the exit; padding: framing at the exit; reply: a SURB \
+             reply that does not decrypt)",
+            self.wire_mismatches.clone(),
+        );
+    }
+
+    pub(crate) fn wire_mismatch(&self, kind: crate::core::Mismatch) {
+        self.wire_mismatches.get_or_create(&KindLabel { kind: kind.label() }).inc();
+    }
+
+    /// Packets suspected so far of being built for another wire format, of `kind`.
+    pub fn wire_mismatches(&self, kind: crate::core::Mismatch) -> u64 {
+        self.wire_mismatches.get_or_create(&KindLabel { kind: kind.label() }).get()
     }
 
     pub(crate) fn penalized(&self) {

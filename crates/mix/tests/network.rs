@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{ECHO, NodeEvent, Options, PING, Transport, lp, network, pool_of};
-use libp2p_mix::{Destination, DropReason, Event, RequestError};
+use libp2p_mix::core::Mismatch;
+use libp2p_mix::{Destination, DropReason, Event, RequestError, Wire};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -151,4 +152,64 @@ async fn oversized_messages_and_small_pools_are_refused_before_sending() {
     assert!(net.mix[0].send(&net.dest.destination(), ECHO, vec![0; 10]).await.is_err());
     assert_eq!(net.mix[0].metrics.as_ref().unwrap().packets_originated(), 0);
     assert_eq!(net.mix[0].metrics.as_ref().unwrap().packets_dropped(DropReason::Unreachable), 0);
+}
+
+/// Two wire generations on one network. Three `lip-183` nodes route only through the three
+/// `v1` nodes and the other way round, so every message of one generation exits at a node of
+/// the other: nothing arrives, every exit that received traffic counts it, and the warning of
+/// each side names the setting it runs and the one to change.
+///
+/// A current-thread runtime, so that the swarms' log lines reach this test's subscriber.
+#[tokio::test]
+async fn nodes_of_different_wires_diagnose_each_other() {
+    const EACH: u64 = 15;
+    let log = common::Captured::default();
+    let _guard = log.install();
+    let net = network(Options {
+        nodes: 6,
+        configure: Some(|i, config| {
+            if i >= 3 {
+                *config = config.clone().with_wire(Wire::V1);
+            }
+        }),
+        ..Options::default()
+    })
+    .await;
+    let (lip, v1) = net.mix.split_at(3);
+    for node in lip {
+        node.set_pool(pool_of(&v1.iter().chain([node]).collect::<Vec<_>>()));
+    }
+    for node in v1 {
+        node.set_pool(pool_of(&lip.iter().chain([node]).collect::<Vec<_>>()));
+    }
+    let dest = net.dest.destination();
+    for i in 0..EACH as u32 {
+        lip[0].send(&dest, ECHO, lp(&i.to_be_bytes())).await.unwrap();
+        v1[0].send(&dest, ECHO, lp(&i.to_be_bytes())).await.unwrap();
+    }
+    let counted = |nodes: &[common::Node]| -> u64 {
+        nodes.iter().map(|n| n.metrics.as_ref().unwrap().wire_mismatches(Mismatch::Payload)).sum()
+    };
+    let deadline = Instant::now() + WAIT;
+    while (counted(lip), counted(v1)) != (EACH, EACH) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((counted(lip), counted(v1)), (EACH, EACH), "each exit counts the other's packets");
+    let mut dest_events = net.dest;
+    assert!(dest_events.next_event(Duration::from_millis(500)).await.is_none(), "nothing arrives");
+
+    // 15 messages over three exits: at least one exit saw 5 within a minute, on each side.
+    let text = log.text();
+    for running in ["wire = \"lip-183\"", "wire = \"v1\""] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("this node runs {running}")))
+            .unwrap_or_else(|| panic!("no warning from a node running {running}:\n{text}"));
+        assert!(line.contains("WARN") && line.contains("libp2p_mix::wire"), "{line}");
+        assert!(line.contains("set `wire` under [mix] in node.toml"), "{line}");
+        assert!(
+            line.contains("\"v1\" (AES-CTR") && line.contains("\"lip-183\" (LIONESS"),
+            "{line}"
+        );
+    }
 }

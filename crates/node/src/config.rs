@@ -11,7 +11,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, identity};
 use libp2p_mix::StaticPool;
 use libp2p_mix::core::{
-    DelayStrategy, ExponentialDelay, MixNode, NoDelay, ReplayConfig, UniformDelay,
+    DelaySemantics, DelayStrategy, ExponentialDelay, MixNode, NoDelay, ReplayConfig, UniformDelay,
+    Wire,
 };
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Padding, PayloadCipher, WireFormat};
 use serde::Deserialize;
@@ -427,6 +428,13 @@ enum PaddingName {
     Seqno,
 }
 
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum SemanticsName {
+    Mean,
+    Exact,
+}
+
 /// The network's mixing-delay policy.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -454,8 +462,12 @@ impl DelayConfig {
 #[serde(deny_unknown_fields, default)]
 struct MixConfig {
     path_len: usize,
-    payload_cipher: CipherName,
-    padding: PaddingName,
+    /// The network's wire generation, "lip-183" or "v1".
+    wire: String,
+    /// Advanced overrides of `wire`'s parts.
+    payload_cipher: Option<CipherName>,
+    padding: Option<PaddingName>,
+    delay_semantics: Option<SemanticsName>,
     delay: DelayConfig,
     pre_send_delay_ms: u64,
     request_timeout_ms: u64,
@@ -468,8 +480,10 @@ impl Default for MixConfig {
     fn default() -> Self {
         Self {
             path_len: 3,
-            payload_cipher: CipherName::Lioness,
-            padding: PaddingName::Plain,
+            wire: Wire::default().name().to_owned(),
+            payload_cipher: None,
+            padding: None,
+            delay_semantics: None,
             delay: DelayConfig::Exponential { mean_ms: 50 },
             pre_send_delay_ms: 5,
             request_timeout_ms: 30_000,
@@ -562,16 +576,42 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     if !(mix_sphinx::MIN_PATH_LEN..=mix_sphinx::MAX_PATH_LEN).contains(&m.path_len) {
         bail!("mix.path_len must be 3..=5, got {}", m.path_len);
     }
-    let cipher = match m.payload_cipher {
-        CipherName::Lioness => PayloadCipher::Lioness,
-        CipherName::AesCtr => PayloadCipher::AesCtr,
-    };
-    let padding = match m.padding {
-        PaddingName::Plain => Padding::Plain,
-        PaddingName::Seqno => Padding::SeqNo,
-    };
-    let mut config = libp2p_mix::Config::default();
-    config.core.format = WireFormat::new(cipher, padding);
+    let wire: Wire = m.wire.parse().context("mix.wire")?;
+    let mut config = libp2p_mix::Config::default().with_wire(wire);
+    if m.payload_cipher.is_some() || m.padding.is_some() {
+        let cipher = match m.payload_cipher {
+            None => wire.format().cipher(),
+            Some(CipherName::Lioness) => PayloadCipher::Lioness,
+            Some(CipherName::AesCtr) => PayloadCipher::AesCtr,
+        };
+        let padding = match m.padding {
+            None => wire.format().padding(),
+            Some(PaddingName::Plain) => Padding::Plain,
+            Some(PaddingName::Seqno) => Padding::SeqNo,
+        };
+        config.core.format_override = Some(WireFormat::new(cipher, padding));
+    }
+    config.core.delay_semantics_override = m.delay_semantics.map(|s| match s {
+        SemanticsName::Mean => DelaySemantics::Mean,
+        SemanticsName::Exact => DelaySemantics::Exact,
+    });
+    if let Some(format) = config.core.format_override {
+        // Before `wire`, these two knobs were the only setting, and a v1 network set both; such a
+        // file now speaks v1's format with lip-183's delay semantics unless it names the wire.
+        match Wire::of_format(&format) {
+            Some(named) if named != wire => tracing::warn!(
+                "mix.payload_cipher and mix.padding spell the format of wire = \"{named}\", but \
+                 mix.wire is \"{wire}\": delays are written as {} values. If the network runs \
+                 \"{named}\", set wire = \"{named}\" and drop the two overrides.",
+                config.core.delay_semantics().name()
+            ),
+            Some(_) => {}
+            None => tracing::warn!(
+                "mix.payload_cipher and mix.padding make a format that no wire generation speaks; \
+                 only nodes with the same overrides can exchange traffic with this one"
+            ),
+        }
+    }
     config.core.path_len = m.path_len;
     config.core.pre_send_delay = Duration::from_millis(m.pre_send_delay_ms);
     config.core.request_timeout = Duration::from_millis(m.request_timeout_ms);
@@ -868,6 +908,32 @@ mod tests {
             let err = format!("{:#}", parse(&bad).err().unwrap());
             assert!(err.contains(why), "{edit}: {err}");
         }
+    }
+
+    #[test]
+    fn one_wire_setting_names_the_format_and_overrides_are_advanced() {
+        let loaded = parse(EXAMPLE).unwrap();
+        let core = &loaded.spec.config.core;
+        assert_eq!(core.wire, Wire::Lip183);
+        assert_eq!(core.format(), WireFormat::LIP_183);
+        assert_eq!(core.delay_semantics(), DelaySemantics::Mean);
+
+        let v1 = parse(&EXAMPLE.replace("wire = \"lip-183\"", "wire = \"v1\"")).unwrap();
+        let core = &v1.spec.config.core;
+        assert_eq!(core.format(), WireFormat::LIBP2P_MIX_V1);
+        assert_eq!(core.delay_semantics(), DelaySemantics::Exact);
+
+        let custom = EXAMPLE
+            .replace("# padding = \"plain\"", "padding = \"seqno\"")
+            .replace("# delay_semantics = \"mean\"", "delay_semantics = \"exact\"");
+        let loaded = parse(&custom).unwrap();
+        let core = &loaded.spec.config.core;
+        assert_eq!(core.format(), WireFormat::new(PayloadCipher::Lioness, Padding::SeqNo));
+        assert_eq!(core.delay_semantics(), DelaySemantics::Exact);
+
+        let bad = EXAMPLE.replace("wire = \"lip-183\"", "wire = \"v2\"");
+        let err = format!("{:#}", parse(&bad).err().unwrap());
+        assert!(err.contains("mix.wire") && err.contains("\"lip-183\" or \"v1\""), "{err}");
     }
 
     #[test]

@@ -74,6 +74,11 @@ enum Command {
         /// Path selection: random, rtt or hybrid.
         #[arg(long, default_value = "random", value_parser = parse_paths)]
         paths: PathSelection,
+        /// The wire generation every node speaks: lip-183 (LIONESS, no trailer, delays are
+        /// means; the current specification) or v1 (AES-CTR, sequence-number trailer, delays
+        /// are exact; nim-libp2p-mix up to 48c77ad).
+        #[arg(long, default_value = "lip-183")]
+        wire: libp2p_mix::Wire,
         /// Loopix cover traffic: this many slots per second per node, each carrying an own
         /// packet or else a loop.
         #[arg(long)]
@@ -326,6 +331,7 @@ fn main() -> anyhow::Result<ExitCode> {
             copies,
             churn,
             paths,
+            wire,
             cover,
             epoch_secs,
             pow,
@@ -351,6 +357,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 copies: copies.max(1),
                 churn: churn.filter(|f| *f > 0.0 && *f < 1.0),
                 paths,
+                wire,
                 cover: cover.filter(|r| r.is_finite() && *r > 0.0),
                 epoch: epoch_secs.map(|s| Duration::from_secs(s.max(3))),
                 pow: pow.map(|d| d.min(28)),
@@ -488,8 +495,11 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+    let core = &loaded.spec.config.core;
+    let (wire, overridden) =
+        (core.wire, core.format_override.is_some() || core.delay_semantics_override.is_some());
     let mut node = runtime::start(loaded.spec).await?;
-    tracing::info!(peer_id = %node.peer_id, addr = %node.addr, mix_key = %hex::encode(node.mix_key.as_bytes()), "mix node running");
+    tracing::info!(peer_id = %node.peer_id, addr = %node.addr, mix_key = %hex::encode(node.mix_key.as_bytes()), %wire, overridden, "mix node running");
     if let Some(addr) = metrics.or(loaded.metrics) {
         let mut registry = prometheus_client::registry::Registry::default();
         node.metrics.register(&mut registry);

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use libp2p::{Multiaddr, PeerId};
 use libp2p_mix::core::{CoverConfig, CoverMode, PathSelection, RotationConfig, SendOptions};
 use libp2p_mix::spam::{Placement, PowConfig, ProofError, ProofOfWork, SpamConfig};
-use libp2p_mix::{Destination, DropReason, Event, RequestId, discovery};
+use libp2p_mix::{Destination, DropReason, Event, RequestId, Wire, discovery};
 use mix_sphinx::ProcessError;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -50,6 +50,7 @@ pub(crate) struct Options {
     /// Share of the nodes to kill halfway through.
     pub(crate) churn: Option<f64>,
     pub(crate) paths: PathSelection,
+    pub(crate) wire: Wire,
     /// Loopix slots per second per node.
     pub(crate) cover: Option<f64>,
     /// Mix key epoch (the overlap is a third of it).
@@ -119,6 +120,9 @@ pub(crate) struct ChurnReport {
 pub(crate) struct Report {
     nodes: usize,
     transport: &'static str,
+    /// The wire generation, and what its written delays mean.
+    wire: &'static str,
+    delay_semantics: &'static str,
     path_len: usize,
     mean_delay_ms: u16,
     paths: String,
@@ -231,7 +235,7 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
     } else {
         DelayConfig::Exponential { mean_ms: options.delay_ms }
     };
-    let mut config = libp2p_mix::Config::default();
+    let mut config = libp2p_mix::Config::default().with_wire(options.wire);
     if let Some(rate) = options.cover {
         config.core.cover = CoverConfig {
             mode: CoverMode::Loopix,
@@ -643,6 +647,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<(Report, Vec<NodeHan
     let report = Report {
         nodes: nodes.len(),
         transport: if options.quic { "quic" } else { "tcp" },
+        wire: options.wire.name(),
+        delay_semantics: options.wire.delay_semantics().name(),
         path_len: 3,
         mean_delay_ms: options.delay_ms,
         paths: format!("{:?}", options.paths),
@@ -688,6 +694,8 @@ struct Publication {
     at: Instant,
     delivered: HashSet<usize>,
     done: Option<f64>,
+    /// Stem and mix routes: the publisher saw its message come back.
+    confirmed: bool,
 }
 
 /// Publishes `count` gossip messages from random survivors, cycling through the routes
@@ -733,6 +741,7 @@ async fn gossip_run(
                     Ok(id) => {
                         published.insert(id, Publication {
                             publisher, route, at: Instant::now(), delivered: HashSet::new(), done: None,
+                            confirmed: false,
                         });
                     }
                     Err(e) => tracing::warn!(%e, "gossip publication refused"),
@@ -753,7 +762,9 @@ async fn gossip_run(
                     }
                 }
                 NodeEvent::Gossip(GossipEvent::PublishConfirmed { id, .. }) => {
-                    if let Some(p) = published.get(&id) {
+                    if let Some(p) = published.get_mut(&id)
+                        && !std::mem::replace(&mut p.confirmed, true)
+                    {
                         confirmed[p.route] += 1;
                     }
                 }
@@ -761,7 +772,10 @@ async fn gossip_run(
             },
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => break,
         }
-        if next == count && published.values().all(|p| p.done.is_some()) {
+        // A confirmation can come after the last member delivered: wait for those too.
+        if next == count
+            && published.values().all(|p| p.done.is_some() && (p.route == 0 || p.confirmed))
+        {
             break;
         }
         if show {
@@ -929,11 +943,13 @@ fn hardening(options: &Options, nodes: &[NodeHandle]) -> HardeningReport {
 pub(crate) fn print(report: &Report) {
     let r = report;
     println!(
-        "testnet: {} mix nodes on 127.0.0.1 ({}), {} hops, exponential delay mean {} ms per hop, {} paths, {} cop{}; started in {:.0} ms",
+        "testnet: {} mix nodes on 127.0.0.1 ({}, wire {}), {} hops, exponential delay mean {} ms per hop (drawn by {}), {} paths, {} cop{}; started in {:.0} ms",
         r.nodes,
         r.transport,
+        r.wire,
         r.path_len,
         r.mean_delay_ms,
+        if r.delay_semantics == "exact" { "the sender" } else { "each hop" },
         r.paths.to_lowercase(),
         r.copies,
         if r.copies == 1 { "y" } else { "ies" },

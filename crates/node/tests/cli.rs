@@ -30,11 +30,21 @@ fn bench_pow_reports_each_difficulty() {
     assert!(!refused.status.success());
 }
 
+/// Both wire generations, end to end: every message, request, reply and gossip publication
+/// arrives (and, under v1, the default 2 MB stream, bit-exact).
 #[test]
 fn testnet_json_reports_a_clean_run() {
-    let out = mixnode(&[
+    clean_run("v1", "exact", &[]);
+    // The default's stream runs in `testnet_streams_a_megabyte_bit_exact_over_three_hops`.
+    clean_run("lip-183", "mean", &["--stream-bytes", "0"]);
+}
+
+fn clean_run(wire: &str, semantics: &str, extra: &[&str]) {
+    let mut args = vec![
         "testnet",
         "--json",
+        "--wire",
+        wire,
         "--nodes",
         "6",
         "--messages",
@@ -49,7 +59,9 @@ fn testnet_json_reports_a_clean_run() {
         "7",
         "--gossip-messages",
         "12",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = mixnode(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Gossip over the same nodes: every route reaches every member; stem and mix publications
@@ -72,6 +84,12 @@ fn testnet_json_reports_a_clean_run() {
         assert!(report["latency_ms"][q].is_f64(), "missing latency_ms.{q}: {report}");
     }
     assert_eq!(report["nodes"], 6);
+    let spoken = (report["wire"].as_str(), report["delay_semantics"].as_str());
+    assert_eq!(spoken, (Some(wire), Some(semantics)), "{report}");
+    if extra.is_empty() {
+        assert_eq!(report["stream"]["bit_exact"], true, "{report}");
+        assert_eq!(report["stream"]["reply_verified"], true, "{report}");
+    }
     assert_eq!((report["sent"].as_u64(), report["delivered"].as_u64()), (Some(40), Some(40)));
     assert_eq!(report["duplicates"], 0);
     assert_eq!(report["replies_received"], 15, "{report}");
@@ -239,6 +257,7 @@ fn testnet_streams_a_megabyte_bit_exact_over_three_hops() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["wire"], "lip-183", "the default: {report}");
     let stream = &report["stream"];
     assert_eq!(stream["bit_exact"], true, "{report}");
     assert_eq!(stream["received"], 1_048_576);

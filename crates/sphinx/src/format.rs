@@ -28,7 +28,7 @@ pub enum Padding {
 
 /// The wire format of one mixnet: payload cipher, inner padding and the longest path accepted.
 ///
-/// [`WireFormat::default`] is the current reference generation (LIONESS, plain padding).
+/// [`WireFormat::default`] is [`WireFormat::LIP_183`], the current specification;
 /// [`WireFormat::LIBP2P_MIX_V1`] talks to nodes of the earlier generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WireFormat {
@@ -41,8 +41,11 @@ impl WireFormat {
     /// AES-CTR payload with sequence-number padding (spec text of Oct 2025 – Apr 2026,
     /// nim-libp2p-mix ≤ 48c77ad).
     pub const LIBP2P_MIX_V1: Self = Self::new(PayloadCipher::AesCtr, Padding::SeqNo);
-    /// LIONESS payload with plain padding (LIP-183, current nim-libp2p-mix).
-    pub const LIBP2P_MIX_V2: Self = Self::new(PayloadCipher::Lioness, Padding::Plain);
+    /// LIONESS payload with plain padding: LIP-183, and the newest nim-libp2p-mix.
+    pub const LIP_183: Self = Self::new(PayloadCipher::Lioness, Padding::Plain);
+    /// The former name of [`Self::LIP_183`].
+    #[deprecated(note = "named by what speaks it now: use WireFormat::LIP_183")]
+    pub const LIBP2P_MIX_V2: Self = Self::LIP_183;
 
     /// Accepts paths of up to [`MAX_PATH_LEN`] hops; see [`Self::with_max_path_len`].
     pub const fn new(cipher: PayloadCipher, padding: Padding) -> Self {
@@ -85,7 +88,7 @@ impl WireFormat {
 
 impl Default for WireFormat {
     fn default() -> Self {
-        Self::LIBP2P_MIX_V2
+        Self::LIP_183
     }
 }
 

@@ -19,6 +19,7 @@ mod pool;
 mod replay;
 mod select;
 mod surbs;
+mod wire;
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,20 +27,22 @@ use std::time::{Duration, Instant, SystemTime};
 use libp2p_identity::PeerId;
 use mix_sphinx::{
     Action, AddressBlock, BuildError, Hop, MESSAGE_SIZE, MessageError, NodeSecretKey, Packet,
-    Route, Surb, WireFormat, message,
+    ProcessError, Route, Surb, WireFormat, message,
 };
 use multiaddr::Multiaddr;
 use rand::{CryptoRng, RngExt};
 
 pub use cover::{CoverConfig, CoverMode};
 pub use delay::{
-    DelayStrategy, ExponentialDelay, NoDelay, UniformDelay, truncated_exponential_cdf,
+    DelaySemantics, DelayStrategy, ExponentialDelay, NoDelay, UniformDelay,
+    truncated_exponential_cdf,
 };
 pub use keys::{EpochKeys, RotationConfig};
 pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local};
 pub use replay::{
     MAX_STAGES, ReplayConfig, ReplayFilter, ReplayFull, ReplaySnapshot, StageSnapshot,
 };
+pub use wire::{Mismatch, UnknownWire, Wire};
 
 /// The replay filters of a node's keys, as saved across restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,8 +90,14 @@ pub enum Destination {
 /// Settings every node of a network should share, plus local limits.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Payload cipher, padding and the longest path accepted.
-    pub format: WireFormat,
+    /// The wire generation of the network: payload cipher, padding and what a written delay
+    /// means. Every node of a network must use the same one.
+    pub wire: Wire,
+    /// Advanced: a packet format other than `wire`'s (a custom cipher and padding pair, or a
+    /// shorter longest path). `None`: [`Wire::format`].
+    pub format_override: Option<WireFormat>,
+    /// Advanced: delay semantics other than `wire`'s. `None`: [`Wire::delay_semantics`].
+    pub delay_semantics_override: Option<DelaySemantics>,
     /// Hops per path. 3 is the only length reference nodes accept.
     pub path_len: usize,
     /// Mean of the random (exponential) delay before a packet this node originates leaves it,
@@ -131,7 +140,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            format: WireFormat::default(),
+            wire: Wire::default(),
+            format_override: None,
+            delay_semantics_override: None,
             path_len: mix_sphinx::DEFAULT_PATH_LEN,
             pre_send_delay: Duration::from_millis(5),
             request_timeout: Duration::from_secs(30),
@@ -151,10 +162,32 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// This configuration speaking `wire` (overrides, if set, still replace its parts).
+    pub fn with_wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
+    /// The packet format in use: the override, or `wire`'s.
+    pub fn format(&self) -> WireFormat {
+        self.format_override.unwrap_or(self.wire.format())
+    }
+
+    /// The delay semantics in use: the override, or `wire`'s.
+    pub fn delay_semantics(&self) -> DelaySemantics {
+        self.delay_semantics_override.unwrap_or(self.wire.delay_semantics())
+    }
+}
+
 /// The origin codec that wraps a message sent over several paths: its body is a 16-byte
 /// message id, the real codec (u8 length, then the bytes) and the real body. The receiving mix
 /// node delivers the first copy and drops the others.
 pub const REDUNDANT_CODEC: &str = "/mix/redundant/1.0.0";
+
+/// The one trailer value neither this node nor the reference writes (the reference's is a sum
+/// mod 2³² − 1): a message that ends in it was padded without a trailer.
+const NOT_A_SEQNO: u32 = u32::MAX;
 
 /// Per-message choices.
 ///
@@ -170,8 +203,10 @@ pub struct SendOptions {
     /// Hops of this message's path and of its SURBs' return paths; `None`:
     /// [`Config::path_len`]. Reference nodes accept only 3.
     pub path_len: Option<usize>,
-    /// The delay value written for each intermediate hop (under the network's exponential
-    /// policy, the mean of each hop's delay); `None`: the node's [`DelayStrategy`].
+    /// The mean delay of each intermediate hop: written for every hop under
+    /// [`DelaySemantics::Mean`] (where the network's policy is exponential, hops sample around
+    /// it), or the mean of the exponential the sender draws each hop's delay from under
+    /// [`DelaySemantics::Exact`]. `None`: the node's [`DelayStrategy`].
     pub hop_delay: Option<Duration>,
     /// The longest random gap before this packet after the node's previous own packet;
     /// `None`: [`Config::send_jitter`].
@@ -328,6 +363,12 @@ impl Ord for Scheduled {
 /// A mix node: it forwards, delivers, sends and receives anonymous messages.
 pub struct MixCore<R> {
     config: Config,
+    /// [`Config::format`] and [`Config::delay_semantics`], resolved once.
+    format: WireFormat,
+    delay_semantics: DelaySemantics,
+    /// How this node names its format in diagnostics.
+    wire_description: String,
+    mismatches: wire::MismatchMonitor,
     local: MixNode,
     keys: KeyRing,
     pool: Box<dyn NodePool>,
@@ -442,6 +483,10 @@ impl<R: CryptoRng> MixCore<R> {
             own_queue: VecDeque::new(),
             serving: true,
             replay_full_logged: false,
+            format: config.format(),
+            delay_semantics: config.delay_semantics(),
+            wire_description: wire::describe(&config.format(), config.delay_semantics()),
+            mismatches: wire::MismatchMonitor::default(),
             config,
             local,
             pool,
@@ -619,7 +664,7 @@ impl<R: CryptoRng> MixCore<R> {
 
     /// The largest message body for `codec` with `surbs` SURBs.
     pub fn max_message_size(&self, codec: &str, surbs: usize) -> Result<usize, MessageError> {
-        message::max_message_size(self.config.format.padding(), codec, surbs)
+        message::max_message_size(self.format.padding(), codec, surbs)
     }
 
     /// Sends `body` anonymously to `destination`, to be handled there by protocol `codec`.
@@ -715,7 +760,7 @@ impl<R: CryptoRng> MixCore<R> {
         let epoch = self.epoch(now);
         let unix = self.unix(now).as_secs();
         let path_len = options.path_len.unwrap_or(self.config.path_len);
-        let override_delay = options.hop_delay.map(FixedDelayValue::new);
+        let override_delay = options.hop_delay.map(|v| FixedDelayValue::new(v, &*self.delay));
         let delay: &dyn DelayStrategy = match &override_delay {
             Some(fixed) => fixed,
             None => &*self.delay,
@@ -724,7 +769,7 @@ impl<R: CryptoRng> MixCore<R> {
             Some(s) if s.placement == Placement::Exit => s.protection.proof_len(),
             _ => 0,
         };
-        let padding = self.config.format.padding();
+        let padding = self.format.padding();
         let wrapped;
         let (codec, body) = if copies > 1 {
             let id: [u8; 16] = self.rng.random();
@@ -767,7 +812,7 @@ impl<R: CryptoRng> MixCore<R> {
             used.extend(path.iter().map(|n| *n.peer_id()));
             let exit = *path[path.len() - 1].peer_id();
             let first = (*path[0].peer_id(), path[0].addr().clone());
-            let route = build_route(&path, delay, &mut self.rng, epoch)?;
+            let route = build_route(&path, delay, self.delay_semantics, &mut self.rng, epoch)?;
             let mut surbs = Vec::with_capacity(surb_count);
             for _ in 0..surb_count {
                 // The return path avoids the forward exit and the destination, as the reference's.
@@ -779,15 +824,15 @@ impl<R: CryptoRng> MixCore<R> {
                     &self.local,
                     path_len,
                     &exclude,
-                    delay,
+                    (delay, self.delay_semantics),
                     epoch,
-                    &self.config.format,
+                    &self.format,
                 )?;
                 surbs.push(surb);
                 secrets.push(kept);
             }
             let mut m = [0u8; MESSAGE_SIZE];
-            let seqno = self.rng.random();
+            let seqno = self.rng.random_range(0..NOT_A_SEQNO);
             if exit_proof > 0 {
                 let seed = self.rng.random();
                 let spam = self.spam.as_mut().expect("exit placement set");
@@ -800,8 +845,7 @@ impl<R: CryptoRng> MixCore<R> {
             } else {
                 message::encode_forward(padding, seqno, codec, &surbs, body, &mut m)?;
             }
-            let packet =
-                route.forward_packet(&self.config.format, &dest_block, &m, &mut self.rng)?;
+            let packet = route.forward_packet(&self.format, &dest_block, &m, &mut self.rng)?;
             packets.push((first, packet));
         }
         if let Some(request) = request {
@@ -849,7 +893,7 @@ impl<R: CryptoRng> MixCore<R> {
         }
         let epoch = self.epoch(now);
         let path_len = options.path_len.unwrap_or(self.config.path_len);
-        let override_delay = options.hop_delay.map(FixedDelayValue::new);
+        let override_delay = options.hop_delay.map(|v| FixedDelayValue::new(v, &*self.delay));
         let delay: &dyn DelayStrategy = match &override_delay {
             Some(fixed) => fixed,
             None => &*self.delay,
@@ -866,9 +910,9 @@ impl<R: CryptoRng> MixCore<R> {
                 &self.local,
                 path_len,
                 &exclude,
-                delay,
+                (delay, self.delay_semantics),
                 epoch,
-                &self.config.format,
+                &self.format,
             )?;
             surbs.push(surb);
             secrets.push(kept);
@@ -882,7 +926,7 @@ impl<R: CryptoRng> MixCore<R> {
 
     /// The largest reply body one SURB carries.
     pub fn max_reply_size(&self) -> usize {
-        message::max_reply_size(self.config.format.padding())
+        message::max_reply_size(self.format.padding())
     }
 
     /// The longest an own packet may wait for a cover slot.
@@ -949,16 +993,16 @@ impl<R: CryptoRng> MixCore<R> {
             .selector
             .select(&*self.pool, &mut self.rng, self.config.path_len, &exclude, last)
             .ok()?;
-        let route = build_route(&path, &*self.delay, &mut self.rng, epoch).ok()?;
+        let route =
+            build_route(&path, &*self.delay, self.delay_semantics, &mut self.rng, epoch).ok()?;
         let first = (*path[0].peer_id(), path[0].addr().clone());
         let through = path[..path.len() - 1].iter().map(|n| *n.peer_id()).collect();
         let id: [u8; 16] = self.rng.random();
         let mut m = [0u8; MESSAGE_SIZE];
-        let seqno = self.rng.random();
-        message::encode_cover(self.config.format.padding(), seqno, &id, &mut m).ok()?;
-        let packet = route
-            .forward_packet(&self.config.format, &AddressBlock::ZERO, &m, &mut self.rng)
-            .ok()?;
+        let seqno = self.rng.random_range(0..NOT_A_SEQNO);
+        message::encode_cover(self.format.padding(), seqno, &id, &mut m).ok()?;
+        let packet =
+            route.forward_packet(&self.format, &AddressBlock::ZERO, &m, &mut self.rng).ok()?;
         Some(CoverPacket { first, through, id, packet })
     }
 
@@ -1059,15 +1103,15 @@ impl<R: CryptoRng> MixCore<R> {
         body: &[u8],
     ) -> Result<usize, MessageError> {
         let mut m = [0u8; MESSAGE_SIZE];
-        let seqno = self.rng.random();
-        message::encode_reply(self.config.format.padding(), seqno, body, &mut m)?;
+        let seqno = self.rng.random_range(0..NOT_A_SEQNO);
+        message::encode_reply(self.format.padding(), seqno, body, &mut m)?;
         let mut sent = 0;
         for surb in surbs {
             let Ok((addr, peer)) = surb.first_hop().decode() else {
                 self.metrics.dropped(DropReason::BadNextHop);
                 continue;
             };
-            let packet = surb.reply_packet(&self.config.format, &m);
+            let packet = surb.reply_packet(&self.format, &m);
             let jitter = self.config.send_jitter;
             match self.send_own(now, peer, addr, packet, SentKind::Reply, jitter) {
                 Ok(()) => sent += 1,
@@ -1109,7 +1153,7 @@ impl<R: CryptoRng> MixCore<R> {
         mut packet: Packet,
         proof: &[u8],
     ) -> Result<(), DropReason> {
-        let format = self.config.format;
+        let format = self.format;
         let unix = self.unix(now);
         // The per-hop proof is checked first: junk then costs a hash, not a Diffie-Hellman.
         if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::PerHop) {
@@ -1139,16 +1183,34 @@ impl<R: CryptoRng> MixCore<R> {
                 return Err(DropReason::ReplayFilterFull);
             }
         }
-        match opened.peel().map_err(DropReason::Sphinx)? {
+        let action = opened.peel().map_err(|e| {
+            if e == ProcessError::PayloadIntegrity {
+                self.suspect_mismatch(Mismatch::Payload, now);
+            }
+            DropReason::Sphinx(e)
+        })?;
+        match action {
             Action::Forward { next_hop, delay_ms } => {
                 let (addr, peer) = next_hop.decode().map_err(|_| DropReason::BadNextHop)?;
-                let delay = self.delay.sample(delay_ms, &mut self.rng);
+                let delay = self.delay_semantics.hold(&*self.delay, delay_ms, &mut self.rng);
                 self.metrics.hop_delay(delay.as_secs_f64());
                 self.schedule(now + delay, peer, addr, packet, SentKind::Forward)?;
             }
             Action::Deliver { destination } => {
-                let msg = message::decode_forward(format.padding(), packet.message())
-                    .map_err(|_| DropReason::MalformedMessage)?;
+                // The integrity prefix held, so the sender built this payload for our cipher; a
+                // padding length that cannot fit is then its padding's.
+                let msg = match message::decode_forward(format.padding(), packet.message()) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        if matches!(e, MessageError::PaddingLength { .. }) {
+                            self.suspect_mismatch(Mismatch::Padding, now);
+                        }
+                        return Err(DropReason::MalformedMessage);
+                    }
+                };
+                if msg.seqno == Some(NOT_A_SEQNO) {
+                    self.suspect_mismatch(Mismatch::Padding, now);
+                }
                 if msg.is_cover() {
                     self.metrics.cover();
                     let returned =
@@ -1205,12 +1267,19 @@ impl<R: CryptoRng> MixCore<R> {
                     surbs::Lookup::Duplicate => return Err(DropReason::DuplicateReply),
                     surbs::Lookup::Unknown => return Err(DropReason::UnknownSurb),
                 };
-                let m = matched
-                    .secrets
-                    .recover(&format, &mut packet)
-                    .map_err(|_| DropReason::ReplyIntegrity)?;
-                let (body, _) = message::decode_reply(format.padding(), m)
-                    .map_err(|_| DropReason::MalformedMessage)?;
+                let Ok(m) = matched.secrets.recover(&format, &mut packet) else {
+                    self.suspect_mismatch(Mismatch::Reply, now);
+                    return Err(DropReason::ReplyIntegrity);
+                };
+                let (body, _) = match message::decode_reply(format.padding(), m) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        if matches!(e, MessageError::PaddingLength { .. }) {
+                            self.suspect_mismatch(Mismatch::Padding, now);
+                        }
+                        return Err(DropReason::MalformedMessage);
+                    }
+                };
                 self.metrics.reply_received();
                 self.outputs.push_back(Output::Reply {
                     request: matched.request,
@@ -1220,6 +1289,15 @@ impl<R: CryptoRng> MixCore<R> {
             }
         }
         Ok(())
+    }
+
+    /// Counts a packet that may have been built for another wire format, and explains a steady
+    /// rate of them in the log.
+    fn suspect_mismatch(&mut self, kind: Mismatch, now: Instant) {
+        self.metrics.wire_mismatch(kind);
+        if let Some(seen) = self.mismatches.record(kind, now) {
+            wire::warn(kind, seen, &self.wire_description);
+        }
     }
 
     /// Releases every packet whose time has come and expires overdue requests and records.
@@ -1395,11 +1473,12 @@ fn disjoint_path<'a>(
     Err(SendError::Path(last_error))
 }
 
-/// The Sphinx route along `path` with the nodes' keys for `epoch`, and an encoded delay for
+/// The Sphinx route along `path` with the nodes' keys for `epoch`, and a written delay for
 /// each intermediate hop.
 fn build_route(
     path: &[&MixNode],
     delay: &dyn DelayStrategy,
+    semantics: DelaySemantics,
     rng: &mut dyn rand::Rng,
     epoch: Option<u64>,
 ) -> Result<Route, SendError> {
@@ -1410,7 +1489,7 @@ fn build_route(
             Ok(Hop { public_key: *key, address: *n.address() })
         })
         .collect::<Result<_, SendError>>()?;
-    let delays = (1..path.len()).map(|_| delay.encode(rng).get()).collect();
+    let delays = (1..path.len()).map(|_| semantics.write(delay, rng).get()).collect();
     Ok(Route::new(hops, delays)?)
 }
 
@@ -1423,34 +1502,38 @@ fn return_surb<R: CryptoRng>(
     local: &MixNode,
     len: usize,
     exclude: &[PeerId],
-    delay: &dyn DelayStrategy,
+    (delay, semantics): (&dyn DelayStrategy, DelaySemantics),
     epoch: Option<u64>,
     format: &WireFormat,
 ) -> Result<(Surb, mix_sphinx::SurbSecrets), SendError> {
     let back = selector.select(pool, rng, len, exclude, LastHop::Given(local))?;
-    Ok(build_route(&back, delay, rng, epoch)?.surb(format, rng)?)
+    Ok(build_route(&back, delay, semantics, rng, epoch)?.surb(format, rng)?)
 }
 
-/// One delay value written for every hop of a message that picked its own
-/// ([`SendOptions::hop_delay`]); hops interpret it by the network's policy.
+/// The node's delay strategy with the parameter a message picked ([`SendOptions::hop_delay`]):
+/// under [`DelaySemantics::Mean`] the parameter is written for every hop, under
+/// [`DelaySemantics::Exact`] each hop's delay is drawn from the strategy with it.
 #[derive(Debug, Clone, Copy)]
-struct FixedDelayValue(std::num::NonZeroU16);
+struct FixedDelayValue<'a> {
+    parameter: std::num::NonZeroU16,
+    strategy: &'a dyn DelayStrategy,
+}
 
-impl FixedDelayValue {
-    fn new(value: Duration) -> Self {
+impl<'a> FixedDelayValue<'a> {
+    fn new(value: Duration, strategy: &'a dyn DelayStrategy) -> Self {
         let ms = value.as_millis().clamp(1, u128::from(u16::MAX)) as u16;
-        Self(std::num::NonZeroU16::new(ms).unwrap_or(std::num::NonZeroU16::MIN))
+        let parameter = std::num::NonZeroU16::new(ms).unwrap_or(std::num::NonZeroU16::MIN);
+        Self { parameter, strategy }
     }
 }
 
-impl DelayStrategy for FixedDelayValue {
+impl DelayStrategy for FixedDelayValue<'_> {
     fn encode(&self, _: &mut dyn rand::Rng) -> std::num::NonZeroU16 {
-        self.0
+        self.parameter
     }
 
-    fn sample(&self, _: u16, _: &mut dyn rand::Rng) -> Duration {
-        // Only ever used to encode; hops sample with their own strategy.
-        Duration::ZERO
+    fn sample(&self, parameter_ms: u16, rng: &mut dyn rand::Rng) -> Duration {
+        self.strategy.sample(parameter_ms, rng)
     }
 }
 

@@ -53,6 +53,17 @@ impl Net {
         delay: Arc<dyn Fn() -> Box<dyn DelayStrategy>>,
         config: Config,
     ) -> Self {
+        Self::with_configs(n, seed, delay, |_| config.clone())
+    }
+
+    /// Node `i` (in the order of [`Self::peers`]' construction, not of its sorting) runs
+    /// `config_of(i)`.
+    fn with_configs(
+        n: usize,
+        seed: u64,
+        delay: Arc<dyn Fn() -> Box<dyn DelayStrategy>>,
+        config_of: impl Fn(usize) -> Config,
+    ) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let entries: Vec<_> = (0..n).map(|i| node_entry(&mut rng, i)).collect();
         // A dynamic pool, so that rotated keys and lost loops reach it.
@@ -66,7 +77,7 @@ impl Net {
             .enumerate()
             .map(|(i, (entry, secret))| {
                 let mut core = MixCore::new(
-                    config.clone(),
+                    config_of(i),
                     entry.clone(),
                     secret,
                     Box::new(pool.clone()),
@@ -474,15 +485,24 @@ fn the_delay_queue_is_bounded() {
 /// Hop delays follow the configured distribution: packets fed to one hop at the same instant
 /// leave at times whose offsets pass a Kolmogorov-Smirnov test against the truncated
 /// exponential with the encoded mean. Pre-send delays are independent draws too.
+///
+/// Under both delay semantics: in a `v1` network the sender draws each hop's delay and the hop
+/// waits exactly that long, which must give the hop the same distribution (to the millisecond).
 #[test]
 fn hop_delays_follow_the_configured_distribution() {
+    for &wire in Wire::ALL {
+        hop_delays_follow_the_distribution_under(wire);
+    }
+}
+
+fn hop_delays_follow_the_distribution_under(wire: Wire) {
     const MEAN_MS: u64 = 40;
     const N: usize = 3000;
     // No send jitter here: it spaces departures on purpose (tested on its own).
     let config = Config {
         pre_send_delay: Duration::from_millis(MEAN_MS),
         send_jitter: Duration::ZERO,
-        ..Config::default()
+        ..Config::default().with_wire(wire)
     };
     let mut net = Net::new(6, 8, exponential(MEAN_MS), config);
     let peers = net.peers();
@@ -514,15 +534,39 @@ fn hop_delays_follow_the_configured_distribution() {
         }
     }
     assert_eq!(hop_delays.len(), count);
+    let cdf = |x: f64| truncated_exponential_cdf(MEAN_MS as f64, x);
+    let exact = wire.delay_semantics() == DelaySemantics::Exact;
     for (what, samples) in [("pre-send", &mut pre_send), ("hop", &mut hop_delays)] {
         samples.sort_by(f64::total_cmp);
         let n = samples.len() as f64;
-        let d = samples.iter().enumerate().fold(0.0f64, |d, (i, &x)| {
-            let f = truncated_exponential_cdf(MEAN_MS as f64, x);
-            d.max((f - i as f64 / n).abs()).max(((i + 1) as f64 / n - f).abs())
-        });
-        assert!(d < 1.628 / n.sqrt(), "{what}: KS D = {d} over {n} samples");
+        let d = if exact && what == "hop" {
+            // Whole milliseconds, rounded up by the sender: compare P(X ≤ k) at each k taken.
+            assert!(samples.iter().all(|x| (x - x.round()).abs() < 1e-6), "{wire}: not exact");
+            discrete_ks(samples, cdf)
+        } else {
+            samples.iter().enumerate().fold(0.0f64, |d, (i, &x)| {
+                let f = cdf(x);
+                d.max((f - i as f64 / n).abs()).max(((i + 1) as f64 / n - f).abs())
+            })
+        };
+        assert!(d < 1.628 / n.sqrt(), "{wire} {what}: KS D = {d} over {n} samples");
     }
+}
+
+/// KS statistic of sorted whole-millisecond samples of ⌈X⌉ against X's CDF.
+fn discrete_ks(sorted: &[f64], cdf: impl Fn(f64) -> f64) -> f64 {
+    let n = sorted.len() as f64;
+    let mut d = 0.0f64;
+    let mut i = 0;
+    while i < sorted.len() {
+        let k = sorted[i].round();
+        let below = i as f64 / n;
+        while i < sorted.len() && sorted[i].round() == k {
+            i += 1;
+        }
+        d = d.max((i as f64 / n - cdf(k)).abs()).max((below - cdf(k - 1.0)).abs());
+    }
+    d
 }
 
 #[test]
@@ -623,3 +667,4 @@ fn a_burst_of_own_packets_leaves_spread_out() {
 }
 
 mod hardening;
+mod wire;

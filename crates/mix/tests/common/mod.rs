@@ -370,6 +370,8 @@ pub struct Options {
     pub limits: libp2p_mix::core::SubnetLimits,
     /// Node `i` listens on `127.(i+1).0.1` instead of 127.0.0.1: each in a /16 of its own.
     pub spread: bool,
+    /// Changes node `i`'s configuration from `config`.
+    pub configure: Option<fn(usize, &mut libp2p_mix::Config)>,
 }
 
 impl Default for Options {
@@ -387,6 +389,7 @@ impl Default for Options {
             live_pool: false,
             limits: libp2p_mix::core::SubnetLimits::default(),
             spread: false,
+            configure: None,
         }
     }
 }
@@ -418,13 +421,12 @@ pub async fn network(options: Options) -> Network {
         } else {
             Box::new(StaticPool::default())
         };
-        let mut mix = libp2p_mix::Behaviour::new(
-            placeholder,
-            secret,
-            pool,
-            (options.delay)(),
-            options.config.clone(),
-        );
+        let mut config = options.config.clone();
+        if let Some(configure) = options.configure {
+            configure(i, &mut config);
+        }
+        let mut mix =
+            libp2p_mix::Behaviour::new(placeholder, secret, pool, (options.delay)(), config);
         // libp2p-ping keeps one inbound stream per connection: the exit's own first ping on a
         // new connection can displace the delivery stream. A repeated ping is harmless.
         mix.register_exit_protocol(
@@ -490,6 +492,46 @@ pub async fn network(options: Options) -> Network {
 
 pub fn pool_of(nodes: &[&Node]) -> StaticPool {
     StaticPool::new(nodes.iter().map(|n| n.entry())).unwrap()
+}
+
+/// Log lines written by this thread's tasks while a [`Captured::install`] guard lives.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Captures warnings and errors on this thread (a current-thread runtime runs every
+    /// spawned task on it).
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 pub fn init_tracing() {

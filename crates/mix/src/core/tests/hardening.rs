@@ -343,7 +343,7 @@ fn keys_rotate_under_load_without_loss_and_replays_stay_caught() {
         assert_eq!(core.metrics().key_rotations(), 3);
         assert_eq!(core.epoch_keys().unwrap().epoch, 180_000_003);
         for reason in [
-            DropReason::Sphinx(mix_sphinx::ProcessError::MacMismatch),
+            DropReason::Sphinx(ProcessError::MacMismatch),
             DropReason::Replay,
             DropReason::UnknownSurb,
         ] {
@@ -360,7 +360,7 @@ fn keys_rotate_under_load_without_loss_and_replays_stay_caught() {
     assert!(now > t0 + Duration::from_secs(33));
     assert_eq!(
         net.node(&to).handle_packet(now, packet),
-        Err(DropReason::Sphinx(mix_sphinx::ProcessError::MacMismatch))
+        Err(DropReason::Sphinx(ProcessError::MacMismatch))
     );
 }
 
@@ -393,7 +393,7 @@ fn a_replay_across_a_rotation_is_refused_within_the_overlap() {
     net.node(&to).handle_timeout(later);
     assert_eq!(
         net.node(&to).handle_packet(later, packet),
-        Err(DropReason::Sphinx(mix_sphinx::ProcessError::MacMismatch))
+        Err(DropReason::Sphinx(ProcessError::MacMismatch))
     );
 }
 
