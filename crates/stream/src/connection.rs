@@ -27,17 +27,18 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use crate::coding::Coder;
 use crate::config::{ConfigError, StreamConfig};
 use crate::estimate::{LossMeter, RateMeter, Rtt, Seen, SeenWindow, SendTimes};
 use crate::frame::{
-    self, DATA_HEADER_LEN, FRAME_OVERHEAD, FrameError, Items, MAX_FRAME_SURBS, OPEN_MESSAGE,
-    SurbBytes, Surbs, Want,
+    self, DATA_HEADER_LEN, Envelope, FRAME_OVERHEAD, FrameError, Items, MAX_FRAME_SURBS,
+    MAX_SHARDS, OPEN_MESSAGE, Opening, SurbBytes, Surbs, Want,
 };
-use crate::keys::{ReceiverKey, StreamKeys};
+use crate::keys::{self, ReceiverKey, StreamKeys};
+use crate::labels::{self, Label, LabelUpdate, LabelWindow, Lookup};
 use crate::recv::{RecvHalf, RecvStats, ShardError};
 use crate::send::{SendHalf, SendStats};
 
@@ -54,6 +55,11 @@ const LOSS_SAMPLE: u32 = 512;
 const SURB_RETRY: Duration = Duration::from_millis(50);
 /// SURBs an acceptor holds at most, whatever openers send.
 const MAX_HELD_SURBS: usize = 1024;
+/// Labels a receiver keeps below the highest frame it saw: frames overtaken by more than this
+/// many are taken for lost (their blocks are sent again).
+const LABELS_BEHIND: u32 = 1024;
+/// Labels a receiver expects above the highest frame it saw, at most.
+const MAX_LABELS_AHEAD: u32 = 8192;
 
 /// Which side of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +120,9 @@ pub enum ConnectionError {
     /// The transport gave up on the stream (no path, not allowed to send).
     #[error("transport: {0}")]
     Transport(String),
+    /// This direction used every sequence number: one more frame would reuse a nonce.
+    #[error("the stream used all its sequence numbers")]
+    SequenceExhausted,
 }
 
 /// Why a received frame was dropped. Nothing of it was used.
@@ -123,6 +132,9 @@ pub enum FrameDrop {
     /// Not a frame of this stream, or altered.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// Its label is not one this stream expects now (another stream's, or too old).
+    #[error("unknown frame label")]
+    UnknownLabel,
     /// Its sequence number was seen before.
     #[error("replayed frame")]
     Replay,
@@ -253,8 +265,21 @@ enum State {
 pub struct Connection {
     role: Role,
     mode: Mode,
-    id: [u8; 32],
     keys: StreamKeys,
+    /// Opener: the acceptor's key, for the envelope of every opening frame.
+    receiver: Option<[u8; 32]>,
+    /// The labels of the frames this side may receive next.
+    labels: LabelWindow,
+    /// Label key of the frames this side sends.
+    tx_labels: zeroize::Zeroizing<[u8; 32]>,
+    /// An instant and the Unix time at it, for the time in openings.
+    wall_clock: (Instant, Duration),
+    /// The peer's latest acknowledgement: the highest frame it saw and the labels it expects
+    /// above it.
+    peer_labels: Option<(u32, u32)>,
+    /// Acceptor: the Unix second the first opening it read was sealed at, and its number.
+    opened_unix: Option<u64>,
+    opening_seq: u32,
     config: StreamConfig,
     send: SendHalf,
     recv: RecvHalf,
@@ -331,7 +356,9 @@ impl Connection {
         rng: &mut R,
     ) -> Result<Self, OpenError> {
         config.validate()?;
-        let (keys, id) = StreamKeys::for_receiver(receiver, rng).ok_or(OpenError::BadKey)?;
+        // A receiver key that gives no shared secret is refused now, not at the first frame.
+        keys::opening_keys(receiver, rng).ok_or(OpenError::BadKey)?;
+        let keys = StreamKeys::generate(rng);
         let shard_len = FrameLimits::shard_len(limits.forward);
         if shard_len == 0 || limits.reverse < FRAME_OVERHEAD + 64 {
             return Err(OpenError::FrameTooShort(limits.forward.min(limits.reverse)));
@@ -341,14 +368,16 @@ impl Connection {
             Mode::Message => RecvHalf::finished(),
         };
         let send = SendHalf::new(shard_len, INITIAL_WINDOW);
-        Ok(Self::new(Role::Opener, mode, id, keys, config, send, recv, limits.forward, now, rng))
+        let mut conn =
+            Self::new(Role::Opener, mode, keys, config, send, recv, limits.forward, now, rng);
+        conn.receiver = Some(*receiver);
+        Ok(conn)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one private constructor for both roles")]
     fn new<R: rand::CryptoRng + ?Sized>(
         role: Role,
         mode: Mode,
-        id: [u8; 32],
         keys: StreamKeys,
         config: StreamConfig,
         send: SendHalf,
@@ -359,11 +388,25 @@ impl Connection {
     ) -> Self {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
+        // Everything the sender may have in flight: a window of blocks of up to 32 shards, and
+        // some frames of its own.
+        let ahead = config.window.saturating_mul(u32::from(MAX_SHARDS)).saturating_add(64);
+        let (rx_labels, tx_labels) = match role {
+            Role::Opener => (keys.reverse_labels.clone(), keys.forward_labels.clone()),
+            Role::Acceptor => (keys.forward_labels.clone(), keys.reverse_labels.clone()),
+        };
+        let labels = LabelWindow::new(rx_labels, ahead.clamp(256, MAX_LABELS_AHEAD), LABELS_BEHIND);
         Self {
             role,
             mode,
-            id,
             keys,
+            receiver: None,
+            labels,
+            tx_labels,
+            wall_clock: (now, Duration::ZERO),
+            opened_unix: None,
+            opening_seq: 0,
+            peer_labels: None,
             loss: LossMeter::new(config.initial_loss),
             config,
             send,
@@ -404,11 +447,20 @@ impl Connection {
         now: Instant,
         rng: &mut R,
     ) -> Result<Self, AcceptError> {
-        let (id, _) = frame::peek(frame)?;
-        let (stream_keys, items) = keys
+        let (label, e) = frame::split(frame)?;
+        let (stream_keys, opening, items) = keys
             .iter()
-            .filter_map(|k| k.stream_keys(&id))
-            .find_map(|sk| frame::open(&sk.forward, frame).ok().map(|(_, items)| (sk, items)))
+            .filter_map(|k| k.envelope_key(&e))
+            .find_map(|key| {
+                let opening = frame::open_envelope(&key, frame).ok()?;
+                let sk = StreamKeys::from_secret(opening.secret.clone());
+                // The label binds the envelope to the frame it came in.
+                if labels::label(&sk.forward_labels, opening.seq) != label {
+                    return None;
+                }
+                let items = frame::open(&sk.forward, opening.seq, frame).ok()?;
+                Some((sk, opening, items))
+            })
             .ok_or(AcceptError::Frame(FrameError::Authentication))?;
         let Some(flags) = items.open else { return Err(AcceptError::NotAnOpening) };
         let mode = if flags & OPEN_MESSAGE != 0 { Mode::Message } else { Mode::Stream };
@@ -421,7 +473,6 @@ impl Connection {
         let mut conn = Self::new(
             Role::Acceptor,
             mode,
-            id,
             stream_keys,
             config,
             send,
@@ -430,14 +481,53 @@ impl Connection {
             now,
             rng,
         );
+        conn.opened_unix = Some(opening.unix_secs);
+        conn.opening_seq = opening.seq;
         // The frame authenticated; a shard it carries may still be refused on its own.
         let _ = conn.handle_frame(now, frame);
         Ok(conn)
     }
 
-    /// The stream's name on the wire: the opener's ephemeral key, which names nothing else.
+    /// The stream's local name: both sides derive it from the stream secret, and it is never
+    /// written on the wire.
     pub fn id(&self) -> &[u8; 32] {
-        &self.id
+        &self.keys.id
+    }
+
+    /// Sets the Unix time at `now`, which openings carry (the acceptor refuses stale ones).
+    pub fn set_wall_clock(&mut self, now: Instant, unix: Duration) {
+        self.wall_clock = (now, unix);
+    }
+
+    /// Acceptor: the Unix second the opening it was accepted from was sealed at.
+    pub fn opened_unix(&self) -> Option<u64> {
+        self.opened_unix
+    }
+
+    /// Acceptor: the sequence number of the opening it was accepted from.
+    pub(crate) fn opening_seq(&self) -> u32 {
+        self.opening_seq
+    }
+
+    /// The labels of the frames this side may receive next.
+    pub(crate) fn expected_labels(&self) -> impl Iterator<Item = &Label> {
+        self.labels.labels()
+    }
+
+    /// How many labels this side expects now (its share of the label index's memory).
+    pub fn expected_label_count(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Starts keeping the changes to [`Self::expected_labels`] for
+    /// [`Self::drain_label_updates`].
+    pub(crate) fn record_label_updates(&mut self) {
+        self.labels.record_updates();
+    }
+
+    /// Labels that came into or left the window since the last call (once recording).
+    pub(crate) fn drain_label_updates(&mut self) -> Vec<LabelUpdate> {
+        self.labels.drain_updates().collect()
     }
 
     /// Which side this is.
@@ -577,10 +667,77 @@ impl Connection {
 
     /// Takes a frame from the peer.
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), FrameDrop> {
-        let (id, seq) = frame::peek(bytes)?;
-        if id != self.id {
-            return Err(FrameDrop::Protocol("frame of another stream"));
+        let (label, _) = frame::split(bytes)?;
+        let seq = match self.labels.lookup(&label) {
+            Lookup::New(seq) => seq,
+            Lookup::Seen(_) => return Err(FrameDrop::Replay),
+            // The opener knows which stream a reverse frame is for (its SURB says), and
+            // nobody else can send one through that SURB: it can afford to look further
+            // ahead than the window, for frames that overtook a long run of lost ones.
+            Lookup::Unknown if self.role == Role::Opener => {
+                let from = self.labels.highest().map_or(0, |h| h.saturating_add(1));
+                let to = from.saturating_add(MAX_LABELS_AHEAD);
+                self.labels.search(&label, from, to).ok_or(FrameDrop::UnknownLabel)?
+            }
+            Lookup::Unknown => return Err(FrameDrop::UnknownLabel),
+        };
+        self.handle_numbered(now, label, seq, bytes)
+    }
+
+    /// Acceptor: a frame whose label this stream does not expect (see
+    /// [`FrameDrop::UnknownLabel`]), which may be an opening of it sent further ahead than its
+    /// window reaches: opens its envelope under `keys` and, if it names this stream, takes it.
+    /// Costs a Diffie-Hellman per key.
+    pub fn handle_stray_opening(
+        &mut self,
+        keys: &[ReceiverKey],
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<(), FrameDrop> {
+        let (_, e) = frame::split(bytes)?;
+        let opening = keys
+            .iter()
+            .filter_map(|k| k.envelope_key(&e))
+            .find_map(|key| frame::open_envelope(&key, bytes).ok())
+            .ok_or(FrameDrop::UnknownLabel)?;
+        // Compared without an early exit: the secret is the stream's.
+        let differ =
+            opening.secret.iter().zip(self.keys.secret.iter()).fold(0, |d, (a, b)| d | (a ^ b));
+        if differ != 0 {
+            return Err(FrameDrop::UnknownLabel);
         }
+        self.handle_opening(now, opening.seq, bytes)
+    }
+
+    /// Acceptor: an opening frame of this stream that its label window did not cover (it
+    /// overtook many others); `seq` is what its envelope says, and its label must match.
+    pub(crate) fn handle_opening(
+        &mut self,
+        now: Instant,
+        seq: u32,
+        bytes: &[u8],
+    ) -> Result<(), FrameDrop> {
+        let (label, _) = frame::split(bytes)?;
+        let rx_key = match self.role {
+            Role::Acceptor => &self.keys.forward_labels,
+            Role::Opener => &self.keys.reverse_labels,
+        };
+        if labels::label(rx_key, seq) != label {
+            return Err(FrameDrop::UnknownLabel);
+        }
+        if self.labels.lookup(&label) != Lookup::Unknown {
+            return self.handle_frame(now, bytes);
+        }
+        self.handle_numbered(now, label, seq, bytes)
+    }
+
+    fn handle_numbered(
+        &mut self,
+        now: Instant,
+        label: Label,
+        seq: u32,
+        bytes: &[u8],
+    ) -> Result<(), FrameDrop> {
         match self.seen.check(seq) {
             Seen::New => {}
             Seen::Duplicate => return Err(FrameDrop::Replay),
@@ -590,7 +747,8 @@ impl Connection {
             Role::Acceptor => &self.keys.forward,
             Role::Opener => &self.keys.reverse,
         };
-        let (seq, items) = frame::open(key, bytes)?;
+        let items = frame::open(key, seq, bytes)?;
+        self.labels.mark(&label, seq);
         match self.seen.highest() {
             Some(h) if seq < h => {
                 // How far frames arrive out of order: loss samples stay behind that.
@@ -632,6 +790,9 @@ impl Connection {
             }
         }
         if let Some(ack) = &items.ack {
+            if self.peer_labels.is_none_or(|(largest, _)| ack.largest_seq >= largest) {
+                self.peer_labels = Some((ack.largest_seq, u32::from(ack.labels_ahead)));
+            }
             if self.rtt_seq.is_none_or(|s| ack.largest_seq > s)
                 && let Some(sent) = self.sent_times.sent_at(ack.largest_seq)
             {
@@ -695,26 +856,61 @@ impl Connection {
         (reserve + queued + backlog).min(usize::from(self.config.max_surbs)) as u16
     }
 
-    fn seal(&mut self, now: Instant, items: &Items) -> Vec<u8> {
-        let key = match self.role {
-            Role::Opener => &self.keys.forward,
-            Role::Acceptor => &self.keys.reverse,
-        };
+    /// Seals the next frame; `None` (and the stream failed) once the sequence numbers are
+    /// used up.
+    fn seal(&mut self, now: Instant, items: &Items) -> Option<Vec<u8>> {
         let seq = self.tx_seq;
-        self.tx_seq = self.tx_seq.wrapping_add(1);
+        if seq == u32::MAX {
+            // The last number is never used: the nonce of every frame stays unique.
+            self.fail(ConnectionError::SequenceExhausted);
+            return None;
+        }
+        self.tx_seq += 1;
         self.sent_times.record(seq, now);
         self.stats.frames_sent += 1;
         if !self.config.jitter.is_zero() {
             let gap = self.config.jitter.mul_f64(self.rng.random::<f64>());
             self.next_tx = now + gap;
         }
-        frame::seal(key, &self.id, seq, items)
+        let label = labels::label(&self.tx_labels, seq);
+        // Until the acceptor answers, every frame can open the stream on its own; later, a
+        // frame beyond the labels the acceptor said it expects names its stream the same way.
+        let beyond = self.peer_labels.is_none_or(|(largest, ahead)| {
+            u64::from(seq) > u64::from(largest) + u64::from(ahead) / 2
+        });
+        let opening = match (self.role, self.open_pending || beyond, self.receiver) {
+            (Role::Opener, true, Some(receiver)) => {
+                let (ephemeral, key) = keys::opening_keys(&receiver, &mut self.rng)?;
+                let (at, unix) = self.wall_clock;
+                let unix = unix + now.saturating_duration_since(at);
+                let opening =
+                    Opening { secret: self.keys.secret.clone(), seq, unix_secs: unix.as_secs() };
+                Some((ephemeral, key, opening))
+            }
+            _ => None,
+        };
+        let envelope = opening.as_ref().map(|(ephemeral, key, opening)| Envelope {
+            ephemeral: *ephemeral,
+            key,
+            opening,
+        });
+        let key = match self.role {
+            Role::Opener => &self.keys.forward,
+            Role::Acceptor => &self.keys.reverse,
+        };
+        let rng = &mut self.rng;
+        let sealed = frame::seal(key, &label, seq, items, envelope, self.frame_len, &mut |b| {
+            rng.fill_bytes(b)
+        });
+        debug_assert!(sealed.is_ok(), "items are sized to the frame");
+        sealed.ok()
     }
 
     fn make_ack(&mut self, now: Instant) -> frame::Ack {
         let mut ack = self.recv.make_ack();
         let largest = self.seen.highest().unwrap_or(0);
         ack.largest_seq = largest;
+        ack.labels_ahead = self.labels.ahead().min(u32::from(u16::MAX)) as u16;
         // A loss sample over frames old enough that the late ones have arrived.
         let end = largest.saturating_sub(self.reorder + 8);
         let start =
@@ -743,7 +939,7 @@ impl Connection {
         let mut items = Items::default();
         if let Some(code) = self.reset_pending.take() {
             items.reset = Some(code);
-            return Some(self.seal(now, &items));
+            return self.seal(now, &items);
         }
         if self.state != State::Open {
             return None;
@@ -776,7 +972,7 @@ impl Connection {
                 items.surbs = Some(Surbs { lifetime_ms, surbs });
             }
             if !items.is_empty() {
-                return Some(self.seal(now, &items));
+                return self.seal(now, &items);
             }
         }
         if data_ready {
@@ -787,7 +983,7 @@ impl Connection {
                 } else {
                     // Too many gaps to ride along: a frame of its own.
                     items.ack = Some(ack);
-                    return Some(self.seal(now, &items));
+                    return self.seal(now, &items);
                 }
             }
             let loss = self.loss.estimate();
@@ -799,12 +995,12 @@ impl Connection {
                 self.block_rate.record(now);
             }
             if !items.is_empty() {
-                return Some(self.seal(now, &items));
+                return self.seal(now, &items);
             }
         }
         if ack_due {
             items.ack = Some(self.make_ack(now));
-            return Some(self.seal(now, &items));
+            return self.seal(now, &items);
         }
         None
     }
@@ -919,7 +1115,7 @@ impl Connection {
             received: self.surbs_received,
         });
         self.unconfirmed_since = None;
-        Some((surb, self.seal(now, &items)))
+        Some((surb, self.seal(now, &items)?))
     }
 
     /// Moves timers along: resends overdue blocks, ends a stream that went quiet.
@@ -997,4 +1193,40 @@ pub enum AcceptError {
     /// already, or never began.
     #[error("frame of an unknown stream without OPEN")]
     NotAnOpening,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::MIX_LIMITS;
+
+    struct NoSurbs;
+
+    impl SurbSource for NoSurbs {
+        fn make_surbs(&mut self, _: usize) -> Option<(Vec<SurbBytes>, Duration)> {
+            None
+        }
+    }
+
+    /// The nonce of a frame is its sequence number: the last number is never used, and the
+    /// stream fails with a typed error instead of wrapping around.
+    #[test]
+    fn sequence_numbers_never_wrap() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let key = ReceiverKey::generate(&mut rng);
+        let now = Instant::now();
+        let config = StreamConfig { jitter: Duration::ZERO, ..StreamConfig::default() };
+        let mut conn =
+            Connection::open(&key.public(), Mode::Stream, config, MIX_LIMITS, now, &mut rng)
+                .unwrap();
+        conn.tx_seq = u32::MAX - 2;
+        for _ in 0..2 {
+            conn.reset_pending = Some(1);
+            assert!(conn.poll_transmit(now, &mut NoSurbs).is_some());
+        }
+        conn.reset_pending = Some(1);
+        assert_eq!(conn.poll_transmit(now, &mut NoSurbs), None);
+        assert_eq!(conn.error(), Some(&ConnectionError::SequenceExhausted));
+        assert_eq!(conn.tx_seq, u32::MAX);
+    }
 }

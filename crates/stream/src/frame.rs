@@ -1,29 +1,42 @@
 //! One frame: what one mix message (opener to acceptor) or one SURB reply (back) carries.
 //!
+//! Every exit reads the mix messages it delivers in clear, so nothing an exit sees may link two
+//! frames of one stream. Every frame of a direction has the same length, and apart from the
+//! version byte every byte of it is fresh and looks random:
+//!
 //! ```text
-//! version u8 (1) | stream [32] | seq u32 | ChaCha20-Poly1305(items) | tag [16]
+//! version u8 (2) | label [16] | E [32] | envelope [44 + 16] | ChaCha20-Poly1305(items ‖ 0…) | mac [16]
 //! ```
 //!
-//! `stream` is the opener's ephemeral X25519 key: the acceptor derives the stream's keys from
-//! it, and it names nothing else. `seq` counts the frames of one direction from 0; the nonce is
-//! `0^8 ‖ seq` under that direction's key, and the first 37 bytes are the associated data.
-//! Integers are big-endian. The plaintext is a sequence of items, each a type byte and its
-//! fields, at most one of each type, DATA last:
+//! * `label` names the frame to its receiver only: HMAC-SHA-256 over the sequence number, under
+//!   the direction's label key, cut to 16 bytes. The receiver keeps a bounded window of the
+//!   labels it expects ([`crate::labels`]), which gives it the stream and the sequence number;
+//!   neither is written.
+//! * An *opening* frame (the opener's, until the acceptor answers) carries a fresh X25519
+//!   ephemeral key `E` (its unused top bit random) and an envelope sealed under a key from
+//!   `X25519(e, acceptor key)`: the stream secret S, the sequence number and the Unix second.
+//!   The acceptor derives every key of the stream from S. In other frames both fields are
+//!   random bytes.
+//! * The items are sealed under the direction's key, nonce `0^8 ‖ seq`, with the 109 bytes
+//!   before them as associated data, and padded with zeros to the frame's length.
+//!
+//! The plaintext is a sequence of items, each a type byte and its fields, at most one of each
+//! type; a zero type byte ends them (the rest is padding):
 //!
 //! ```text
 //! 0x01 OPEN   flags u8 (bit 0: a message, the opener reads nothing back)
-//! 0x03 ACK    next u32 | window_end u32 | largest_seq u32 | ack_delay_ms u16
+//! 0x03 ACK    next u32 | window_end u32 | largest_seq u32 | labels_ahead u16 | ack_delay_ms u16
 //!             | sample_end u32 | sample_len u16 | sample_got u16
 //!             | count u8 | count × (block u32 | shards_received u32 bitmap, all ones: complete)
 //! 0x04 SURBS  lifetime_ms u32 | count u8 | count × SURB (734 bytes)        opener only
 //! 0x05 WANT   held u16 | wanted u16 | surbs_received u32                   acceptor only
 //! 0x06 RESET  code u8
 //! 0x02 DATA   block u32 | index u8 | k u8 | n u8 | flags u8 (bit 0: compressed, bit 1: last
-//!             block) | len u32 | shard (the rest of the frame)
+//!             block) | len u32 | shard_len u16 | shard
 //! ```
 //!
-//! Every length is checked against the bytes present before anything is allocated, so a frame
-//! of a few kilobytes can never ask for more.
+//! Integers are big-endian. Every length is checked against the bytes present before anything
+//! is allocated, so a frame of a few kilobytes can never ask for more.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
@@ -31,15 +44,23 @@ use mix_sphinx::SURB_SIZE;
 use zeroize::Zeroizing;
 
 /// The frame format version.
-pub const VERSION: u8 = 1;
-/// Bytes before the ciphertext.
-pub const HEADER_LEN: usize = 1 + 32 + 4;
-/// The AEAD tag.
-pub const TAG_LEN: usize = 16;
+pub const VERSION: u8 = 2;
+/// The per-frame label.
+pub const LABEL_LEN: usize = 16;
+/// The opener's ephemeral key (or random bytes).
+pub const EPHEMERAL_LEN: usize = 32;
+/// The opening envelope's plaintext: the stream secret, the sequence number, the Unix second.
+pub const OPENING_LEN: usize = 32 + 4 + 8;
+/// An AEAD tag.
+pub const MAC_LEN: usize = 16;
+/// The envelope as written (sealed, or random bytes).
+pub const ENVELOPE_LEN: usize = OPENING_LEN + MAC_LEN;
+/// Bytes before the items' ciphertext (their associated data).
+pub const HEADER_LEN: usize = 1 + LABEL_LEN + EPHEMERAL_LEN + ENVELOPE_LEN;
 /// Header and tag: what every frame spends before its items.
-pub const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+pub const FRAME_OVERHEAD: usize = HEADER_LEN + MAC_LEN;
 /// A DATA item's fields before its shard.
-pub const DATA_HEADER_LEN: usize = 1 + 4 + 1 + 1 + 1 + 1 + 4;
+pub const DATA_HEADER_LEN: usize = 1 + 4 + 1 + 1 + 1 + 1 + 4 + 2;
 /// Shards a block may have (the acknowledgement's bitmap has 32 bits).
 pub const MAX_SHARDS: u8 = 32;
 /// Block entries one ACK carries at most.
@@ -51,6 +72,7 @@ pub const MAX_FRAME_LEN: usize = 4096;
 /// An ACK's bitmap for a block that is complete.
 pub const COMPLETE: u32 = u32::MAX;
 
+const T_PAD: u8 = 0x00;
 const T_OPEN: u8 = 0x01;
 const T_DATA: u8 = 0x02;
 const T_ACK: u8 = 0x03;
@@ -111,6 +133,9 @@ pub(crate) struct Ack {
     pub(crate) window_end: u32,
     /// The highest frame sequence number received.
     pub(crate) largest_seq: u32,
+    /// Labels the receiver expects above `largest_seq`: frames further ahead must say which
+    /// stream they belong to (an opening envelope).
+    pub(crate) labels_ahead: u16,
     /// How long after receiving `largest_seq` this acknowledgement was made.
     pub(crate) ack_delay_ms: u16,
     /// A loss sample: of the `sample_len` frames numbered below `sample_end` (far enough
@@ -124,7 +149,7 @@ pub(crate) struct Ack {
 
 impl Ack {
     pub(crate) fn encoded_len(&self) -> usize {
-        1 + 4 + 4 + 4 + 2 + 8 + 1 + 8 * self.blocks.len().min(MAX_ACK_BLOCKS)
+        1 + 4 + 4 + 4 + 2 + 2 + 8 + 1 + 8 * self.blocks.len().min(MAX_ACK_BLOCKS)
     }
 }
 
@@ -178,7 +203,7 @@ impl Items {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len() + TAG_LEN);
+        let mut out = Vec::with_capacity(self.encoded_len());
         if let Some(flags) = self.open {
             out.extend_from_slice(&[T_OPEN, flags]);
         }
@@ -187,6 +212,7 @@ impl Items {
             out.extend_from_slice(&ack.next.to_be_bytes());
             out.extend_from_slice(&ack.window_end.to_be_bytes());
             out.extend_from_slice(&ack.largest_seq.to_be_bytes());
+            out.extend_from_slice(&ack.labels_ahead.to_be_bytes());
             out.extend_from_slice(&ack.ack_delay_ms.to_be_bytes());
             out.extend_from_slice(&ack.sample_end.to_be_bytes());
             out.extend_from_slice(&ack.sample_len.to_be_bytes());
@@ -220,6 +246,7 @@ impl Items {
             out.extend_from_slice(&d.block.to_be_bytes());
             out.extend_from_slice(&[d.index, d.k, d.n, d.flags]);
             out.extend_from_slice(&d.len.to_be_bytes());
+            out.extend_from_slice(&(d.shard.len() as u16).to_be_bytes());
             out.extend_from_slice(&d.shard);
         }
         out
@@ -230,6 +257,7 @@ impl Items {
         while let Some((&kind, rest)) = bytes.split_first() {
             bytes = rest;
             match kind {
+                T_PAD => break,
                 T_OPEN => {
                     let mut r = Reader(&mut bytes, "OPEN");
                     set(&mut items.open, r.u8()?, "OPEN")?;
@@ -240,6 +268,7 @@ impl Items {
                         next: r.u32()?,
                         window_end: r.u32()?,
                         largest_seq: r.u32()?,
+                        labels_ahead: r.u16()?,
                         ack_delay_ms: r.u16()?,
                         sample_end: r.u32()?,
                         sample_len: r.u16()?,
@@ -287,7 +316,8 @@ impl Items {
                     let block = r.u32()?;
                     let [index, k, n, flags] = r.take(4)?.try_into().expect("4 bytes");
                     let len = r.u32()?;
-                    let shard = std::mem::take(r.0).to_vec();
+                    let shard_len = usize::from(r.u16()?);
+                    let shard = r.take(shard_len)?.to_vec();
                     if k == 0 || n < k || n > MAX_SHARDS || index >= n {
                         return Err(FrameError::Malformed("DATA parameters"));
                     }
@@ -297,7 +327,7 @@ impl Items {
                     if u64::from(len) > u64::from(k) * shard.len() as u64 {
                         return Err(FrameError::Malformed("DATA length"));
                     }
-                    items.data = Some(Data { block, index, k, n, flags, len, shard });
+                    set(&mut items.data, Data { block, index, k, n, flags, len, shard }, "DATA")?;
                 }
                 _ => return Err(FrameError::Malformed("item type")),
             }
@@ -339,17 +369,17 @@ impl<'b> Reader<'_, 'b> {
     }
 }
 
-/// The stream and sequence number of a frame, read without its key.
-pub fn peek(bytes: &[u8]) -> Result<([u8; 32], u32), FrameError> {
+/// The clear fields of a frame: its label and its `E` field (an ephemeral key in openings).
+pub fn split(bytes: &[u8]) -> Result<([u8; LABEL_LEN], [u8; EPHEMERAL_LEN]), FrameError> {
     if bytes.len() < FRAME_OVERHEAD || bytes.len() > MAX_FRAME_LEN {
         return Err(FrameError::Length(bytes.len()));
     }
     if bytes[0] != VERSION {
         return Err(FrameError::Version(bytes[0]));
     }
-    let stream = bytes[1..33].try_into().expect("32 bytes");
-    let seq = u32::from_be_bytes(bytes[33..37].try_into().expect("4 bytes"));
-    Ok((stream, seq))
+    let label = bytes[1..1 + LABEL_LEN].try_into().expect("16 bytes");
+    let e = bytes[1 + LABEL_LEN..1 + LABEL_LEN + EPHEMERAL_LEN].try_into().expect("32 bytes");
+    Ok((label, e))
 }
 
 fn nonce(seq: u32) -> Nonce {
@@ -358,31 +388,120 @@ fn nonce(seq: u32) -> Nonce {
     Nonce::from(n)
 }
 
-/// Seals `items` into a frame of `stream` with sequence number `seq`.
-pub(crate) fn seal(key: &[u8; 32], stream: &[u8; 32], seq: u32, items: &Items) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FRAME_OVERHEAD + items.encoded_len());
-    out.push(VERSION);
-    out.extend_from_slice(stream);
-    out.extend_from_slice(&seq.to_be_bytes());
-    let mut body = items.encode();
-    ChaCha20Poly1305::new_from_slice(key)
-        .expect("32-byte key")
-        .encrypt_in_place(&nonce(seq), &out, &mut body)
-        .expect("a frame is far below the AEAD's limit");
-    out.extend_from_slice(&body);
-    out
+/// What an opening frame tells the acceptor.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Opening {
+    pub(crate) secret: Zeroizing<[u8; 32]>,
+    pub(crate) seq: u32,
+    pub(crate) unix_secs: u64,
 }
 
-/// Opens a frame under `key`; returns its sequence number and items.
-pub(crate) fn open(key: &[u8; 32], bytes: &[u8]) -> Result<(u32, Items), FrameError> {
-    let (_, seq) = peek(bytes)?;
+impl std::fmt::Debug for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opening")
+            .field("seq", &self.seq)
+            .field("unix_secs", &self.unix_secs)
+            .finish()
+    }
+}
+
+/// The fields of an opening frame: the ephemeral key as written, and the envelope's key.
+pub(crate) struct Envelope<'a> {
+    pub(crate) ephemeral: [u8; EPHEMERAL_LEN],
+    pub(crate) key: &'a [u8; 32],
+    pub(crate) opening: &'a Opening,
+}
+
+/// Seals `items` into a frame of exactly `frame_len` bytes: number `seq` under `key`, named by
+/// `label`. `random` fills the opening fields of a frame that is not an opening.
+pub(crate) fn seal(
+    key: &[u8; 32],
+    label: &[u8; LABEL_LEN],
+    seq: u32,
+    items: &Items,
+    envelope: Option<Envelope<'_>>,
+    frame_len: usize,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<Vec<u8>, FrameError> {
+    let body_len = frame_len.checked_sub(FRAME_OVERHEAD).ok_or(FrameError::Length(frame_len))?;
+    if items.encoded_len() > body_len || frame_len > MAX_FRAME_LEN {
+        return Err(FrameError::Length(frame_len));
+    }
+    let mut out = vec![0u8; frame_len];
+    out[0] = VERSION;
+    out[1..1 + LABEL_LEN].copy_from_slice(label);
+    let (prefix, rest) = out[..HEADER_LEN].split_at_mut(1 + LABEL_LEN);
+    match envelope {
+        Some(env) => {
+            let (e, sealed) = rest.split_at_mut(EPHEMERAL_LEN);
+            e.copy_from_slice(&env.ephemeral);
+            let (plain, mac) = sealed.split_at_mut(OPENING_LEN);
+            plain[..32].copy_from_slice(env.opening.secret.as_ref());
+            plain[32..36].copy_from_slice(&env.opening.seq.to_be_bytes());
+            plain[36..].copy_from_slice(&env.opening.unix_secs.to_be_bytes());
+            // Each envelope key seals one envelope (E is fresh every time), so nonce 0 is safe.
+            // E is bound through the key; the items' AEAD binds the whole header.
+            let tag = ChaCha20Poly1305::new_from_slice(env.key)
+                .expect("32-byte key")
+                .encrypt_inout_detached(&Nonce::default(), prefix, plain.into())
+                .map_err(|_| FrameError::Authentication)?;
+            mac.copy_from_slice(&tag);
+        }
+        None => random(rest),
+    }
+    let encoded = items.encode();
+    let (header, body) = out.split_at_mut(HEADER_LEN);
+    let (plain, mac) = body.split_at_mut(body_len);
+    plain[..encoded.len()].copy_from_slice(&encoded);
+    let tag = ChaCha20Poly1305::new_from_slice(key)
+        .expect("32-byte key")
+        .encrypt_inout_detached(&nonce(seq), header, plain.into())
+        .map_err(|_| FrameError::Authentication)?;
+    mac.copy_from_slice(&tag);
+    Ok(out)
+}
+
+/// Opens the envelope of what may be an opening frame, under `key` (from its `E` field).
+pub(crate) fn open_envelope(key: &[u8; 32], bytes: &[u8]) -> Result<Opening, FrameError> {
+    split(bytes)?;
+    let mut plain = Zeroizing::new([0u8; OPENING_LEN]);
+    let start = 1 + LABEL_LEN + EPHEMERAL_LEN;
+    plain.copy_from_slice(&bytes[start..start + OPENING_LEN]);
+    let mac = &bytes[start + OPENING_LEN..HEADER_LEN];
+    ChaCha20Poly1305::new_from_slice(key)
+        .expect("32-byte key")
+        .decrypt_inout_detached(
+            &Nonce::default(),
+            &bytes[..1 + LABEL_LEN],
+            plain.as_mut_slice().into(),
+            mac.try_into().expect("16 bytes"),
+        )
+        .map_err(|_| FrameError::Authentication)?;
+    let mut secret = Zeroizing::new([0u8; 32]);
+    secret.copy_from_slice(&plain[..32]);
+    Ok(Opening {
+        secret,
+        seq: u32::from_be_bytes(plain[32..36].try_into().expect("4 bytes")),
+        unix_secs: u64::from_be_bytes(plain[36..].try_into().expect("8 bytes")),
+    })
+}
+
+/// Opens frame number `seq` under `key` and returns its items.
+pub(crate) fn open(key: &[u8; 32], seq: u32, bytes: &[u8]) -> Result<Items, FrameError> {
+    split(bytes)?;
     let (header, sealed) = bytes.split_at(HEADER_LEN);
+    let (sealed, mac) = sealed.split_at(sealed.len() - MAC_LEN);
     let mut body = sealed.to_vec();
     ChaCha20Poly1305::new_from_slice(key)
         .expect("32-byte key")
-        .decrypt_in_place(&nonce(seq), header, &mut body)
+        .decrypt_inout_detached(
+            &nonce(seq),
+            header,
+            body.as_mut_slice().into(),
+            mac.try_into().expect("16 bytes"),
+        )
         .map_err(|_| FrameError::Authentication)?;
-    Ok((seq, Items::decode(&body)?))
+    Items::decode(&body)
 }
 
 #[cfg(test)]
@@ -396,6 +515,7 @@ mod tests {
                 next: 7,
                 window_end: 39,
                 largest_seq: 1000,
+                labels_ahead: 512,
                 ack_delay_ms: 12,
                 sample_end: 900,
                 sample_len: 512,
@@ -420,22 +540,46 @@ mod tests {
         }
     }
 
+    fn random(b: &mut [u8]) {
+        b.iter_mut().enumerate().for_each(|(i, x)| *x = (i as u8).wrapping_mul(151) ^ 0x5a);
+    }
+
     #[test]
-    fn frames_round_trip_and_bind_their_header() {
+    fn frames_round_trip_have_one_length_and_bind_their_header() {
         let key = [5u8; 32];
-        let stream = [8u8; 32];
+        let label = [8u8; LABEL_LEN];
         let items = sample();
-        let frame = seal(&key, &stream, 42, &items);
-        assert_eq!(frame.len(), FRAME_OVERHEAD + items.encoded_len());
-        assert_eq!(peek(&frame), Ok((stream, 42)));
-        assert_eq!(open(&key, &frame), Ok((42, items)));
-        assert_eq!(open(&[6u8; 32], &frame), Err(FrameError::Authentication));
+        let frame = seal(&key, &label, 42, &items, None, 3900, &mut random).unwrap();
+        assert_eq!(frame.len(), 3900);
+        let short = Items { reset: Some(1), ..Items::default() };
+        assert_eq!(seal(&key, &label, 43, &short, None, 3900, &mut random).unwrap().len(), 3900);
+        assert_eq!(split(&frame).unwrap().0, label);
+        assert_eq!(open(&key, 42, &frame), Ok(items.clone()));
+        assert_eq!(open(&key, 41, &frame), Err(FrameError::Authentication));
+        assert_eq!(open(&[6u8; 32], 42, &frame), Err(FrameError::Authentication));
         // Every byte is covered: header (associated data), ciphertext and tag.
         for i in 1..frame.len() {
             let mut bad = frame.clone();
             bad[i] ^= 1;
-            assert!(open(&key, &bad).is_err(), "flip at {i} accepted");
+            assert!(open(&key, 42, &bad).is_err(), "flip at {i} accepted");
         }
+        // Items that do not fit are refused, not cut.
+        assert!(seal(&key, &label, 1, &items, None, FRAME_OVERHEAD + 10, &mut random).is_err());
+    }
+
+    #[test]
+    fn an_opening_envelope_opens_under_its_key_only() {
+        let key = [5u8; 32];
+        let envelope_key = [9u8; 32];
+        let opening =
+            Opening { secret: Zeroizing::new([3u8; 32]), seq: 7, unix_secs: 1_800_000_000 };
+        let envelope = Envelope { ephemeral: [4u8; 32], key: &envelope_key, opening: &opening };
+        let frame =
+            seal(&key, &[1u8; LABEL_LEN], 7, &sample(), Some(envelope), 3900, &mut random).unwrap();
+        assert_eq!(split(&frame).unwrap().1, [4u8; 32]);
+        assert_eq!(open_envelope(&envelope_key, &frame), Ok(opening));
+        assert_eq!(open_envelope(&key, &frame), Err(FrameError::Authentication));
+        assert_eq!(open(&key, 7, &frame), Ok(sample()));
     }
 
     #[test]
@@ -454,13 +598,14 @@ mod tests {
         // Too many SURBs or ack blocks claimed.
         assert!(Items::decode(&[T_SURBS, 0, 0, 0, 1, 6]).is_err());
         let mut ack = vec![T_ACK];
-        ack.extend_from_slice(&[0; 22]);
+        ack.extend_from_slice(&[0; 24]);
         ack.push(65);
         assert!(Items::decode(&ack).is_err());
         // Impossible coding parameters and lengths.
         let data = |k: u8, n: u8, index: u8, len: u32, shard: usize| {
             let mut d = vec![T_DATA, 0, 0, 0, 0, index, k, n, 0];
             d.extend_from_slice(&len.to_be_bytes());
+            d.extend_from_slice(&(shard as u16).to_be_bytes());
             d.extend(std::iter::repeat_n(0, shard));
             Items::decode(&d)
         };
@@ -470,8 +615,8 @@ mod tests {
         assert!(data(2, 3, 3, 0, 1).is_err());
         assert!(data(2, 3, 0, 3, 1).is_err());
         assert!(data(2, 3, 2, 2, 1).is_ok());
-        assert_eq!(peek(&[1u8; 10]), Err(FrameError::Length(10)));
-        assert_eq!(peek(&[2u8; 60]), Err(FrameError::Version(2)));
-        assert_eq!(peek(&vec![1u8; MAX_FRAME_LEN + 1]), Err(FrameError::Length(4097)));
+        assert_eq!(split(&[2u8; 10]), Err(FrameError::Length(10)));
+        assert_eq!(split(&[1u8; 200]), Err(FrameError::Version(1)));
+        assert_eq!(split(&vec![2u8; MAX_FRAME_LEN + 1]), Err(FrameError::Length(4097)));
     }
 }

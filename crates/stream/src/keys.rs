@@ -1,14 +1,17 @@
-//! Per-stream keys: X25519 between the opener's fresh ephemeral key and the acceptor's static
-//! key, then HKDF-SHA256 into one key per direction.
+//! Per-stream keys. The opener draws a random stream secret S, and every key of the stream
+//! comes from S through HKDF-SHA256. S reaches the acceptor in opening envelopes, each sealed
+//! under a key from X25519 between a fresh ephemeral key and the acceptor's key, so no two
+//! frames share a public value.
 
 use hkdf::Hkdf;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-const INFO: &[u8] = b"mix-stream/1 directions";
+const OPENING_INFO: &[u8] = b"mix-stream/2 opening";
+const STREAM_INFO: &[u8] = b"mix-stream/2 stream";
 
-/// The acceptor's long-term X25519 key pair (a mix node can use its mix key).
+/// The acceptor's X25519 key pair (a mix node uses its mix key of the epoch).
 pub struct ReceiverKey {
     secret: StaticSecret,
     public: PublicKey,
@@ -47,24 +50,71 @@ impl ReceiverKey {
         self.public.to_bytes()
     }
 
-    /// The keys of the stream an opener named with `ephemeral`, or `None` for a point that
-    /// gives no shared secret (a low-order point).
-    pub(crate) fn stream_keys(&self, ephemeral: &[u8; 32]) -> Option<StreamKeys> {
+    /// The envelope key of a frame whose `E` field is `e`, or `None` for a point that gives no
+    /// shared secret (a low-order point). Random bytes give a key too; the envelope then fails.
+    pub(crate) fn envelope_key(&self, e: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        let e = canonical(e);
         // SharedSecret zeroizes itself on drop.
-        let shared = self.secret.diffie_hellman(&PublicKey::from(*ephemeral));
+        let shared = self.secret.diffie_hellman(&PublicKey::from(e));
         if !shared.was_contributory() {
             return None;
         }
-        Some(StreamKeys::derive(shared.as_bytes(), ephemeral, self.public.as_bytes()))
+        Some(envelope_key(shared.as_bytes(), &e, self.public.as_bytes()))
     }
 }
 
-/// The secrets of one stream: an AEAD key per direction.
+/// X25519 ignores the top bit of a u-coordinate; openers set it at random so that `E` does not
+/// show a fixed bit.
+fn canonical(e: &[u8; 32]) -> [u8; 32] {
+    let mut e = *e;
+    e[31] &= 0x7f;
+    e
+}
+
+fn envelope_key(shared: &[u8; 32], e: &[u8; 32], receiver: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    // Both public keys in the salt bind the key to this exchange.
+    let mut salt = [0u8; 64];
+    salt[..32].copy_from_slice(e);
+    salt[32..].copy_from_slice(receiver);
+    let hk = Hkdf::<Sha256>::new(Some(&salt), shared);
+    let mut key = Zeroizing::new([0u8; 32]);
+    hk.expand(OPENING_INFO, key.as_mut()).expect("32 bytes is a valid HKDF-SHA256 length");
+    key
+}
+
+/// The opener's side of one opening frame: a fresh ephemeral key for `receiver`, as written
+/// (top bit random), and the envelope key. `None` if `receiver` is a low-order point.
+pub(crate) fn opening_keys<R: rand::CryptoRng + ?Sized>(
+    receiver: &[u8; 32],
+    rng: &mut R,
+) -> Option<([u8; 32], Zeroizing<[u8; 32]>)> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(bytes.as_mut());
+    let secret = StaticSecret::from(*bytes);
+    let e = PublicKey::from(&secret).to_bytes();
+    let shared = secret.diffie_hellman(&PublicKey::from(*receiver));
+    if !shared.was_contributory() {
+        return None;
+    }
+    let key = envelope_key(shared.as_bytes(), &e, receiver);
+    let mut written = e;
+    written[31] |= (bytes[0] & 1) << 7;
+    Some((written, key))
+}
+
+/// The secrets of one stream, all from its secret S.
 pub(crate) struct StreamKeys {
+    pub(crate) secret: Zeroizing<[u8; 32]>,
+    /// The stream's local name (never written): both sides compute it.
+    pub(crate) id: [u8; 32],
     /// Frames from the opener to the acceptor.
     pub(crate) forward: Zeroizing<[u8; 32]>,
     /// Frames from the acceptor back to the opener.
     pub(crate) reverse: Zeroizing<[u8; 32]>,
+    /// Labels of forward frames.
+    pub(crate) forward_labels: Zeroizing<[u8; 32]>,
+    /// Labels of reverse frames.
+    pub(crate) reverse_labels: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for StreamKeys {
@@ -74,37 +124,31 @@ impl std::fmt::Debug for StreamKeys {
 }
 
 impl StreamKeys {
-    fn derive(shared: &[u8; 32], ephemeral: &[u8; 32], receiver: &[u8; 32]) -> Self {
-        // Both public keys in the salt bind the keys to this exchange.
-        let mut salt = [0u8; 64];
-        salt[..32].copy_from_slice(ephemeral);
-        salt[32..].copy_from_slice(receiver);
-        let hk = Hkdf::<Sha256>::new(Some(&salt), shared);
-        let mut okm = Zeroizing::new([0u8; 64]);
-        hk.expand(INFO, okm.as_mut()).expect("64 bytes is a valid HKDF-SHA256 length");
-        let mut forward = Zeroizing::new([0u8; 32]);
-        let mut reverse = Zeroizing::new([0u8; 32]);
-        forward.copy_from_slice(&okm[..32]);
-        reverse.copy_from_slice(&okm[32..]);
-        Self { forward, reverse }
+    pub(crate) fn from_secret(secret: Zeroizing<[u8; 32]>) -> Self {
+        let hk = Hkdf::<Sha256>::new(None, secret.as_ref());
+        let mut okm = Zeroizing::new([0u8; 160]);
+        hk.expand(STREAM_INFO, okm.as_mut()).expect("160 bytes is a valid HKDF-SHA256 length");
+        let part = |i: usize| {
+            let mut k = Zeroizing::new([0u8; 32]);
+            k.copy_from_slice(&okm[32 * i..32 * (i + 1)]);
+            k
+        };
+        let id = *part(0);
+        Self {
+            id,
+            forward: part(1),
+            reverse: part(2),
+            forward_labels: part(3),
+            reverse_labels: part(4),
+            secret,
+        }
     }
 
-    /// The opener's side: a fresh ephemeral key for `receiver`; returns the keys and the
-    /// ephemeral public key that names the stream on the wire. `None` if `receiver` is a
-    /// low-order point.
-    pub(crate) fn for_receiver<R: rand::CryptoRng + ?Sized>(
-        receiver: &[u8; 32],
-        rng: &mut R,
-    ) -> Option<(Self, [u8; 32])> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(bytes.as_mut());
-        let secret = StaticSecret::from(*bytes);
-        let ephemeral = PublicKey::from(&secret).to_bytes();
-        let shared = secret.diffie_hellman(&PublicKey::from(*receiver));
-        if !shared.was_contributory() {
-            return None;
-        }
-        Some((Self::derive(shared.as_bytes(), &ephemeral, receiver), ephemeral))
+    /// A fresh stream secret.
+    pub(crate) fn generate<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(secret.as_mut());
+        Self::from_secret(secret)
     }
 }
 
@@ -118,28 +162,38 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn both_sides_agree_and_directions_differ() {
+    fn both_sides_agree_on_envelope_keys_and_streams_share_nothing() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
         let receiver = ReceiverKey::generate(&mut rng);
-        let (opener, id) = StreamKeys::for_receiver(&receiver.public(), &mut rng).unwrap();
-        let acceptor = receiver.stream_keys(&id).unwrap();
-        assert_eq!(*opener.forward, *acceptor.forward);
-        assert_eq!(*opener.reverse, *acceptor.reverse);
-        assert_ne!(*opener.forward, *opener.reverse);
-        // A second stream to the same receiver shares nothing with the first.
-        let (other, other_id) = StreamKeys::for_receiver(&receiver.public(), &mut rng).unwrap();
-        assert_ne!(id, other_id);
-        assert_ne!(*other.forward, *opener.forward);
+        let mut tops = 0;
+        for _ in 0..64 {
+            let (e, key) = opening_keys(&receiver.public(), &mut rng).unwrap();
+            assert_eq!(*receiver.envelope_key(&e).unwrap(), *key);
+            tops += usize::from(e[31] >> 7);
+        }
+        assert!((16..=48).contains(&tops), "the top bit of E is random: {tops} of 64 set");
+        let a = StreamKeys::generate(&mut rng);
+        let again = StreamKeys::from_secret(a.secret.clone());
+        assert_eq!((a.id, *a.forward, *a.reverse), (again.id, *again.forward, *again.reverse));
+        let keys = [&a.forward, &a.reverse, &a.forward_labels, &a.reverse_labels];
+        for (i, x) in keys.iter().enumerate() {
+            for y in &keys[i + 1..] {
+                assert_ne!(***x, ***y);
+            }
+        }
+        let b = StreamKeys::generate(&mut rng);
+        assert_ne!(a.id, b.id);
+        assert_ne!(*a.forward, *b.forward);
     }
 
     #[test]
     fn low_order_points_give_no_keys() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
         let receiver = ReceiverKey::generate(&mut rng);
-        assert!(receiver.stream_keys(&[0u8; 32]).is_none());
+        assert!(receiver.envelope_key(&[0u8; 32]).is_none());
         let mut one = [0u8; 32];
         one[0] = 1;
-        assert!(receiver.stream_keys(&one).is_none());
-        assert!(StreamKeys::for_receiver(&[0u8; 32], &mut rng).is_none());
+        assert!(receiver.envelope_key(&one).is_none());
+        assert!(opening_keys(&[0u8; 32], &mut rng).is_none());
     }
 }

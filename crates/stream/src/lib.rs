@@ -25,6 +25,7 @@ mod driver;
 mod estimate;
 pub mod frame;
 mod keys;
+mod labels;
 mod recv;
 mod send;
 pub mod sim;
@@ -36,8 +37,9 @@ pub use connection::{
     OpenError, Role, SurbSource,
 };
 pub use driver::{
-    Behaviour, CODEC, Config, Control, Event, FromHandler, Metrics, MixStream, OpenStreamError,
-    PROTOCOL, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE, StreamPeer, Target, TransferError,
+    Behaviour, CODEC, Config, Control, Event, FrameObserver, FromHandler, Metrics, MixStream,
+    OpenStreamError, PROTOCOL, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE, StreamPeer, Target,
+    TransferError,
 };
 pub use estimate::NetworkLoss;
 pub use frame::{FrameError, SurbBytes};

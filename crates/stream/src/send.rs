@@ -357,7 +357,8 @@ impl SendHalf {
             // one tried again.
             let n = block.n();
             for step in 0..n {
-                let i = (step + (block.retries as u8).wrapping_mul(need)) % n;
+                let i = ((usize::from(step) + block.retries as usize * usize::from(need))
+                    % usize::from(n)) as u8;
                 if chosen == need + extra {
                     break;
                 }

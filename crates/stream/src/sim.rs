@@ -220,7 +220,11 @@ impl Link {
                 let _ = self.opener.handle_frame(self.now, frame);
             }
             (To::Acceptor, Some(acceptor)) => {
-                let _ = acceptor.handle_frame(self.now, frame);
+                if acceptor.handle_frame(self.now, frame) == Err(crate::FrameDrop::UnknownLabel) {
+                    // Beyond the labels it expects: an opening says which stream it is.
+                    let keys = std::slice::from_ref(&self.key);
+                    let _ = acceptor.handle_stray_opening(keys, self.now, frame);
+                }
             }
             (To::Acceptor, None) => {
                 let keys = std::slice::from_ref(&self.key);

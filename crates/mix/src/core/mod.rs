@@ -562,6 +562,18 @@ impl<R: CryptoRng> MixCore<R> {
         Some(rotation.epoch_at(self.unix(now)))
     }
 
+    /// The key epoch at `now` (`None` without rotation): which of a rotating node's
+    /// advertised keys a sender uses ([`MixNode::key_for`]).
+    pub fn epoch_now(&self, now: Instant) -> Option<u64> {
+        let rotation = *self.keys.rotation()?;
+        let unix = match self.wall_clock {
+            Some((at, unix)) if now >= at => unix + (now - at),
+            Some((at, unix)) => unix.saturating_sub(at - now),
+            None => SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
+        };
+        Some(rotation.epoch_at(unix))
+    }
+
     /// Whether this node serves as a mix node (accepts and forwards packets). The driver
     /// clears it for a client-only node; with [`Config::tit_for_tat`] such a node cannot send.
     pub fn set_serving(&mut self, serving: bool) {

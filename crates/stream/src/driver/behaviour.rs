@@ -35,6 +35,7 @@ use super::control::{Command, Control, OpenStreamError, StreamPeer, Target, Tran
 use super::handler::{FrameHandler, FromHandler};
 use super::metrics::Metrics;
 use super::stream::{MixStream, Shared, lock};
+use crate::labels::{Label, LabelUpdate};
 use crate::{
     AcceptError, Connection, ConnectionError, ConnectionStats, FrameDrop, FrameLimits, Mode,
     NetworkLoss, ReceiverKey, Role, StreamConfig, SurbBytes, SurbSource, frame,
@@ -70,6 +71,12 @@ pub struct Config {
     pub frame_timeout: Duration,
     /// Own mix packets waiting in the mix node's delay queue above which streams wait.
     pub max_queued_packets: usize,
+    /// How far the time in an opening may lie from this node's clock, either way; older
+    /// openings are refused, and openings are remembered this long to refuse replays.
+    pub opening_freshness: Duration,
+    /// Openings remembered at most (see [`Self::opening_freshness`]); when the window holds
+    /// more, new openings are refused until old ones age out. About 48 bytes each.
+    pub max_recent_openings: usize,
 }
 
 impl Default for Config {
@@ -86,6 +93,8 @@ impl Default for Config {
             max_inbound_reads: 256,
             frame_timeout: Duration::from_secs(10),
             max_queued_packets: 512,
+            opening_freshness: Duration::from_secs(120),
+            max_recent_openings: 1 << 18,
         }
     }
 }
@@ -131,39 +140,46 @@ struct Entry {
 
 type Outcome = oneshot::Sender<Result<(), TransferError>>;
 
-/// A bounded set of ids, oldest forgotten first.
+/// The streams opened within the freshness window, to refuse a replayed opening: an opening
+/// older than the window is refused for its time, a younger one for being here.
 #[derive(Debug, Default)]
-struct Recent {
-    set: HashSet<[u8; 32]>,
-    order: VecDeque<[u8; 32]>,
+struct RecentOpenings {
+    set: HashSet<[u8; 16]>,
+    /// (Unix second of the opening, stream) in the order they came.
+    order: VecDeque<(u64, [u8; 16])>,
 }
 
-impl Recent {
-    const CAP: usize = 16_384;
-
-    fn insert(&mut self, id: [u8; 32]) {
-        if self.set.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > Self::CAP
-                && let Some(old) = self.order.pop_front()
-            {
-                self.set.remove(&old);
+impl RecentOpenings {
+    fn forget_older_than(&mut self, unix_secs: u64) {
+        while let Some(&(at, id)) = self.order.front() {
+            if at >= unix_secs {
+                break;
             }
+            self.order.pop_front();
+            self.set.remove(&id);
         }
     }
+}
+
+fn unix_now() -> Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }
 
 /// Anonymous streams and messages over the Mix Protocol, on a swarm.
 pub struct Behaviour {
     mix: libp2p_mix::Behaviour,
     config: Config,
-    /// The receiver key given at construction (first), then the mix node's epoch keys while
-    /// they rotate: openers use the key the node's record advertises.
+    /// The keys streams are accepted under: the receiver key given at construction until the
+    /// mix node's keys rotate, then the keys of the epochs the node holds (openers use the
+    /// key its record advertises). A key leaves (and is zeroized) with its epoch.
     keys: Vec<ReceiverKey>,
+    /// The receiver key given at construction, until rotation starts.
     receiver: Option<ReceiverKey>,
     rng: StdRng,
     streams: HashMap<[u8; 32], Entry>,
-    closed: Recent,
+    /// The labels accepted streams expect, to the stream.
+    labels: HashMap<Label, [u8; 32]>,
+    openings: RecentOpenings,
     bundles: HashMap<RequestId, [u8; 32]>,
     commands: mpsc::Receiver<Command>,
     control: Control,
@@ -187,7 +203,12 @@ pub struct Behaviour {
     accept_tokens: f64,
     accept_refill: Instant,
     waker: Option<Waker>,
+    observer: Option<FrameObserver>,
 }
+
+/// Sees every frame exits deliver to this node, as they saw it (see
+/// [`Behaviour::set_frame_observer`]).
+pub type FrameObserver = Box<dyn FnMut(&[u8]) + Send>;
 
 impl std::fmt::Debug for Behaviour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -224,7 +245,8 @@ impl Behaviour {
             keys,
             rng: StdRng::from_rng(&mut rand::rng()),
             streams: HashMap::new(),
-            closed: Recent::default(),
+            labels: HashMap::new(),
+            openings: RecentOpenings::default(),
             bundles: HashMap::new(),
             commands,
             control,
@@ -241,18 +263,25 @@ impl Behaviour {
             waiting: false,
             metrics: Metrics::default(),
             waker: None,
+            observer: None,
         };
         behaviour.refresh_keys();
         behaviour
     }
 
-    /// Accepts streams under the receiver key and every mix key the node holds now (its
-    /// record advertises the current epoch's key, which openers use).
+    /// Accepts streams under the mix keys of the epochs the node holds now (current, previous
+    /// in its overlap, next), or under the receiver key while the node does not rotate.
     fn refresh_keys(&mut self) {
-        let Some(receiver) = &self.receiver else { return };
-        self.keys = std::iter::once(receiver.clone())
-            .chain(self.mix.core().epoch_secrets().into_iter().map(|s| ReceiverKey::from_bytes(*s)))
-            .collect();
+        if self.keys.is_empty() {
+            return;
+        }
+        let epochs = self.mix.core().epoch_secrets();
+        if epochs.is_empty() {
+            return;
+        }
+        // Dropping a key zeroizes it: the construction-time key and every retired epoch key.
+        self.receiver = None;
+        self.keys = epochs.iter().map(|s| ReceiverKey::from_bytes(**s)).collect();
     }
 
     /// A handle to open, accept and send; clones share the behaviour.
@@ -297,17 +326,14 @@ impl Behaviour {
         match target {
             Target::Peer(peer) => Ok(peer),
             Target::MixNode(peer_id) => {
-                let node = self
-                    .mix
-                    .core()
-                    .pool()
-                    .get(&peer_id)
-                    .ok_or(OpenStreamError::UnknownPeer(peer_id))?;
-                Ok(StreamPeer {
-                    peer_id,
-                    addr: node.addr().clone(),
-                    key: node.mix_key().to_bytes(),
-                })
+                let core = self.mix.core();
+                let node =
+                    core.pool().get(&peer_id).ok_or(OpenStreamError::UnknownPeer(peer_id))?;
+                // A rotating node accepts streams under the key of the epoch, as its record says.
+                let key = node
+                    .key_for(core.epoch_now(Instant::now()))
+                    .ok_or(OpenStreamError::StaleKeys(peer_id))?;
+                Ok(StreamPeer { peer_id, addr: node.addr().clone(), key: key.to_bytes() })
             }
         }
     }
@@ -326,9 +352,10 @@ impl Behaviour {
         let mut config = config.unwrap_or_else(|| self.config.stream.clone());
         config.initial_loss = self.loss.estimate();
         let now = Instant::now();
-        let conn =
+        let mut conn =
             Connection::open(&peer.key, mode, config.clone(), self.limits(), now, &mut self.rng)
                 .map_err(OpenStreamError::Open)?;
+        conn.set_wall_clock(now, unix_now());
         let id = *conn.id();
         let options = SendOptions {
             path_len: Some(config.hops),
@@ -385,19 +412,23 @@ impl Behaviour {
         }
     }
 
-    /// A frame an exit delivered: to its stream, or opening a new one.
+    /// A frame an exit delivered: to its stream (by its label), or opening a new one.
     fn on_forward_frame(&mut self, frame: Vec<u8>) {
         let now = Instant::now();
-        let Ok((id, _)) = frame::peek(&frame) else {
+        if let Some(observe) = self.observer.as_mut() {
+            observe(&frame);
+        }
+        let Ok((label, _)) = frame::split(&frame) else {
             self.metrics.dropped("malformed");
             return;
         };
-        if let Some(entry) = self.streams.get(&id) {
-            if entry.role != Role::Acceptor {
-                self.metrics.dropped("wrong_direction");
-                return;
-            }
-            let result = lock(&entry.shared).conn.handle_frame(now, &frame);
+        if let Some(&id) = self.labels.get(&label) {
+            let Some(entry) = self.streams.get(&id) else { return };
+            let mut shared = lock(&entry.shared);
+            let result = shared.conn.handle_frame(now, &frame);
+            let updates = shared.conn.drain_label_updates();
+            drop(shared);
+            self.apply_label_updates(id, updates);
             if let Err(e) = result {
                 self.metrics.dropped(drop_label(&e));
             }
@@ -408,16 +439,12 @@ impl Behaviour {
             self.metrics.dropped("not_accepting");
             return;
         }
-        if self.closed.set.contains(&id) {
-            self.metrics.dropped("stream_ended");
-            return;
-        }
         let accepted = self.streams.values().filter(|e| e.role == Role::Acceptor).count();
         if accepted >= self.config.max_accepted {
             self.metrics.dropped("too_many_streams");
             return;
         }
-        // Each unknown stream name costs a Diffie-Hellman per key: budget them.
+        // Each unknown label costs a Diffie-Hellman per key: budget them.
         let elapsed = now.saturating_duration_since(self.accept_refill).as_secs_f64();
         self.accept_refill = now;
         let cap = self.config.accept_rate.max(1.0);
@@ -429,7 +456,7 @@ impl Behaviour {
         self.accept_tokens -= 1.0;
         let config =
             StreamConfig { initial_loss: self.loss.estimate(), ..self.config.stream.clone() };
-        let conn =
+        let mut conn =
             match Connection::accept(&self.keys, &frame, config, self.limits(), now, &mut self.rng)
             {
                 Ok(conn) => conn,
@@ -438,10 +465,49 @@ impl Behaviour {
                     return;
                 }
                 Err(AcceptError::Frame(_)) => {
-                    self.metrics.dropped("authentication");
+                    // Junk, a frame of a stream that ended, or one under a retired key.
+                    self.metrics.dropped("unknown_label");
                     return;
                 }
             };
+        let id = *conn.id();
+        if let Some(entry) = self.streams.get(&id) {
+            // An opening of a stream this node holds, which overtook more frames than the
+            // stream's label window covers.
+            let mut shared = lock(&entry.shared);
+            let result = shared.conn.handle_opening(now, conn.opening_seq(), &frame);
+            let updates = shared.conn.drain_label_updates();
+            drop(shared);
+            self.apply_label_updates(id, updates);
+            if let Err(e) = result {
+                self.metrics.dropped(drop_label(&e));
+            }
+            self.dirty.push(id);
+            return;
+        }
+        let unix = unix_now().as_secs();
+        let fresh = self.config.opening_freshness.as_secs();
+        let opened = conn.opened_unix().unwrap_or(0);
+        if opened.abs_diff(unix) > fresh {
+            self.metrics.dropped("stale_opening");
+            return;
+        }
+        self.openings.forget_older_than(unix.saturating_sub(fresh));
+        let short: [u8; 16] = id[..16].try_into().expect("16 bytes");
+        if self.openings.set.contains(&short) {
+            self.metrics.dropped("replayed_opening");
+            return;
+        }
+        if self.openings.set.len() >= self.config.max_recent_openings {
+            self.metrics.dropped("openings_full");
+            return;
+        }
+        self.openings.set.insert(short);
+        self.openings.order.push_back((opened.max(unix), short));
+        conn.record_label_updates();
+        for label in conn.expected_labels() {
+            self.labels.insert(*label, id);
+        }
         let mode = conn.mode();
         self.metrics.accepted(mode_label(mode));
         self.metrics.active("acceptor", 1);
@@ -471,6 +537,32 @@ impl Behaviour {
             }
         }
         self.dirty.push(id);
+    }
+
+    fn apply_label_updates(&mut self, id: [u8; 32], updates: Vec<LabelUpdate>) {
+        for update in updates {
+            match update {
+                LabelUpdate::Added(label) => {
+                    self.labels.insert(label, id);
+                }
+                LabelUpdate::Removed(label) => {
+                    if self.labels.get(&label) == Some(&id) {
+                        self.labels.remove(&label);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands `observer` every frame an exit delivers to this node, before anything is done with
+    /// it: exactly the bytes that exit read. For audits of what exits learn.
+    pub fn set_frame_observer(&mut self, observer: Option<FrameObserver>) {
+        self.observer = observer;
+    }
+
+    /// Labels in the index over accepted streams (a measure of its memory).
+    pub fn indexed_labels(&self) -> usize {
+        self.labels.len()
     }
 
     /// A SURB reply: a frame back from an acceptor.
@@ -692,9 +784,15 @@ impl Behaviour {
         let linger = if error.is_none() { self.config.linger } else { Duration::ZERO };
         let next = match entry.ended {
             Some(t) if now >= t + linger => {
-                self.streams.remove(&id);
+                if let Some(gone) = self.streams.remove(&id) {
+                    let shared = lock(&gone.shared);
+                    for label in shared.conn.expected_labels() {
+                        if self.labels.get(label) == Some(&id) {
+                            self.labels.remove(label);
+                        }
+                    }
+                }
                 self.set_deadline(id, None);
-                self.closed.insert(id);
                 self.bundles.retain(|_, s| *s != id);
                 return;
             }
@@ -799,6 +897,7 @@ fn drop_label(e: &FrameDrop) -> &'static str {
         FrameDrop::Frame(crate::FrameError::Authentication) => "authentication",
         FrameDrop::Frame(_) => "malformed",
         FrameDrop::Replay => "replay",
+        FrameDrop::UnknownLabel => "unknown_label",
         FrameDrop::TooOld => "too_old",
         FrameDrop::Protocol(_) => "protocol",
         FrameDrop::Shard(_) => "shard",

@@ -53,6 +53,9 @@ pub enum OpenStreamError {
     /// This node has as many streams open as it may.
     #[error("{0} streams are open already")]
     TooManyStreams(usize),
+    /// The peer's record holds no key for the current epoch (it has not been refreshed).
+    #[error("the record of {0} has no key for the current epoch")]
+    StaleKeys(PeerId),
     /// The settings or the key are unusable.
     #[error(transparent)]
     Open(#[from] OpenError),

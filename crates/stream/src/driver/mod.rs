@@ -7,7 +7,7 @@ mod metrics;
 mod stream;
 
 pub use behaviour::{
-    Behaviour, CODEC, Config, Event, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE,
+    Behaviour, CODEC, Config, Event, FrameObserver, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE,
 };
 pub use control::{Control, OpenStreamError, StreamPeer, Target, TransferError};
 pub use handler::{FromHandler, PROTOCOL};

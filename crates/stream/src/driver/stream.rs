@@ -127,6 +127,7 @@ fn io_error(e: ConnectionError) -> io::Error {
             io::ErrorKind::TimedOut
         }
         ConnectionError::Transport(_) => io::ErrorKind::NotConnected,
+        ConnectionError::SequenceExhausted => io::ErrorKind::Other,
     };
     io::Error::new(kind, e)
 }

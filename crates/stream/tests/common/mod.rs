@@ -11,7 +11,7 @@ use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
 use libp2p_mix::StaticPool;
-use libp2p_mix::core::{DynamicPool, MixNode, NodePool};
+use libp2p_mix::core::{DynamicPool, EpochKeys, MixNode, NodePool};
 use mix_sphinx::{NodePublicKey, NodeSecretKey};
 use mix_stream::{Behaviour, Config, Control};
 
@@ -58,6 +58,11 @@ pub struct Options {
     pub nodes: usize,
     pub mix: libp2p_mix::Config,
     pub streams: Config,
+    /// Every frame any exit delivers, as the exit saw it.
+    pub observed: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
+    /// Mix keys rotate; each node's new keys reach every pool at once (as discovery would
+    /// spread them).
+    pub rotation: Option<libp2p_mix::core::RotationConfig>,
 }
 
 impl Default for Options {
@@ -67,7 +72,7 @@ impl Default for Options {
         mix.core.send_jitter = Duration::ZERO;
         // No probes: the test decides who talks to whom.
         mix.probe_interval = None;
-        Self { nodes: 6, mix, streams: Config::default() }
+        Self { nodes: 6, mix, streams: Config::default(), observed: None, rotation: None }
     }
 }
 
@@ -87,7 +92,9 @@ fn build_swarm(key: identity::Keypair, behaviour: Behaviour) -> Swarm<Behaviour>
 }
 
 /// `n` mix nodes that all know each other (a static pool), each accepting streams.
-pub async fn network(options: Options) -> Vec<Node> {
+pub async fn network(mut options: Options) -> Vec<Node> {
+    options.mix.core.rotation = options.rotation;
+    let (records, _) = tokio::sync::broadcast::channel::<(PeerId, Multiaddr, EpochKeys)>(256);
     let mut swarms = Vec::new();
     for _ in 0..options.nodes {
         let key = identity::Keypair::generate_secp256k1();
@@ -105,7 +112,12 @@ pub async fn network(options: Options) -> Vec<Node> {
             Box::new(libp2p_mix::core::NoDelay),
             options.mix.clone(),
         );
-        let behaviour = Behaviour::new(mix, Some(receiver), options.streams.clone());
+        let mut behaviour = Behaviour::new(mix, Some(receiver), options.streams.clone());
+        if let Some(observed) = options.observed.clone() {
+            behaviour.set_frame_observer(Some(Box::new(move |frame: &[u8]| {
+                observed.lock().unwrap().push(frame.to_vec());
+            })));
+        }
         let mut swarm = build_swarm(key, behaviour);
         swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
         let addr = loop {
@@ -121,21 +133,43 @@ pub async fn network(options: Options) -> Vec<Node> {
     for (_, peer, addr, key) in &swarms {
         pool.insert_static(MixNode::new(*peer, addr.clone(), *key, true).unwrap());
     }
+    // Every node listens for records before any starts (and rotates its first keys).
+    let listeners: Vec<_> = swarms.iter().map(|_| records.subscribe()).collect();
     swarms
         .into_iter()
-        .map(|(mut swarm, peer_id, addr, mix_key)| {
+        .zip(listeners)
+        .map(|((mut swarm, peer_id, addr, mix_key), mut heard)| {
             swarm.behaviour_mut().mix_mut().set_pool(Box::new(pool.clone()));
             let control = swarm.behaviour().control();
             let metrics = swarm.behaviour().metrics().clone();
             let mix_metrics = swarm.behaviour().mix().metrics().clone();
             let connected = Arc::new(Mutex::new(HashSet::new()));
             let seen = connected.clone();
+            let publish = records.clone();
+            let (me, at) = (peer_id, addr.clone());
             let task = tokio::spawn(async move {
                 loop {
-                    if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
-                        swarm.select_next_some().await
-                    {
-                        seen.lock().unwrap().insert(peer_id);
+                    tokio::select! {
+                        event = swarm.select_next_some() => match event {
+                            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                                seen.lock().unwrap().insert(peer_id);
+                            }
+                            SwarmEvent::Behaviour(mix_stream::Event::Mix(
+                                libp2p_mix::Event::KeysRotated(keys),
+                            )) => {
+                                let _ = publish.send((me, at.clone(), keys));
+                            }
+                            _ => {}
+                        },
+                        Ok((peer, addr, keys)) = heard.recv() => {
+                            if peer != me {
+                                let node = MixNode::new(peer, addr, keys.current, true)
+                                    .unwrap()
+                                    .with_epoch_keys(keys);
+                                let expires = std::time::Instant::now() + Duration::from_secs(3600);
+                                swarm.behaviour_mut().mix_mut().offer_node(node, keys.epoch, expires);
+                            }
+                        }
                     }
                 }
             });
