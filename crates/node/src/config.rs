@@ -188,6 +188,10 @@ struct StreamsSection {
     window: Option<u32>,
     max_message_mb: Option<usize>,
     max_accepted: Option<usize>,
+    max_accepted_mb: Option<usize>,
+    opening_deadline_s: Option<u64>,
+    peer_frame_rate: Option<f64>,
+    peer_accept_rate: Option<f64>,
 }
 
 impl Default for StreamsSection {
@@ -205,6 +209,10 @@ impl Default for StreamsSection {
             window: None,
             max_message_mb: None,
             max_accepted: None,
+            max_accepted_mb: None,
+            opening_deadline_s: None,
+            peer_frame_rate: None,
+            peer_accept_rate: None,
         }
     }
 }
@@ -247,6 +255,25 @@ impl StreamsSection {
         }
         if let Some(n) = self.max_accepted {
             config.max_accepted = n;
+        }
+        if let Some(mb) = self.max_accepted_mb {
+            config.max_accepted_bytes = mb.saturating_mul(1 << 20);
+        }
+        if let Some(s) = self.opening_deadline_s {
+            config.opening_deadline = Duration::from_secs(s.max(1));
+        }
+        for (name, rate) in
+            [("peer_frame_rate", self.peer_frame_rate), ("peer_accept_rate", self.peer_accept_rate)]
+        {
+            if let Some(r) = rate {
+                anyhow::ensure!(r.is_finite() && r >= 1.0, "streams.{name} must be at least 1");
+            }
+        }
+        if let Some(r) = self.peer_frame_rate {
+            config.peer_frame_rate = Some(r);
+        }
+        if let Some(r) = self.peer_accept_rate {
+            config.peer_accept_rate = r;
         }
         Ok(config)
     }

@@ -258,6 +258,10 @@ enum BenchCommand {
         /// Bytes to stream.
         #[arg(long, default_value_t = 64 << 20)]
         bytes: usize,
+        /// Measure with the settings tuned for throughput (no per-peer read limit, no send or
+        /// stream jitter, 1 ms coalescing) instead of the defaults a user gets.
+        #[arg(long)]
+        tuned: bool,
     },
     /// Delivery of messages against random packet loss (0 to 30 %) for the default stream
     /// settings, in virtual time over a simulated mixnet running the real stream code.
@@ -458,9 +462,9 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { command: BenchCommand::Stream { json, bytes } } => {
+        Command::Bench { command: BenchCommand::Stream { json, bytes, tuned } } => {
             init_tracing("warn");
-            let report = runtime()?.block_on(bench::stream::run(bytes.max(1 << 20)))?;
+            let report = runtime()?.block_on(bench::stream::run(bytes.max(1 << 20), tuned))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

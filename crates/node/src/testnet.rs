@@ -281,8 +281,14 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         },
         bootstrap: bootstrap.into_iter().collect(),
     });
+    let mut streams = mix_stream::Config::default();
+    // The workload's message is a quarter of the stream: accept it whatever its size.
+    let message = options.stream_bytes.unwrap_or(0) / 4 + 1;
+    streams.max_message_len = streams.max_message_len.max(message);
+    streams.max_accepted_bytes = streams.max_accepted_bytes.max(2 * message);
     Ok(NodeSpec {
         discovery,
+        streams,
         delay: delay.strategy(),
         echo: true,
         spam,

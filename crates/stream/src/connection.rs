@@ -585,6 +585,12 @@ impl Connection {
         self.send.buffered()
     }
 
+    /// Bytes received and held: shards of incomplete blocks, blocks waiting for an earlier
+    /// one, and bytes the application has not read.
+    pub fn received_buffered(&self) -> usize {
+        self.recv.buffered_bytes()
+    }
+
     /// Sends what is buffered now, without waiting for more.
     pub fn flush(&mut self) {
         self.send.flush();

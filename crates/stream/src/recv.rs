@@ -39,6 +39,12 @@ struct Partial {
     bitmap: u32,
 }
 
+impl Partial {
+    fn held_bytes(&self) -> usize {
+        self.shards.iter().flatten().map(Vec::len).sum()
+    }
+}
+
 /// What a receiver did, for statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecvStats {
@@ -50,6 +56,8 @@ pub struct RecvStats {
     pub duplicate_shards: u64,
     /// Bytes released to the application.
     pub bytes_read: u64,
+    /// Shards taken (of any block, new or not).
+    pub shards: u64,
 }
 
 pub(crate) struct RecvHalf {
@@ -118,6 +126,14 @@ impl RecvHalf {
         self.stats
     }
 
+    /// Bytes held: shards of incomplete blocks, blocks waiting for an earlier one, and bytes
+    /// not read yet.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        let partial: usize = self.partial.values().map(Partial::held_bytes).sum();
+        let ready: usize = self.ready.values().map(|(b, _)| b.len()).sum();
+        partial + ready + self.readable_bytes
+    }
+
     fn window_end(&self) -> u32 {
         let unread = self.readable.len() as u32;
         self.next.saturating_add(self.window.saturating_sub(unread))
@@ -130,6 +146,7 @@ impl RecvHalf {
         data: Data,
         coder: &mut Coder,
     ) -> Result<(), ShardError> {
+        self.stats.shards += 1;
         if data.block < self.next || self.ready.contains_key(&data.block) {
             // The sender resends: it missed our acknowledgement. Say it again (after the usual
             // delay, so that a burst of resent shards costs one acknowledgement).

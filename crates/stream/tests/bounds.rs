@@ -50,14 +50,29 @@ fn message_frames(
     age: Duration,
     rng: &mut impl rand::CryptoRng,
 ) -> Vec<Vec<u8>> {
+    opener_frames(key, Mode::Message, body, true, age, rng)
+}
+
+/// The frames an opener of `mode` sends first after writing `body` (and closing, if `finish`).
+fn opener_frames(
+    key: &[u8; 32],
+    mode: Mode,
+    body: &[u8],
+    finish: bool,
+    age: Duration,
+    rng: &mut impl rand::CryptoRng,
+) -> Vec<Vec<u8>> {
     let now = Instant::now();
     let mut opener =
-        Connection::open(key, Mode::Message, StreamConfig::default(), MIX_LIMITS, now, rng)
-            .unwrap();
+        Connection::open(key, mode, StreamConfig::default(), MIX_LIMITS, now, rng).unwrap();
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() - age;
     opener.set_wall_clock(now, unix);
     opener.write(now, body).unwrap();
-    opener.finish();
+    if finish {
+        opener.finish();
+    } else {
+        opener.flush();
+    }
     let mut frames = Vec::new();
     for ms in 0..20 {
         let at = now + Duration::from_millis(ms);
@@ -72,15 +87,28 @@ fn message_frames(
     frames
 }
 
-/// Delivers `frames` as exits would, each on a connection of its own.
+/// Delivers `frames` as exits would, each from a peer of its own.
 fn deliver(behaviour: &mut Behaviour, frames: &[Vec<u8>]) {
     for frame in frames {
-        behaviour.on_connection_handler_event(
-            PeerId::random(),
-            ConnectionId::new_unchecked(0),
-            either::Either::Right(FromHandler::Frame(frame.clone())),
-        );
+        deliver_from(behaviour, PeerId::random(), frame.clone());
     }
+}
+
+/// Delivers `frame` as `exit` would.
+fn deliver_from(behaviour: &mut Behaviour, exit: PeerId, frame: Vec<u8>) {
+    behaviour.on_connection_handler_event(
+        exit,
+        ConnectionId::new_unchecked(0),
+        either::Either::Right(FromHandler::Frame(frame)),
+    );
+}
+
+/// Random bytes shaped like a frame (the version byte, the length of one).
+fn junk(rng: &mut impl rand::Rng) -> Vec<u8> {
+    let mut frame = vec![0u8; 3943];
+    rng.fill_bytes(&mut frame);
+    frame[0] = mix_stream::frame::VERSION;
+    frame
 }
 
 /// Runs the behaviour until it has nothing more to do now.
@@ -136,4 +164,89 @@ fn a_replayed_message_is_refused_after_twenty_thousand_other_openings() {
     deliver(&mut node, &stale[..1]);
     settle(&mut node);
     assert_eq!(metrics.frames_dropped("stale_opening"), 1);
+}
+
+/// One exit floods: past its frame budget its frames are dropped unread, past its opening
+/// budget its unknown labels cost no Diffie-Hellman; another exit's message still arrives.
+#[test]
+fn one_exit_cannot_use_up_the_budgets_of_the_others() {
+    let config =
+        Config { peer_frame_rate: Some(300.0), peer_accept_rate: 50.0, ..Config::default() };
+    let (mut node, key) = acceptor(config);
+    let control = node.control();
+    let metrics = node.metrics().clone();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+    let flooder = PeerId::random();
+    let started = Instant::now();
+    for _ in 0..1000 {
+        deliver_from(&mut node, flooder, junk(&mut rng));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    settle(&mut node);
+    let (rate, opening, unknown) = (
+        metrics.frames_dropped("peer_frame_rate"),
+        metrics.frames_dropped("peer_accept_rate"),
+        metrics.frames_dropped("unknown_label"),
+    );
+    assert_eq!(rate + opening + unknown, 1000);
+    // A burst of 300 frames (and what refilled meanwhile), of which 50 (and refills) cost a
+    // Diffie-Hellman each.
+    let refill = |r: f64| (r * elapsed).ceil() as u64 + 1;
+    assert!(rate >= 700 - refill(300.0), "{rate} dropped for the frame rate");
+    assert!(unknown <= 50 + refill(50.0), "{unknown} junk frames cost a Diffie-Hellman");
+    let honest = PeerId::random();
+    for frame in message_frames(&key, b"still here", Duration::ZERO, &mut rng) {
+        deliver_from(&mut node, honest, frame);
+    }
+    settle(&mut node);
+    assert_eq!(control.next_message().now_or_never(), Some(Some(b"still here".to_vec())));
+}
+
+/// An opening that brings no data loses its slot after the deadline.
+#[test]
+fn an_opening_without_data_loses_its_slot() {
+    let config = Config { opening_deadline: Duration::from_millis(50), ..Config::default() };
+    let (mut node, key) = acceptor(config);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+    let frames = opener_frames(&key, Mode::Stream, b"", false, Duration::ZERO, &mut rng);
+    deliver(&mut node, &frames[..1]);
+    settle(&mut node);
+    assert_eq!(node.active_streams(), 1);
+    std::thread::sleep(Duration::from_millis(80));
+    settle(&mut node);
+    assert_eq!(node.metrics().frames_dropped("opening_idle"), 1);
+    assert_eq!(node.active_streams(), 0, "the slot is free again");
+}
+
+/// A message over the size limit is reset when it crosses it; once accepted messages hold the
+/// byte budget, new openings are refused, and nothing already accepted is lost.
+#[test]
+fn messages_are_bounded_one_by_one_and_all_together() {
+    let config =
+        Config { max_message_len: 20_000, max_accepted_bytes: 30_000, ..Config::default() };
+    let (mut node, key) = acceptor(config);
+    let metrics = node.metrics().clone();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+    let big = vec![7u8; 25_000];
+    deliver(&mut node, &opener_frames(&key, Mode::Message, &big, true, Duration::ZERO, &mut rng));
+    settle(&mut node);
+    assert_eq!(metrics.frames_dropped("message_too_large"), 1);
+    // Two unfinished messages of 16,000 bytes: the first is held, the second would pass the
+    // budget and is reset.
+    let part = vec![9u8; 16_000];
+    for _ in 0..2 {
+        let frames = opener_frames(&key, Mode::Message, &part, false, Duration::ZERO, &mut rng);
+        deliver(&mut node, &frames);
+        settle(&mut node);
+    }
+    assert_eq!(metrics.frames_dropped("memory_budget"), 1);
+    // Fill the budget with a third (the first holds 16,000; this one 14,000).
+    let rest = vec![3u8; 14_000];
+    deliver(&mut node, &opener_frames(&key, Mode::Message, &rest, false, Duration::ZERO, &mut rng));
+    settle(&mut node);
+    let before = metrics.frames_dropped("memory_budget");
+    let late = message_frames(&key, b"late", Duration::ZERO, &mut rng);
+    deliver(&mut node, &late[..1]);
+    settle(&mut node);
+    assert_eq!(metrics.frames_dropped("memory_budget"), before + 1, "the opening was refused");
 }

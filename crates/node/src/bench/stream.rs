@@ -34,6 +34,11 @@ const DIRECT: StreamProtocol = StreamProtocol::new("/mixnode/bench/direct/1");
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
+    /// "defaults": the node and stream settings a user gets; "tuned": no per-peer read limit,
+    /// no send or stream jitter, 1 ms coalescing.
+    mode: &'static str,
+    /// The SHA-256 of what the acceptor read equals that of what was written.
+    verified: bool,
     cores: usize,
     bytes: usize,
     hops: usize,
@@ -181,13 +186,23 @@ async fn direct_goodput(bytes: &[u8]) -> anyhow::Result<f64> {
 
 /// Reads `stream` to its end; returns how many bytes came.
 async fn count_to_end(stream: &mut (impl futures::AsyncRead + Unpin)) -> std::io::Result<usize> {
+    Ok(digest_to_end(stream).await?.0)
+}
+
+/// Reads to the end; the byte count and the SHA-256 of what was read.
+async fn digest_to_end(
+    stream: &mut (impl futures::AsyncRead + Unpin),
+) -> std::io::Result<(usize, [u8; 32])> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
     let mut total = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
-            return Ok(total);
+            return Ok((total, hasher.finalize().into()));
         }
+        hasher.update(&buf[..n]);
         total += n;
     }
 }
@@ -201,8 +216,8 @@ async fn transfer(
     let len = data.len();
     let reader = tokio::spawn(async move {
         let mut stream = incoming.accept_stream().await.context("no stream")?;
-        let total = count_to_end(&mut stream).await?;
-        anyhow::Ok((total, Instant::now()))
+        let (total, digest) = digest_to_end(&mut stream).await?;
+        anyhow::Ok((total, digest, Instant::now()))
     });
     let mut control = opener.streams.clone();
     let started = Instant::now();
@@ -210,14 +225,17 @@ async fn transfer(
     stream.write_all(data).await?;
     stream.close().await?;
     let stats = stream.stats();
-    let (total, done) = tokio::time::timeout(Duration::from_secs(600), reader)
+    let (total, digest, done) = tokio::time::timeout(Duration::from_secs(600), reader)
         .await
         .context("stream stalled")???;
     anyhow::ensure!(total == len, "{total} of {len} bytes arrived");
+    use sha2::Digest;
+    let verified = digest == <[u8; 32]>::from(sha2::Sha256::digest(data));
+    anyhow::ensure!(verified, "the bytes that arrived differ from those written");
     Ok((done.duration_since(started).as_secs_f64(), stats))
 }
 
-pub(crate) async fn run(bytes: usize) -> anyhow::Result<Report> {
+pub(crate) async fn run(bytes: usize, tuned: bool) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let _ = &mut rng;
@@ -245,11 +263,19 @@ pub(crate) async fn run(bytes: usize) -> anyhow::Result<Report> {
     let mut nodes = Vec::new();
     for _ in 0..5 {
         let mut spec = spec(200_000)?;
-        spec.config.core.send_jitter = Duration::ZERO;
-        spec.config.core.max_delayed_packets = 100_000;
-        spec.streams.stream.jitter = Duration::ZERO;
-        spec.streams.stream.coalesce = Duration::from_millis(1);
         spec.streams.stream.hop_delay = None;
+        if tuned {
+            spec.config.core.send_jitter = Duration::ZERO;
+            spec.config.core.max_delayed_packets = 100_000;
+            spec.streams.stream.jitter = Duration::ZERO;
+            spec.streams.stream.coalesce = Duration::from_millis(1);
+            spec.streams.peer_frame_rate = None;
+        } else {
+            // What a user gets, but for the mixing delay (none, to measure the protocol).
+            let defaults = libp2p_mix::Config::default();
+            spec.config.inbound_frame_rate = defaults.inbound_frame_rate;
+            spec.config.core.pre_send_delay = defaults.core.pre_send_delay;
+        }
         // All nodes on this runtime's workers (one per core): a thread per node would leave
         // the scheduler five threads to share two cores.
         nodes.push(runtime::start(spec).await?);
@@ -282,6 +308,8 @@ pub(crate) async fn run(bytes: usize) -> anyhow::Result<Report> {
     let goodput_mbps = bytes as f64 * 8.0 / seconds / 1e6;
     let ratio = goodput_mbps / crypto_bound_mbps;
     Ok(Report {
+        mode: if tuned { "tuned" } else { "defaults" },
+        verified: true,
         cores,
         bytes,
         hops: 3,
@@ -317,10 +345,12 @@ pub(crate) async fn run(bytes: usize) -> anyhow::Result<Report> {
 pub(crate) fn print(r: &Report) {
     let c = &r.crypto;
     println!(
-        "Anonymous stream over {} hops on loopback, zero mixing delay, {} cores, {} MB of random bytes",
+        "Anonymous stream over {} hops on loopback, zero mixing delay, {} cores, {} MB of random bytes ({} settings; SHA-256 verified: {})",
         r.hops,
         r.cores,
-        r.bytes >> 20
+        r.bytes >> 20,
+        r.mode,
+        r.verified
     );
     println!(
         "crypto bound: create {:.1} + hop {:.1} + hop {:.1} + exit {:.1} = {:.1} µs per packet, all {} cores at once: {:.0} packets/s (fastest of {} windows) x {} B = {:.1} Mbit/s",

@@ -60,6 +60,20 @@ pub struct Config {
     pub message_backlog: usize,
     /// The largest message accepted; a longer one is reset when it crosses the limit.
     pub max_message_len: usize,
+    /// Bytes all accepted streams and messages may hold together (messages being received,
+    /// and what streams received that the application has not read). Past it, new openings
+    /// are refused and messages that grow are reset; each stream's own receive window bounds
+    /// the rest.
+    pub max_accepted_bytes: usize,
+    /// An accepted stream or message that received no data this long after its opening is
+    /// reset: it held a slot for nothing.
+    pub opening_deadline: Duration,
+    /// Frames read per second from one peer (an exit delivering them), with bursts of as
+    /// many; more are dropped. `None`: no limit.
+    pub peer_frame_rate: Option<f64>,
+    /// New streams accepted per second from one peer's deliveries (each costs a
+    /// Diffie-Hellman), with bursts of as many; on top of [`Self::accept_rate`] for all.
+    pub peer_accept_rate: f64,
     /// How long a stream that ended (either side) is kept, to acknowledge late
     /// retransmissions.
     pub linger: Duration,
@@ -83,11 +97,15 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             stream: StreamConfig::default(),
-            max_accepted: 1024,
+            max_accepted: 256,
             max_opened: 1024,
             accept_backlog: 64,
             message_backlog: 256,
-            max_message_len: 256 << 20,
+            max_message_len: 16 << 20,
+            max_accepted_bytes: 256 << 20,
+            opening_deadline: Duration::from_secs(10),
+            peer_frame_rate: Some(4000.0),
+            peer_accept_rate: 200.0,
             linger: Duration::from_secs(30),
             accept_rate: 2000.0,
             max_inbound_reads: 256,
@@ -136,7 +154,51 @@ struct Entry {
     /// When the stream ended (it lingers, see [`Config::linger`]).
     ended: Option<Instant>,
     stats: ConnectionStats,
+    /// Acceptor: when it was accepted, until data arrived.
+    awaiting_data: Option<Instant>,
+    /// Acceptor: the bytes it holds, as last counted in [`Behaviour::accepted_bytes`].
+    charged: usize,
 }
+
+/// A token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Self { tokens: burst, at: now }
+    }
+
+    /// Takes a token if one is there, after refilling at `rate` up to `burst`.
+    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
+    /// Whether it is full again (nothing to remember about its peer).
+    fn is_full(&self, rate: f64, burst: f64, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate >= burst
+    }
+}
+
+/// What one peer may still deliver.
+#[derive(Debug, Clone, Copy)]
+struct PeerBudget {
+    frames: Bucket,
+    openings: Bucket,
+}
+
+/// Peers whose budgets are remembered at most; past it, full ones are forgotten.
+const MAX_TRACKED_PEERS: usize = 4096;
 
 type Outcome = oneshot::Sender<Result<(), TransferError>>;
 
@@ -204,6 +266,9 @@ pub struct Behaviour {
     accept_refill: Instant,
     waker: Option<Waker>,
     observer: Option<FrameObserver>,
+    peers: HashMap<PeerId, PeerBudget>,
+    /// Bytes accepted streams and messages hold (see [`Config::max_accepted_bytes`]).
+    accepted_bytes: usize,
 }
 
 /// Sees every frame exits deliver to this node, as they saw it (see
@@ -264,6 +329,8 @@ impl Behaviour {
             metrics: Metrics::default(),
             waker: None,
             observer: None,
+            peers: HashMap::new(),
+            accepted_bytes: 0,
         };
         behaviour.refresh_keys();
         behaviour
@@ -376,6 +443,8 @@ impl Behaviour {
                 inbox: None,
                 ended: None,
                 stats: ConnectionStats::default(),
+                awaiting_data: None,
+                charged: 0,
             },
         );
         self.metrics.opened(mode_label(mode));
@@ -413,10 +482,16 @@ impl Behaviour {
     }
 
     /// A frame an exit delivered: to its stream (by its label), or opening a new one.
-    fn on_forward_frame(&mut self, frame: Vec<u8>) {
+    fn on_forward_frame(&mut self, peer: PeerId, frame: Vec<u8>) {
         let now = Instant::now();
         if let Some(observe) = self.observer.as_mut() {
             observe(&frame);
+        }
+        if let Some(rate) = self.config.peer_frame_rate
+            && !self.peer_budget(peer, now).frames.take(rate, rate.max(1.0), now)
+        {
+            self.metrics.dropped("peer_frame_rate");
+            return;
         }
         let Ok((label, _)) = frame::split(&frame) else {
             self.metrics.dropped("malformed");
@@ -444,7 +519,17 @@ impl Behaviour {
             self.metrics.dropped("too_many_streams");
             return;
         }
-        // Each unknown label costs a Diffie-Hellman per key: budget them.
+        if self.accepted_bytes >= self.config.max_accepted_bytes {
+            self.metrics.dropped("memory_budget");
+            return;
+        }
+        // Each unknown label costs a Diffie-Hellman per key: budget them, per peer (so that
+        // one peer's junk does not use up everybody's) and in all.
+        let rate = self.config.peer_accept_rate.max(1.0);
+        if !self.peer_budget(peer, now).openings.take(rate, rate, now) {
+            self.metrics.dropped("peer_accept_rate");
+            return;
+        }
         let elapsed = now.saturating_duration_since(self.accept_refill).as_secs_f64();
         self.accept_refill = now;
         let cap = self.config.accept_rate.max(1.0);
@@ -524,6 +609,8 @@ impl Behaviour {
                 inbox: (mode == Mode::Message).then(Vec::new),
                 ended: None,
                 stats: ConnectionStats::default(),
+                awaiting_data: Some(now),
+                charged: 0,
             },
         );
         if mode == Mode::Stream {
@@ -537,6 +624,33 @@ impl Behaviour {
             }
         }
         self.dirty.push(id);
+    }
+
+    /// `peer`'s budget, remembered while it is not full (and for at most
+    /// [`MAX_TRACKED_PEERS`] peers: past that, full budgets are forgotten first).
+    fn peer_budget(&mut self, peer: PeerId, now: Instant) -> &mut PeerBudget {
+        let frame_rate = self.config.peer_frame_rate.unwrap_or(f64::MAX).max(1.0);
+        let accept_rate = self.config.peer_accept_rate.max(1.0);
+        if self.peers.len() >= MAX_TRACKED_PEERS && !self.peers.contains_key(&peer) {
+            self.peers.retain(|_, b| {
+                !(b.frames.is_full(frame_rate, frame_rate, now)
+                    && b.openings.is_full(accept_rate, accept_rate, now))
+            });
+            if self.peers.len() >= MAX_TRACKED_PEERS {
+                // Every tracked peer is busy: the newcomer shares the emptiest budget.
+                let busiest = self
+                    .peers
+                    .iter()
+                    .min_by(|a, b| a.1.openings.tokens.total_cmp(&b.1.openings.tokens))
+                    .map(|(p, _)| *p)
+                    .expect("not empty");
+                return self.peers.get_mut(&busiest).expect("just found");
+            }
+        }
+        self.peers.entry(peer).or_insert_with(|| PeerBudget {
+            frames: Bucket::full(frame_rate, now),
+            openings: Bucket::full(accept_rate, now),
+        })
     }
 
     fn apply_label_updates(&mut self, id: [u8; 32], updates: Vec<LabelUpdate>) {
@@ -605,7 +719,7 @@ impl Behaviour {
     fn drive(&mut self, id: [u8; 32], now: Instant) {
         let queue_full = self.mix.core().delayed_packets() >= self.config.max_queued_packets;
         let limits_forward = self.limits().forward;
-        let Self { mix, streams, bundles, metrics, config, .. } = self;
+        let Self { mix, streams, bundles, metrics, config, accepted_bytes, .. } = self;
         let Some(entry) = streams.get_mut(&id) else { return };
         let mut shared = lock(&entry.shared);
         let s = &mut *shared;
@@ -634,6 +748,15 @@ impl Behaviour {
                                 metrics.dropped("message_too_large");
                                 break;
                             }
+                            if *accepted_bytes + n > config.max_accepted_bytes {
+                                // All accepted messages together hold as much as they may.
+                                s.conn.reset(RESET_TOO_LARGE);
+                                entry.inbox = None;
+                                metrics.dropped("memory_budget");
+                                break;
+                            }
+                            *accepted_bytes += n;
+                            entry.charged += n;
                             inbox.extend_from_slice(&buf[..n]);
                         }
                     }
@@ -734,12 +857,32 @@ impl Behaviour {
         let stats = s.conn.stats();
         metrics.progress(&entry.stats, &stats, entry.role == Role::Opener);
         entry.stats = stats;
+        if let Some(at) = entry.awaiting_data {
+            if stats.recv.shards > 0 {
+                entry.awaiting_data = None;
+            } else if now >= at + config.opening_deadline {
+                // An opening that brought nothing loses its slot.
+                s.conn.reset(RESET_REFUSED);
+                entry.awaiting_data = None;
+                metrics.dropped("opening_idle");
+            }
+        }
+        // What the stream holds now: its message so far and what it received unread.
+        let held = entry.inbox.as_ref().map_or(0, Vec::len) + s.conn.received_buffered();
+        if entry.role == Role::Acceptor {
+            *accepted_bytes = (*accepted_bytes + held).saturating_sub(entry.charged);
+            entry.charged = held;
+        }
+        let data_deadline = entry.awaiting_data.map(|at| at + config.opening_deadline);
         let error = s.conn.error().cloned();
         let finished = s.conn.is_finished();
         let closed = s.conn.is_closed();
         let eof = s.conn.is_eof();
         let mode = s.conn.mode();
-        let timeout = s.conn.poll_timeout(now);
+        let timeout = match (s.conn.poll_timeout(now), data_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         drop(shared);
 
         if (finished || error.is_some())
@@ -785,6 +928,7 @@ impl Behaviour {
         let next = match entry.ended {
             Some(t) if now >= t + linger => {
                 if let Some(gone) = self.streams.remove(&id) {
+                    self.accepted_bytes = self.accepted_bytes.saturating_sub(gone.charged);
                     let shared = lock(&gone.shared);
                     for label in shared.conn.expected_labels() {
                         if self.labels.get(label) == Some(&id) {
@@ -1009,7 +1153,7 @@ impl NetworkBehaviour for Behaviour {
     ) {
         match event {
             Either::Left(mix) => self.mix.on_connection_handler_event(peer, connection, mix),
-            Either::Right(FromHandler::Frame(frame)) => self.on_forward_frame(frame),
+            Either::Right(FromHandler::Frame(frame)) => self.on_forward_frame(peer, frame),
             Either::Right(FromHandler::Dropped(reason)) => self.metrics.dropped(reason),
         }
         self.wake();
