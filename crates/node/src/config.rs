@@ -192,6 +192,7 @@ struct StreamsSection {
     opening_deadline_s: Option<u64>,
     peer_frame_rate: Option<f64>,
     peer_accept_rate: Option<f64>,
+    max_accepted_from_strangers: Option<usize>,
 }
 
 impl Default for StreamsSection {
@@ -213,6 +214,7 @@ impl Default for StreamsSection {
             opening_deadline_s: None,
             peer_frame_rate: None,
             peer_accept_rate: None,
+            max_accepted_from_strangers: None,
         }
     }
 }
@@ -274,6 +276,9 @@ impl StreamsSection {
         }
         if let Some(r) = self.peer_accept_rate {
             config.peer_accept_rate = r;
+        }
+        if let Some(n) = self.max_accepted_from_strangers {
+            config.max_accepted_from_strangers = n;
         }
         Ok(config)
     }

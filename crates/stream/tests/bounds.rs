@@ -28,6 +28,11 @@ impl SurbSource for NoSurbs {
 
 /// An accepting node's stream behaviour and its public key.
 fn acceptor(config: Config) -> (Behaviour, [u8; 32]) {
+    acceptor_with_pool(config, StaticPool::default())
+}
+
+/// An accepting node whose mix pool is `pool`.
+fn acceptor_with_pool(config: Config, pool: StaticPool) -> (Behaviour, [u8; 32]) {
     let peer = libp2p_identity::Keypair::generate_secp256k1().public().to_peer_id();
     let secret = NodeSecretKey::generate(&mut rand::rng());
     let public = secret.public_key();
@@ -36,7 +41,7 @@ fn acceptor(config: Config) -> (Behaviour, [u8; 32]) {
     let mix = libp2p_mix::Behaviour::new(
         local,
         secret,
-        Box::new(StaticPool::default()),
+        Box::new(pool),
         Box::new(libp2p_mix::core::NoDelay),
         libp2p_mix::Config::default(),
     );
@@ -125,6 +130,8 @@ fn settle(behaviour: &mut Behaviour) {
 fn a_replayed_message_is_refused_after_twenty_thousand_other_openings() {
     let config = Config {
         accept_rate: 1e9,
+        // Every opening here comes from a peer of its own outside the pool.
+        max_accepted_from_strangers: usize::MAX,
         linger: Duration::ZERO,
         message_backlog: 1,
         stream: StreamConfig { idle_timeout: Duration::from_millis(1), ..StreamConfig::default() },
@@ -155,6 +162,7 @@ fn a_replayed_message_is_refused_after_twenty_thousand_other_openings() {
     assert!(node.active_streams() < 1000, "{} streams still held", node.active_streams());
     let metrics = node.metrics().clone();
     assert_eq!(metrics.frames_dropped("too_many_streams"), 0);
+    assert_eq!(metrics.accepted_total(), 20_001, "every opening was accepted (and remembered)");
     deliver(&mut node, &captured);
     settle(&mut node);
     // Every frame of it was an opening (the acceptor never answered): each is refused.
@@ -249,4 +257,44 @@ fn messages_are_bounded_one_by_one_and_all_together() {
     deliver(&mut node, &late[..1]);
     settle(&mut node);
     assert_eq!(metrics.frames_dropped("memory_budget"), before + 1, "the opening was refused");
+}
+
+/// Openings delivered by peers outside the mix pool share a few slots (and each such peer
+/// gets fewer still); openings delivered by a mix node of the pool, as honest ones are, still
+/// find a slot when strangers hold all of theirs.
+#[test]
+fn strangers_share_a_few_slots_and_cannot_take_the_pools() {
+    let exit_key = libp2p_identity::Keypair::generate_secp256k1();
+    let exit = exit_key.public().to_peer_id();
+    let exit_mix = NodeSecretKey::generate(&mut rand::rng()).public_key();
+    let entry =
+        MixNode::new(exit, "/ip4/127.0.0.2/tcp/1".parse().unwrap(), exit_mix, true).unwrap();
+    let config = Config {
+        max_accepted_from_strangers: 8,
+        max_accepted_per_stranger: 2,
+        ..Config::default()
+    };
+    let (mut node, key) = acceptor_with_pool(config, StaticPool::new([entry]).unwrap());
+    let metrics = node.metrics().clone();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let strangers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+    for stranger in &strangers {
+        for _ in 0..3 {
+            let frames =
+                opener_frames(&key, Mode::Stream, b"hold", false, Duration::ZERO, &mut rng);
+            deliver_from(&mut node, *stranger, frames[0].clone());
+        }
+    }
+    settle(&mut node);
+    // 6 strangers × 3: the first four fill the strangers' 8 slots, two each (their third is
+    // over their own share); the last two find no stranger slot left.
+    assert_eq!(metrics.frames_dropped("peer_streams"), 4);
+    assert_eq!(metrics.frames_dropped("stranger_streams"), 6);
+    assert_eq!(node.active_streams(), 8);
+    for _ in 0..3 {
+        let frames = opener_frames(&key, Mode::Stream, b"honest", false, Duration::ZERO, &mut rng);
+        deliver_from(&mut node, exit, frames[0].clone());
+    }
+    settle(&mut node);
+    assert_eq!(node.active_streams(), 11, "the pool's exit is no stranger");
 }

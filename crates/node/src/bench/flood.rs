@@ -61,6 +61,8 @@ pub(crate) enum Shape {
     Sybil,
     Upstream,
     UpstreamPow,
+    /// Strangers flooding an acceptor's stream layer (see `flood_stream`).
+    Stream,
 }
 
 impl Shape {
@@ -73,6 +75,7 @@ impl Shape {
             Self::Sybil => "sybil",
             Self::Upstream => "upstream",
             Self::UpstreamPow => "upstream-pow",
+            Self::Stream => "stream",
         }
     }
 
@@ -99,6 +102,8 @@ pub(crate) struct Report {
     penalty_frame_rate: Option<f64>,
     rss_mb_bound: f64,
     shapes: Vec<ShapeReport>,
+    /// The `stream` shape, when run.
+    stream: Option<super::flood_stream::StreamFloodReport>,
     met: bool,
 }
 
@@ -140,7 +145,7 @@ struct Phase {
     target_cpu_share: Option<f64>,
 }
 
-fn rss_mb() -> f64 {
+pub(crate) fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -156,17 +161,24 @@ fn round(x: f64) -> f64 {
 pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let defaults = libp2p_mix::Config::default();
     let mut shapes = Vec::new();
+    let mut stream = None;
     for shape in &options.shapes {
         eprintln!("== shape {} ==", shape.name());
+        if *shape == Shape::Stream {
+            stream = Some(super::flood_stream::run(options.flood_s).await?);
+            continue;
+        }
         shapes.push(run_shape(*shape, &options).await?);
     }
-    let met = shapes.iter().all(|s| s.met != Some(false));
+    let met = shapes.iter().all(|s| s.met != Some(false))
+        && stream.as_ref().is_none_or(super::flood_stream::StreamFloodReport::met);
     Ok(Report {
         honest_pps: options.honest_pps,
         inbound_frame_rate: if options.read_limit { defaults.inbound_frame_rate } else { None },
         penalty_frame_rate: defaults.penalty_frame_rate,
         rss_mb_bound: RSS_BOUND_MB,
         shapes,
+        stream,
         met,
     })
 }
@@ -473,6 +485,10 @@ impl Report {
 }
 
 pub(crate) fn print(r: &Report) {
+    if let Some(stream) = &r.stream {
+        super::flood_stream::print(stream);
+        println!();
+    }
     println!(
         "honest {:.0} packets/s through the target; read limit {:?} frames/s per peer, {:?} for a peer penalized for junk; RSS bound {:.0} MB",
         r.honest_pps, r.inbound_frame_rate, r.penalty_frame_rate, r.rss_mb_bound

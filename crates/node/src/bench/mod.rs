@@ -2,6 +2,7 @@
 //! with `--json`); none asserts on time.
 
 pub(crate) mod flood;
+pub(crate) mod flood_stream;
 pub(crate) mod loss;
 mod measure;
 pub(crate) mod node;

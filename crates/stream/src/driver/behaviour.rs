@@ -74,6 +74,13 @@ pub struct Config {
     /// New streams accepted per second from one peer's deliveries (each costs a
     /// Diffie-Hellman), with bursts of as many; on top of [`Self::accept_rate`] for all.
     pub peer_accept_rate: f64,
+    /// Accepted streams and messages open at once whose opening a peer outside the mix pool
+    /// delivered, all such peers together. Honest openings come through exits, which are mix
+    /// nodes of the pool; strangers that deliver their own openings (and feed them just
+    /// enough data to keep them) share these slots and cannot take the others.
+    pub max_accepted_from_strangers: usize,
+    /// Of those, at most this many from any one stranger.
+    pub max_accepted_per_stranger: usize,
     /// How long a stream that ended (either side) is kept, to acknowledge late
     /// retransmissions.
     pub linger: Duration,
@@ -106,6 +113,8 @@ impl Default for Config {
             opening_deadline: Duration::from_secs(10),
             peer_frame_rate: Some(4000.0),
             peer_accept_rate: 200.0,
+            max_accepted_from_strangers: 32,
+            max_accepted_per_stranger: 4,
             linger: Duration::from_secs(30),
             accept_rate: 2000.0,
             max_inbound_reads: 256,
@@ -156,6 +165,9 @@ struct Entry {
     stats: ConnectionStats,
     /// Acceptor: when it was accepted, until data arrived.
     awaiting_data: Option<Instant>,
+    /// Acceptor: the peer that delivered its opening, and whether it was outside the pool.
+    via: Option<PeerId>,
+    via_stranger: bool,
     /// Acceptor: the bytes it holds, as last counted in [`Behaviour::accepted_bytes`].
     charged: usize,
 }
@@ -444,6 +456,8 @@ impl Behaviour {
                 ended: None,
                 stats: ConnectionStats::default(),
                 awaiting_data: None,
+                via: None,
+                via_stranger: false,
                 charged: 0,
             },
         );
@@ -522,6 +536,19 @@ impl Behaviour {
         if self.accepted_bytes >= self.config.max_accepted_bytes {
             self.metrics.dropped("memory_budget");
             return;
+        }
+        let stranger = self.mix.core().pool().get(&peer).is_none();
+        if stranger {
+            let from_strangers = self.streams.values().filter(|e| e.via_stranger).count();
+            let from_this = self.streams.values().filter(|e| e.via == Some(peer)).count();
+            if from_this >= self.config.max_accepted_per_stranger {
+                self.metrics.dropped("peer_streams");
+                return;
+            }
+            if from_strangers >= self.config.max_accepted_from_strangers {
+                self.metrics.dropped("stranger_streams");
+                return;
+            }
         }
         // Each unknown label costs a Diffie-Hellman per key: budget them, per peer (so that
         // one peer's junk does not use up everybody's) and in all.
@@ -610,6 +637,8 @@ impl Behaviour {
                 ended: None,
                 stats: ConnectionStats::default(),
                 awaiting_data: Some(now),
+                via: Some(peer),
+                via_stranger: stranger,
                 charged: 0,
             },
         );

@@ -98,6 +98,22 @@ impl Metrics {
         self.opened.get_or_create(&Kind { kind }).inc();
     }
 
+    /// Streams open now, both roles.
+    pub fn active_total(&self) -> i64 {
+        ["opener", "acceptor"]
+            .iter()
+            .map(|kind| self.active.get_or_create(&Kind { kind }).get())
+            .sum()
+    }
+
+    /// Streams and messages accepted so far.
+    pub fn accepted_total(&self) -> u64 {
+        ["stream", "message"]
+            .iter()
+            .map(|kind| self.accepted.get_or_create(&Kind { kind }).get())
+            .sum()
+    }
+
     pub(crate) fn accepted(&self, kind: &'static str) {
         self.accepted.get_or_create(&Kind { kind }).inc();
     }
