@@ -188,6 +188,7 @@ pub(crate) async fn send_file(
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.closed()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = stream.stats();
+    tracing::debug!(?stats, "stream statistics");
     let secs = progress.started.elapsed().as_secs_f64();
     anyhow::ensure!(
         digest == hasher.finalize().as_slice(),
@@ -252,6 +253,7 @@ pub(crate) async fn receive(
         };
         match receive_one(&mut stream, dir).await {
             Ok((path, size, secs)) => {
+                tracing::debug!(stats = ?stream.stats(), "stream statistics");
                 println!(
                     "received {}: {size} bytes in {secs:.2} s ({:.2} MB/s)",
                     path.display(),

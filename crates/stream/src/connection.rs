@@ -158,6 +158,8 @@ pub struct ConnectionStats {
     pub recv: RecvStats,
     /// Frames sent.
     pub frames_sent: u64,
+    /// Frames sent with an opening envelope (opener): each costs both sides a Diffie-Hellman.
+    pub openings_sent: u64,
     /// Frames received and authenticated.
     pub frames_received: u64,
     /// SURBs sent (opener) or received (acceptor).
@@ -388,9 +390,11 @@ impl Connection {
     ) -> Self {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        // Everything the sender may have in flight: a window of blocks of up to 32 shards, and
-        // some frames of its own.
-        let ahead = config.window.saturating_mul(u32::from(MAX_SHARDS)).saturating_add(64);
+        // Everything the sender may have sent since it last heard what we had seen: a window
+        // of blocks of up to 32 shards in flight, as much again while our acknowledgement
+        // travelled and was held back (retransmissions and fresh parity included), and some
+        // frames of its own. Frames beyond it carry an opening: a Diffie-Hellman on each side.
+        let ahead = config.window.saturating_mul(2 * u32::from(MAX_SHARDS)).saturating_add(64);
         let (rx_labels, tx_labels) = match role {
             Role::Opener => (keys.reverse_labels.clone(), keys.forward_labels.clone()),
             Role::Acceptor => (keys.forward_labels.clone(), keys.reverse_labels.clone()),
@@ -660,15 +664,18 @@ impl Connection {
     }
 
     /// The retransmission timeout: the smoothed time from a block's last shard to its
-    /// acknowledgement, with four deviations. Before any block was acknowledged, the frames'
-    /// round trip plus the time the peer may hold its acknowledgement back.
+    /// acknowledgement, with four deviations; never less than the frames' round trip (with
+    /// its deviations) plus the time the peer may hold its acknowledgement back. Blocks sent
+    /// again give no samples (Karn's rule), but every frame's round trip is measured without
+    /// ambiguity, so that floor follows a round trip that grows while blocks are resent.
     fn rto(&self) -> Duration {
         let (initial, min, max) =
             (self.config.initial_rto, self.config.min_rto, self.config.max_rto);
+        let frames = (self.rtt.rto(initial, min, max) + self.config.ack_delay).min(max);
         if self.block_rtt.smoothed().is_some() {
-            return self.block_rtt.rto(initial, min, max);
+            return self.block_rtt.rto(initial, min, max).max(frames);
         }
-        (self.rtt.rto(initial, min, max) + self.config.ack_delay).min(max)
+        frames
     }
 
     /// Takes a frame from the peer.
@@ -776,6 +783,9 @@ impl Connection {
             self.state = State::Failed(ConnectionError::Reset(code));
             return Ok(());
         }
+        if let Some(labels) = items.ahead {
+            self.labels.expect_ahead(u32::from(labels));
+        }
         match self.role {
             Role::Opener => {
                 self.open_pending = false;
@@ -806,6 +816,7 @@ impl Connection {
                 let sample = now.saturating_duration_since(sent).saturating_sub(delay);
                 self.rtt.sample(sample.max(Duration::from_micros(100)));
                 self.rtt_seq = Some(ack.largest_seq);
+                self.send.reset_backoff();
             }
             self.loss.on_sample(ack.sample_end, ack.sample_len, ack.sample_got);
             if let Some(sample) = self.send.on_ack(now, ack) {
@@ -881,12 +892,15 @@ impl Connection {
         let label = labels::label(&self.tx_labels, seq);
         // Until the acceptor answers, every frame can open the stream on its own; later, a
         // frame beyond the labels the acceptor said it expects names its stream the same way.
-        let beyond = self.peer_labels.is_none_or(|(largest, ahead)| {
-            u64::from(seq) > u64::from(largest) + u64::from(ahead) / 2
-        });
+        // Those labels stay expected (the acceptor's window only moves up), however late the
+        // acknowledgement that announced them.
+        let beyond = self
+            .peer_labels
+            .is_none_or(|(largest, ahead)| u64::from(seq) > u64::from(largest) + u64::from(ahead));
         let opening = match (self.role, self.open_pending || beyond, self.receiver) {
             (Role::Opener, true, Some(receiver)) => {
                 let (ephemeral, key) = keys::opening_keys(&receiver, &mut self.rng)?;
+                self.stats.openings_sent += 1;
                 let (at, unix) = self.wall_clock;
                 let unix = unix + now.saturating_duration_since(at);
                 let opening =
@@ -916,7 +930,7 @@ impl Connection {
         let mut ack = self.recv.make_ack();
         let largest = self.seen.highest().unwrap_or(0);
         ack.largest_seq = largest;
-        ack.labels_ahead = self.labels.ahead().min(u32::from(u16::MAX)) as u16;
+        ack.labels_ahead = self.labels.advertise(largest).min(u32::from(u16::MAX)) as u16;
         // A loss sample over frames old enough that the late ones have arrived.
         let end = largest.saturating_sub(self.reorder + 8);
         let start =
@@ -930,6 +944,19 @@ impl Connection {
             now.saturating_duration_since(t).as_millis().min(u128::from(u16::MAX)) as u16
         });
         ack
+    }
+
+    /// Labels to ask the peer to expect above the largest sequence number it acknowledged,
+    /// when this side runs further ahead of it than half of what the peer said it expects:
+    /// twice the distance, so that the window still covers this side a round trip later.
+    /// Without it every frame beyond the peer's window would need an opening (a
+    /// Diffie-Hellman on each side), and a peer that sees frames arrive in order cannot tell
+    /// how far ahead of its acknowledgements the sender runs.
+    fn ahead_request(&self) -> Option<u16> {
+        let (largest, ahead) = self.peer_labels?;
+        let lag = self.tx_seq.saturating_sub(largest);
+        let max = u32::from(u16::MAX);
+        (lag > ahead / 2 && ahead < max).then(|| lag.saturating_mul(2).min(max) as u16)
     }
 
     fn room(&self) -> usize {
@@ -982,6 +1009,7 @@ impl Connection {
             }
         }
         if data_ready {
+            items.ahead = self.ahead_request();
             if ack_due {
                 let ack = self.make_ack(now);
                 if items.encoded_len() + ack.encoded_len() <= SMALL_ITEMS {
@@ -1102,8 +1130,10 @@ impl Connection {
             if ack_due {
                 items.ack = Some(self.make_ack(now));
             }
-            let fits = items.encoded_len() <= SMALL_ITEMS - 9;
+            let ahead = self.ahead_request();
+            let fits = items.encoded_len() + ahead.map_or(0, |_| 3) <= SMALL_ITEMS - 9;
             if data_ready && fits {
+                items.ahead = ahead;
                 let loss = self.loss.estimate();
                 items.data = self.send.poll_shard(now, &self.config, &mut self.coder, loss);
             }

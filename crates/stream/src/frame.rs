@@ -31,6 +31,8 @@
 //! 0x04 SURBS  lifetime_ms u32 | count u8 | count × SURB (734 bytes)        opener only
 //! 0x05 WANT   held u16 | wanted u16 | surbs_received u32                   acceptor only
 //! 0x06 RESET  code u8
+//! 0x07 AHEAD  labels u16   the sender asks the receiver to expect this many labels above the
+//!             largest sequence number it acknowledged (it runs further ahead than announced)
 //! 0x02 DATA   block u32 | index u8 | k u8 | n u8 | flags u8 (bit 0: compressed, bit 1: last
 //!             block) | len u32 | shard_len u16 | shard
 //! ```
@@ -78,6 +80,7 @@ const T_DATA: u8 = 0x02;
 const T_ACK: u8 = 0x03;
 const T_SURBS: u8 = 0x04;
 const T_WANT: u8 = 0x05;
+const T_AHEAD: u8 = 0x07;
 const T_RESET: u8 = 0x06;
 
 /// OPEN flag: the opener sends one message and reads nothing back.
@@ -180,6 +183,7 @@ pub(crate) struct Items {
     pub(crate) surbs: Option<Surbs>,
     pub(crate) want: Option<Want>,
     pub(crate) reset: Option<u8>,
+    pub(crate) ahead: Option<u16>,
     pub(crate) data: Option<Data>,
 }
 
@@ -190,6 +194,7 @@ impl Items {
             && self.surbs.is_none()
             && self.want.is_none()
             && self.reset.is_none()
+            && self.ahead.is_none()
             && self.data.is_none()
     }
 
@@ -199,6 +204,7 @@ impl Items {
             + self.surbs.as_ref().map_or(0, |s| 1 + 4 + 1 + SURB_SIZE * s.surbs.len())
             + self.want.map_or(0, |_| 1 + 2 + 2 + 4)
             + self.reset.map_or(0, |_| 2)
+            + self.ahead.map_or(0, |_| 3)
             + self.data.as_ref().map_or(0, Data::encoded_len)
     }
 
@@ -240,6 +246,10 @@ impl Items {
         }
         if let Some(code) = self.reset {
             out.extend_from_slice(&[T_RESET, code]);
+        }
+        if let Some(labels) = self.ahead {
+            out.push(T_AHEAD);
+            out.extend_from_slice(&labels.to_be_bytes());
         }
         if let Some(d) = &self.data {
             out.push(T_DATA);
@@ -310,6 +320,10 @@ impl Items {
                 T_RESET => {
                     let mut r = Reader(&mut bytes, "RESET");
                     set(&mut items.reset, r.u8()?, "RESET")?;
+                }
+                T_AHEAD => {
+                    let mut r = Reader(&mut bytes, "AHEAD");
+                    set(&mut items.ahead, r.u16()?, "AHEAD")?;
                 }
                 T_DATA => {
                     let mut r = Reader(&mut bytes, "DATA");
@@ -528,6 +542,7 @@ mod tests {
             }),
             want: Some(Want { held: 3, wanted: 9, received: 44 }),
             reset: None,
+            ahead: Some(1500),
             data: Some(Data {
                 block: 9,
                 index: 2,

@@ -45,6 +45,8 @@ pub(crate) struct LabelWindow {
     max_ahead: u32,
     behind: u32,
     highest: Option<u32>,
+    /// The highest sequence number an acknowledgement told the sender about.
+    advertised: Option<u32>,
     record: bool,
     updates: Vec<LabelUpdate>,
 }
@@ -85,6 +87,7 @@ impl LabelWindow {
             max_ahead: max_ahead.max(1),
             behind,
             highest: None,
+            advertised: None,
             record: false,
             updates: Vec::new(),
         };
@@ -122,9 +125,13 @@ impl LabelWindow {
         if self.highest.is_some_and(|h| h >= seq) {
             return;
         }
-        // A frame in the upper half of the window: the sender runs further ahead than the
-        // window covers well.
-        if seq.saturating_sub(self.highest.unwrap_or(0)) > self.ahead / 2 {
+        // A frame in the upper half of the window, measured from what the sender last heard
+        // we had seen: the sender runs further ahead than the window it was told of covers
+        // well, and frames beyond it must carry an opening (a Diffie-Hellman each). Frames
+        // that arrive in order never land in the upper half of the window of the highest
+        // seen, so that alone would never grow it.
+        let reference = self.advertised.or(self.highest).unwrap_or(0);
+        if seq.saturating_sub(reference) > self.ahead / 2 {
             self.ahead = self.ahead.saturating_mul(2).min(self.max_ahead);
         }
         self.highest = Some(seq);
@@ -139,8 +146,21 @@ impl LabelWindow {
         }
     }
 
-    /// Labels expected above the highest seen.
-    pub(crate) fn ahead(&self) -> u32 {
+    /// The sender asks for `labels` above the largest we acknowledged (it runs that far
+    /// ahead of what it heard from us): expect them, up to the bound.
+    pub(crate) fn expect_ahead(&mut self, labels: u32) {
+        if labels <= self.ahead {
+            return;
+        }
+        self.ahead = labels.min(self.max_ahead);
+        self.extend_to(self.highest.map_or(0, |h| u64::from(h) + 1) + u64::from(self.ahead));
+    }
+
+    /// An acknowledgement tells the sender that `largest` was seen and how many labels
+    /// above it are expected: returns that number. Every frame up to `largest` plus it stays
+    /// expected (the window never shrinks), so the sender may send them without an opening.
+    pub(crate) fn advertise(&mut self, largest: u32) -> u32 {
+        self.advertised = Some(self.advertised.map_or(largest, |a| a.max(largest)));
         self.ahead
     }
 
@@ -180,6 +200,26 @@ impl LabelWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_may_ask_for_labels_ahead_up_to_the_bound() {
+        let key = Zeroizing::new([8u8; 32]);
+        let mut w = LabelWindow::new(key.clone(), 1000, 16);
+        w.mark(&label(&key, 10), 10);
+        assert_eq!(w.advertise(10), LabelWindow::MIN_AHEAD);
+        assert_eq!(w.lookup(&label(&key, 10 + 300)), Lookup::Unknown);
+        w.expect_ahead(300);
+        assert_eq!(w.advertise(10), 300);
+        assert_eq!(w.lookup(&label(&key, 10 + 300)), Lookup::New(310));
+        assert_eq!(w.lookup(&label(&key, 10 + 301)), Lookup::Unknown);
+        // Never beyond the bound, never smaller than before.
+        w.expect_ahead(60_000);
+        assert_eq!(w.advertise(10), 1000);
+        assert_eq!(w.lookup(&label(&key, 1010)), Lookup::New(1010));
+        assert_eq!(w.lookup(&label(&key, 1011)), Lookup::Unknown);
+        w.expect_ahead(5);
+        assert_eq!(w.advertise(10), 1000);
+    }
 
     #[test]
     fn the_window_slides_with_the_highest_seen_and_tells_duplicates() {

@@ -85,6 +85,9 @@ pub(crate) struct SendHalf {
     failed: Option<Unacknowledged>,
     /// Data shards of the latest full block (the loss decides).
     block_shards: u8,
+    /// Doublings of the timeout that every block waits for, since the last round trip
+    /// measured: Karn's backoff, kept across blocks (see [`SendHalf::handle_timeout`]).
+    backoff: u32,
     stats: SendStats,
 }
 
@@ -115,6 +118,7 @@ impl SendHalf {
             queue: VecDeque::new(),
             failed: None,
             block_shards: u8::MAX,
+            backoff: 0,
             stats: SendStats::default(),
         }
     }
@@ -127,6 +131,12 @@ impl SendHalf {
         half.next_block = 1;
         half.acked_below = 1;
         half
+    }
+
+    /// A round trip was measured without ambiguity (a frame's, see [`SendHalf::handle_timeout`]):
+    /// blocks wait for the plain timeout again.
+    pub(crate) fn reset_backoff(&mut self) {
+        self.backoff = 0;
     }
 
     pub(crate) fn stats(&self) -> SendStats {
@@ -318,14 +328,25 @@ impl SendHalf {
         }
         // Blocks below the lowest one in flight are all acknowledged.
         self.acked_below = self.in_flight.keys().next().copied().unwrap_or(self.next_block);
-        done.iter()
+        let sample = done
+            .iter()
             .filter(|b| b.retries == 0 && b.queued == 0)
             .filter_map(|b| Some(now.saturating_duration_since(b.last_sent?)))
-            .max()
+            .max();
+        if sample.is_some() {
+            self.backoff = 0;
+        }
+        sample
     }
 
     /// Resends what overdue blocks still need: `k` minus what arrived, plus parity for the
     /// measured loss, from the shards not known to have arrived. Backs off exponentially.
+    ///
+    /// The backoff holds for every block, not only the one that timed out, until a block sent
+    /// once is acknowledged (Karn's rule, as TCP keeps it across segments). A timeout that
+    /// fired because the round trip grew (the mix nodes' queues filled) would otherwise fire
+    /// again for each later block, and every block would be sent twice: retransmitted blocks
+    /// give no round-trip samples, so the timeout would never learn the longer round trip.
     pub(crate) fn handle_timeout(
         &mut self,
         now: Instant,
@@ -338,7 +359,8 @@ impl SendHalf {
         }
         for (&number, block) in &mut self.in_flight {
             let Some(sent) = block.last_sent else { continue };
-            if block.queued != 0 || now < sent + backoff(rto, block.retries, config.max_rto) {
+            let doublings = block.retries.max(self.backoff);
+            if block.queued != 0 || now < sent + backoff(rto, doublings, config.max_rto) {
                 continue;
             }
             if block.retries >= config.max_retries {
@@ -346,6 +368,7 @@ impl SendHalf {
                 return;
             }
             block.retries += 1;
+            self.backoff = self.backoff.max(block.retries);
             if block.retries == 1 {
                 self.stats.blocks_retransmitted += 1;
             }
@@ -378,7 +401,10 @@ impl SendHalf {
             .in_flight
             .values()
             .filter(|b| b.queued == 0)
-            .filter_map(|b| Some(b.last_sent? + backoff(rto, b.retries, config.max_rto)))
+            .filter_map(|b| {
+                let doublings = b.retries.max(self.backoff);
+                Some(b.last_sent? + backoff(rto, doublings, config.max_rto))
+            })
             .min();
         let coalesce = self
             .waiting_since

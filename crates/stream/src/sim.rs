@@ -38,6 +38,11 @@ pub struct Channel {
     /// Each side puts at most one frame on the network per interval (building a Sphinx
     /// packet takes time); frames queue behind each other.
     pub send_interval: Duration,
+    /// The time the mixnet needs per frame, shared by both directions: frames wait in one
+    /// queue behind each other before their mixing delays start. Zero for a mixnet with
+    /// capacity to spare; more than `send_interval` for mix nodes that are busy (a testnet
+    /// on a small machine), where a full window of frames builds a queue.
+    pub service_time: Duration,
 }
 
 impl Default for Channel {
@@ -51,6 +56,7 @@ impl Default for Channel {
             outage: None,
             surb_lifetime: Duration::from_secs(60),
             send_interval: Duration::from_micros(150),
+            service_time: Duration::ZERO,
         }
     }
 }
@@ -104,6 +110,8 @@ pub struct Link {
     seq: u64,
     /// When each side's network queue is free again.
     free_at: [Instant; 2],
+    /// When the mixnet's shared queue is free again.
+    mixnet_free_at: Instant,
     tokens: Tokens,
     /// Frames sent opener to acceptor, and back.
     pub frames: (u64, u64),
@@ -150,6 +158,7 @@ impl Link {
             in_flight: BTreeMap::new(),
             seq: 0,
             free_at: [now; 2],
+            mixnet_free_at: now,
             tokens,
             frames: (0, 0),
             lost: 0,
@@ -178,11 +187,15 @@ impl Link {
 
     fn send(&mut self, to: To, frame: Vec<u8>) {
         let side = usize::from(to == To::Opener);
-        let leaves = self.free_at[side].max(self.now);
+        let mut leaves = self.free_at[side].max(self.now);
         self.free_at[side] = leaves + self.channel.send_interval;
         if self.rng.random::<f64>() < self.loss_now() {
             self.lost += 1;
             return;
+        }
+        if !self.channel.service_time.is_zero() {
+            leaves = self.mixnet_free_at.max(leaves) + self.channel.service_time;
+            self.mixnet_free_at = leaves;
         }
         let copies = if self.rng.random::<f64>() < self.channel.duplicate { 2 } else { 1 };
         for _ in 0..copies {

@@ -72,6 +72,51 @@ fn an_outage_mid_transfer_is_repaired() {
 }
 
 #[test]
+fn a_mixnet_that_queues_frames_gets_no_spurious_retransmissions() {
+    // Mix nodes slower than the sender (a testnet on two cores): a full window of frames
+    // waits in their queues, and the round trip grows from ~150 ms to several hundred as the
+    // window fills. Nothing is lost, so every shard sent again is wasted. This is how
+    // `mixnode send-file` on a fresh testnet resent half of its frames: the first block's
+    // round trip, measured before the queue built up, set a timeout that every later block
+    // overran, and Karn's rule then discarded every later measurement.
+    let data = random(8 * MB, 15);
+    // Seeds 1 and 0 resent more than half of the shards before the fix.
+    for (service_us, seed) in [(800, 1), (1600, 0)] {
+        let channel = Channel {
+            hop_delay: Duration::from_millis(20),
+            service_time: Duration::from_micros(service_us),
+            ..Channel::default()
+        };
+        let t = transfer(Mode::Stream, &data, StreamConfig::default(), channel, seed, LIMIT);
+        assert!(t.complete && t.bit_exact, "{t:?}");
+        assert!(
+            t.shards_resent * 50 < t.shards_sent,
+            "{} of {} shards sent again over a lossless mixnet: {t:?}",
+            t.shards_resent,
+            t.shards_sent
+        );
+    }
+}
+
+#[test]
+fn a_sender_far_ahead_of_the_acknowledgements_stops_sending_openings() {
+    // Frames beyond the labels the acceptor announced carry an opening: a Diffie-Hellman on
+    // each side. Frames arrive in order, so the acceptor cannot see how far ahead of its
+    // acknowledgements the opener runs (here a round trip of ~80 ms, ~500 frames); the opener
+    // says so (AHEAD). Without that, 95 % of the frames carried openings.
+    let data = random(16 * MB, 16);
+    let config = StreamConfig { compression: None, ..StreamConfig::default() };
+    let t = transfer(Mode::Stream, &data, config, Channel::default(), 16, LIMIT);
+    assert!(t.complete && t.bit_exact, "{t:?}");
+    assert!(
+        t.stats.openings_sent * 4 < t.stats.frames_sent,
+        "{} of {} frames carried an opening",
+        t.stats.openings_sent,
+        t.stats.frames_sent
+    );
+}
+
+#[test]
 fn compressible_data_takes_fewer_shards() {
     let text: Vec<u8> =
         b"2026-12-01T09:28:34Z INFO node: forwarded packet to 16Uiu2HAm...\n".repeat(16_000);

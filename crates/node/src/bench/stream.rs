@@ -79,6 +79,8 @@ struct StreamFigures {
     shards_resent: u64,
     parity_shards: u64,
     acknowledgements: u64,
+    /// Frames that carried an opening envelope (a Diffie-Hellman each, on both sides).
+    openings: u64,
     surbs_sent: u64,
     frames_per_second: f64,
     warm_up_bytes: usize,
@@ -285,6 +287,12 @@ pub(crate) async fn run(bytes: usize, tuned: bool) -> anyhow::Result<Report> {
         node.set_static_nodes(entries.clone());
     }
     let (opener, acceptor) = (&nodes[0], &nodes[1]);
+    // Commands run in order: once the opener answers this, its pool is set. Opening a stream
+    // before that raced the stream driver's own channel, and lost now and then.
+    anyhow::ensure!(
+        opener.pool_peers().await.contains(&acceptor.peer_id),
+        "the opener's pool lacks the acceptor"
+    );
     // A first, short stream dials the connections and lets the opener learn the network's
     // loss, as a node that has been running would have.
     let warm_up = bytes.min(4 << 20);
@@ -334,6 +342,7 @@ pub(crate) async fn run(bytes: usize, tuned: bool) -> anyhow::Result<Report> {
             shards_resent: stats.send.shards_resent,
             parity_shards: stats.send.parity_shards,
             acknowledgements: acceptor_frames,
+            openings: stats.openings_sent,
             surbs_sent: stats.surbs,
             frames_per_second: round(stats.frames_sent as f64 / seconds, 0),
             warm_up_bytes: warm_up,
@@ -377,12 +386,13 @@ pub(crate) fn print(r: &Report) {
     );
     let s = &r.stream;
     println!(
-        "frames: {} sent for {} minimum ({:.3}x): {} parity, {} resent; {} acknowledgements back through {} SURBs sent ahead; {:.0} frames/s",
+        "frames: {} sent for {} minimum ({:.3}x): {} parity, {} resent, {} openings; {} acknowledgements back through {} SURBs sent ahead; {:.0} frames/s",
         s.frames_sent,
         s.frames_minimum,
         s.frames_sent as f64 / s.frames_minimum.max(1) as f64,
         s.parity_shards,
         s.shards_resent,
+        s.openings,
         s.acknowledgements,
         s.surbs_sent,
         s.frames_per_second
