@@ -2,12 +2,15 @@
 //!
 //! * [`gossip`]: thousands of `mix_gossip::State` machines on a simulated network with
 //!   latency, crashes and spies; measures delivery, redundancy, hops and publisher anonymity.
+//! * [`mixnet`]: the mixnet's sender and receiver anonymity against a global passive
+//!   adversary with corrupt nodes.
 //! * [`scenario`]: scenario files and reports (`mixnode sim gossip`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod gossip;
+pub mod mixnet;
 pub mod scenario;
 
 pub use scenario::{Report, Scenario, ScenarioError};

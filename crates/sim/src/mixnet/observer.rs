@@ -1,0 +1,457 @@
+//! What a global passive adversary, helped by corrupt mix nodes, believes about who sent each
+//! packet: a probability vector over senders for every packet it can point at.
+//!
+//! The method is the one of the Loopix and Nym anonymity analyses. The adversary watches every
+//! link, so the two ends of one transmission are the same packet to it. Inside an honest node,
+//! every delay is exponential; by memorylessness, a packet that leaves is equally likely to be
+//! any packet the node holds. So an honest node is a *pool*: the sum of the vectors of the
+//! packets it holds, and their number. What arrives adds its vector; what leaves (onto a link,
+//! or to the node's own application, or ending as cover) takes the pool's mean and removes it.
+//! A packet a node starts itself enters that node's pool as certainty about that node: a node
+//! that also forwards hides its own packets among the others'. A corrupt node reveals which of
+//! its inputs each output is, so the vector crosses it unchanged, and it knows its own packets.
+//!
+//! The bookkeeping names packets by their ground-truth identity, but uses it only where the
+//! adversary may: to join the two ends of a link transmission, and across corrupt nodes.
+//!
+//! Receivers work the same way in reverse time (deliveries become origins, see [`reversed`]):
+//! the vector of an originated packet over the parties that received.
+
+use std::collections::HashMap;
+
+/// A participant: a mix node, which may also send and receive.
+pub type Node = u32;
+
+/// A packet's ground-truth identity (the same at every hop).
+pub type PacketId = u64;
+
+/// A probability distribution over the parties that may have originated a packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Belief(Vec<f64>);
+
+impl Belief {
+    /// Certainty that `party` (of `parties`) originated it.
+    pub fn point(parties: usize, party: usize) -> Self {
+        let mut p = vec![0.0; parties];
+        p[party] = 1.0;
+        Self(p)
+    }
+
+    /// The probabilities, indexed by party.
+    pub fn probabilities(&self) -> &[f64] {
+        &self.0
+    }
+
+    /// Shannon entropy in bits.
+    pub fn entropy_bits(&self) -> f64 {
+        self.0.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.log2()).sum()
+    }
+
+    /// Entropy over its maximum for `active` equally likely parties (1 when `active` ≤ 1 and
+    /// the entropy is 0: nobody to hide among, nothing lost).
+    pub fn normalised_entropy(&self, active: usize) -> f64 {
+        if active <= 1 {
+            return 1.0;
+        }
+        (self.entropy_bits() / (active as f64).log2()).min(1.0)
+    }
+
+    /// How much of a correct guess the adversary's best guess earns for `truth`: 1 when
+    /// `truth` alone is the most likely, 1/k when it ties with k - 1 others, 0 otherwise.
+    pub fn top1_credit(&self, truth: usize) -> f64 {
+        let Some(&p) = self.0.get(truth) else { return 0.0 };
+        let max = self.0.iter().copied().fold(0.0, f64::max);
+        // Equal up to the rounding of pool arithmetic.
+        let close = |q: f64| (q - max).abs() <= 1e-12 * max.max(1.0);
+        if !close(p) {
+            return 0.0;
+        }
+        1.0 / self.0.iter().filter(|&&q| close(q)).count() as f64
+    }
+}
+
+/// An honest node's holding: the sum of the vectors of its packets, and how many there are.
+#[derive(Debug, Clone)]
+struct Pool {
+    sum: Vec<f64>,
+    count: u64,
+}
+
+impl Pool {
+    fn new(parties: usize) -> Self {
+        Self { sum: vec![0.0; parties], count: 0 }
+    }
+
+    fn add(&mut self, belief: &Belief) {
+        for (s, p) in self.sum.iter_mut().zip(&belief.0) {
+            *s += p;
+        }
+        self.count += 1;
+    }
+
+    fn add_point(&mut self, party: usize) {
+        self.sum[party] += 1.0;
+        self.count += 1;
+    }
+
+    /// The mean of what it holds, taken out.
+    fn take_mean(&mut self) -> Option<Belief> {
+        if self.count == 0 {
+            return None;
+        }
+        let n = self.count as f64;
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        self.count -= 1;
+        if self.count == 0 {
+            // Rounding would leave dust that later packets inherit.
+            self.sum.iter_mut().for_each(|s| *s = 0.0);
+        } else {
+            for (s, m) in self.sum.iter_mut().zip(&mean) {
+                *s = (*s - m).max(0.0);
+            }
+        }
+        Some(Belief(mean))
+    }
+}
+
+/// One thing the adversary sees (or, at a corrupt node, is told), in time order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `node` starts a packet of its own (a message, a reply or cover).
+    Originate {
+        /// The node.
+        node: Node,
+        /// The packet.
+        packet: PacketId,
+    },
+    /// The packet leaves `node` onto a link.
+    Depart {
+        /// The node.
+        node: Node,
+        /// The packet.
+        packet: PacketId,
+    },
+    /// The packet arrives at `node` from a link.
+    Arrive {
+        /// The node.
+        node: Node,
+        /// The packet.
+        packet: PacketId,
+    },
+    /// The packet ends at `node`: delivered to its application, or cover consumed.
+    End {
+        /// The node.
+        node: Node,
+        /// The packet.
+        packet: PacketId,
+    },
+}
+
+/// What went wrong in a sequence of steps: a simulator bug, never the adversary's doing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObserverError {
+    /// A node outside the numbering.
+    #[error("node {0} is not one of the observer's nodes")]
+    UnknownNode(Node),
+    /// A packet arrived that never departed, or left a node that did not hold it.
+    #[error("packet {packet} is not where step {step:?} says")]
+    Misplaced {
+        /// The packet.
+        packet: PacketId,
+        /// The step.
+        step: Step,
+    },
+}
+
+/// The adversary's beliefs about every packet in the network.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// For each node, the party it originates as, if it originates at all.
+    party_of: Vec<Option<usize>>,
+    parties: usize,
+    corrupt: Vec<bool>,
+    pools: Vec<Pool>,
+    /// Packets on links.
+    wire: HashMap<PacketId, Belief>,
+    /// Packets inside corrupt nodes, which know each one.
+    held: HashMap<PacketId, Belief>,
+}
+
+impl Observer {
+    /// An adversary watching every link among `party_of.len()` nodes, of which those marked
+    /// in `corrupt` work for it. `party_of[n]` is the party node `n` originates as.
+    ///
+    /// # Panics
+    /// If `corrupt` and `party_of` differ in length, or a party is not below `parties`.
+    pub fn new(party_of: Vec<Option<usize>>, parties: usize, corrupt: Vec<bool>) -> Self {
+        assert_eq!(party_of.len(), corrupt.len(), "one corrupt flag per node");
+        assert!(party_of.iter().flatten().all(|&p| p < parties), "parties are numbered below");
+        let pools = (0..party_of.len())
+            .map(|n| if corrupt[n] { Pool::new(0) } else { Pool::new(parties) })
+            .collect();
+        Self { party_of, parties, corrupt, pools, wire: HashMap::new(), held: HashMap::new() }
+    }
+
+    /// The number of parties a belief ranges over.
+    pub fn parties(&self) -> usize {
+        self.parties
+    }
+
+    /// Packets inside honest node `node`, as the adversary counts them.
+    pub fn held_by(&self, node: Node) -> u64 {
+        self.pools.get(node as usize).map_or(0, |p| p.count)
+    }
+
+    /// Takes one step; an [`Step::End`] returns the adversary's belief about who originated
+    /// the packet that ended.
+    pub fn step(&mut self, step: Step) -> Result<Option<Belief>, ObserverError> {
+        let misplaced = |packet| ObserverError::Misplaced { packet, step };
+        match step {
+            Step::Originate { node, packet } => {
+                let n = self.index(node)?;
+                let party = self.party_of[n].ok_or(misplaced(packet))?;
+                if self.corrupt[n] {
+                    self.held.insert(packet, Belief::point(self.parties, party));
+                } else {
+                    self.pools[n].add_point(party);
+                }
+                Ok(None)
+            }
+            Step::Depart { node, packet } => {
+                let belief = self.leave(node, packet).ok_or(misplaced(packet))??;
+                self.wire.insert(packet, belief);
+                Ok(None)
+            }
+            Step::Arrive { node, packet } => {
+                let n = self.index(node)?;
+                let belief = self.wire.remove(&packet).ok_or(misplaced(packet))?;
+                if self.corrupt[n] {
+                    self.held.insert(packet, belief);
+                } else {
+                    self.pools[n].add(&belief);
+                }
+                Ok(None)
+            }
+            Step::End { node, packet } => {
+                let belief = self.leave(node, packet).ok_or(misplaced(packet))??;
+                Ok(Some(belief))
+            }
+        }
+    }
+
+    fn index(&self, node: Node) -> Result<usize, ObserverError> {
+        let n = node as usize;
+        if n < self.corrupt.len() { Ok(n) } else { Err(ObserverError::UnknownNode(node)) }
+    }
+
+    /// The belief about a packet that leaves `node`: revealed by a corrupt node, the pool's
+    /// mean at an honest one.
+    fn leave(&mut self, node: Node, packet: PacketId) -> Option<Result<Belief, ObserverError>> {
+        let n = match self.index(node) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        if self.corrupt[n] {
+            self.held.remove(&packet).map(Ok)
+        } else {
+            self.pools[n].take_mean().map(Ok)
+        }
+    }
+}
+
+/// The same history in reverse time, for receiver anonymity: what ended originates, what
+/// arrived departs, and the reverse. Run through an [`Observer`] whose parties are the
+/// receiving nodes, each [`Step::End`] of the result gives the belief about where the packet
+/// that was originated there went.
+pub fn reversed(steps: &[Step]) -> Vec<Step> {
+    steps
+        .iter()
+        .rev()
+        .map(|&s| match s {
+            Step::Originate { node, packet } => Step::End { node, packet },
+            Step::End { node, packet } => Step::Originate { node, packet },
+            Step::Depart { node, packet } => Step::Arrive { node, packet },
+            Step::Arrive { node, packet } => Step::Depart { node, packet },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Node = 0;
+    const B: Node = 1;
+    const M: Node = 2;
+
+    fn close(belief: &Belief, expected: &[f64]) {
+        let p = belief.probabilities();
+        assert_eq!(p.len(), expected.len(), "{belief:?}");
+        for (got, want) in p.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{belief:?} against {expected:?}");
+        }
+    }
+
+    /// Senders A and B, mix M; `corrupt` marks M.
+    fn two_senders_one_mix(corrupt: bool) -> Observer {
+        Observer::new(vec![Some(0), Some(1), None], 2, vec![false, false, corrupt])
+    }
+
+    fn send(o: &mut Observer, from: Node, to: Node, packet: PacketId) {
+        o.step(Step::Originate { node: from, packet }).unwrap();
+        o.step(Step::Depart { node: from, packet }).unwrap();
+        o.step(Step::Arrive { node: to, packet }).unwrap();
+    }
+
+    fn end(o: &mut Observer, node: Node, packet: PacketId) -> Belief {
+        o.step(Step::End { node, packet }).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_single_honest_mix_with_two_inputs_hides_each_behind_the_other() {
+        let mut o = two_senders_one_mix(false);
+        send(&mut o, A, M, 1);
+        send(&mut o, B, M, 2);
+        assert_eq!(o.held_by(M), 2);
+        let first = end(&mut o, M, 1);
+        close(&first, &[0.5, 0.5]);
+        assert!((first.entropy_bits() - 1.0).abs() < 1e-12);
+        assert!((first.normalised_entropy(2) - 1.0).abs() < 1e-12);
+        assert_eq!(first.top1_credit(0), 0.5);
+        // The second leaves the rest of the pool: still half and half.
+        close(&end(&mut o, M, 2), &[0.5, 0.5]);
+        assert_eq!(o.held_by(M), 0);
+    }
+
+    #[test]
+    fn a_packet_that_leaves_before_the_next_arrives_is_not_hidden() {
+        let mut o = two_senders_one_mix(false);
+        send(&mut o, A, M, 1);
+        let b = end(&mut o, M, 1);
+        close(&b, &[1.0, 0.0]);
+        assert_eq!(b.entropy_bits(), 0.0);
+        assert_eq!(b.top1_credit(0), 1.0);
+        send(&mut o, B, M, 2);
+        close(&end(&mut o, M, 2), &[0.0, 1.0]);
+    }
+
+    #[test]
+    fn a_corrupt_mix_reveals_which_input_each_output_is() {
+        let mut o = two_senders_one_mix(true);
+        send(&mut o, A, M, 1);
+        send(&mut o, B, M, 2);
+        close(&end(&mut o, M, 2), &[0.0, 1.0]);
+        close(&end(&mut o, M, 1), &[1.0, 0.0]);
+    }
+
+    #[test]
+    fn one_honest_mix_on_a_path_of_corrupt_ones_is_enough() {
+        // A and B → corrupt C1 → honest H → corrupt C2, which delivers.
+        let (c1, h, c2) = (2, 3, 4);
+        let mut o = Observer::new(
+            vec![Some(0), Some(1), None, None, None],
+            2,
+            vec![false, false, true, false, true],
+        );
+        send(&mut o, A, c1, 1);
+        send(&mut o, B, c1, 2);
+        for p in [2, 1] {
+            o.step(Step::Depart { node: c1, packet: p }).unwrap();
+            o.step(Step::Arrive { node: h, packet: p }).unwrap();
+        }
+        // H sends on the packets in the other order; the adversary cannot tell.
+        for p in [1, 2] {
+            o.step(Step::Depart { node: h, packet: p }).unwrap();
+            o.step(Step::Arrive { node: c2, packet: p }).unwrap();
+        }
+        close(&end(&mut o, c2, 1), &[0.5, 0.5]);
+        close(&end(&mut o, c2, 2), &[0.5, 0.5]);
+    }
+
+    #[test]
+    fn a_pool_that_is_refilled_mixes_old_and_new_in_proportion() {
+        // Three senders into M; one leaves; a fourth arrives; the next to leave is a third of
+        // the fourth and two ninths of each of the first three.
+        let mut o = Observer::new(
+            vec![Some(0), Some(1), Some(2), Some(3), None],
+            4,
+            vec![false, false, false, false, false],
+        );
+        let m = 4;
+        for (s, p) in [(0, 10), (1, 11), (2, 12)] {
+            send(&mut o, s, m, p);
+        }
+        close(&end(&mut o, m, 10), &[1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0]);
+        send(&mut o, 3, m, 13);
+        let b = end(&mut o, m, 13);
+        close(&b, &[2.0 / 9.0, 2.0 / 9.0, 2.0 / 9.0, 1.0 / 3.0]);
+        assert_eq!(b.top1_credit(3), 1.0);
+        assert_eq!(b.top1_credit(0), 0.0);
+    }
+
+    #[test]
+    fn a_sender_that_also_forwards_hides_its_own_packets() {
+        // B's packet waits in A's pool when A starts its own: what leaves A is either.
+        let mut o = two_senders_one_mix(false);
+        o.step(Step::Originate { node: B, packet: 1 }).unwrap();
+        o.step(Step::Depart { node: B, packet: 1 }).unwrap();
+        o.step(Step::Arrive { node: A, packet: 1 }).unwrap();
+        o.step(Step::Originate { node: A, packet: 2 }).unwrap();
+        o.step(Step::Depart { node: A, packet: 2 }).unwrap();
+        o.step(Step::Arrive { node: M, packet: 2 }).unwrap();
+        close(&end(&mut o, M, 2), &[0.5, 0.5]);
+    }
+
+    #[test]
+    fn receivers_are_measured_on_the_reversed_history() {
+        // A sends to R1 and B to R2 through one honest mix holding both: each sender's
+        // packet went to either receiver.
+        let (m, r1, r2) = (2, 3, 4);
+        let steps = vec![
+            Step::Originate { node: A, packet: 1 },
+            Step::Depart { node: A, packet: 1 },
+            Step::Arrive { node: m, packet: 1 },
+            Step::Originate { node: B, packet: 2 },
+            Step::Depart { node: B, packet: 2 },
+            Step::Arrive { node: m, packet: 2 },
+            Step::Depart { node: m, packet: 2 },
+            Step::Arrive { node: r2, packet: 2 },
+            Step::End { node: r2, packet: 2 },
+            Step::Depart { node: m, packet: 1 },
+            Step::Arrive { node: r1, packet: 1 },
+            Step::End { node: r1, packet: 1 },
+        ];
+        let receivers = vec![None, None, None, Some(0), Some(1)];
+        let mut o = Observer::new(receivers, 2, vec![false; 5]);
+        let mut ends = Vec::new();
+        for step in reversed(&steps) {
+            if let Some(b) = o.step(step).unwrap() {
+                ends.push(b);
+            }
+        }
+        assert_eq!(ends.len(), 2);
+        for b in &ends {
+            close(b, &[0.5, 0.5]);
+        }
+    }
+
+    #[test]
+    fn steps_out_of_place_are_errors() {
+        let mut o = two_senders_one_mix(false);
+        assert!(matches!(
+            o.step(Step::Arrive { node: M, packet: 9 }),
+            Err(ObserverError::Misplaced { packet: 9, .. })
+        ));
+        assert!(matches!(
+            o.step(Step::Depart { node: M, packet: 9 }),
+            Err(ObserverError::Misplaced { packet: 9, .. })
+        ));
+        assert_eq!(
+            o.step(Step::Originate { node: 7, packet: 1 }),
+            Err(ObserverError::UnknownNode(7))
+        );
+        // M originates as nobody.
+        assert!(o.step(Step::Originate { node: M, packet: 1 }).is_err());
+    }
+}
