@@ -5,7 +5,7 @@
 //! computes the labels of the sequence numbers it may see next and looks each arriving frame
 //! up; a label it does not expect is not a frame of this stream (or is too old to tell).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -37,6 +37,8 @@ pub(crate) enum LabelUpdate {
 pub(crate) struct LabelWindow {
     key: Zeroizing<[u8; 32]>,
     expected: HashMap<Label, (u32, bool)>,
+    /// The labels of `[low, next)` in order: eviction needs no HMAC.
+    order: VecDeque<Label>,
     low: u32,
     next: u64,
     /// Labels expected above the highest seen: starts small, doubles up to `max_ahead` while
@@ -76,11 +78,17 @@ impl LabelWindow {
     /// Labels expected above the highest seen at first (and the least ever).
     pub(crate) const MIN_AHEAD: u32 = 64;
 
+    /// Labels one authenticated frame may add at most. A sender that jumps to the top of the
+    /// window, or asks for many labels ahead, gets the window's growth a frame at a time: each
+    /// frame costs the receiver at most this many HMACs, however far it jumps.
+    pub(crate) const MAX_NEW_PER_FRAME: u64 = 128;
+
     /// Expects `0..MIN_AHEAD` first, and at most `max_ahead` above the highest seen later.
     pub(crate) fn new(key: Zeroizing<[u8; 32]>, max_ahead: u32, behind: u32) -> Self {
         let mut window = Self {
             key,
             expected: HashMap::new(),
+            order: VecDeque::new(),
             low: 0,
             next: 0,
             ahead: Self::MIN_AHEAD.min(max_ahead.max(1)),
@@ -102,11 +110,16 @@ impl LabelWindow {
             let seq = self.next as u32;
             let l = label(&self.key, seq);
             self.expected.insert(l, (seq, false));
+            self.order.push_back(l);
             if self.record {
                 self.updates.push(LabelUpdate::Added(l));
             }
             self.next += 1;
         }
+    }
+
+    fn grow_towards(&mut self, end: u64) {
+        self.extend_to(end.min(self.next + Self::MAX_NEW_PER_FRAME));
     }
 
     pub(crate) fn lookup(&self, l: &Label) -> Lookup {
@@ -135,15 +148,16 @@ impl LabelWindow {
             self.ahead = self.ahead.saturating_mul(2).min(self.max_ahead);
         }
         self.highest = Some(seq);
-        self.extend_to(u64::from(seq) + 1 + u64::from(self.ahead));
+        // Out with the old first, so that the map never holds more than the window.
         let low = seq.saturating_sub(self.behind);
         while self.low < low {
-            let l = label(&self.key, self.low);
+            let Some(l) = self.order.pop_front() else { break };
             if self.expected.remove(&l).is_some() && self.record {
                 self.updates.push(LabelUpdate::Removed(l));
             }
             self.low += 1;
         }
+        self.grow_towards(u64::from(seq) + 1 + u64::from(self.ahead));
     }
 
     /// The sender asks for `labels` above the largest we acknowledged (it runs that far
@@ -153,15 +167,16 @@ impl LabelWindow {
             return;
         }
         self.ahead = labels.min(self.max_ahead);
-        self.extend_to(self.highest.map_or(0, |h| u64::from(h) + 1) + u64::from(self.ahead));
+        self.grow_towards(self.highest.map_or(0, |h| u64::from(h) + 1) + u64::from(self.ahead));
     }
 
     /// An acknowledgement tells the sender that `largest` was seen and how many labels
-    /// above it are expected: returns that number. Every frame up to `largest` plus it stays
-    /// expected (the window never shrinks), so the sender may send them without an opening.
+    /// above it are expected: returns that number (what the window holds now, which may lag
+    /// `ahead` by a few frames' growth). The top of the window never moves down, so the sender
+    /// may send every frame up to `largest` plus that number without an opening.
     pub(crate) fn advertise(&mut self, largest: u32) -> u32 {
         self.advertised = Some(self.advertised.map_or(largest, |a| a.max(largest)));
-        self.ahead
+        self.next.saturating_sub(u64::from(largest) + 1).min(u64::from(u32::MAX)) as u32
     }
 
     /// The highest sequence number seen.
@@ -208,17 +223,43 @@ mod tests {
         w.mark(&label(&key, 10), 10);
         assert_eq!(w.advertise(10), LabelWindow::MIN_AHEAD);
         assert_eq!(w.lookup(&label(&key, 10 + 300)), Lookup::Unknown);
+        // One frame adds at most MAX_NEW_PER_FRAME labels; the next frames add the rest.
         w.expect_ahead(300);
-        assert_eq!(w.advertise(10), 300);
-        assert_eq!(w.lookup(&label(&key, 10 + 300)), Lookup::New(310));
-        assert_eq!(w.lookup(&label(&key, 10 + 301)), Lookup::Unknown);
+        assert_eq!(w.advertise(10), 64 + 128);
+        w.mark(&label(&key, 11), 11);
+        assert_eq!(w.advertise(11), 300);
+        assert_eq!(w.lookup(&label(&key, 11 + 300)), Lookup::New(311));
+        assert_eq!(w.lookup(&label(&key, 11 + 301)), Lookup::Unknown);
         // Never beyond the bound, never smaller than before.
         w.expect_ahead(60_000);
-        assert_eq!(w.advertise(10), 1000);
-        assert_eq!(w.lookup(&label(&key, 1010)), Lookup::New(1010));
-        assert_eq!(w.lookup(&label(&key, 1011)), Lookup::Unknown);
+        for seq in 12..30 {
+            w.mark(&label(&key, seq), seq);
+        }
+        assert_eq!(w.advertise(29), 1000);
+        assert_eq!(w.lookup(&label(&key, 1029)), Lookup::New(1029));
+        assert_eq!(w.lookup(&label(&key, 1030)), Lookup::Unknown);
         w.expect_ahead(5);
-        assert_eq!(w.advertise(10), 1000);
+        assert_eq!(w.advertise(29), 1000);
+    }
+
+    #[test]
+    fn a_frame_that_jumps_to_the_top_of_the_window_buys_a_bounded_growth() {
+        let key = Zeroizing::new([9u8; 32]);
+        let mut w = LabelWindow::new(key.clone(), 4096, 1024);
+        w.record_updates();
+        w.expect_ahead(4096);
+        for seq in 0..40 {
+            w.mark(&label(&key, seq), seq);
+        }
+        w.drain_updates();
+        // The hostile frame: the highest label the window holds.
+        let top = 39 + w.advertise(39);
+        assert_eq!(top, 39 + 4096);
+        assert_eq!(w.lookup(&label(&key, top)), Lookup::New(top));
+        w.mark(&label(&key, top), top);
+        let added = w.drain_updates().filter(|u| matches!(u, LabelUpdate::Added(_))).count();
+        assert!(added as u64 <= LabelWindow::MAX_NEW_PER_FRAME, "{added} labels for one frame");
+        assert!(w.len() <= 4096 + 1024 + 1, "{}", w.len());
     }
 
     #[test]

@@ -281,6 +281,9 @@ impl Link {
         if let Some(a) = self.acceptor.as_mut() {
             a.handle_timeout(self.now);
         }
+        // What is due now goes out now: a side whose last frame this is then reads as closed
+        // at this time, not at the next event (which may be a timer tens of seconds away).
+        self.transmit();
         true
     }
 }

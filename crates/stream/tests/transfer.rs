@@ -117,6 +117,22 @@ fn a_sender_far_ahead_of_the_acknowledgements_stops_sending_openings() {
 }
 
 #[test]
+fn a_transfer_ends_with_its_last_frame_not_at_the_next_timer() {
+    // The simulator used to advance to the next event before it looked whether both sides
+    // had closed; after a lossy message the next event can be a SURB timer 45 s away, and
+    // `bench loss` counted that as the message's completion time.
+    let data = random(256 * 1024, 17);
+    let mut slowest = Duration::ZERO;
+    for seed in 0..100 {
+        let config = StreamConfig { initial_loss: 0.3, ..StreamConfig::default() };
+        let t = transfer(Mode::Message, &data, config, lossy(0.3), seed, LIMIT);
+        assert!(t.complete && t.bit_exact, "{seed}: {t:?}");
+        slowest = slowest.max(t.elapsed);
+    }
+    assert!(slowest < Duration::from_secs(20), "the slowest took {slowest:?}");
+}
+
+#[test]
 fn compressible_data_takes_fewer_shards() {
     let text: Vec<u8> =
         b"2026-12-01T09:28:34Z INFO node: forwarded packet to 16Uiu2HAm...\n".repeat(16_000);
