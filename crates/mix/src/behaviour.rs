@@ -697,7 +697,7 @@ impl Behaviour {
 
     fn on_output(&mut self, output: Output) {
         match output {
-            Output::Transmit { peer, addr, packet, proof } => {
+            Output::Transmit { peer, addr, packet, proof, .. } => {
                 self.transmit_frame(peer, addr, frame(packet, &proof));
             }
             Output::KeysRotated(keys) => {

@@ -297,6 +297,42 @@ pub struct Delivery {
     pub surbs: Vec<Surb>,
 }
 
+/// What a packet that leaves a node is to that node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PacketKind {
+    /// A message or request of its own.
+    Own,
+    /// Another sender's packet, forwarded.
+    Forward,
+    /// A reply it sends through a SURB, as an exit.
+    Reply,
+    /// Cover traffic: a loop or a drop.
+    Cover,
+}
+
+impl From<SentKind> for PacketKind {
+    fn from(kind: SentKind) -> Self {
+        match kind {
+            SentKind::Own => Self::Own,
+            SentKind::Forward => Self::Forward,
+            SentKind::Reply => Self::Reply,
+            SentKind::Cover => Self::Cover,
+        }
+    }
+}
+
+/// A transmitted packet's place in its node's history: `number` is the one the node gave it
+/// when it took the packet in (see [`MixCore::last_packet_number`]), so that a simulator knows
+/// which call produced which output. Nothing of it goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    /// The node's number for the packet.
+    pub number: u64,
+    /// What the packet is to the node.
+    pub kind: PacketKind,
+}
+
 /// What the driver must do.
 #[derive(Debug)]
 pub enum Output {
@@ -310,6 +346,9 @@ pub enum Output {
         packet: Packet,
         /// The per-hop spam-protection proof to send after the packet (empty without one).
         proof: Vec<u8>,
+        /// Which packet of this node's this is (for simulators and traces; a driver needs
+        /// nothing from it).
+        trace: Trace,
     },
     /// The node's mix keys rotated: advertise these (e.g. republish the discovery record).
     KeysRotated(EpochKeys),
@@ -415,6 +454,7 @@ struct Queued {
     addr: Multiaddr,
     packet: Packet,
     kind: SentKind,
+    number: u64,
     queued_at: Instant,
 }
 
@@ -662,6 +702,14 @@ impl<R: CryptoRng> MixCore<R> {
     /// `peer` failed to accept a packet or a probe: stop choosing it (see [`NodePool`]).
     pub fn peer_unreachable(&mut self, peer: &PeerId, now: Instant) {
         self.pool.report_unreachable(peer, now);
+    }
+
+    /// The number this node gave the latest packet it took in to send (forwarded, its own,
+    /// a reply or cover), as [`Output::Transmit`]'s [`Trace`] names it later. Numbers grow by
+    /// one per packet: read before and after a call, they say which packets the call took in
+    /// (none when a packet is delivered here or dropped).
+    pub fn last_packet_number(&self) -> u64 {
+        self.seq
     }
 
     /// Packets held for their delay.
@@ -980,7 +1028,8 @@ impl<R: CryptoRng> MixCore<R> {
             if self.own_queue.len() >= self.config.cover.max_queued_own {
                 return Err(DropReason::DelayQueueFull);
             }
-            self.own_queue.push_back(Queued { peer, addr, packet, kind, queued_at: now });
+            let number = self.next_number();
+            self.own_queue.push_back(Queued { peer, addr, packet, kind, number, queued_at: now });
             return Ok(());
         }
         let due = self.own_departure(now, jitter);
@@ -991,7 +1040,9 @@ impl<R: CryptoRng> MixCore<R> {
     /// discards it, and sends it now. On the wire it is any packet to any exit.
     fn send_drop(&mut self, now: Instant) {
         if let Some(cover) = self.cover_packet(now, false) {
-            self.release(now, cover.first.0, cover.first.1, cover.packet, SentKind::Cover);
+            let number = self.next_number();
+            let (peer, addr) = cover.first;
+            self.release(now, peer, addr, cover.packet, SentKind::Cover, number);
         }
     }
 
@@ -1030,7 +1081,8 @@ impl<R: CryptoRng> MixCore<R> {
         let cap = (rate * self.config.cover.loop_timeout.as_secs_f64() * 2.0)
             .clamp(64.0, 1_000_000.0) as usize;
         self.loops.sent(id, through, now, cap);
-        self.release(now, first.0, first.1, packet, SentKind::Cover);
+        let number = self.next_number();
+        self.release(now, first.0, first.1, packet, SentKind::Cover, number);
     }
 
     /// A cover slot (or loop time) came: fill it and draw the next.
@@ -1049,7 +1101,7 @@ impl<R: CryptoRng> MixCore<R> {
         }
         if let Some(queued) = cover.mode.queues_own().then(|| self.own_queue.pop_front()).flatten()
         {
-            self.release(now, queued.peer, queued.addr, queued.packet, queued.kind);
+            self.release(now, queued.peer, queued.addr, queued.packet, queued.kind, queued.number);
         } else if cover.rate_budget.is_some_and(|b| self.outbound_rate.rate(now) + 1.0 > b) {
             self.metrics.cover_skipped();
         } else if cover.mode == CoverMode::Loopix {
@@ -1064,7 +1116,8 @@ impl<R: CryptoRng> MixCore<R> {
     /// Sends a packet built elsewhere to `peer` now, as it is (with a per-hop proof if the
     /// network uses them): no pre-send delay, no cover slot, no checks.
     pub fn send_prebuilt(&mut self, now: Instant, peer: PeerId, addr: Multiaddr, packet: Packet) {
-        self.release(now, peer, addr, packet, SentKind::Own);
+        let number = self.next_number();
+        self.release(now, peer, addr, packet, SentKind::Own, number);
     }
 
     /// Hands a packet to the driver now, with its per-hop proof if the network uses them.
@@ -1075,6 +1128,7 @@ impl<R: CryptoRng> MixCore<R> {
         addr: Multiaddr,
         packet: Packet,
         kind: SentKind,
+        number: u64,
     ) {
         let mut proof = Vec::new();
         let unix = self.unix(now).as_secs();
@@ -1089,7 +1143,8 @@ impl<R: CryptoRng> MixCore<R> {
         }
         self.metrics.sent(kind);
         self.outbound_rate.record(now);
-        self.outputs.push_back(Output::Transmit { peer, addr, packet, proof });
+        let trace = Trace { number, kind: kind.into() };
+        self.outputs.push_back(Output::Transmit { peer, addr, packet, proof, trace });
     }
 
     /// When the next own packet may leave: after its pre-send delay, and a random gap of at
@@ -1350,7 +1405,7 @@ impl<R: CryptoRng> MixCore<R> {
         }
         while self.scheduled.peek().is_some_and(|s| s.due <= now) {
             let Some(s) = self.scheduled.pop() else { break };
-            self.release(now, s.peer, s.addr, s.packet, s.kind);
+            self.release(now, s.peer, s.addr, s.packet, s.kind, s.seq);
         }
         self.metrics.set_delay_queue(self.scheduled.len());
         for (request, replies) in self.surbs.expire(now) {
@@ -1408,6 +1463,11 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     /// Holds `packet` until `due`. A full queue refuses it (the caller counts the drop).
+    fn next_number(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
     fn schedule(
         &mut self,
         due: Instant,
@@ -1419,8 +1479,8 @@ impl<R: CryptoRng> MixCore<R> {
         if self.scheduled.len() >= self.config.max_delayed_packets {
             return Err(DropReason::DelayQueueFull);
         }
-        self.seq += 1;
-        self.scheduled.push(Scheduled { due, seq: self.seq, peer, addr, packet, kind });
+        let seq = self.next_number();
+        self.scheduled.push(Scheduled { due, seq, peer, addr, packet, kind });
         self.metrics.set_delay_queue(self.scheduled.len());
         Ok(())
     }

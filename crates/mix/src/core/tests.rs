@@ -394,6 +394,34 @@ fn exit_is_destination_delivers_locally() {
 }
 
 #[test]
+fn transmits_name_the_packet_each_call_took_in() {
+    // What a simulator needs for ground truth: which output carries which input.
+    let mut net = Net::new(6, 5, exponential(5), Config::default());
+    let peers = net.peers();
+    let now = net.now;
+    let sender = net.node(&peers[0]);
+    let before = sender.last_packet_number();
+    sender.send(now, &external_destination(), "/p", b"x").unwrap();
+    let own = sender.last_packet_number();
+    assert_eq!(own, before + 1);
+    sender.handle_timeout(now + Duration::from_secs(1));
+    let Some(Output::Transmit { peer: hop, packet, trace, .. }) = sender.poll_output() else {
+        panic!("expected a transmit");
+    };
+    assert_eq!(trace, Trace { number: own, kind: PacketKind::Own });
+    let relay = net.node(&hop);
+    let before = relay.last_packet_number();
+    relay.handle_packet(now, packet).unwrap();
+    let forwarded = relay.last_packet_number();
+    assert_eq!(forwarded, before + 1, "one packet taken in to forward");
+    relay.handle_timeout(now + Duration::from_secs(10));
+    let Some(Output::Transmit { trace, .. }) = relay.poll_output() else {
+        panic!("expected the forwarded packet");
+    };
+    assert_eq!(trace, Trace { number: forwarded, kind: PacketKind::Forward });
+}
+
+#[test]
 fn a_replayed_packet_is_dropped_and_counted() {
     let mut net = Net::new(6, 4, exponential(5), Config::default());
     let peers = net.peers();
