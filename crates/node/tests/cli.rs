@@ -240,6 +240,32 @@ fn sim_gossip_prints_the_figures_as_json() {
 }
 
 #[test]
+fn sim_mix_prints_the_adversarys_figures_as_json() {
+    let out = mixnode(&["sim", "mix", "--json", "--nodes", "12", "--messages", "150"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "nodes",
+        "senders",
+        "messages",
+        "entropy_bits_mean",
+        "entropy_normalised_mean",
+        "entropy_normalised_p5",
+        "top1_linkage",
+        "receiver_entropy_normalised_mean",
+        "latency_ms_p50",
+        "corrupt_share",
+    ] {
+        assert!(report[key].is_number(), "missing {key}: {report}");
+    }
+    assert_eq!(report["mode"], "random");
+    assert_eq!(report["delivered"], report["messages"], "{report}");
+    let refused = mixnode(&["sim", "mix", "--corrupt", "1.5"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("share from 0 to 1"));
+}
+
+#[test]
 fn testnet_streams_a_megabyte_bit_exact_over_three_hops() {
     let out = mixnode(&[
         "testnet",

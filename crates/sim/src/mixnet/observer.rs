@@ -44,7 +44,9 @@ impl Belief {
 
     /// Shannon entropy in bits.
     pub fn entropy_bits(&self) -> f64 {
-        self.0.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.log2()).sum()
+        let h: f64 = self.0.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.log2()).sum();
+        // Certainty sums to -0.0.
+        h + 0.0
     }
 
     /// Entropy over its maximum for `active` equally likely parties (1 when `active` ≤ 1 and
@@ -145,6 +147,21 @@ pub enum Step {
         /// The packet.
         packet: PacketId,
     },
+    /// The packet arrives at `node` and ends there at once (an exit delivers without a
+    /// delay): the adversary links the two, so the node's pool does not hide it.
+    Deliver {
+        /// The node.
+        node: Node,
+        /// The packet.
+        packet: PacketId,
+    },
+    /// `node` starts a packet and sends it at once: the reverse of [`Step::Deliver`].
+    Emit {
+        /// The node.
+        node: Node,
+        /// The packet.
+        packet: PacketId,
+    },
 }
 
 /// What went wrong in a sequence of steps: a simulator bug, never the adversary's doing.
@@ -237,6 +254,16 @@ impl Observer {
                 let belief = self.leave(node, packet).ok_or(misplaced(packet))??;
                 Ok(Some(belief))
             }
+            Step::Deliver { node, packet } => {
+                self.index(node)?;
+                self.wire.remove(&packet).ok_or(misplaced(packet)).map(Some)
+            }
+            Step::Emit { node, packet } => {
+                let n = self.index(node)?;
+                let party = self.party_of[n].ok_or(misplaced(packet))?;
+                self.wire.insert(packet, Belief::point(self.parties, party));
+                Ok(None)
+            }
         }
     }
 
@@ -273,6 +300,8 @@ pub fn reversed(steps: &[Step]) -> Vec<Step> {
             Step::End { node, packet } => Step::Originate { node, packet },
             Step::Depart { node, packet } => Step::Arrive { node, packet },
             Step::Arrive { node, packet } => Step::Depart { node, packet },
+            Step::Deliver { node, packet } => Step::Emit { node, packet },
+            Step::Emit { node, packet } => Step::Deliver { node, packet },
         })
         .collect()
 }
@@ -434,6 +463,24 @@ mod tests {
         for b in &ends {
             close(b, &[0.5, 0.5]);
         }
+    }
+
+    #[test]
+    fn a_delivery_without_delay_is_linked_to_its_arrival() {
+        // Both packets wait in M; the one M delivers at once on its arrival is not hidden by
+        // the pool, and the reverse history starts it from its receiver with certainty.
+        let mut o = two_senders_one_mix(false);
+        send(&mut o, A, M, 1);
+        o.step(Step::Originate { node: B, packet: 2 }).unwrap();
+        o.step(Step::Depart { node: B, packet: 2 }).unwrap();
+        let b = o.step(Step::Deliver { node: M, packet: 2 }).unwrap().unwrap();
+        close(&b, &[0.0, 1.0]);
+        assert_eq!(o.held_by(M), 1);
+        let steps = [Step::Emit { node: A, packet: 7 }, Step::Deliver { node: B, packet: 7 }];
+        assert_eq!(
+            reversed(&steps),
+            vec![Step::Emit { node: B, packet: 7 }, Step::Deliver { node: A, packet: 7 }]
+        );
     }
 
     #[test]
