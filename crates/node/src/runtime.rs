@@ -180,7 +180,7 @@ enum Command {
     Send(Destination, &'static str, Vec<u8>, SendOptions, Reply<()>),
     Request(Destination, &'static str, Vec<u8>, usize, SendOptions, Reply<RequestId>),
     SendPacket(PeerId, Multiaddr, Packet),
-    SetStaticNodes(Vec<MixNode>),
+    SetStaticNodes(Vec<MixNode>, oneshot::Sender<()>),
     PoolPeers(oneshot::Sender<Vec<PeerId>>),
     GossipJoin(TopicId, Vec<(PeerId, Multiaddr)>),
     GossipPublish(TopicId, Vec<u8>, Route, oneshot::Sender<Result<MessageId, PublishError>>),
@@ -265,9 +265,13 @@ impl NodeHandle {
         let _ = self.commands.send(Command::SendPacket(peer, addr, packet));
     }
 
-    /// Replaces the pool with configured nodes only.
-    pub(crate) fn set_static_nodes(&self, nodes: Vec<MixNode>) {
-        let _ = self.commands.send(Command::SetStaticNodes(nodes));
+    /// Replaces the pool with configured nodes only; returns once the node uses them (a
+    /// stream opened earlier could race the stream driver's own channel and find no peer).
+    pub(crate) async fn set_static_nodes(&self, nodes: Vec<MixNode>) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::SetStaticNodes(nodes, tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// The peers currently usable in paths.
@@ -558,7 +562,7 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
             let _ = done.send(mix.request_with(&dest, codec, &body, surbs, options));
         }
         Command::SendPacket(peer, addr, packet) => mix.send_prebuilt(peer, addr, packet),
-        Command::SetStaticNodes(nodes) => {
+        Command::SetStaticNodes(nodes, done) => {
             // Gossip takes addresses from outside the protocol: here, from the pool.
             if let Some(g) = behaviour.gossip.as_mut() {
                 for node in &nodes {
@@ -569,6 +573,7 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
                 .stream
                 .mix_mut()
                 .set_pool(Box::new(pool_of(nodes, libp2p_mix::core::SubnetLimits::default())));
+            let _ = done.send(());
         }
         Command::PoolPeers(done) => {
             let _ = done.send(mix.core().pool().nodes().iter().map(|n| *n.peer_id()).collect());

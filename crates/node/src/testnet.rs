@@ -312,7 +312,7 @@ async fn start_nodes(options: &Options) -> anyhow::Result<Vec<NodeHandle>> {
     if !options.discovery {
         let entries = nodes.iter().map(NodeHandle::entry).collect::<anyhow::Result<Vec<_>>>()?;
         for node in &nodes {
-            node.set_static_nodes(entries.clone());
+            node.set_static_nodes(entries.clone()).await;
         }
     }
     if options.gossip_messages > 0 {

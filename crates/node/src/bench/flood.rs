@@ -254,7 +254,8 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
         // The target defends itself with the default limits.
         spec.config.inbound_frame_rate = read_limit;
         spec.config.inbound_burst = defaults.inbound_burst;
-    })?;
+    })
+    .await?;
     let mut nodes = path_nodes.nodes;
     let target_thread = path_nodes.threads[0];
     let target_cpu = || target_thread.and_then(crate::cpu::thread_cpu_time);
@@ -306,7 +307,7 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
             let mut spec = network_spec(0, shape)?;
             spec.config = template.config.clone();
             let (node, _) = runtime::start_on_thread(spec)?;
-            node.set_static_nodes(entries.clone());
+            node.set_static_nodes(entries.clone()).await;
             upstreams.push(node);
         }
     }

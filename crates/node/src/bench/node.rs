@@ -161,7 +161,7 @@ pub(crate) struct PathNodes {
     pub(crate) threads: Vec<Option<u32>>,
 }
 
-pub(crate) fn start_path(
+pub(crate) async fn start_path(
     packets: usize,
     edit: impl Fn(&mut NodeSpec),
 ) -> anyhow::Result<PathNodes> {
@@ -178,7 +178,7 @@ pub(crate) fn start_path(
     }
     let entries = nodes.iter().map(NodeHandle::entry).collect::<anyhow::Result<Vec<_>>>()?;
     for node in &nodes {
-        node.set_static_nodes(entries.clone());
+        node.set_static_nodes(entries.clone()).await;
     }
     Ok(PathNodes { nodes, keys, threads })
 }
@@ -202,7 +202,8 @@ pub(crate) async fn next_delivery(
 
 pub(crate) async fn run(packets: usize) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let PathNodes { mut nodes, keys, threads } = start_path(packets + LATENCY_PACKETS, |_| {})?;
+    let PathNodes { mut nodes, keys, threads } =
+        start_path(packets + LATENCY_PACKETS, |_| {}).await?;
     let injector = runtime::start(spec(0)?).await?;
     let format = WireFormat::default();
     let hops = nodes

@@ -285,14 +285,8 @@ fn report(
     }
     let senders = senders_seen.iter().filter(|&&s| s).count();
 
-    let sender_beliefs = beliefs(n, corrupt, &everyone, steps, |s| match s {
-        Step::Deliver { packet, .. } | Step::End { packet, .. } => Some(packet),
-        _ => None,
-    });
-    let receiver_beliefs = beliefs(n, corrupt, &everyone, &reversed(steps), |s| match s {
-        Step::Deliver { packet, .. } | Step::End { packet, .. } => Some(packet),
-        _ => None,
-    });
+    let sender_beliefs = beliefs(n, corrupt, &everyone, steps);
+    let receiver_beliefs = beliefs(n, corrupt, &everyone, &reversed(steps));
 
     let mut normalised = Vec::new();
     let (mut bits, mut top1, mut receivers) = (0.0, 0.0, Vec::new());
@@ -332,19 +326,20 @@ fn report(
     }
 }
 
-/// Runs `steps` through an observer and keeps the belief at each end `ended` names.
+/// Runs `steps` through an observer and keeps the belief about each packet where it ends.
 fn beliefs(
     n: usize,
     corrupt: &[bool],
     party_of: &[Option<usize>],
     steps: &[Step],
-    ended: impl Fn(Step) -> Option<PacketId>,
 ) -> HashMap<PacketId, Belief> {
     let mut observer = Observer::new(party_of.to_vec(), n, corrupt.to_vec());
     let mut out = HashMap::new();
     for &step in steps {
-        let result = observer.step(step).expect("the simulator places every packet");
-        if let (Some(belief), Some(packet)) = (result, ended(step)) {
+        let belief = observer.step(step).expect("the simulator places every packet");
+        if let (Some(belief), Step::Deliver { packet, .. } | Step::End { packet, .. }) =
+            (belief, step)
+        {
             out.insert(packet, belief);
         }
     }

@@ -512,16 +512,7 @@ impl Behaviour {
             return;
         };
         if let Some(&id) = self.labels.get(&label) {
-            let Some(entry) = self.streams.get(&id) else { return };
-            let mut shared = lock(&entry.shared);
-            let result = shared.conn.handle_frame(now, &frame);
-            let updates = shared.conn.drain_label_updates();
-            drop(shared);
-            self.apply_label_updates(id, updates);
-            if let Err(e) = result {
-                self.metrics.dropped(drop_label(&e));
-            }
-            self.dirty.push(id);
+            self.feed(id, |c| c.handle_frame(now, &frame));
             return;
         }
         if self.keys.is_empty() {
@@ -583,18 +574,10 @@ impl Behaviour {
                 }
             };
         let id = *conn.id();
-        if let Some(entry) = self.streams.get(&id) {
+        if self.streams.contains_key(&id) {
             // An opening of a stream this node holds, which overtook more frames than the
             // stream's label window covers.
-            let mut shared = lock(&entry.shared);
-            let result = shared.conn.handle_opening(now, conn.opening_seq(), &frame);
-            let updates = shared.conn.drain_label_updates();
-            drop(shared);
-            self.apply_label_updates(id, updates);
-            if let Err(e) = result {
-                self.metrics.dropped(drop_label(&e));
-            }
-            self.dirty.push(id);
+            self.feed(id, |c| c.handle_opening(now, conn.opening_seq(), &frame));
             return;
         }
         let unix = unix_now().as_secs();
@@ -680,6 +663,25 @@ impl Behaviour {
             frames: Bucket::full(frame_rate, now),
             openings: Bucket::full(accept_rate, now),
         })
+    }
+
+    /// Hands a frame to stream `id`'s connection, keeps the node's label index in step with
+    /// the stream's window, and counts a refusal.
+    fn feed(
+        &mut self,
+        id: [u8; 32],
+        handle: impl FnOnce(&mut Connection) -> Result<(), FrameDrop>,
+    ) {
+        let Some(entry) = self.streams.get(&id) else { return };
+        let mut shared = lock(&entry.shared);
+        let result = handle(&mut shared.conn);
+        let updates = shared.conn.drain_label_updates();
+        drop(shared);
+        self.apply_label_updates(id, updates);
+        if let Err(e) = result {
+            self.metrics.dropped(drop_label(&e));
+        }
+        self.dirty.push(id);
     }
 
     fn apply_label_updates(&mut self, id: [u8; 32], updates: Vec<LabelUpdate>) {
