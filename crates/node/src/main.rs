@@ -10,6 +10,7 @@ mod metrics_http;
 mod runtime;
 mod sim;
 mod sim_mix;
+mod sim_plot;
 mod testnet;
 mod transfer;
 mod vectors;

@@ -262,7 +262,101 @@ fn sim_mix_prints_the_adversarys_figures_as_json() {
     assert_eq!(report["delivered"], report["messages"], "{report}");
     let refused = mixnode(&["sim", "mix", "--corrupt", "1.5"]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("share from 0 to 1"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("shares from 0 to 1"));
+    let unknown = mixnode(&["sim", "mix", "--set", "delay=3"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no setting named \"delay\""));
+}
+
+#[test]
+fn sim_mix_sweeps_print_one_row_per_setting() {
+    let out = mixnode(&[
+        "sim",
+        "mix",
+        "--json",
+        "--scenario",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/scenarios/mix-testnet-defaults.toml"),
+        "--sweep",
+        "hop_delay_ms=0,50",
+        "--sweep",
+        "paths=random,rtt",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3]["setting"], serde_json::json!([["hop_delay_ms", "50"], ["paths", "rtt"]]));
+    assert_eq!(rows[3]["mode"], "rtt");
+    assert_eq!(rows[3]["hop_delay_ms"], 50.0);
+    for row in &rows {
+        assert_eq!(row["replies"]["delivered"], 100, "{row}");
+    }
+    // Mixing delays buy anonymity.
+    let entropy = |r: &serde_json::Value| r["entropy_normalised_mean"].as_f64().unwrap();
+    assert!(entropy(&rows[2]) > entropy(&rows[0]), "{rows:?}");
+}
+
+#[test]
+fn sim_mix_writes_the_observers_trace_apart_from_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mixnode(&[
+        "sim",
+        "mix",
+        "--scenario",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/scenarios/mix-testnet-defaults.toml"),
+        "--set",
+        "cover=loops",
+        "--trace",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let links = std::fs::read_to_string(dir.path().join("links.csv")).unwrap();
+    let truth = std::fs::read_to_string(dir.path().join("truth.csv")).unwrap();
+    let nodes = std::fs::read_to_string(dir.path().join("nodes.csv")).unwrap();
+    let mut links = links.lines();
+    assert_eq!(links.next(), Some("sent_us,arrived_us,from,to"));
+    let mut truth = truth.lines();
+    assert_eq!(truth.next(), Some("row,packet,kind,flow,sender,receiver"));
+    let (links, truth): (Vec<_>, Vec<_>) = (links.collect(), truth.collect());
+    assert_eq!(links.len(), truth.len());
+    assert!(links.len() >= 900, "{} rows", links.len());
+    // The observer's file holds times and nodes only.
+    assert!(
+        links
+            .iter()
+            .all(|l| l.split(',').count() == 4 && l.split(',').all(|f| f.parse::<u64>().is_ok()))
+    );
+    let kinds: std::collections::HashSet<&str> =
+        truth.iter().map(|l| l.split(',').nth(2).unwrap()).collect();
+    for kind in ["request", "reply", "cover"] {
+        assert!(kinds.contains(kind), "{kinds:?}");
+    }
+    assert_eq!(nodes.lines().count(), 9);
+}
+
+#[test]
+fn sim_mix_plots_entropy_and_latency_as_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mixnode(&[
+        "sim",
+        "mix",
+        "--nodes",
+        "10",
+        "--messages",
+        "100",
+        "--set",
+        "warmup_s=0",
+        "--plot",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("sweeps.json")).unwrap())
+            .unwrap();
+    assert_eq!(rows.len(), 16);
+    for chart in ["delay.svg", "cover.svg", "paths.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join(chart)).unwrap();
+        assert!(svg.starts_with("<svg"), "{chart}");
+        assert!(svg.contains("normalised entropy") && svg.contains("latency p50"), "{chart}");
+    }
 }
 
 #[test]

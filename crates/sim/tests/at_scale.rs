@@ -126,6 +126,13 @@ fn the_scenario_files_parse() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name.starts_with("mix-") {
+            // The mixnet's scenarios (`mixnode sim mix`).
+            mix_sim::mixnet::MixScenario::from_toml(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            continue;
+        }
         Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         n += 1;
     }

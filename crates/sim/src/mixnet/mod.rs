@@ -4,9 +4,18 @@
 //!   sent, and who received, every packet: the probability-vector bookkeeping of the Loopix
 //!   and Nym analyses, fed by the steps a simulation (or a recorded trace) produces.
 //! * [`network`]: mix nodes running the node's own core in virtual time, observed.
+//! * [`analysis`]: from a run's record to the figures ([`MixSimReport`]).
+//! * [`scenario`]: the settings ([`MixScenario`], TOML files, sweeps).
+//! * [`trace`]: what the observer saw and the ground truth, as files for outside attacks.
 
+pub mod analysis;
 pub mod network;
 pub mod observer;
+pub mod scenario;
+pub mod trace;
 
-pub use network::{MixSimConfig, MixSimReport, run};
+pub use analysis::{LinkedFigures, MixSimReport, ReplyFigures};
+pub use network::{run, run_traced};
 pub use observer::{Belief, Node, Observer, ObserverError, PacketId, Step, reversed};
+pub use scenario::{CoverKind, MixScenario, MixScenarioError, PathMode, TrafficKind};
+pub use trace::MixTrace;

@@ -1,85 +1,34 @@
-//! Mix nodes in virtual time: the node's own core (`libp2p_mix::core::MixCore`), real Sphinx
-//! packets, a seeded RNG, and a network that delays every transmission by a latency drawn per
-//! packet. Every link event goes to an [`Observer`]; every delivered message gets the
-//! adversary's belief about its sender and, on the reversed history, about its receiver.
+//! Mix nodes in virtual time: the node's own core (`libp2p_mix::core::MixCore`) with the
+//! node's settings, real Sphinx packets, a seeded RNG, and a network whose latency follows
+//! the nodes' places on a map. Every link event goes to the record the adversary analyses
+//! ([`super::analysis`]); the trace of what it saw can be written out ([`MixTrace`]).
 //!
-//! So far: Poisson senders (every node sends and forwards), messages to random mix nodes that
-//! deliver them themselves, no cover traffic. Cover, replies, streams, path modes and the CLI
-//! come next (see `crates/sim/MIXNET.md`).
+//! Traffic: every node forwards; a share of them send messages, requests (answered at once
+//! through their SURBs), bursts or streams' shards to random other nodes, which deliver them
+//! as the last hop. Cover traffic is the core's own (loops, or Loopix's slots and drops).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p_identity::{Keypair, PeerId, secp256k1};
 use libp2p_mix::core::{
-    Config, Destination, DynamicPool, ExponentialDelay, MixCore, MixNode, Output, PacketKind,
+    Config, CoverConfig, CoverMode, DelayStrategy, Destination, DynamicPool, ExponentialDelay,
+    MixCore, MixNode, NoDelay, Output, PacketKind, PathSelection, ReplayConfig, SendOptions,
 };
 use mix_sphinx::{NodeSecretKey, Packet};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::observer::{Belief, Node, Observer, PacketId, Step, reversed};
+use super::analysis::{self, Flow, FlowKind, MixSimReport};
+use super::observer::{PacketId, Step};
+use super::scenario::{CoverKind, MixScenario, PathMode, TrafficKind};
+use super::trace::{LinkRow, MixTrace, PacketTruth};
 
-/// What to simulate.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MixSimConfig {
-    /// Mix nodes; each also sends and receives.
-    pub nodes: usize,
-    /// Messages sent in all.
-    pub messages: usize,
-    /// Messages per second per node (Poisson).
-    pub rate: f64,
-    /// Mean of the exponential delay at each hop.
-    pub hop_delay: Duration,
-    /// One-way latency of a transmission, drawn uniformly per packet.
-    pub latency: (Duration, Duration),
-    /// Share of the nodes that are corrupt.
-    pub corrupt: f64,
-    /// Seed of every random choice.
-    pub seed: u64,
-}
-
-impl Default for MixSimConfig {
-    fn default() -> Self {
-        Self {
-            nodes: 20,
-            messages: 500,
-            rate: 2.0,
-            hop_delay: Duration::from_millis(20),
-            latency: (Duration::from_millis(5), Duration::from_millis(30)),
-            corrupt: 0.0,
-            seed: 1,
-        }
-    }
-}
-
-/// What the adversary learned.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MixSimReport {
-    /// Mix nodes.
-    pub nodes: usize,
-    /// Nodes that sent at least one message.
-    pub senders: usize,
-    /// Messages sent.
-    pub messages: usize,
-    /// Messages delivered.
-    pub delivered: usize,
-    /// Corrupt nodes.
-    pub corrupt: usize,
-    /// Mean entropy of the sender distributions, in bits.
-    pub entropy_bits_mean: f64,
-    /// Mean of the entropy over log₂ of the senders.
-    pub entropy_normalised_mean: f64,
-    /// 5th percentile of the same.
-    pub entropy_normalised_p5: f64,
-    /// Share of messages whose most likely sender is the true one (ties shared).
-    pub top1_linkage: f64,
-    /// Mean normalised entropy of the receiver distributions.
-    pub receiver_entropy_normalised_mean: f64,
-    /// Median time from send to delivery.
-    pub latency_ms_p50: f64,
-}
+/// Packet ids: a flow's copies (or a request's replies, one per SURB) are `flow * 8 + i`;
+/// cover packets count up from here.
+const COVER_BASE: PacketId = 1 << 62;
+const COPIES_PER_FLOW: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
@@ -87,53 +36,106 @@ enum Event {
     Timer(usize),
     /// A transmission arrives (index into the packets in flight).
     Arrive(u64),
-    /// The node sends its next message.
+    /// The node sends its next message, request, burst or stream.
     Send(usize),
 }
 
-struct Message {
-    sender: usize,
-    sent: Instant,
+/// The nodes' places: one-way latency grows with the distance between two places.
+struct Map {
+    places: Vec<(f64, f64)>,
+    min: f64,
+    span: f64,
 }
 
-/// Runs the simulation.
+impl Map {
+    fn new(rng: &mut ChaCha20Rng, n: usize, min_ms: f64, max_ms: f64) -> Self {
+        let places = (0..n).map(|_| (rng.random::<f64>(), rng.random::<f64>())).collect();
+        Self { places, min: min_ms, span: max_ms - min_ms }
+    }
+
+    /// The typical one-way latency from `a` to `b`.
+    fn base(&self, a: usize, b: usize) -> Duration {
+        let (x, y) = (self.places[a].0 - self.places[b].0, self.places[a].1 - self.places[b].1);
+        let distance = (x * x + y * y).sqrt() / std::f64::consts::SQRT_2;
+        Duration::from_secs_f64((self.min + self.span * distance) / 1000.0)
+    }
+
+    /// One transmission's latency: the typical one, up to 10 % more.
+    fn draw(&self, a: usize, b: usize, rng: &mut ChaCha20Rng) -> Duration {
+        self.base(a, b).mul_f64(1.0 + 0.1 * rng.random::<f64>())
+    }
+}
+
+/// Runs the scenario (which [`MixScenario::validate`] accepted).
+pub fn run(scenario: &MixScenario) -> MixSimReport {
+    run_traced(scenario, false).0
+}
+
+/// Runs the scenario and, with `keep_trace`, keeps what the observer saw and the ground truth.
 ///
 /// # Panics
-/// On a simulator bug (a packet the observer cannot place), never on a setting.
-pub fn run(config: &MixSimConfig) -> MixSimReport {
-    let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
-    let n = config.nodes.max(2);
+/// On a simulator bug (a packet the observer cannot place), never on a valid scenario.
+pub fn run_traced(scenario: &MixScenario, keep_trace: bool) -> (MixSimReport, Option<MixTrace>) {
+    let s = scenario;
+    let mut rng = ChaCha20Rng::seed_from_u64(s.seed);
+    let n = s.nodes;
+    // Mix nodes first, then the clients (which send but do not forward).
+    let total = n + s.clients;
     let start = Instant::now();
     let (entries, secrets): (Vec<MixNode>, Vec<NodeSecretKey>) =
-        (0..n).map(|i| node_entry(&mut rng, i)).unzip();
+        (0..total).map(|i| node_entry(&mut rng, i)).unzip();
+    let map = Map::new(&mut rng, total, s.latency_min_ms, s.latency_max_ms);
     let mut pool = DynamicPool::new();
-    for entry in &entries {
+    for entry in &entries[..n] {
         pool.insert_static(entry.clone());
     }
     let index: HashMap<PeerId, usize> =
         entries.iter().enumerate().map(|(i, e)| (*e.peer_id(), i)).collect();
+    let config = core_config(s);
     let mut cores: Vec<MixCore<ChaCha20Rng>> = entries
         .iter()
         .zip(secrets)
         .enumerate()
         .map(|(i, (entry, secret))| {
+            let mut config = config.clone();
+            if i >= n {
+                config.tit_for_tat = false;
+            } else if !s.node_cover {
+                config.cover.mode = CoverMode::Off;
+            }
             let mut core = MixCore::new(
-                Config::default(),
+                config,
                 entry.clone(),
                 secret,
                 Box::new(pool.clone()),
-                Box::new(ExponentialDelay::new(config.hop_delay)),
-                ChaCha20Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003) + i as u64),
+                delay(s.hop_delay_ms),
+                ChaCha20Rng::seed_from_u64(s.seed.wrapping_mul(1_000_003).wrapping_add(i as u64)),
             );
             core.set_wall_clock(start, Duration::from_secs(1_800_000_000));
+            core.set_serving(i < n);
+            if s.paths != PathMode::Random {
+                // What the node's pings would have measured.
+                for (j, other) in entries[..n].iter().enumerate() {
+                    if j != i {
+                        core.pool_mut().report_rtt(other.peer_id(), map.base(i, j) * 2);
+                    }
+                }
+            }
             core
         })
         .collect();
-    let corrupt_count = ((config.corrupt.clamp(0.0, 1.0) * n as f64).round() as usize).min(n);
-    let mut corrupt = vec![false; n];
-    for i in rand::seq::index::sample(&mut rng, n, corrupt_count) {
-        corrupt[i] = true;
-    }
+    let pick = |rng: &mut ChaCha20Rng, share: f64| {
+        let count = ((share * n as f64).round() as usize).min(n);
+        let mut marked = vec![false; n];
+        for i in rand::seq::index::sample(rng, n, count) {
+            marked[i] = true;
+        }
+        marked
+    };
+    let mut corrupt = pick(&mut rng, s.corrupt);
+    let mut sending = pick(&mut rng, s.senders);
+    corrupt.resize(total, false);
+    sending.resize(total, true);
 
     let mut queue: BinaryHeap<Reverse<(Instant, u64, Event)>> = BinaryHeap::new();
     let mut order = 0u64;
@@ -141,59 +143,107 @@ pub fn run(config: &MixSimConfig) -> MixSimReport {
         order += 1;
         queue.push(Reverse((at, order, event)));
     };
-    let gap = |rng: &mut ChaCha20Rng| {
-        Duration::from_secs_f64(-(1.0 - rng.random::<f64>()).ln() / config.rate.max(1e-9))
-    };
+    let gap =
+        |rng: &mut ChaCha20Rng| Duration::from_secs_f64(-(1.0 - rng.random::<f64>()).ln() / s.rate);
+    let warmup = Duration::from_secs_f64(s.warmup_s);
     for (i, core) in cores.iter_mut().enumerate() {
-        let at = start + gap(&mut rng);
-        push(&mut queue, at, Event::Send(i));
+        if sending[i] {
+            let at = start + warmup + gap(&mut rng);
+            push(&mut queue, at, Event::Send(i));
+        }
         core.handle_timeout(start);
+        if let Some(due) = core.poll_timeout() {
+            push(&mut queue, due.max(start), Event::Timer(i));
+        }
     }
+    let mut timer_at: Vec<Option<Instant>> =
+        cores.iter_mut().map(|c| c.poll_timeout().map(|d| d.max(start))).collect();
 
     let mut steps: Vec<Step> = Vec::new();
+    let mut flows: Vec<Flow> = Vec::new();
+    let mut trace = keep_trace.then(MixTrace::default);
     // Each node's numbers for the packets it holds, to their ground-truth identity.
-    let mut numbers: Vec<HashMap<u64, PacketId>> = vec![HashMap::new(); n];
-    let mut in_flight: HashMap<u64, (usize, PacketId, Packet)> = HashMap::new();
+    let mut numbers: Vec<HashMap<u64, PacketId>> = vec![HashMap::new(); total];
+    // Under Loopix cover, a node's own packets wait for a slot, and every slot sends a packet
+    // (own, or a drop): the observer sees a packet start at each slot, never at the
+    // application's call. Their start is recorded when they leave (numbers listed here).
+    let slots = s.cover == CoverKind::Loopix;
+    let mut slotted: Vec<Option<HashSet<u64>>> =
+        (0..total).map(|i| (slots && (i >= n || s.node_cover)).then(HashSet::new)).collect();
+    let mut in_flight: HashMap<u64, (usize, PacketId, Packet, usize)> = HashMap::new();
     let mut next_flight = 0u64;
-    let mut messages: Vec<Message> = Vec::new();
-    // Cover and other packets of the nodes' own get identities above the messages'.
-    let mut next_other: PacketId = 1 << 40;
-    let mut deliveries: Vec<(PacketId, usize, Instant)> = Vec::new();
-    let mut timer_at: Vec<Option<Instant>> = vec![None; n];
+    let mut next_cover: PacketId = COVER_BASE;
+    let (mut attempts, mut refused, mut packets, mut cover_packets) = (0usize, 0usize, 0u64, 0u64);
+    // Real packets (copies, replies) started and not yet ended: the run ends when none is
+    // left, or (some were dropped on the way) a while after the last send.
+    let mut outstanding = 0i64;
+    let mut last_send = start;
+    let patience = Duration::from_secs(30)
+        + Duration::from_secs_f64(s.hop_delay_ms * (s.path_len as f64) * 20.0 / 1000.0);
+    let group_size = s.group_size();
+    let options = SendOptions {
+        copies: s.copies,
+        jitter: (s.traffic == TrafficKind::Stream)
+            .then(|| Duration::from_secs_f64(s.stream_jitter_ms / 1000.0)),
+        ..SendOptions::default()
+    };
+    let mut groups = 0u64;
 
-    // Nothing is left once every message was sent and nothing is in flight or held; the
-    // cores' own timers (key rotation) would run forever.
-    let held =
-        |cores: &[MixCore<ChaCha20Rng>]| cores.iter().map(|c| c.delayed_packets()).sum::<usize>();
     while let Some(Reverse((now, _, event))) = queue.pop() {
-        if messages.len() >= config.messages
-            && in_flight.is_empty()
-            && held(&cores) == 0
-            && !matches!(event, Event::Arrive(_))
-        {
+        if attempts >= s.messages && (outstanding <= 0 || now > last_send + patience) {
             break;
         }
+        let mut arrived: Option<PacketId> = None;
         let touched = match event {
             Event::Send(i) => {
-                if messages.len() >= config.messages {
+                if attempts >= s.messages {
                     continue;
                 }
-                let id = messages.len() as PacketId;
-                let mut to = rng.random_range(0..n - 1);
-                if to >= i {
+                let mut to = rng.random_range(0..if i < n { n - 1 } else { n });
+                if i < n && to >= i {
                     to += 1;
                 }
                 let dest = Destination::MixNode(*entries[to].peer_id());
-                let before = cores[i].last_packet_number();
-                if cores[i].send(now, &dest, "/sim/1", &id.to_be_bytes()).is_ok() {
-                    messages.push(Message { sender: i, sent: now });
-                    for number in before + 1..=cores[i].last_packet_number() {
-                        numbers[i].insert(number, id);
+                let group = (group_size > 1).then(|| {
+                    groups += 1;
+                    groups - 1
+                });
+                for _ in 0..group_size.min(s.messages - attempts) {
+                    attempts += 1;
+                    let flow = flows.len() as u64;
+                    let body = flow.to_be_bytes();
+                    let before = cores[i].last_packet_number();
+                    let (kind, sent) = if s.traffic == TrafficKind::RequestReply {
+                        let r =
+                            cores[i].request_with(now, &dest, "/sim/1", &body, s.surbs, options);
+                        (FlowKind::Request, r.is_ok())
+                    } else {
+                        let r = cores[i].send_with(now, &dest, "/sim/1", &body, options);
+                        (FlowKind::Message, r.is_ok())
+                    };
+                    if !sent {
+                        refused += 1;
+                        continue;
                     }
-                    steps.push(Step::Originate { node: i as Node, packet: id });
+                    flows.push(Flow {
+                        sender: i,
+                        receiver: to,
+                        sent: now,
+                        kind,
+                        group,
+                        delivered: None,
+                        answers: None,
+                    });
+                    let after = cores[i].last_packet_number();
+                    for (copy, number) in (before + 1..=after).enumerate() {
+                        let id = flow * COPIES_PER_FLOW + copy as u64;
+                        numbers[i].insert(number, id);
+                        originate(&mut steps, &mut slotted[i], i, number, id);
+                        outstanding += 1;
+                    }
                 }
-                let next = now + gap(&mut rng);
-                push(&mut queue, next, Event::Send(i));
+                last_send = now;
+                push(&mut queue, now + gap(&mut rng), Event::Send(i));
                 i
             }
             Event::Timer(i) => {
@@ -205,19 +255,29 @@ pub fn run(config: &MixSimConfig) -> MixSimReport {
                 i
             }
             Event::Arrive(flight) => {
-                let (to, id, packet) = in_flight.remove(&flight).expect("in flight");
+                let (to, id, packet, row) = in_flight.remove(&flight).expect("in flight");
+                if let Some(t) = trace.as_mut() {
+                    t.links[row].arrived = now.duration_since(start);
+                }
                 let before = cores[to].last_packet_number();
                 let handled = cores[to].handle_packet(now, packet).is_ok();
                 let after = cores[to].last_packet_number();
                 if handled && after > before {
-                    steps.push(Step::Arrive { node: to as Node, packet: id });
+                    steps.push(Step::Arrive { node: to as u32, packet: id });
                     for number in before + 1..=after {
                         numbers[to].insert(number, id);
                     }
                 } else {
                     // Delivered or consumed here at once, or dropped: the adversary links
                     // the end to the arrival.
-                    steps.push(Step::Deliver { node: to as Node, packet: id });
+                    steps.push(Step::Deliver { node: to as u32, packet: id });
+                    if id < COVER_BASE {
+                        outstanding -= 1;
+                    }
+                    if let Some(t) = trace.as_mut() {
+                        t.ended(id, to);
+                    }
+                    arrived = Some(id);
                 }
                 to
             }
@@ -225,36 +285,84 @@ pub fn run(config: &MixSimConfig) -> MixSimReport {
         // What the call produced.
         while let Some(output) = cores[touched].poll_output() {
             match output {
-                Output::Transmit { peer, packet, trace, .. } => {
+                Output::Transmit { peer, packet, trace: origin, .. } => {
                     let Some(&to) = index.get(&peer) else { continue };
-                    let id = match numbers[touched].remove(&trace.number) {
-                        Some(id) => id,
-                        None => {
-                            let id = next_other;
-                            next_other += 1;
-                            if trace.kind == PacketKind::Forward {
-                                // Not one we know: the observer would have no vector for it.
-                                continue;
+                    let id = match numbers[touched].remove(&origin.number) {
+                        Some(id) => {
+                            if slotted[touched].as_mut().is_some_and(|w| w.remove(&origin.number)) {
+                                steps.push(Step::Originate { node: touched as u32, packet: id });
                             }
-                            steps.push(Step::Originate { node: touched as Node, packet: id });
                             id
                         }
+                        None if origin.kind == PacketKind::Cover => {
+                            let id = next_cover;
+                            next_cover += 1;
+                            cover_packets += 1;
+                            steps.push(Step::Originate { node: touched as u32, packet: id });
+                            if let Some(t) = trace.as_mut() {
+                                t.packets.insert(id, PacketTruth::cover(touched));
+                            }
+                            id
+                        }
+                        // Not one the simulator started: the observer would have no vector.
+                        None => continue,
                     };
-                    steps.push(Step::Depart { node: touched as Node, packet: id });
-                    let (low, high) = config.latency;
-                    let latency = low + (high.saturating_sub(low)).mul_f64(rng.random::<f64>());
+                    steps.push(Step::Depart { node: touched as u32, packet: id });
+                    packets += 1;
+                    let row = trace.as_mut().map_or(0, |t| {
+                        t.links.push(LinkRow {
+                            sent: now.duration_since(start),
+                            arrived: Duration::ZERO,
+                            from: touched,
+                            to,
+                            packet: id,
+                        });
+                        t.links.len() - 1
+                    });
                     next_flight += 1;
-                    in_flight.insert(next_flight, (to, id, packet));
-                    push(&mut queue, now + latency, Event::Arrive(next_flight));
+                    in_flight.insert(next_flight, (to, id, packet, row));
+                    push(
+                        &mut queue,
+                        now + map.draw(touched, to, &mut rng),
+                        Event::Arrive(next_flight),
+                    );
                 }
                 Output::Deliver(delivery) => {
-                    if let Some(id) = delivery
-                        .body
-                        .first_chunk::<8>()
-                        .map(|b| u64::from_be_bytes(*b))
-                        .filter(|&id| (id as usize) < messages.len())
+                    let Some(flow) = flow_of(&delivery.body, flows.len()) else { continue };
+                    if flows[flow].delivered.is_none() {
+                        flows[flow].delivered = arrived.map(|id| (id, now));
+                    }
+                    if !delivery.surbs.is_empty() {
+                        // The destination answers at once, through every SURB.
+                        let reply = flows.len() as u64;
+                        let before = cores[touched].last_packet_number();
+                        if cores[touched].reply(now, &delivery.surbs, &reply.to_be_bytes()).is_ok()
+                        {
+                            let requester = flows[flow].sender;
+                            flows.push(Flow {
+                                sender: touched,
+                                receiver: requester,
+                                sent: now,
+                                kind: FlowKind::Reply,
+                                group: None,
+                                delivered: None,
+                                answers: Some(flow),
+                            });
+                            let after = cores[touched].last_packet_number();
+                            for (copy, number) in (before + 1..=after).enumerate() {
+                                let id = reply * COPIES_PER_FLOW + copy as u64;
+                                numbers[touched].insert(number, id);
+                                originate(&mut steps, &mut slotted[touched], touched, number, id);
+                                outstanding += 1;
+                            }
+                        }
+                    }
+                }
+                Output::Reply { body, .. } => {
+                    if let Some(flow) = flow_of(&body, flows.len())
+                        && flows[flow].delivered.is_none()
                     {
-                        deliveries.push((id, touched, now));
+                        flows[flow].delivered = arrived.map(|id| (id, now));
                     }
                 }
                 _ => {}
@@ -268,82 +376,131 @@ pub fn run(config: &MixSimConfig) -> MixSimReport {
         }
     }
 
-    report(n, &corrupt, &messages, &deliveries, &steps)
-}
-
-fn report(
-    n: usize,
-    corrupt: &[bool],
-    messages: &[Message],
-    deliveries: &[(PacketId, usize, Instant)],
-    steps: &[Step],
-) -> MixSimReport {
-    let everyone: Vec<Option<usize>> = (0..n).map(Some).collect();
-    let mut senders_seen = vec![false; n];
-    for m in messages {
-        senders_seen[m.sender] = true;
+    if let Some(t) = trace.as_mut() {
+        t.finish(&flows, &corrupt, n, COPIES_PER_FLOW);
     }
-    let senders = senders_seen.iter().filter(|&&s| s).count();
-
-    let sender_beliefs = beliefs(n, corrupt, &everyone, steps);
-    let receiver_beliefs = beliefs(n, corrupt, &everyone, &reversed(steps));
-
-    let mut normalised = Vec::new();
-    let (mut bits, mut top1, mut receivers) = (0.0, 0.0, Vec::new());
-    let mut latencies = Vec::new();
-    let mut delivered = vec![false; messages.len()];
-    for &(id, _, at) in deliveries {
-        if std::mem::replace(&mut delivered[id as usize], true) {
-            continue;
-        }
-        let message = &messages[id as usize];
-        if let Some(b) = sender_beliefs.get(&id) {
-            bits += b.entropy_bits();
-            normalised.push(b.normalised_entropy(senders));
-            top1 += b.top1_credit(message.sender);
-        }
-        if let Some(b) = receiver_beliefs.get(&id) {
-            receivers.push(b.normalised_entropy(n));
-        }
-        latencies.push(at.duration_since(message.sent).as_secs_f64() * 1000.0);
-    }
-    let count = normalised.len().max(1) as f64;
-    normalised.sort_by(f64::total_cmp);
-    latencies.sort_by(f64::total_cmp);
-    MixSimReport {
+    let virtual_seconds = last_send.duration_since(start).as_secs_f64();
+    let mut report = analysis::analyse(&analysis::Run {
         nodes: n,
-        senders,
-        messages: messages.len(),
-        delivered: delivered.iter().filter(|&&d| d).count(),
-        corrupt: corrupt.iter().filter(|&&c| c).count(),
-        entropy_bits_mean: bits / count,
-        entropy_normalised_mean: normalised.iter().sum::<f64>() / count,
-        entropy_normalised_p5: normalised.get(normalised.len() / 20).copied().unwrap_or(0.0),
-        top1_linkage: top1 / count,
-        receiver_entropy_normalised_mean: receivers.iter().sum::<f64>()
-            / receivers.len().max(1) as f64,
-        latency_ms_p50: latencies.get(latencies.len() / 2).copied().unwrap_or(0.0),
+        participants: total,
+        corrupt: &corrupt,
+        flows: &flows,
+        steps: &steps,
+        copies: s.copies,
+        copies_per_flow: COPIES_PER_FLOW,
+        cover_base: COVER_BASE,
+        hop_likelihood: Some(hop_likelihood(s, &map, n, total)),
+    });
+    report.mode = s.paths.name();
+    report.refused = refused;
+    report.packets = packets;
+    report.cover_packets = cover_packets;
+    report.virtual_seconds = virtual_seconds;
+    (report, trace)
+}
+
+/// How likely each participant is to put each node on a path of its own, as an adversary
+/// who knows the latency map and the selection rule computes it: `[node][participant]`.
+/// The hops before the last are drawn by the selector (uniform, 1/RTT, or the hybrid's mix of
+/// the two, its candidate draw averaged out); the last is the destination, uniform.
+fn hop_likelihood(s: &MixScenario, map: &Map, n: usize, total: usize) -> Vec<Vec<f64>> {
+    let uniform_share = match s.paths {
+        PathMode::Random => 1.0,
+        PathMode::Rtt => 0.0,
+        PathMode::Hybrid => s.hybrid_randomness,
+    };
+    let mut rows = vec![vec![1.0; total]; total];
+    let intermediate = (s.path_len - 1) as f64;
+    for sender in 0..total {
+        let others = if sender < n { n - 1 } else { n } as f64;
+        let inverse = |x: usize| 1.0 / (map.base(sender, x).as_secs_f64() * 2_000.0).max(0.01);
+        let sum: f64 = (0..n).filter(|&x| x != sender).map(inverse).sum();
+        for (x, row) in rows.iter_mut().enumerate().take(n) {
+            row[sender] = if x == sender {
+                // Only as the end of its own loop.
+                1.0 / others
+            } else {
+                let chosen = (1.0 - uniform_share) * inverse(x) / sum + uniform_share / others;
+                intermediate * chosen + 1.0 / others
+            };
+        }
+    }
+    rows
+}
+
+/// Records that node `node` started packet `id` (its number `number`): now, or when it
+/// leaves in a Loopix slot.
+fn originate(
+    steps: &mut Vec<Step>,
+    slotted: &mut Option<HashSet<u64>>,
+    node: usize,
+    number: u64,
+    id: PacketId,
+) {
+    match slotted {
+        Some(waiting) => {
+            waiting.insert(number);
+        }
+        None => steps.push(Step::Originate { node: node as u32, packet: id }),
     }
 }
 
-/// Runs `steps` through an observer and keeps the belief about each packet where it ends.
-fn beliefs(
-    n: usize,
-    corrupt: &[bool],
-    party_of: &[Option<usize>],
-    steps: &[Step],
-) -> HashMap<PacketId, Belief> {
-    let mut observer = Observer::new(party_of.to_vec(), n, corrupt.to_vec());
-    let mut out = HashMap::new();
-    for &step in steps {
-        let belief = observer.step(step).expect("the simulator places every packet");
-        if let (Some(belief), Step::Deliver { packet, .. } | Step::End { packet, .. }) =
-            (belief, step)
-        {
-            out.insert(packet, belief);
-        }
+/// The flow a delivered body names, if it is one the simulator sent.
+fn flow_of(body: &[u8], flows: usize) -> Option<usize> {
+    let id = u64::from_be_bytes(*body.first_chunk::<8>()?) as usize;
+    (id < flows).then_some(id)
+}
+
+/// The node's configuration for this scenario.
+fn core_config(s: &MixScenario) -> Config {
+    let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
+    Config {
+        path_len: s.path_len,
+        pre_send_delay: ms(s.pre_send_delay_ms),
+        send_jitter: ms(s.send_jitter_ms),
+        path_selection: match s.paths {
+            PathMode::Random => PathSelection::Random,
+            PathMode::Rtt => PathSelection::Rtt,
+            PathMode::Hybrid => PathSelection::Hybrid {
+                candidates: s.hybrid_candidates,
+                randomness: s.hybrid_randomness,
+            },
+        },
+        cover: CoverConfig {
+            mode: match s.cover {
+                CoverKind::Off => CoverMode::Off,
+                CoverKind::Loops => CoverMode::Loops,
+                CoverKind::Loopix => CoverMode::Loopix,
+            },
+            rate: s.cover_rate,
+            loop_rate: s.loop_rate,
+            // Own packets wait for slots as long as the run needs: it is the scenario's
+            // rates, not the queue, that should decide.
+            max_queued_own: 100_000,
+            max_queue_delay: Duration::from_secs(600),
+            ..CoverConfig::default()
+        },
+        // One key for the run; a filter sized for what a simulated node sees.
+        rotation: None,
+        replay: ReplayConfig {
+            packets_per_second: 100,
+            key_lifetime: Duration::from_secs(1_000),
+            ..ReplayConfig::default()
+        },
+        max_pending_requests: 100_000,
+        max_pending_surbs: 1_000_000,
+        request_timeout: Duration::from_secs(3_600),
+        max_delayed_packets: 1_000_000,
+        ..Config::default()
     }
-    out
+}
+
+fn delay(mean_ms: f64) -> Box<dyn DelayStrategy> {
+    if mean_ms < 1.0 {
+        Box::new(NoDelay)
+    } else {
+        Box::new(ExponentialDelay::new(Duration::from_secs_f64(mean_ms / 1000.0)))
+    }
 }
 
 /// A node with keys drawn from `rng` (secp256k1 identity, X25519 mix key) and an address
@@ -369,19 +526,27 @@ fn node_entry(rng: &mut ChaCha20Rng, i: usize) -> (MixNode, NodeSecretKey) {
 mod tests {
     use super::*;
 
+    fn small(changes: &[&str]) -> MixScenario {
+        let mut s = MixScenario {
+            nodes: 10,
+            messages: 200,
+            rate: 2.0,
+            warmup_s: 0.0,
+            ..MixScenario::default()
+        };
+        for c in changes {
+            s = s.with_assignment(c).expect("a valid change");
+        }
+        s
+    }
+
     #[test]
     fn anonymity_grows_with_traffic_and_corrupt_nodes_reveal_everything() {
         // Loopix's rule of thumb: a mix hides well once it holds a few packets on average
         // (arrival rate over departure rate of two or more).
-        let quiet = run(&MixSimConfig { nodes: 10, messages: 200, ..MixSimConfig::default() });
+        let quiet = run(&small(&[]));
         assert_eq!((quiet.messages, quiet.delivered), (200, 200), "{quiet:?}");
-        let busy = run(&MixSimConfig {
-            nodes: 10,
-            messages: 300,
-            rate: 50.0,
-            hop_delay: Duration::from_millis(100),
-            ..MixSimConfig::default()
-        });
+        let busy = run(&small(&["messages=300", "rate=50", "hop_delay_ms=100"]));
         assert_eq!((busy.messages, busy.delivered), (300, 300), "{busy:?}");
         assert!(busy.entropy_normalised_mean > 0.6, "{busy:?}");
         assert!(busy.entropy_normalised_mean <= 1.0, "{busy:?}");
@@ -389,20 +554,98 @@ mod tests {
         assert!(busy.receiver_entropy_normalised_mean > 0.6, "{busy:?}");
         assert!(quiet.entropy_normalised_mean < busy.entropy_normalised_mean, "{quiet:?}");
         assert!(busy.latency_ms_p50 > quiet.latency_ms_p50, "{busy:?} {quiet:?}");
-        let all = run(&MixSimConfig {
-            nodes: 10,
-            messages: 100,
-            corrupt: 1.0,
-            ..MixSimConfig::default()
-        });
+        let all = run(&small(&["messages=100", "corrupt=1.0"]));
         assert_eq!(all.corrupt, 10);
         assert_eq!(all.entropy_bits_mean, 0.0, "every node corrupt: nothing hidden, {all:?}");
         assert!((all.top1_linkage - 1.0).abs() < 1e-9, "{all:?}");
     }
 
     #[test]
+    fn cover_traffic_hides_a_quiet_network() {
+        let quiet = run(&small(&["messages=100", "rate=0.5"]));
+        let covered = run(&small(&[
+            "messages=100",
+            "rate=0.5",
+            "cover=\"loopix\"",
+            "cover_rate=20",
+            "loop_rate=5",
+        ]));
+        assert_eq!(covered.delivered, 100, "{covered:?}");
+        assert!(covered.cover_packets > 1_000, "{covered:?}");
+        assert!(
+            covered.entropy_normalised_mean > quiet.entropy_normalised_mean + 0.2,
+            "{quiet:?} {covered:?}"
+        );
+    }
+
+    #[test]
+    fn replies_come_back_and_their_receivers_are_measured() {
+        let r = run(&small(&["traffic=\"request-reply\"", "messages=80", "rate=20"]));
+        assert_eq!(r.delivered, 80, "{r:?}");
+        let replies = r.replies.clone().expect("replies measured");
+        assert_eq!(replies.delivered, 80, "{r:?}");
+        assert!(replies.receiver_entropy_normalised_mean > 0.0, "{r:?}");
+    }
+
+    #[test]
+    fn a_destination_that_links_a_streams_shards_learns_more() {
+        let r = run(&small(&[
+            "traffic=\"stream\"",
+            "stream_bytes=30000",
+            "messages=300",
+            "rate=1",
+            "hop_delay_ms=50",
+        ]));
+        assert_eq!(r.delivered, 300, "{r:?}");
+        let linked = r.linked.clone().expect("streams are linked groups");
+        assert!(linked.groups >= 25, "{r:?}");
+        assert!(linked.entropy_normalised_mean <= r.entropy_normalised_mean, "{r:?}");
+        assert!(linked.top1_linkage >= r.top1_linkage, "{r:?}");
+    }
+
+    #[test]
+    fn clients_send_through_the_nodes_and_their_traffic_hides_everyone() {
+        let nodes_only = run(&small(&["messages=100", "rate=0.5"]));
+        let r = run(&small(&["messages=100", "rate=0.5", "clients=30", "senders=0"]));
+        assert_eq!((r.nodes, r.clients), (10, 30), "{r:?}");
+        assert!((20..=30).contains(&r.senders), "only clients send: {r:?}");
+        assert_eq!(r.delivered, 100, "{r:?}");
+        // A client forwards nothing: its first hop alone starts hiding it.
+        assert!(r.top1_linkage > 0.0, "{r:?}");
+        let busy = run(&small(&[
+            "messages=200",
+            "rate=0.5",
+            "clients=30",
+            "senders=0",
+            "cover=\"loopix\"",
+            "cover_rate=20",
+            "loop_rate=2",
+        ]));
+        assert!(busy.entropy_normalised_mean > nodes_only.entropy_normalised_mean, "{busy:?}");
+    }
+
+    #[test]
+    fn an_adversary_who_knows_the_latency_map_gains_from_rtt_paths() {
+        let base = ["nodes=30", "messages=600", "rate=10", "hop_delay_ms=50", "latency_max_ms=150"];
+        let random = run(&small(&base));
+        let rtt = run(&small(&[&base[..], &["paths=\"rtt\""]].concat()));
+        // Uniform paths: knowing the rule adds little (a node never routes through itself).
+        assert!(
+            (random.path_aware_entropy_normalised_mean - random.entropy_normalised_mean).abs()
+                < 0.05,
+            "{random:?}"
+        );
+        assert!(
+            rtt.path_aware_entropy_normalised_mean
+                < random.path_aware_entropy_normalised_mean - 0.02,
+            "{random:?} {rtt:?}"
+        );
+        assert!(rtt.path_aware_top1_linkage > random.path_aware_top1_linkage, "{random:?} {rtt:?}");
+    }
+
+    #[test]
     fn runs_are_reproducible_from_the_seed() {
-        let config = MixSimConfig { nodes: 8, messages: 60, seed: 7, ..MixSimConfig::default() };
+        let config = small(&["nodes=8", "messages=60", "seed=7", "copies=2", "paths=\"rtt\""]);
         assert_eq!(run(&config), run(&config));
     }
 }

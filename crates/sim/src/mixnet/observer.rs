@@ -37,6 +37,11 @@ impl Belief {
         Self(p)
     }
 
+    /// A distribution given by its probabilities (which sum to 1), indexed by party.
+    pub fn from_weights(probabilities: Vec<f64>) -> Self {
+        Self(probabilities)
+    }
+
     /// The probabilities, indexed by party.
     pub fn probabilities(&self) -> &[f64] {
         &self.0
@@ -193,6 +198,9 @@ pub struct Observer {
     wire: HashMap<PacketId, Belief>,
     /// Packets inside corrupt nodes, which know each one.
     held: HashMap<PacketId, Belief>,
+    /// `hop_likelihood[x][p]`: how likely party `p` is to put node `x` on a path of its own,
+    /// relative to the other nodes (see [`Self::with_hop_likelihood`]).
+    hop_likelihood: Option<Vec<Vec<f64>>>,
 }
 
 impl Observer {
@@ -207,7 +215,47 @@ impl Observer {
         let pools = (0..party_of.len())
             .map(|n| if corrupt[n] { Pool::new(0) } else { Pool::new(parties) })
             .collect();
-        Self { party_of, parties, corrupt, pools, wire: HashMap::new(), held: HashMap::new() }
+        Self {
+            party_of,
+            parties,
+            corrupt,
+            pools,
+            wire: HashMap::new(),
+            held: HashMap::new(),
+            hop_likelihood: None,
+        }
+    }
+
+    /// An adversary who also knows how each party chooses its paths: a packet that arrives
+    /// at node `x` was more likely sent by a party that often puts `x` on its paths, so its
+    /// belief is multiplied by `likelihood[x]` (one weight per party) and renormalised. With
+    /// RTT-weighted path selection and a known latency map this is where the choice leaks
+    /// the sender's place in the network; with uniform paths it only says that a node does
+    /// not route its own packets through itself.
+    ///
+    /// The departing node's pool keeps its plain accounting (the mean left it), so this is a
+    /// heuristic on top of the pool method, not an exact posterior.
+    ///
+    /// # Panics
+    /// If `likelihood` has not one row per node of `parties` weights.
+    pub fn with_hop_likelihood(mut self, likelihood: Vec<Vec<f64>>) -> Self {
+        assert_eq!(likelihood.len(), self.corrupt.len(), "one row per node");
+        assert!(likelihood.iter().all(|row| row.len() == self.parties), "one weight per party");
+        self.hop_likelihood = Some(likelihood);
+        self
+    }
+
+    /// Reweighs a belief about a packet that arrived at node `n`.
+    fn arrived_at(&self, n: usize, belief: Belief) -> Belief {
+        let Some(rows) = &self.hop_likelihood else { return belief };
+        let weighted: Vec<f64> = belief.0.iter().zip(&rows[n]).map(|(p, w)| p * w).collect();
+        let sum: f64 = weighted.iter().sum();
+        if sum > 0.0 && sum.is_finite() {
+            Belief(weighted.into_iter().map(|p| p / sum).collect())
+        } else {
+            // Nothing the model explains: the path knowledge says nothing here.
+            belief
+        }
     }
 
     /// The number of parties a belief ranges over.
@@ -243,6 +291,7 @@ impl Observer {
             Step::Arrive { node, packet } => {
                 let n = self.index(node)?;
                 let belief = self.wire.remove(&packet).ok_or(misplaced(packet))?;
+                let belief = self.arrived_at(n, belief);
                 if self.corrupt[n] {
                     self.held.insert(packet, belief);
                 } else {
@@ -255,8 +304,9 @@ impl Observer {
                 Ok(Some(belief))
             }
             Step::Deliver { node, packet } => {
-                self.index(node)?;
-                self.wire.remove(&packet).ok_or(misplaced(packet)).map(Some)
+                let n = self.index(node)?;
+                let belief = self.wire.remove(&packet).ok_or(misplaced(packet))?;
+                Ok(Some(self.arrived_at(n, belief)))
             }
             Step::Emit { node, packet } => {
                 let n = self.index(node)?;
@@ -481,6 +531,21 @@ mod tests {
             reversed(&steps),
             vec![Step::Emit { node: B, packet: 7 }, Step::Deliver { node: A, packet: 7 }]
         );
+    }
+
+    #[test]
+    fn knowing_how_senders_choose_paths_reweighs_an_arrival() {
+        // A and B each send one packet into M, which forwards one of them to C. A puts C on
+        // its paths three times as often as B does: the pool says 1/2 each, the path-aware
+        // adversary 3/4 for A.
+        let likelihood = vec![vec![1.0, 1.0]; 3].into_iter().chain([vec![3.0, 1.0]]).collect();
+        let mut o = Observer::new(vec![Some(0), Some(1), None, None], 2, vec![false; 4])
+            .with_hop_likelihood(likelihood);
+        send(&mut o, A, M, 1);
+        send(&mut o, B, M, 2);
+        o.step(Step::Depart { node: M, packet: 1 }).unwrap();
+        let belief = o.step(Step::Deliver { node: 3, packet: 1 }).unwrap().unwrap();
+        close(&belief, &[0.75, 0.25]);
     }
 
     #[test]
