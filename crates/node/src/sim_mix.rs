@@ -248,6 +248,11 @@ fn print_rows(json: bool, rows: &[Row]) -> anyhow::Result<()> {
             r.path_aware_top1_linkage * 100.0
         );
         println!(
+            "  an adversary who weighs held packets by how fast they leave: normalised mean {:.3}, top-1 {:.1} %",
+            r.rate_aware_entropy_normalised_mean,
+            r.rate_aware_top1_linkage * 100.0
+        );
+        println!(
             "  receivers: normalised mean {:.3}, top-1 {:.1} %; latency p50 {:.1} ms, p95 {:.1} ms",
             r.receiver_entropy_normalised_mean,
             r.receiver_top1_linkage * 100.0,
@@ -264,11 +269,13 @@ fn print_rows(json: bool, rows: &[Row]) -> anyhow::Result<()> {
         }
         if let Some(p) = &r.replies {
             println!(
-                "  replies: {} of {} back; requester hidden at normalised {:.3}, top-1 {:.1} %; round trip p50 {:.1} ms",
+                "  replies: {} of {} back; requester hidden at normalised {:.3}, top-1 {:.1} %; the destination linking reply and request: {:.3}, top-1 {:.1} %; round trip p50 {:.1} ms",
                 p.delivered,
                 p.sent,
                 p.receiver_entropy_normalised_mean,
                 p.receiver_top1_linkage * 100.0,
+                p.linked_entropy_normalised_mean,
+                p.linked_top1_linkage * 100.0,
                 p.round_trip_ms_p50
             );
         }

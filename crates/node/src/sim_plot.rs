@@ -38,9 +38,9 @@ pub(crate) fn write_charts(
             base.with_setting("cover", "off")?
         } else {
             // Loops at a tenth of the slots, as Nym's clients send them.
-            base.with_setting("cover", "loopix")?
-                .with_setting("cover_rate", &c.to_string())?
+            base.with_setting("cover_rate", &c.to_string())?
                 .with_setting("loop_rate", &(c / 10.0).to_string())?
+                .with_setting("cover", "loopix")?
         };
         scenarios.push((vec![("cover_rate".into(), c.to_string())], s));
     }

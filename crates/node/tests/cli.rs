@@ -314,7 +314,7 @@ fn sim_mix_writes_the_observers_trace_apart_from_the_ground_truth() {
     let mut links = links.lines();
     assert_eq!(links.next(), Some("sent_us,arrived_us,from,to"));
     let mut truth = truth.lines();
-    assert_eq!(truth.next(), Some("row,packet,kind,flow,sender,receiver"));
+    assert_eq!(truth.next(), Some("row,packet,kind,flow,answers,sender,receiver"));
     let (links, truth): (Vec<_>, Vec<_>) = (links.collect(), truth.collect());
     assert_eq!(links.len(), truth.len());
     assert!(links.len() >= 900, "{} rows", links.len());

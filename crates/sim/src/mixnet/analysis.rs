@@ -2,12 +2,12 @@
 //! forward for senders and once in reverse time for receivers, and the beliefs about each
 //! delivered message summarised.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::observer::{Belief, Observer, PacketId, Step, reversed};
+use super::observer::{Belief, Observer, PacketId, Rates, Step, reversed};
 
 /// What a flow is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub struct Run<'a> {
     /// How likely each party is to put each node on its paths (`[node][party]`), for the
     /// path-aware adversary (see [`Observer::with_hop_likelihood`]).
     pub hop_likelihood: Option<Vec<Vec<f64>>>,
+    /// How fast each participant lets each kind of packet go (see [`Rates`]), for the
+    /// rate-aware adversary.
+    pub rates: Option<Vec<Rates>>,
 }
 
 /// What a receiver that links several messages (the shards of one stream, the messages of
@@ -87,6 +90,12 @@ pub struct ReplyFigures {
     pub receiver_entropy_normalised_mean: f64,
     /// Share of replies whose most likely receiver is the requester.
     pub receiver_top1_linkage: f64,
+    /// The destination links each reply to its request: the product of the belief about
+    /// the request's sender and about the reply's receiver (both are the requester),
+    /// renormalised; its mean normalised entropy over the senders.
+    pub linked_entropy_normalised_mean: f64,
+    /// Share of requesters that product names.
+    pub linked_top1_linkage: f64,
     /// Median time from the request's send to the reply's arrival.
     pub round_trip_ms_p50: f64,
 }
@@ -129,6 +138,13 @@ pub struct MixSimReport {
     pub path_aware_entropy_normalised_mean: f64,
     /// Its top-1 linkage.
     pub path_aware_top1_linkage: f64,
+    /// The same mean for an adversary that weighs each held packet by how fast it leaves
+    /// (own packets after the short pre-send delay, sources at their rate; see
+    /// [`Rates`]). Its expected-share accounting can misattribute, so it is not always the
+    /// stronger: read the lowest of the three.
+    pub rate_aware_entropy_normalised_mean: f64,
+    /// Its top-1 linkage.
+    pub rate_aware_top1_linkage: f64,
     /// Mean normalised entropy of the receiver distributions.
     pub receiver_entropy_normalised_mean: f64,
     /// Share of messages whose most likely receiver is the true one.
@@ -177,14 +193,15 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
     let cpf = run.copies_per_flow;
     let real = |packet: PacketId| (packet < run.cover_base).then(|| (packet / cpf) as usize);
     let is_sent = |f: &Flow| f.kind != FlowKind::Reply;
-    let senders = run.flows.iter().filter(|f| is_sent(f)).map(|f| f.sender).collect::<HashSet<_>>();
-    let senders = senders.len();
+    let active = run.flows.iter().filter(|f| is_sent(f)).map(|f| f.sender).collect::<HashSet<_>>();
+    let senders = active.len();
 
     // Senders: forward in time.
     let mut observer = Observer::new(everyone.clone(), n, run.corrupt.to_vec());
     let mut normalised = Vec::new();
     let (mut bits, mut top1) = (0.0, 0.0);
     let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
+    let mut request_beliefs: HashMap<usize, Belief> = HashMap::new();
     let mut ended: HashSet<PacketId> = HashSet::new();
     for &step in run.steps {
         let belief = observer.step(step).expect("the simulator places every packet");
@@ -199,9 +216,15 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
         if !is_sent(f) {
             continue;
         }
+        // Nobody sends to itself: the destination is not the sender.
+        let belief = belief.restricted(|p| p != f.receiver);
+        let candidates = senders - usize::from(active.contains(&f.receiver));
         if f.delivered.map(|d| d.0) == Some(packet) {
+            if f.kind == FlowKind::Request {
+                request_beliefs.insert(flow, belief.clone());
+            }
             bits += belief.entropy_bits();
-            normalised.push(belief.normalised_entropy(senders));
+            normalised.push(belief.normalised_entropy(candidates));
             top1 += belief.top1_credit(f.sender);
         }
         // The receiver links a group's members and every copy of a message.
@@ -215,27 +238,34 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
     }
     let count = normalised.len().max(1) as f64;
     normalised.sort_by(f64::total_cmp);
-    let (path_aware_entropy, path_aware_top1) = match &run.hop_likelihood {
-        Some(likelihood) => {
-            let mut observer = Observer::new(everyone.clone(), n, run.corrupt.to_vec())
-                .with_hop_likelihood(likelihood.clone());
-            let (mut entropy, mut top1, mut count) = (0.0, 0.0, 0usize);
-            for &step in run.steps {
-                let belief = observer.step(step).expect("the simulator places every packet");
-                let (Some(belief), Step::Deliver { packet, .. } | Step::End { packet, .. }) =
-                    (belief, step)
-                else {
-                    continue;
-                };
-                let Some(f) = real(packet).map(|flow| &run.flows[flow]) else { continue };
-                if is_sent(f) && f.delivered.map(|d| d.0) == Some(packet) {
-                    entropy += belief.normalised_entropy(senders);
-                    top1 += belief.top1_credit(f.sender);
-                    count += 1;
-                }
+    // The same figures for a stronger-informed adversary, whose observer is `observer`.
+    let score = |mut observer: Observer| {
+        let (mut entropy, mut top1, mut count) = (0.0, 0.0, 0usize);
+        for &step in run.steps {
+            let belief = observer.step(step).expect("the simulator places every packet");
+            let (Some(belief), Step::Deliver { packet, .. } | Step::End { packet, .. }) =
+                (belief, step)
+            else {
+                continue;
+            };
+            let Some(f) = real(packet).map(|flow| &run.flows[flow]) else { continue };
+            if is_sent(f) && f.delivered.map(|d| d.0) == Some(packet) {
+                let belief = belief.restricted(|p| p != f.receiver);
+                let candidates = senders - usize::from(active.contains(&f.receiver));
+                entropy += belief.normalised_entropy(candidates);
+                top1 += belief.top1_credit(f.sender);
+                count += 1;
             }
-            (entropy / count.max(1) as f64, top1 / count.max(1) as f64)
         }
+        (entropy / count.max(1) as f64, top1 / count.max(1) as f64)
+    };
+    let plain = || Observer::new(everyone.clone(), n, run.corrupt.to_vec());
+    let (path_aware_entropy, path_aware_top1) = match &run.hop_likelihood {
+        Some(likelihood) => score(plain().with_hop_likelihood(likelihood.clone())),
+        None => (normalised.iter().sum::<f64>() / count, top1 / count),
+    };
+    let (rate_aware_entropy, rate_aware_top1) = match &run.rates {
+        Some(rates) => score(plain().with_rates(rates.clone())),
         None => (normalised.iter().sum::<f64>() / count, top1 / count),
     };
 
@@ -264,17 +294,32 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
     let mut observer = Observer::new(everyone, n, run.corrupt.to_vec());
     let (mut receivers, mut receiver_top1, mut receiver_count) = (0.0, 0.0, 0usize);
     let (mut reply_entropy, mut reply_top1, mut reply_count) = (0.0, 0.0, 0usize);
+    let (mut reply_linked_entropy, mut reply_linked_top1, mut reply_linked_count) =
+        (0.0, 0.0, 0usize);
     for step in reversed(&complete) {
         let belief = observer.step(step).expect("the simulator places every packet");
-        let (Some(belief), Step::End { packet, .. }) = (belief, step) else { continue };
+        // An own packet ends here; one that left in a Loopix slot (a source) ends as it
+        // arrives.
+        let (Some(belief), Step::End { packet, .. } | Step::Deliver { packet, .. }) =
+            (belief, step)
+        else {
+            continue;
+        };
         let Some(flow) = real(packet) else { continue };
         let f = &run.flows[flow];
-        if packet % cpf != 0 || f.delivered.is_none() {
+        if f.delivered.map(|d| d.0) != Some(packet) {
             continue;
         }
-        let receivers_possible = if is_sent(f) { run.nodes } else { n };
-        let (e, t) =
-            (belief.normalised_entropy(receivers_possible), belief.top1_credit(f.receiver));
+        // A message goes to a mix node other than its sender; a reply to anyone but the
+        // node that sends it.
+        let belief = if is_sent(f) {
+            belief.restricted(|p| p < run.nodes && p != f.sender)
+        } else {
+            belief.restricted(|p| p != f.sender)
+        };
+        let possible =
+            if is_sent(f) { run.nodes - usize::from(f.sender < run.nodes) } else { n - 1 };
+        let (e, t) = (belief.normalised_entropy(possible), belief.top1_credit(f.receiver));
         if is_sent(f) {
             receivers += e;
             receiver_top1 += t;
@@ -283,6 +328,16 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
             reply_entropy += e;
             reply_top1 += t;
             reply_count += 1;
+            if let Some(request) = f.answers.and_then(|r| request_beliefs.get(&r)) {
+                let mut both = Group { log: vec![0.0; n], truth: f.receiver };
+                both.add(request);
+                both.add(&belief);
+                if let Some(b) = both.combined() {
+                    reply_linked_entropy += b.normalised_entropy(senders);
+                    reply_linked_top1 += b.top1_credit(f.receiver);
+                    reply_linked_count += 1;
+                }
+            }
         }
     }
 
@@ -305,7 +360,11 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
     }
     latencies.sort_by(f64::total_cmp);
     round_trips.sort_by(f64::total_cmp);
-    let quantile = |v: &[f64], q: f64| v.get((v.len() as f64 * q) as usize).copied().unwrap_or(0.0);
+    // Nearest rank.
+    let quantile = |v: &[f64], q: f64| {
+        let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len().max(1));
+        v.get(rank - 1).copied().unwrap_or(0.0)
+    };
     let replies_sent = run.flows.iter().filter(|f| f.kind == FlowKind::Reply).count();
     let requests = run.flows.iter().any(|f| f.kind == FlowKind::Request);
     MixSimReport {
@@ -326,6 +385,8 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
         top1_linkage: top1 / count,
         path_aware_entropy_normalised_mean: path_aware_entropy,
         path_aware_top1_linkage: path_aware_top1,
+        rate_aware_entropy_normalised_mean: rate_aware_entropy,
+        rate_aware_top1_linkage: rate_aware_top1,
         receiver_entropy_normalised_mean: receivers / receiver_count.max(1) as f64,
         receiver_top1_linkage: receiver_top1 / receiver_count.max(1) as f64,
         latency_ms_p50: quantile(&latencies, 0.5),
@@ -340,6 +401,8 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
                 .count(),
             receiver_entropy_normalised_mean: reply_entropy / reply_count.max(1) as f64,
             receiver_top1_linkage: reply_top1 / reply_count.max(1) as f64,
+            linked_entropy_normalised_mean: reply_linked_entropy / reply_linked_count.max(1) as f64,
+            linked_top1_linkage: reply_linked_top1 / reply_linked_count.max(1) as f64,
             round_trip_ms_p50: quantile(&round_trips, 0.5),
         }),
     }
@@ -352,6 +415,7 @@ fn packet_of(step: &Step) -> PacketId {
         | Step::Arrive { packet, .. }
         | Step::End { packet, .. }
         | Step::Deliver { packet, .. }
-        | Step::Emit { packet, .. } => packet,
+        | Step::Emit { packet, .. }
+        | Step::Source { packet, .. } => packet,
     }
 }

@@ -42,6 +42,15 @@ impl Belief {
         Self(probabilities)
     }
 
+    /// The same distribution given that the party is one of those `allowed` says (what the
+    /// adversary knows besides the links), renormalised; unchanged if that leaves nothing.
+    pub fn restricted(&self, allowed: impl Fn(usize) -> bool) -> Self {
+        let kept: Vec<f64> =
+            self.0.iter().enumerate().map(|(i, &p)| if allowed(i) { p } else { 0.0 }).collect();
+        let sum: f64 = kept.iter().sum();
+        if sum > 0.0 { Self(kept.into_iter().map(|p| p / sum).collect()) } else { self.clone() }
+    }
+
     /// The probabilities, indexed by party.
     pub fn probabilities(&self) -> &[f64] {
         &self.0
@@ -54,11 +63,11 @@ impl Belief {
         h + 0.0
     }
 
-    /// Entropy over its maximum for `active` equally likely parties (1 when `active` ≤ 1 and
-    /// the entropy is 0: nobody to hide among, nothing lost).
+    /// Entropy over its maximum for `active` equally likely parties (0 when `active` ≤ 1:
+    /// a lone party hides among nobody).
     pub fn normalised_entropy(&self, active: usize) -> f64 {
         if active <= 1 {
-            return 1.0;
+            return 0.0;
         }
         (self.entropy_bits() / (active as f64).log2()).min(1.0)
     }
@@ -77,46 +86,106 @@ impl Belief {
     }
 }
 
-/// An honest node's holding: the sum of the vectors of its packets, and how many there are.
+/// How fast an honest node lets packets go, as the adversary knows from the node's settings:
+/// the departure rate of each packet it forwards (1 / mean hop delay), of each of its own
+/// packets waiting to leave (1 / mean pre-send delay), and the rate of its Poisson sources
+/// (cover loops, Loopix slots), whose packets leave as they start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// Per forwarded packet held, per second.
+    pub forward: f64,
+    /// Per own packet waiting, per second.
+    pub own: f64,
+    /// Of the node's sources, in all, per second.
+    pub source: f64,
+}
+
+impl Default for Rates {
+    /// Every held packet alike and no sources: the plain pool of the literature.
+    fn default() -> Self {
+        Self { forward: 1.0, own: 1.0, source: 0.0 }
+    }
+}
+
+/// Packets held alike: the sum of their vectors and how many they are (in expectation, so
+/// not always a whole number).
+#[derive(Debug, Clone)]
+struct Part {
+    sum: Vec<f64>,
+    count: f64,
+}
+
+impl Part {
+    fn new(parties: usize) -> Self {
+        Self { sum: vec![0.0; parties], count: 0.0 }
+    }
+
+    /// Takes out a share of everything (the chance that the departure was one of these).
+    fn remove_share(&mut self, share: f64) {
+        self.count -= share * self.count;
+        if self.count < 1e-9 {
+            // Rounding would leave dust that later packets inherit.
+            self.count = 0.0;
+            self.sum.iter_mut().for_each(|s| *s = 0.0);
+        } else {
+            self.sum.iter_mut().for_each(|s| *s = (*s * (1.0 - share)).max(0.0));
+        }
+    }
+}
+
+/// An honest node's holding. A departure is packet `j` with a chance proportional to `j`'s
+/// departure rate (memorylessness, per packet), or one of the node's source packets: its
+/// belief is the rate-weighted mixture, and each part loses its expected share.
 #[derive(Debug, Clone)]
 struct Pool {
-    sum: Vec<f64>,
-    count: u64,
+    forwarded: Part,
+    own: Part,
+    rates: Rates,
 }
 
 impl Pool {
-    fn new(parties: usize) -> Self {
-        Self { sum: vec![0.0; parties], count: 0 }
+    fn new(parties: usize, rates: Rates) -> Self {
+        Self { forwarded: Part::new(parties), own: Part::new(parties), rates }
     }
 
     fn add(&mut self, belief: &Belief) {
-        for (s, p) in self.sum.iter_mut().zip(&belief.0) {
+        for (s, p) in self.forwarded.sum.iter_mut().zip(&belief.0) {
             *s += p;
         }
-        self.count += 1;
+        self.forwarded.count += 1.0;
     }
 
     fn add_point(&mut self, party: usize) {
-        self.sum[party] += 1.0;
-        self.count += 1;
+        self.own.sum[party] += 1.0;
+        self.own.count += 1.0;
     }
 
-    /// The mean of what it holds, taken out.
-    fn take_mean(&mut self) -> Option<Belief> {
-        if self.count == 0 {
+    fn count(&self) -> f64 {
+        self.forwarded.count + self.own.count
+    }
+
+    /// The belief about a departure, which may also be a packet of `party`'s sources; the
+    /// parts lose their expected shares.
+    fn depart(&mut self, party: Option<usize>) -> Option<Belief> {
+        let r = self.rates;
+        let source = if party.is_some() { r.source } else { 0.0 };
+        let (wf, wo) = (r.forward * self.forwarded.count, r.own * self.own.count);
+        let total = wf + wo + source;
+        if !(total > 0.0 && total.is_finite()) {
             return None;
         }
-        let n = self.count as f64;
-        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
-        self.count -= 1;
-        if self.count == 0 {
-            // Rounding would leave dust that later packets inherit.
-            self.sum.iter_mut().for_each(|s| *s = 0.0);
-        } else {
-            for (s, m) in self.sum.iter_mut().zip(&mean) {
-                *s = (*s - m).max(0.0);
-            }
+        let mut mean: Vec<f64> = self
+            .forwarded
+            .sum
+            .iter()
+            .zip(&self.own.sum)
+            .map(|(f, o)| (r.forward * f + r.own * o) / total)
+            .collect();
+        if let Some(party) = party {
+            mean[party] += source / total;
         }
+        self.forwarded.remove_share(r.forward / total);
+        self.own.remove_share(r.own / total);
         Some(Belief(mean))
     }
 }
@@ -155,6 +224,14 @@ pub enum Step {
     /// The packet arrives at `node` and ends there at once (an exit delivers without a
     /// delay): the adversary links the two, so the node's pool does not hide it.
     Deliver {
+        /// The node.
+        node: Node,
+        /// The packet.
+        packet: PacketId,
+    },
+    /// `node` starts a packet of a Poisson source (cover, a Loopix slot) and sends it at
+    /// once. To the adversary it is a departure like any other.
+    Source {
         /// The node.
         node: Node,
         /// The packet.
@@ -213,7 +290,7 @@ impl Observer {
         assert_eq!(party_of.len(), corrupt.len(), "one corrupt flag per node");
         assert!(party_of.iter().flatten().all(|&p| p < parties), "parties are numbered below");
         let pools = (0..party_of.len())
-            .map(|n| if corrupt[n] { Pool::new(0) } else { Pool::new(parties) })
+            .map(|n| Pool::new(if corrupt[n] { 0 } else { parties }, Rates::default()))
             .collect();
         Self {
             party_of,
@@ -263,9 +340,23 @@ impl Observer {
         self.parties
     }
 
-    /// Packets inside honest node `node`, as the adversary counts them.
-    pub fn held_by(&self, node: Node) -> u64 {
-        self.pools.get(node as usize).map_or(0, |p| p.count)
+    /// Packets inside honest node `node`, as the adversary counts them (an expectation once
+    /// the node has sources: a departure may have been one of theirs).
+    pub fn held_by(&self, node: Node) -> f64 {
+        self.pools.get(node as usize).map_or(0.0, Pool::count)
+    }
+
+    /// An adversary who knows how fast each node lets each kind of packet go (`rates[n]` for
+    /// node `n`); without it, every held packet is alike and no node has sources.
+    ///
+    /// # Panics
+    /// If `rates` has not one entry per node.
+    pub fn with_rates(mut self, rates: Vec<Rates>) -> Self {
+        assert_eq!(rates.len(), self.pools.len(), "one entry per node");
+        for (pool, rates) in self.pools.iter_mut().zip(rates) {
+            pool.rates = rates;
+        }
+        self
     }
 
     /// Takes one step; an [`Step::End`] returns the adversary's belief about who originated
@@ -284,7 +375,21 @@ impl Observer {
                 Ok(None)
             }
             Step::Depart { node, packet } => {
-                let belief = self.leave(node, packet).ok_or(misplaced(packet))??;
+                let belief = self.leave(node, packet, true).ok_or(misplaced(packet))??;
+                self.wire.insert(packet, belief);
+                Ok(None)
+            }
+            Step::Source { node, packet } => {
+                let n = self.index(node)?;
+                let party = self.party_of[n].ok_or(misplaced(packet))?;
+                if self.corrupt[n] {
+                    self.held.insert(packet, Belief::point(self.parties, party));
+                } else if self.pools[n].rates == Rates::default() {
+                    // The plain pool has no sources: the packet joins it and a departure
+                    // takes the mean.
+                    self.pools[n].add_point(party);
+                }
+                let belief = self.leave(node, packet, true).ok_or(misplaced(packet))??;
                 self.wire.insert(packet, belief);
                 Ok(None)
             }
@@ -300,7 +405,7 @@ impl Observer {
                 Ok(None)
             }
             Step::End { node, packet } => {
-                let belief = self.leave(node, packet).ok_or(misplaced(packet))??;
+                let belief = self.leave(node, packet, false).ok_or(misplaced(packet))??;
                 Ok(Some(belief))
             }
             Step::Deliver { node, packet } => {
@@ -324,7 +429,14 @@ impl Observer {
 
     /// The belief about a packet that leaves `node`: revealed by a corrupt node, the pool's
     /// mean at an honest one.
-    fn leave(&mut self, node: Node, packet: PacketId) -> Option<Result<Belief, ObserverError>> {
+    /// The belief about a packet that leaves `node` (onto a link when `onto_link`, which a
+    /// source packet may also be), revealed by a corrupt node, the pool's at an honest one.
+    fn leave(
+        &mut self,
+        node: Node,
+        packet: PacketId,
+        onto_link: bool,
+    ) -> Option<Result<Belief, ObserverError>> {
         let n = match self.index(node) {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
@@ -332,7 +444,8 @@ impl Observer {
         if self.corrupt[n] {
             self.held.remove(&packet).map(Ok)
         } else {
-            self.pools[n].take_mean().map(Ok)
+            let source = if onto_link { self.party_of[n] } else { None };
+            self.pools[n].depart(source).map(Ok)
         }
     }
 }
@@ -352,6 +465,8 @@ pub fn reversed(steps: &[Step]) -> Vec<Step> {
             Step::Arrive { node, packet } => Step::Depart { node, packet },
             Step::Deliver { node, packet } => Step::Emit { node, packet },
             Step::Emit { node, packet } => Step::Deliver { node, packet },
+            // Started and sent at once: in reverse, arrived and ended at once.
+            Step::Source { node, packet } => Step::Deliver { node, packet },
         })
         .collect()
 }
@@ -392,7 +507,7 @@ mod tests {
         let mut o = two_senders_one_mix(false);
         send(&mut o, A, M, 1);
         send(&mut o, B, M, 2);
-        assert_eq!(o.held_by(M), 2);
+        assert_eq!(o.held_by(M), 2.0);
         let first = end(&mut o, M, 1);
         close(&first, &[0.5, 0.5]);
         assert!((first.entropy_bits() - 1.0).abs() < 1e-12);
@@ -400,7 +515,7 @@ mod tests {
         assert_eq!(first.top1_credit(0), 0.5);
         // The second leaves the rest of the pool: still half and half.
         close(&end(&mut o, M, 2), &[0.5, 0.5]);
-        assert_eq!(o.held_by(M), 0);
+        assert_eq!(o.held_by(M), 0.0);
     }
 
     #[test]
@@ -525,7 +640,7 @@ mod tests {
         o.step(Step::Depart { node: B, packet: 2 }).unwrap();
         let b = o.step(Step::Deliver { node: M, packet: 2 }).unwrap().unwrap();
         close(&b, &[0.0, 1.0]);
-        assert_eq!(o.held_by(M), 1);
+        assert_eq!(o.held_by(M), 1.0);
         let steps = [Step::Emit { node: A, packet: 7 }, Step::Deliver { node: B, packet: 7 }];
         assert_eq!(
             reversed(&steps),
@@ -546,6 +661,50 @@ mod tests {
         o.step(Step::Depart { node: M, packet: 1 }).unwrap();
         let belief = o.step(Step::Deliver { node: 3, packet: 1 }).unwrap().unwrap();
         close(&belief, &[0.75, 0.25]);
+    }
+
+    #[test]
+    fn packets_that_leave_faster_are_more_likely_the_next_to_leave() {
+        // M holds A's packet (forwarded, hop delay mean 50 ms: rate 20/s) and its own packet
+        // (pre-send mean 5 ms: rate 200/s). The next departure is M's own with 200/220.
+        let rates = vec![
+            Rates::default(),
+            Rates::default(),
+            Rates { forward: 20.0, own: 200.0, source: 0.0 },
+        ];
+        let mut o =
+            Observer::new(vec![Some(0), Some(1), Some(2)], 3, vec![false; 3]).with_rates(rates);
+        send(&mut o, A, M, 1);
+        o.step(Step::Originate { node: M, packet: 2 }).unwrap();
+        o.step(Step::Depart { node: M, packet: 2 }).unwrap();
+        let belief = o.step(Step::Deliver { node: B, packet: 2 }).unwrap().unwrap();
+        close(&belief, &[20.0 / 220.0, 0.0, 200.0 / 220.0]);
+        assert!((o.held_by(M) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_source_departure_mixes_with_what_the_node_holds_by_rate() {
+        // M holds A's packet (rate 20/s) and has sources at 60/s: a departure is M's source
+        // with 60/80, A's packet with 20/80, whatever it really was.
+        let rates = vec![
+            Rates::default(),
+            Rates::default(),
+            Rates { forward: 20.0, own: 200.0, source: 60.0 },
+        ];
+        let mut o =
+            Observer::new(vec![Some(0), Some(1), Some(2)], 3, vec![false; 3]).with_rates(rates);
+        send(&mut o, A, M, 1);
+        o.step(Step::Source { node: M, packet: 9 }).unwrap();
+        let belief = o.step(Step::Deliver { node: B, packet: 9 }).unwrap().unwrap();
+        close(&belief, &[0.25, 0.0, 0.75]);
+        // A's packet is still there with 3/4.
+        assert!((o.held_by(M) - 0.75).abs() < 1e-12);
+        // Without rates, a source packet joins the pool and the departure takes the mean.
+        let mut plain = Observer::new(vec![Some(0), Some(1), Some(2)], 3, vec![false; 3]);
+        send(&mut plain, A, M, 1);
+        plain.step(Step::Source { node: M, packet: 9 }).unwrap();
+        let belief = plain.step(Step::Deliver { node: B, packet: 9 }).unwrap().unwrap();
+        close(&belief, &[0.5, 0.0, 0.5]);
     }
 
     #[test]

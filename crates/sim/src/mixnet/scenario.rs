@@ -223,17 +223,18 @@ impl MixScenario {
         use MixScenarioError::Invalid;
         let share = |x: f64| (0.0..=1.0).contains(&x);
         let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !(3..=5).contains(&self.path_len) {
+            return Err(Invalid("path_len must be 3 to 5"));
+        }
         if !(4..=5_000).contains(&self.nodes) {
             return Err(Invalid("nodes must be 4 to 5000"));
         }
-        if self.clients > 20_000 {
-            return Err(Invalid("clients must be at most 20000"));
+        if self.clients > 5_000 || self.nodes + self.clients > 6_000 {
+            // Every honest pool holds a probability per participant.
+            return Err(Invalid("clients must be at most 5000, nodes and clients at most 6000"));
         }
         if self.nodes < self.path_len + 2 {
             return Err(Invalid("a path needs path_len nodes besides its two ends"));
-        }
-        if !(3..=5).contains(&self.path_len) {
-            return Err(Invalid("path_len must be 3 to 5"));
         }
         if !(1..=3).contains(&self.copies) {
             return Err(Invalid("copies must be 1 to 3"));
@@ -241,11 +242,17 @@ impl MixScenario {
         if !share(self.senders) || !share(self.corrupt) || !share(self.hybrid_randomness) {
             return Err(Invalid("senders, corrupt and hybrid_randomness are shares from 0 to 1"));
         }
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(Invalid("rate must be positive"));
+        if !(0.001..=10_000.0).contains(&self.rate) {
+            return Err(Invalid("rate must be 0.001 to 10000 per second"));
         }
-        if self.messages > 5_000_000 {
-            return Err(Invalid("messages must be at most 5000000"));
+        if !(1..=5_000_000).contains(&self.messages) {
+            return Err(Invalid("messages must be 1 to 5000000"));
+        }
+        if (self.senders * self.nodes as f64).round() < 1.0 && self.clients == 0 {
+            return Err(Invalid("nobody sends: raise senders or add clients"));
+        }
+        if self.cover_rate > 10_000.0 || self.loop_rate > 10_000.0 {
+            return Err(Invalid("cover_rate and loop_rate must be at most 10000 per second"));
         }
         for x in [
             self.stream_jitter_ms,
@@ -264,8 +271,15 @@ impl MixScenario {
         if !(self.latency_max_ms.is_finite() && self.latency_max_ms >= self.latency_min_ms) {
             return Err(Invalid("latency_max_ms must be at least latency_min_ms"));
         }
-        if self.hop_delay_ms > 60_000.0 || self.warmup_s > 3_600.0 {
-            return Err(Invalid("hop_delay_ms at most 60000, warmup_s at most 3600"));
+        let delays = [
+            self.hop_delay_ms,
+            self.pre_send_delay_ms,
+            self.send_jitter_ms,
+            self.stream_jitter_ms,
+            self.latency_max_ms,
+        ];
+        if delays.iter().any(|&d| d > 60_000.0) || self.warmup_s > 3_600.0 {
+            return Err(Invalid("delays and latencies at most 60000 ms, warmup_s at most 3600"));
         }
         if self.traffic == TrafficKind::RequestReply && !(1..=8).contains(&self.surbs) {
             return Err(Invalid("surbs must be 1 to 8"));

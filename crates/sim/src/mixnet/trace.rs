@@ -4,11 +4,14 @@
 //! * `links.csv`: `sent_us,arrived_us,from,to`, one row per link transmission in the order
 //!   they left, times in microseconds of virtual time from the start. This is everything a
 //!   global passive observer sees (all packets have one size).
-//! * `truth.csv`: `row,packet,kind,flow,sender,receiver`, one row per row of `links.csv`
-//!   (same order): the packet it carried (the same id at every hop), `message`, `request`,
+//! * `truth.csv`: `row,packet,kind,flow,answers,sender,receiver`, one row per row of
+//!   `links.csv` (same order): the packet it carried (the same id at every hop, so a corrupt
+//!   node's input-to-output mapping is the rows with the same packet), `message`, `request`,
 //!   `reply` or `cover`, the flow (message, request or reply) it belongs to (empty for cover),
-//!   the node that started it and the node it was for (for cover, the node where it ended;
-//!   empty if it never ended).
+//!   for a reply the request flow it answers, the node that started it and the node it was
+//!   for (for cover, the node where it ended; empty if it never ended).
+//!
+//! `arrived_us` is 0 for a transmission still on its link when the run ended.
 //! * `nodes.csv`: `node,corrupt,client`: the nodes that work for the adversary, and the
 //!   clients (numbered after the mix nodes; they send but do not forward).
 
@@ -42,6 +45,8 @@ pub struct PacketTruth {
     pub kind: &'static str,
     /// The flow it belongs to.
     pub flow: Option<u64>,
+    /// For a reply, the request flow it answers.
+    pub answers: Option<u64>,
     /// The node that started it.
     pub sender: usize,
     /// The node it was for.
@@ -51,7 +56,7 @@ pub struct PacketTruth {
 impl PacketTruth {
     /// A cover packet `node` started.
     pub fn cover(node: usize) -> Self {
-        Self { kind: "cover", flow: None, sender: node, receiver: None }
+        Self { kind: "cover", flow: None, answers: None, sender: node, receiver: None }
     }
 }
 
@@ -105,6 +110,7 @@ impl MixTrace {
                 PacketTruth {
                     kind,
                     flow: Some(flow as u64),
+                    answers: f.answers.map(|a| a as u64),
                     sender: f.sender,
                     receiver: Some(f.receiver),
                 },
@@ -116,7 +122,7 @@ impl MixTrace {
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let mut links = String::from("sent_us,arrived_us,from,to\n");
-        let mut truth = String::from("row,packet,kind,flow,sender,receiver\n");
+        let mut truth = String::from("row,packet,kind,flow,answers,sender,receiver\n");
         let opt = |x: Option<u64>| x.map(|x| x.to_string()).unwrap_or_default();
         for (row, l) in self.links.iter().enumerate() {
             let _ = writeln!(
@@ -130,15 +136,17 @@ impl MixTrace {
             let t = self.packets.get(&l.packet).copied().unwrap_or(PacketTruth {
                 kind: "unknown",
                 flow: None,
+                answers: None,
                 sender: l.from,
                 receiver: None,
             });
             let _ = writeln!(
                 truth,
-                "{row},{},{},{},{},{}",
+                "{row},{},{},{},{},{},{}",
                 l.packet,
                 t.kind,
                 opt(t.flow),
+                opt(t.answers),
                 t.sender,
                 opt(t.receiver.map(|r| r as u64))
             );
