@@ -19,6 +19,9 @@
 
 pub mod codec;
 mod driver;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
 
 pub use driver::{

@@ -11,6 +11,9 @@
 mod behaviour;
 pub mod core;
 pub mod discovery;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 mod metrics;
 mod protocol;

@@ -24,6 +24,9 @@ mod connection;
 mod driver;
 mod estimate;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod labels;
 mod recv;

@@ -1,0 +1,6 @@
+//! The fuzz target `mix_frames`: `libp2p_mix::fuzzing::frames` (its corpus is replayed by the default tests).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    libp2p_mix::fuzzing::frames(data);
+});

@@ -1,0 +1,6 @@
+//! The fuzz target `mix_record`: `libp2p_mix::fuzzing::record` (its corpus is replayed by the default tests).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    libp2p_mix::fuzzing::record(data);
+});
