@@ -1,14 +1,20 @@
 //! What the fuzz targets in `fuzz/` run, and the default tests replay over the committed
-//! corpus (`fuzz/corpus/mix_frames`, `fuzz/corpus/mix_record`): the frame reader of
-//! `/mix/1.0.0` and of exit replies, and discovery records with their signature envelope.
+//! corpus (`fuzz/corpus/mix_*`): the frame reader of `/mix/1.0.0` and of exit replies,
+//! discovery records with their signature envelope, and cores exchanging packets whose
+//! payloads the fuzzer writes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use futures::io::Cursor;
 use libp2p_identity::PeerId;
 use mix_sphinx::PACKET_SIZE;
 
+use mix_sphinx::{HEADER_SIZE, NodeSecretKey, Packet};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::core::{Config, Destination, ExponentialDelay, MixCore, MixNode, Output, StaticPool};
 use crate::discovery::record::MixRecord;
 use crate::protocol::{self, ReadRule};
 
@@ -45,6 +51,127 @@ pub fn record(data: &[u8]) {
     for now in [0, 1_800_000_000, u64::MAX] {
         let _ = MixRecord::verify(data, &peer, now);
     }
+}
+
+/// Four real cores exchange real packets as `data` directs. Each input byte is an
+/// operation: a node sends a message or a request (body and codec from the input) to another
+/// node; a packet in flight has bytes of its payload changed (the header MAC does not cover
+/// the payload, so the next hop takes it and its exit decrypts what the fuzzer wrote); a raw
+/// frame from the input arrives; or time moves on and what is due arrives. After every
+/// operation, every core stays within its bounds and one call's output is bounded.
+pub fn core(data: &[u8]) {
+    let start = Instant::now();
+    let (nodes, secrets): (Vec<MixNode>, Vec<NodeSecretKey>) = (0..4u8).map(node).unzip();
+    let pool = StaticPool::new(nodes.clone()).expect("four distinct nodes");
+    let config = Config {
+        max_delayed_packets: 64,
+        max_pending_requests: 8,
+        max_pending_surbs: 32,
+        ..Config::default()
+    };
+    let mut cores: Vec<MixCore<ChaCha20Rng>> = nodes
+        .iter()
+        .zip(secrets)
+        .enumerate()
+        .map(|(i, (local, secret))| {
+            let mut core = MixCore::new(
+                config.clone(),
+                local.clone(),
+                secret,
+                Box::new(pool.clone()),
+                Box::new(ExponentialDelay::new(Duration::from_millis(20))),
+                ChaCha20Rng::seed_from_u64(i as u64),
+            );
+            core.set_wall_clock(start, Duration::from_secs(1_800_000_000));
+            core
+        })
+        .collect();
+    let index = |peer: &PeerId| nodes.iter().position(|n| n.peer_id() == peer);
+    let mut now = start;
+    let mut in_flight: Vec<(Instant, usize, Packet)> = Vec::new();
+    let mut rest = data;
+    while let [op, arg, tail @ ..] = rest {
+        rest = tail;
+        let i = usize::from(op & 3);
+        let j = (i + 1 + usize::from(arg & 3) % 3) % 4;
+        match op >> 2 {
+            0..=15 => {
+                let len = usize::from(*arg).min(rest.len());
+                let (body, tail) = rest.split_at(len);
+                rest = tail;
+                let destination = Destination::MixNode(*nodes[j].peer_id());
+                let codec = ["/fuzz/1", "/mix/cover/1.0.0", ""][usize::from(op >> 2) % 3];
+                let _ = cores[i].send(now, &destination, codec, body);
+            }
+            16..=23 => {
+                let destination = Destination::MixNode(*nodes[j].peer_id());
+                let surbs = 1 + usize::from(arg >> 6);
+                let _ = cores[i].request(now, &destination, "/fuzz/1", &[*arg; 40], surbs);
+            }
+            24..=39 => {
+                // A byte of the payload of a packet in flight (the MAC covers the header).
+                if let Some(k) =
+                    (!in_flight.is_empty()).then(|| usize::from(*arg) % in_flight.len())
+                    && let [at_hi, at_lo, value, tail @ ..] = rest
+                {
+                    rest = tail;
+                    let at = HEADER_SIZE
+                        + usize::from(u16::from_be_bytes([*at_hi, *at_lo]))
+                            % (PACKET_SIZE - HEADER_SIZE);
+                    in_flight[k].2.as_bytes_mut()[at] ^= value | 1;
+                }
+            }
+            40..=47 => {
+                // A stranger's frame, as many bytes as the input has left (zero-padded).
+                let mut bytes = [0u8; PACKET_SIZE];
+                let n = rest.len().min(PACKET_SIZE);
+                bytes[..n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                let _ =
+                    cores[i].handle_packet(now, Packet::from_slice(&bytes).expect("4608 bytes"));
+            }
+            _ => {
+                now += Duration::from_millis(u64::from(*arg) * 4);
+                let (due, later): (Vec<_>, Vec<_>) =
+                    in_flight.drain(..).partition(|(at, _, _)| *at <= now);
+                in_flight = later;
+                for (_, to, packet) in due {
+                    let _ = cores[to].handle_packet(now, packet);
+                }
+                for core in &mut cores {
+                    core.handle_timeout(now);
+                }
+            }
+        }
+        for (n, core) in cores.iter_mut().enumerate() {
+            let mut outputs = 0;
+            while let Some(output) = core.poll_output() {
+                outputs += 1;
+                assert!(outputs < 10_000, "one step made unbounded output");
+                if let Output::Transmit { peer, packet, .. } = output
+                    && let Some(to) = index(&peer)
+                    && in_flight.len() < 4_096
+                {
+                    in_flight.push((now + Duration::from_millis(5), to, packet));
+                }
+            }
+            assert!(core.delayed_packets() <= 64, "node {n} holds more than its limit");
+            assert!(core.pending_requests() <= 8, "node {n} awaits more than its limit");
+        }
+    }
+}
+
+/// Node `i` of the fuzz network: fixed secp256k1 identity and mix key, a public address.
+fn node(i: u8) -> (MixNode, NodeSecretKey) {
+    let identity = libp2p_identity::secp256k1::SecretKey::try_from_bytes([i + 1; 32])
+        .expect("a small scalar is a valid key");
+    let identity =
+        libp2p_identity::Keypair::from(libp2p_identity::secp256k1::Keypair::from(identity));
+    let secret = NodeSecretKey::from_bytes([0x40 + i; 32]);
+    let addr = format!("/ip4/10.0.0.{}/tcp/4000", i + 1).parse().expect("a valid address");
+    let node = MixNode::new(identity.public().to_peer_id(), addr, secret.public_key(), true)
+        .expect("a secp256k1 identity on IPv4 TCP fits an address block");
+    (node, secret)
 }
 
 #[cfg(test)]
