@@ -179,9 +179,11 @@ mod tests {
     /// Every committed corpus file through the fuzz targets' functions (stable toolchain).
     #[test]
     fn the_fuzz_corpus_replays_cleanly() {
-        for (target, run) in
-            [("mix_frames", super::frames as fn(&[u8])), ("mix_record", super::record)]
-        {
+        for (target, run) in [
+            ("mix_frames", super::frames as fn(&[u8])),
+            ("mix_record", super::record),
+            ("mix_core", super::core),
+        ] {
             let dir =
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/").to_owned() + target;
             let mut files = 0;
