@@ -383,7 +383,26 @@ pub(crate) async fn start(spec: NodeSpec) -> anyhow::Result<NodeHandle> {
     Ok(start_task(spec).await?.0)
 }
 
-async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
+/// A node's behaviour and what its swarm needs besides, built from its spec without touching
+/// the network (only a configured state directory is read).
+pub(crate) struct Assembled {
+    pub(crate) behaviour: NodeBehaviour,
+    identity: identity::Keypair,
+    mix_key: NodePublicKey,
+    listen: Vec<Multiaddr>,
+    advertise: Option<Multiaddr>,
+    exit: bool,
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    gossip: Option<GossipSpec>,
+}
+
+impl std::fmt::Debug for Assembled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assembled").field("listen", &self.listen).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn assemble(spec: NodeSpec) -> anyhow::Result<Assembled> {
     let peer_id = spec.identity.public().to_peer_id();
     let mix_key = spec.mix_secret.public_key();
     let stream_secret = *spec.mix_secret.to_bytes();
@@ -423,13 +442,29 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         echo: echo.into(),
         gossip: gossip.into(),
     };
-    let mut swarm = build_swarm(spec.identity, behaviour)?;
+    Ok(Assembled {
+        behaviour,
+        identity: spec.identity,
+        mix_key,
+        listen: spec.listen,
+        advertise: spec.advertise,
+        exit: spec.exit,
+        bootstrap,
+        gossip: spec.gossip,
+    })
+}
+
+async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
+    let Assembled { behaviour, identity, mix_key, listen, advertise, exit, bootstrap, gossip } =
+        assemble(spec)?;
+    let peer_id = identity.public().to_peer_id();
+    let mut swarm = build_swarm(identity, behaviour)?;
 
     let mut listening = Vec::new();
-    for addr in &spec.listen {
+    for addr in &listen {
         swarm.listen_on(addr.clone()).with_context(|| format!("listening on {addr}"))?;
     }
-    while listening.len() < spec.listen.len() {
+    while listening.len() < listen.len() {
         match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some()).await {
             Ok(SwarmEvent::NewListenAddr { address, .. }) => listening.push(address),
             Ok(SwarmEvent::ListenerError { error, .. }) => {
@@ -439,7 +474,7 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
             Err(_) => anyhow::bail!("no listen address after 10 s"),
         }
     }
-    let addr = match spec.advertise {
+    let addr = match advertise {
         Some(addr) => addr,
         None => {
             listening.first().cloned().context("the node must listen on at least one address")?
@@ -453,7 +488,7 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         .with_context(|| format!("advertised address {addr}"))?;
     let keys = swarm.behaviour().stream.mix().core().epoch_keys();
     if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
-        d.set_local_record(vec![addr.clone()], mix_key, None, spec.exit);
+        d.set_local_record(vec![addr.clone()], mix_key, None, exit);
         if let Some(keys) = keys {
             d.set_local_keys(keys);
         }
@@ -466,7 +501,7 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
     let stream_metrics = swarm.behaviour().stream.metrics().clone();
     let discovery_metrics = swarm.behaviour().discovery.as_ref().map(|d| d.metrics().clone());
     let gossip_metrics = swarm.behaviour().gossip.as_ref().map(|g| g.metrics().clone());
-    if let Some(g) = spec.gossip {
+    if let Some(g) = gossip {
         for name in &g.topics {
             gossip_join(&mut swarm, TopicId::from_name(name), g.bootstrap.clone());
         }
@@ -480,7 +515,7 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         peer_id,
         addr,
         mix_key,
-        exit: spec.exit,
+        exit,
         metrics,
         discovery_metrics,
         streams,

@@ -54,12 +54,12 @@ const LOSS_SAMPLE: u32 = 512;
 /// How long an opener waits before asking its SURB source again after it had none.
 const SURB_RETRY: Duration = Duration::from_millis(50);
 /// SURBs an acceptor holds at most, whatever openers send.
-const MAX_HELD_SURBS: usize = 1024;
+pub(crate) const MAX_HELD_SURBS: usize = 1024;
 /// Labels a receiver keeps below the highest frame it saw: frames overtaken by more than this
 /// many are taken for lost (their blocks are sent again).
-const LABELS_BEHIND: u32 = 1024;
+pub(crate) const LABELS_BEHIND: u32 = 1024;
 /// Labels a receiver expects above the highest frame it saw, at most.
-const MAX_LABELS_AHEAD: u32 = 8192;
+pub(crate) const MAX_LABELS_AHEAD: u32 = 8192;
 
 /// Which side of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,6 +498,18 @@ impl Connection {
         &self.keys.id
     }
 
+    /// The stream's keys: the fuzz target seals frames a peer holding them could send.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn keys(&self) -> &StreamKeys {
+        &self.keys
+    }
+
+    /// SURBs held for replies (acceptor).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn held_surbs(&self) -> usize {
+        self.surbs.len()
+    }
+
     /// Sets the Unix time at `now`, which openings carry (the acceptor refuses stale ones).
     pub fn set_wall_clock(&mut self, now: Instant, unix: Duration) {
         self.wall_clock = (now, unix);
@@ -793,6 +805,11 @@ impl Connection {
                     return Err(FrameDrop::Protocol("acceptor sent an opener's item"));
                 }
                 if let Some(want) = items.want {
+                    // SURBs that were never sent cannot have arrived. Taken as true, such a
+                    // count makes every SURB sent look spent, and the refill never ends.
+                    if u64::from(want.received) > self.supply.total {
+                        return Err(FrameDrop::Protocol("SURB report counts more than were sent"));
+                    }
                     self.supply.on_report(now, want);
                 }
             }

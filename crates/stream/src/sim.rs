@@ -251,6 +251,19 @@ impl Link {
         }
     }
 
+    /// Hands `frame` to the acceptor (or to the opener) now, as if the mixnet delivered it:
+    /// for frames nobody on the link sent (a peer's forgeries, a replay).
+    pub fn inject(&mut self, to_acceptor: bool, frame: &[u8]) {
+        let to = if to_acceptor { To::Acceptor } else { To::Opener };
+        self.deliver(to, frame);
+    }
+
+    /// The acceptor's long-term key.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn receiver_key(&self) -> &ReceiverKey {
+        &self.key
+    }
+
     /// Moves virtual time to the next event and handles it; `false` when nothing is left to
     /// happen before `limit` (time since the start).
     pub fn step(&mut self, limit: Duration) -> bool {
