@@ -15,8 +15,8 @@
 //! 0x03 NEIGHBOR         high u8
 //! 0x04 NEIGHBOR_ACCEPT  -
 //! 0x05 DISCONNECT       alive u8
-//! 0x06 SHUFFLE          ttl u8 | origin peer | count u8 | count × peer
-//! 0x07 SHUFFLE_REPLY    count u8 | count × peer
+//! 0x06 SHUFFLE          ttl u8 | nonce u64 | origin peer | count u8 | count × peer
+//! 0x07 SHUFFLE_REPLY    nonce u64 | count u8 | count × peer
 //! 0x08 GOSSIP           id [32] | data (the rest of the body)
 //! 0x09 IHAVE            count u8 | count × id [32]
 //! 0x0a GRAFT            flag u8 | id [32] if flag is 1
@@ -120,14 +120,16 @@ pub fn encode(message: &Message<PeerId>) -> Result<Vec<u8>, CodecError> {
         }
         Body::Neighbor { high } => body.push(u8::from(*high)),
         Body::Disconnect { alive } => body.push(u8::from(*alive)),
-        Body::Shuffle { origin, ttl, peers } => {
+        Body::Shuffle { origin, ttl, nonce, peers } => {
             body.push(*ttl);
+            body.extend_from_slice(&nonce.to_be_bytes());
             put_peer(&mut body, origin);
             let peers = fitting(peers, body.len() + 1);
             body.push(peers.len() as u8);
             peers.iter().for_each(|p| put_peer(&mut body, p));
         }
-        Body::ShuffleReply { peers } => {
+        Body::ShuffleReply { nonce, peers } => {
+            body.extend_from_slice(&nonce.to_be_bytes());
             let peers = fitting(peers, body.len() + 1);
             body.push(peers.len() as u8);
             peers.iter().for_each(|p| put_peer(&mut body, p));
@@ -175,6 +177,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1, what)?[0])
     }
 
+    fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+
     fn id(&mut self) -> Result<MessageId, CodecError> {
         Ok(MessageId(self.take(32, "id")?.try_into().expect("32 bytes")))
     }
@@ -220,10 +226,14 @@ pub fn decode(frame: &[u8]) -> Result<Message<PeerId>, CodecError> {
         0x05 => Body::Disconnect { alive: r.u8("alive")? != 0 },
         0x06 => {
             let ttl = r.u8("ttl")?;
+            let nonce = r.u64("nonce")?;
             let origin = r.peer()?;
-            Body::Shuffle { ttl, origin, peers: r.peers()? }
+            Body::Shuffle { ttl, origin, nonce, peers: r.peers()? }
         }
-        0x07 => Body::ShuffleReply { peers: r.peers()? },
+        0x07 => {
+            let nonce = r.u64("nonce")?;
+            Body::ShuffleReply { nonce, peers: r.peers()? }
+        }
         0x08 | 0x0c => {
             let id = r.id()?;
             let data = r.0.to_vec();
@@ -266,8 +276,13 @@ mod tests {
             Body::Neighbor { high: true },
             Body::NeighborAccept,
             Body::Disconnect { alive: true },
-            Body::Shuffle { origin: peer(), ttl: 6, peers: (0..7).map(|_| peer()).collect() },
-            Body::ShuffleReply { peers: (0..7).map(|_| peer()).collect() },
+            Body::Shuffle {
+                origin: peer(),
+                ttl: 6,
+                nonce: u64::MAX - 1,
+                peers: (0..7).map(|_| peer()).collect(),
+            },
+            Body::ShuffleReply { nonce: 9, peers: (0..7).map(|_| peer()).collect() },
             Body::Gossip { id, data: vec![1; 10] },
             Body::Gossip { id, data: vec![2; 1000] },
             Body::Gossip { id, data: vec![3; MAX_PAYLOAD] },
@@ -299,9 +314,9 @@ mod tests {
         // Too many peers for a control frame: as many as fit are kept.
         let many = Message {
             topic,
-            body: Body::ShuffleReply { peers: (0..30).map(|_| peer()).collect() },
+            body: Body::ShuffleReply { nonce: 1, peers: (0..30).map(|_| peer()).collect() },
         };
-        let Body::ShuffleReply { peers } = decode(&encode(&many).unwrap()).unwrap().body else {
+        let Body::ShuffleReply { peers, .. } = decode(&encode(&many).unwrap()).unwrap().body else {
             panic!()
         };
         assert!(peers.len() >= 7 && peers.len() <= MAX_PEERS);
@@ -340,8 +355,13 @@ mod tests {
             2 => Body::Neighbor { high: byte & 1 == 1 },
             3 => Body::NeighborAccept,
             4 => Body::Disconnect { alive: byte & 1 == 1 },
-            5 => Body::Shuffle { origin: PeerId::random(), ttl: byte, peers: peers(n % 12) },
-            6 => Body::ShuffleReply { peers: peers(n % 12) },
+            5 => Body::Shuffle {
+                origin: PeerId::random(),
+                ttl: byte,
+                nonce: n as u64,
+                peers: peers(n % 12),
+            },
+            6 => Body::ShuffleReply { nonce: u64::from(byte), peers: peers(n % 12) },
             7 => Body::Gossip { id, data: vec![byte; len] },
             8 => Body::IHave { ids: vec![id; n % (MAX_IDS + 1)] },
             9 => Body::Graft { id: (byte & 1 == 1).then_some(id) },
@@ -369,7 +389,7 @@ mod tests {
             match (&message.body, &decoded.body) {
                 // Membership messages keep the peers that fit a control frame, in order.
                 (Body::Shuffle { peers: sent, .. }, Body::Shuffle { peers: got, .. })
-                | (Body::ShuffleReply { peers: sent }, Body::ShuffleReply { peers: got }) => {
+                | (Body::ShuffleReply { peers: sent, .. }, Body::ShuffleReply { peers: got, .. }) => {
                     proptest::prop_assert!(got.len() >= sent.len().min(7));
                     proptest::prop_assert_eq!(&sent[..got.len()], &got[..]);
                 }

@@ -29,6 +29,6 @@ pub use driver::{
     parse_mix_publish,
 };
 pub use proto::{
-    AllowAll, Config, ConfigError, DownReason, Forwarding, MessageId, PeerFilter, PublishError,
-    RotationConfig, Route, State, TopicId,
+    AllowAll, Config, ConfigError, DownReason, Forwarding, IgnoreReason, MessageId, PeerFilter,
+    PublishError, RotationConfig, Route, State, TopicId,
 };

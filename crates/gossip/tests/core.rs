@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mix_gossip::proto::Body;
 use mix_gossip::proto::{Event, Message, Output, Timer};
 use mix_gossip::{
-    AllowAll, Config, DownReason, Forwarding, MessageId, PeerFilter, PublishError, Route, State,
-    TopicId,
+    AllowAll, Config, DownReason, Forwarding, IgnoreReason, MessageId, PeerFilter, PublishError,
+    Route, State, TopicId,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -369,4 +370,81 @@ fn a_node_that_leaves_says_so_and_hears_no_more() {
     let topic = net.topic;
     let node = net.nodes.get_mut(&6).unwrap();
     assert_eq!(node.publish(now, &topic, vec![9], Route::Direct), Err(PublishError::NotJoined));
+}
+
+/// A peer outside the network (no state of its own) sends `body` to `to`.
+fn inject(net: &mut Net, to: Peer, from: Peer, body: Body<Peer>) {
+    let message = Message { topic: net.topic, body };
+    let at = net.now;
+    net.push(at, Ev::Deliver { to, from, message });
+    net.run_for(Duration::from_millis(1));
+}
+
+/// Sybil identities: 2000 and up.
+fn sybils(first: Peer, n: Peer) -> Vec<Peer> {
+    (2000 + first..2000 + first + n).collect()
+}
+
+fn sybil_contacts(net: &Net, node: Peer) -> usize {
+    net.nodes[&node].contacts(&net.topic).iter().filter(|p| **p >= 1000).count()
+}
+
+/// Attack: a peer sends shuffle replies nobody asked for, each naming ten Sybils. Before
+/// replies had to answer an outstanding shuffle, they went straight into the passive view
+/// (and rotation promoted them to neighbours later).
+#[test]
+fn shuffle_replies_nobody_asked_for_place_no_contact() {
+    let mut net = Net::new(12, &config(Forwarding::Immediate), allow_all);
+    for round in 0..10 {
+        let peers = sybils(round * 10, 10);
+        inject(&mut net, 3, 1000, Body::ShuffleReply { nonce: u64::from(round), peers });
+    }
+    assert_eq!(sybil_contacts(&net, 3), 0, "{:?}", net.nodes[&3].contacts(&net.topic));
+    let ignored = net.count(|e| {
+        matches!(e, Event::Ignored { reason: IgnoreReason::UnsolicitedShuffleReply, .. })
+    });
+    assert_eq!(ignored, 10);
+    // Honest shuffles still fill views: every node keeps contacts after a few rounds.
+    net.run_for(Duration::from_secs(300));
+    for node in 0..12 {
+        assert!(!net.nodes[&node].contacts(&net.topic).is_empty(), "{node} has no contact");
+    }
+}
+
+/// Attack: one peer starts shuffles that end at once at the victim, each offering ten
+/// Sybils (and a Sybil origin). Before contacts were charged to the peer that placed them,
+/// the victim's whole passive view became Sybils.
+#[test]
+fn one_peer_places_at_most_its_share_of_contacts() {
+    let config = config(Forwarding::Immediate);
+    let share = config.membership.contacts_per_source;
+    let mut net = Net::new(12, &config, allow_all);
+    for round in 0..config.membership.request_burst {
+        let peers = sybils(round * 10, 10);
+        let origin = 1500 + round;
+        inject(&mut net, 3, 1000, Body::Shuffle { origin, ttl: 0, nonce: 1, peers });
+    }
+    let placed = sybil_contacts(&net, 3);
+    assert!(placed <= share, "{placed} Sybil contacts, share {share}");
+    assert!(placed > 0, "the peer's share is used");
+}
+
+/// Attack: one peer floods joins (each makes the victim tell every neighbour). Past its
+/// budget, requests are ignored and counted.
+#[test]
+fn requests_past_a_peers_budget_are_ignored() {
+    let config = config(Forwarding::Immediate);
+    let burst = config.membership.request_burst as usize;
+    let mut net = Net::new(8, &config, allow_all);
+    for _ in 0..50 {
+        inject(&mut net, 3, 1000, Body::Join);
+    }
+    let limited = |net: &Net| {
+        net.count(|e| matches!(e, Event::Ignored { reason: IgnoreReason::RateLimited, .. }))
+    };
+    assert_eq!(limited(&net), 50 - burst);
+    // The budget refills: after a while, the peer is heard again.
+    net.run_for(config.membership.request_interval * 2);
+    inject(&mut net, 3, 1000, Body::Join);
+    assert_eq!(limited(&net), 50 - burst);
 }

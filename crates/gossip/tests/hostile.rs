@@ -1,4 +1,4 @@
-//! A raw libp2p stream client writes garbage on `/mix-gossip/1.0.0` to a gossip node: each bad
+//! A raw libp2p stream client writes garbage on `/mix-gossip/1.1.0` to a gossip node: each bad
 //! frame is a typed error, counted, and ends only that stream; the node keeps gossiping with
 //! its honest neighbour.
 

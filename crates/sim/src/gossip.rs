@@ -160,6 +160,8 @@ pub struct Counters {
     pub rotations: u64,
     /// Peers the filter refused.
     pub refusals: u64,
+    /// Membership messages ignored (unsolicited shuffle replies, requests over budget).
+    pub ignored: u64,
     /// Nodes that found themselves isolated.
     pub isolated: u64,
     /// Messages sent, all kinds.
@@ -454,6 +456,7 @@ impl Network {
                 }
             }
             Event::Refused { .. } => self.counters.refusals += 1,
+            Event::Ignored { .. } => self.counters.ignored += 1,
             Event::Isolated { .. } => self.counters.isolated += 1,
             Event::PublishConfirmed { .. } | Event::PublishFailed { .. } => {}
         }

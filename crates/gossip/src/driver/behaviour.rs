@@ -1,6 +1,6 @@
 //! The rust-libp2p driver: a [`NetworkBehaviour`] that runs a [`State`] on a swarm.
 //!
-//! It carries the state machine's messages as padded frames over `/mix-gossip/1.0.0`, dials
+//! It carries the state machine's messages as padded frames over `/mix-gossip/1.1.0`, dials
 //! peers it must reach (with the addresses it was given or that other behaviours know), feeds
 //! closed connections and failed dials back as failures, keeps the timers, and reports
 //! [`Event`]s. The mix route is left to the application, which owns the mix node: it sends
@@ -378,6 +378,10 @@ impl Behaviour {
             }
             proto::Event::Refused { .. } => {
                 self.metrics.refused();
+                return;
+            }
+            proto::Event::Ignored { reason, .. } => {
+                self.metrics.dropped(reason.as_str());
                 return;
             }
             proto::Event::Isolated { topic } => Event::Isolated { topic },

@@ -1,4 +1,4 @@
-//! One connection's side of `/mix-gossip/1.0.0`: inbound streams read as padded frames, and
+//! One connection's side of `/mix-gossip/1.1.0`: inbound streams read as padded frames, and
 //! one outbound stream that writes them, several per stream.
 
 use std::collections::VecDeque;
@@ -21,8 +21,9 @@ use libp2p_swarm::{
 use crate::codec::{self, CodecError};
 use crate::proto::Message;
 
-/// The gossip protocol.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mix-gossip/1.0.0");
+/// The gossip protocol. Version 1.1.0: shuffles and their replies carry a nonce, which 1.0.0
+/// peers cannot parse.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mix-gossip/1.1.0");
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 32;

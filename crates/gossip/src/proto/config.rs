@@ -25,6 +25,15 @@ pub struct MembershipConfig {
     pub neighbor_timeout: Duration,
     /// How long an isolated node waits before joining again through what it knows.
     pub rejoin_interval: Duration,
+    /// Passive contacts one peer may have placed at most (through shuffles, forward joins,
+    /// or by contacting this node itself): many identities behind one connection cannot
+    /// fill the view with their own.
+    pub contacts_per_source: usize,
+    /// Join, neighbour and shuffle requests one peer may send at once; after that, one per
+    /// [`Self::request_interval`]. More are ignored (and counted).
+    pub request_burst: u32,
+    /// See [`Self::request_burst`].
+    pub request_interval: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -40,6 +49,9 @@ impl Default for MembershipConfig {
             shuffle_interval: Duration::from_secs(60),
             neighbor_timeout: Duration::from_millis(500),
             rejoin_interval: Duration::from_secs(5),
+            contacts_per_source: 8,
+            request_burst: 8,
+            request_interval: Duration::from_secs(2),
         }
     }
 }
@@ -257,6 +269,8 @@ impl Config {
         check(m.active_view >= 1, "membership.active_view", "at least 1")?;
         check(m.passive_view >= m.active_view, "membership.passive_view", "at least active_view")?;
         check(m.active_walk >= m.passive_walk, "membership.active_walk", "at least passive_walk")?;
+        check(m.contacts_per_source >= 1, "membership.contacts_per_source", "at least 1")?;
+        check(m.request_burst >= 1, "membership.request_burst", "at least 1")?;
         check(
             !m.shuffle_interval.is_zero() && !m.neighbor_timeout.is_zero(),
             "membership.shuffle_interval",

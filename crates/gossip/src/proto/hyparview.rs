@@ -20,7 +20,13 @@ use rand::RngExt;
 
 use super::config::{MembershipConfig, RotationConfig};
 use super::message::{Body, TopicId};
-use super::{DownReason, Event, Outbox, PeerFilter, PeerIdentity, Timer, TimerKind};
+use super::{DownReason, Event, IgnoreReason, Outbox, PeerFilter, PeerIdentity, Timer, TimerKind};
+
+/// Shuffles awaiting a reply at most (one starts per shuffle interval).
+const MAX_OUTSTANDING_SHUFFLES: usize = 4;
+/// Peers whose request budgets are tracked at most; budgets that are full again are
+/// forgotten first.
+const MAX_TRACKED_PEERS: usize = 4096;
 
 /// Membership of one topic.
 #[derive(Debug)]
@@ -42,6 +48,12 @@ pub(crate) struct Membership<P> {
     /// Peers to join through again if isolated.
     bootstrap: Vec<P>,
     isolated: bool,
+    /// Shuffles sent and not answered: nonce, until when a reply is taken, contacts offered.
+    shuffles: Vec<(u64, Instant, usize)>,
+    /// Who placed each passive contact (entries of contacts no longer held are pruned).
+    introduced_by: HashMap<P, P>,
+    /// Each peer's budget of membership requests: tokens, and when they were counted.
+    budgets: HashMap<P, (f64, Instant)>,
 }
 
 /// What happened to the active view, for the broadcast layer.
@@ -81,6 +93,9 @@ impl<P: PeerIdentity> Membership<P> {
             rotated_out: HashMap::new(),
             bootstrap: Vec::new(),
             isolated: false,
+            shuffles: Vec::new(),
+            introduced_by: HashMap::new(),
+            budgets: HashMap::new(),
         }
     }
 
@@ -110,7 +125,7 @@ impl<P: PeerIdentity> Membership<P> {
                 self.send(ctx, peer, Body::Join);
                 self.pending.insert(peer, ctx.now);
             } else if ctx.filter.allow_passive(&self.topic, &peer) {
-                self.add_passive(ctx, peer);
+                self.add_passive(ctx, peer, self.me);
             }
         }
         self.arm_timeout(ctx);
@@ -141,7 +156,7 @@ impl<P: PeerIdentity> Membership<P> {
             let evicted = self.active.swap_remove(i);
             self.send(ctx, evicted, Body::Disconnect { alive: true });
             self.down(ctx, evicted, DownReason::Evicted);
-            self.add_passive(ctx, evicted);
+            self.add_passive(ctx, evicted, evicted);
         }
         self.passive.retain(|p| *p != peer);
         self.pending.remove(&peer);
@@ -158,11 +173,14 @@ impl<P: PeerIdentity> Membership<P> {
         ctx.out.release(peer);
     }
 
-    fn add_passive<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P) {
+    /// Keeps `peer` as a contact, placed by `source` (this node itself for its bootstrap
+    /// peers), unless `source` placed its share already.
+    fn add_passive<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P, source: P) {
         if peer == self.me
             || self.active.contains(&peer)
             || self.passive.contains(&peer)
             || !ctx.filter.allow_passive(&self.topic, &peer)
+            || self.source_is_full(ctx, &source)
         {
             return;
         }
@@ -170,7 +188,63 @@ impl<P: PeerIdentity> Membership<P> {
             let i = ctx.rng.random_range(0..self.passive.len());
             self.passive.swap_remove(i);
         }
+        self.keep(ctx, peer, source);
+    }
+
+    fn source_is_full<R>(&self, ctx: &Ctx<'_, P, R>, source: &P) -> bool {
+        *source != self.me
+            && self.passive.iter().filter(|p| self.introduced_by.get(p) == Some(source)).count()
+                >= ctx.config.contacts_per_source
+    }
+
+    fn keep<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: P, source: P) {
         self.passive.push(peer);
+        self.introduced_by.insert(peer, source);
+        if self.introduced_by.len() > 2 * ctx.config.passive_view {
+            let passive = &self.passive;
+            self.introduced_by.retain(|p, _| passive.contains(p));
+        }
+    }
+
+    /// Takes one of `peer`'s membership requests from its budget; `false` (and the request
+    /// is ignored, counted) when the budget is spent.
+    fn within_budget<R>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P) -> bool {
+        let burst = f64::from(ctx.config.request_burst);
+        let interval = ctx.config.request_interval.as_secs_f64();
+        let now = ctx.now;
+        if self.budgets.len() >= MAX_TRACKED_PEERS && !self.budgets.contains_key(&peer) {
+            let full = |(tokens, at): &(f64, Instant)| {
+                tokens + now.saturating_duration_since(*at).as_secs_f64() / interval >= burst
+            };
+            self.budgets.retain(|_, b| !full(b));
+            if self.budgets.len() >= MAX_TRACKED_PEERS {
+                // Every tracked peer is spending: the newcomer waits until one is not.
+                ctx.out.event(Event::Ignored {
+                    topic: self.topic,
+                    peer,
+                    reason: IgnoreReason::RateLimited,
+                });
+                return false;
+            }
+        }
+        let (tokens, at) = self.budgets.entry(peer).or_insert((burst, now));
+        let refill = if interval > 0.0 {
+            now.saturating_duration_since(*at).as_secs_f64() / interval
+        } else {
+            burst
+        };
+        *tokens = (*tokens + refill).min(burst);
+        *at = now;
+        if *tokens < 1.0 {
+            ctx.out.event(Event::Ignored {
+                topic: self.topic,
+                peer,
+                reason: IgnoreReason::RateLimited,
+            });
+            return false;
+        }
+        *tokens -= 1.0;
+        true
     }
 
     pub(crate) fn on_message<R: rand::Rng>(
@@ -179,15 +253,34 @@ impl<P: PeerIdentity> Membership<P> {
         from: P,
         body: Body<P>,
     ) {
+        let request = matches!(body, Body::Join | Body::Neighbor { .. } | Body::Shuffle { .. });
+        if request && !self.within_budget(ctx, from) {
+            return;
+        }
         match body {
             Body::Join => self.on_join(ctx, from),
             Body::ForwardJoin { peer, ttl } => self.on_forward_join(ctx, from, peer, ttl),
             Body::Neighbor { high } => self.on_neighbor(ctx, from, high),
             Body::NeighborAccept => self.on_accept(ctx, from),
             Body::Disconnect { alive } => self.on_disconnect(ctx, from, alive),
-            Body::Shuffle { origin, ttl, peers } => self.on_shuffle(ctx, from, origin, ttl, peers),
-            Body::ShuffleReply { peers } => {
-                self.integrate(ctx, &peers, &[]);
+            Body::Shuffle { origin, ttl, nonce, peers } => {
+                self.on_shuffle(ctx, from, origin, ttl, nonce, peers);
+            }
+            Body::ShuffleReply { nonce, mut peers } => {
+                let now = ctx.now;
+                self.shuffles.retain(|(_, until, _)| *until > now);
+                match self.shuffles.iter().position(|(n, _, _)| *n == nonce) {
+                    Some(i) => {
+                        let (_, _, offered) = self.shuffles.swap_remove(i);
+                        peers.truncate(offered);
+                        self.integrate(ctx, &peers, &[], from);
+                    }
+                    None => ctx.out.event(Event::Ignored {
+                        topic: self.topic,
+                        peer: from,
+                        reason: IgnoreReason::UnsolicitedShuffleReply,
+                    }),
+                }
                 // The reply came on a connection made for it; nothing else needs it.
                 if !self.active.contains(&from) {
                     ctx.out.release(from);
@@ -242,12 +335,12 @@ impl<P: PeerIdentity> Membership<P> {
                 self.pending.insert(peer, ctx.now);
                 self.arm_timeout(ctx);
             } else {
-                self.add_passive(ctx, peer);
+                self.add_passive(ctx, peer, from);
             }
             return;
         }
         if ttl == ctx.config.passive_walk {
-            self.add_passive(ctx, peer);
+            self.add_passive(ctx, peer, from);
         }
         let next: Vec<P> =
             self.active.iter().copied().filter(|p| *p != from && *p != peer).collect();
@@ -255,7 +348,7 @@ impl<P: PeerIdentity> Membership<P> {
             Some(next) => {
                 self.send(ctx, next, Body::ForwardJoin { peer, ttl: ttl.saturating_sub(1) })
             }
-            None => self.add_passive(ctx, peer),
+            None => self.add_passive(ctx, peer, from),
         }
     }
 
@@ -275,7 +368,7 @@ impl<P: PeerIdentity> Membership<P> {
             if !ctx.filter.allow_active(&self.topic, &from) {
                 ctx.out.event(Event::Refused { topic: self.topic, peer: from });
             }
-            self.add_passive(ctx, from);
+            self.add_passive(ctx, from, from);
             self.refuse(ctx, from);
         }
     }
@@ -300,7 +393,7 @@ impl<P: PeerIdentity> Membership<P> {
             // node has no neighbour at all.
             self.refused.insert(from, ctx.now + ctx.config.shuffle_interval / 2);
             if alive {
-                self.add_passive(ctx, from);
+                self.add_passive(ctx, from, from);
             }
             if self.active.is_empty() {
                 self.refill(ctx, &[]);
@@ -317,7 +410,7 @@ impl<P: PeerIdentity> Membership<P> {
             ctx.out.release(from);
         }
         if alive {
-            self.add_passive(ctx, from);
+            self.add_passive(ctx, from, from);
         } else {
             self.passive.retain(|p| *p != from);
         }
@@ -443,7 +536,14 @@ impl<P: PeerIdentity> Membership<P> {
         let mut peers = sample(ctx.rng, &self.active, ctx.config.shuffle_active, &[to]);
         peers.extend(sample(ctx.rng, &self.passive, ctx.config.shuffle_passive, &[]));
         let ttl = ctx.config.shuffle_walk;
-        self.send(ctx, to, Body::Shuffle { origin: self.me, ttl, peers });
+        let nonce = ctx.rng.random();
+        let now = ctx.now;
+        self.shuffles.retain(|(_, until, _)| *until > now);
+        if self.shuffles.len() >= MAX_OUTSTANDING_SHUFFLES {
+            self.shuffles.remove(0);
+        }
+        self.shuffles.push((nonce, now + ctx.config.shuffle_interval, peers.len()));
+        self.send(ctx, to, Body::Shuffle { origin: self.me, ttl, nonce, peers });
     }
 
     fn on_shuffle<R: rand::Rng>(
@@ -452,6 +552,7 @@ impl<P: PeerIdentity> Membership<P> {
         from: P,
         origin: P,
         ttl: u8,
+        nonce: u64,
         peers: Vec<P>,
     ) {
         if origin == self.me {
@@ -461,29 +562,36 @@ impl<P: PeerIdentity> Membership<P> {
             let next: Vec<P> =
                 self.active.iter().copied().filter(|p| *p != from && *p != origin).collect();
             if let Some(&next) = ctx.pick(&next) {
-                self.send(ctx, next, Body::Shuffle { origin, ttl: ttl - 1, peers });
+                self.send(ctx, next, Body::Shuffle { origin, ttl: ttl - 1, nonce, peers });
                 return;
             }
         }
         // The walk ends here: answer the origin with as many contacts, and keep its.
         let reply = sample(ctx.rng, &self.passive, peers.len(), &[origin]);
-        self.send(ctx, origin, Body::ShuffleReply { peers: reply.clone() });
+        self.send(ctx, origin, Body::ShuffleReply { nonce, peers: reply.clone() });
         if !self.active.contains(&origin) {
             ctx.out.release(origin);
         }
         let mut offered = peers;
         offered.push(origin);
-        self.integrate(ctx, &offered, &reply);
+        // Charged to the neighbour that handed the walk over: the origin is only a claim.
+        self.integrate(ctx, &offered, &reply, from);
     }
 
-    /// Takes offered contacts into the passive view, making room by dropping first those
-    /// just sent away.
-    fn integrate<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, offered: &[P], sent: &[P]) {
+    /// Takes contacts that `source` offered into the passive view, up to its share, making
+    /// room by dropping first those just sent away.
+    fn integrate<R: rand::Rng>(
+        &mut self,
+        ctx: &mut Ctx<'_, P, R>,
+        offered: &[P],
+        sent: &[P],
+        source: P,
+    ) {
         for &peer in offered {
             if peer == self.me || self.active.contains(&peer) || self.passive.contains(&peer) {
                 continue;
             }
-            if !ctx.filter.allow_passive(&self.topic, &peer) {
+            if !ctx.filter.allow_passive(&self.topic, &peer) || self.source_is_full(ctx, &source) {
                 continue;
             }
             if self.passive.len() >= ctx.config.passive_view {
@@ -494,7 +602,7 @@ impl<P: PeerIdentity> Membership<P> {
                     .unwrap_or_else(|| ctx.rng.random_range(0..self.passive.len()));
                 self.passive.swap_remove(victim);
             }
-            self.passive.push(peer);
+            self.keep(ctx, peer, source);
         }
     }
 
@@ -511,7 +619,7 @@ impl<P: PeerIdentity> Membership<P> {
         }
         let until = ctx.now + ctx.config.shuffle_interval;
         for &peer in &rotated {
-            self.add_passive(ctx, peer);
+            self.add_passive(ctx, peer, peer);
             self.rotated_out.insert(peer, until);
         }
         self.refill(ctx, &rotated);

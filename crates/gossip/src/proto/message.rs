@@ -83,11 +83,16 @@ pub enum Body<P> {
         origin: P,
         /// Steps left.
         ttl: u8,
+        /// Drawn at random by the origin; the reply carries it back. The origin takes no
+        /// reply it did not ask for.
+        nonce: u64,
         /// Contacts offered.
         peers: Vec<P>,
     },
     /// Contacts given back to a shuffle's origin.
     ShuffleReply {
+        /// The shuffle's nonce.
+        nonce: u64,
         /// Contacts offered.
         peers: Vec<P>,
     },

@@ -102,6 +102,27 @@ pub enum DownReason {
     Left,
 }
 
+/// Why a membership message was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IgnoreReason {
+    /// A shuffle reply that answers no shuffle this node has outstanding (or answers one a
+    /// second time).
+    UnsolicitedShuffleReply,
+    /// The peer sent more join, neighbour or shuffle requests than its budget allows.
+    RateLimited,
+}
+
+impl IgnoreReason {
+    /// A short name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnsolicitedShuffleReply => "unsolicited_shuffle_reply",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
 /// What a node reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event<P> {
@@ -138,6 +159,15 @@ pub enum Event<P> {
         topic: TopicId,
         /// The peer.
         peer: P,
+    },
+    /// A membership message from `peer` was ignored.
+    Ignored {
+        /// The topic.
+        topic: TopicId,
+        /// The peer that sent it.
+        peer: P,
+        /// Why.
+        reason: IgnoreReason,
     },
     /// No neighbour and no eligible contact: the node will join again through its bootstrap
     /// peers.
@@ -509,7 +539,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
                     Some(next) => {
                         t.stem.held.insert(id, Held { data: data.clone(), inbound: None, next });
                         self.out.send_payload(next, *topic, Body::Stem { id, data });
-                        let at = Stem::<P>::embargo(&self.config.stem, now, &mut self.rng, true);
+                        let at = Stem::<P>::embargo(&self.config.stem, now, &mut self.rng);
                         self.out.timer(at, Timer::new(*topic, TimerKind::Embargo(id)));
                     }
                     None => {
@@ -695,7 +725,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             Some(next) => {
                 t.stem.held.insert(id, Held { data: data.clone(), inbound: Some(from), next });
                 self.out.send_payload(next, topic, Body::Stem { id, data });
-                let at = Stem::<P>::embargo(&self.config.stem, now, &mut self.rng, false);
+                let at = Stem::<P>::embargo(&self.config.stem, now, &mut self.rng);
                 self.out.timer(at, Timer::new(topic, TimerKind::Embargo(id)));
             }
             None => self.fluff(now, topic, id, data, from),
