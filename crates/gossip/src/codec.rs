@@ -22,6 +22,7 @@
 //! 0x0a GRAFT            flag u8 | id [32] if flag is 1
 //! 0x0b PRUNE            -
 //! 0x0c STEM             id [32] | data (the rest of the body)
+//! 0x0d PING             reply u8  (liveness; the topic is all zeros)
 //! ```
 
 use libp2p_identity::PeerId;
@@ -109,6 +110,7 @@ pub fn encode(message: &Message<PeerId>) -> Result<Vec<u8>, CodecError> {
         Body::Graft { .. } => (0x0a, false),
         Body::Prune => (0x0b, false),
         Body::Stem { .. } => (0x0c, true),
+        Body::Ping { .. } => (0x0d, false),
     };
     body.push(kind);
     body.extend_from_slice(&message.topic.0);
@@ -120,6 +122,7 @@ pub fn encode(message: &Message<PeerId>) -> Result<Vec<u8>, CodecError> {
         }
         Body::Neighbor { high } => body.push(u8::from(*high)),
         Body::Disconnect { alive } => body.push(u8::from(*alive)),
+        Body::Ping { reply } => body.push(u8::from(*reply)),
         Body::Shuffle { origin, ttl, nonce, peers } => {
             body.push(*ttl);
             body.extend_from_slice(&nonce.to_be_bytes());
@@ -251,6 +254,7 @@ pub fn decode(frame: &[u8]) -> Result<Message<PeerId>, CodecError> {
             _ => Body::Graft { id: Some(r.id()?) },
         },
         0x0b => Body::Prune,
+        0x0d => Body::Ping { reply: r.u8("reply")? != 0 },
         other => return Err(CodecError::UnknownKind(other)),
     };
     let expected = bucket(len, body.is_payload()).ok_or(CodecError::Oversized("body"))?;
@@ -291,6 +295,8 @@ mod tests {
             Body::Graft { id: None },
             Body::Prune,
             Body::Stem { id, data: vec![4; 3000] },
+            Body::Ping { reply: false },
+            Body::Ping { reply: true },
         ]
     }
 
@@ -349,7 +355,7 @@ mod tests {
     fn arbitrary_body(kind: u8, n: usize, len: usize, byte: u8) -> Body<PeerId> {
         let peers = |n: usize| (0..n).map(|_| PeerId::random()).collect::<Vec<_>>();
         let id = MessageId([byte; 32]);
-        match kind % 12 {
+        match kind % 13 {
             0 => Body::Join,
             1 => Body::ForwardJoin { peer: PeerId::random(), ttl: byte },
             2 => Body::Neighbor { high: byte & 1 == 1 },
@@ -366,6 +372,7 @@ mod tests {
             8 => Body::IHave { ids: vec![id; n % (MAX_IDS + 1)] },
             9 => Body::Graft { id: (byte & 1 == 1).then_some(id) },
             10 => Body::Prune,
+            11 => Body::Ping { reply: byte & 1 == 1 },
             _ => Body::Stem { id, data: vec![byte; len] },
         }
     }
@@ -373,7 +380,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_message_encodes_to_a_bucket_and_back(
-            kind in 0u8..12,
+            kind in 0u8..13,
             n in 0usize..16,
             len in 0usize..=MAX_PAYLOAD,
             byte: u8,

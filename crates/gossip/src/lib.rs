@@ -25,8 +25,8 @@ pub mod fuzzing;
 pub mod proto;
 
 pub use driver::{
-    Behaviour, BehaviourConfig, Event, MIX_PUBLISH_CODEC, Metrics, PROTOCOL, mix_publish_body,
-    parse_mix_publish,
+    Behaviour, BehaviourConfig, Event, LIVENESS_TIMEOUT, MIX_PUBLISH_CODEC, Metrics, PROTOCOL,
+    mix_publish_body, parse_mix_publish,
 };
 pub use proto::{
     AllowAll, Config, ConfigError, DownReason, Forwarding, IgnoreReason, MessageId, PeerFilter,

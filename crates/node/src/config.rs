@@ -66,6 +66,7 @@ struct GossipSection {
     rotation_count: usize,
     active_view: usize,
     passive_view: usize,
+    liveness_timeout_ms: u64,
 }
 
 impl Default for GossipSection {
@@ -86,6 +87,7 @@ impl Default for GossipSection {
             rotation_count: rotation.count,
             active_view: gossip.membership.active_view,
             passive_view: gossip.membership.passive_view,
+            liveness_timeout_ms: mix_gossip::LIVENESS_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -154,9 +156,15 @@ impl GossipSection {
             .map(bootstrap_peer)
             .collect::<anyhow::Result<Vec<_>>>()
             .context("gossip.bootstrap")?;
+        anyhow::ensure!(
+            self.liveness_timeout_ms == 0 || (500..=600_000).contains(&self.liveness_timeout_ms),
+            "gossip.liveness_timeout_ms must be 0 (off) or 500 to 600000"
+        );
+        let liveness_timeout = (self.liveness_timeout_ms > 0).then(|| ms(self.liveness_timeout_ms));
         Ok(crate::runtime::GossipSpec {
             config: mix_gossip::BehaviourConfig {
                 gossip,
+                liveness_timeout,
                 ..mix_gossip::BehaviourConfig::default()
             },
             topics: self.topics.clone(),

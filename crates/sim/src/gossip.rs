@@ -57,6 +57,13 @@ pub enum CrashModel {
     Silent,
 }
 
+/// What the gossip driver takes at most, by default, to notice a silent neighbour.
+pub(crate) fn silent_detect_default() -> Duration {
+    mix_gossip::BehaviourConfig::default()
+        .liveness_detection()
+        .expect("the driver's liveness check is on by default")
+}
+
 impl Default for Latency {
     fn default() -> Self {
         Self {
@@ -64,7 +71,7 @@ impl Default for Latency {
             max: Duration::from_millis(50),
             dial_timeout: Duration::from_millis(200),
             mix: Duration::from_millis(300),
-            silent_detect: Duration::from_secs(5),
+            silent_detect: silent_detect_default(),
         }
     }
 }

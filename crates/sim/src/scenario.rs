@@ -152,7 +152,8 @@ pub struct Scenario {
     pub crash: Option<f64>,
     /// How survivors learn of the crash.
     pub crash_model: CrashModelName,
-    /// Under the silent model, how long a connection to a dead node takes to time out (ms).
+    /// Under the silent model, how long a connection to a dead node takes to time out (ms);
+    /// by default what the gossip driver's liveness check takes at most.
     pub silent_detect_ms: u64,
     /// Broadcasts after the crash (the first right after it).
     pub after_crash: usize,
@@ -183,7 +184,7 @@ impl Default for Scenario {
             limit_s: 30,
             crash: None,
             crash_model: CrashModelName::Reset,
-            silent_detect_ms: 5000,
+            silent_detect_ms: crate::gossip::silent_detect_default().as_millis() as u64,
             after_crash: 5,
             spies: None,
             spy_broadcasts: 300,

@@ -21,8 +21,8 @@ use libp2p_swarm::DialError;
 use libp2p_swarm::behaviour::{ConnectionClosed, ConnectionEstablished, DialFailure, FromSwarm};
 use libp2p_swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p_swarm::{
-    ConnectionDenied, ConnectionId, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    CloseConnection, ConnectionDenied, ConnectionId, NetworkBehaviour, NotifyHandler, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -130,6 +130,22 @@ pub struct BehaviourConfig {
     pub frame_timeout: Duration,
     /// Frames waiting for a connection to a peer being dialed, at most.
     pub max_pending_frames: usize,
+    /// A connection gossip needs is probed when the peer has been quiet for a quarter of
+    /// this, and closed (the peer taken for gone) when it stays quiet this long. `None`
+    /// leaves failure detection to the transport, which over TCP may take minutes when a
+    /// host dies without resetting its connections.
+    pub liveness_timeout: Option<Duration>,
+}
+
+/// The default [`BehaviourConfig::liveness_timeout`].
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl BehaviourConfig {
+    /// The longest a silent peer goes unnoticed: the liveness timeout and one probe period
+    /// (the clock is checked once a period). The simulator's silent-crash model uses this.
+    pub fn liveness_detection(&self) -> Option<Duration> {
+        self.liveness_timeout.map(|t| t + t / 4)
+    }
 }
 
 impl Default for BehaviourConfig {
@@ -140,6 +156,7 @@ impl Default for BehaviourConfig {
             max_inbound_streams: 8,
             frame_timeout: Duration::from_secs(10),
             max_pending_frames: 256,
+            liveness_timeout: Some(LIVENESS_TIMEOUT),
         }
     }
 }
@@ -313,6 +330,17 @@ impl Behaviour {
         }
     }
 
+    /// Stops using `connection` to `peer`; `false` if it was not in use.
+    fn forget(&mut self, peer: PeerId, connection: ConnectionId) -> bool {
+        let Some(c) = self.connected.get_mut(&peer) else { return false };
+        let known = c.contains(&connection);
+        c.retain(|id| *id != connection);
+        if c.is_empty() {
+            self.connected.remove(&peer);
+        }
+        known
+    }
+
     fn set_needed(&mut self, peer: PeerId, needed: bool) {
         let changed = if needed { self.needed.insert(peer) } else { self.needed.remove(&peer) };
         if !changed {
@@ -432,6 +460,7 @@ impl Behaviour {
             self.config.max_queued_frames,
             self.config.max_inbound_streams,
             self.config.frame_timeout,
+            self.config.liveness_timeout,
         )
     }
 }
@@ -501,14 +530,11 @@ impl NetworkBehaviour for Behaviour {
                 remaining_established,
                 ..
             }) => {
-                if let Some(c) = self.connected.get_mut(&peer_id) {
-                    c.retain(|id| *id != connection_id);
-                    if c.is_empty() {
-                        self.connected.remove(&peer_id);
-                    }
-                }
+                // A connection given up as silent was forgotten (and its peer lost, if it
+                // was the last) already.
+                let in_use = self.forget(peer_id, connection_id);
                 // The transport as failure detector: the last connection to a peer went.
-                if remaining_established == 0 {
+                if in_use && remaining_established == 0 {
                     self.lost(peer_id);
                 }
             }
@@ -531,7 +557,7 @@ impl NetworkBehaviour for Behaviour {
     fn on_connection_handler_event(
         &mut self,
         peer: PeerId,
-        _: ConnectionId,
+        connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
         match event {
@@ -550,6 +576,19 @@ impl NetworkBehaviour for Behaviour {
                 for _ in 0..frames {
                     self.metrics.dropped("unreachable");
                 }
+            }
+            OutEvent::Dead => {
+                tracing::debug!(%peer, "gossip peer silent past the liveness timeout");
+                self.metrics.dead();
+                self.events.push_back(ToSwarm::CloseConnection {
+                    peer_id: peer,
+                    connection: CloseConnection::One(connection),
+                });
+                // Closing may wait on the silent peer; the protocol moves on now.
+                if self.forget(peer, connection) && !self.connected.contains_key(&peer) {
+                    self.lost(peer);
+                }
+                self.wake();
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, SelectAll};
@@ -19,7 +19,7 @@ use libp2p_swarm::{
 };
 
 use crate::codec::{self, CodecError};
-use crate::proto::Message;
+use crate::proto::{Body, Message, TopicId};
 
 /// The gossip protocol. Version 1.1.0: shuffles and their replies carry a nonce, which 1.0.0
 /// peers cannot parse.
@@ -50,6 +50,9 @@ pub enum OutEvent {
     Written(usize),
     /// The outbound stream failed twice: queued frames were dropped.
     Unreachable(usize),
+    /// Gossip needs this connection, and nothing came from the peer for the liveness
+    /// timeout, probes included: the peer is taken for dead.
+    Dead,
 }
 
 type WriteResult = Result<(Stream, Vec<usize>), (Vec<Vec<u8>>, io::Error)>;
@@ -72,6 +75,24 @@ pub struct Handler {
     max_queue: usize,
     max_inbound: usize,
     frame_timeout: Duration,
+    liveness: Option<Liveness>,
+}
+
+/// Probes a peer that has been quiet, and gives it up when it stays quiet.
+struct Liveness {
+    timeout: Duration,
+    last_heard: Instant,
+    last_probe: Option<Instant>,
+    tick: futures_timer::Delay,
+    reported: bool,
+}
+
+impl Liveness {
+    /// How often a quiet peer is probed, and the clock checked: a peer answers a probe within
+    /// the timeout unless it is gone.
+    fn period(&self) -> Duration {
+        self.timeout / 4
+    }
 }
 
 impl std::fmt::Debug for Handler {
@@ -88,7 +109,19 @@ enum ReadError {
 }
 
 impl Handler {
-    pub(crate) fn new(max_queue: usize, max_inbound: usize, frame_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        max_queue: usize,
+        max_inbound: usize,
+        frame_timeout: Duration,
+        liveness: Option<Duration>,
+    ) -> Self {
+        let liveness = liveness.map(|timeout| Liveness {
+            timeout,
+            last_heard: Instant::now(),
+            last_probe: None,
+            tick: futures_timer::Delay::new(timeout / 4),
+            reported: false,
+        });
         Self {
             inbound: SelectAll::new(),
             queue: VecDeque::new(),
@@ -99,7 +132,70 @@ impl Handler {
             max_queue,
             max_inbound,
             frame_timeout,
+            liveness,
         }
+    }
+
+    fn ping(&mut self, reply: bool) {
+        // A probe looks like any control frame on the wire (same bucket); the topic is unused.
+        let message = Message { topic: TopicId([0; 32]), body: Body::Ping { reply } };
+        if let Ok(frame) = codec::encode(&message)
+            && self.queue.len() < self.max_queue
+        {
+            self.queue.push_back(frame);
+        }
+    }
+
+    /// A frame arrived: the peer is alive. Probes are answered here; `true` if `message` is
+    /// for the behaviour.
+    fn heard(&mut self, message: &Message<PeerId>) -> bool {
+        if let Some(l) = self.liveness.as_mut() {
+            l.last_heard = Instant::now();
+            l.reported = false;
+        }
+        match message.body {
+            Body::Ping { reply: false } => {
+                self.ping(true);
+                false
+            }
+            Body::Ping { reply: true } => false,
+            _ => true,
+        }
+    }
+
+    /// Probes a quiet peer, and reports it dead once it was quiet for the whole timeout.
+    fn poll_liveness(&mut self, cx: &mut Context<'_>) -> Option<OutEvent> {
+        let keep_alive = self.keep_alive;
+        let l = self.liveness.as_mut()?;
+        let mut probe = false;
+        while l.tick.poll_unpin(cx).is_ready() {
+            let period = l.period();
+            l.tick.reset(period);
+            let now = Instant::now();
+            if !keep_alive {
+                // Not needed: a quiet peer is no concern, and the clock starts when it is.
+                l.last_heard = now;
+                continue;
+            }
+            let quiet = now.saturating_duration_since(l.last_heard);
+            if quiet >= l.timeout {
+                if !l.reported {
+                    l.reported = true;
+                    return Some(OutEvent::Dead);
+                }
+                continue;
+            }
+            let probed_lately =
+                l.last_probe.is_some_and(|at| now.saturating_duration_since(at) < period);
+            if quiet >= period && !probed_lately {
+                l.last_probe = Some(now);
+                probe = true;
+            }
+        }
+        if probe {
+            self.ping(false);
+        }
+        None
     }
 
     fn failed(&mut self) {
@@ -198,7 +294,16 @@ impl ConnectionHandler for Handler {
                 }
                 self.queue.push_back(frame);
             }
-            InEvent::KeepAlive(keep) => self.keep_alive = keep,
+            InEvent::KeepAlive(keep) => {
+                if keep
+                    && !self.keep_alive
+                    && let Some(l) = self.liveness.as_mut()
+                {
+                    // Needed from now on: the quiet time counts from now.
+                    l.last_heard = Instant::now();
+                }
+                self.keep_alive = keep;
+            }
         }
     }
 
@@ -215,21 +320,29 @@ impl ConnectionHandler for Handler {
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
-        match self.inbound.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(message))) => {
-                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Message(
-                    message,
-                )));
+        loop {
+            match self.inbound.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    if self.heard(&message) {
+                        return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                            OutEvent::Message(message),
+                        ));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let event = match e {
+                        ReadError::Codec(e) => OutEvent::Malformed(e),
+                        ReadError::Io => OutEvent::StreamError("stream_error"),
+                        ReadError::Timeout => OutEvent::StreamError("frame_timeout"),
+                    };
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+                }
+                Poll::Ready(None) | Poll::Pending => break,
             }
-            Poll::Ready(Some(Err(e))) => {
-                let event = match e {
-                    ReadError::Codec(e) => OutEvent::Malformed(e),
-                    ReadError::Io => OutEvent::StreamError("stream_error"),
-                    ReadError::Timeout => OutEvent::StreamError("frame_timeout"),
-                };
-                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
-            }
-            Poll::Ready(None) | Poll::Pending => {}
+        }
+        // After the inbound streams: what already arrived counts as heard.
+        if let Some(event) = self.poll_liveness(cx) {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
         loop {
             match std::mem::replace(&mut self.writer, Writer::Closed) {

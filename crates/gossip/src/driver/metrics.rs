@@ -28,6 +28,7 @@ pub struct Metrics {
     neighbors: Gauge,
     neighbors_down: Family<Kind, Counter>,
     refused: Counter,
+    dead: Counter,
     dropped: Family<Kind, Counter>,
     frames_written: Family<Bucket, Counter>,
 }
@@ -47,6 +48,11 @@ impl Metrics {
         r.register("neighbors", "Neighbours now, over all topics", self.neighbors.clone());
         r.register("neighbors_down", "Neighbours lost, by reason", self.neighbors_down.clone());
         r.register("refused", "Neighbour requests the filter refused", self.refused.clone());
+        r.register(
+            "peers_silent",
+            "Connections closed because a needed peer stayed silent past the liveness timeout",
+            self.dead.clone(),
+        );
         r.register("dropped", "Frames dropped, by reason", self.dropped.clone());
         r.register(
             "frames_written",
@@ -96,6 +102,10 @@ impl Metrics {
 
     pub(crate) fn refused(&self) {
         self.refused.inc();
+    }
+
+    pub(crate) fn dead(&self) {
+        self.dead.inc();
     }
 
     pub(crate) fn dropped(&self, kind: &'static str) {

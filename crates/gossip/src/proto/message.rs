@@ -116,6 +116,12 @@ pub enum Body<P> {
     },
     /// Asks the receiver to push lazily from now on (its eager push was a duplicate).
     Prune,
+    /// Liveness, between the two ends of a connection (the driver answers and consumes it;
+    /// the state machine ignores it): `reply` is false for a probe, true for its answer.
+    Ping {
+        /// Whether this answers a probe.
+        reply: bool,
+    },
     // Publisher anonymity.
     /// A message on its stem (Dandelion++): relayed to one node at a time before it is
     /// broadcast.
@@ -148,6 +154,7 @@ impl<P> Body<P> {
             Self::IHave { .. } => "ihave",
             Self::Graft { .. } => "graft",
             Self::Prune => "prune",
+            Self::Ping { .. } => "ping",
             Self::Stem { .. } => "stem",
         }
     }

@@ -668,6 +668,8 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
                 }
             }
             Body::Stem { id, data } => self.on_stem(now, topic, from, id, data),
+            // The driver's: it answers probes itself.
+            Body::Ping { .. } => {}
         }
         self.finish(now);
     }
