@@ -1,7 +1,7 @@
 //! The command line: parses it and runs the command.
 
 use crate::{
-    bench, config, keygen, metrics_http, runtime, sim, sim_mix, testnet, transfer, vectors,
+    bench, config, init, keygen, metrics_http, runtime, sim, sim_mix, testnet, transfer, vectors,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,6 +148,27 @@ enum Command {
         /// repeatable, added to the file's [discovery] bootstrap (and turns discovery on).
         #[arg(long)]
         bootstrap: Vec<Multiaddr>,
+    },
+    /// Write a complete, commented node.toml with fresh keys and a state directory; the
+    /// node then starts with `mixnode run --config <dir>/node.toml`.
+    Init {
+        /// Where node.toml and the state directory go (created if missing).
+        #[arg(long, default_value = "mixnode")]
+        dir: PathBuf,
+        /// An address to listen on (repeatable); the example's 127.0.0.1:4242 if none. A
+        /// public node listens on e.g. /ip4/0.0.0.0/tcp/4242 and gives --advertise.
+        #[arg(long)]
+        listen: Vec<Multiaddr>,
+        /// The address other nodes dial, if not the first one listened on.
+        #[arg(long)]
+        advertise: Option<Multiaddr>,
+        /// A discovery bootstrap peer (a multiaddr ending in /p2p/<peer id>); repeatable.
+        /// None for the first node of a network.
+        #[arg(long)]
+        bootstrap: Vec<Multiaddr>,
+        /// Replace an existing node.toml (its keys are lost).
+        #[arg(long)]
+        force: bool,
     },
     /// Generate a node identity and mix key, printed as configuration.
     Keygen {
@@ -396,6 +417,13 @@ pub fn main() -> anyhow::Result<ExitCode> {
             let mut loaded = config::load(&config)?;
             config::add_bootstrap(&mut loaded.spec, &bootstrap)?;
             runtime()?.block_on(run_node(loaded, metrics))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init { dir, listen, advertise, bootstrap, force } => {
+            let written = init::write(&init::Options { dir, listen, advertise, bootstrap, force })?;
+            let config = written.config.display();
+            println!("wrote {config} (peer id {})", written.peer_id);
+            println!("start the node: mixnode run --config {config}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { advertise } => {

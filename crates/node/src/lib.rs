@@ -12,6 +12,7 @@ mod cpu;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod init;
 mod keygen;
 mod metrics_http;
 mod runtime;

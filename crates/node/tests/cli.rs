@@ -139,6 +139,34 @@ fn keygen_output_is_a_loadable_identity_and_bad_configs_are_explained() {
     assert!(stderr.contains("unknown field") && stderr.contains("bogus"), "{stderr}");
 }
 
+/// A node in two commands: `init` writes the config, `run` starts from it.
+#[test]
+fn init_then_run_starts_a_node() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let dir = dir.to_str().unwrap();
+    let out = mixnode(&["init", "--dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let config = format!("{dir}/node.toml");
+    assert!(printed.contains(&format!("mixnode run --config {config}")), "{printed}");
+    let child = Command::new(env!("CARGO_BIN_EXE_mixnode"))
+        .args(["run", "--config", &config, "--metrics", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let running = lines.take(40).map(Result::unwrap).any(|l| l.contains("mix node running"));
+    assert!(running, "no start log");
+    // A second init into the same directory keeps the keys.
+    let again = mixnode(&["init", "--dir", dir]);
+    assert!(!again.status.success());
+}
+
 #[test]
 fn run_starts_a_node_that_serves_metrics() {
     use std::io::{BufRead, BufReader, Read, Write};
