@@ -253,6 +253,12 @@ fn print_rows(json: bool, rows: &[Row]) -> anyhow::Result<()> {
             r.rate_aware_top1_linkage * 100.0
         );
         println!(
+            "  the strongest of these by top-1: {} at {:.1} %; the lowest mean entropy of them {:.3}",
+            r.strongest_adversary,
+            r.strongest_top1_linkage * 100.0,
+            r.lowest_entropy_normalised_mean
+        );
+        println!(
             "  receivers: normalised mean {:.3}, top-1 {:.1} %; latency p50 {:.1} ms, p95 {:.1} ms",
             r.receiver_entropy_normalised_mean,
             r.receiver_top1_linkage * 100.0,

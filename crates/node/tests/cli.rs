@@ -283,9 +283,17 @@ fn sim_mix_prints_the_adversarys_figures_as_json() {
         "receiver_entropy_normalised_mean",
         "latency_ms_p50",
         "corrupt_share",
+        "strongest_top1_linkage",
+        "lowest_entropy_normalised_mean",
     ] {
         assert!(report[key].is_number(), "missing {key}: {report}");
     }
+    // The headline is the strongest adversary's figure.
+    let strongest = report["strongest_top1_linkage"].as_f64().unwrap();
+    for key in ["top1_linkage", "path_aware_top1_linkage", "rate_aware_top1_linkage"] {
+        assert!(strongest >= report[key].as_f64().unwrap(), "{key}: {report}");
+    }
+    assert!(report["strongest_adversary"].is_string(), "{report}");
     assert_eq!(report["mode"], "random");
     assert_eq!(report["delivered"], report["messages"], "{report}");
     let refused = mixnode(&["sim", "mix", "--corrupt", "1.5"]);

@@ -145,6 +145,13 @@ pub struct MixSimReport {
     pub rate_aware_entropy_normalised_mean: f64,
     /// Its top-1 linkage.
     pub rate_aware_top1_linkage: f64,
+    /// The strongest of the three sender adversaries (pool, path-aware, rate-aware) by top-1
+    /// linkage: the headline figure, whichever that is.
+    pub strongest_adversary: &'static str,
+    /// Its top-1 linkage (the highest of the three).
+    pub strongest_top1_linkage: f64,
+    /// The lowest mean normalised entropy of the three (it may come from another one).
+    pub lowest_entropy_normalised_mean: f64,
     /// Mean normalised entropy of the receiver distributions.
     pub receiver_entropy_normalised_mean: f64,
     /// Share of messages whose most likely receiver is the true one.
@@ -367,6 +374,17 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
     };
     let replies_sent = run.flows.iter().filter(|f| f.kind == FlowKind::Reply).count();
     let requests = run.flows.iter().any(|f| f.kind == FlowKind::Request);
+    let entropy = normalised.iter().sum::<f64>() / count;
+    let adversaries = [
+        ("pool", top1 / count, entropy),
+        ("path_aware", path_aware_top1, path_aware_entropy),
+        ("rate_aware", rate_aware_top1, rate_aware_entropy),
+    ];
+    // Ties go to the first: the pool adversary needs the least knowledge.
+    let strongest = adversaries[1..]
+        .iter()
+        .fold(adversaries[0], |best, a| if a.1 > best.1 { *a } else { best });
+    let lowest_entropy = adversaries.iter().map(|a| a.2).fold(f64::INFINITY, f64::min);
     MixSimReport {
         nodes: run.nodes,
         clients: n - run.nodes,
@@ -380,13 +398,16 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
         cover_packets: 0,
         virtual_seconds: 0.0,
         entropy_bits_mean: bits / count,
-        entropy_normalised_mean: normalised.iter().sum::<f64>() / count,
+        entropy_normalised_mean: entropy,
         entropy_normalised_p5: quantile(&normalised, 0.05),
         top1_linkage: top1 / count,
         path_aware_entropy_normalised_mean: path_aware_entropy,
         path_aware_top1_linkage: path_aware_top1,
         rate_aware_entropy_normalised_mean: rate_aware_entropy,
         rate_aware_top1_linkage: rate_aware_top1,
+        strongest_adversary: strongest.0,
+        strongest_top1_linkage: strongest.1,
+        lowest_entropy_normalised_mean: lowest_entropy,
         receiver_entropy_normalised_mean: receivers / receiver_count.max(1) as f64,
         receiver_top1_linkage: receiver_top1 / receiver_count.max(1) as f64,
         latency_ms_p50: quantile(&latencies, 0.5),
