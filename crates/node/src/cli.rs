@@ -544,17 +544,41 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
         tracing::info!("metrics on http://{bound}/metrics");
     }
     let mut events = node.take_events().context("events")?;
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => tracing::info!(?event, "event"),
                 None => anyhow::bail!("the node stopped"),
             },
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("shutting down");
+            signal = &mut stop => {
+                // Dropping the node saves its replay state (a clean stop): without it, a
+                // restart would forget the packets of the last save interval, and they could
+                // be replayed. Packets held for mixing are dropped.
+                tracing::info!(signal, "shutting down");
                 node.stop();
                 return Ok(());
             }
         }
     }
+}
+
+/// Resolves with the signal's name at Ctrl-C (SIGINT) or SIGTERM (what service managers send).
+fn stop_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    })
 }

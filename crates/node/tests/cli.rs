@@ -159,12 +159,24 @@ fn init_then_run_starts_a_node() {
         .spawn()
         .unwrap();
     let mut child = Killed(child);
-    let lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let running = lines.take(40).map(Result::unwrap).any(|l| l.contains("mix node running"));
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let running =
+        lines.by_ref().take(40).map(Result::unwrap).any(|l| l.contains("mix node running"));
     assert!(running, "no start log");
     // A second init into the same directory keeps the keys.
     let again = mixnode(&["init", "--dir", dir]);
     assert!(!again.status.success());
+    // What a service manager sends to stop it: a clean stop that saves the replay state.
+    let state = std::path::Path::new(dir).join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir(&state).unwrap();
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.0.wait().unwrap();
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{}", log.join("\n"));
+    let saved = std::fs::read_dir(&state).unwrap().count();
+    assert!(saved > 0, "the replay state was saved at the stop");
 }
 
 #[test]
