@@ -37,6 +37,8 @@ struct Net {
     mix_down: bool,
     mix_sent: usize,
     topic: TopicId,
+    /// Peers outside the network that stay connected: what is sent to them is dropped.
+    sinks: BTreeSet<Peer>,
 }
 
 const LATENCY: Duration = Duration::from_millis(5);
@@ -53,6 +55,7 @@ impl Net {
             mix_down: false,
             mix_sent: 0,
             topic: TopicId::from_name("test"),
+            sinks: BTreeSet::new(),
         };
         for i in 0..n {
             let rng = ChaCha12Rng::seed_from_u64(u64::from(i) + 7);
@@ -85,7 +88,7 @@ impl Net {
                 Output::Send { to, message } => {
                     if self.nodes.contains_key(&to) {
                         self.push(self.now + LATENCY, Ev::Deliver { to, from: node, message });
-                    } else {
+                    } else if !self.sinks.contains(&to) {
                         self.push(self.now + LATENCY, Ev::Gone { node, peer: to });
                     }
                 }
@@ -411,7 +414,7 @@ fn shuffle_replies_nobody_asked_for_place_no_contact() {
     }
 }
 
-/// Attack: one peer starts shuffles that end at once at the victim, each offering ten
+/// Attack: a neighbour starts shuffles that end at once at the victim, each offering ten
 /// Sybils (and a Sybil origin). Before contacts were charged to the peer that placed them,
 /// the victim's whole passive view became Sybils.
 #[test]
@@ -419,14 +422,51 @@ fn one_peer_places_at_most_its_share_of_contacts() {
     let config = config(Forwarding::Immediate);
     let share = config.membership.contacts_per_source;
     let mut net = Net::new(12, &config, allow_all);
+    let neighbour = net.neighbors(3)[0];
     for round in 0..config.membership.request_burst {
         let peers = sybils(round * 10, 10);
         let origin = 1500 + round;
-        inject(&mut net, 3, 1000, Body::Shuffle { origin, ttl: 0, nonce: 1, peers });
+        inject(&mut net, 3, neighbour, Body::Shuffle { origin, ttl: 0, nonce: 1, peers });
     }
     let placed = sybil_contacts(&net, 3);
     assert!(placed <= share, "{placed} Sybil contacts, share {share}");
     assert!(placed > 0, "the peer's share is used");
+}
+
+/// Walks (shuffles, forward joins) travel over neighbour links: from anyone else they are
+/// ignored, and counted.
+#[test]
+fn walks_from_strangers_are_ignored() {
+    let mut net = Net::new(12, &config(Forwarding::Immediate), allow_all);
+    let peers = sybils(0, 10);
+    inject(&mut net, 3, 1000, Body::Shuffle { origin: 1000, ttl: 0, nonce: 1, peers });
+    inject(&mut net, 3, 1000, Body::ForwardJoin { peer: 2500, ttl: 0 });
+    assert_eq!(sybil_contacts(&net, 3), 0);
+    let ignored = net.count(|e| {
+        matches!(e, Event::Ignored { reason: IgnoreReason::NotANeighbor, peer: 1000, .. })
+    });
+    assert_eq!(ignored, 2);
+}
+
+/// Attack: a neighbour ends forward-join walks at the victim, each naming a Sybil as the
+/// joiner, and each Sybil accepts the victim's neighbour request at once. Every accept used
+/// to evict an honest neighbour: one peer replaced the whole active view. Now a walk's
+/// joiner evicts at most once per `walk_eviction_interval`.
+#[test]
+fn forward_joins_naming_sybils_do_not_replace_the_neighbours() {
+    let config = config(Forwarding::Immediate);
+    let mut net = Net::new(12, &config, allow_all);
+    let neighbour = net.neighbors(3)[0];
+    let free = config.membership.active_view - net.neighbors(3).len();
+    let mut most = 0;
+    for i in 0..config.membership.request_burst {
+        let sybil = 2000 + i;
+        net.sinks.insert(sybil);
+        inject(&mut net, 3, neighbour, Body::ForwardJoin { peer: sybil, ttl: 0 });
+        inject(&mut net, 3, sybil, Body::NeighborAccept);
+        most = most.max(net.neighbors(3).iter().filter(|p| **p >= 2000).count());
+    }
+    assert!(most <= free + 1, "{most} Sybils were neighbours at once ({free} free slots)");
 }
 
 /// Attack: one peer floods joins (each makes the victim tell every neighbour). Past its
@@ -440,7 +480,9 @@ fn requests_past_a_peers_budget_are_ignored() {
         inject(&mut net, 3, 1000, Body::Join);
     }
     let limited = |net: &Net| {
-        net.count(|e| matches!(e, Event::Ignored { reason: IgnoreReason::RateLimited, .. }))
+        net.count(|e| {
+            matches!(e, Event::Ignored { reason: IgnoreReason::RateLimited, peer: 1000, .. })
+        })
     };
     assert_eq!(limited(&net), 50 - burst);
     // The budget refills: after a while, the peer is heard again.

@@ -528,6 +528,10 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
     let core = &loaded.spec.config.core;
     let (wire, overridden) =
         (core.wire, core.format_override.is_some() || core.delay_semantics_override.is_some());
+    // Listening for the stop signals before the node starts: one that comes while it starts
+    // must stop it cleanly too.
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
     let mut node = runtime::start(loaded.spec).await?;
     tracing::info!(peer_id = %node.peer_id, addr = %node.addr, mix_key = %hex::encode(node.mix_key.as_bytes()), %wire, overridden, "mix node running");
     if let Some(addr) = metrics.or(loaded.metrics) {
@@ -544,8 +548,6 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
         tracing::info!("metrics on http://{bound}/metrics");
     }
     let mut events = node.take_events().context("events")?;
-    let stop = stop_signal()?;
-    tokio::pin!(stop);
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -564,21 +566,24 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
     }
 }
 
-/// Resolves with the signal's name at Ctrl-C (SIGINT) or SIGTERM (what service managers send).
+/// Resolves with the signal's name at Ctrl-C (SIGINT) or SIGTERM (what service managers send);
+/// on Unix both are caught from the moment this is called.
 fn stop_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
     #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     })
 }

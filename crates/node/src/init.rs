@@ -120,22 +120,37 @@ fn render(
     Ok(out)
 }
 
+/// Creates `path` (owner only), or makes an existing one owner only: a state directory others
+/// can write would let them undo the replay protection across restarts.
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).with_context(|| format!("creating {}", path.display()))
+    builder.create(path).with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    Ok(())
 }
 
+/// Writes a fresh owner-only file beside `path` and renames it over `path`: the keys are
+/// never readable by others (whatever mode an old file had), a crash leaves the old file or
+/// the new one whole, and a symbolic link at `path` is replaced, not followed.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-    file.sync_all().with_context(|| format!("writing {}", path.display()))
+    let mut file = options.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -185,8 +200,21 @@ mod tests {
         let first = write(&options(tmp.path(), vec![])).unwrap();
         let err = write(&options(tmp.path(), vec![])).unwrap_err();
         assert!(format!("{err:#}").contains("--force"), "{err:#}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // A config others could read before is replaced by one they cannot.
+            let open = std::fs::Permissions::from_mode(0o644);
+            std::fs::set_permissions(&first.config, open).unwrap();
+        }
         let again = write(&Options { force: true, ..options(tmp.path(), vec![]) }).unwrap();
         assert_ne!(first.peer_id, again.peer_id);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&again.config).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "replaced with an owner-only file");
+        }
         let no_peer: Multiaddr = "/ip4/10.0.0.1/tcp/4300".parse().unwrap();
         let err = write(&options(tmp.path(), vec![no_peer])).unwrap_err();
         assert!(format!("{err:#}").contains("/p2p/"), "{err:#}");

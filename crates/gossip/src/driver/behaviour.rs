@@ -320,14 +320,18 @@ impl Behaviour {
         }
         queue.push(frame);
         if first {
-            let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
-            self.events.push_back(ToSwarm::Dial {
-                opts: DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build(),
-            });
+            self.redial(peer);
         }
+    }
+
+    fn redial(&mut self, peer: PeerId) {
+        let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+        self.events.push_back(ToSwarm::Dial {
+            opts: DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+        });
     }
 
     /// Stops using `connection` to `peer`; `false` if it was not in use.
@@ -533,9 +537,17 @@ impl NetworkBehaviour for Behaviour {
                 // A connection given up as silent was forgotten (and its peer lost, if it
                 // was the last) already.
                 let in_use = self.forget(peer_id, connection_id);
-                // The transport as failure detector: the last connection to a peer went.
-                if in_use && remaining_established == 0 {
+                // The transport as failure detector: the last connection in use went (the
+                // swarm may still count one given up as silent, whose close is pending).
+                if in_use && !self.connected.contains_key(&peer_id) {
                     self.lost(peer_id);
+                }
+                // Frames queued while a silent connection closed: dial again for them.
+                if remaining_established == 0
+                    && !self.connected.contains_key(&peer_id)
+                    && self.pending.contains_key(&peer_id)
+                {
+                    self.redial(peer_id);
                 }
             }
             // A dial skipped because another is under way (mix traffic, discovery) is no
@@ -560,7 +572,11 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
+        // What still arrives on a connection given up as silent is not heard: the peer was
+        // taken for gone, and must come back on a connection of its own.
+        let in_use = self.connected.get(&peer).is_some_and(|c| c.contains(&connection));
         match event {
+            OutEvent::Message(_) if !in_use => self.metrics.dropped("silent_connection"),
             OutEvent::Message(message) => {
                 self.metrics.received(message.body.kind());
                 self.state.handle_message(Instant::now(), peer, message);

@@ -34,6 +34,9 @@ pub struct MembershipConfig {
     pub request_burst: u32,
     /// See [`Self::request_burst`].
     pub request_interval: Duration,
+    /// A joiner at the end of a forward-join walk takes a neighbour's place at most once
+    /// per this interval (otherwise only a free slot): walks end on a peer's word.
+    pub walk_eviction_interval: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -52,6 +55,7 @@ impl Default for MembershipConfig {
             contacts_per_source: 8,
             request_burst: 8,
             request_interval: Duration::from_secs(2),
+            walk_eviction_interval: Duration::from_secs(10),
         }
     }
 }

@@ -35,8 +35,9 @@ pub(crate) struct Membership<P> {
     me: P,
     active: Vec<P>,
     passive: Vec<P>,
-    /// Neighbour requests sent and not yet answered.
-    pending: HashMap<P, Instant>,
+    /// Neighbour requests sent and not yet answered: when, and whether an accept may evict
+    /// a neighbour to make room.
+    pending: HashMap<P, (Instant, bool)>,
     /// Contacts that refused to be neighbours lately, and until when they are not asked again
     /// (a full node refuses low-priority requests; asking again at once would only churn).
     refused: HashMap<P, Instant>,
@@ -48,12 +49,17 @@ pub(crate) struct Membership<P> {
     /// Peers to join through again if isolated.
     bootstrap: Vec<P>,
     isolated: bool,
-    /// Shuffles sent and not answered: nonce, until when a reply is taken, contacts offered.
-    shuffles: Vec<(u64, Instant, usize)>,
+    /// Shuffles sent and not answered: nonce, until when a reply is taken, contacts offered,
+    /// and the neighbour the walk went through (its reply is charged to it: every node on
+    /// the walk saw the nonce).
+    shuffles: Vec<(u64, Instant, usize, P)>,
     /// Who placed each passive contact (entries of contacts no longer held are pruned).
     introduced_by: HashMap<P, P>,
-    /// Each peer's budget of membership requests: tokens, and when they were counted.
-    budgets: HashMap<P, (f64, Instant)>,
+    /// Each peer's budget of membership requests, and of walks (shuffles and forward
+    /// joins) it hands over: tokens, and when they were counted.
+    budgets: HashMap<(P, bool), (f64, Instant)>,
+    /// When an accepted neighbour last evicted another (see `walk_eviction_interval`).
+    walk_evicted: Option<Instant>,
 }
 
 /// What happened to the active view, for the broadcast layer.
@@ -96,6 +102,7 @@ impl<P: PeerIdentity> Membership<P> {
             shuffles: Vec::new(),
             introduced_by: HashMap::new(),
             budgets: HashMap::new(),
+            walk_evicted: None,
         }
     }
 
@@ -123,7 +130,7 @@ impl<P: PeerIdentity> Membership<P> {
         for peer in self.bootstrap.clone() {
             if ctx.filter.allow_active(&self.topic, &peer) {
                 self.send(ctx, peer, Body::Join);
-                self.pending.insert(peer, ctx.now);
+                self.pending.insert(peer, (ctx.now, true));
             } else if ctx.filter.allow_passive(&self.topic, &peer) {
                 self.add_passive(ctx, peer, self.me);
             }
@@ -208,11 +215,14 @@ impl<P: PeerIdentity> Membership<P> {
 
     /// Takes one of `peer`'s membership requests from its budget; `false` (and the request
     /// is ignored, counted) when the budget is spent.
-    fn within_budget<R>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P) -> bool {
+    fn within_budget<R>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P, walk: bool) -> bool {
+        // Walks a neighbour relays are counted apart from its own requests: relaying much
+        // must not get its joins and neighbour requests ignored.
+        let key = (peer, walk);
         let burst = f64::from(ctx.config.request_burst);
         let interval = ctx.config.request_interval.as_secs_f64();
         let now = ctx.now;
-        if self.budgets.len() >= MAX_TRACKED_PEERS && !self.budgets.contains_key(&peer) {
+        if self.budgets.len() >= MAX_TRACKED_PEERS && !self.budgets.contains_key(&key) {
             let full = |(tokens, at): &(f64, Instant)| {
                 tokens + now.saturating_duration_since(*at).as_secs_f64() / interval >= burst
             };
@@ -227,7 +237,7 @@ impl<P: PeerIdentity> Membership<P> {
                 return false;
             }
         }
-        let (tokens, at) = self.budgets.entry(peer).or_insert((burst, now));
+        let (tokens, at) = self.budgets.entry(key).or_insert((burst, now));
         let refill = if interval > 0.0 {
             now.saturating_duration_since(*at).as_secs_f64() / interval
         } else {
@@ -253,8 +263,22 @@ impl<P: PeerIdentity> Membership<P> {
         from: P,
         body: Body<P>,
     ) {
-        let request = matches!(body, Body::Join | Body::Neighbor { .. } | Body::Shuffle { .. });
-        if request && !self.within_budget(ctx, from) {
+        // Walks travel over neighbour links; from anyone else they are a peer's invention.
+        let walk = matches!(body, Body::Shuffle { .. } | Body::ForwardJoin { .. });
+        if walk && !self.active.contains(&from) {
+            ctx.out.event(Event::Ignored {
+                topic: self.topic,
+                peer: from,
+                reason: IgnoreReason::NotANeighbor,
+            });
+            return;
+        }
+        // Forward joins are not budgeted: a contact node relays a burst of them when many
+        // join through it, and what one can do is bounded elsewhere (pending asks, and one
+        // eviction per interval).
+        let request = matches!(body, Body::Join | Body::Neighbor { .. });
+        let shuffle = matches!(body, Body::Shuffle { .. });
+        if (shuffle || request) && !self.within_budget(ctx, from, shuffle) {
             return;
         }
         match body {
@@ -268,12 +292,12 @@ impl<P: PeerIdentity> Membership<P> {
             }
             Body::ShuffleReply { nonce, mut peers } => {
                 let now = ctx.now;
-                self.shuffles.retain(|(_, until, _)| *until > now);
-                match self.shuffles.iter().position(|(n, _, _)| *n == nonce) {
+                self.shuffles.retain(|(_, until, _, _)| *until > now);
+                match self.shuffles.iter().position(|(n, _, _, _)| *n == nonce) {
                     Some(i) => {
-                        let (_, _, offered) = self.shuffles.swap_remove(i);
+                        let (_, _, offered, through) = self.shuffles.swap_remove(i);
                         peers.truncate(offered);
-                        self.integrate(ctx, &peers, &[], from);
+                        self.integrate(ctx, &peers, &[], through);
                     }
                     None => ctx.out.event(Event::Ignored {
                         topic: self.topic,
@@ -330,9 +354,16 @@ impl<P: PeerIdentity> Membership<P> {
             if ctx.filter.allow_active(&self.topic, &peer)
                 && !self.active.contains(&peer)
                 && !self.pending.contains_key(&peer)
+                && self.pending.len() < ctx.config.active_view * 2
             {
+                // The joiner may take a neighbour's place, but walks end here on a peer's
+                // word: only one such eviction per interval, or a peer naming Sybils as
+                // joiners would replace every neighbour.
+                let evict = self.walk_evicted.is_none_or(|at| {
+                    ctx.now.saturating_duration_since(at) >= ctx.config.walk_eviction_interval
+                });
                 self.send(ctx, peer, Body::Neighbor { high: true });
-                self.pending.insert(peer, ctx.now);
+                self.pending.insert(peer, (ctx.now, evict));
                 self.arm_timeout(ctx);
             } else {
                 self.add_passive(ctx, peer, from);
@@ -374,13 +405,18 @@ impl<P: PeerIdentity> Membership<P> {
     }
 
     fn on_accept<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, from: P) {
-        let asked = self.pending.remove(&from).is_some();
+        let ask = self.pending.remove(&from);
         if self.active.contains(&from) {
             return;
         }
-        // An accept we did not ask for is taken only if there is room: it cannot evict.
+        // An accept we did not ask for, or asked for without the right to evict, is taken
+        // only if there is room.
         let room = self.active.len() < ctx.config.active_view;
-        if ctx.filter.allow_active(&self.topic, &from) && (asked || room) {
+        let may_evict = ask.is_some_and(|(_, evict)| evict);
+        if ctx.filter.allow_active(&self.topic, &from) && (may_evict || room) {
+            if !room && ask.is_some() {
+                self.walk_evicted = Some(ctx.now);
+            }
             self.add_active(ctx, from);
         } else {
             self.refuse(ctx, from);
@@ -456,7 +492,7 @@ impl<P: PeerIdentity> Membership<P> {
             let Some(&peer) = ctx.pick(&eligible) else { break };
             let high = self.active.is_empty();
             self.send(ctx, peer, Body::Neighbor { high });
-            self.pending.insert(peer, ctx.now);
+            self.pending.insert(peer, (ctx.now, true));
             self.arm_timeout(ctx);
         }
         if self.active.is_empty() && self.pending.is_empty() && !self.isolated {
@@ -476,8 +512,8 @@ impl<P: PeerIdentity> Membership<P> {
         let late: Vec<P> = self
             .pending
             .iter()
-            .filter(|(_, at)| {
-                ctx.now.saturating_duration_since(**at) >= ctx.config.neighbor_timeout
+            .filter(|(_, (at, _))| {
+                ctx.now.saturating_duration_since(*at) >= ctx.config.neighbor_timeout
             })
             .map(|(p, _)| *p)
             .collect();
@@ -505,7 +541,7 @@ impl<P: PeerIdentity> Membership<P> {
         for peer in contacts {
             if ctx.filter.allow_active(&self.topic, &peer) {
                 self.send(ctx, peer, Body::Join);
-                self.pending.insert(peer, ctx.now);
+                self.pending.insert(peer, (ctx.now, true));
             }
         }
         self.arm_timeout(ctx);
@@ -538,11 +574,11 @@ impl<P: PeerIdentity> Membership<P> {
         let ttl = ctx.config.shuffle_walk;
         let nonce = ctx.rng.random();
         let now = ctx.now;
-        self.shuffles.retain(|(_, until, _)| *until > now);
+        self.shuffles.retain(|(_, until, _, _)| *until > now);
         if self.shuffles.len() >= MAX_OUTSTANDING_SHUFFLES {
             self.shuffles.remove(0);
         }
-        self.shuffles.push((nonce, now + ctx.config.shuffle_interval, peers.len()));
+        self.shuffles.push((nonce, now + ctx.config.shuffle_interval, peers.len(), to));
         self.send(ctx, to, Body::Shuffle { origin: self.me, ttl, nonce, peers });
     }
 

@@ -111,6 +111,9 @@ pub enum IgnoreReason {
     UnsolicitedShuffleReply,
     /// The peer sent more join, neighbour or shuffle requests than its budget allows.
     RateLimited,
+    /// A shuffle or forward join from a peer that is not a neighbour: walks travel over
+    /// neighbour links only.
+    NotANeighbor,
 }
 
 impl IgnoreReason {
@@ -119,6 +122,7 @@ impl IgnoreReason {
         match self {
             Self::UnsolicitedShuffleReply => "unsolicited_shuffle_reply",
             Self::RateLimited => "rate_limited",
+            Self::NotANeighbor => "walk_from_stranger",
         }
     }
 }
@@ -717,13 +721,17 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             }
             return;
         }
+        // A full store does not change what is relayed (fluffing everything then would tell
+        // a successor that whatever this node still stems is its own): the message goes on
+        // unheld, without an embargo here.
         let full = t.stem.held.len() >= self.config.stem.max_held;
-        let next = if full || Stem::<P>::fluffs(&self.config.stem, &mut self.rng) {
+        let next = if Stem::<P>::fluffs(&self.config.stem, &mut self.rng) {
             None
         } else {
             t.stem.successor(&self.config.stem, now, &mut self.rng, &active, Some(from))
         };
         match next {
+            Some(next) if full => self.out.send_payload(next, topic, Body::Stem { id, data }),
             Some(next) => {
                 t.stem.held.insert(id, Held { data: data.clone(), inbound: Some(from), next });
                 self.out.send_payload(next, topic, Body::Stem { id, data });
