@@ -276,6 +276,9 @@ enum BenchCommand {
         /// stream jitter, 1 ms coalescing) instead of the defaults a user gets.
         #[arg(long)]
         tuned: bool,
+        /// Streams to measure one after another; the median one is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Delivery of messages against random packet loss (0 to 30 %) for the default stream
     /// settings, in virtual time over a simulated mixnet running the real stream code.
@@ -484,9 +487,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { command: BenchCommand::Stream { json, bytes, tuned } } => {
+        Command::Bench { command: BenchCommand::Stream { json, bytes, tuned, runs } } => {
             init_tracing("warn");
-            let report = runtime()?.block_on(bench::stream::run(bytes.max(1 << 20), tuned))?;
+            let report =
+                runtime()?.block_on(bench::stream::run(bytes.max(1 << 20), tuned, runs))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
