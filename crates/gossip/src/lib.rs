@@ -30,5 +30,5 @@ pub use driver::{
 };
 pub use proto::{
     AllowAll, Config, ConfigError, DownReason, Forwarding, IgnoreReason, MessageId, PeerFilter,
-    PublishError, RotationConfig, Route, State, TopicId,
+    PublishError, Rebroadcasters, RotationConfig, Route, State, TopicId,
 };

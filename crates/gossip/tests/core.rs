@@ -36,6 +36,8 @@ struct Net {
     /// Mix publications are lost (the mixnet is down) when set.
     mix_down: bool,
     mix_sent: usize,
+    /// Who each mix publication was handed to, in order.
+    mix_to: Vec<Peer>,
     topic: TopicId,
     /// Peers outside the network that stay connected: what is sent to them is dropped.
     sinks: BTreeSet<Peer>,
@@ -54,6 +56,7 @@ impl Net {
             events: Vec::new(),
             mix_down: false,
             mix_sent: 0,
+            mix_to: Vec::new(),
             topic: TopicId::from_name("test"),
             sinks: BTreeSet::new(),
         };
@@ -97,6 +100,7 @@ impl Net {
                 Output::Disconnect(_) => {}
                 Output::MixPublish { to, topic, data } => {
                     self.mix_sent += 1;
+                    self.mix_to.push(to);
                     if !self.mix_down {
                         self.push(self.now + LATENCY * 10, Ev::Mix { to, from: node, topic, data });
                     }
@@ -314,6 +318,47 @@ fn a_mix_publication_is_rebroadcast_by_a_member_and_confirmed() {
 }
 
 #[test]
+fn rebroadcasters_come_from_the_directory_not_from_the_views() {
+    // A Sybil that fills a publisher's views must not become its rebroadcaster: with a
+    // directory set (the mixnet's signed records on a node), views play no part.
+    let mut net = Net::new(16, &config(Forwarding::Immediate), allow_all);
+    let topic = net.topic;
+    let views: BTreeSet<Peer> = {
+        let s = &net.nodes[&3];
+        s.neighbors(&topic).iter().chain(s.contacts(&topic)).copied().collect()
+    };
+    let directory: Vec<Peer> = (0..16).filter(|p| *p != 3).collect();
+    net.nodes.get_mut(&3).unwrap().set_directory(directory.clone());
+    for i in 0..120u32 {
+        let id = net.publish(3, format!("anonymous {i}").as_bytes(), Route::Mix);
+        net.run_for(Duration::from_millis(200));
+        assert_eq!(net.received(id), everyone_but(&net, 3), "publication {i} spread");
+    }
+    let drawn: BTreeSet<Peer> = net.mix_to.iter().copied().collect();
+    assert!(drawn.iter().all(|p| directory.contains(p)), "{drawn:?}");
+    assert!(
+        drawn.iter().any(|p| !views.contains(p)),
+        "members outside the views are drawn too: {drawn:?} (views {views:?})"
+    );
+    assert!(drawn.len() >= 12, "about uniform over 15 members: {drawn:?}");
+
+    // With the old rule (views), every rebroadcaster is a contact of the publisher.
+    let mut cfg = config(Forwarding::Immediate);
+    cfg.mix.rebroadcasters = mix_gossip::Rebroadcasters::Views;
+    let mut net = Net::new(16, &cfg, allow_all);
+    net.nodes.get_mut(&3).unwrap().set_directory(directory);
+    for i in 0..40u32 {
+        net.publish(3, format!("old {i}").as_bytes(), Route::Mix);
+        let s = &net.nodes[&3];
+        let views: BTreeSet<Peer> =
+            s.neighbors(&topic).iter().chain(s.contacts(&topic)).copied().collect();
+        let to = *net.mix_to.last().unwrap();
+        assert!(views.contains(&to), "{to} outside the views {views:?}");
+        net.run_for(Duration::from_millis(200));
+    }
+}
+
+#[test]
 fn a_lost_mix_publication_is_retried_then_reported_failed() {
     let cfg = config(Forwarding::Immediate);
     let retries = cfg.mix.retries as usize;
@@ -489,4 +534,62 @@ fn requests_past_a_peers_budget_are_ignored() {
     net.run_for(config.membership.request_interval * 2);
     inject(&mut net, 3, 1000, Body::Join);
     assert_eq!(limited(&net), 50 - burst);
+}
+
+/// A node with every active slot taken, as most are once the network has formed.
+fn full_node(net: &mut Net, node: Peer) -> Vec<Peer> {
+    let want = net.nodes[&node].config().membership.active_view;
+    let mut filler = 500;
+    while net.neighbors(node).len() < want {
+        net.sinks.insert(filler);
+        inject(net, node, filler, Body::Neighbor { high: false });
+        filler += 1;
+    }
+    net.neighbors(node)
+}
+
+/// Attack: many identities each ask a full node, with high priority (claiming to have no
+/// neighbour), to take them. Before, every such request replaced a random neighbour: 30
+/// identities left none of the node's 5 neighbours. Now one per interval replaces the one
+/// that came in that way last.
+#[test]
+fn many_identities_asking_with_high_priority_replace_at_most_one_neighbour() {
+    let config = config(Forwarding::Immediate);
+    let mut net = Net::new(16, &config, allow_all);
+    let before = full_node(&mut net, 3);
+    for sybil in sybils(0, 30) {
+        net.sinks.insert(sybil);
+        inject(&mut net, 3, sybil, Body::Neighbor { high: true });
+    }
+    let now = net.neighbors(3);
+    let kept = before.iter().filter(|p| now.contains(p)).count();
+    let taken = now.iter().filter(|p| (2000..3000).contains(*p)).count();
+    assert!(taken <= 1, "{taken} Sybils among {now:?}");
+    assert!(kept + 1 >= before.len(), "kept {kept} of {before:?}: {now:?}");
+    // A whole interval later, one more may come in, in place of the last.
+    net.run_for(config.membership.walk_eviction_interval);
+    for sybil in sybils(30, 30) {
+        net.sinks.insert(sybil);
+        inject(&mut net, 3, sybil, Body::Neighbor { high: true });
+    }
+    let later = net.neighbors(3);
+    let taken = later.iter().filter(|p| (2000..3000).contains(*p)).count();
+    assert!(taken <= 1, "{taken} Sybils among {later:?}");
+}
+
+/// Attack: many identities join through the same node. Joins are always taken (a joiner
+/// may know nobody else), but each replaces the neighbour that came in on a peer's word
+/// last. Before, each join replaced a random neighbour: 30 joins left none of the 5.
+#[test]
+fn joining_identities_replace_each_other_not_the_chosen_neighbours() {
+    let config = config(Forwarding::Immediate);
+    let mut net = Net::new(16, &config, allow_all);
+    let before = full_node(&mut net, 3);
+    for sybil in sybils(0, 30) {
+        net.sinks.insert(sybil);
+        inject(&mut net, 3, sybil, Body::Join);
+    }
+    let now = net.neighbors(3);
+    let kept = before.iter().filter(|p| now.contains(p)).count();
+    assert!(kept + 1 >= before.len(), "kept {kept} of {before:?}: {now:?}");
 }

@@ -608,6 +608,7 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
                 .stream
                 .mix_mut()
                 .set_pool(Box::new(pool_of(nodes, libp2p_mix::core::SubnetLimits::default())));
+            gossip_directory(behaviour);
             let _ = done.send(());
         }
         Command::PoolPeers(done) => {
@@ -627,17 +628,31 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
     }
 }
 
+/// Rebroadcasters of mix publications come from the mix pool: signed discovery records,
+/// capped per subnet, the same for every node, so poisoning one node's gossip views does not
+/// make the poisoner its rebroadcaster.
+fn gossip_directory(behaviour: &mut NodeBehaviour) {
+    if let Some(g) = behaviour.gossip.as_mut() {
+        let pool = behaviour.stream.mix().core().pool();
+        g.set_directory(pool.nodes().iter().map(|n| *n.peer_id()));
+    }
+}
+
 async fn run(
     mut swarm: Swarm<NodeBehaviour>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) {
+    // The pool changes with every record found; the directory follows it a few seconds
+    // later rather than being rebuilt per record.
+    let mut directory = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 on_command(&mut swarm, command);
             }
+            _ = directory.tick() => gossip_directory(swarm.behaviour_mut()),
             event = swarm.select_next_some() => match event {
                 // As a mix destination, the echo service answers through the SURBs.
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Received { codec, body, reply })))

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use mix_sim::scenario::{CrashModelName, DaySpec, ForwardingSpec, RotationSpec, RouteName};
+use mix_sim::scenario::{
+    AdversaryName, CrashModelName, DaySpec, ForwardingSpec, RebroadcasterSource, RotationSpec,
+    RouteName,
+};
 use mix_sim::{Report, Scenario};
 use serde::Serialize;
 
@@ -55,6 +58,45 @@ pub(crate) struct GossipArgs {
     /// Seed of everything random.
     #[arg(long)]
     seed: Option<u64>,
+    /// The attacker of the spy experiment: first-spy, timing, repeated, placed or sybil
+    /// (the share of its identities is --spies, 10 % by default for placed and sybil).
+    #[arg(long, value_parser = parse_adversary)]
+    adversary: Option<AdversaryName>,
+    /// Where mix publishers draw rebroadcasters from: directory (shared by every node) or
+    /// views (their own views, the rule before the directory).
+    #[arg(long, value_parser = parse_rebroadcasters)]
+    rebroadcasters: Option<RebroadcasterSource>,
+    /// Lift membership's defences against Sybils (per-source contact caps, request
+    /// budgets, one walk eviction per interval), as the code was before them.
+    #[arg(long)]
+    unhardened: bool,
+    /// Messages per watched publisher (repeated adversary).
+    #[arg(long)]
+    repeated_messages: Option<usize>,
+    /// Publishers watched (repeated adversary).
+    #[arg(long)]
+    repeated_publishers: Option<usize>,
+}
+
+fn parse_adversary(text: &str) -> Result<AdversaryName, String> {
+    match text {
+        "first-spy" => Ok(AdversaryName::FirstSpy),
+        "timing" => Ok(AdversaryName::Timing),
+        "repeated" => Ok(AdversaryName::Repeated),
+        "placed" => Ok(AdversaryName::Placed),
+        "sybil" => Ok(AdversaryName::Sybil),
+        other => Err(format!(
+            "unknown adversary {other:?}: first-spy, timing, repeated, placed or sybil"
+        )),
+    }
+}
+
+fn parse_rebroadcasters(text: &str) -> Result<RebroadcasterSource, String> {
+    match text {
+        "directory" => Ok(RebroadcasterSource::Directory),
+        "views" => Ok(RebroadcasterSource::Views),
+        other => Err(format!("unknown rebroadcasters {other:?}: directory or views")),
+    }
 }
 
 fn parse_route(text: &str) -> Result<RouteName, String> {
@@ -123,6 +165,21 @@ pub(crate) fn scenario(args: &GossipArgs) -> anyhow::Result<Scenario> {
     if let Some(seed) = args.seed {
         s.seed = seed;
     }
+    if let Some(a) = args.adversary {
+        s.adversary = a;
+    }
+    if let Some(r) = args.rebroadcasters {
+        s.rebroadcasters = r;
+    }
+    if args.unhardened {
+        s.hardened = false;
+    }
+    if let Some(m) = args.repeated_messages {
+        s.repeated_messages = m;
+    }
+    if let Some(p) = args.repeated_publishers {
+        s.repeated_publishers = p;
+    }
     if args.rotation || args.day_secs.is_some() {
         s.rotation = s.rotation.or(Some(ROTATION));
     }
@@ -187,11 +244,28 @@ fn print(s: &Scenario, r: &Report, wall_secs: f64) {
     }
     if let (Some(share), Some(success)) = (r.spy_fraction, r.spy_success) {
         println!(
-            "  spies ({} of the nodes, first-spy estimator, {} broadcasts)",
+            "  attacker {:?} ({} of the nodes, {} broadcasts; rebroadcasters from {:?}; membership {})",
+            r.adversary,
             pct(share),
-            s.spy_broadcasts
+            s.spy_broadcasts,
+            r.rebroadcasters,
+            if r.hardened { "hardened" } else { "unhardened" }
         );
+        if let (Some(a), Some(p)) = (r.sybil_share_active, r.sybil_share_passive) {
+            println!("    its share of views  {} active, {} passive", pct(a), pct(p));
+        }
         println!("    publisher named     {}", pct(success));
+        if let Some(rep) = &r.repeated {
+            println!(
+                "    one publisher, {} messages: named {} ({} publishers), rank {:.1} mean, {:.1} median of {}",
+                rep.messages,
+                pct(rep.named),
+                rep.publishers,
+                rep.rank_mean,
+                rep.rank_median,
+                rep.candidates
+            );
+        }
     }
     if let Some(share) = r.crashed {
         println!("  crash of {} of the nodes at once ({:?})", pct(share), s.crash_model);

@@ -280,6 +280,59 @@ fn sim_gossip_prints_the_figures_as_json() {
 }
 
 #[test]
+fn sim_gossip_plays_each_adversary_and_reports_it() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "sim",
+            "gossip",
+            "--json",
+            "--nodes",
+            "150",
+            "--crash",
+            "0",
+            "--broadcasts",
+            "2",
+            "--spy-broadcasts",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        let out = mixnode(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let sybil = run(&["--adversary", "sybil", "--route", "mix"]);
+    for key in ["spy_success", "sybil_share_active", "sybil_share_passive", "first_spy_success"] {
+        assert!(sybil[key].is_number(), "missing {key}: {sybil}");
+    }
+    assert_eq!(
+        (sybil["adversary"].as_str(), sybil["route"].as_str()),
+        (Some("sybil"), Some("mix"))
+    );
+    assert_eq!(sybil["rebroadcasters"], "directory");
+    let timing = run(&["--adversary", "timing", "--route", "stem", "--spies", "0.1"]);
+    assert_eq!(timing["adversary"], "timing");
+    assert!(timing["spy_success"].is_number(), "{timing}");
+    let repeated = run(&[
+        "--adversary",
+        "repeated",
+        "--route",
+        "mix",
+        "--rebroadcasters",
+        "views",
+        "--repeated-publishers",
+        "2",
+        "--repeated-messages",
+        "5",
+    ]);
+    assert_eq!(repeated["repeated"]["publishers"], 2, "{repeated}");
+    assert!(repeated["repeated"]["named"].is_number(), "{repeated}");
+    assert_eq!(repeated["rebroadcasters"], "views");
+    let refused = mixnode(&["sim", "gossip", "--adversary", "oracle"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("first-spy, timing"));
+}
+
+#[test]
 fn sim_mix_prints_the_adversarys_figures_as_json() {
     let out = mixnode(&["sim", "mix", "--json", "--nodes", "12", "--messages", "150"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

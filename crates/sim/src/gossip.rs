@@ -124,6 +124,61 @@ pub struct Trace {
     pub alive: usize,
     /// Grafts sent for it (the tree needed repair).
     pub grafts: u64,
+    /// Each spy's first reception of it, in order.
+    pub observations: Vec<Observation>,
+    /// Members a mix publication was handed to, one per attempt.
+    pub rebroadcasters: Vec<Peer>,
+}
+
+/// What a spy saw first of a message: when, from whom, and in what.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// When it arrived.
+    pub at: Instant,
+    /// The spy.
+    pub spy: Peer,
+    /// The peer that sent it.
+    pub from: Peer,
+    /// What carried it.
+    pub kind: Carried,
+}
+
+/// What carried a message to a spy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// A stem relay.
+    Stem,
+    /// The payload, pushed eagerly.
+    Gossip,
+    /// Its id, announced lazily.
+    IHave,
+}
+
+/// How the attacker's nodes behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Like every node: they only log what reaches them.
+    #[default]
+    Passive,
+    /// They make themselves neighbours of as many nodes as the protocol lets them: large
+    /// active views that accept everyone, every neighbour request sent with high priority,
+    /// never a disconnect to an honest node.
+    Placed,
+    /// [`Role::Placed`], and they poison views: every contact they hand out in a shuffle, a
+    /// shuffle reply or a forwarded join names one of them.
+    Sybil,
+}
+
+/// The attacker's identities and conduct, fixed when the network is built.
+#[derive(Debug, Clone, Default)]
+pub struct Attack {
+    /// Its nodes (they are also the spies).
+    pub nodes: HashSet<Peer>,
+    /// How they behave.
+    pub role: Role,
+    /// The settings they run (for [`Role::Placed`] and [`Role::Sybil`]); `None`: the
+    /// network's.
+    pub config: Option<Config>,
 }
 
 impl Trace {
@@ -217,6 +272,9 @@ pub struct Network {
     /// When the last message on each directed link arrives: links keep their order, as a
     /// stream over TCP or QUIC does.
     last_arrival: HashMap<(Peer, Peer), Instant>,
+    attack: Attack,
+    /// Every node gets the whole membership as its rebroadcaster directory.
+    directory: bool,
 }
 
 impl std::fmt::Debug for Network {
@@ -249,6 +307,23 @@ impl Network {
         bootstrap: usize,
         seed: u64,
     ) -> Self {
+        Self::with_attack(n, config, filter_of, latency, bootstrap, seed, Attack::default(), false)
+    }
+
+    /// Like [`Network::with_filters`], with the attacker's nodes in place from the start
+    /// (they are the spies), and, if `directory`, every node's rebroadcaster directory set
+    /// to the whole membership (what the mixnet's discovery records give a node).
+    #[allow(clippy::too_many_arguments, reason = "one constructor for every setting")]
+    pub fn with_attack(
+        n: usize,
+        config: &Config,
+        filter_of: FilterOf,
+        latency: Latency,
+        bootstrap: usize,
+        seed: u64,
+        attack: Attack,
+        directory: bool,
+    ) -> Self {
         let now = Instant::now();
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let topic = TopicId::from_name("sim");
@@ -257,7 +332,6 @@ impl Network {
             config: config.clone(),
             filter_of,
             seed,
-            spies: HashSet::new(),
             topic,
             now,
             start: now,
@@ -274,9 +348,15 @@ impl Network {
             check: None,
             watch: None,
             last_arrival: HashMap::new(),
+            spies: attack.nodes.clone(),
+            attack,
+            directory,
         };
         for i in 0..n {
-            let node = net.state(i as Peer);
+            let mut node = net.state(i as Peer);
+            if directory {
+                node.set_directory(0..n as Peer);
+            }
             net.nodes.push(Some(node));
         }
         for i in 0..n {
@@ -298,7 +378,88 @@ impl Network {
 
     fn state(&self, peer: Peer) -> State<Peer, ChaCha12Rng> {
         let rng = ChaCha12Rng::seed_from_u64(self.seed.wrapping_mul(1_000_003) ^ u64::from(peer));
-        State::new(peer, self.config.clone(), (self.filter_of)(peer), rng)
+        let config = match &self.attack.config {
+            Some(c) if self.attack.nodes.contains(&peer) => c.clone(),
+            _ => self.config.clone(),
+        };
+        State::new(peer, config, (self.filter_of)(peer), rng)
+    }
+
+    /// The attacker's nodes.
+    pub fn attackers(&self) -> &HashSet<Peer> {
+        &self.attack.nodes
+    }
+
+    /// The attacker's nodes if it placed any, else the spies.
+    pub fn attackers_or_spies(&self) -> &HashSet<Peer> {
+        if self.attack.nodes.is_empty() { &self.spies } else { &self.attack.nodes }
+    }
+
+    /// Nodes ever created, dead ones included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the network has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// `peer`'s active and passive views together (empty if it is dead).
+    pub fn views(&self, peer: Peer) -> Vec<Peer> {
+        self.node(peer).map_or_else(Vec::new, |s| {
+            let mut v: Vec<Peer> =
+                s.neighbors(&self.topic).iter().chain(s.contacts(&self.topic)).copied().collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+    }
+
+    /// Whether nodes draw rebroadcasters from the directory.
+    pub fn uses_directory(&self) -> bool {
+        self.directory
+    }
+
+    /// The latency model (what an attacker is assumed to know).
+    pub fn latency_model(&self) -> Latency {
+        self.latency
+    }
+
+    /// What the attacker's node `from` sends instead of `message` to `to`; `None`: nothing.
+    fn as_attacker(
+        &mut self,
+        from: Peer,
+        to: Peer,
+        mut message: Message<Peer>,
+    ) -> Option<Message<Peer>> {
+        let role = self.attack.role;
+        if role == Role::Passive
+            || !self.attack.nodes.contains(&from)
+            || self.attack.nodes.contains(&to)
+        {
+            return Some(message);
+        }
+        let sybil = role == Role::Sybil;
+        let mut ours: Vec<Peer> = Vec::new();
+        if sybil {
+            ours = self.attack.nodes.iter().copied().collect();
+            ours.sort_unstable();
+        }
+        match &mut message.body {
+            Body::Neighbor { high } => *high = true,
+            Body::Disconnect { .. } => return None,
+            Body::Shuffle { peers, .. } | Body::ShuffleReply { peers, .. } if sybil => {
+                for p in peers.iter_mut() {
+                    *p = ours[self.rng.random_range(0..ours.len())];
+                }
+            }
+            Body::ForwardJoin { peer, .. } if sybil => {
+                *peer = ours[self.rng.random_range(0..ours.len())];
+            }
+            _ => {}
+        }
+        Some(message)
     }
 
     /// A new node joins through `bootstrap` random live nodes; returns it.
@@ -311,7 +472,10 @@ impl Network {
         contacts.sort_unstable();
         contacts.dedup();
         let peer = self.nodes.len() as Peer;
-        let node = self.state(peer);
+        let mut node = self.state(peer);
+        if self.directory {
+            node.set_directory(0..=peer);
+        }
         self.nodes.push(Some(node));
         self.with_node(peer, |s, now, topic| s.join(now, topic, contacts));
         peer
@@ -385,7 +549,11 @@ impl Network {
                 return;
             };
             match output {
-                Output::Send { to, message } => self.send(node, to, message),
+                Output::Send { to, message } => {
+                    if let Some(message) = self.as_attacker(node, to, message) {
+                        self.send(node, to, message);
+                    }
+                }
                 Output::Timer { at, timer } => self.push(at, Ev::Timer { node, timer }),
                 Output::Event(event) => self.on_event(node, event),
                 Output::Disconnect(peer) => {
@@ -394,6 +562,9 @@ impl Network {
                     self.last_arrival.remove(&(peer, node));
                 }
                 Output::MixPublish { to, topic, data } => {
+                    if let Some(t) = self.traces.get_mut(&MessageId::of(&topic, &data)) {
+                        t.rebroadcasters.push(to);
+                    }
                     let at = self.now + self.latency.mix;
                     self.push(at, Ev::MixArrive { to, from: node, topic, data });
                 }
@@ -483,17 +654,21 @@ impl Network {
         if !self.spies.contains(&to) {
             return;
         }
-        let ids: Vec<MessageId> = match &message.body {
-            Body::Gossip { id, .. } | Body::Stem { id, .. } => vec![*id],
-            Body::IHave { ids } => ids.clone(),
+        let (ids, kind): (Vec<MessageId>, Carried) = match &message.body {
+            Body::Gossip { id, .. } => (vec![*id], Carried::Gossip),
+            Body::Stem { id, .. } => (vec![*id], Carried::Stem),
+            Body::IHave { ids } => (ids.clone(), Carried::IHave),
             _ => return,
         };
         let now = self.now;
         for id in ids {
-            if let Some(t) = self.traces.get_mut(&id)
-                && t.first_spy.is_none()
-            {
-                t.first_spy = Some((now, to, from));
+            if let Some(t) = self.traces.get_mut(&id) {
+                if t.first_spy.is_none() {
+                    t.first_spy = Some((now, to, from));
+                }
+                if !t.observations.iter().any(|o| o.spy == to) {
+                    t.observations.push(Observation { at: now, spy: to, from, kind });
+                }
             }
         }
     }

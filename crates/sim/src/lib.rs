@@ -1,7 +1,9 @@
 //! Discrete-event simulation, in virtual time, of the code the nodes run.
 //!
 //! * [`gossip`]: thousands of `mix_gossip::State` machines on a simulated network with
-//!   latency, crashes and spies; measures delivery, redundancy, hops and publisher anonymity.
+//!   latency, crashes, spies and Sybils; measures delivery, redundancy, hops and publisher
+//!   anonymity.
+//! * [`adversary`]: what the attacker concludes about a publisher from what its nodes saw.
 //! * [`mixnet`]: the mixnet's sender and receiver anonymity against a global passive
 //!   adversary with corrupt nodes.
 //! * [`scenario`]: scenario files and reports (`mixnode sim gossip`).
@@ -9,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adversary;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,11 +6,16 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use mix_gossip::proto::{BroadcastConfig, Forwarding, RotationConfig};
-use mix_gossip::{Config, Route};
+use mix_gossip::{Config, Rebroadcasters, Route};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::gossip::{CrashModel, Latency, Network, Peer};
+use crate::adversary;
+use crate::gossip::{Attack, CrashModel, Latency, Network, Peer, Role};
 
 /// How publications are routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -33,6 +38,40 @@ impl From<RouteName> for Route {
             RouteName::Mix => Self::Mix,
         }
     }
+}
+
+/// Which attacker the spy experiment plays (see [`crate::adversary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdversaryName {
+    /// Passive spies; the first spy's sender is named.
+    #[default]
+    FirstSpy,
+    /// Passive spies that know the latency model and the neighbour graph and use every
+    /// spy's reception time; on the mix route, spies chosen as rebroadcasters also weigh
+    /// who could have chosen them.
+    Timing,
+    /// The timing attacker watching one publisher over many messages
+    /// (`repeated_messages` each, `repeated_publishers` of them), accumulating evidence.
+    Repeated,
+    /// Timing attackers whose nodes make themselves neighbours of as many nodes as they can
+    /// (accept everyone, high-priority neighbour requests, never leave).
+    Placed,
+    /// [`AdversaryName::Placed`] plus view poisoning: every contact they hand out names one
+    /// of them. Their nodes are in place from the start, before publications.
+    Sybil,
+}
+
+/// Where publishers draw mix rebroadcasters from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebroadcasterSource {
+    /// A directory every node shares (the mixnet's signed discovery records; here, every
+    /// node).
+    #[default]
+    Directory,
+    /// The publisher's own views (the rule before the directory).
+    Views,
 }
 
 /// How survivors learn of a crash.
@@ -161,6 +200,18 @@ pub struct Scenario {
     pub spies: Option<f64>,
     /// Broadcasts of the spy experiment.
     pub spy_broadcasts: usize,
+    /// The attacker the spy experiment plays.
+    pub adversary: AdversaryName,
+    /// Where mix rebroadcasters come from.
+    pub rebroadcasters: RebroadcasterSource,
+    /// Membership with this project's defences against Sybils (per-source contact caps,
+    /// request budgets, one walk eviction per interval); `false` lifts those limits, as the
+    /// code was before them (shuffle replies are still checked against their shuffle).
+    pub hardened: bool,
+    /// Publishers the repeated-publisher attacker watches.
+    pub repeated_publishers: usize,
+    /// Messages each of them publishes.
+    pub repeated_messages: usize,
     /// A long run with rotation.
     pub day: Option<DaySpec>,
 }
@@ -188,6 +239,11 @@ impl Default for Scenario {
             after_crash: 5,
             spies: None,
             spy_broadcasts: 300,
+            adversary: AdversaryName::FirstSpy,
+            rebroadcasters: RebroadcasterSource::Directory,
+            hardened: true,
+            repeated_publishers: 10,
+            repeated_messages: 100,
             day: None,
         }
     }
@@ -226,14 +282,47 @@ pub struct Report {
     pub completion_ms_after_crash: Vec<f64>,
     /// The crash's share of nodes.
     pub crashed: Option<f64>,
-    /// Share of spy-experiment messages whose publisher the first-spy estimator named.
+    /// The attacker of the spy experiment.
+    pub adversary: AdversaryName,
+    /// Where mix rebroadcasters came from.
+    pub rebroadcasters: RebroadcasterSource,
+    /// Whether membership ran with its defences against Sybils.
+    pub hardened: bool,
+    /// Share of spy-experiment messages whose publisher the attacker named (credited
+    /// `1/k` for a tie of `k` candidates that holds it).
     pub spy_success: Option<f64>,
+    /// The first-spy estimator's success on the same messages (for comparison).
+    pub first_spy_success: Option<f64>,
     /// The spies' share of the nodes.
     pub spy_fraction: Option<f64>,
+    /// Mean share of the attacker's nodes in honest nodes' active views, when the spy
+    /// experiment starts.
+    pub sybil_share_active: Option<f64>,
+    /// The same in passive views.
+    pub sybil_share_passive: Option<f64>,
+    /// The repeated-publisher attacker's result.
+    pub repeated: Option<RepeatedReport>,
     /// Mean forwarding batch size (window mode).
     pub batch_mean: Option<f64>,
     /// The long run with rotation.
     pub day: Option<DayReport>,
+}
+
+/// What the attacker watching single publishers over many messages concluded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepeatedReport {
+    /// Publishers watched.
+    pub publishers: usize,
+    /// Messages each published.
+    pub messages: usize,
+    /// Share of publishers named (credited `1/k` for a tie of `k`).
+    pub named: f64,
+    /// Mean rank of the publisher among all honest nodes by the evidence (1: first).
+    pub rank_mean: f64,
+    /// Median rank.
+    pub rank_median: f64,
+    /// Honest candidates.
+    pub candidates: usize,
 }
 
 /// What the long run measured.
@@ -291,6 +380,11 @@ impl Scenario {
         if self.nodes < 10 || self.nodes > 100_000 {
             return Err(ScenarioError::Invalid("nodes must be 10 to 100000"));
         }
+        if self.repeated_publishers > 1000 || self.repeated_messages > 10_000 {
+            return Err(ScenarioError::Invalid(
+                "repeated_publishers at most 1000, repeated_messages at most 10000",
+            ));
+        }
         if !share(self.crash) || !share(self.spies) {
             return Err(ScenarioError::Invalid("crash and spies are shares below 1"));
         }
@@ -306,7 +400,7 @@ impl Scenario {
         if let Some(ms) = self.graft_timeout_ms {
             broadcast.graft_timeout = Duration::from_millis(ms);
         }
-        Config {
+        let mut config = Config {
             broadcast,
             forwarding: self.forwarding.into(),
             rotation: self.rotation.map(|r| RotationConfig {
@@ -315,7 +409,45 @@ impl Scenario {
                 count: r.count,
             }),
             ..Config::default()
+        };
+        config.mix.rebroadcasters = match self.rebroadcasters {
+            RebroadcasterSource::Directory => Rebroadcasters::Directory,
+            RebroadcasterSource::Views => Rebroadcasters::Views,
+        };
+        if !self.hardened {
+            let m = &mut config.membership;
+            m.contacts_per_source = m.passive_view;
+            m.request_burst = u32::MAX;
+            m.request_interval = Duration::from_millis(1);
+            m.walk_eviction_interval = Duration::ZERO;
         }
+        config
+    }
+
+    /// The attacker's nodes and conduct, for the adversaries that act from the start.
+    fn attack(&self) -> Attack {
+        let role = match self.adversary {
+            AdversaryName::Placed => Role::Placed,
+            AdversaryName::Sybil => Role::Sybil,
+            _ => return Attack::default(),
+        };
+        let share = self.spies.unwrap_or(0.1);
+        let mut rng = ChaCha20Rng::seed_from_u64(self.seed ^ 0xa77ac4);
+        let mut all: Vec<Peer> = (0..self.nodes as Peer).collect();
+        let n = ((self.nodes as f64) * share).round() as usize;
+        for i in 0..n.min(all.len()) {
+            let j = rng.random_range(i..all.len());
+            all.swap(i, j);
+        }
+        all.truncate(n);
+        // As many neighbours as they can hold, contacts to hand out, shuffles often, and no
+        // rotation: they never let go.
+        let mut config = self.config();
+        config.membership.active_view = 30;
+        config.membership.passive_view = 100;
+        config.membership.shuffle_interval = Duration::from_secs(5);
+        config.rotation = None;
+        Attack { nodes: all.into_iter().collect(), role, config: Some(config) }
     }
 
     fn latency(&self) -> Latency {
@@ -329,13 +461,15 @@ impl Scenario {
 
     /// Runs the scenario.
     pub fn run(&self) -> Report {
-        let mut net = Network::new(
+        let mut net = Network::with_attack(
             self.nodes,
             &self.config(),
-            Network::allow_all(),
+            Box::new(|_| Network::allow_all()),
             self.latency(),
             self.bootstrap,
             self.seed,
+            self.attack(),
+            self.rebroadcasters == RebroadcasterSource::Directory,
         );
         net.run_for(Duration::from_secs(self.warmup_s));
         let gap = Duration::from_millis(self.gap_ms);
@@ -366,27 +500,40 @@ impl Scenario {
         }
         let batch_sizes = net.take_batch_sizes();
 
-        let spy_success = self.spies.map(|share| {
-            net.pick_spies(share);
-            let mut named = 0;
+        let active_attack = net.attackers().len();
+        let spies = self.spies.or((active_attack > 0).then_some(0.1));
+        let mut shares = None;
+        let mut repeated = None;
+        let mut first_spy = None;
+        let spy_success = spies.map(|share| {
+            if active_attack == 0 {
+                net.pick_spies(share);
+            }
+            shares = Some(view_shares(&net));
+            if self.adversary == AdversaryName::Repeated {
+                repeated = Some(self.watch_publishers(&mut net, route, limit, gap));
+            }
+            let (mut named, mut first) = (0.0, 0.0);
             let mut total = 0;
             for _ in 0..self.spy_broadcasts {
-                let publisher = loop {
-                    let Some(p) = net.random_alive() else { break None };
-                    if !net.spies.contains(&p) {
-                        break Some(p);
-                    }
-                };
-                let Some(publisher) = publisher else { break };
+                let Some(publisher) = honest_publisher(&mut net) else { break };
                 if let Some(id) = net.broadcast(publisher, route, limit) {
                     total += 1;
-                    if net.traces[&id].first_spy.is_some_and(|(_, _, from)| from == publisher) {
-                        named += 1;
-                    }
+                    let by_first = net.traces[&id].first_spy;
+                    let by_first =
+                        f64::from(u8::from(by_first.is_some_and(|(_, _, from)| from == publisher)));
+                    first += by_first;
+                    named += if self.adversary == AdversaryName::FirstSpy {
+                        by_first
+                    } else {
+                        adversary::credit(&name_publisher(&net, &id), publisher)
+                    };
+                    net.traces.remove(&id);
                 }
                 net.run_for(gap);
             }
-            named as f64 / total.max(1) as f64
+            first_spy = Some(first / f64::from(total.max(1)));
+            named / f64::from(total.max(1))
         });
 
         let (mut after_crash, mut after_crash_ms) = (Vec::new(), Vec::new());
@@ -425,13 +572,145 @@ impl Scenario {
             delivery_after_crash: after_crash,
             completion_ms_after_crash: after_crash_ms,
             crashed: self.crash,
+            adversary: self.adversary,
+            rebroadcasters: self.rebroadcasters,
+            hardened: self.hardened,
             spy_success,
-            spy_fraction: self.spies,
+            first_spy_success: first_spy,
+            spy_fraction: spies,
+            sybil_share_active: shares.map(|s| s.0),
+            sybil_share_passive: shares.map(|s| s.1),
+            repeated,
             batch_mean: (!batch_sizes.is_empty())
                 .then(|| batch_sizes.iter().sum::<usize>() as f64 / batch_sizes.len() as f64),
             day,
         }
     }
+}
+
+impl Scenario {
+    /// The repeated-publisher experiment: each watched publisher publishes its messages, the
+    /// attacker adds up its evidence per candidate, then names the best.
+    fn watch_publishers(
+        &self,
+        net: &mut Network,
+        route: Route,
+        limit: Duration,
+        gap: Duration,
+    ) -> RepeatedReport {
+        let candidates = honest_candidates(net);
+        let (mut named, mut ranks) = (0.0, Vec::new());
+        for _ in 0..self.repeated_publishers {
+            let Some(publisher) = honest_publisher(net) else { break };
+            let mut scores: HashMap<Peer, f64> = candidates.iter().map(|c| (*c, 0.0)).collect();
+            for _ in 0..self.repeated_messages {
+                if let Some(id) = net.broadcast(publisher, route, limit) {
+                    let t = &net.traces[&id];
+                    if route == Route::Mix {
+                        // Every attempt is evidence, whoever it was handed to.
+                        let views = candidate_views(net);
+                        adversary::mix_likelihood(
+                            &mut scores,
+                            &t.rebroadcasters,
+                            net.attackers_or_spies(),
+                            &pools(net, &views),
+                        );
+                    } else {
+                        let guess = name_publisher(net, &id);
+                        for g in &guess {
+                            if let Some(s) = scores.get_mut(g) {
+                                *s += 1.0 / guess.len() as f64;
+                            }
+                        }
+                    }
+                    net.traces.remove(&id);
+                }
+                net.run_for(gap);
+            }
+            named += adversary::credit(&adversary::best(&scores), publisher);
+            ranks.push(adversary::rank(&scores, publisher));
+        }
+        let watched = ranks.len();
+        let rank_mean = ranks.iter().sum::<f64>() / watched.max(1) as f64;
+        RepeatedReport {
+            publishers: watched,
+            messages: self.repeated_messages,
+            named: named / watched.max(1) as f64,
+            rank_mean,
+            rank_median: percentile(&mut ranks, 0.5),
+            candidates: candidates.len(),
+        }
+    }
+}
+
+/// A random live node that is neither a spy nor the attacker's.
+fn honest_publisher(net: &mut Network) -> Option<Peer> {
+    for _ in 0..10_000 {
+        let p = net.random_alive()?;
+        if !net.attackers_or_spies().contains(&p) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Live nodes that are not the attacker's, sorted.
+fn honest_candidates(net: &Network) -> Vec<Peer> {
+    let mut v: Vec<Peer> =
+        net.alive().into_iter().filter(|p| !net.attackers_or_spies().contains(p)).collect();
+    v.sort_unstable();
+    v
+}
+
+/// Every honest node's views (active and passive), sorted.
+fn candidate_views(net: &Network) -> HashMap<Peer, Vec<Peer>> {
+    honest_candidates(net).into_iter().map(|c| (c, net.views(c))).collect()
+}
+
+fn pools<'a>(net: &Network, views: &'a HashMap<Peer, Vec<Peer>>) -> adversary::Pools<'a> {
+    if net.uses_directory() {
+        adversary::Pools::Directory { n: net.len() }
+    } else {
+        adversary::Pools::Views(views)
+    }
+}
+
+/// Mean share of the attacker's nodes (or spies) in honest nodes' active and passive views.
+fn view_shares(net: &Network) -> (f64, f64) {
+    let ours = net.attackers_or_spies();
+    let topic = net.topic();
+    let (mut active, mut passive, mut n) = (0.0, 0.0, 0usize);
+    for c in honest_candidates(net) {
+        let Some(s) = net.node(c) else { continue };
+        let share = |v: &[Peer]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().filter(|p| ours.contains(p)).count() as f64 / v.len() as f64
+            }
+        };
+        active += share(s.neighbors(&topic));
+        passive += share(s.contacts(&topic));
+        n += 1;
+    }
+    (active / n.max(1) as f64, passive / n.max(1) as f64)
+}
+
+/// The timing attacker's guess for message `id` (see [`crate::adversary`]): on the mix
+/// route, when one of its nodes was handed the publication, who could have chosen it;
+/// otherwise the timing estimator.
+fn name_publisher(net: &Network, id: &mix_gossip::MessageId) -> adversary::Named {
+    let t = &net.traces[id];
+    let ours = net.attackers_or_spies();
+    let candidates = honest_candidates(net);
+    if t.rebroadcasters.iter().any(|r| ours.contains(r)) {
+        let views = candidate_views(net);
+        let mut scores: HashMap<Peer, f64> = candidates.iter().map(|c| (*c, 0.0)).collect();
+        adversary::mix_likelihood(&mut scores, &t.rebroadcasters, ours, &pools(net, &views));
+        return adversary::best(&scores);
+    }
+    let l = net.latency_model();
+    adversary::timing(&t.observations, ours, (l.min, l.max))
 }
 
 fn percentile(v: &mut [f64], q: f64) -> f64 {

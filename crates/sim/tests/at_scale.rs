@@ -5,7 +5,10 @@
 #![allow(clippy::unwrap_used, reason = "test")]
 
 use mix_sim::Scenario;
-use mix_sim::scenario::{CrashModelName, DaySpec, ForwardingSpec, RotationSpec, RouteName};
+use mix_sim::scenario::{
+    AdversaryName, CrashModelName, DaySpec, ForwardingSpec, RebroadcasterSource, RotationSpec,
+    RouteName,
+};
 
 fn base() -> Scenario {
     Scenario { nodes: 1000, broadcasts: 20, ..Scenario::default() }
@@ -96,6 +99,54 @@ fn the_mix_route_names_almost_no_publisher() {
     // The broadcast starts at a random member, not the publisher: the estimator names the
     // publisher only when that member happens to be the publisher's neighbour, by chance.
     assert!(r.spy_success.unwrap() <= 0.05, "{r:?}");
+}
+
+/// Attack: spies watch one publisher over many mix publications. With rebroadcasters drawn
+/// from the publisher's views, every spy handed one knows the publisher holds it in its
+/// views, and the candidates those sets leave shrink to the publisher; drawn from the
+/// directory every node shares, the spies learn nothing.
+#[test]
+fn a_spy_watching_one_publisher_learns_it_only_when_rebroadcasters_come_from_its_views() {
+    let watch = |rebroadcasters| {
+        let s = Scenario {
+            nodes: 400,
+            broadcasts: 2,
+            route: RouteName::Mix,
+            spies: Some(0.1),
+            spy_broadcasts: 0,
+            adversary: AdversaryName::Repeated,
+            repeated_publishers: 4,
+            repeated_messages: 60,
+            rebroadcasters,
+            ..base()
+        };
+        s.run().repeated.expect("the repeated attacker reports")
+    };
+    let views = watch(RebroadcasterSource::Views);
+    assert!(views.named >= 0.5, "{views:?}");
+    let directory = watch(RebroadcasterSource::Directory);
+    assert!(directory.named <= 0.05, "{directory:?}");
+    assert!(directory.rank_median > 100.0, "{directory:?}");
+}
+
+/// Attack: 10 % of the identities are Sybils in place from the start, poisoning views. Their
+/// share of honest active views is measured (about 40 %: the README's limit), and the mix
+/// route with the directory still names almost nobody.
+#[test]
+fn sybils_holding_many_views_learn_nothing_from_the_mix_route() {
+    let s = Scenario {
+        nodes: 400,
+        broadcasts: 2,
+        route: RouteName::Mix,
+        adversary: AdversaryName::Sybil,
+        spy_broadcasts: 200,
+        ..base()
+    };
+    let r = s.run();
+    assert_eq!(r.delivery_steady, 1.0, "{r:?}");
+    let active = r.sybil_share_active.expect("measured");
+    assert!(active > 0.1 && active < 0.6, "{r:?}");
+    assert!(r.spy_success.expect("measured") <= 0.03, "{r:?}");
 }
 
 #[test]

@@ -275,6 +275,14 @@ impl Behaviour {
         self.drain();
     }
 
+    /// Sets the members that mix publications' rebroadcasters are drawn from: a list no
+    /// single peer can bias for one victim, such as the peers of the mixnet's signed
+    /// discovery records (see [`crate::Rebroadcasters`]). Call it again when that list
+    /// changes; until the first call, rebroadcasters come from this node's views.
+    pub fn set_directory(&mut self, members: impl IntoIterator<Item = PeerId>) {
+        self.state.set_directory(members);
+    }
+
     /// The filter's answers changed for `topic`: neighbours it no longer admits go.
     pub fn refilter(&mut self, topic: &TopicId) {
         self.state.refilter(Instant::now(), topic);

@@ -199,6 +199,22 @@ impl Default for StemConfig {
     }
 }
 
+/// Where a mix publication's rebroadcaster is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Rebroadcasters {
+    /// From the directory the application sets ([`crate::State::set_directory`]: e.g. the
+    /// members in the mixnet's signed discovery records), the same for every node, so that an
+    /// attacker who poisons one node's views gains nothing there; from the views only while
+    /// the directory is empty.
+    #[default]
+    Directory,
+    /// From this node's own active and passive views. A Sybil that fills a victim's views
+    /// then receives most of the victim's mix publications, and the victim is one of the few
+    /// nodes whose views hold it. Kept to measure the difference.
+    Views,
+}
+
 /// Publishing through the mixnet ([`crate::Route::Mix`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MixRouteConfig {
@@ -206,11 +222,17 @@ pub struct MixRouteConfig {
     pub confirm_timeout: Duration,
     /// Fresh paths (and rebroadcasters) tried after the first.
     pub retries: u32,
+    /// Where rebroadcasters are drawn from.
+    pub rebroadcasters: Rebroadcasters,
 }
 
 impl Default for MixRouteConfig {
     fn default() -> Self {
-        Self { confirm_timeout: Duration::from_secs(20), retries: 3 }
+        Self {
+            confirm_timeout: Duration::from_secs(20),
+            retries: 3,
+            rebroadcasters: Rebroadcasters::default(),
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub(crate) struct Membership<P> {
     budgets: HashMap<(P, bool), (f64, Instant)>,
     /// When an accepted neighbour last evicted another (see `walk_eviction_interval`).
     walk_evicted: Option<Instant>,
+    /// The neighbour that last took another's place (the next to go when one must).
+    intruder: Option<P>,
 }
 
 /// What happened to the active view, for the broadcast layer.
@@ -78,6 +80,9 @@ pub(crate) struct Ctx<'a, P, R> {
     pub(crate) now: Instant,
     /// Neighbour changes, for the broadcast layer.
     pub(crate) changes: &'a mut Vec<Change<P>>,
+    /// Members vouched for by the application (see `State::set_directory`); free active
+    /// slots are filled from it when it is not empty.
+    pub(crate) directory: &'a [P],
 }
 
 impl<P: PeerIdentity, R: rand::Rng> Ctx<'_, P, R> {
@@ -103,6 +108,7 @@ impl<P: PeerIdentity> Membership<P> {
             introduced_by: HashMap::new(),
             budgets: HashMap::new(),
             walk_evicted: None,
+            intruder: None,
         }
     }
 
@@ -159,7 +165,13 @@ impl<P: PeerIdentity> Membership<P> {
             return false;
         }
         if self.active.len() >= ctx.config.active_view {
-            let i = ctx.rng.random_range(0..self.active.len());
+            // The neighbour that took its place this way last goes first: identities that
+            // keep asking then replace each other, not the neighbours this node chose.
+            let i = self
+                .intruder
+                .and_then(|p| self.active.iter().position(|a| *a == p))
+                .unwrap_or_else(|| ctx.rng.random_range(0..self.active.len()));
+            self.intruder = Some(peer);
             let evicted = self.active.swap_remove(i);
             self.send(ctx, evicted, Body::Disconnect { alive: true });
             self.down(ctx, evicted, DownReason::Evicted);
@@ -319,6 +331,15 @@ impl<P: PeerIdentity> Membership<P> {
         ctx.out.release(peer);
     }
 
+    /// Whether a peer's request may take a neighbour's place now: at most once per
+    /// [`MembershipConfig::walk_eviction_interval`], whoever asks, or identities that ask
+    /// without pause would replace every neighbour.
+    fn may_evict<R>(&self, ctx: &Ctx<'_, P, R>) -> bool {
+        self.walk_evicted.is_none_or(|at| {
+            ctx.now.saturating_duration_since(at) >= ctx.config.walk_eviction_interval
+        })
+    }
+
     fn on_join<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, from: P) {
         if !ctx.filter.allow_active(&self.topic, &from) {
             // Refused: nobody is evicted for it, and the joiner hears so at once.
@@ -326,6 +347,8 @@ impl<P: PeerIdentity> Membership<P> {
             self.refuse(ctx, from);
             return;
         }
+        // A joiner is always taken (it may know nobody else); if a neighbour must go, it is
+        // the one that last came in on a peer's word (see `add_active`).
         if !self.add_active(ctx, from) && !self.active.contains(&from) {
             return;
         }
@@ -359,9 +382,7 @@ impl<P: PeerIdentity> Membership<P> {
                 // The joiner may take a neighbour's place, but walks end here on a peer's
                 // word: only one such eviction per interval, or a peer naming Sybils as
                 // joiners would replace every neighbour.
-                let evict = self.walk_evicted.is_none_or(|at| {
-                    ctx.now.saturating_duration_since(at) >= ctx.config.walk_eviction_interval
-                });
+                let evict = self.may_evict(ctx);
                 self.send(ctx, peer, Body::Neighbor { high: true });
                 self.pending.insert(peer, (ctx.now, evict));
                 self.arm_timeout(ctx);
@@ -392,7 +413,13 @@ impl<P: PeerIdentity> Membership<P> {
         let now = ctx.now;
         self.rotated_out.retain(|_, until| *until > now);
         let cooling = self.rotated_out.contains_key(&from);
-        if ctx.filter.allow_active(&self.topic, &from) && (high || (room && !cooling)) {
+        // A high-priority request (the asker says it has no neighbour) may replace a
+        // neighbour, but only as often as any other request on a peer's word.
+        let evict = !room && high && self.may_evict(ctx);
+        if ctx.filter.allow_active(&self.topic, &from) && (evict || (room && (high || !cooling))) {
+            if evict {
+                self.walk_evicted = Some(now);
+            }
             self.add_active(ctx, from);
             self.send(ctx, from, Body::NeighborAccept);
         } else {
@@ -481,15 +508,31 @@ impl<P: PeerIdentity> Membership<P> {
             let now = ctx.now;
             self.refused.retain(|_, until| *until > now);
             self.rotated_out.retain(|_, until| *until > now);
-            let eligible: Vec<P> = self
-                .passive
-                .iter()
-                .copied()
-                .filter(|p| !self.pending.contains_key(p) && !except.contains(p))
-                .filter(|p| !self.refused.contains_key(p) && !self.rotated_out.contains_key(p))
-                .filter(|p| ctx.filter.allow_active(&self.topic, p))
-                .collect();
-            let Some(&peer) = ctx.pick(&eligible) else { break };
+            let fits = |p: &P| {
+                *p != self.me
+                    && !self.active.contains(p)
+                    && !self.pending.contains_key(p)
+                    && !except.contains(p)
+                    && !self.refused.contains_key(p)
+                    && !self.rotated_out.contains_key(p)
+                    && ctx.filter.allow_active(&self.topic, p)
+            };
+            // From the directory when there is one: contacts that walks and shuffles brought
+            // can all be one attacker's, the directory is the same for every node.
+            let directory = ctx.directory;
+            let drawn = if directory.is_empty() {
+                None
+            } else {
+                (0..32).map(|_| directory[ctx.rng.random_range(0..directory.len())]).find(fits)
+            };
+            let peer = match drawn {
+                Some(p) => p,
+                None => {
+                    let eligible: Vec<P> = self.passive.iter().copied().filter(fits).collect();
+                    let Some(&peer) = ctx.pick(&eligible) else { break };
+                    peer
+                }
+            };
             let high = self.active.is_empty();
             self.send(ctx, peer, Body::Neighbor { high });
             self.pending.insert(peer, (ctx.now, true));

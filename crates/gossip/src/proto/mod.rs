@@ -30,7 +30,7 @@ use rand::RngExt;
 
 pub use config::{
     BroadcastConfig, Config, ConfigError, Forwarding, MembershipConfig, MixRouteConfig,
-    RotationConfig, StemConfig,
+    Rebroadcasters, RotationConfig, StemConfig,
 };
 pub use message::{Body, Message, MessageId, TopicId};
 
@@ -338,7 +338,13 @@ pub struct State<P, R> {
     topics: BTreeMap<TopicId, Topic<P>>,
     scheduler: Scheduler<P>,
     out: Outbox<P>,
+    /// Members vouched for by the application, for rebroadcasters (at most
+    /// [`MAX_DIRECTORY`]).
+    directory: Vec<P>,
 }
+
+/// Directory entries kept at most (a uniform sample of a larger directory).
+pub const MAX_DIRECTORY: usize = 16_384;
 
 impl<P: PeerIdentity, R> Debug for State<P, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -364,7 +370,35 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             topics: BTreeMap::new(),
             scheduler,
             out: Outbox::new(),
+            directory: Vec::new(),
         }
+    }
+
+    /// Sets the directory that rebroadcasters of mix publications are drawn from
+    /// ([`crate::Rebroadcasters::Directory`]): members that no single peer can put there for
+    /// one victim, such as the mixnet's signed discovery records. Replaces the previous one;
+    /// a larger directory than [`MAX_DIRECTORY`] is sampled uniformly.
+    pub fn set_directory(&mut self, members: impl IntoIterator<Item = P>) {
+        let mut all: Vec<P> = Vec::new();
+        // Reservoir sampling: memory stays bounded however long the iterator is.
+        for (seen, p) in members.into_iter().filter(|p| *p != self.me).enumerate() {
+            if all.len() < MAX_DIRECTORY {
+                all.push(p);
+            } else {
+                let j = self.rng.random_range(0..=seen);
+                if j < MAX_DIRECTORY {
+                    all[j] = p;
+                }
+            }
+        }
+        all.sort();
+        all.dedup();
+        self.directory = all;
+    }
+
+    /// The directory's size.
+    pub fn directory_len(&self) -> usize {
+        self.directory.len()
     }
 
     /// This node.
@@ -430,6 +464,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             out: &mut self.out,
             now,
             changes: &mut changes,
+            directory: &self.directory,
         };
         f(&mut t.membership, &mut ctx);
         let mut ctx = plumtree::Ctx { config: &self.broadcast, out: &mut self.out, now };
@@ -577,15 +612,28 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             return;
         }
         *attempts += 1;
-        let mut members: Vec<P> =
-            t.membership.active().iter().chain(t.membership.passive()).copied().collect();
-        members.sort();
-        members.dedup();
-        members.retain(|p| self.filter.allow_passive(&topic, p));
-        if members.is_empty() {
-            // Nobody to hand it to yet: try again after the timeout.
+        // Each attempt, retries included, is a fresh uniform draw from a sample that is the
+        // same for every publisher: members that receive retries of one publication share
+        // nothing that narrows who sent it.
+        let use_directory = self.config.mix.rebroadcasters == Rebroadcasters::Directory
+            && !self.directory.is_empty();
+        let filter = &self.filter;
+        let drawn = if use_directory {
+            // Uniform over the entries the filter allows, without copying the directory.
+            let d = &self.directory;
+            (0..64)
+                .map(|_| d[self.rng.random_range(0..d.len())])
+                .find(|p| filter.allow_passive(&topic, p))
         } else {
-            let to = members[self.rng.random_range(0..members.len())];
+            let mut members: Vec<P> =
+                t.membership.active().iter().chain(t.membership.passive()).copied().collect();
+            members.sort();
+            members.dedup();
+            members.retain(|p| filter.allow_passive(&topic, p));
+            (!members.is_empty()).then(|| members[self.rng.random_range(0..members.len())])
+        };
+        // None: nobody to hand it to yet; try again after the timeout.
+        if let Some(to) = drawn {
             self.out.out.push_back(Output::MixPublish { to, topic, data: data.clone() });
         }
         self.out.timer(
