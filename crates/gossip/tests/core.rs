@@ -593,3 +593,21 @@ fn joining_identities_replace_each_other_not_the_chosen_neighbours() {
     let kept = before.iter().filter(|p| now.contains(p)).count();
     assert!(kept + 1 >= before.len(), "kept {kept} of {before:?}: {now:?}");
 }
+
+/// Attack (found by review): an identity joins, then leaves at once, so that the next
+/// joiner finds no earlier joiner to replace. Without a limit, each such pair replaced a
+/// random neighbour; now only one per interval does.
+#[test]
+fn identities_that_join_and_leave_replace_at_most_one_neighbour_per_interval() {
+    let config = config(Forwarding::Immediate);
+    let mut net = Net::new(16, &config, allow_all);
+    let before = full_node(&mut net, 3);
+    for sybil in sybils(0, 30) {
+        net.sinks.insert(sybil);
+        inject(&mut net, 3, sybil, Body::Join);
+        inject(&mut net, 3, sybil, Body::Disconnect { alive: false });
+    }
+    let now = net.neighbors(3);
+    let kept = before.iter().filter(|p| now.contains(p)).count();
+    assert!(kept + 1 >= before.len(), "kept {kept} of {before:?}: {now:?}");
+}

@@ -47,9 +47,8 @@ pub enum AdversaryName {
     /// Passive spies; the first spy's sender is named.
     #[default]
     FirstSpy,
-    /// Passive spies that know the latency model and the neighbour graph and use every
-    /// spy's reception time; on the mix route, spies chosen as rebroadcasters also weigh
-    /// who could have chosen them.
+    /// Passive spies that know the latency model and use every spy's reception time; on
+    /// the mix route, spies chosen as rebroadcasters also weigh who could have chosen them.
     Timing,
     /// The timing attacker watching one publisher over many messages
     /// (`repeated_messages` each, `repeated_publishers` of them), accumulating evidence.

@@ -363,4 +363,28 @@ mod tests {
         assert!(link.frames.0 < 200, "{} frames sent", link.frames.0);
         assert!(link.opener.stats().surbs < 200, "{} SURBs sent", link.opener.stats().surbs);
     }
+
+    /// Attack: an acceptor that only ever reports it holds none and wants the most, each
+    /// report a frame that spends one SURB. Before, a report could make the opener build up
+    /// to `max_surbs` (512) SURBs once the last batch stopped counting as in transit: 559
+    /// SURBs for 10 frames received. Now the SURBs it sends stay within a few per frame it
+    /// received.
+    #[test]
+    fn an_acceptor_reporting_it_holds_none_gets_a_few_surbs_per_frame_it_spends() {
+        let want = Want { held: 0, wanted: 512, received: 0 };
+        let items = Items { want: Some(want), ..Items::default() };
+        let steps = (0..40).flat_map(|_| {
+            [
+                Step::Sealed { to_acceptor: false, ahead: 0, items: items.clone() },
+                Step::Run { events: 50 },
+                Step::Wait { ms: 1000 },
+                Step::Run { events: 50 },
+            ]
+        });
+        let link = super::play(false, 0, steps);
+        let (sent, heard) = (link.opener.stats().surbs, link.opener.stats().frames_received);
+        let config = crate::StreamConfig::default();
+        let bound = u64::from(config.initial_surbs) + 8 * heard + 100;
+        assert!(sent <= bound, "{sent} SURBs sent for {heard} frames received (bound {bound})");
+    }
 }

@@ -347,8 +347,18 @@ impl<P: PeerIdentity> Membership<P> {
             self.refuse(ctx, from);
             return;
         }
-        // A joiner is always taken (it may know nobody else); if a neighbour must go, it is
-        // the one that last came in on a peer's word (see `add_active`).
+        // A joiner is taken in place of the neighbour that last came in on a peer's word
+        // (see `add_active`); with none such, in place of a random one at most once per
+        // interval, or an identity that joins and leaves again would replace one each time.
+        let room = self.active.len() < ctx.config.active_view;
+        let intruder = self.intruder.is_some_and(|p| self.active.contains(&p));
+        if !room && !intruder && !self.active.contains(&from) {
+            if !self.may_evict(ctx) {
+                self.refuse(ctx, from);
+                return;
+            }
+            self.walk_evicted = Some(ctx.now);
+        }
         if !self.add_active(ctx, from) && !self.active.contains(&from) {
             return;
         }
@@ -535,7 +545,8 @@ impl<P: PeerIdentity> Membership<P> {
             };
             let high = self.active.is_empty();
             self.send(ctx, peer, Body::Neighbor { high });
-            self.pending.insert(peer, (ctx.now, true));
+            // For a free slot: if someone took it meanwhile, the accept replaces nobody.
+            self.pending.insert(peer, (ctx.now, false));
             self.arm_timeout(ctx);
         }
         if self.active.is_empty() && self.pending.is_empty() && !self.isolated {
