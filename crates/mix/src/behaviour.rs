@@ -31,6 +31,7 @@ use crate::core::{
 use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent, TokenBucket};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{ExitProtocol, ReadRule};
+use crate::workers::{HopWorkers, default_hop_workers};
 
 /// Driver settings, with the core's.
 #[derive(Debug, Clone)]
@@ -104,6 +105,11 @@ pub struct Config {
     /// How often the replay state is written to [`Self::state_dir`] (it is also written when
     /// the behaviour is dropped).
     pub state_save_interval: Duration,
+    /// Threads that open received packets (the Diffie-Hellman, MAC check and decryption), so
+    /// that a node forwards on every core; everything else stays on the swarm's task. `0`
+    /// opens them on the swarm's task. Default: one per core, none on a single core
+    /// ([`default_hop_workers`]).
+    pub hop_workers: usize,
 }
 
 impl Default for Config {
@@ -132,6 +138,7 @@ impl Default for Config {
             exit_dial_burst: 40,
             state_dir: None,
             state_save_interval: Duration::from_secs(10),
+            hop_workers: default_hop_workers(),
         }
     }
 }
@@ -299,6 +306,8 @@ pub struct Behaviour {
     state_timer: Option<Delay>,
     /// A periodic save is running.
     saving: Arc<std::sync::atomic::AtomicBool>,
+    /// Threads opening received packets, when configured.
+    workers: Option<HopWorkers>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -330,7 +339,19 @@ impl Behaviour {
         // Starts key rotation and cover traffic.
         core.handle_timeout(now);
         let probe_timer = config.probe_interval.map(Delay::new);
+        let workers = match config.hop_workers {
+            0 => None,
+            n => HopWorkers::start(n)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        error = %e,
+                        "could not start hop workers; opening packets on the swarm's task"
+                    );
+                })
+                .ok(),
+        };
         Self {
+            workers,
             proof_len: 0,
             listen_addrs: 0,
             buckets: HashMap::new(),
@@ -408,9 +429,10 @@ impl Behaviour {
     /// own (encoding, hashing and syncing megabytes would stall the swarm), one at a time.
     fn save_state(&mut self, clean: bool) {
         let Some(file) = &self.state else { return };
+        let generation = file.generation();
         let state = self.core.replay_state(clean);
-        let save = |file: &crate::state::StateFile, state| {
-            if let Err(error) = file.save(&state) {
+        let save = move |file: &crate::state::StateFile, state| {
+            if let Err(error) = file.save_generation(&state, generation) {
                 tracing::error!(path = %file.path().display(), %error, "could not save the replay state");
             }
         };
@@ -426,6 +448,42 @@ impl Behaviour {
             save(&file, state);
             saving.store(false, std::sync::atomic::Ordering::Release);
         });
+    }
+
+    /// Starts a graceful stop: frames read from now on are dropped (counted as
+    /// [`DropReason::Stopping`]), no own message or cover traffic starts, and packets held for
+    /// their mixing delay still leave when due. Poll the swarm until [`Self::held_packets`] is
+    /// 0 or the time allowed is over, then call [`Self::abandon_held`]. Returns the own
+    /// packets dropped at once (those still waiting for a cover slot).
+    pub fn stop(&mut self) -> usize {
+        let dropped = self.core.stop();
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+        dropped
+    }
+
+    /// Packets this node still holds: being opened, waiting for their mixing delay, waiting
+    /// for a connection, or queued on a connection.
+    pub fn held_packets(&self) -> usize {
+        let pending: usize = self.pending.values().map(|p| p.packets.len()).sum();
+        let queued = usize::try_from(self.metrics.unsent_frames()).unwrap_or(0);
+        let opening = self.workers.as_ref().map_or(0, HopWorkers::in_flight);
+        self.core.delayed_packets() + pending + queued + opening
+    }
+
+    /// Drops every packet still held for mixing or waiting for a connection, counted as
+    /// [`DropReason::Stopping`]; returns how many. Packets already queued on a connection are
+    /// left to it.
+    pub fn abandon_held(&mut self) -> usize {
+        let mut dropped = self.core.abandon_held();
+        for pending in self.pending.values_mut() {
+            for _ in pending.packets.drain(..) {
+                self.metrics.dropped(DropReason::Stopping);
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// Exit deliveries queued or in flight now.
@@ -730,6 +788,7 @@ impl Behaviour {
 
     fn transmit_frame(&mut self, peer: PeerId, addr: Multiaddr, frame: Vec<u8>) {
         if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()) {
+            self.metrics.add_unsent(1);
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(*connection),
@@ -868,6 +927,7 @@ impl Behaviour {
         self.connected.entry(peer).or_default().push(connection);
         let Some(pending) = self.pending.remove(&peer) else { return };
         for frame in pending.packets {
+            self.metrics.add_unsent(1);
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(connection),
@@ -973,6 +1033,63 @@ impl Behaviour {
             let j = self.probe_rng.random_range(i..candidates.len());
             let peer = candidates[j];
             self.probe(peer);
+        }
+    }
+
+    /// A packet read from `peer`: opened on a hop worker if there is one with room, else
+    /// here.
+    fn on_packet(&mut self, peer: PeerId, packet: Packet, proof: &[u8]) {
+        let now = Instant::now();
+        let job = match self.core.prepare_packet(now, packet, proof) {
+            Ok(job) => job,
+            Err(reason) => return self.on_opened(peer, Err(reason)),
+        };
+        let job = match self.workers.as_mut() {
+            Some(workers) => match workers.submit(peer, job) {
+                Ok(()) => {
+                    self.metrics.set_hop_jobs_in_flight(workers.in_flight());
+                    return;
+                }
+                Err(job) => {
+                    self.metrics.hop_job_inline();
+                    job
+                }
+            },
+            None => job,
+        };
+        let result = self.core.finish_packet(now, job.run());
+        self.on_opened(peer, result);
+    }
+
+    /// Hands the packets the hop workers opened back to the core.
+    fn poll_workers(&mut self, cx: &mut Context<'_>) {
+        let Some(workers) = self.workers.as_mut() else { return };
+        let mut finished = Vec::new();
+        while let Poll::Ready(done) = workers.poll_done(cx) {
+            finished.push(done);
+        }
+        if finished.is_empty() {
+            return;
+        }
+        self.metrics.set_hop_jobs_in_flight(workers.in_flight());
+        let now = Instant::now();
+        for (peer, done) in finished {
+            let result = self.core.finish_packet(now, done);
+            self.on_opened(peer, result);
+        }
+    }
+
+    /// How a packet from `peer` fared. Only peers outside the pool are judged: a sender can
+    /// route a packet whose header is junk for this node through an honest mix node, which
+    /// cannot tell; or send a packet's inner layer here first so that the honest hop's copy
+    /// arrives as a replay.
+    fn on_opened(&mut self, peer: PeerId, result: Result<(), DropReason>) {
+        if self.core.pool().get(&peer).is_none() {
+            let forged = matches!(
+                result,
+                Err(DropReason::Sphinx(_) | DropReason::Replay | DropReason::Proof(_))
+            );
+            self.judge(peer, forged);
         }
     }
 
@@ -1140,23 +1257,7 @@ impl NetworkBehaviour for Behaviour {
                 }
                 let proof = frame.split_off(PACKET_SIZE);
                 match Packet::try_from(frame) {
-                    Ok(packet) => {
-                        let result =
-                            self.core.handle_packet_with_proof(Instant::now(), packet, &proof);
-                        // Only peers outside the pool are judged: a sender can route a
-                        // packet whose header is junk for this node through an honest mix
-                        // node, which cannot tell; or send a packet's inner layer here first
-                        // so that the honest hop's copy arrives as a replay.
-                        if self.core.pool().get(&peer).is_none() {
-                            let forged = matches!(
-                                result,
-                                Err(DropReason::Sphinx(_)
-                                    | DropReason::Replay
-                                    | DropReason::Proof(_))
-                            );
-                            self.judge(peer, forged);
-                        }
-                    }
+                    Ok(packet) => self.on_packet(peer, packet, &proof),
                     Err(_) => self.metrics.dropped(DropReason::BadLength),
                 }
             }
@@ -1180,6 +1281,7 @@ impl NetworkBehaviour for Behaviour {
             self.probe_some();
         }
         loop {
+            self.poll_workers(cx);
             while let Some(output) = self.core.poll_output() {
                 self.on_output(output);
             }

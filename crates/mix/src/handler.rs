@@ -153,6 +153,8 @@ pub struct Handler {
     inbound: SelectAll<BoxStream<'static, Result<Vec<u8>, FrameError>>>,
     queue: VecDeque<Vec<u8>>,
     writer: Writer,
+    /// Frames of the batch being written on the pooled stream.
+    writing: usize,
     /// Whether the pooled stream already failed once since its last success.
     retried: bool,
     exits_to_open: VecDeque<ExitId>,
@@ -266,6 +268,7 @@ impl Handler {
             inbound: SelectAll::new(),
             queue: VecDeque::new(),
             writer: Writer::Closed,
+            writing: 0,
             retried: false,
             exits_to_open: VecDeque::new(),
             exits_opening: HashMap::new(),
@@ -282,6 +285,7 @@ impl Handler {
             self.metrics.dropped(reason);
         }
         self.metrics.add_outbound_queue(-(self.queue.len() as i64));
+        self.metrics.add_unsent(-(self.queue.len() as i64));
         self.queue.clear();
     }
 
@@ -451,6 +455,7 @@ impl ConnectionHandler for Handler {
             InEvent::Send(frame) => {
                 if self.queue.len() >= self.config.max_queued_frames {
                     self.metrics.dropped(DropReason::PeerQueueFull);
+                    self.metrics.add_unsent(-1);
                     return;
                 }
                 self.metrics.add_outbound_queue(1);
@@ -583,9 +588,11 @@ impl ConnectionHandler for Handler {
                     }
                     Poll::Ready(Ok(stream)) => {
                         self.retried = false;
+                        self.metrics.add_unsent(-(std::mem::take(&mut self.writing) as i64));
                         self.writer = Writer::Idle(stream);
                     }
                     Poll::Ready(Err((batch, error))) => {
+                        self.writing = 0;
                         // Put the unsent batch back in front, in order.
                         self.metrics.add_outbound_queue(batch.len() as i64);
                         for frame in batch.into_iter().rev() {
@@ -598,6 +605,7 @@ impl ConnectionHandler for Handler {
                     let n = self.queue.len().min(WRITE_BATCH);
                     let batch: Vec<Vec<u8>> = self.queue.drain(..n).collect();
                     self.metrics.add_outbound_queue(-(n as i64));
+                    self.writing = n;
                     self.writer = Writer::Writing(write_batch(stream, batch).boxed());
                 }
                 Writer::Closed if !self.queue.is_empty() => {
@@ -676,7 +684,8 @@ impl ConnectionHandler for Handler {
 
 impl Drop for Handler {
     fn drop(&mut self) {
-        // Packets still queued when the connection goes are lost; keep the gauge honest.
+        // Packets still queued when the connection goes are lost; keep the gauges honest.
         self.drop_queue(DropReason::Unreachable);
+        self.metrics.add_unsent(-(self.writing as i64));
     }
 }

@@ -19,6 +19,7 @@ mod metrics;
 mod protocol;
 pub mod spam;
 pub mod state;
+mod workers;
 
 pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
 pub use core::{
@@ -28,3 +29,4 @@ pub use core::{
 pub use handler::ExitError;
 pub use metrics::{DropReason, Metrics};
 pub use protocol::{ExitProtocol, PROTOCOL, ReadRule};
+pub use workers::default_hop_workers;

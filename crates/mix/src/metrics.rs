@@ -68,6 +68,9 @@ pub enum DropReason {
     /// The replay filter of the key that opened it is full: accepting more packets would raise
     /// its false-positive rate past the design value.
     ReplayFilterFull,
+    /// The node was stopping: received after the stop began, or still held for mixing when
+    /// the time allowed for sending held packets on ran out.
+    Stopping,
 }
 
 impl DropReason {
@@ -99,6 +102,7 @@ impl DropReason {
             Self::ExitDestinationFull => "exit_destination_full",
             Self::ExitDialRate => "exit_dial_rate",
             Self::ReplayFilterFull => "replay_filter_full",
+            Self::Stopping => "stopping",
         }
     }
 }
@@ -167,6 +171,9 @@ pub struct Metrics {
     pool_refused: Family<ReasonLabel, Counter>,
     penalties: Counter,
     wire_mismatches: Family<KindLabel, Counter>,
+    hop_jobs_in_flight: Gauge,
+    hop_jobs_inline: Counter,
+    unsent_frames: Gauge,
 }
 
 impl Default for Metrics {
@@ -194,6 +201,9 @@ impl Default for Metrics {
             pool_refused: Family::default(),
             penalties: Counter::default(),
             wire_mismatches: Family::default(),
+            hop_jobs_in_flight: Gauge::default(),
+            hop_jobs_inline: Counter::default(),
+            unsent_frames: Gauge::default(),
         }
     }
 }
@@ -296,6 +306,45 @@ impl Metrics {
              reply that does not decrypt)",
             self.wire_mismatches.clone(),
         );
+        r.register(
+            "unsent_frames",
+            "Packets handed to connections and not yet written out",
+            self.unsent_frames.clone(),
+        );
+        r.register(
+            "hop_jobs_in_flight",
+            "Received packets being opened on hop workers",
+            self.hop_jobs_in_flight.clone(),
+        );
+        r.register(
+            "hop_jobs_inline",
+            "Received packets opened on the swarm's task because every hop worker was busy \
+             (none are dropped for it: the swarm's task slows down instead)",
+            self.hop_jobs_inline.clone(),
+        );
+    }
+
+    /// Frames handed to connections and not yet written out (or dropped).
+    pub(crate) fn add_unsent(&self, delta: i64) {
+        self.unsent_frames.inc_by(delta);
+    }
+
+    /// Frames handed to connections and not yet written out: what a stopping node waits for.
+    pub fn unsent_frames(&self) -> i64 {
+        self.unsent_frames.get()
+    }
+
+    pub(crate) fn set_hop_jobs_in_flight(&self, jobs: usize) {
+        self.hop_jobs_in_flight.set(jobs as i64);
+    }
+
+    pub(crate) fn hop_job_inline(&self) {
+        self.hop_jobs_inline.inc();
+    }
+
+    /// Received packets opened on the swarm's task because the hop workers were all busy.
+    pub fn hop_jobs_inline(&self) -> u64 {
+        self.hop_jobs_inline.get()
     }
 
     pub(crate) fn wire_mismatch(&self, kind: crate::core::Mismatch) {

@@ -62,11 +62,14 @@ pub enum StateError {
     },
 }
 
-/// The replay state file in a state directory. Clones share a lock: saves never interleave.
+/// The replay state file in a state directory. Clones share a lock: saves never interleave,
+/// and a snapshot never replaces one taken after it.
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
-    lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The generation of the snapshot on disk.
+    written: std::sync::Arc<std::sync::Mutex<u64>>,
+    taken: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StateFile {
@@ -74,7 +77,7 @@ impl StateFile {
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         fs::create_dir_all(dir)
             .map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
-        Ok(Self { path: dir.join(FILE), lock: Default::default() })
+        Ok(Self { path: dir.join(FILE), written: Default::default(), taken: Default::default() })
     }
 
     /// The file's path.
@@ -94,7 +97,22 @@ impl StateFile {
 
     /// Saves `state`: written to a temporary file, synced, then renamed over the old one.
     pub fn save(&self, state: &ReplayState) -> Result<(), StateError> {
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.save_generation(state, self.generation())
+    }
+
+    /// A number for a snapshot about to be taken, later than any taken before.
+    pub fn generation(&self) -> u64 {
+        self.taken.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1
+    }
+
+    /// Saves `state`, a snapshot numbered by [`Self::generation`] when it was taken, unless a
+    /// later snapshot is on disk already (a slow background save finishing after the save of
+    /// a clean stop must not bring back tags the stop's snapshot held).
+    pub fn save_generation(&self, state: &ReplayState, generation: u64) -> Result<(), StateError> {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written >= generation {
+            return Ok(());
+        }
         let io_error = |source| StateError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("state.tmp");
         let mut file = fs::File::create(&tmp).map_err(io_error)?;
@@ -108,6 +126,7 @@ impl StateFile {
             // Makes the rename itself durable; not every platform can sync a directory.
             let _ = dir.sync_all();
         }
+        *written = generation;
         Ok(())
     }
 }
@@ -225,6 +244,22 @@ mod tests {
                 },
             )],
         }
+    }
+
+    /// A background save of an older snapshot that finishes after the save of a clean stop
+    /// used to replace it, so a restart forgot the tags of the last seconds.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = std::env::temp_dir().join(format!("mix-state-gen-{}", std::process::id()));
+        let file = StateFile::open(&dir).unwrap();
+        let older = file.generation();
+        let newer = file.generation();
+        let mut late = state();
+        late.clean = false;
+        file.save_generation(&state(), newer).unwrap();
+        file.save_generation(&late, older).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state()));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

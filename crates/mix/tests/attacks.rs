@@ -292,7 +292,12 @@ async fn replays_after_a_restart_are_dropped() {
     assert!(echoed(&mut net.dest, b"captured", Duration::from_secs(10)).await);
 
     victim.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The abort is carried out on a runtime thread: wait for the stop's save, not a fixed time.
+    let file = libp2p_mix::state::StateFile::open(&state).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !file.load().ok().flatten().is_some_and(|s| s.clean) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let victim =
         restartable(identity, NodeSecretKey::from_bytes(secret_bytes), addr, pool, &state).await;
     // From a node that never talked to the first run (so no stale connection eats it).

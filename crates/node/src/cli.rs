@@ -1,7 +1,8 @@
 //! The command line: parses it and runs the command.
 
 use crate::{
-    bench, config, init, keygen, metrics_http, runtime, sim, sim_mix, testnet, transfer, vectors,
+    bench, cluster, config, init, keygen, metrics_http, runtime, sim, sim_mix, testnet, transfer,
+    vectors,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,6 +98,18 @@ enum Command {
         /// 0 turns gossip off.
         #[arg(long, default_value_t = 30)]
         gossip_messages: usize,
+        /// Run each mix node as its own `mixnode run` process (own config, state directory
+        /// and metrics endpoint), kill one with SIGKILL mid-run and restart it; reports a
+        /// `restart` object. Uses --nodes, --rate and --delay-ms.
+        #[arg(long)]
+        processes: bool,
+        /// With --processes: seconds of workload before the kill, and again after the node
+        /// is back.
+        #[arg(long, default_value_t = 5)]
+        phase_secs: u64,
+        /// With --processes: how long the killed node stays down, in ms.
+        #[arg(long, default_value_t = 2000)]
+        down_ms: u64,
     },
     /// Send a file over an anonymous stream to a node running `mixnode receive`; the sender
     /// runs a mix node of its own while it does.
@@ -302,6 +315,13 @@ enum BenchCommand {
         /// Packets pushed through the network in the throughput phase.
         #[arg(long, default_value_t = 30_000)]
         packets: usize,
+        /// Also measure one node forwarding on 1..N cores (hop workers) and report `scaling`.
+        #[arg(long)]
+        cores: Option<usize>,
+        /// With `--cores`: the nodes on 1..N cores take turns this many times; `scaling` is
+        /// the median of the turns.
+        #[arg(long, default_value_t = 10)]
+        segments: usize,
     },
 }
 
@@ -361,8 +381,28 @@ pub fn main() -> anyhow::Result<ExitCode> {
             json,
             keep_running,
             gossip_messages,
+            processes,
+            phase_secs,
+            down_ms,
         } => {
             init_tracing("warn");
+            if processes {
+                let options = cluster::Options {
+                    nodes,
+                    rate: rate.min(200.0),
+                    delay_ms,
+                    phase: Duration::from_secs(phase_secs.max(1)),
+                    down: Duration::from_millis(down_ms),
+                    progress: !json,
+                };
+                let report = runtime()?.block_on(cluster::run(options))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    cluster::print(&report);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let options = testnet::Options {
                 nodes,
                 messages,
@@ -515,9 +555,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
             sim_mix::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { command: BenchCommand::Node { json, packets } } => {
+        Command::Bench { command: BenchCommand::Node { json, packets, cores, segments } } => {
             init_tracing("warn");
-            let report = runtime()?.block_on(bench::node::run(packets))?;
+            let report = runtime()?.block_on(bench::node::run(packets, cores, segments))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -536,6 +576,7 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
     // must stop it cleanly too.
     let stop = stop_signal()?;
     tokio::pin!(stop);
+    let stop_drain = loaded.stop_drain;
     let mut node = runtime::start(loaded.spec).await?;
     tracing::info!(peer_id = %node.peer_id, addr = %node.addr, mix_key = %hex::encode(node.mix_key.as_bytes()), %wire, overridden, "mix node running");
     if let Some(addr) = metrics.or(loaded.metrics) {
@@ -559,10 +600,18 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
                 None => anyhow::bail!("the node stopped"),
             },
             signal = &mut stop => {
-                // Dropping the node saves its replay state (a clean stop): without it, a
+                // Packets held for mixing leave when due (for at most `stop_drain`), then the
+                // swarm goes away and saves the replay state (a clean stop): without it, a
                 // restart would forget the packets of the last save interval, and they could
-                // be replayed. Packets held for mixing are dropped.
-                tracing::info!(signal, "shutting down");
+                // be replayed. A second signal stops at once (the state is still saved).
+                tracing::info!(signal, ?stop_drain, "shutting down");
+                let second = stop_signal()?;
+                tokio::select! {
+                    report = node.shutdown(stop_drain) => {
+                        tracing::info!(held = report.held, sent_on = report.sent_on, dropped = report.dropped, refused = report.refused, took_ms = report.took_ms, "stopped");
+                    }
+                    signal = second => tracing::warn!(signal, "stopping at once"),
+                }
                 node.stop();
                 return Ok(());
             }

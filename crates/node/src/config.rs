@@ -448,6 +448,14 @@ struct NetworkConfig {
     /// Where the node keeps its replay state across restarts (created if missing).
     #[serde(default)]
     state_dir: Option<std::path::PathBuf>,
+    /// On SIGTERM or SIGINT, how long held packets may take to leave before the rest are
+    /// dropped (counted).
+    #[serde(default = "default_stop_drain_ms")]
+    stop_drain_ms: u64,
+}
+
+fn default_stop_drain_ms() -> u64 {
+    5000
 }
 
 fn yes() -> bool {
@@ -514,6 +522,8 @@ struct MixConfig {
     expected_packets_per_second: u32,
     key_lifetime_s: u64,
     tit_for_tat: bool,
+    /// Threads that open received packets; absent: one per core (none on one core).
+    hop_workers: Option<usize>,
 }
 
 impl Default for MixConfig {
@@ -530,6 +540,7 @@ impl Default for MixConfig {
             expected_packets_per_second: 1000,
             key_lifetime_s: 3600,
             tit_for_tat: true,
+            hop_workers: None,
         }
     }
 }
@@ -554,6 +565,8 @@ struct MetricsConfig {
 pub(crate) struct Loaded {
     pub(crate) spec: NodeSpec,
     pub(crate) metrics: Option<SocketAddr>,
+    /// How long a stopping node sends on what it holds.
+    pub(crate) stop_drain: Duration,
 }
 
 pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
@@ -731,6 +744,9 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     config.exit_dial_rate = l.exit_dial_rate;
     config.exit_dial_burst = l.exit_dial_burst;
     config.state_dir = file.network.state_dir.clone();
+    if let Some(workers) = m.hop_workers {
+        config.hop_workers = workers;
+    }
     let pool_limits = libp2p_mix::core::SubnetLimits {
         per_24: l.pool_per_24.max(1),
         per_16: l.pool_per_16.max(1),
@@ -781,6 +797,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             pool_limits,
         },
         metrics: file.metrics.map(|m| m.listen),
+        stop_drain: Duration::from_millis(file.network.stop_drain_ms),
     })
 }
 

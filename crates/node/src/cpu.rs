@@ -20,6 +20,20 @@ pub(crate) fn thread_cpu_time(tid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The kernel thread ids of this process's threads whose name starts with `prefix` (names are
+/// cut to 15 bytes by the kernel).
+pub(crate) fn threads_named(prefix: &str) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            name.starts_with(prefix).then_some(tid)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod cluster;
 mod config;
 mod cpu;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -185,6 +185,22 @@ enum Command {
     GossipJoin(TopicId, Vec<(PeerId, Multiaddr)>),
     GossipPublish(TopicId, Vec<u8>, Route, oneshot::Sender<Result<MessageId, PublishError>>),
     GossipNeighbors(TopicId, oneshot::Sender<usize>),
+    Stop(Duration, oneshot::Sender<StopReport>),
+}
+
+/// What a graceful stop did with the packets the node held.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct StopReport {
+    /// Packets held when the stop began (being opened, delayed, or waiting to be sent).
+    pub(crate) held: usize,
+    /// Packets sent on while the node drained.
+    pub(crate) sent_on: u64,
+    /// Packets dropped, counted as `stopping`: own packets that never got a cover slot, and
+    /// those still held when the time allowed ran out.
+    pub(crate) dropped: usize,
+    /// Packets received after the stop began, refused (counted as `stopping`).
+    pub(crate) refused: u64,
+    pub(crate) took_ms: u64,
 }
 
 #[derive(Debug)]
@@ -309,6 +325,16 @@ impl NodeHandle {
             return 0;
         }
         rx.await.unwrap_or(0)
+    }
+
+    /// Stops the node gracefully: no new packets, held packets sent on when due for at most
+    /// `drain`, the rest dropped (counted); then the swarm goes away (saving the replay state).
+    pub(crate) async fn shutdown(&self, drain: Duration) -> StopReport {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(drain, tx)).is_err() {
+            return StopReport::default();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Stops the node: its swarm, listeners and connections go away.
@@ -625,6 +651,81 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
         Command::GossipNeighbors(topic, done) => {
             let _ = done.send(behaviour.gossip.as_ref().map_or(0, |g| g.neighbors(&topic).len()));
         }
+        // Handled by the run loop, which owns the stop's state.
+        Command::Stop(..) => {}
+    }
+}
+
+/// A graceful stop under way.
+struct Stopping {
+    started: Instant,
+    deadline: Instant,
+    held: usize,
+    forwarded_before: u64,
+    dropped_before: u64,
+    dropped: usize,
+    done: Option<oneshot::Sender<StopReport>>,
+    /// Nothing is held any more: connections are being closed, so that what was written to
+    /// them is sent before the swarm goes away. Until then.
+    closing: Option<Instant>,
+}
+
+/// How long closing connections may take at the end of a stop.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+impl Stopping {
+    fn begin(
+        mix: &mut libp2p_mix::Behaviour,
+        drain: Duration,
+        done: oneshot::Sender<StopReport>,
+    ) -> Self {
+        let held = mix.held_packets();
+        let forwarded_before = mix.metrics().packets_forwarded();
+        let dropped_before = mix.metrics().packets_dropped(libp2p_mix::DropReason::Stopping);
+        let dropped = mix.stop();
+        tracing::info!(held, ?drain, "stopping: sending on the packets held for mixing");
+        let started = Instant::now();
+        Self {
+            started,
+            deadline: started + drain,
+            held,
+            forwarded_before,
+            dropped_before,
+            dropped,
+            done: Some(done),
+            closing: None,
+        }
+    }
+
+    /// Whether the stop is over: nothing held (or the time is up, and the rest is dropped),
+    /// and the connections closed (or their grace is over).
+    fn poll(&mut self, swarm: &mut Swarm<NodeBehaviour>) -> bool {
+        if let Some(until) = self.closing {
+            return swarm.connected_peers().next().is_none() || Instant::now() >= until;
+        }
+        let mix = swarm.behaviour_mut().stream.mix_mut();
+        if mix.held_packets() > 0 && Instant::now() < self.deadline {
+            return false;
+        }
+        self.dropped += mix.abandon_held();
+        self.closing = Some(Instant::now() + CLOSE_GRACE);
+        let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = swarm.disconnect_peer_id(peer);
+        }
+        false
+    }
+
+    fn report(&self, mix: &libp2p_mix::Behaviour) -> StopReport {
+        let metrics = mix.metrics();
+        let stopping = metrics.packets_dropped(libp2p_mix::DropReason::Stopping);
+        StopReport {
+            held: self.held,
+            sent_on: metrics.packets_forwarded() - self.forwarded_before,
+            dropped: self.dropped,
+            refused: (stopping - self.dropped_before).saturating_sub(self.dropped as u64),
+            took_ms: self.started.elapsed().as_millis() as u64,
+        }
     }
 }
 
@@ -646,12 +747,30 @@ async fn run(
     // The pool changes with every record found; the directory follows it a few seconds
     // later rather than being rebuilt per record.
     let mut directory = tokio::time::interval(Duration::from_secs(5));
+    let mut stopping: Option<Stopping> = None;
+    let mut drain_check = tokio::time::interval(Duration::from_millis(10));
     loop {
+        if let Some(stop) = stopping.as_mut()
+            && stop.poll(&mut swarm)
+        {
+            let report = stop.report(swarm.behaviour().stream.mix());
+            let done = stop.done.take();
+            // Dropping the swarm saves the replay state: done before the stop is reported, so
+            // that a caller who exits then finds it written.
+            drop(swarm);
+            let _ = done.map(|done| done.send(report));
+            return;
+        }
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
+                if let Command::Stop(drain, done) = command {
+                    stopping = Some(Stopping::begin(swarm.behaviour_mut().stream.mix_mut(), drain, done));
+                    continue;
+                }
                 on_command(&mut swarm, command);
             }
+            _ = drain_check.tick(), if stopping.is_some() => {}
             _ = directory.tick() => gossip_directory(swarm.behaviour_mut()),
             event = swarm.select_next_some() => match event {
                 // As a mix destination, the echo service answers through the SURBs.
@@ -725,3 +844,7 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "runtime_stop_tests.rs"]
+mod stop_tests;

@@ -67,14 +67,14 @@ pub(crate) struct Options {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Percentiles {
-    p50: f64,
-    p95: f64,
-    p99: f64,
-    max: f64,
+    pub(crate) p50: f64,
+    pub(crate) p95: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
 }
 
 impl Percentiles {
-    fn of(samples: &mut [f64]) -> Self {
+    pub(crate) fn of(samples: &mut [f64]) -> Self {
         samples.sort_by(f64::total_cmp);
         let at = |q: f64| {
             if samples.is_empty() {

@@ -30,6 +30,41 @@ fn bench_pow_reports_each_difficulty() {
     assert!(!refused.status.success());
 }
 
+/// Mix nodes as separate processes: one is killed with SIGKILL mid-run and restarted from
+/// its config and state directory; it comes back, is offered for paths again and forwards,
+/// and nothing sent outside its in-flight window is lost.
+#[test]
+fn testnet_processes_survive_a_killed_and_restarted_node() {
+    let out = mixnode(&[
+        "testnet",
+        "--processes",
+        "--nodes",
+        "4",
+        "--phase-secs",
+        "2",
+        "--down-ms",
+        "1000",
+        "--rate",
+        "30",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let restart = &report["restart"];
+    assert_eq!(report["processes"], true, "{report}");
+    assert_eq!(restart["killed"], 3, "{report}");
+    assert!(restart["back_after_ms"].is_f64(), "the node never forwarded again: {report}");
+    assert!(restart["forwarded_after_restart"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(restart["rediscovered"], true, "not offered for paths again: {report}");
+    assert!(restart["suspended_after_ms"].is_f64(), "the client never dropped it: {report}");
+    assert_eq!(restart["replay_state_loaded"], true, "{report}");
+    assert_eq!(restart["delivery_outside_in_flight"], 1.0, "{report}");
+    assert!(restart["after"]["sent"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["clean_exits"], 4, "a node did not stop cleanly on SIGTERM: {report}");
+    let dirs = report["node_dirs"].as_str().unwrap();
+    let _ = std::fs::remove_dir_all(dirs);
+}
+
 /// Both wire generations, end to end: every message, request, reply and gossip publication
 /// arrives (and, under v1, the default 2 MB stream, bit-exact).
 #[test]

@@ -8,9 +8,10 @@
 //! a replayed packet is refused for exactly as long as the key that opens it exists.
 //! Secret keys zeroize themselves on drop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use mix_sphinx::{NodePublicKey, NodeSecretKey, OpenedPacket, Packet, ProcessError, WireFormat};
+use mix_sphinx::{NodePublicKey, NodeSecretKey, ReplayTag};
 use rand::CryptoRng;
 
 use super::replay::{ReplayConfig, ReplayFilter, ReplayFull, ReplaySnapshot};
@@ -56,13 +57,14 @@ pub struct EpochKeys {
 
 struct Slot {
     epoch: u64,
-    secret: NodeSecretKey,
+    /// Shared with hop workers, which open packets with it off the core's thread.
+    secret: Arc<NodeSecretKey>,
     replay: Option<ReplayFilter>,
 }
 
 impl Slot {
     fn new(epoch: u64, secret: NodeSecretKey) -> Self {
-        Self { epoch, secret, replay: None }
+        Self { epoch, secret: Arc::new(secret), replay: None }
     }
 
     fn replay(&mut self, config: &ReplayConfig) -> &mut ReplayFilter {
@@ -222,35 +224,48 @@ impl KeyRing {
         std::iter::once(&mut self.current).chain(self.previous.as_mut()).chain(self.next.as_mut())
     }
 
-    /// Opens `packet` with the current key, else the previous, else the next one. On success
-    /// returns the opened packet, whether its replay tag was seen before under that key (or
-    /// that key's filter is full), and which key it was.
-    pub(crate) fn open<'p>(
-        &mut self,
-        format: &WireFormat,
-        packet: &'p mut Packet,
-        unix: Duration,
-    ) -> Result<(OpenedPacket<'p>, Result<bool, ReplayFull>, KeyUse), ProcessError> {
-        let mut keys: [(&NodeSecretKey, KeyUse); 3] = [(&self.current.secret, KeyUse::Current); 3];
-        let mut n = 1;
+    /// The keys that may open a packet at Unix time `unix`, in the order they are tried: the
+    /// current key, else the previous, else the next one.
+    pub(crate) fn opening_keys(&self, unix: Duration) -> OpeningKeys {
+        let mut keys = OpeningKeys::default();
+        keys.push(&self.current.secret, KeyUse::Current);
         if let Some(prev) = &self.previous {
-            keys[n] = (&prev.secret, KeyUse::Previous);
-            n += 1;
+            keys.push(&prev.secret, KeyUse::Previous);
         }
         if let Some(next) = self.next.as_ref().filter(|_| self.next_open(unix)) {
-            keys[n] = (&next.secret, KeyUse::Next);
-            n += 1;
+            keys.push(&next.secret, KeyUse::Next);
         }
-        let secrets: [&NodeSecretKey; 3] = [keys[0].0, keys[1].0, keys[2].0];
-        let (i, opened) = NodeSecretKey::open_any(&secrets[..n], format, packet)?;
-        let which = keys[i].1;
+        keys
+    }
+
+    /// Records `tag` in the replay filter of `key`, if the ring still holds that key. Returns
+    /// whether the tag was seen before (or the filter is full); `None` when the key is gone
+    /// (it rotated out while the packet was being opened elsewhere).
+    pub(crate) fn check_replay(
+        &mut self,
+        key: &Arc<NodeSecretKey>,
+        tag: &ReplayTag,
+    ) -> Option<Result<bool, ReplayFull>> {
         let config = self.replay_config;
-        let slot = match which {
-            KeyUse::Current => &mut self.current,
-            KeyUse::Previous => self.previous.as_mut().expect("opened with it"),
-            KeyUse::Next => self.next.as_mut().expect("opened with it"),
-        };
-        let seen = slot.replay(&config).check_and_insert(opened.replay_tag());
-        Ok((opened, seen, which))
+        let slot = self.slots_mut().find(|slot| Arc::ptr_eq(&slot.secret, key))?;
+        Some(slot.replay(&config).check_and_insert(tag))
+    }
+}
+
+/// Up to three keys to try on a packet, cheap to clone and to send to another thread.
+#[derive(Clone, Default)]
+pub(crate) struct OpeningKeys {
+    keys: [Option<(Arc<NodeSecretKey>, KeyUse)>; 3],
+}
+
+impl OpeningKeys {
+    fn push(&mut self, key: &Arc<NodeSecretKey>, use_: KeyUse) {
+        if let Some(free) = self.keys.iter_mut().find(|k| k.is_none()) {
+            *free = Some((Arc::clone(key), use_));
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(Arc<NodeSecretKey>, KeyUse)> {
+        self.keys.iter().flatten()
     }
 }

@@ -14,6 +14,7 @@
 
 mod cover;
 mod delay;
+mod hop;
 mod keys;
 mod pool;
 mod replay;
@@ -37,6 +38,7 @@ pub use delay::{
     DelaySemantics, DelayStrategy, ExponentialDelay, NoDelay, UniformDelay,
     truncated_exponential_cdf,
 };
+pub use hop::{HopDone, HopJob};
 pub use keys::{EpochKeys, RotationConfig};
 pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local};
 pub use replay::{
@@ -282,6 +284,9 @@ pub enum SendError {
     /// The node holds the secrets of as many SURBs as it may.
     #[error("{0} SURBs are already outstanding")]
     TooManySurbs(usize),
+    /// The node is stopping ([`MixCore::stop`]).
+    #[error("the node is stopping")]
+    Stopping,
 }
 
 /// A message this node delivers as the exit.
@@ -437,6 +442,8 @@ pub struct MixCore<R> {
     /// [`CoverMode::Loopix`]: own packets waiting for a slot.
     own_queue: VecDeque<Queued>,
     serving: bool,
+    /// [`Self::stop`] was called: no packet is taken in and no traffic starts here.
+    stopping: bool,
     replay_full_logged: bool,
 }
 
@@ -522,6 +529,7 @@ impl<R: CryptoRng> MixCore<R> {
             next_loop: None,
             own_queue: VecDeque::new(),
             serving: true,
+            stopping: false,
             replay_full_logged: false,
             format: config.format(),
             delay_semantics: config.delay_semantics(),
@@ -799,6 +807,9 @@ impl<R: CryptoRng> MixCore<R> {
         options: SendOptions,
         request: Option<RequestId>,
     ) -> Result<(), SendError> {
+        if self.stopping {
+            return Err(SendError::Stopping);
+        }
         let copies = options.copies.max(1);
         if copies > 1 && !matches!(destination, Destination::MixNode(_)) {
             return Err(SendError::RedundancyNeedsMixNode);
@@ -1200,37 +1211,61 @@ impl<R: CryptoRng> MixCore<R> {
         packet: Packet,
         proof: &[u8],
     ) -> Result<(), DropReason> {
+        let job = self.prepare_packet(now, packet, proof)?;
+        self.finish_packet(now, job.run())
+    }
+
+    /// The first half of [`Self::handle_packet_with_proof`]: counts the packet, checks its
+    /// per-hop proof and returns the costly rest as a job, to run on any thread and hand back
+    /// to [`Self::finish_packet`]. Jobs may finish in any order; the replay check is made
+    /// when they do.
+    pub fn prepare_packet(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+        proof: &[u8],
+    ) -> Result<HopJob, DropReason> {
         self.metrics.received();
+        if self.stopping {
+            return Err(self.count_drop(DropReason::Stopping));
+        }
         if self.config.drop_rate > 0.0 && self.rng.random::<f64>() < self.config.drop_rate {
             self.metrics.dropped(DropReason::Injected);
             return Err(DropReason::Injected);
         }
-        let result = self.process(now, packet, proof);
-        if let Err(reason) = result {
-            tracing::debug!(reason = reason.label(), "dropped packet");
-            self.metrics.dropped(reason);
-            return Err(reason);
-        }
-        Ok(())
-    }
-
-    fn process(
-        &mut self,
-        now: Instant,
-        mut packet: Packet,
-        proof: &[u8],
-    ) -> Result<(), DropReason> {
-        let format = self.format;
         let unix = self.unix(now);
         // The per-hop proof is checked first: junk then costs a hash, not a Diffie-Hellman.
-        if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::PerHop) {
-            spam.protection
-                .verify(packet.as_bytes(), proof, unix.as_secs())
-                .map_err(DropReason::Proof)?;
+        if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::PerHop)
+            && let Err(e) = spam.protection.verify(packet.as_bytes(), proof, unix.as_secs())
+        {
+            return Err(self.count_drop(DropReason::Proof(e)));
         }
-        let (opened, seen, which) =
-            self.keys.open(&format, &mut packet, unix).map_err(DropReason::Sphinx)?;
-        if which == keys::KeyUse::Current {
+        Ok(HopJob::new(packet, self.keys.opening_keys(unix), self.format))
+    }
+
+    /// Decides on a packet opened by [`HopJob::run`]: the replay check, then forwarding,
+    /// delivery or a reply. Packets that fail are counted and dropped.
+    pub fn finish_packet(&mut self, now: Instant, done: HopDone) -> Result<(), DropReason> {
+        self.process(now, done).map_err(|reason| self.count_drop(reason))
+    }
+
+    fn count_drop(&mut self, reason: DropReason) -> DropReason {
+        tracing::debug!(reason = reason.label(), "dropped packet");
+        self.metrics.dropped(reason);
+        reason
+    }
+
+    fn process(&mut self, now: Instant, done: HopDone) -> Result<(), DropReason> {
+        let format = self.format;
+        let unix = self.unix(now);
+        let HopDone { mut packet, outcome } = done;
+        let opened = outcome.map_err(DropReason::Sphinx)?;
+        // A key that rotated out while the job ran no longer opens anything.
+        let seen = self
+            .keys
+            .check_replay(&opened.key, &opened.tag)
+            .ok_or(DropReason::Sphinx(ProcessError::MacMismatch))?;
+        if opened.which == keys::KeyUse::Current {
             let (fill, stages) = self.keys.replay_fill();
             self.metrics.set_replay_fill(fill, stages);
         }
@@ -1250,7 +1285,7 @@ impl<R: CryptoRng> MixCore<R> {
                 return Err(DropReason::ReplayFilterFull);
             }
         }
-        let action = opened.peel().map_err(|e| {
+        let action = opened.action.map_err(|e| {
             if e == ProcessError::PayloadIntegrity {
                 self.suspect_mismatch(Mismatch::Payload, now);
             }
@@ -1367,13 +1402,52 @@ impl<R: CryptoRng> MixCore<R> {
         }
     }
 
+    /// Starts a graceful stop: from now on received packets are dropped (counted as
+    /// [`DropReason::Stopping`]), no own message is accepted and no cover traffic is sent.
+    /// Packets already held for their mixing delay still leave when due; own packets still
+    /// waiting for a cover slot never got one, and are dropped (counted) now. Returns how many
+    /// were dropped.
+    pub fn stop(&mut self) -> usize {
+        self.stopping = true;
+        self.next_slot = None;
+        self.next_loop = None;
+        let dropped = self.own_queue.len();
+        self.own_queue.clear();
+        for _ in 0..dropped {
+            self.metrics.dropped(DropReason::Stopping);
+        }
+        dropped
+    }
+
+    /// Whether [`Self::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Drops every packet still held for its mixing delay (counted as
+    /// [`DropReason::Stopping`]): the end of a graceful stop that ran out of time. Returns how
+    /// many.
+    pub fn abandon_held(&mut self) -> usize {
+        let dropped = self.scheduled.len() + self.own_queue.len();
+        self.scheduled.clear();
+        self.own_queue.clear();
+        for _ in 0..dropped {
+            self.metrics.dropped(DropReason::Stopping);
+        }
+        self.metrics.set_delay_queue(0);
+        dropped
+    }
+
     /// Releases every packet whose time has come and expires overdue requests and records.
     ///
     /// The first call also starts key rotation and cover traffic, if configured.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.pool.expire(now);
         self.rotate_keys(now);
-        if self.config.cover.mode != CoverMode::Off && self.config.cover.rate > 0.0 {
+        if !self.stopping
+            && self.config.cover.mode != CoverMode::Off
+            && self.config.cover.rate > 0.0
+        {
             if self.next_slot.is_none() {
                 self.next_slot = Some(now + exponential_gap(self.config.cover.rate, &mut self.rng));
             }
@@ -1381,7 +1455,10 @@ impl<R: CryptoRng> MixCore<R> {
                 self.on_slot(now);
             }
         }
-        if self.config.cover.mode == CoverMode::Loopix && self.config.cover.loop_rate > 0.0 {
+        if !self.stopping
+            && self.config.cover.mode == CoverMode::Loopix
+            && self.config.cover.loop_rate > 0.0
+        {
             let rate = self.config.cover.loop_rate;
             let next =
                 *self.next_loop.get_or_insert_with(|| now + exponential_gap(rate, &mut self.rng));

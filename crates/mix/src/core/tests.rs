@@ -438,6 +438,68 @@ fn a_replayed_packet_is_dropped_and_counted() {
     assert_eq!(net.node(&first_hop).metrics().packets_dropped(DropReason::Replay), 1);
 }
 
+/// Hop workers open packets side by side; the replay check is made as each job is handed
+/// back, so two copies opened at once never both pass, in whichever order they finish.
+#[test]
+fn two_copies_opened_at_once_on_workers_pass_once() {
+    for copy_first in [false, true] {
+        let mut net = Net::new(6, 4, exponential(5), Config::default());
+        let peers = net.peers();
+        let now = net.now;
+        net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+        net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
+        let Some(Output::Transmit { peer: hop, packet, .. }) = net.node(&peers[0]).poll_output()
+        else {
+            panic!("expected a transmit");
+        };
+        let copy = packet.clone();
+        let relay = net.node(&hop);
+        let jobs = [
+            relay.prepare_packet(now, packet, &[]).unwrap(),
+            relay.prepare_packet(now, copy, &[]).unwrap(),
+        ];
+        let [first, second] = std::thread::scope(|s| {
+            let handles = jobs.map(|job| s.spawn(move || job.run()));
+            handles.map(|h| h.join().unwrap())
+        });
+        let (a, b) = if copy_first { (second, first) } else { (first, second) };
+        assert_eq!(relay.finish_packet(now, a), Ok(()));
+        assert_eq!(relay.finish_packet(now, b), Err(DropReason::Replay));
+        assert_eq!(relay.metrics().packets_received(), 2);
+        assert_eq!(relay.metrics().packets_dropped(DropReason::Replay), 1);
+        assert_eq!(relay.delayed_packets(), 1, "the first copy is held for forwarding");
+    }
+}
+
+/// A job still running when its key rotates out opens nothing: the core no longer holds the
+/// key, so it could not keep the packet's replay tag either.
+#[test]
+fn a_job_whose_key_rotated_out_meanwhile_is_dropped() {
+    let rotation =
+        RotationConfig { epoch: Duration::from_secs(100), overlap: Duration::from_secs(10) };
+    let config = Config { rotation: Some(rotation), ..Config::default() };
+    let mut net = Net::new(6, 5, exponential(5), config);
+    let peers = net.peers();
+    let now = net.now;
+    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+    net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
+    let Some(Output::Transmit { peer: hop, packet, .. }) = net.node(&peers[0]).poll_output() else {
+        panic!("expected a transmit");
+    };
+    let relay = net.node(&hop);
+    let copy = relay.prepare_packet(now, packet.clone(), &[]).unwrap();
+    let job = relay.prepare_packet(now, packet, &[]).unwrap();
+    assert_eq!(relay.finish_packet(now, copy.run()), Ok(()), "the key opens it in its epoch");
+    // Two epochs on: the key that built the packet is neither current nor previous.
+    let later = now + Duration::from_secs(250);
+    relay.handle_timeout(later);
+    let done = job.run();
+    assert_eq!(
+        relay.finish_packet(later, done),
+        Err(DropReason::Sphinx(ProcessError::MacMismatch))
+    );
+}
+
 #[test]
 fn requests_time_out_when_a_hop_is_dead() {
     let config = Config { request_timeout: Duration::from_secs(5), ..Config::default() };

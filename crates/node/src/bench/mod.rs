@@ -7,5 +7,6 @@ pub(crate) mod loss;
 mod measure;
 pub(crate) mod node;
 pub(crate) mod pow;
+pub(crate) mod scaling;
 pub(crate) mod sphinx;
 pub(crate) mod stream;

@@ -70,6 +70,12 @@ pub(crate) struct Report {
     per_hop_overhead_ms_p99: f64,
     lost: usize,
     targets: Targets,
+    /// With `--cores N`: one node's forwarding rate on 2..N cores over its rate on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scaling: Option<f64>,
+    /// With `--cores N`: the runs behind [`Self::scaling`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scaling_runs: Option<super::scaling::Scaling>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +84,10 @@ struct Targets {
     ratio_met: bool,
     per_hop_overhead_ms_p50_max: f64,
     per_hop_overhead_met: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scaling_min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scaling_met: Option<bool>,
 }
 
 pub(crate) struct Path {
@@ -150,6 +160,9 @@ pub(crate) fn spec(packets: usize) -> anyhow::Result<NodeSpec> {
     config.core.max_delayed_packets = 100_000;
     // Raw capacity: no per-connection read limit.
     config.inbound_frame_rate = None;
+    // One node per core: packets are opened on the node's own thread, so that the CPU time
+    // charged to it is all of its work (`--cores` measures hop workers separately).
+    config.hop_workers = 0;
     Ok(NodeSpec::new("/ip4/127.0.0.1/tcp/0".parse()?, config))
 }
 
@@ -200,7 +213,23 @@ pub(crate) async fn next_delivery(
     }
 }
 
-pub(crate) async fn run(packets: usize) -> anyhow::Result<Report> {
+pub(crate) async fn run(
+    packets: usize,
+    cores: Option<usize>,
+    segments: usize,
+) -> anyhow::Result<Report> {
+    let mut report = run_path(packets).await?;
+    if let Some(cores) = cores {
+        let scaling = super::scaling::run(cores, packets, segments).await?;
+        report.targets.scaling_min = Some(1.7);
+        report.targets.scaling_met = Some(scaling.scaling >= 1.7);
+        report.scaling = Some(scaling.scaling);
+        report.scaling_runs = Some(scaling);
+    }
+    Ok(report)
+}
+
+async fn run_path(packets: usize) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let PathNodes { mut nodes, keys, threads } =
         start_path(packets + LATENCY_PACKETS, |_| {}).await?;
@@ -312,7 +341,11 @@ pub(crate) async fn run(packets: usize) -> anyhow::Result<Report> {
             ratio_met: ratio >= 0.7,
             per_hop_overhead_ms_p50_max: 0.5,
             per_hop_overhead_met: p50 / 3.0 <= 0.5,
+            scaling_min: None,
+            scaling_met: None,
         },
+        scaling: None,
+        scaling_runs: None,
     })
 }
 
@@ -356,4 +389,7 @@ pub(crate) fn print(r: &Report) {
         if r.targets.per_hop_overhead_met { "met" } else { "MISSED" },
         r.per_hop_overhead_ms_p99
     );
+    if let Some(scaling) = &r.scaling_runs {
+        super::scaling::print(scaling);
+    }
 }

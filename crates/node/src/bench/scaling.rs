@@ -1,0 +1,344 @@
+//! `mixnode bench node --cores N`: one node's forwarding rate on 1..N cores.
+//!
+//! Each node under test is the first hop of its packets; the second hop is a sink that counts
+//! what arrives and drops it unopened (fault injection at rate 1), so that the sink costs a
+//! transport read per packet and no Sphinx work. An injector sends packets built before the
+//! clock starts. The node for 1 core opens packets on its swarm's thread (no hop workers); the
+//! node for n ≥ 2 cores has n hop workers beside that thread. The injector and the sink run on
+//! threads of their own and share the machine with the node: on a machine with exactly N cores
+//! their work is charged to the N-core figure.
+//!
+//! This machine's speed drifts by tens of percent within seconds (a shared VM), so the nodes
+//! take turns in short segments, and `scaling` is the median over segments of the N-core rate
+//! over the 1-core rate of the segment before it.
+//!
+//! Figures per node: packets forwarded per second of wall time; the node's CPU seconds (its
+//! swarm's thread and its hop workers), and the ratio of packets per CPU-second to the
+//! crypto-only rate of the same hop on one core, measured between segments.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mix_sphinx::{Hop, NodeSecretKey, Packet, Route, WireFormat};
+use serde::Serialize;
+
+use super::node::{Path, build_packets, spec};
+use crate::runtime::{self, NodeHandle};
+
+/// Packets in flight between the injector and the sink.
+const WINDOW: usize = 1000;
+/// Packets sent before the clock starts (connections, caches).
+const WARM_UP: usize = 500;
+/// Packets per crypto-only window.
+const CRYPTO_SAMPLES: usize = 1000;
+
+#[derive(Debug, Serialize)]
+pub(crate) struct CoreRun {
+    pub(crate) cores: usize,
+    /// Hop worker threads (0: packets are opened on the swarm's thread).
+    hop_workers: usize,
+    packets: usize,
+    /// Packets over the wall time of this node's segments.
+    forward_pps: f64,
+    /// Each segment's rate.
+    segment_pps: Vec<f64>,
+    /// CPU seconds of the node's threads (swarm's thread and hop workers).
+    node_cpu_s: Option<f64>,
+    /// Cores the node kept busy on average: its CPU seconds over the wall time.
+    node_cores_busy: Option<f64>,
+    /// Packets forwarded per CPU-second of the node.
+    forward_pps_per_cpu_s: Option<f64>,
+    /// `forward_pps_per_cpu_s` over the crypto-only rate of the hop.
+    ratio_per_core: Option<f64>,
+    /// CPU seconds of the injector's and the sink's threads during this node's segments.
+    rig_cpu_s: Option<f64>,
+    /// Packets opened on the swarm's thread because every worker was busy.
+    opened_inline: u64,
+    lost: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Scaling {
+    /// One hop's Sphinx processing on one core with nothing else running, µs (fastest window).
+    pub(crate) crypto_hop_us: f64,
+    pub(crate) crypto_hop_pps: f64,
+    pub(crate) crypto_windows_us: Vec<f64>,
+    pub(crate) segments: usize,
+    pub(crate) runs: Vec<CoreRun>,
+    /// Each segment's N-core rate over the 1-core rate just before it.
+    pub(crate) scaling_per_segment: Vec<f64>,
+    /// The median of [`Self::scaling_per_segment`].
+    pub(crate) scaling: f64,
+    /// The N-core node's rate over the 1-core node's, over all their segments.
+    pub(crate) scaling_overall: f64,
+    /// The N-core node's packets per CPU-second over the 1-core node's: how much of the work
+    /// the hand-over to hop workers adds (1.0: none). With `node_cores_busy` this separates
+    /// the node's own scaling from the cores the injector and the sink take.
+    pub(crate) parallel_efficiency: Option<f64>,
+}
+
+/// A node under test on a thread of its own, with the packets for it.
+struct Tested {
+    cores: usize,
+    workers: usize,
+    node: NodeHandle,
+    /// Its swarm's thread and its hop workers, for CPU accounting.
+    threads: Option<Vec<u32>>,
+    path: Path,
+    packets: std::vec::IntoIter<Packet>,
+    segment_pps: Vec<f64>,
+    forwarded: usize,
+    busy: Duration,
+    cpu: Option<Duration>,
+    rig_cpu: Option<Duration>,
+    lost: usize,
+}
+
+async fn tested(
+    cores: usize,
+    sink: &NodeHandle,
+    sink_key: &NodeSecretKey,
+    packets: usize,
+) -> anyhow::Result<Tested> {
+    let workers = if cores == 1 { 0 } else { cores };
+    let mut node_spec = spec(packets)?;
+    node_spec.config.hop_workers = workers;
+    let node_key = node_spec.mix_secret.clone();
+    let before = crate::cpu::threads_named("mix-hop-");
+    let (node, node_thread) = runtime::start_on_thread(node_spec)?;
+    let threads = node_thread.map(|t| {
+        let mut threads: Vec<u32> = crate::cpu::threads_named("mix-hop-")
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        threads.push(t);
+        threads
+    });
+    let hop = |n: &NodeHandle| -> anyhow::Result<Hop> {
+        Ok(Hop { public_key: n.mix_key, address: *n.entry()?.address() })
+    };
+    // Three hops, as every packet has; the sink drops it at the second.
+    let hops = vec![hop(&node)?, hop(sink)?, hop(sink)?];
+    let path = Path {
+        keys: vec![node_key, sink_key.clone(), sink_key.clone()],
+        route: Route::new(hops, vec![1, 1])?,
+        format: WireFormat::default(),
+    };
+    Ok(Tested {
+        cores,
+        workers,
+        node,
+        threads,
+        path,
+        packets: Vec::new().into_iter(),
+        segment_pps: Vec::new(),
+        forwarded: 0,
+        busy: Duration::ZERO,
+        cpu: Some(Duration::ZERO),
+        rig_cpu: Some(Duration::ZERO),
+        lost: 0,
+    })
+}
+
+/// One hop's processing time on this thread, in µs.
+fn crypto_hop_us(key: &NodeSecretKey, format: &WireFormat, samples: &[Packet]) -> f64 {
+    let start = Instant::now();
+    for packet in samples {
+        let mut p = packet.clone();
+        key.process(format, &mut p).expect("valid packet");
+    }
+    start.elapsed().as_secs_f64() * 1e6 / samples.len() as f64
+}
+
+/// Sends `total` packets through `node`, at most [`WINDOW`] ahead of the sink; returns how
+/// many the sink counted (past what it had counted before) and when the last arrived.
+async fn pump(
+    injector: &NodeHandle,
+    node: &NodeHandle,
+    sink: &NodeHandle,
+    packets: &mut impl Iterator<Item = Packet>,
+    total: usize,
+) -> (usize, Instant) {
+    let base = sink.metrics.packets_received();
+    let to = (node.peer_id, node.addr.clone());
+    let mut sent = 0usize;
+    let mut last_progress = (0usize, Instant::now());
+    loop {
+        let received = (sink.metrics.packets_received() - base) as usize;
+        if received != last_progress.0 {
+            last_progress = (received, Instant::now());
+        }
+        if received >= total || last_progress.1.elapsed() > Duration::from_secs(5) {
+            return last_progress;
+        }
+        while sent < total && sent - received.min(sent) < WINDOW {
+            let Some(packet) = packets.next() else { break };
+            injector.send_packet(to.0, to.1.clone(), packet);
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+fn cpu_of(threads: Option<&[u32]>) -> Option<Duration> {
+    threads?.iter().map(|t| crate::cpu::thread_cpu_time(*t)).sum()
+}
+
+fn add(total: &mut Option<Duration>, before: Option<Duration>, after: Option<Duration>) {
+    *total = total.zip(before.zip(after)).map(|(t, (b, a))| t + a.saturating_sub(b));
+}
+
+pub(crate) async fn run(
+    max_cores: usize,
+    packets: usize,
+    segments: usize,
+) -> anyhow::Result<Scaling> {
+    let builders = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max_cores = max_cores.max(1);
+    let segments = segments.max(1);
+    let per_segment = packets.div_ceil(segments);
+    let (injector, injector_thread) = runtime::start_on_thread(spec(0)?)?;
+    let mut sink_spec = spec(0)?;
+    sink_spec.config.core.drop_rate = 1.0;
+    let sink_key = sink_spec.mix_secret.clone();
+    let (sink, sink_thread) = runtime::start_on_thread(sink_spec)?;
+    let rig_threads: Option<Vec<u32>> = injector_thread.zip(sink_thread).map(|(a, b)| vec![a, b]);
+    let mut nodes = Vec::new();
+    for cores in 1..=max_cores {
+        nodes.push(tested(cores, &sink, &sink_key, WARM_UP + per_segment * segments).await?);
+    }
+    let mut windows = Vec::new();
+    for node in &mut nodes {
+        let count = WARM_UP + per_segment * segments;
+        eprintln!("{} core(s): building {count} packets …", node.cores);
+        let built = tokio::task::block_in_place(|| build_packets(&node.path, count, builders));
+        windows.push(tokio::task::block_in_place(|| {
+            crypto_hop_us(&node.path.keys[0], &node.path.format, &built[..CRYPTO_SAMPLES])
+        }));
+        node.packets = built.into_iter();
+        let (warm, _) = pump(&injector, &node.node, &sink, &mut node.packets, WARM_UP).await;
+        anyhow::ensure!(warm == WARM_UP, "warm-up: {warm} of {WARM_UP} packets arrived");
+    }
+    let inline_before: Vec<u64> = nodes.iter().map(|n| n.node.metrics.hop_jobs_inline()).collect();
+    eprintln!("{segments} segments of {per_segment} packets per node …");
+    for _ in 0..segments {
+        for node in &mut nodes {
+            let cpu_before = cpu_of(node.threads.as_deref());
+            let rig_before = cpu_of(rig_threads.as_deref());
+            let started = Instant::now();
+            let (arrived, last) =
+                pump(&injector, &node.node, &sink, &mut node.packets, per_segment).await;
+            let elapsed = last.duration_since(started);
+            add(&mut node.cpu, cpu_before, cpu_of(node.threads.as_deref()));
+            add(&mut node.rig_cpu, rig_before, cpu_of(rig_threads.as_deref()));
+            node.busy += elapsed;
+            node.forwarded += arrived;
+            node.lost += per_segment - arrived;
+            node.segment_pps.push((arrived as f64 / elapsed.as_secs_f64()).round());
+        }
+        let samples = &nodes[0];
+        let sample_packets: Vec<Packet> =
+            samples.packets.as_slice()[..CRYPTO_SAMPLES.min(samples.packets.len())].to_vec();
+        if !sample_packets.is_empty() {
+            windows.push(tokio::task::block_in_place(|| {
+                crypto_hop_us(&samples.path.keys[0], &samples.path.format, &sample_packets)
+            }));
+        }
+    }
+    windows.sort_by(f64::total_cmp);
+    let crypto_hop_us = *windows.first().context("no crypto window")?;
+    let crypto_hop_pps = 1e6 / crypto_hop_us;
+    let runs: Vec<CoreRun> = nodes
+        .iter()
+        .zip(inline_before)
+        .map(|(n, inline_before)| {
+            let cpu = n.cpu.map(|c| c.as_secs_f64());
+            let per_cpu = cpu.map(|c| (n.forwarded as f64 / c).round());
+            CoreRun {
+                cores: n.cores,
+                hop_workers: n.workers,
+                packets: per_segment * segments,
+                forward_pps: (n.forwarded as f64 / n.busy.as_secs_f64()).round(),
+                segment_pps: n.segment_pps.clone(),
+                node_cpu_s: cpu.map(round3),
+                node_cores_busy: cpu.map(|c| round3(c / n.busy.as_secs_f64())),
+                forward_pps_per_cpu_s: per_cpu,
+                ratio_per_core: per_cpu.map(|pps| round3(pps / crypto_hop_pps)),
+                rig_cpu_s: n.rig_cpu.map(|c| round3(c.as_secs_f64())),
+                opened_inline: n.node.metrics.hop_jobs_inline() - inline_before,
+                lost: n.lost,
+            }
+        })
+        .collect();
+    let (one, most) = (&runs[0], &runs[runs.len() - 1]);
+    let scaling_per_segment: Vec<f64> = one
+        .segment_pps
+        .iter()
+        .zip(&most.segment_pps)
+        .map(|(a, b)| round3(b / a.max(1.0)))
+        .collect();
+    let mut sorted = scaling_per_segment.clone();
+    sorted.sort_by(f64::total_cmp);
+    let scaling = sorted[sorted.len() / 2];
+    let scaling_overall = round3(most.forward_pps / one.forward_pps.max(1.0));
+    let parallel_efficiency = one
+        .forward_pps_per_cpu_s
+        .zip(most.forward_pps_per_cpu_s)
+        .map(|(one, most)| round3(most / one.max(1.0)));
+    for node in &nodes {
+        node.node.stop();
+    }
+    sink.stop();
+    injector.stop();
+    Ok(Scaling {
+        crypto_hop_us: round3(crypto_hop_us),
+        crypto_hop_pps: crypto_hop_pps.round(),
+        crypto_windows_us: windows.into_iter().map(round3).collect(),
+        segments,
+        runs,
+        scaling_per_segment,
+        scaling,
+        scaling_overall,
+        parallel_efficiency,
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub(crate) fn print(s: &Scaling) {
+    let cores = s.runs.last().map_or(1, |r| r.cores);
+    println!(
+        "One node on 1..{cores} cores, {} alternating segments: crypto only (one core, fastest of {} windows): {:.1} µs per hop -> {:.0}/s",
+        s.segments,
+        s.crypto_windows_us.len(),
+        s.crypto_hop_us,
+        s.crypto_hop_pps
+    );
+    let show = |x: Option<f64>, digits: usize| x.map_or("?".into(), |x| format!("{x:.digits$}"));
+    for r in &s.runs {
+        println!(
+            "  {} core(s), {} hop workers: {:.0} packets/s forwarded (segments {:?}); node CPU {} s ({} cores busy), injector and sink {} s; {} per CPU-second (ratio {}); {} opened inline; {} lost",
+            r.cores,
+            r.hop_workers,
+            r.forward_pps,
+            r.segment_pps,
+            show(r.node_cpu_s, 2),
+            show(r.node_cores_busy, 2),
+            show(r.rig_cpu_s, 2),
+            show(r.forward_pps_per_cpu_s, 0),
+            show(r.ratio_per_core, 2),
+            r.opened_inline,
+            r.lost
+        );
+    }
+    println!(
+        "scaling ({cores} cores / 1): median of segments {:?}: {:.2} (target >= 1.7: {}); over all segments {:.2}; parallel efficiency {}",
+        s.scaling_per_segment,
+        s.scaling,
+        if s.scaling >= 1.7 { "met" } else { "MISSED" },
+        s.scaling_overall,
+        show(s.parallel_efficiency, 2)
+    );
+}

@@ -1,0 +1,646 @@
+//! `mixnode testnet --processes`: a testnet whose mix nodes are separate `mixnode run`
+//! processes, one of which is killed with SIGKILL mid-run and restarted from its config and
+//! state directory.
+//!
+//! Each node gets a directory written by `mixnode init` (fresh keys, `state/`), with the echo
+//! destination service on, its own Prometheus endpoint, and the first node as discovery
+//! bootstrap. This program runs a client node and a destination in-process: the client finds
+//! the mix nodes through discovery and sends anonymous messages (to the destination's echo
+//! protocol) and requests (answered through SURBs) at a steady rate. The timeline:
+//!
+//! * before: the workload runs on all nodes;
+//! * a node other than the bootstrap node is killed (SIGKILL: no save, no goodbye);
+//! * during: the workload goes on without it; after `--down-ms` it is started again with the
+//!   same config and state directory;
+//! * after: from the moment its metrics show it forwarding again (`back_after_ms`), for as
+//!   long again as before.
+//!
+//! Messages sent shortly before the kill may have been inside the killed node, or on their way
+//! to it, and so may those sent after it until the client's pool stops offering the node (the
+//! client learns of the death when its connection to the node breaks): those lost are
+//! `lost_in_flight`. Everything sent outside that window is expected.
+//! At the end every node gets SIGTERM and must exit 0 (a graceful stop).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use libp2p::{Multiaddr, PeerId};
+use libp2p_mix::core::SendOptions;
+use libp2p_mix::{Destination, Event, RequestId, discovery};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runtime::{self, DiscoverySpec, ECHO, NodeEvent, NodeSpec, length_prefixed};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) nodes: usize,
+    /// Messages plus requests per second.
+    pub(crate) rate: f64,
+    pub(crate) delay_ms: u16,
+    /// How long the workload runs before the kill, and again after the node is back.
+    pub(crate) phase: Duration,
+    /// How long the killed node stays down.
+    pub(crate) down: Duration,
+    pub(crate) progress: bool,
+}
+
+/// Messages sent this long before the kill may have been in the killed node's hands (a path
+/// takes a few hundred milliseconds at most; replies come back through two paths).
+const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(2);
+/// How long a restarted node may take to carry traffic again before the run gives up on it.
+const BACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every fourth item of the workload is a request.
+const REQUEST_EVERY: u64 = 4;
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub(crate) struct Phase {
+    sent: usize,
+    delivered: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Restart {
+    /// The killed node: its index and peer id.
+    killed: usize,
+    killed_peer: String,
+    killed_at_s: f64,
+    /// Packets it held (delayed or unsent) in its last metrics before the kill.
+    held_at_kill: Option<f64>,
+    down_ms: f64,
+    /// From the kill until the client's pool stopped offering it for paths.
+    suspended_after_ms: Option<f64>,
+    /// From the restart until the client's pool offered it again.
+    readmitted_after_ms: Option<f64>,
+    /// From the restart until its metrics showed it forwarding a packet again.
+    back_after_ms: Option<f64>,
+    /// The client's pool offered it for paths again at the end: its new discovery record
+    /// (same peer id and mix key: both come from its unchanged config) re-admitted it after
+    /// its death had suspended it.
+    rediscovered: bool,
+    /// The restarted node found a saved replay state (written by its periodic saves: SIGKILL
+    /// allows no final one).
+    replay_state_loaded: bool,
+    /// Paths through it again: packets it forwarded after the restart.
+    forwarded_after_restart: u64,
+    /// Sent in the last seconds before the kill or after it until the client's pool dropped
+    /// the node (paths chosen then may lead into it), and lost.
+    lost_in_flight: usize,
+    in_flight_window: Phase,
+    before: Phase,
+    during: Phase,
+    after: Phase,
+    /// Delivered over sent outside the in-flight window (the target is 1.0).
+    delivery_outside_in_flight: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    nodes: usize,
+    processes: bool,
+    transport: &'static str,
+    mean_delay_ms: u16,
+    startup_ms: f64,
+    /// Until the client's pool held every mix node.
+    discovery_ms: f64,
+    duration_s: f64,
+    sent: usize,
+    delivered: usize,
+    lost: usize,
+    replies_expected: usize,
+    replies_received: usize,
+    latency_ms: crate::testnet::Percentiles,
+    reply_rtt_ms: crate::testnet::Percentiles,
+    forwarded_per_node: Vec<u64>,
+    metrics_endpoints: Vec<String>,
+    restart: Restart,
+    /// Nodes that exited 0 after SIGTERM at the end.
+    clean_exits: usize,
+    node_dirs: String,
+}
+
+/// One `mixnode run` process and where it keeps things.
+struct NodeProcess {
+    dir: PathBuf,
+    config: PathBuf,
+    peer_id: PeerId,
+    addr: Multiaddr,
+    metrics: SocketAddr,
+    child: Option<Child>,
+    runs: usize,
+}
+
+impl NodeProcess {
+    fn log(&self) -> PathBuf {
+        self.dir.join(format!("run-{}.log", self.runs))
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        self.runs += 1;
+        let log = std::fs::File::create(self.log())?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a node process")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; `true` if it exited 0 within `timeout`.
+    fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let signalled = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + timeout;
+        while signalled && Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Sets `key` in `[section]` of a config written by `init`.
+fn set(text: &str, section: &str, key: &str, value: &str) -> anyhow::Result<String> {
+    let mut current = "";
+    let mut done = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            current = trimmed.split_whitespace().next().unwrap_or_default();
+        }
+        let is = trimmed.starts_with(key) && trimmed[key.len()..].trim_start().starts_with('=');
+        if current == section && is && !done {
+            out.push_str(&format!("{key} = {value}"));
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    anyhow::ensure!(done, "no {key} in {section} of the generated config");
+    Ok(out)
+}
+
+fn write_node(
+    root: &Path,
+    i: usize,
+    bootstrap: Option<&Multiaddr>,
+    delay_ms: u16,
+) -> anyhow::Result<NodeProcess> {
+    let port = free_port()?;
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse()?;
+    let dir = root.join(format!("node-{i}"));
+    let written = crate::init::write(&crate::init::Options {
+        dir: dir.clone(),
+        listen: vec![addr.clone()],
+        advertise: None,
+        bootstrap: bootstrap.into_iter().cloned().collect(),
+        force: true,
+    })?;
+    let mut text = std::fs::read_to_string(&written.config)?;
+    text = set(&text, "[network]", "echo", "true")?;
+    text = set(&text, "[metrics]", "listen", &format!("\"{metrics}\""))?;
+    let delay = if delay_ms == 0 {
+        "{ kind = \"none\" }".to_owned()
+    } else {
+        format!("{{ kind = \"exponential\", mean_ms = {delay_ms} }}")
+    };
+    text = set(&text, "[mix]", "delay", &delay)?;
+    crate::config::parse(&text).context("the cluster's node config does not load (a bug)")?;
+    std::fs::write(&written.config, text)?;
+    Ok(NodeProcess {
+        dir: written.config.parent().context("config dir")?.to_path_buf(),
+        config: written.config,
+        peer_id: written.peer_id,
+        addr,
+        metrics,
+        child: None,
+        runs: 0,
+    })
+}
+
+/// The node's metrics, by series (name and labels).
+async fn scrape(addr: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
+    let mut socket =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await??;
+    socket.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(2), socket.read_to_string(&mut text)).await??;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect())
+}
+
+fn forwarded(metrics: &HashMap<String, f64>) -> u64 {
+    metrics.get("mix_packets_sent_total{kind=\"forward\"}").copied().unwrap_or(0.0) as u64
+}
+
+fn client_spec(bootstrap: (PeerId, Multiaddr), delay_ms: u16) -> anyhow::Result<NodeSpec> {
+    let mut config = libp2p_mix::Config::default();
+    config.core.request_timeout = Duration::from_secs(5);
+    config.core.pre_send_delay = Duration::from_millis(5);
+    config.probe_interval = Some(Duration::from_secs(1));
+    config.probes_per_interval = 8;
+    let discovery = DiscoverySpec {
+        config: discovery::Config {
+            // A restarted node is re-admitted by its new record: fetch records often.
+            refetch_interval: Duration::from_secs(1),
+            initial_walks: 20,
+            initial_walk_interval: Duration::from_millis(250),
+            walk_interval: Duration::from_secs(2),
+            retry_missing: Duration::from_millis(500),
+            ..discovery::Config::default()
+        },
+        bootstrap: vec![bootstrap],
+    };
+    // The sender writes the network's delay parameter into each hop (what node.toml's
+    // `mix.delay` does for the processes).
+    let delay = if delay_ms == 0 {
+        crate::config::DelayConfig::None
+    } else {
+        crate::config::DelayConfig::Exponential { mean_ms: delay_ms }
+    };
+    Ok(NodeSpec {
+        discovery: Some(discovery),
+        delay: delay.strategy(),
+        exit: false,
+        ..NodeSpec::new("/ip4/127.0.0.1/tcp/0".parse()?, config)
+    })
+}
+
+/// One message or request of the workload.
+struct Item {
+    sent: Instant,
+    delivered: Option<Instant>,
+    request: bool,
+}
+
+fn tally(items: &[Item], from: Instant, to: Instant) -> Phase {
+    let mut phase = Phase::default();
+    for item in items.iter().filter(|i| i.sent >= from && i.sent < to) {
+        phase.sent += 1;
+        phase.delivered += usize::from(item.delivered.is_some());
+    }
+    phase
+}
+
+fn body(tag: u8, id: u64) -> Vec<u8> {
+    let mut b = vec![tag];
+    b.extend_from_slice(&id.to_be_bytes());
+    b.resize(200, 0);
+    b
+}
+
+pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
+    anyhow::ensure!(options.nodes >= 4, "--processes needs at least 4 nodes (3 hops and a spare)");
+    let started = Instant::now();
+    let root = std::env::temp_dir().join(format!("mixnode-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut procs = vec![write_node(&root, 0, None, options.delay_ms)?];
+    let bootstrap = procs[0].addr.clone().with(libp2p::multiaddr::Protocol::P2p(procs[0].peer_id));
+    for i in 1..options.nodes {
+        procs.push(write_node(&root, i, Some(&bootstrap), options.delay_ms)?);
+    }
+    for p in &mut procs {
+        p.spawn()?;
+    }
+    for p in &procs {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while scrape(p.metrics).await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "node {} did not start", p.dir.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut client =
+        runtime::start(client_spec((procs[0].peer_id, procs[0].addr.clone()), options.delay_ms)?)
+            .await?;
+    let mut dest = runtime::start(NodeSpec {
+        echo: true,
+        exit: false,
+        ..NodeSpec::new("/ip4/127.0.0.1/tcp/0".parse()?, libp2p_mix::Config::default())
+    })
+    .await?;
+    let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let all: Vec<PeerId> = procs.iter().map(|p| p.peer_id).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pool = client.pool_peers().await;
+        if all.iter().all(|p| pool.contains(p)) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the client found {} of {} nodes",
+            all.iter().filter(|p| pool.contains(p)).count(),
+            all.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let discovery_ms = started.elapsed().as_secs_f64() * 1000.0 - startup_ms;
+
+    let victim = options.nodes - 1;
+    let destination = Destination::Peer { peer_id: dest.peer_id, addr: dest.addr.clone() };
+    let mut dest_events = dest.take_events().context("events")?;
+    let mut client_events = client.take_events().context("events")?;
+    let mut items: Vec<Item> = Vec::new();
+    let mut requests: HashMap<RequestId, usize> = HashMap::new();
+    let mut rtts = Vec::new();
+    let gap = Duration::from_secs_f64(1.0 / options.rate.max(0.1));
+    let mut next_send = Instant::now();
+    let workload_started = Instant::now();
+    let kill_at = workload_started + options.phase;
+    let restart_at = kill_at + options.down;
+    let mut killed: Option<(Instant, Option<f64>)> = None;
+    let mut restarted: Option<Instant> = None;
+    let mut back: Option<Instant> = None;
+    let mut stop_sending: Option<Instant> = None;
+    let mut forwarded_at_restart = 0;
+    let mut suspended: Option<Instant> = None;
+    let mut readmitted: Option<Instant> = None;
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let mut pool_poll = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        let now = Instant::now();
+        if killed.is_none() && now >= kill_at {
+            let held = scrape(procs[victim].metrics).await.ok().map(|m| {
+                m.get("mix_delay_queue_depth").copied().unwrap_or(0.0)
+                    + m.get("mix_unsent_frames").copied().unwrap_or(0.0)
+            });
+            procs[victim].kill();
+            killed = Some((Instant::now(), held));
+            if options.progress {
+                eprintln!("killed node {victim} (SIGKILL)");
+            }
+        }
+        if killed.is_some() && restarted.is_none() && now >= restart_at {
+            procs[victim].spawn()?;
+            restarted = Some(Instant::now());
+            if options.progress {
+                eprintln!("restarted node {victim}");
+            }
+        }
+        if let Some(at) = restarted
+            && back.is_none()
+            && now >= at + BACK_TIMEOUT
+        {
+            stop_sending.get_or_insert(now);
+        }
+        if let Some(end) = stop_sending
+            && now >= end
+            && requests.is_empty()
+        {
+            // Stragglers: a message sent last takes a few hundred milliseconds.
+            if now >= end + Duration::from_secs(2) {
+                break;
+            }
+        }
+        if stop_sending.is_some_and(|end| now >= end + Duration::from_secs(10)) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_send.into()), if stop_sending.is_none_or(|end| now < end) => {
+                let id = items.len() as u64;
+                let request = id % REQUEST_EVERY == REQUEST_EVERY - 1;
+                items.push(Item { sent: Instant::now(), delivered: None, request });
+                if request {
+                    let payload = length_prefixed(&body(b'R', id));
+                    match client.request(destination.clone(), ECHO, payload, 2, SendOptions::default()).await {
+                        Ok(request) => {
+                            requests.insert(request, id as usize);
+                        }
+                        Err(e) => tracing::warn!(%e, "request refused"),
+                    }
+                } else {
+                    let payload = length_prefixed(&body(b'M', id));
+                    if let Err(e) = client.send(destination.clone(), ECHO, payload, SendOptions::default()).await {
+                        tracing::warn!(%e, "send refused");
+                    }
+                }
+                next_send += gap;
+            }
+            Some(event) = dest_events.recv() => {
+                if let NodeEvent::Echo { body, at } = event
+                    && body.first() == Some(&b'M')
+                    && let Some(id) = body.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+                    && let Some(item) = items.get_mut(id as usize)
+                {
+                    item.delivered.get_or_insert(at);
+                }
+            }
+            Some(event) = client_events.recv() => match event {
+                NodeEvent::Mix(Event::Reply { request, rtt, .. }) => {
+                    if let Some(i) = requests.remove(&request) {
+                        items[i].delivered.get_or_insert(Instant::now());
+                        rtts.push(rtt.as_secs_f64() * 1000.0);
+                    }
+                }
+                NodeEvent::Mix(Event::RequestFailed { request, .. }) => {
+                    requests.remove(&request);
+                }
+                _ => {}
+            },
+            _ = pool_poll.tick(), if killed.is_some() && readmitted.is_none() => {
+                let offered = client.pool_peers().await.contains(&procs[victim].peer_id);
+                if !offered && suspended.is_none() {
+                    suspended = Some(Instant::now());
+                }
+                if offered && restarted.is_some() && suspended.is_some() {
+                    readmitted = Some(Instant::now());
+                }
+            }
+            _ = poll.tick() => {
+                if let Some(at) = restarted
+                    && back.is_none()
+                    && let Ok(metrics) = scrape(procs[victim].metrics).await
+                {
+                    let now = forwarded(&metrics);
+                    if now > 0 {
+                        back = Some(Instant::now());
+                        forwarded_at_restart = now;
+                        stop_sending = Some(Instant::now() + options.phase);
+                        if options.progress {
+                            eprintln!("node {victim} forwards again {:.0} ms after its restart", at.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let duration_s = workload_started.elapsed().as_secs_f64();
+    let mut forwarded_per_node = Vec::new();
+    for p in &procs {
+        forwarded_per_node.push(scrape(p.metrics).await.map(|m| forwarded(&m)).unwrap_or(0));
+    }
+    let forwarded_after_restart = forwarded_per_node[victim].max(forwarded_at_restart);
+    let rediscovered = client.pool_peers().await.contains(&procs[victim].peer_id);
+    let restart_log = std::fs::read_to_string(procs[victim].log()).unwrap_or_default();
+    let replay_state_loaded = restart_log.contains("replay state loaded");
+    let mut clean_exits = 0;
+    for p in &mut procs {
+        clean_exits += usize::from(p.terminate(Duration::from_secs(10)));
+    }
+    drop(client);
+    drop(dest);
+
+    let (killed_at, held_at_kill) = killed.context("the node was never killed")?;
+    let end = Instant::now() + Duration::from_secs(3600);
+    let back_or_end = back.unwrap_or(end);
+    let in_flight_from = killed_at.checked_sub(IN_FLIGHT_WINDOW).unwrap_or(workload_started);
+    // Until the client's pool drops the node, new paths may still lead into it: those
+    // packets are in flight towards it as much as the ones sent just before the kill.
+    let in_flight_to = suspended.unwrap_or(killed_at).max(killed_at);
+    let before = tally(&items, workload_started, in_flight_from);
+    let in_flight_window = tally(&items, in_flight_from, in_flight_to);
+    let during = tally(&items, in_flight_to, back_or_end);
+    let after = tally(&items, back_or_end, end);
+    let outside = [before, during, after];
+    let (sent_out, delivered_out) =
+        outside.iter().fold((0, 0), |(s, d), p| (s + p.sent, d + p.delivered));
+    let mut latencies: Vec<f64> = items
+        .iter()
+        .filter(|i| !i.request)
+        .filter_map(|i| Some(i.delivered?.duration_since(i.sent).as_secs_f64() * 1000.0))
+        .collect();
+    let delivered = items.iter().filter(|i| i.delivered.is_some()).count();
+    let replies_expected = items.iter().filter(|i| i.request).count();
+    let replies_received = items.iter().filter(|i| i.request && i.delivered.is_some()).count();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(Report {
+        nodes: options.nodes,
+        processes: true,
+        transport: "tcp",
+        mean_delay_ms: options.delay_ms,
+        startup_ms,
+        discovery_ms,
+        duration_s,
+        sent: items.len(),
+        delivered,
+        lost: items.len() - delivered,
+        replies_expected,
+        replies_received,
+        latency_ms: crate::testnet::Percentiles::of(&mut latencies),
+        reply_rtt_ms: crate::testnet::Percentiles::of(&mut rtts),
+        forwarded_per_node,
+        metrics_endpoints: procs.iter().map(|p| format!("http://{}/metrics", p.metrics)).collect(),
+        restart: Restart {
+            killed: victim,
+            killed_peer: procs[victim].peer_id.to_string(),
+            killed_at_s: killed_at.duration_since(workload_started).as_secs_f64(),
+            held_at_kill,
+            down_ms: restarted.map_or(0.0, |r| ms(r.duration_since(killed_at))),
+            suspended_after_ms: suspended.map(|s| ms(s.duration_since(killed_at))),
+            readmitted_after_ms: restarted.zip(readmitted).map(|(r, a)| ms(a.duration_since(r))),
+            back_after_ms: restarted.zip(back).map(|(r, b)| ms(b.duration_since(r))),
+            rediscovered,
+            replay_state_loaded,
+            forwarded_after_restart,
+            lost_in_flight: in_flight_window.sent - in_flight_window.delivered,
+            in_flight_window,
+            before,
+            during,
+            after,
+            delivery_outside_in_flight: if sent_out == 0 {
+                0.0
+            } else {
+                delivered_out as f64 / sent_out as f64
+            },
+        },
+        clean_exits,
+        node_dirs: root.display().to_string(),
+    })
+}
+
+pub(crate) fn print(r: &Report) {
+    println!(
+        "{} mix node processes on loopback TCP, mean delay {} ms per hop; started in {:.0} ms, discovered in {:.0} ms",
+        r.nodes, r.mean_delay_ms, r.startup_ms, r.discovery_ms
+    );
+    println!(
+        "workload {:.1} s: {} sent, {} delivered, {} lost; replies {}/{}; latency p50 {:.1} ms, reply rtt p50 {:.1} ms",
+        r.duration_s,
+        r.sent,
+        r.delivered,
+        r.lost,
+        r.replies_received,
+        r.replies_expected,
+        r.latency_ms.p50,
+        r.reply_rtt_ms.p50
+    );
+    let s = &r.restart;
+    println!(
+        "node {} killed (SIGKILL) at {:.1} s holding {:?} packets, down {:.0} ms; back {} after its restart (rediscovered: {}, replay state loaded: {}); forwarded {} since",
+        s.killed,
+        s.killed_at_s,
+        s.held_at_kill,
+        s.down_ms,
+        s.back_after_ms.map_or("never".into(), |ms| format!("{ms:.0} ms")),
+        s.rediscovered,
+        s.replay_state_loaded,
+        s.forwarded_after_restart
+    );
+    let ms = |x: Option<f64>| x.map_or("never".into(), |ms| format!("{ms:.0} ms"));
+    println!(
+        "the client stopped offering it for paths {} after the kill, and offered it again {} after the restart",
+        ms(s.suspended_after_ms),
+        ms(s.readmitted_after_ms)
+    );
+    let show = |p: &Phase| format!("{}/{}", p.delivered, p.sent);
+    println!(
+        "delivery before {}, from {} s before the kill until the client dropped the node {} (lost in flight {}), during {}, after {}; outside the in-flight window {:.3}",
+        show(&s.before),
+        IN_FLIGHT_WINDOW.as_secs(),
+        show(&s.in_flight_window),
+        s.lost_in_flight,
+        show(&s.during),
+        show(&s.after),
+        s.delivery_outside_in_flight
+    );
+    println!(
+        "forwarded per node: {:?}; clean exits after SIGTERM: {}/{}",
+        r.forwarded_per_node, r.clean_exits, r.nodes
+    );
+    println!("node directories (configs, state, logs): {}", r.node_dirs);
+}
