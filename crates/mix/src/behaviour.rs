@@ -308,6 +308,9 @@ pub struct Behaviour {
     saving: Arc<std::sync::atomic::AtomicBool>,
     /// Threads opening received packets, when configured.
     workers: Option<HopWorkers>,
+    /// Frames handed to each connection and not yet settled (written or dropped): what a
+    /// stopping node waits for. A connection that closes takes its count with it.
+    unsent: HashMap<ConnectionId, usize>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -352,6 +355,7 @@ impl Behaviour {
         };
         Self {
             workers,
+            unsent: HashMap::new(),
             proof_len: 0,
             listen_addrs: 0,
             buckets: HashMap::new(),
@@ -451,25 +455,24 @@ impl Behaviour {
     }
 
     /// Starts a graceful stop: frames read from now on are dropped (counted as
-    /// [`DropReason::Stopping`]), no own message or cover traffic starts, and packets held for
-    /// their mixing delay still leave when due. Poll the swarm until [`Self::held_packets`] is
-    /// 0 or the time allowed is over, then call [`Self::abandon_held`]. Returns the own
-    /// packets dropped at once (those still waiting for a cover slot).
-    pub fn stop(&mut self) -> usize {
-        let dropped = self.core.stop();
+    /// [`DropReason::Stopping`]), no own message is accepted, and packets held for their
+    /// mixing delay (or a cover slot) still leave when due; cover traffic goes on. Poll the
+    /// swarm until [`Self::held_packets`] is 0 or the time allowed is over, then call
+    /// [`Self::abandon_held`].
+    pub fn stop(&mut self) {
+        self.core.stop();
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
-        dropped
     }
 
     /// Packets this node still holds: being opened, waiting for their mixing delay, waiting
     /// for a connection, or queued on a connection.
     pub fn held_packets(&self) -> usize {
         let pending: usize = self.pending.values().map(|p| p.packets.len()).sum();
-        let queued = usize::try_from(self.metrics.unsent_frames()).unwrap_or(0);
+        let queued: usize = self.unsent.values().sum();
         let opening = self.workers.as_ref().map_or(0, HopWorkers::in_flight);
-        self.core.delayed_packets() + pending + queued + opening
+        self.core.delayed_packets() + self.core.queued_own() + pending + queued + opening
     }
 
     /// Drops every packet still held for mixing or waiting for a connection, counted as
@@ -787,11 +790,11 @@ impl Behaviour {
     }
 
     fn transmit_frame(&mut self, peer: PeerId, addr: Multiaddr, frame: Vec<u8>) {
-        if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()) {
-            self.metrics.add_unsent(1);
+        if let Some(connection) = self.connected.get(&peer).and_then(|c| c.first()).copied() {
+            self.handed_over(connection, 1);
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
-                handler: NotifyHandler::One(*connection),
+                handler: NotifyHandler::One(connection),
                 event: InEvent::Send(frame),
             });
             return;
@@ -926,8 +929,8 @@ impl Behaviour {
         self.probing.remove(&peer);
         self.connected.entry(peer).or_default().push(connection);
         let Some(pending) = self.pending.remove(&peer) else { return };
+        self.handed_over(connection, pending.packets.len());
         for frame in pending.packets {
-            self.metrics.add_unsent(1);
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(connection),
@@ -1036,6 +1039,12 @@ impl Behaviour {
         }
     }
 
+    /// Counts `frames` handed to `connection` until it settles them.
+    fn handed_over(&mut self, connection: ConnectionId, frames: usize) {
+        *self.unsent.entry(connection).or_default() += frames;
+        self.metrics.add_unsent(frames as i64);
+    }
+
     /// A packet read from `peer`: opened on a hop worker if there is one with room, else
     /// here.
     fn on_packet(&mut self, peer: PeerId, packet: Packet, proof: &[u8]) {
@@ -1074,7 +1083,13 @@ impl Behaviour {
         self.metrics.set_hop_jobs_in_flight(workers.in_flight());
         let now = Instant::now();
         for (peer, done) in finished {
-            let result = self.core.finish_packet(now, done);
+            let result = match done {
+                Some(done) => self.core.finish_packet(now, done),
+                None => {
+                    self.metrics.dropped(DropReason::Internal);
+                    Err(DropReason::Internal)
+                }
+            };
             self.on_opened(peer, result);
         }
     }
@@ -1204,6 +1219,9 @@ impl NetworkBehaviour for Behaviour {
                 remaining_established,
                 ..
             }) => {
+                if let Some(unsent) = self.unsent.remove(&connection_id) {
+                    self.metrics.add_unsent(-(unsent as i64));
+                }
                 let lost: Vec<ExitId> = self
                     .exit_connection
                     .iter()
@@ -1243,7 +1261,7 @@ impl NetworkBehaviour for Behaviour {
     fn on_connection_handler_event(
         &mut self,
         peer: PeerId,
-        _: ConnectionId,
+        connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
         match event {
@@ -1263,6 +1281,15 @@ impl NetworkBehaviour for Behaviour {
             }
             OutEvent::Exit { id, result } => self.on_exit_done(id, result),
             OutEvent::Unreachable => self.core.peer_unreachable(&peer, Instant::now()),
+            OutEvent::Settled(n) => {
+                if let Some(unsent) = self.unsent.get_mut(&connection) {
+                    *unsent = unsent.saturating_sub(n);
+                    if *unsent == 0 {
+                        self.unsent.remove(&connection);
+                    }
+                }
+                self.metrics.add_unsent(-(n as i64));
+            }
         }
     }
 

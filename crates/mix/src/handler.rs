@@ -96,6 +96,9 @@ pub enum OutEvent {
     Packet(Vec<u8>),
     /// The pooled stream failed twice in a row: the peer does not accept packets.
     Unreachable,
+    /// This many frames handed over with [`InEvent::Send`] were written out, or dropped
+    /// (counted): the connection no longer holds them.
+    Settled(usize),
     /// The outcome of an exit delivery: the reply if a read rule was given.
     Exit {
         /// The delivery.
@@ -285,7 +288,9 @@ impl Handler {
             self.metrics.dropped(reason);
         }
         self.metrics.add_outbound_queue(-(self.queue.len() as i64));
-        self.metrics.add_unsent(-(self.queue.len() as i64));
+        if !self.queue.is_empty() {
+            self.events.push_back(OutEvent::Settled(self.queue.len()));
+        }
         self.queue.clear();
     }
 
@@ -455,7 +460,7 @@ impl ConnectionHandler for Handler {
             InEvent::Send(frame) => {
                 if self.queue.len() >= self.config.max_queued_frames {
                     self.metrics.dropped(DropReason::PeerQueueFull);
-                    self.metrics.add_unsent(-1);
+                    self.events.push_back(OutEvent::Settled(1));
                     return;
                 }
                 self.metrics.add_outbound_queue(1);
@@ -588,7 +593,8 @@ impl ConnectionHandler for Handler {
                     }
                     Poll::Ready(Ok(stream)) => {
                         self.retried = false;
-                        self.metrics.add_unsent(-(std::mem::take(&mut self.writing) as i64));
+                        let written = std::mem::take(&mut self.writing);
+                        self.events.push_back(OutEvent::Settled(written));
                         self.writer = Writer::Idle(stream);
                     }
                     Poll::Ready(Err((batch, error))) => {
@@ -686,6 +692,5 @@ impl Drop for Handler {
     fn drop(&mut self) {
         // Packets still queued when the connection goes are lost; keep the gauges honest.
         self.drop_queue(DropReason::Unreachable);
-        self.metrics.add_unsent(-(self.writing as i64));
     }
 }

@@ -71,6 +71,9 @@ pub enum DropReason {
     /// The node was stopping: received after the stop began, or still held for mixing when
     /// the time allowed for sending held packets on ran out.
     Stopping,
+    /// Opening it failed inside this node (a hop worker panicked): a bug, never the packet's
+    /// sender's doing.
+    Internal,
 }
 
 impl DropReason {
@@ -103,6 +106,7 @@ impl DropReason {
             Self::ExitDialRate => "exit_dial_rate",
             Self::ReplayFilterFull => "replay_filter_full",
             Self::Stopping => "stopping",
+            Self::Internal => "internal_error",
         }
     }
 }

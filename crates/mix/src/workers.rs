@@ -31,7 +31,8 @@ pub fn default_hop_workers() -> usize {
 }
 
 type Job = (PeerId, HopJob);
-type Done = (PeerId, HopDone);
+/// `None`: the job panicked (a bug); the packet is dropped and counted.
+type Done = (PeerId, Option<HopDone>);
 
 /// A pool of hop worker threads. Dropping it stops them once their current job is done.
 pub(crate) struct HopWorkers {
@@ -89,7 +90,7 @@ impl HopWorkers {
                 self.in_flight -= 1;
                 Poll::Ready(done)
             }
-            // Every worker is gone (a job panicked in each): nothing more will come.
+            // Every worker is gone: nothing more will come.
             Poll::Ready(None) => {
                 self.in_flight = 0;
                 Poll::Pending
@@ -108,7 +109,9 @@ fn work(queue: &Mutex<Receiver<Job>>, done: &UnboundedSender<Done>) {
         // Only one idle worker waits in `recv` at a time; the others wait for the lock.
         let next = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
         let Ok((peer, job)) = next else { return };
-        if done.unbounded_send((peer, job.run())).is_err() {
+        // A panic must not leave the job unanswered: the swarm's task counts jobs in flight.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())).ok();
+        if done.unbounded_send((peer, result)).is_err() {
             return;
         }
     }

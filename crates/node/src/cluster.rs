@@ -53,6 +53,9 @@ pub(crate) struct Options {
 /// Messages sent this long before the kill may have been in the killed node's hands (a path
 /// takes a few hundred milliseconds at most; replies come back through two paths).
 const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(2);
+/// The longest the client's failure detector is given after the kill before losses count as
+/// its failure rather than as packets in flight.
+const MAX_DETECTION: Duration = Duration::from_secs(1);
 /// How long a restarted node may take to carry traffic again before the run gives up on it.
 const BACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every fourth item of the workload is a request.
@@ -80,12 +83,15 @@ pub(crate) struct Restart {
     /// From the restart until its metrics showed it forwarding a packet again.
     back_after_ms: Option<f64>,
     /// The client's pool offered it for paths again at the end: its new discovery record
-    /// (same peer id and mix key: both come from its unchanged config) re-admitted it after
-    /// its death had suspended it.
+    /// (same peer id and mix key: both come from its unchanged config, and the cluster's nodes
+    /// keep one mix key, `[rotation] enabled = false`) re-admitted it after its death had
+    /// suspended it.
     rediscovered: bool,
     /// The restarted node found a saved replay state (written by its periodic saves: SIGKILL
     /// allows no final one).
     replay_state_loaded: bool,
+    /// Replay filters (one per mix key) it restored from that state.
+    replay_filters_restored: Option<u64>,
     /// Paths through it again: packets it forwarded after the restart.
     forwarded_after_restart: u64,
     /// Sent in the last seconds before the kill or after it until the client's pool dropped
@@ -243,6 +249,15 @@ fn write_node(
         format!("{{ kind = \"exponential\", mean_ms = {delay_ms} }}")
     };
     text = set(&text, "[mix]", "delay", &delay)?;
+    // A short run: replay filters sized for it, saved every second, so that the node killed
+    // with SIGKILL finds the tags of all but its last second when it comes back.
+    text = set(&text, "[mix]", "expected_packets_per_second", "200")?;
+    text = set(&text, "[mix]", "key_lifetime_s", "600")?;
+    text = set(&text, "[network]", "state_save_interval_ms", "1000")?;
+    // One mix key for ever, as reference nodes do: the restarted node comes back with the same
+    // key, so its saved replay state is what keeps captured packets from being replayed to it.
+    // (With rotation, the default where discovery runs, it would start with fresh keys.)
+    text.push_str("\n[rotation]\nenabled = false\n");
     crate::config::parse(&text).context("the cluster's node config does not load (a bug)")?;
     std::fs::write(&written.config, text)?;
     Ok(NodeProcess {
@@ -400,7 +415,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let mut forwarded_at_restart = 0;
     let mut suspended: Option<Instant> = None;
     let mut readmitted: Option<Instant> = None;
-    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     let mut pool_poll = tokio::time::interval(Duration::from_millis(10));
     loop {
         let now = Instant::now();
@@ -484,7 +499,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             },
             _ = pool_poll.tick(), if killed.is_some() && readmitted.is_none() => {
                 let offered = client.pool_peers().await.contains(&procs[victim].peer_id);
-                if !offered && suspended.is_none() {
+                if !offered && suspended.is_none() && restarted.is_none() {
                     suspended = Some(Instant::now());
                 }
                 if offered && restarted.is_some() && suspended.is_some() {
@@ -517,7 +532,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let forwarded_after_restart = forwarded_per_node[victim].max(forwarded_at_restart);
     let rediscovered = client.pool_peers().await.contains(&procs[victim].peer_id);
     let restart_log = std::fs::read_to_string(procs[victim].log()).unwrap_or_default();
-    let replay_state_loaded = restart_log.contains("replay state loaded");
+    let loaded = restart_log.lines().find(|l| l.contains("replay state loaded"));
+    let replay_state_loaded = loaded.is_some();
+    let replay_filters_restored = loaded.and_then(|l| {
+        let rest = &l[l.find("restored=")? + "restored=".len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    });
     let mut clean_exits = 0;
     for p in &mut procs {
         clean_exits += usize::from(p.terminate(Duration::from_secs(10)));
@@ -531,7 +551,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let in_flight_from = killed_at.checked_sub(IN_FLIGHT_WINDOW).unwrap_or(workload_started);
     // Until the client's pool drops the node, new paths may still lead into it: those
     // packets are in flight towards it as much as the ones sent just before the kill.
-    let in_flight_to = suspended.unwrap_or(killed_at).max(killed_at);
+    // At most a second after the kill (and never past the restart): a slower failure detector
+    // shows as losses `during`, not as a longer window.
+    let in_flight_to = suspended
+        .unwrap_or(killed_at)
+        .clamp(killed_at, killed_at + MAX_DETECTION)
+        .min(restarted.unwrap_or(end));
     let before = tally(&items, workload_started, in_flight_from);
     let in_flight_window = tally(&items, in_flight_from, in_flight_to);
     let during = tally(&items, in_flight_to, back_or_end);
@@ -576,6 +601,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             back_after_ms: restarted.zip(back).map(|(r, b)| ms(b.duration_since(r))),
             rediscovered,
             replay_state_loaded,
+            replay_filters_restored,
             forwarded_after_restart,
             lost_in_flight: in_flight_window.sent - in_flight_window.delivered,
             in_flight_window,
@@ -611,7 +637,7 @@ pub(crate) fn print(r: &Report) {
     );
     let s = &r.restart;
     println!(
-        "node {} killed (SIGKILL) at {:.1} s holding {:?} packets, down {:.0} ms; back {} after its restart (rediscovered: {}, replay state loaded: {}); forwarded {} since",
+        "node {} killed (SIGKILL) at {:.1} s holding {:?} packets, down {:.0} ms; back {} after its restart (rediscovered: {}, replay state loaded: {}, filters restored: {:?}); forwarded {} since",
         s.killed,
         s.killed_at_s,
         s.held_at_kill,
@@ -619,6 +645,7 @@ pub(crate) fn print(r: &Report) {
         s.back_after_ms.map_or("never".into(), |ms| format!("{ms:.0} ms")),
         s.rediscovered,
         s.replay_state_loaded,
+        s.replay_filters_restored,
         s.forwarded_after_restart
     );
     let ms = |x: Option<f64>| x.map_or("never".into(), |ms| format!("{ms:.0} ms"));

@@ -452,6 +452,16 @@ struct NetworkConfig {
     /// dropped (counted).
     #[serde(default = "default_stop_drain_ms")]
     stop_drain_ms: u64,
+    /// Threads that open received packets; absent: one per core (none on one core).
+    #[serde(default)]
+    hop_workers: Option<usize>,
+    /// How often the replay state is saved while running (also at start and at a clean stop).
+    #[serde(default = "default_state_save_interval_ms")]
+    state_save_interval_ms: u64,
+}
+
+fn default_state_save_interval_ms() -> u64 {
+    10_000
 }
 
 fn default_stop_drain_ms() -> u64 {
@@ -522,8 +532,6 @@ struct MixConfig {
     expected_packets_per_second: u32,
     key_lifetime_s: u64,
     tit_for_tat: bool,
-    /// Threads that open received packets; absent: one per core (none on one core).
-    hop_workers: Option<usize>,
 }
 
 impl Default for MixConfig {
@@ -540,7 +548,6 @@ impl Default for MixConfig {
             expected_packets_per_second: 1000,
             key_lifetime_s: 3600,
             tit_for_tat: true,
-            hop_workers: None,
         }
     }
 }
@@ -744,7 +751,11 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     config.exit_dial_rate = l.exit_dial_rate;
     config.exit_dial_burst = l.exit_dial_burst;
     config.state_dir = file.network.state_dir.clone();
-    if let Some(workers) = m.hop_workers {
+    if file.network.state_save_interval_ms < 100 {
+        bail!("network.state_save_interval_ms must be at least 100");
+    }
+    config.state_save_interval = Duration::from_millis(file.network.state_save_interval_ms);
+    if let Some(workers) = file.network.hop_workers {
         config.hop_workers = workers;
     }
     let pool_limits = libp2p_mix::core::SubnetLimits {

@@ -195,8 +195,8 @@ pub(crate) struct StopReport {
     pub(crate) held: usize,
     /// Packets sent on while the node drained.
     pub(crate) sent_on: u64,
-    /// Packets dropped, counted as `stopping`: own packets that never got a cover slot, and
-    /// those still held when the time allowed ran out.
+    /// Packets dropped, counted as `stopping`: those still held (for their delay or a cover
+    /// slot) when the time allowed ran out.
     pub(crate) dropped: usize,
     /// Packets received after the stop began, refused (counted as `stopping`).
     pub(crate) refused: u64,
@@ -682,7 +682,7 @@ impl Stopping {
         let held = mix.held_packets();
         let forwarded_before = mix.metrics().packets_forwarded();
         let dropped_before = mix.metrics().packets_dropped(libp2p_mix::DropReason::Stopping);
-        let dropped = mix.stop();
+        mix.stop();
         tracing::info!(held, ?drain, "stopping: sending on the packets held for mixing");
         let started = Instant::now();
         Self {
@@ -691,7 +691,7 @@ impl Stopping {
             held,
             forwarded_before,
             dropped_before,
-            dropped,
+            dropped: 0,
             done: Some(done),
             closing: None,
         }
@@ -765,7 +765,11 @@ async fn run(
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 if let Command::Stop(drain, done) = command {
-                    stopping = Some(Stopping::begin(swarm.behaviour_mut().stream.mix_mut(), drain, done));
+                    // A stop already under way keeps its own deadline; a second caller gets
+                    // no report (its sender is dropped).
+                    if stopping.is_none() {
+                        stopping = Some(Stopping::begin(swarm.behaviour_mut().stream.mix_mut(), drain, done));
+                    }
                     continue;
                 }
                 on_command(&mut swarm, command);

@@ -58,6 +58,7 @@ fn testnet_processes_survive_a_killed_and_restarted_node() {
     assert_eq!(restart["rediscovered"], true, "not offered for paths again: {report}");
     assert!(restart["suspended_after_ms"].is_f64(), "the client never dropped it: {report}");
     assert_eq!(restart["replay_state_loaded"], true, "{report}");
+    assert!(restart["replay_filters_restored"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(restart["delivery_outside_in_flight"], 1.0, "{report}");
     assert!(restart["after"]["sent"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["clean_exits"], 4, "a node did not stop cleanly on SIGTERM: {report}");

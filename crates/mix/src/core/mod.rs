@@ -444,6 +444,8 @@ pub struct MixCore<R> {
     serving: bool,
     /// [`Self::stop`] was called: no packet is taken in and no traffic starts here.
     stopping: bool,
+    /// [`Self::abandon_held`] was called: packets still being opened are dropped too.
+    abandoned: bool,
     replay_full_logged: bool,
 }
 
@@ -530,6 +532,7 @@ impl<R: CryptoRng> MixCore<R> {
             own_queue: VecDeque::new(),
             serving: true,
             stopping: false,
+            abandoned: false,
             replay_full_logged: false,
             format: config.format(),
             delay_semantics: config.delay_semantics(),
@@ -1258,6 +1261,9 @@ impl<R: CryptoRng> MixCore<R> {
     fn process(&mut self, now: Instant, done: HopDone) -> Result<(), DropReason> {
         let format = self.format;
         let unix = self.unix(now);
+        if self.abandoned {
+            return Err(DropReason::Stopping);
+        }
         let HopDone { mut packet, outcome } = done;
         let opened = outcome.map_err(DropReason::Sphinx)?;
         // A key that rotated out while the job ran no longer opens anything.
@@ -1403,20 +1409,12 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     /// Starts a graceful stop: from now on received packets are dropped (counted as
-    /// [`DropReason::Stopping`]), no own message is accepted and no cover traffic is sent.
-    /// Packets already held for their mixing delay still leave when due; own packets still
-    /// waiting for a cover slot never got one, and are dropped (counted) now. Returns how many
-    /// were dropped.
-    pub fn stop(&mut self) -> usize {
+    /// [`DropReason::Stopping`]) and no own message is accepted. Packets already held for
+    /// their mixing delay still leave when due, own packets waiting for a cover slot still get
+    /// theirs, and cover traffic goes on as before: a node that stopped sending cover would
+    /// show a global observer that everything it still sends is real.
+    pub fn stop(&mut self) {
         self.stopping = true;
-        self.next_slot = None;
-        self.next_loop = None;
-        let dropped = self.own_queue.len();
-        self.own_queue.clear();
-        for _ in 0..dropped {
-            self.metrics.dropped(DropReason::Stopping);
-        }
-        dropped
     }
 
     /// Whether [`Self::stop`] was called.
@@ -1424,10 +1422,11 @@ impl<R: CryptoRng> MixCore<R> {
         self.stopping
     }
 
-    /// Drops every packet still held for its mixing delay (counted as
+    /// Drops every packet still held for its mixing delay or a cover slot (counted as
     /// [`DropReason::Stopping`]): the end of a graceful stop that ran out of time. Returns how
     /// many.
     pub fn abandon_held(&mut self) -> usize {
+        self.abandoned = true;
         let dropped = self.scheduled.len() + self.own_queue.len();
         self.scheduled.clear();
         self.own_queue.clear();
@@ -1455,10 +1454,7 @@ impl<R: CryptoRng> MixCore<R> {
                 self.on_slot(now);
             }
         }
-        if !self.stopping
-            && self.config.cover.mode == CoverMode::Loopix
-            && self.config.cover.loop_rate > 0.0
-        {
+        if self.config.cover.mode == CoverMode::Loopix && self.config.cover.loop_rate > 0.0 {
             let rate = self.config.cover.loop_rate;
             let next =
                 *self.next_loop.get_or_insert_with(|| now + exponential_gap(rate, &mut self.rng));

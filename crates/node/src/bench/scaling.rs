@@ -1,12 +1,14 @@
 //! `mixnode bench node --cores N`: one node's forwarding rate on 1..N cores.
 //!
-//! Each node under test is the first hop of its packets; the second hop is a sink that counts
-//! what arrives and drops it unopened (fault injection at rate 1), so that the sink costs a
-//! transport read per packet and no Sphinx work. An injector sends packets built before the
-//! clock starts. The node for 1 core opens packets on its swarm's thread (no hop workers); the
-//! node for n ≥ 2 cores has n hop workers beside that thread. The injector and the sink run on
-//! threads of their own and share the machine with the node: on a machine with exactly N cores
-//! their work is charged to the N-core figure.
+//! Each node under test is the first hop of its packets. One load generator, on a thread of its
+//! own, sends them (built before the clock starts) and is their second hop: it counts what
+//! arrives and drops it unopened (fault injection at rate 1), so that it costs a transport
+//! write and a transport read per packet and no Sphinx work. The node for 1 core opens packets
+//! on its swarm's thread (no hop workers); the node for n ≥ 2 cores has n hop workers beside
+//! that thread. The load generator shares the machine with the node: on a machine with exactly
+//! N cores its work is charged to the N-core figure (`rig_cpu_s` says how much). On a machine
+//! with more than N cores the node's N workers and its swarm's thread could use N + 1 of them
+//! (nothing pins them); on this 2-core machine N = 2 is all there is.
 //!
 //! This machine's speed drifts by tens of percent within seconds (a shared VM), so the nodes
 //! take turns in short segments, and `scaling` is the median over segments of the N-core rate
@@ -25,7 +27,7 @@ use serde::Serialize;
 use super::node::{Path, build_packets, spec};
 use crate::runtime::{self, NodeHandle};
 
-/// Packets in flight between the injector and the sink.
+/// Packets in flight between the load generator's send and its receipt.
 const WINDOW: usize = 1000;
 /// Packets sent before the clock starts (connections, caches).
 const WARM_UP: usize = 500;
@@ -50,7 +52,7 @@ pub(crate) struct CoreRun {
     forward_pps_per_cpu_s: Option<f64>,
     /// `forward_pps_per_cpu_s` over the crypto-only rate of the hop.
     ratio_per_core: Option<f64>,
-    /// CPU seconds of the injector's and the sink's threads during this node's segments.
+    /// CPU seconds of the load generator's thread during this node's segments.
     rig_cpu_s: Option<f64>,
     /// Packets opened on the swarm's thread because every worker was busy.
     opened_inline: u64,
@@ -73,7 +75,7 @@ pub(crate) struct Scaling {
     pub(crate) scaling_overall: f64,
     /// The N-core node's packets per CPU-second over the 1-core node's: how much of the work
     /// the hand-over to hop workers adds (1.0: none). With `node_cores_busy` this separates
-    /// the node's own scaling from the cores the injector and the sink take.
+    /// the node's own scaling from the cores the load generator takes.
     pub(crate) parallel_efficiency: Option<f64>,
 }
 
@@ -194,18 +196,28 @@ pub(crate) async fn run(
     segments: usize,
 ) -> anyhow::Result<Scaling> {
     let builders = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if max_cores > available {
+        eprintln!(
+            "warning: --cores {max_cores} on a machine with {available}: the node gets N hop \
+             workers, but they share {available} cores"
+        );
+    }
     let max_cores = max_cores.max(1);
     let segments = segments.max(1);
     let per_segment = packets.div_ceil(segments);
-    let (injector, injector_thread) = runtime::start_on_thread(spec(0)?)?;
-    let mut sink_spec = spec(0)?;
-    sink_spec.config.core.drop_rate = 1.0;
-    let sink_key = sink_spec.mix_secret.clone();
-    let (sink, sink_thread) = runtime::start_on_thread(sink_spec)?;
-    let rig_threads: Option<Vec<u32>> = injector_thread.zip(sink_thread).map(|(a, b)| vec![a, b]);
+    // The injector is the sink too: one thread for the load generator, which shares the
+    // machine with the node under test. It drops what it receives unopened; what it sends is
+    // built already and skips that check.
+    let mut rig_spec = spec(0)?;
+    rig_spec.config.core.drop_rate = 1.0;
+    let sink_key = rig_spec.mix_secret.clone();
+    let (injector, rig_thread) = runtime::start_on_thread(rig_spec)?;
+    let sink = &injector;
+    let rig_threads: Option<Vec<u32>> = rig_thread.map(|t| vec![t]);
     let mut nodes = Vec::new();
     for cores in 1..=max_cores {
-        nodes.push(tested(cores, &sink, &sink_key, WARM_UP + per_segment * segments).await?);
+        nodes.push(tested(cores, sink, &sink_key, WARM_UP + per_segment * segments).await?);
     }
     let mut windows = Vec::new();
     for node in &mut nodes {
@@ -216,18 +228,26 @@ pub(crate) async fn run(
             crypto_hop_us(&node.path.keys[0], &node.path.format, &built[..CRYPTO_SAMPLES])
         }));
         node.packets = built.into_iter();
-        let (warm, _) = pump(&injector, &node.node, &sink, &mut node.packets, WARM_UP).await;
+        let (warm, _) = pump(&injector, &node.node, sink, &mut node.packets, WARM_UP).await;
         anyhow::ensure!(warm == WARM_UP, "warm-up: {warm} of {WARM_UP} packets arrived");
     }
     let inline_before: Vec<u64> = nodes.iter().map(|n| n.node.metrics.hop_jobs_inline()).collect();
     eprintln!("{segments} segments of {per_segment} packets per node …");
-    for _ in 0..segments {
-        for node in &mut nodes {
+    for segment in 0..segments {
+        // Every other segment in the reverse order, so that a drift of the machine's speed
+        // favours neither node.
+        let order: Vec<usize> = if segment % 2 == 0 {
+            (0..nodes.len()).collect()
+        } else {
+            (0..nodes.len()).rev().collect()
+        };
+        for i in order {
+            let node = &mut nodes[i];
             let cpu_before = cpu_of(node.threads.as_deref());
             let rig_before = cpu_of(rig_threads.as_deref());
             let started = Instant::now();
             let (arrived, last) =
-                pump(&injector, &node.node, &sink, &mut node.packets, per_segment).await;
+                pump(&injector, &node.node, sink, &mut node.packets, per_segment).await;
             let elapsed = last.duration_since(started);
             add(&mut node.cpu, cpu_before, cpu_of(node.threads.as_deref()));
             add(&mut node.rig_cpu, rig_before, cpu_of(rig_threads.as_deref()));
@@ -288,7 +308,6 @@ pub(crate) async fn run(
     for node in &nodes {
         node.node.stop();
     }
-    sink.stop();
     injector.stop();
     Ok(Scaling {
         crypto_hop_us: round3(crypto_hop_us),
@@ -319,7 +338,7 @@ pub(crate) fn print(s: &Scaling) {
     let show = |x: Option<f64>, digits: usize| x.map_or("?".into(), |x| format!("{x:.digits$}"));
     for r in &s.runs {
         println!(
-            "  {} core(s), {} hop workers: {:.0} packets/s forwarded (segments {:?}); node CPU {} s ({} cores busy), injector and sink {} s; {} per CPU-second (ratio {}); {} opened inline; {} lost",
+            "  {} core(s), {} hop workers: {:.0} packets/s forwarded (segments {:?}); node CPU {} s ({} cores busy), load generator {} s; {} per CPU-second (ratio {}); {} opened inline; {} lost",
             r.cores,
             r.hop_workers,
             r.forward_pps,
