@@ -2,17 +2,19 @@
 //!
 //! Opening a packet (the Diffie-Hellman, the MAC check) and peeling it (decrypting the routing
 //! block and the payload, blinding α) is nearly all the CPU a hop costs, and it needs nothing
-//! but the packet and the keys. Everything that decides, the replay filter first, stays with
-//! the core, one packet at a time: [`super::MixCore::prepare_packet`] makes a [`HopJob`],
-//! anyone runs it, [`super::MixCore::finish_packet`] takes the [`HopDone`]. Two copies of a
-//! packet opened at once on two threads carry the same replay tag, so whichever finishes
-//! second is a replay, exactly as if they had been processed in turn.
+//! but the packet, the keys and their replay filters. [`super::MixCore::prepare_packet`] makes
+//! a [`HopJob`], anyone runs it, [`super::MixCore::finish_packet`] takes the [`HopDone`] and
+//! decides everything else, one packet at a time. The job checks the packet's replay tag right
+//! after the MAC, under the filter's lock (check and insertion in one step), and peels only a
+//! fresh packet: of two copies opened at once on two threads exactly one passes, and a replay
+//! costs one Diffie-Hellman, as it did on one thread.
 
 use std::sync::Arc;
 
 use mix_sphinx::{Action, NodeSecretKey, Packet, ProcessError, ReplayTag, WireFormat};
 
 use super::keys::{KeyUse, OpeningKeys};
+use super::replay::ReplayFull;
 
 /// A received packet with the keys that may open it. `Send`: run it on any thread.
 pub struct HopJob {
@@ -35,7 +37,7 @@ pub struct HopDone {
 
 impl std::fmt::Debug for HopDone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let outcome = self.outcome.as_ref().map(|o| (&o.tag, &o.action));
+        let outcome = self.outcome.as_ref().map(|o| (&o.tag, &o.seen, &o.action));
         f.debug_struct("HopDone").field("outcome", &outcome).finish_non_exhaustive()
     }
 }
@@ -45,9 +47,11 @@ pub(super) struct Opened {
     pub(super) key: Arc<NodeSecretKey>,
     pub(super) which: KeyUse,
     pub(super) tag: ReplayTag,
-    /// The peel can still fail (a payload that is not ours, a malformed final block); that is
-    /// judged after the replay check, so a replayed bad packet counts as a replay.
-    pub(super) action: Result<Action, ProcessError>,
+    /// Whether the tag was in the key's replay filter already (or the filter is full).
+    pub(super) seen: Result<bool, ReplayFull>,
+    /// The peel, for a fresh packet only. It can still fail (a payload that is not ours, a
+    /// malformed final block).
+    pub(super) action: Option<Result<Action, ProcessError>>,
 }
 
 impl HopJob {
@@ -58,21 +62,22 @@ impl HopJob {
     /// Opens the packet with the first key whose MAC holds, and peels it.
     pub fn run(self) -> HopDone {
         let Self { mut packet, keys, format } = self;
-        let Some((first, _)) = keys.iter().next() else {
+        let Some(first) = keys.iter().next() else {
             return HopDone { packet, outcome: Err(ProcessError::MacMismatch) };
         };
-        let mut secrets: [&NodeSecretKey; 3] = [first; 3];
+        let mut secrets: [&NodeSecretKey; 3] = [&first.secret; 3];
         let mut n = 0;
-        for ((key, _), slot) in keys.iter().zip(&mut secrets) {
-            *slot = key;
+        for (key, slot) in keys.iter().zip(&mut secrets) {
+            *slot = &key.secret;
             n += 1;
         }
         let outcome = match NodeSecretKey::open_any(&secrets[..n], &format, &mut packet) {
             Ok((i, opened)) => {
                 let tag = *opened.replay_tag();
-                let action = opened.peel();
-                let (key, which) = keys.iter().nth(i).expect("opened with one of them");
-                Ok(Opened { key: Arc::clone(key), which: *which, tag, action })
+                let key = keys.iter().nth(i).expect("opened with one of them");
+                let seen = keys.check_replay(key, &tag);
+                let action = (seen == Ok(false)).then(|| opened.peel());
+                Ok(Opened { key: Arc::clone(&key.secret), which: key.use_, tag, seen, action })
             }
             Err(e) => Err(e),
         };

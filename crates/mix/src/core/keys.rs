@@ -8,7 +8,7 @@
 //! a replayed packet is refused for exactly as long as the key that opens it exists.
 //! Secret keys zeroize themselves on drop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mix_sphinx::{NodePublicKey, NodeSecretKey, ReplayTag};
@@ -55,20 +55,32 @@ pub struct EpochKeys {
     pub next: NodePublicKey,
 }
 
+/// A key's replay filter, created with its first tag. Shared with hop workers, which check a
+/// packet's tag right after its MAC, before the costly rest: the lock makes the check and the
+/// insertion one step, so two copies opened at once on two threads never both pass.
+type SharedFilter = Arc<Mutex<LazyFilter>>;
+
+/// A replay filter made when its first tag comes (the next epoch's key may never see one).
+struct LazyFilter {
+    config: ReplayConfig,
+    filter: Option<ReplayFilter>,
+}
+
+fn lock(filter: &SharedFilter) -> MutexGuard<'_, LazyFilter> {
+    filter.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Slot {
     epoch: u64,
     /// Shared with hop workers, which open packets with it off the core's thread.
     secret: Arc<NodeSecretKey>,
-    replay: Option<ReplayFilter>,
+    replay: SharedFilter,
 }
 
 impl Slot {
-    fn new(epoch: u64, secret: NodeSecretKey) -> Self {
-        Self { epoch, secret: Arc::new(secret), replay: None }
-    }
-
-    fn replay(&mut self, config: &ReplayConfig) -> &mut ReplayFilter {
-        self.replay.get_or_insert_with(|| ReplayFilter::new(config))
+    fn new(epoch: u64, secret: NodeSecretKey, config: ReplayConfig) -> Self {
+        let replay = Arc::new(Mutex::new(LazyFilter { config, filter: None }));
+        Self { epoch, secret: Arc::new(secret), replay }
     }
 }
 
@@ -108,7 +120,7 @@ impl KeyRing {
         Self {
             replay_config: replay,
             rotation,
-            current: Slot::new(0, secret),
+            current: Slot::new(0, secret, replay),
             previous: None,
             next: None,
         }
@@ -138,8 +150,9 @@ impl KeyRing {
             // Start: a fresh key for the epoch we are in. The key given at construction may
             // have served an earlier run of this node (or an earlier epoch); reusing it with an
             // empty replay filter would let every packet captured under it be replayed.
-            self.current = Slot::new(epoch, NodeSecretKey::generate(rng));
-            self.next = Some(Slot::new(epoch + 1, NodeSecretKey::generate(rng)));
+            let config = self.replay_config;
+            self.current = Slot::new(epoch, NodeSecretKey::generate(rng), config);
+            self.next = Some(Slot::new(epoch + 1, NodeSecretKey::generate(rng), config));
             changed = true;
         }
         while self.current.epoch < epoch {
@@ -149,10 +162,12 @@ impl KeyRing {
             self.previous = (old.epoch + 1 == self.current.epoch).then_some(old);
             if self.current.epoch < epoch {
                 // More than one epoch passed: skip straight to a fresh key for this one.
-                self.current = Slot::new(epoch, NodeSecretKey::generate(rng));
+                self.current = Slot::new(epoch, NodeSecretKey::generate(rng), self.replay_config);
                 self.previous = None;
             }
-            self.next = Some(Slot::new(self.current.epoch + 1, NodeSecretKey::generate(rng)));
+            let next =
+                Slot::new(self.current.epoch + 1, NodeSecretKey::generate(rng), self.replay_config);
+            self.next = Some(next);
             changed = true;
         }
         if self.previous.is_some() && unix >= rotation.start_of(epoch) + rotation.overlap {
@@ -181,8 +196,8 @@ impl KeyRing {
     pub(crate) fn replay_snapshots(&self) -> Vec<([u8; 32], ReplaySnapshot)> {
         self.slots()
             .filter_map(|slot| {
-                let filter = slot.replay.as_ref()?;
-                Some((*slot.secret.public_key().as_bytes(), filter.snapshot()))
+                let snapshot = lock(&slot.replay).filter.as_ref()?.snapshot();
+                Some((*slot.secret.public_key().as_bytes(), snapshot))
             })
             .collect()
     }
@@ -196,7 +211,7 @@ impl KeyRing {
             let public = *slot.secret.public_key().as_bytes();
             let Some((_, snapshot)) = saved.iter().find(|(k, _)| *k == public) else { continue };
             if let Some(filter) = ReplayFilter::restore(&config, snapshot) {
-                slot.replay = Some(filter);
+                lock(&slot.replay).filter = Some(filter);
                 restored += 1;
             }
         }
@@ -213,7 +228,8 @@ impl KeyRing {
 
     /// The current key's filter: tags over one stage's capacity, and stages in use.
     pub(crate) fn replay_fill(&self) -> (f64, usize) {
-        self.current.replay.as_ref().map_or((0.0, 1), |f| (f.fill_ratio(), f.stages()))
+        let current = lock(&self.current.replay);
+        current.filter.as_ref().map_or((0.0, 1), |f| (f.fill_ratio(), f.stages()))
     }
 
     fn slots(&self) -> impl Iterator<Item = &Slot> {
@@ -228,44 +244,61 @@ impl KeyRing {
     /// current key, else the previous, else the next one.
     pub(crate) fn opening_keys(&self, unix: Duration) -> OpeningKeys {
         let mut keys = OpeningKeys::default();
-        keys.push(&self.current.secret, KeyUse::Current);
+        keys.push(&self.current, KeyUse::Current);
         if let Some(prev) = &self.previous {
-            keys.push(&prev.secret, KeyUse::Previous);
+            keys.push(prev, KeyUse::Previous);
         }
         if let Some(next) = self.next.as_ref().filter(|_| self.next_open(unix)) {
-            keys.push(&next.secret, KeyUse::Next);
+            keys.push(next, KeyUse::Next);
         }
         keys
     }
 
-    /// Records `tag` in the replay filter of `key`, if the ring still holds that key. Returns
-    /// whether the tag was seen before (or the filter is full); `None` when the key is gone
-    /// (it rotated out while the packet was being opened elsewhere).
-    pub(crate) fn check_replay(
-        &mut self,
-        key: &Arc<NodeSecretKey>,
-        tag: &ReplayTag,
-    ) -> Option<Result<bool, ReplayFull>> {
-        let config = self.replay_config;
-        let slot = self.slots_mut().find(|slot| Arc::ptr_eq(&slot.secret, key))?;
-        Some(slot.replay(&config).check_and_insert(tag))
+    /// Whether the ring still holds `key` (it may have rotated out while a packet it opened
+    /// was being processed elsewhere).
+    pub(crate) fn holds(&self, key: &Arc<NodeSecretKey>) -> bool {
+        self.slots().any(|slot| Arc::ptr_eq(&slot.secret, key))
     }
+}
+
+/// A key to try on a packet, with its replay filter.
+#[derive(Clone)]
+pub(crate) struct OpeningKey {
+    pub(crate) secret: Arc<NodeSecretKey>,
+    pub(crate) use_: KeyUse,
+    replay: SharedFilter,
 }
 
 /// Up to three keys to try on a packet, cheap to clone and to send to another thread.
 #[derive(Clone, Default)]
 pub(crate) struct OpeningKeys {
-    keys: [Option<(Arc<NodeSecretKey>, KeyUse)>; 3],
+    keys: [Option<OpeningKey>; 3],
 }
 
 impl OpeningKeys {
-    fn push(&mut self, key: &Arc<NodeSecretKey>, use_: KeyUse) {
+    fn push(&mut self, slot: &Slot, use_: KeyUse) {
         if let Some(free) = self.keys.iter_mut().find(|k| k.is_none()) {
-            *free = Some((Arc::clone(key), use_));
+            *free = Some(OpeningKey {
+                secret: Arc::clone(&slot.secret),
+                use_,
+                replay: Arc::clone(&slot.replay),
+            });
         }
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &(Arc<NodeSecretKey>, KeyUse)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &OpeningKey> {
         self.keys.iter().flatten()
+    }
+
+    /// Records `tag` in the replay filter of `key`; whether it was seen before (or the filter
+    /// is full).
+    pub(crate) fn check_replay(
+        &self,
+        key: &OpeningKey,
+        tag: &ReplayTag,
+    ) -> Result<bool, ReplayFull> {
+        let mut lazy = lock(&key.replay);
+        let config = lazy.config;
+        lazy.filter.get_or_insert_with(|| ReplayFilter::new(&config)).check_and_insert(tag)
     }
 }

@@ -438,8 +438,8 @@ fn a_replayed_packet_is_dropped_and_counted() {
     assert_eq!(net.node(&first_hop).metrics().packets_dropped(DropReason::Replay), 1);
 }
 
-/// Hop workers open packets side by side; the replay check is made as each job is handed
-/// back, so two copies opened at once never both pass, in whichever order they finish.
+/// Hop workers open packets side by side and check each tag under its filter's lock: two
+/// copies opened at once never both pass, whichever runs or finishes first.
 #[test]
 fn two_copies_opened_at_once_on_workers_pass_once() {
     for copy_first in [false, true] {
@@ -463,12 +463,36 @@ fn two_copies_opened_at_once_on_workers_pass_once() {
             handles.map(|h| h.join().unwrap())
         });
         let (a, b) = if copy_first { (second, first) } else { (first, second) };
-        assert_eq!(relay.finish_packet(now, a), Ok(()));
-        assert_eq!(relay.finish_packet(now, b), Err(DropReason::Replay));
+        let mut results = [relay.finish_packet(now, a), relay.finish_packet(now, b)];
+        results.sort_by_key(|r| r.is_err());
+        assert_eq!(results, [Ok(()), Err(DropReason::Replay)]);
         assert_eq!(relay.metrics().packets_received(), 2);
         assert_eq!(relay.metrics().packets_dropped(DropReason::Replay), 1);
-        assert_eq!(relay.delayed_packets(), 1, "the first copy is held for forwarding");
+        assert_eq!(relay.delayed_packets(), 1, "the fresh copy is held for forwarding");
     }
+}
+
+/// A replay costs one Diffie-Hellman: it is refused right after the MAC, before the peel (the
+/// second Diffie-Hellman and the payload's decryption).
+#[test]
+fn a_replay_is_refused_before_the_peel() {
+    let mut net = Net::new(6, 6, exponential(5), Config::default());
+    let peers = net.peers();
+    let now = net.now;
+    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
+    net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
+    let Some(Output::Transmit { peer: hop, packet, .. }) = net.node(&peers[0]).poll_output() else {
+        panic!("expected a transmit");
+    };
+    let relay = net.node(&hop);
+    let fresh = relay.prepare_packet(now, packet.clone(), &[]).unwrap().run();
+    let replay = relay.prepare_packet(now, packet, &[]).unwrap().run();
+    assert!(fresh.outcome.as_ref().unwrap().action.is_some());
+    let refused = replay.outcome.as_ref().unwrap();
+    assert_eq!(refused.seen, Ok(true));
+    assert!(refused.action.is_none(), "a replay was peeled");
+    assert_eq!(relay.finish_packet(now, fresh), Ok(()));
+    assert_eq!(relay.finish_packet(now, replay), Err(DropReason::Replay));
 }
 
 /// A job still running when its key rotates out opens nothing: the core no longer holds the
