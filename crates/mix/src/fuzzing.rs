@@ -26,7 +26,7 @@ pub fn frames(data: &[u8]) {
         let mut io = Cursor::new(data);
         let mut frames = 0;
         while let Ok(Some(frame)) =
-            block_on(protocol::read_frame(&mut io, max, Duration::from_secs(5)))
+            block_on(crate::framing::read(&mut io, max, Duration::from_secs(5)))
         {
             assert!(frame.len() <= max, "a frame over the limit was read");
             frames += 1;

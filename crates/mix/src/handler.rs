@@ -21,8 +21,9 @@ use libp2p_swarm::{
     SubstreamProtocol,
 };
 
+use crate::framing::{self, FrameError};
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::{self, FrameError, PROTOCOL, ReadRule};
+use crate::protocol::{self, PROTOCOL, ReadRule};
 
 /// Frames written per flush on the pooled stream.
 const WRITE_BATCH: usize = 64;
@@ -425,7 +426,7 @@ fn frames(
 ) -> BoxStream<'static, Result<Vec<u8>, FrameError>> {
     futures::stream::unfold(Some(stream), move |state| async move {
         let mut stream = state?;
-        match protocol::read_frame(&mut stream, len, timeout).await {
+        match framing::read(&mut stream, len, timeout).await {
             Ok(Some(frame)) if frame.len() == len => Some((Ok(frame), Some(stream))),
             // Honest peers only send whole packets: anything else ends the stream.
             Ok(Some(frame)) => Some((Err(FrameError::WrongLength(frame.len())), None)),
@@ -437,7 +438,7 @@ fn frames(
 }
 
 async fn write_batch(mut stream: Stream, batch: Vec<Vec<u8>>) -> WriteResult {
-    match protocol::write_frames(&mut stream, &batch).await {
+    match framing::write_all(&mut stream, &batch).await {
         Ok(()) => Ok(stream),
         Err(e) => Err((batch, e)),
     }
@@ -464,7 +465,7 @@ impl ConnectionHandler for Handler {
                     return;
                 }
                 self.metrics.add_outbound_queue(1);
-                self.queue.push_back(protocol::length_prefixed(&frame));
+                self.queue.push_back(framing::encode(&frame));
             }
             InEvent::Exit { id, protocol, body, read, retry, pooled } => {
                 match StreamProtocol::try_from_owned(protocol) {
@@ -480,7 +481,7 @@ impl ConnectionHandler for Handler {
                                 .push_back(OutEvent::Exit { id, result: Err(ExitError::Busy) });
                             return;
                         }
-                        pool.queue.push_back((id, protocol::length_prefixed(&body)));
+                        pool.queue.push_back((id, framing::encode(&body)));
                     }
                     Ok(protocol) => {
                         self.exits_opening.insert(id, ExitJob { protocol, body, read, retry });

@@ -11,6 +11,7 @@
 mod behaviour;
 pub mod core;
 pub mod discovery;
+pub mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

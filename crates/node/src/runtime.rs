@@ -12,7 +12,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, ping, request_response, tcp, yamux,
 };
 use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool, SendOptions};
-use libp2p_mix::{Destination, Event, Metrics, ReadRule, RequestId, discovery};
+use libp2p_mix::{Destination, Event, Metrics, ReadRule, RequestId, discovery, framing};
 use mix_gossip::{MIX_PUBLISH_CODEC, MessageId, PublishError, Route, TopicId};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
 use mix_stream::Event::Mix;
@@ -27,13 +27,9 @@ const ECHO_MAX: usize = 4096;
 pub(crate) struct EchoCodec;
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let len = unsigned_varint::aio::read_usize(&mut *io).await.map_err(io::Error::other)?;
-    if len > ECHO_MAX {
-        return Err(io::Error::other("echo frame too large"));
-    }
-    let mut buf = vec![0; len];
-    io.read_exact(&mut buf).await?;
-    Ok(buf)
+    let mut first = [0u8; 1];
+    io.read_exact(&mut first).await?;
+    framing::read_after(io, first[0], ECHO_MAX).await.map_err(io::Error::other)
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
@@ -43,10 +39,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> i
 
 /// `data` behind its unsigned-varint length.
 pub(crate) fn length_prefixed(data: &[u8]) -> Vec<u8> {
-    let mut buf = unsigned_varint::encode::usize_buffer();
-    let mut out = unsigned_varint::encode::usize(data.len(), &mut buf).to_vec();
-    out.extend_from_slice(data);
-    out
+    framing::encode(data)
 }
 
 impl request_response::Codec for EchoCodec {
@@ -556,8 +549,7 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
 
 /// The payload inside one length-prefixed frame, if `data` is exactly that.
 fn unframe(data: &[u8]) -> Option<&[u8]> {
-    let (len, rest) = unsigned_varint::decode::usize(data).ok()?;
-    (rest.len() == len).then_some(rest)
+    framing::decode(data).filter(|(_, rest)| rest.is_empty()).map(|(frame, _)| frame)
 }
 
 fn gossip_join(

@@ -26,13 +26,9 @@ pub const PING: &str = "/ipfs/ping/1.0.0";
 pub struct LpCodec;
 
 async fn read_lp<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let len = unsigned_varint::aio::read_usize(&mut *io).await.map_err(io::Error::other)?;
-    if len > 4096 {
-        return Err(io::Error::other("frame too large"));
-    }
-    let mut buf = vec![0; len];
-    io.read_exact(&mut buf).await?;
-    Ok(buf)
+    let mut first = [0u8; 1];
+    io.read_exact(&mut first).await?;
+    libp2p_mix::framing::read_after(io, first[0], 4096).await.map_err(io::Error::other)
 }
 
 async fn write_lp<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
@@ -42,10 +38,7 @@ async fn write_lp<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::
 
 /// `data` with its varint length prefix.
 pub fn lp(data: &[u8]) -> Vec<u8> {
-    let mut buf = unsigned_varint::encode::usize_buffer();
-    let mut out = unsigned_varint::encode::usize(data.len(), &mut buf).to_vec();
-    out.extend_from_slice(data);
-    out
+    libp2p_mix::framing::encode(data)
 }
 
 impl request_response::Codec for LpCodec {

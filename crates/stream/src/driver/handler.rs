@@ -17,6 +17,7 @@ use libp2p_swarm::{
 };
 
 use crate::frame::{self, MAX_FRAME_LEN};
+use libp2p_mix::framing::{self, FrameError};
 
 /// The protocol exits deliver frames with.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/mix/stream/1.0.0");
@@ -124,20 +125,12 @@ fn frames(stream: Stream, timeout: Duration) -> BoxStream<'static, Result<Vec<u8
     .boxed()
 }
 
-/// `future`, unless it takes longer than `timeout` (then a timeout failure). The frame is
-/// usually already buffered: no timer is armed for it.
+/// `future`, unless it takes longer than `timeout` (then a timeout failure).
 async fn within(
     timeout: Duration,
     future: impl Future<Output = Result<Vec<u8>, ReadFailure>>,
 ) -> Result<Vec<u8>, ReadFailure> {
-    futures::pin_mut!(future);
-    if let Poll::Ready(result) = futures::poll!(future.as_mut()) {
-        return result;
-    }
-    match futures::future::select(future, futures_timer::Delay::new(timeout)).await {
-        futures::future::Either::Left((result, _)) => result,
-        futures::future::Either::Right(_) => Err(ReadFailure::Timeout),
-    }
+    framing::within(timeout, future).await.unwrap_or(Err(ReadFailure::Timeout))
 }
 
 async fn read_to_end(mut stream: Stream, first: u8) -> Result<Vec<u8>, ReadFailure> {
@@ -156,22 +149,10 @@ async fn read_to_end(mut stream: Stream, first: u8) -> Result<Vec<u8>, ReadFailu
 }
 
 async fn read_framed(stream: &mut Stream, first: u8) -> Result<Vec<u8>, ReadFailure> {
-    // An unsigned varint of at most two bytes: frames are shorter than 16 KiB.
-    let mut len = usize::from(first & 0x7f);
-    if first & 0x80 != 0 {
-        let mut second = [0u8; 1];
-        stream.read_exact(&mut second).await.map_err(|_| ReadFailure::Io)?;
-        if second[0] & 0x80 != 0 {
-            return Err(ReadFailure::Oversized);
-        }
-        len |= usize::from(second[0]) << 7;
-    }
-    if len > MAX_FRAME_LEN {
-        return Err(ReadFailure::Oversized);
-    }
-    let mut frame = vec![0u8; len];
-    stream.read_exact(&mut frame).await.map_err(|_| ReadFailure::Io)?;
-    Ok(frame)
+    framing::read_after(stream, first, MAX_FRAME_LEN).await.map_err(|e| match e {
+        FrameError::Io(_) => ReadFailure::Io,
+        _ => ReadFailure::Oversized,
+    })
 }
 
 impl ConnectionHandler for FrameHandler {
