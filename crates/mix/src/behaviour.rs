@@ -108,7 +108,7 @@ pub struct Config {
     /// Threads that open received packets (the Diffie-Hellman, MAC check and decryption), so
     /// that a node forwards on every core; everything else stays on the swarm's task. `0`
     /// opens them on the swarm's task. Default: one per core, none on a single core
-    /// ([`default_hop_workers`]).
+    /// ([`default_hop_workers`]); at most [`crate::MAX_HOP_WORKERS`] are started.
     pub hop_workers: usize,
 }
 

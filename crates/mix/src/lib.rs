@@ -30,4 +30,4 @@ pub use core::{
 pub use handler::ExitError;
 pub use metrics::{DropReason, Metrics};
 pub use protocol::{ExitProtocol, PROTOCOL, ReadRule};
-pub use workers::default_hop_workers;
+pub use workers::{MAX_HOP_WORKERS, default_hop_workers};

@@ -21,6 +21,9 @@ use crate::core::{HopDone, HopJob};
 /// (a job holds one 4,608-byte packet) and reordering.
 const JOBS_PER_WORKER: usize = 128;
 
+/// The most hop workers a node starts, whatever it is configured with: each is a thread.
+pub const MAX_HOP_WORKERS: usize = 256;
+
 /// The number of hop workers a node starts by default: one per core, none on a single core
 /// (handing packets to another thread only costs there).
 pub fn default_hop_workers() -> usize {
@@ -51,7 +54,7 @@ impl std::fmt::Debug for HopWorkers {
 impl HopWorkers {
     /// Starts `workers` threads (at least one).
     pub(crate) fn start(workers: usize) -> std::io::Result<Self> {
-        let workers = workers.max(1);
+        let workers = workers.clamp(1, MAX_HOP_WORKERS);
         let max_in_flight = JOBS_PER_WORKER * workers;
         let (jobs, queue) = std::sync::mpsc::sync_channel(max_in_flight);
         let queue = Arc::new(Mutex::new(queue));

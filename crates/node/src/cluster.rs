@@ -35,6 +35,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::runtime::{self, DiscoverySpec, ECHO, NodeEvent, NodeSpec, length_prefixed};
+use crate::testnet::{body, parse_body};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -278,7 +279,9 @@ async fn scrape(addr: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
             .await??;
     socket.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
     let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(2), socket.read_to_string(&mut text)).await??;
+    // A node's metrics are tens of kilobytes; more is not a metrics page.
+    let mut page = socket.take(4 << 20);
+    tokio::time::timeout(Duration::from_secs(2), page.read_to_string(&mut text)).await??;
     Ok(text
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -342,13 +345,6 @@ fn tally(items: &[Item], from: Instant, to: Instant) -> Phase {
     phase
 }
 
-fn body(tag: u8, id: u64) -> Vec<u8> {
-    let mut b = vec![tag];
-    b.extend_from_slice(&id.to_be_bytes());
-    b.resize(200, 0);
-    b
-}
-
 pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     anyhow::ensure!(options.nodes >= 4, "--processes needs at least 4 nodes (3 hops and a spare)");
     let started = Instant::now();
@@ -401,6 +397,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     let mut dest_events = dest.take_events().context("events")?;
     let mut client_events = client.take_events().context("events")?;
     let mut items: Vec<Item> = Vec::new();
+    let mut rng = rand::rng();
     let mut requests: HashMap<RequestId, usize> = HashMap::new();
     let mut rtts = Vec::new();
     let gap = Duration::from_secs_f64(1.0 / options.rate.max(0.1));
@@ -461,7 +458,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
                 let request = id % REQUEST_EVERY == REQUEST_EVERY - 1;
                 items.push(Item { sent: Instant::now(), delivered: None, request });
                 if request {
-                    let payload = length_prefixed(&body(b'R', id));
+                    let payload = length_prefixed(&body(b'R', id, &mut rng));
                     match client.request(destination.clone(), ECHO, payload, 2, SendOptions::default()).await {
                         Ok(request) => {
                             requests.insert(request, id as usize);
@@ -469,7 +466,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
                         Err(e) => tracing::warn!(%e, "request refused"),
                     }
                 } else {
-                    let payload = length_prefixed(&body(b'M', id));
+                    let payload = length_prefixed(&body(b'M', id, &mut rng));
                     if let Err(e) = client.send(destination.clone(), ECHO, payload, SendOptions::default()).await {
                         tracing::warn!(%e, "send refused");
                     }
@@ -478,8 +475,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             }
             Some(event) = dest_events.recv() => {
                 if let NodeEvent::Echo { body, at } = event
-                    && body.first() == Some(&b'M')
-                    && let Some(id) = body.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+                    && let Some((b'M', id)) = parse_body(&body)
                     && let Some(item) = items.get_mut(id as usize)
                 {
                     item.delivered.get_or_insert(at);

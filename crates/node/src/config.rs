@@ -756,6 +756,12 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     }
     config.state_save_interval = Duration::from_millis(file.network.state_save_interval_ms);
     if let Some(workers) = file.network.hop_workers {
+        if workers > libp2p_mix::MAX_HOP_WORKERS {
+            bail!(
+                "network.hop_workers must be at most {} (one per core is the default)",
+                libp2p_mix::MAX_HOP_WORKERS
+            );
+        }
         config.hop_workers = workers;
     }
     let pool_limits = libp2p_mix::core::SubnetLimits {
@@ -859,6 +865,15 @@ mod tests {
 
     fn example_with(section: &str) -> String {
         format!("{EXAMPLE}\n{section}")
+    }
+
+    #[test]
+    fn hop_workers_are_bounded() {
+        let text = EXAMPLE.replace("# hop_workers = 2", "hop_workers = 1000000");
+        let Err(err) = parse(&text) else { panic!("a million hop workers were accepted") };
+        assert!(format!("{err:#}").contains("hop_workers must be at most"), "{err:#}");
+        let text = EXAMPLE.replace("# hop_workers = 2", "hop_workers = 3");
+        assert_eq!(parse(&text).unwrap().spec.config.hop_workers, 3);
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub(crate) struct HardeningReport {
 }
 
 /// The `M`/`R` tag and id inside each echo body.
-fn body(tag: u8, id: u64, rng: &mut dyn Rng) -> Vec<u8> {
+pub(crate) fn body(tag: u8, id: u64, rng: &mut dyn Rng) -> Vec<u8> {
     let mut b = vec![tag];
     b.extend_from_slice(&id.to_be_bytes());
     // Some payload so packets are not nearly empty; the size is what an app would send.
@@ -221,7 +221,7 @@ fn body(tag: u8, id: u64, rng: &mut dyn Rng) -> Vec<u8> {
     b
 }
 
-fn parse_body(b: &[u8]) -> Option<(u8, u64)> {
+pub(crate) fn parse_body(b: &[u8]) -> Option<(u8, u64)> {
     let id = u64::from_be_bytes(b.get(1..9)?.try_into().ok()?);
     Some((*b.first()?, id))
 }

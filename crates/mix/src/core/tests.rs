@@ -40,7 +40,13 @@ type Frame = (Instant, PeerId, PeerId, Packet, Vec<u8>);
 const UNIX_T0: Duration = Duration::from_secs(1_800_000_000);
 
 fn node_entry(rng: &mut ChaCha20Rng, i: usize) -> (MixNode, NodeSecretKey) {
-    let peer = Keypair::generate_secp256k1().public().to_peer_id();
+    // Identities from the seeded RNG too: peers sort by id, so random ids would make each run
+    // a different network, and the statistical tests flaky.
+    let mut bytes: [u8; 32] = rng.random();
+    let secret = libp2p_identity::secp256k1::SecretKey::try_from_bytes(&mut bytes)
+        .expect("a valid scalar (all but 2^-128 of draws)");
+    let keypair: Keypair = libp2p_identity::secp256k1::Keypair::from(secret).into();
+    let peer = keypair.public().to_peer_id();
     let secret = NodeSecretKey::generate(rng);
     let addr = format!("/ip4/10.0.0.{}/tcp/4000", i + 1).parse().unwrap();
     (MixNode::new(peer, addr, secret.public_key(), true).unwrap(), secret)
@@ -188,6 +194,18 @@ impl Net {
 
 fn exponential(mean_ms: u64) -> Arc<dyn Fn() -> Box<dyn DelayStrategy>> {
     Arc::new(move || Box::new(ExponentialDelay::new(Duration::from_millis(mean_ms))))
+}
+
+/// The first node sends one message; its first hop and the packet it goes out as.
+fn first_transmit(net: &mut Net) -> (PeerId, Packet) {
+    let sender = net.peers()[0];
+    let now = net.now;
+    net.node(&sender).send(now, &external_destination(), "/p", b"x").unwrap();
+    net.node(&sender).handle_timeout(now + Duration::from_secs(1));
+    let Some(Output::Transmit { peer, packet, .. }) = net.node(&sender).poll_output() else {
+        panic!("expected a transmit");
+    };
+    (peer, packet)
 }
 
 fn external_destination() -> Destination {
@@ -424,14 +442,8 @@ fn transmits_name_the_packet_each_call_took_in() {
 #[test]
 fn a_replayed_packet_is_dropped_and_counted() {
     let mut net = Net::new(6, 4, exponential(5), Config::default());
-    let peers = net.peers();
     let now = net.now;
-    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
-    net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
-    let Some(Output::Transmit { peer: first_hop, packet, .. }) = net.node(&peers[0]).poll_output()
-    else {
-        panic!("expected a transmit");
-    };
+    let (first_hop, packet) = first_transmit(&mut net);
     let copy = packet.clone();
     assert_eq!(net.node(&first_hop).handle_packet(now, packet), Ok(()));
     assert_eq!(net.node(&first_hop).handle_packet(now, copy), Err(DropReason::Replay));
@@ -444,14 +456,8 @@ fn a_replayed_packet_is_dropped_and_counted() {
 fn two_copies_opened_at_once_on_workers_pass_once() {
     for copy_first in [false, true] {
         let mut net = Net::new(6, 4, exponential(5), Config::default());
-        let peers = net.peers();
         let now = net.now;
-        net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
-        net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
-        let Some(Output::Transmit { peer: hop, packet, .. }) = net.node(&peers[0]).poll_output()
-        else {
-            panic!("expected a transmit");
-        };
+        let (hop, packet) = first_transmit(&mut net);
         let copy = packet.clone();
         let relay = net.node(&hop);
         let jobs = [
@@ -477,13 +483,8 @@ fn two_copies_opened_at_once_on_workers_pass_once() {
 #[test]
 fn a_replay_is_refused_before_the_peel() {
     let mut net = Net::new(6, 6, exponential(5), Config::default());
-    let peers = net.peers();
     let now = net.now;
-    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
-    net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
-    let Some(Output::Transmit { peer: hop, packet, .. }) = net.node(&peers[0]).poll_output() else {
-        panic!("expected a transmit");
-    };
+    let (hop, packet) = first_transmit(&mut net);
     let relay = net.node(&hop);
     let fresh = relay.prepare_packet(now, packet.clone(), &[]).unwrap().run();
     let replay = relay.prepare_packet(now, packet, &[]).unwrap().run();
@@ -503,13 +504,8 @@ fn a_job_whose_key_rotated_out_meanwhile_is_dropped() {
         RotationConfig { epoch: Duration::from_secs(100), overlap: Duration::from_secs(10) };
     let config = Config { rotation: Some(rotation), ..Config::default() };
     let mut net = Net::new(6, 5, exponential(5), config);
-    let peers = net.peers();
     let now = net.now;
-    net.node(&peers[0]).send(now, &external_destination(), "/p", b"x").unwrap();
-    net.node(&peers[0]).handle_timeout(now + Duration::from_secs(1));
-    let Some(Output::Transmit { peer: hop, packet, .. }) = net.node(&peers[0]).poll_output() else {
-        panic!("expected a transmit");
-    };
+    let (hop, packet) = first_transmit(&mut net);
     let relay = net.node(&hop);
     let copy = relay.prepare_packet(now, packet.clone(), &[]).unwrap();
     let job = relay.prepare_packet(now, packet, &[]).unwrap();
