@@ -205,6 +205,9 @@ pub enum Event {
         /// The bundle.
         bundle: RequestId,
     },
+    /// What discovery did (only from a [`crate::Mixnet`] with discovery on); found nodes are
+    /// already in the pool.
+    Discovery(Box<crate::discovery::Event>),
     /// As the exit, this node handed a message to its destination (or failed to).
     Delivered {
         /// The destination.
@@ -526,6 +529,11 @@ impl Behaviour {
     /// A round-trip time measured to `peer` (e.g. by libp2p ping), for RTT-aware paths.
     pub fn report_rtt(&mut self, peer: &PeerId, rtt: Duration) {
         self.core.pool_mut().report_rtt(peer, rtt);
+    }
+
+    /// Replaces the strategy that picks each hop's mixing delay.
+    pub fn set_delay(&mut self, delay: Box<dyn DelayStrategy>) {
+        self.core.set_delay(delay);
     }
 
     /// Replaces the pool paths are drawn from.

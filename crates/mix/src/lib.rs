@@ -17,6 +17,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod handler;
 mod metrics;
+mod mixnet;
 mod protocol;
 pub mod spam;
 pub mod state;
@@ -29,5 +30,6 @@ pub use core::{
 };
 pub use handler::ExitError;
 pub use metrics::{DropReason, Metrics};
+pub use mixnet::{Mixnet, MixnetConfig, MixnetError};
 pub use protocol::{ExitProtocol, PROTOCOL, ReadRule};
 pub use workers::{MAX_HOP_WORKERS, default_hop_workers};

@@ -244,21 +244,16 @@ async fn restartable(
 ) -> Node {
     let peer = identity.public().to_peer_id();
     let public = secret.public_key();
-    let entry = MixNode::new(peer, addr.clone(), public, true).unwrap();
-    let config = Options::default().config;
-    let mut mix = libp2p_mix::Behaviour::new(
-        entry,
-        secret,
-        Box::new(pool),
-        Box::new(libp2p_mix::core::NoDelay),
-        config,
-    )
-    .with_state_dir(state)
-    .unwrap();
-    mix.register_read_rule(ECHO, libp2p_mix::ReadRule::LengthPrefixed { max: 2048 });
-    let mut swarm = common::build_swarm(identity, Some(mix), None);
+    let config = libp2p_mix::MixnetConfig { mix: Options::default().config, ..Default::default() };
+    let mut mix = libp2p_mix::Mixnet::new(&identity, secret, config)
+        .unwrap()
+        .with_pool(Box::new(pool))
+        .with_delay(Box::new(libp2p_mix::core::NoDelay))
+        .with_state_dir(state)
+        .unwrap();
+    mix.mix_mut().register_read_rule(ECHO, libp2p_mix::ReadRule::LengthPrefixed { max: 2048 });
+    let mut swarm = common::build_swarm(identity, Some(mix));
     let addr = common::listen_at(&mut swarm, addr).await;
-    swarm.behaviour_mut().mix.as_mut().unwrap().set_local_address(addr.clone()).unwrap();
     common::spawn(swarm, peer, addr, Some(public))
 }
 

@@ -9,10 +9,12 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, ping, request_response, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, request_response, tcp, yamux,
 };
 use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool, SendOptions};
-use libp2p_mix::{Destination, Event, Metrics, ReadRule, RequestId, discovery, framing};
+use libp2p_mix::{
+    Destination, Event, Metrics, Mixnet, MixnetConfig, ReadRule, RequestId, discovery, framing,
+};
 use mix_gossip::{MIX_PUBLISH_CODEC, MessageId, PublishError, Route, TopicId};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
 use mix_stream::Event::Mix;
@@ -88,11 +90,8 @@ impl request_response::Codec for EchoCodec {
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct NodeBehaviour {
-    /// The Mix Protocol, with anonymous streams on top (it wraps the mix behaviour).
+    /// The Mix Protocol with discovery and RTTs, and anonymous streams on top.
     pub(crate) stream: mix_stream::Behaviour,
-    pub(crate) discovery: Toggle<discovery::Behaviour>,
-    /// Round-trip times to connected peers, for RTT-aware path selection.
-    pub(crate) ping: ping::Behaviour,
     pub(crate) echo: Toggle<request_response::Behaviour<EchoCodec>>,
     /// Privacy-hardened gossip; its `Mix` route goes through this node's mix layer.
     pub(crate) gossip: Toggle<mix_gossip::Behaviour>,
@@ -411,7 +410,6 @@ pub(crate) struct Assembled {
     listen: Vec<Multiaddr>,
     advertise: Option<Multiaddr>,
     exit: bool,
-    bootstrap: Vec<(PeerId, Multiaddr)>,
     gossip: Option<GossipSpec>,
 }
 
@@ -425,42 +423,42 @@ pub(crate) fn assemble(spec: NodeSpec) -> anyhow::Result<Assembled> {
     let peer_id = spec.identity.public().to_peer_id();
     let mix_key = spec.mix_secret.public_key();
     let stream_secret = *spec.mix_secret.to_bytes();
-    let placeholder: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse()?;
-    let local = MixNode::new(peer_id, placeholder, mix_key, spec.exit)
-        .context("the libp2p identity must be a secp256k1 key (39-byte peer id)")?;
-    let pool: Box<dyn NodePool> = Box::new(pool_of(spec.static_nodes, spec.pool_limits));
     let state_dir = spec.config.state_dir.clone();
-    let mut mix = libp2p_mix::Behaviour::new(local, spec.mix_secret, pool, spec.delay, spec.config);
+    let (discovery, bootstrap) = match spec.discovery {
+        Some(d) => (Some(d.config), d.bootstrap),
+        None => (None, Vec::new()),
+    };
+    let config = MixnetConfig {
+        mix: spec.config,
+        exit: spec.exit,
+        discovery,
+        bootstrap,
+        rtt_interval: Some(Duration::from_secs(15)),
+    };
+    let pool: Box<dyn NodePool> = Box::new(pool_of(spec.static_nodes, spec.pool_limits));
+    let mut mixnet = Mixnet::new(&spec.identity, spec.mix_secret, config)
+        .context("the libp2p identity must be a secp256k1 key (39-byte peer id)")?
+        .with_pool(pool)
+        .with_delay(spec.delay);
     if let Some(dir) = state_dir {
-        mix = mix.with_state_dir(dir)?;
+        mixnet = mixnet.with_state_dir(dir)?;
     }
     if let Some(spam) = spec.spam {
-        mix = mix.with_spam_protection(spam);
+        mixnet = mixnet.with_spam_protection(spam);
     }
     let echo = spec.echo.then(|| {
-        mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: ECHO_MAX });
+        mixnet.mix_mut().register_read_rule(ECHO, ReadRule::LengthPrefixed { max: ECHO_MAX });
         request_response::Behaviour::new(
             [(StreamProtocol::new(ECHO), request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_max_concurrent_streams(4096),
         )
     });
-    let (discovery, bootstrap) = match spec.discovery {
-        Some(d) => (Some(discovery::Behaviour::new(spec.identity.clone(), d.config)), d.bootstrap),
-        None => (None, Vec::new()),
-    };
-    let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
     let receiver = spec.accept_streams.then_some(stream_secret);
-    let stream = mix_stream::Behaviour::new(mix, receiver, spec.streams);
+    let stream = mix_stream::Behaviour::new(mixnet, receiver, spec.streams);
     let gossip = spec.gossip.as_ref().map(|g| {
         mix_gossip::Behaviour::new(peer_id, g.config.clone(), Arc::new(mix_gossip::AllowAll))
     });
-    let behaviour = NodeBehaviour {
-        stream,
-        discovery: discovery.into(),
-        ping,
-        echo: echo.into(),
-        gossip: gossip.into(),
-    };
+    let behaviour = NodeBehaviour { stream, echo: echo.into(), gossip: gossip.into() };
     Ok(Assembled {
         behaviour,
         identity: spec.identity,
@@ -468,24 +466,27 @@ pub(crate) fn assemble(spec: NodeSpec) -> anyhow::Result<Assembled> {
         listen: spec.listen,
         advertise: spec.advertise,
         exit: spec.exit,
-        bootstrap,
         gossip: spec.gossip,
     })
 }
 
 async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::JoinHandle<()>)> {
-    let Assembled { behaviour, identity, mix_key, listen, advertise, exit, bootstrap, gossip } =
+    let Assembled { behaviour, identity, mix_key, listen, advertise, exit, gossip } =
         assemble(spec)?;
     let peer_id = identity.public().to_peer_id();
     let mut swarm = build_swarm(identity, behaviour)?;
 
-    let mut listening = Vec::new();
+    // The mixnet advertises a confirmed external address before any it listens on.
+    if let Some(addr) = advertise {
+        swarm.add_external_address(addr);
+    }
+    let mut listening = 0;
     for addr in &listen {
         swarm.listen_on(addr.clone()).with_context(|| format!("listening on {addr}"))?;
     }
-    while listening.len() < listen.len() {
+    while listening < listen.len() {
         match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some()).await {
-            Ok(SwarmEvent::NewListenAddr { address, .. }) => listening.push(address),
+            Ok(SwarmEvent::NewListenAddr { .. }) => listening += 1,
             Ok(SwarmEvent::ListenerError { error, .. }) => {
                 return Err(error).context("listener failed");
             }
@@ -493,32 +494,18 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
             Err(_) => anyhow::bail!("no listen address after 10 s"),
         }
     }
-    let addr = match advertise {
-        Some(addr) => addr,
-        None => {
-            listening.first().cloned().context("the node must listen on at least one address")?
-        }
-    };
-    swarm
-        .behaviour_mut()
+    let addr = swarm
+        .behaviour()
         .stream
-        .mix_mut()
-        .set_local_address(addr.clone())
-        .with_context(|| format!("advertised address {addr}"))?;
-    let keys = swarm.behaviour().stream.mix().core().epoch_keys();
-    if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
-        d.set_local_record(vec![addr.clone()], mix_key, None, exit);
-        if let Some(keys) = keys {
-            d.set_local_keys(keys);
-        }
-        for (peer, at) in bootstrap {
-            d.add_bootstrap(peer, at);
-        }
-    }
+        .mixnet()
+        .local_address()
+        .cloned()
+        .context("no address this node listens on can be advertised in SURBs")?;
     let metrics = swarm.behaviour().stream.mix().metrics().clone();
     let streams = swarm.behaviour().stream.control();
     let stream_metrics = swarm.behaviour().stream.metrics().clone();
-    let discovery_metrics = swarm.behaviour().discovery.as_ref().map(|d| d.metrics().clone());
+    let discovery_metrics =
+        swarm.behaviour().stream.mixnet().discovery().map(|d| d.metrics().clone());
     let gossip_metrics = swarm.behaviour().gossip.as_ref().map(|g| g.metrics().clone());
     if let Some(g) = gossip {
         for name in &g.topics {
@@ -793,13 +780,13 @@ async fn run(
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Gossip(event)) => {
                     let _ = events.send(NodeEvent::Gossip(event));
                 }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::KeysRotated(keys)))) => {
-                    // Peers learn the next key a whole epoch ahead; the new record also gives
-                    // them the one after.
-                    if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
-                        d.set_local_keys(keys);
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Discovery(event)))) => {
+                    // Gossip takes addresses from outside the protocol: here, from discovery.
+                    if let discovery::Event::NodeFound { node, .. } = *event
+                        && let Some(g) = swarm.behaviour_mut().gossip.as_mut()
+                    {
+                        g.add_address(*node.peer_id(), node.addr().clone());
                     }
-                    let _ = events.send(NodeEvent::Mix(Event::KeysRotated(keys)));
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(event))) => {
                     tracing::debug!(?event, "mix event");
@@ -807,19 +794,6 @@ async fn run(
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(event)) => {
                     tracing::debug!(?event, "stream event");
-                }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(discovery::Event::NodeFound { node, seq, expires })) => {
-                    // Gossip takes addresses from outside the protocol: here, from discovery.
-                    if let Some(g) = swarm.behaviour_mut().gossip.as_mut() {
-                        g.add_address(*node.peer_id(), node.addr().clone());
-                    }
-                    swarm.behaviour_mut().stream.mix_mut().offer_node(node, seq, expires);
-                }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Discovery(event)) => {
-                    tracing::debug!(?event, "discovery event");
-                }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
-                    swarm.behaviour_mut().stream.mix_mut().report_rtt(&peer, rtt);
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Echo(request_response::Event::Message {
                     message: request_response::Message::Request { request, channel, .. },

@@ -33,18 +33,14 @@ fn acceptor(config: Config) -> (Behaviour, [u8; 32]) {
 
 /// An accepting node whose mix pool is `pool`.
 fn acceptor_with_pool(config: Config, pool: StaticPool) -> (Behaviour, [u8; 32]) {
-    let peer = libp2p_identity::Keypair::generate_secp256k1().public().to_peer_id();
+    let identity = libp2p_identity::Keypair::generate_secp256k1();
     let secret = NodeSecretKey::generate(&mut rand::rng());
     let public = secret.public_key();
     let receiver = *secret.to_bytes();
-    let local = MixNode::new(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), public, true).unwrap();
-    let mix = libp2p_mix::Behaviour::new(
-        local,
-        secret,
-        Box::new(pool),
-        Box::new(libp2p_mix::core::NoDelay),
-        libp2p_mix::Config::default(),
-    );
+    let mix = libp2p_mix::Mixnet::new(&identity, secret, libp2p_mix::MixnetConfig::default())
+        .unwrap()
+        .with_pool(Box::new(pool))
+        .with_delay(Box::new(libp2p_mix::core::NoDelay));
     (Behaviour::new(mix, Some(receiver), config), *public.as_bytes())
 }
 

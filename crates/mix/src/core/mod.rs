@@ -694,6 +694,11 @@ impl<R: CryptoRng> MixCore<R> {
         Ok(())
     }
 
+    /// Replaces the strategy that picks each hop's mixing delay for own packets.
+    pub fn set_delay(&mut self, delay: Box<dyn DelayStrategy>) {
+        self.delay = delay;
+    }
+
     /// Replaces the pool (for example after discovery found new nodes).
     pub fn set_pool(&mut self, pool: Box<dyn NodePool>) {
         self.pool = pool;

@@ -8,9 +8,10 @@
 //! ones before use, and ones other peers PUT before they reach the local store (Kademlia runs
 //! with [`StoreInserts::FilterBoth`]); rejections are counted by reason.
 //!
-//! Wiring, in the application's swarm loop: pass `NodeFound` to
-//! [`crate::Behaviour::offer_node`], and call [`Behaviour::set_local_record`] once the node knows
-//! the addresses others can dial.
+//! [`crate::Mixnet`] wires it: found nodes go to the pool, the node's address and key rotations
+//! into its record. Used on its own, pass `NodeFound` to [`crate::Behaviour::offer_node`], call
+//! [`Behaviour::set_local_record`] once the node knows the addresses others can dial, and
+//! [`Behaviour::set_local_keys`] on every [`crate::Event::KeysRotated`].
 
 pub mod record;
 

@@ -80,9 +80,10 @@ impl request_response::Codec for LpCodec {
 
 #[derive(NetworkBehaviour)]
 pub struct TestBehaviour {
-    pub mix: Toggle<libp2p_mix::Behaviour>,
-    pub discovery: Toggle<discovery::Behaviour>,
-    pub ping: ping::Behaviour,
+    /// The mix protocol with discovery (if on) and RTTs: it wires itself.
+    pub mix: Toggle<libp2p_mix::Mixnet>,
+    /// Only on the plain destination (a mix node pings as part of its mixnet).
+    pub ping: Toggle<ping::Behaviour>,
     pub echo: request_response::Behaviour<LpCodec>,
 }
 
@@ -231,12 +232,13 @@ pub enum Transport {
 
 pub fn build_swarm(
     key: identity::Keypair,
-    mix: Option<libp2p_mix::Behaviour>,
-    discovery: Option<discovery::Behaviour>,
+    mix: Option<libp2p_mix::Mixnet>,
 ) -> Swarm<TestBehaviour> {
-    // Exits run ping too: libp2p-ping stops answering on a connection whose remote does not
-    // speak ping.
-    let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(3600)));
+    // Exits run ping too (in their mixnet): libp2p-ping stops answering on a connection whose
+    // remote does not speak ping.
+    let ping = mix.is_none().then(|| {
+        ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(3600)))
+    });
     libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -244,8 +246,7 @@ pub fn build_swarm(
         .with_quic()
         .with_behaviour(|_| TestBehaviour {
             mix: mix.into(),
-            discovery: discovery.into(),
-            ping,
+            ping: ping.into(),
             echo: request_response::Behaviour::new(
                 [(StreamProtocol::new(ECHO), request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_max_concurrent_streams(10_000),
@@ -282,8 +283,9 @@ pub fn spawn(
     addr: Multiaddr,
     mix_key: Option<NodePublicKey>,
 ) -> Node {
-    let metrics = swarm.behaviour().mix.as_ref().map(|m| m.metrics().clone());
-    let discovery_metrics = swarm.behaviour().discovery.as_ref().map(|d| d.metrics().clone());
+    let metrics = swarm.behaviour().mix.as_ref().map(|m| m.mix().metrics().clone());
+    let discovery_metrics =
+        swarm.behaviour().mix.as_ref().and_then(|m| m.discovery()).map(|d| d.metrics().clone());
     let (commands, mut command_rx) = mpsc::unbounded_channel();
     let (event_tx, events) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -291,7 +293,7 @@ pub fn spawn(
             tokio::select! {
                 command = command_rx.recv() => {
                     let Some(command) = command else { return };
-                    let Some(mix) = swarm.behaviour_mut().mix.as_mut() else { continue };
+                    let Some(mix) = swarm.behaviour_mut().mix.as_mut().map(|m| m.mix_mut()) else { continue };
                     match command {
                         Command::Send(d, codec, body, copies, done) => {
                             let options = libp2p_mix::core::SendOptions { copies, ..Default::default() };
@@ -311,17 +313,8 @@ pub fn spawn(
                     }
                 }
                 event = swarm.select_next_some() => match event {
-                    SwarmEvent::Behaviour(TestBehaviourEvent::Mix(libp2p_mix::Event::KeysRotated(keys))) => {
-                        if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
-                            d.set_local_keys(keys);
-                        }
-                    }
+                    SwarmEvent::Behaviour(TestBehaviourEvent::Mix(libp2p_mix::Event::Discovery(_))) => {}
                     SwarmEvent::Behaviour(TestBehaviourEvent::Mix(e)) => { let _ = event_tx.send(NodeEvent::Mix(e)); }
-                    SwarmEvent::Behaviour(TestBehaviourEvent::Discovery(discovery::Event::NodeFound { node, seq, expires })) => {
-                        if let Some(mix) = swarm.behaviour_mut().mix.as_mut() {
-                            mix.offer_node(node, seq, expires);
-                        }
-                    }
                     SwarmEvent::Behaviour(TestBehaviourEvent::Echo(request_response::Event::Message {
                         message: request_response::Message::Request { request, channel, .. }, ..
                     })) => {
@@ -407,8 +400,6 @@ pub async fn network(options: Options) -> Network {
         let peer_id = key.public().to_peer_id();
         let secret = NodeSecretKey::generate(&mut rand::rng());
         let public = secret.public_key();
-        let placeholder =
-            MixNode::new(peer_id, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), public, true).unwrap();
         let pool: Box<dyn NodePool> = if options.discovery {
             Box::new(DynamicPool::new().with_limits(options.limits))
         } else {
@@ -418,38 +409,35 @@ pub async fn network(options: Options) -> Network {
         if let Some(configure) = options.configure {
             configure(i, &mut config);
         }
-        let mut mix =
-            libp2p_mix::Behaviour::new(placeholder, secret, pool, (options.delay)(), config);
+        let config = libp2p_mix::MixnetConfig {
+            mix: config,
+            discovery: options.discovery.then(|| options.discovery_config.clone()),
+            bootstrap: bootstrap.iter().cloned().collect(),
+            ..Default::default()
+        };
+        let mut mix = libp2p_mix::Mixnet::new(&key, secret, config)
+            .unwrap()
+            .with_pool(pool)
+            .with_delay((options.delay)());
         // libp2p-ping keeps one inbound stream per connection: the exit's own first ping on a
         // new connection can displace the delivery stream. A repeated ping is harmless.
-        mix.register_exit_protocol(
+        mix.mix_mut().register_exit_protocol(
             PING,
             ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true, pooled: false },
         );
-        mix.register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
+        mix.mix_mut().register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
         if let Some(spam) = options.spam {
             mix = mix.with_spam_protection(spam());
         }
-        let discovery = options
-            .discovery
-            .then(|| discovery::Behaviour::new(key.clone(), options.discovery_config.clone()));
-        let mut swarm = build_swarm(key, Some(mix), discovery);
+        let mut swarm = build_swarm(key, Some(mix));
         let addr = if options.spread && options.transport == Transport::Tcp {
             listen_at(&mut swarm, format!("/ip4/127.{}.0.1/tcp/0", i + 1).parse().unwrap()).await
         } else {
             listen(&mut swarm, options.transport).await
         };
-        swarm.behaviour_mut().mix.as_mut().unwrap().set_local_address(addr.clone()).unwrap();
-        let keys = swarm.behaviour().mix.as_ref().and_then(|m| m.core().epoch_keys());
-        if let Some(d) = swarm.behaviour_mut().discovery.as_mut() {
-            d.set_local_record(vec![addr.clone()], public, None, true);
-            if let Some(keys) = keys {
-                d.set_local_keys(keys);
-            }
-            match &bootstrap {
-                Some((peer, at)) => d.add_bootstrap(*peer, at.clone()),
-                None => bootstrap = Some((peer_id, addr.clone())),
-            }
+        assert_eq!(swarm.behaviour().mix.as_ref().unwrap().local_address(), Some(&addr));
+        if options.discovery && bootstrap.is_none() {
+            bootstrap = Some((peer_id, addr.clone()));
         }
         swarms.push((swarm, peer_id, addr, public));
     }
@@ -467,9 +455,15 @@ pub async fn network(options: Options) -> Network {
                 for node in pool.nodes() {
                     live.insert_static(node.clone());
                 }
-                swarm.behaviour_mut().mix.as_mut().unwrap().set_pool(Box::new(live));
+                swarm.behaviour_mut().mix.as_mut().unwrap().mix_mut().set_pool(Box::new(live));
             } else if !options.discovery {
-                swarm.behaviour_mut().mix.as_mut().unwrap().set_pool(Box::new(pool.clone()));
+                swarm
+                    .behaviour_mut()
+                    .mix
+                    .as_mut()
+                    .unwrap()
+                    .mix_mut()
+                    .set_pool(Box::new(pool.clone()));
             }
             spawn(swarm, peer, addr, Some(key))
         })
@@ -477,7 +471,7 @@ pub async fn network(options: Options) -> Network {
 
     let key = identity::Keypair::generate_secp256k1();
     let peer_id = key.public().to_peer_id();
-    let mut swarm = build_swarm(key, None, None);
+    let mut swarm = build_swarm(key, None);
     let addr = listen(&mut swarm, options.transport).await;
     let dest = spawn(swarm, peer_id, addr, None);
     Network { mix, dest }

@@ -1,9 +1,9 @@
 //! The rust-libp2p driver: a [`NetworkBehaviour`] that runs the Mix Protocol and, on top of
 //! it, anonymous streams and messages.
 //!
-//! It wraps a [`libp2p_mix::Behaviour`]: the mix behaviour carries the opener's frames as
-//! one-way mix messages to the acceptor (through a random exit each time), builds the SURBs
-//! the opener sends ahead, and sends the acceptor's frames back through them. Exits deliver
+//! It wraps a [`libp2p_mix::Mixnet`] (the mix behaviour with discovery and RTTs wired in). The
+//! mix behaviour carries the opener's frames as one-way mix messages to the acceptor (through
+//! a random exit each time), builds the SURBs the opener sends ahead, and sends the acceptor's frames back through them. Exits deliver
 //! frames to the acceptor over `/mix/stream/1.0.0`, like any origin protocol, so the acceptor
 //! only ever talks to exits and to the first hops of SURBs. Mix events that are not the
 //! streams' own pass through as [`Event::Mix`]; [`Behaviour::mix_mut`] reaches the mix
@@ -241,7 +241,7 @@ fn unix_now() -> Duration {
 
 /// Anonymous streams and messages over the Mix Protocol, on a swarm.
 pub struct Behaviour {
-    mix: libp2p_mix::Behaviour,
+    net: libp2p_mix::Mixnet,
     config: Config,
     /// The keys streams are accepted under: the receiver key given at construction until the
     /// mix node's keys rotate, then the keys of the epochs the node holds (openers use the
@@ -297,11 +297,11 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
-    /// Streams on top of `mix`. With `receiver` (this node's X25519 secret, usually its mix
+    /// Streams on top of the mixnet `net`. With `receiver` (this node's X25519 secret, usually its mix
     /// key), the node also accepts streams; openers need the public half.
-    pub fn new(mut mix: libp2p_mix::Behaviour, receiver: Option<[u8; 32]>, config: Config) -> Self {
+    pub fn new(mut net: libp2p_mix::Mixnet, receiver: Option<[u8; 32]>, config: Config) -> Self {
         // As an exit, deliver stream frames on one pooled stream per acceptor connection.
-        mix.register_exit_protocol(
+        net.mix_mut().register_exit_protocol(
             CODEC,
             libp2p_mix::ExitProtocol { read: None, retry_on_reset: false, pooled: true },
         );
@@ -314,7 +314,7 @@ impl Behaviour {
         let keys = receiver.clone().into_iter().collect();
         let mut behaviour = Self {
             receiver,
-            mix,
+            net,
             loss: NetworkLoss::new(config.stream.initial_loss),
             accept_tokens: config.accept_rate.max(1.0),
             accept_refill: Instant::now(),
@@ -354,7 +354,7 @@ impl Behaviour {
         if self.keys.is_empty() {
             return;
         }
-        let epochs = self.mix.core().epoch_secrets();
+        let epochs = self.net.mix().core().epoch_secrets();
         if epochs.is_empty() {
             return;
         }
@@ -370,12 +370,22 @@ impl Behaviour {
 
     /// The mix behaviour underneath.
     pub fn mix(&self) -> &libp2p_mix::Behaviour {
-        &self.mix
+        self.net.mix()
     }
 
     /// The mix behaviour underneath, for everything else it does.
     pub fn mix_mut(&mut self) -> &mut libp2p_mix::Behaviour {
-        &mut self.mix
+        self.net.mix_mut()
+    }
+
+    /// The mix behaviour with what is wired around it (discovery, RTTs, its address).
+    pub fn mixnet(&self) -> &libp2p_mix::Mixnet {
+        &self.net
+    }
+
+    /// The same, to change it.
+    pub fn mixnet_mut(&mut self) -> &mut libp2p_mix::Mixnet {
+        &mut self.net
     }
 
     /// The stream layer's metrics (register them with [`Metrics::register`]).
@@ -394,10 +404,10 @@ impl Behaviour {
     }
 
     fn limits(&self) -> FrameLimits {
-        let proof = self.mix.core().exit_proof_len();
+        let proof = self.net.mix().core().exit_proof_len();
         FrameLimits {
-            forward: self.mix.max_message_size(CODEC, 0).unwrap_or(0).saturating_sub(proof),
-            reverse: self.mix.max_reply_size(),
+            forward: self.net.mix().max_message_size(CODEC, 0).unwrap_or(0).saturating_sub(proof),
+            reverse: self.net.mix().max_reply_size(),
         }
     }
 
@@ -405,7 +415,7 @@ impl Behaviour {
         match target {
             Target::Peer(peer) => Ok(peer),
             Target::MixNode(peer_id) => {
-                let core = self.mix.core();
+                let core = self.net.mix().core();
                 let node =
                     core.pool().get(&peer_id).ok_or(OpenStreamError::UnknownPeer(peer_id))?;
                 // A rotating node accepts streams under the key of the epoch, as its record says.
@@ -528,7 +538,7 @@ impl Behaviour {
             self.metrics.dropped("memory_budget");
             return;
         }
-        let stranger = self.mix.core().pool().get(&peer).is_none();
+        let stranger = self.net.mix().core().pool().get(&peer).is_none();
         if stranger {
             let from_strangers = self.streams.values().filter(|e| e.via_stranger).count();
             let from_this = self.streams.values().filter(|e| e.via == Some(peer)).count();
@@ -748,9 +758,10 @@ impl Behaviour {
     /// Moves one stream along: timers, the application's message bytes, frames out, and the
     /// end of the stream.
     fn drive(&mut self, id: [u8; 32], now: Instant) {
-        let queue_full = self.mix.core().delayed_packets() >= self.config.max_queued_packets;
+        let queue_full = self.net.mix().core().delayed_packets() >= self.config.max_queued_packets;
         let limits_forward = self.limits().forward;
-        let Self { mix, streams, bundles, metrics, config, accepted_bytes, .. } = self;
+        let Self { net, streams, bundles, metrics, config, accepted_bytes, .. } = self;
+        let mix = net.mix_mut();
         let Some(entry) = streams.get_mut(&id) else { return };
         let mut shared = lock(&entry.shared);
         let s = &mut *shared;
@@ -1098,7 +1109,7 @@ impl SurbSource for Bundles<'_> {
     }
 }
 
-type Handler = ConnectionHandlerSelect<libp2p_mix::handler::Handler, FrameHandler>;
+type Handler = ConnectionHandlerSelect<THandler<libp2p_mix::Mixnet>, FrameHandler>;
 
 impl Behaviour {
     fn frame_handler(&self) -> FrameHandler {
@@ -1120,7 +1131,7 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        self.mix.handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+        self.net.handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
     }
 
     fn handle_established_inbound_connection(
@@ -1130,7 +1141,7 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        let mix = self.mix.handle_established_inbound_connection(
+        let mix = self.net.handle_established_inbound_connection(
             connection_id,
             peer,
             local_addr,
@@ -1146,7 +1157,7 @@ impl NetworkBehaviour for Behaviour {
         addresses: &[Multiaddr],
         effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.mix.handle_pending_outbound_connection(
+        self.net.handle_pending_outbound_connection(
             connection_id,
             maybe_peer,
             addresses,
@@ -1162,7 +1173,7 @@ impl NetworkBehaviour for Behaviour {
         role_override: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        let mix = self.mix.handle_established_outbound_connection(
+        let mix = self.net.handle_established_outbound_connection(
             connection_id,
             peer,
             addr,
@@ -1173,7 +1184,7 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
-        self.mix.on_swarm_event(event);
+        self.net.on_swarm_event(event);
     }
 
     fn on_connection_handler_event(
@@ -1183,7 +1194,7 @@ impl NetworkBehaviour for Behaviour {
         event: THandlerOutEvent<Self>,
     ) {
         match event {
-            Either::Left(mix) => self.mix.on_connection_handler_event(peer, connection, mix),
+            Either::Left(mix) => self.net.on_connection_handler_event(peer, connection, mix),
             Either::Right(FromHandler::Frame(frame)) => self.on_forward_frame(peer, frame),
             Either::Right(FromHandler::Dropped(reason)) => self.metrics.dropped(reason),
         }
@@ -1195,7 +1206,7 @@ impl NetworkBehaviour for Behaviour {
         for _ in 0..64 {
             // What the mix node has to send goes first; streams build more frames only when
             // it has nothing left to hand the swarm.
-            match self.mix.poll(cx) {
+            match self.net.poll(cx) {
                 Poll::Ready(ToSwarm::GenerateEvent(event)) => {
                     if let Some(event) = self.on_mix_event(event) {
                         return Poll::Ready(ToSwarm::GenerateEvent(event));

@@ -102,17 +102,13 @@ pub async fn network(mut options: Options) -> Vec<Node> {
         let secret = NodeSecretKey::generate(&mut rand::rng());
         let public = secret.public_key();
         let receiver = *secret.to_bytes();
-        let placeholder =
-            MixNode::new(peer_id, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), public, true).unwrap();
         let pool: Box<dyn NodePool> = Box::new(StaticPool::default());
-        let mix = libp2p_mix::Behaviour::new(
-            placeholder,
-            secret,
-            pool,
-            Box::new(libp2p_mix::core::NoDelay),
-            options.mix.clone(),
-        );
-        let mut behaviour = Behaviour::new(mix, Some(receiver), options.streams.clone());
+        let config = libp2p_mix::MixnetConfig { mix: options.mix.clone(), ..Default::default() };
+        let mixnet = libp2p_mix::Mixnet::new(&key, secret, config)
+            .unwrap()
+            .with_pool(pool)
+            .with_delay(Box::new(libp2p_mix::core::NoDelay));
+        let mut behaviour = Behaviour::new(mixnet, Some(receiver), options.streams.clone());
         if let Some(observed) = options.observed.clone() {
             behaviour.set_frame_observer(Some(Box::new(move |frame: &[u8]| {
                 observed.lock().unwrap().push(frame.to_vec());
@@ -125,7 +121,7 @@ pub async fn network(mut options: Options) -> Vec<Node> {
                 break address;
             }
         };
-        swarm.behaviour_mut().mix_mut().set_local_address(addr.clone()).unwrap();
+        assert_eq!(swarm.behaviour().mixnet().local_address(), Some(&addr));
         swarms.push((swarm, peer_id, addr, public));
     }
     // A dynamic pool of configured entries, as a node runs: unreachable nodes are suspended.
