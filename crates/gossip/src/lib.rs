@@ -24,6 +24,8 @@ mod driver;
 pub mod fuzzing;
 pub mod proto;
 
+#[cfg(feature = "mix")]
+pub use driver::mix_route::{self, MixRoute};
 pub use driver::{
     Behaviour, BehaviourConfig, Event, LIVENESS_TIMEOUT, MIX_PUBLISH_CODEC, Metrics, PROTOCOL,
     mix_publish_body, parse_mix_publish,

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::FutureExt;
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
 use futures_timer::Delay;
 use libp2p_core::transport::PortUse;
 use libp2p_core::{Endpoint, Multiaddr};
@@ -28,6 +29,7 @@ use crate::core::{
     self, DelayStrategy, Delivery, Destination, MessageId, MixCore, MixNode, NodePool, Output,
     RequestId, SendError, SendOptions,
 };
+use crate::handle::{Handle, PoolView, Routed, RoutedReceiver};
 use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent, TokenBucket};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol::{ExitProtocol, ReadRule};
@@ -314,7 +316,19 @@ pub struct Behaviour {
     /// Frames handed to each connection and not yet settled (written or dropped): what a
     /// stopping node waits for. A connection that closes takes its count with it.
     unsent: HashMap<ConnectionId, usize>,
+    /// Messages queued by [`Handle`]s: the sender half is kept for new handles.
+    handle_tx: Option<mpsc::Sender<crate::handle::Command>>,
+    handle_rx: Option<mpsc::Receiver<crate::handle::Command>>,
+    /// The pool as handles see it, refreshed while any handle exists.
+    pool_view: Arc<PoolView>,
+    pool_view_timer: Option<Delay>,
+    /// Origin protocols whose messages go to a channel instead of [`Event::Received`].
+    routes: HashMap<String, mpsc::Sender<Routed>>,
 }
+
+/// How often handles' view of the pool is refreshed (besides at once on pool changes made
+/// through the behaviour).
+const POOL_VIEW_INTERVAL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Behaviour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -359,6 +373,11 @@ impl Behaviour {
         Self {
             workers,
             unsent: HashMap::new(),
+            handle_tx: None,
+            handle_rx: None,
+            pool_view: Arc::default(),
+            pool_view_timer: None,
+            routes: HashMap::new(),
             proof_len: 0,
             listen_addrs: 0,
             buckets: HashMap::new(),
@@ -523,7 +542,11 @@ impl Behaviour {
     /// Offers a node described by a valid record (see [`crate::discovery::Event::NodeFound`])
     /// to the pool. Returns whether the usable nodes changed.
     pub fn offer_node(&mut self, node: MixNode, seq: u64, expires: Instant) -> bool {
-        self.core.pool_mut().offer(node, seq, expires, Instant::now())
+        let changed = self.core.pool_mut().offer(node, seq, expires, Instant::now());
+        if changed {
+            self.publish_pool();
+        }
+        changed
     }
 
     /// A round-trip time measured to `peer` (e.g. by libp2p ping), for RTT-aware paths.
@@ -539,6 +562,68 @@ impl Behaviour {
     /// Replaces the pool paths are drawn from.
     pub fn set_pool(&mut self, pool: Box<dyn NodePool>) {
         self.core.set_pool(pool);
+        self.publish_pool();
+    }
+
+    /// A handle that sends through this behaviour from elsewhere: another behaviour of the
+    /// swarm, or a task. See [`crate::handle`].
+    pub fn handle(&mut self) -> Handle {
+        let commands = match &self.handle_tx {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel(crate::handle::HANDLE_QUEUE);
+                self.handle_tx = Some(tx.clone());
+                self.handle_rx = Some(rx);
+                self.pool_view_timer = Some(Delay::new(POOL_VIEW_INTERVAL));
+                tx
+            }
+        };
+        self.publish_pool();
+        Handle::new(commands, self.pool_view.clone())
+    }
+
+    /// Messages of origin protocol `codec` that reach this node (as exit and destination) go
+    /// to the returned channel, which holds up to `capacity` of them, instead of
+    /// [`Event::Received`]. Past that they are dropped (counted as
+    /// [`DropReason::RouteFull`]); once the receiver is dropped they are events again.
+    pub fn route_protocol(&mut self, codec: impl Into<String>, capacity: usize) -> RoutedReceiver {
+        let (tx, rx) = mpsc::channel(capacity.max(1) - 1);
+        self.routes.insert(codec.into(), tx);
+        rx
+    }
+
+    /// Shows handles the pool as it is now.
+    fn publish_pool(&self) {
+        if self.handle_tx.is_some() {
+            let nodes = self.core.pool().nodes();
+            self.pool_view.update(nodes.iter().map(|n| (*n.peer_id(), n.addr().clone())).collect());
+        }
+    }
+
+    /// Takes what handles queued, a bounded number per poll.
+    fn poll_handles(&mut self, cx: &mut Context<'_>) {
+        if let Some(timer) = self.pool_view_timer.as_mut()
+            && timer.poll_unpin(cx).is_ready()
+        {
+            timer.reset(POOL_VIEW_INTERVAL);
+            self.publish_pool();
+        }
+        for _ in 0..crate::handle::HANDLE_QUEUE {
+            let Some(rx) = self.handle_rx.as_mut() else { return };
+            let Poll::Ready(Some(command)) = rx.poll_next_unpin(cx) else { return };
+            match command {
+                crate::handle::Command::Send { destination, codec, body, options, done } => {
+                    let _ = done.send(self.send_with(&destination, &codec, &body, options));
+                }
+                crate::handle::Command::Reply { id, body } => {
+                    if let Err(error) = self.reply(id, &body) {
+                        tracing::debug!(%error, "reply from a handle not sent");
+                    }
+                }
+            }
+        }
+        // More may be queued: come back after the rest of the swarm had its turn.
+        cx.waker().wake_by_ref();
     }
 
     /// The largest message body for `codec` with `surbs` SURBs.
@@ -834,6 +919,26 @@ impl Behaviour {
                 self.local_replies.insert(id, surbs);
                 id
             });
+            let routed = Routed { codec, body, reply };
+            let routed = match self.routes.get_mut(routed.codec.as_str()) {
+                None => routed,
+                Some(route) => match route.try_send(routed) {
+                    Ok(()) => return,
+                    Err(e) if e.is_full() => {
+                        self.metrics.dropped(DropReason::RouteFull);
+                        if let Some(id) = e.into_inner().reply {
+                            self.local_replies.remove(&id);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        let routed = e.into_inner();
+                        self.routes.remove(routed.codec.as_str());
+                        routed
+                    }
+                },
+            };
+            let Routed { codec, body, reply } = routed;
             self.events.push_back(ToSwarm::GenerateEvent(Event::Received { codec, body, reply }));
             return;
         };
@@ -1315,6 +1420,7 @@ impl NetworkBehaviour for Behaviour {
             timer.reset(interval);
             self.probe_some();
         }
+        self.poll_handles(cx);
         loop {
             self.poll_workers(cx);
             while let Some(output) = self.core.poll_output() {

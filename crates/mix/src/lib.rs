@@ -15,6 +15,7 @@ pub mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handle;
 pub mod handler;
 mod metrics;
 mod mixnet;
@@ -28,6 +29,7 @@ pub use core::{
     DelaySemantics, Destination, MessageId, Mismatch, MixNode, NodePool, RequestId, SendError,
     SendOptions, StaticPool, SurbBundle, Wire,
 };
+pub use handle::{Handle, HandleError};
 pub use handler::ExitError;
 pub use metrics::{DropReason, Metrics};
 pub use mixnet::{Mixnet, MixnetConfig, MixnetError};

@@ -74,6 +74,9 @@ pub enum DropReason {
     /// Opening it failed inside this node (a hop worker panicked): a bug, never the packet's
     /// sender's doing.
     Internal,
+    /// A message for a routed protocol ([`crate::Behaviour::route_protocol`]) arrived while
+    /// its channel was full: the application is not reading it fast enough.
+    RouteFull,
 }
 
 impl DropReason {
@@ -107,6 +110,7 @@ impl DropReason {
             Self::ReplayFilterFull => "replay_filter_full",
             Self::Stopping => "stopping",
             Self::Internal => "internal_error",
+            Self::RouteFull => "route_full",
         }
     }
 }

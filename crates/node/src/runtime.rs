@@ -15,7 +15,7 @@ use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool, SendOption
 use libp2p_mix::{
     Destination, Event, Metrics, Mixnet, MixnetConfig, ReadRule, RequestId, discovery, framing,
 };
-use mix_gossip::{MIX_PUBLISH_CODEC, MessageId, PublishError, Route, TopicId};
+use mix_gossip::{MessageId, PublishError, Route, TopicId};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
 use mix_stream::Event::Mix;
 use tokio::sync::{mpsc, oneshot};
@@ -454,9 +454,12 @@ pub(crate) fn assemble(spec: NodeSpec) -> anyhow::Result<Assembled> {
         )
     });
     let receiver = spec.accept_streams.then_some(stream_secret);
-    let stream = mix_stream::Behaviour::new(mixnet, receiver, spec.streams);
+    let mut stream = mix_stream::Behaviour::new(mixnet, receiver, spec.streams);
+    // Gossip's `Mix` route goes through this node's mix layer, its rebroadcasters drawn from
+    // the mix pool (signed records, capped per subnet), not from views a poisoner can fill.
     let gossip = spec.gossip.as_ref().map(|g| {
         mix_gossip::Behaviour::new(peer_id, g.config.clone(), Arc::new(mix_gossip::AllowAll))
+            .with_mix_route(mix_gossip::MixRoute::attach(stream.mix_mut()))
     });
     let behaviour = NodeBehaviour { stream, echo: echo.into(), gossip: gossip.into() };
     Ok(Assembled {
@@ -559,38 +562,6 @@ fn gossip_join(
     gossip.join(topic, peers);
 }
 
-/// A gossip publication to send through the mixnet to a rebroadcaster (a mix node of the
-/// topic), which cannot tell who sent it.
-fn gossip_mix_publish(swarm: &mut Swarm<NodeBehaviour>, to: PeerId, topic: TopicId, data: &[u8]) {
-    let body = mix_gossip::mix_publish_body(&topic, data);
-    let sent = swarm.behaviour_mut().stream.mix_mut().send_with(
-        &Destination::MixNode(to),
-        MIX_PUBLISH_CODEC,
-        &body,
-        SendOptions::default(),
-    );
-    if let Err(e) = sent {
-        tracing::debug!(%e, %to, "gossip publication not sent through the mixnet");
-        if let Some(g) = swarm.behaviour_mut().gossip.as_mut() {
-            g.mix_failed(&topic, data);
-        }
-    }
-}
-
-/// A publication that came through the mixnet for this node to broadcast.
-fn gossip_mix_delivery(swarm: &mut Swarm<NodeBehaviour>, body: &[u8]) {
-    let Some(gossip) = swarm.behaviour_mut().gossip.as_mut() else { return };
-    match mix_gossip::parse_mix_publish(body) {
-        // Refusals are counted by the gossip behaviour.
-        Some((topic, data)) => {
-            if let Err(e) = gossip.handle_mix_delivery(&topic, data.to_vec()) {
-                tracing::debug!(%e, "mix publication refused");
-            }
-        }
-        None => tracing::debug!("malformed mix publication"),
-    }
-}
-
 fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
     let behaviour = swarm.behaviour_mut();
     let mix = behaviour.stream.mix_mut();
@@ -603,17 +574,7 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
         }
         Command::SendPacket(peer, addr, packet) => mix.send_prebuilt(peer, addr, packet),
         Command::SetStaticNodes(nodes, done) => {
-            // Gossip takes addresses from outside the protocol: here, from the pool.
-            if let Some(g) = behaviour.gossip.as_mut() {
-                for node in &nodes {
-                    g.add_address(*node.peer_id(), node.addr().clone());
-                }
-            }
-            behaviour
-                .stream
-                .mix_mut()
-                .set_pool(Box::new(pool_of(nodes, libp2p_mix::core::SubnetLimits::default())));
-            gossip_directory(behaviour);
+            mix.set_pool(Box::new(pool_of(nodes, libp2p_mix::core::SubnetLimits::default())));
             let _ = done.send(());
         }
         Command::PoolPeers(done) => {
@@ -708,24 +669,11 @@ impl Stopping {
     }
 }
 
-/// Rebroadcasters of mix publications come from the mix pool: signed discovery records,
-/// capped per subnet, the same for every node, so poisoning one node's gossip views does not
-/// make the poisoner its rebroadcaster.
-fn gossip_directory(behaviour: &mut NodeBehaviour) {
-    if let Some(g) = behaviour.gossip.as_mut() {
-        let pool = behaviour.stream.mix().core().pool();
-        g.set_directory(pool.nodes().iter().map(|n| *n.peer_id()));
-    }
-}
-
 async fn run(
     mut swarm: Swarm<NodeBehaviour>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) {
-    // The pool changes with every record found; the directory follows it a few seconds
-    // later rather than being rebuilt per record.
-    let mut directory = tokio::time::interval(Duration::from_secs(5));
     let mut stopping: Option<Stopping> = None;
     let mut drain_check = tokio::time::interval(Duration::from_millis(10));
     loop {
@@ -754,7 +702,6 @@ async fn run(
                 on_command(&mut swarm, command);
             }
             _ = drain_check.tick(), if stopping.is_some() => {}
-            _ = directory.tick() => gossip_directory(swarm.behaviour_mut()),
             event = swarm.select_next_some() => match event {
                 // As a mix destination, the echo service answers through the SURBs.
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Received { codec, body, reply })))
@@ -769,24 +716,8 @@ async fn run(
                     }
                     let _ = events.send(NodeEvent::Echo { body: request, at });
                 }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Received { codec, body, .. })))
-                    if codec == MIX_PUBLISH_CODEC =>
-                {
-                    gossip_mix_delivery(&mut swarm, &body);
-                }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Gossip(mix_gossip::Event::MixPublish { to, topic, data })) => {
-                    gossip_mix_publish(&mut swarm, to, topic, &data);
-                }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Gossip(event)) => {
                     let _ = events.send(NodeEvent::Gossip(event));
-                }
-                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Discovery(event)))) => {
-                    // Gossip takes addresses from outside the protocol: here, from discovery.
-                    if let discovery::Event::NodeFound { node, .. } = *event
-                        && let Some(g) = swarm.behaviour_mut().gossip.as_mut()
-                    {
-                        g.add_address(*node.peer_id(), node.addr().clone());
-                    }
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(event))) => {
                     tracing::debug!(?event, "mix event");

@@ -3,9 +3,10 @@
 //! It carries the state machine's messages as padded frames over `/mix-gossip/1.1.0`, dials
 //! peers it must reach (with the addresses it was given or that other behaviours know), feeds
 //! closed connections and failed dials back as failures, keeps the timers, and reports
-//! [`Event`]s. The mix route is left to the application, which owns the mix node: it sends
-//! [`Event::MixPublish`] through the mixnet to the named member, whose application hands the
-//! delivery to [`Behaviour::handle_mix_delivery`].
+//! [`Event`]s. The mix route goes through a libp2p-mix behaviour of the same swarm when one is
+//! attached (feature `mix`, [`Behaviour::with_mix_route`]); otherwise the application, which
+//! owns the mix node, sends [`Event::MixPublish`] through the mixnet to the named member,
+//! whose application hands the delivery to [`Behaviour::handle_mix_delivery`].
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -178,6 +179,12 @@ pub struct Behaviour {
     events: VecDeque<ToSwarm<Event, InEvent>>,
     metrics: Metrics,
     waker: Option<Waker>,
+    /// The `Mix` route, when gossip drives it itself.
+    #[cfg(feature = "mix")]
+    mix_route: Option<super::mix_route::MixRoute>,
+    /// Mix publications that could not be handed to the route, to try another member with.
+    #[cfg(feature = "mix")]
+    mix_retries: Vec<(TopicId, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -208,7 +215,49 @@ impl Behaviour {
             events: VecDeque::new(),
             metrics: Metrics::default(),
             waker: None,
+            #[cfg(feature = "mix")]
+            mix_route: None,
+            #[cfg(feature = "mix")]
+            mix_retries: Vec::new(),
         }
+    }
+
+    /// Sends and receives `Mix`-route publications through `route` (a libp2p-mix behaviour of
+    /// the same swarm) instead of reporting [`Event::MixPublish`]; rebroadcasters then come
+    /// from its pool. See [`super::mix_route`].
+    #[cfg(feature = "mix")]
+    pub fn with_mix_route(mut self, route: super::mix_route::MixRoute) -> Self {
+        self.mix_route = Some(route);
+        self
+    }
+
+    #[cfg(feature = "mix")]
+    fn poll_mix_route(&mut self, cx: &mut Context<'_>) {
+        use super::mix_route::RouteEvent;
+        for (topic, data) in std::mem::take(&mut self.mix_retries) {
+            self.mix_failed(&topic, &data);
+        }
+        // Bounded, so that a flood of deliveries cannot keep the rest of the swarm waiting.
+        for _ in 0..64 {
+            let Some(route) = self.mix_route.as_mut() else { return };
+            let Poll::Ready(event) = route.poll(cx) else { return };
+            match event {
+                RouteEvent::Delivery { topic, data } => {
+                    if let Err(error) = self.handle_mix_delivery(&topic, data) {
+                        tracing::debug!(%error, "mix publication refused");
+                    }
+                }
+                RouteEvent::Malformed => self.metrics.dropped("mix_delivery_malformed"),
+                RouteEvent::Failed { topic, data } => self.mix_failed(&topic, &data),
+                RouteEvent::Directory(members) => {
+                    for (peer, addr) in &members {
+                        self.add_address(*peer, addr.clone());
+                    }
+                    self.set_directory(members.into_iter().map(|(peer, _)| peer));
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
     }
 
     /// The metrics (register them with [`Metrics::register`]).
@@ -391,6 +440,13 @@ impl Behaviour {
                 Output::Disconnect(peer) => self.set_needed(peer, false),
                 Output::Event(event) => self.on_event(event),
                 Output::MixPublish { to, topic, data } => {
+                    #[cfg(feature = "mix")]
+                    if let Some(route) = self.mix_route.as_mut() {
+                        if let Err(failed) = route.send(to, topic, data) {
+                            self.mix_retries.push(failed);
+                        }
+                        continue;
+                    }
                     self.events.push_back(ToSwarm::GenerateEvent(Event::MixPublish {
                         to,
                         topic,
@@ -618,6 +674,8 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        #[cfg(feature = "mix")]
+        self.poll_mix_route(cx);
         self.poll_timers(cx);
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(event);

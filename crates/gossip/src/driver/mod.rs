@@ -3,6 +3,8 @@
 mod behaviour;
 mod handler;
 mod metrics;
+#[cfg(feature = "mix")]
+pub mod mix_route;
 
 pub use behaviour::{
     Behaviour, BehaviourConfig, Event, LIVENESS_TIMEOUT, MIX_PUBLISH_CODEC, mix_publish_body,
