@@ -33,7 +33,9 @@ pub fn frames(data: &[u8]) {
             assert!(frames <= data.len(), "more frames than bytes");
         }
     }
-    for rule in [ReadRule::Exact(32), ReadRule::LengthPrefixed { max: 1024 }] {
+    for rule in
+        [ReadRule::Exact(32), ReadRule::LengthPrefixed { max: 1024 }, ReadRule::ToEnd { max: 1024 }]
+    {
         if let Ok(reply) = block_on(protocol::read_reply(&mut Cursor::new(data), rule)) {
             assert!(reply.len() <= 1024 + 10, "a reply over the limit was read");
         }

@@ -27,6 +27,13 @@ pub enum ReadRule {
         /// The largest frame accepted.
         max: usize,
     },
+    /// Everything until the destination closes its side, at most `max` bytes: how
+    /// rust-libp2p's request-response codecs (`json`, `cbor`) answer. More than `max` fails
+    /// the delivery.
+    ToEnd {
+        /// The longest reply accepted.
+        max: usize,
+    },
 }
 
 /// How the exit delivers messages of one origin protocol.
@@ -63,6 +70,15 @@ pub(crate) async fn read_reply<R: AsyncRead + Unpin>(
             let frame = framing::read_after(io, first[0], max).await?;
             Ok(framing::encode(&frame))
         }
+        ReadRule::ToEnd { max } => {
+            let mut reply = Vec::new();
+            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+            io.take(limit).read_to_end(&mut reply).await?;
+            if reply.len() > max {
+                return Err(FrameError::Oversized(reply.len() as u64));
+            }
+            Ok(reply)
+        }
     }
 }
 
@@ -81,5 +97,16 @@ mod tests {
         assert_eq!(reply, vec![9, 9]);
         let mut io = Cursor::new(vec![50u8]);
         assert!(block_on(read_reply(&mut io, ReadRule::LengthPrefixed { max: 10 })).is_err());
+    }
+
+    #[test]
+    fn a_reply_to_the_end_is_bounded() {
+        let reply = block_on(read_reply(
+            &mut Cursor::new(b"{\"ok\":1}".to_vec()),
+            ReadRule::ToEnd { max: 8 },
+        ));
+        assert_eq!(reply.unwrap(), b"{\"ok\":1}");
+        let long = block_on(read_reply(&mut Cursor::new(vec![7u8; 9]), ReadRule::ToEnd { max: 8 }));
+        assert!(matches!(long, Err(FrameError::Oversized(9))), "{long:?}");
     }
 }
