@@ -13,9 +13,26 @@
 //! * frames padded to size buckets ([`codec`]), publications and control alike;
 //! * a per-message [`proto::Route`]: `Direct`, `Stem` (Dandelion++) or `Mix` (through the
 //!   mixnet to a random member that broadcasts it).
+//!
+//! # Layers
+//!
+//! ```text
+//!  your swarm ── Behaviour ──────── the driver: frames, dials, timers, liveness
+//!                 ├─ MixRoute ───── the Mix route through a libp2p-mix node (feature `mix`)
+//!                 └─ proto::State ─ HyParView + PlumTree, sans-IO (time, RNG passed in)
+//!                      └─ codec ─── frames padded to size buckets
+//! ```
+//!
+//! # Embedding
+//!
+//! Add a [`Behaviour`] to the swarm, [`Behaviour::join`] a topic through a known member and
+//! [`Behaviour::publish`] with a route; messages arrive as [`Event::Message`]. For the `Mix`
+//! route, enable the `mix` feature and attach `MixRoute::attach(mixnet.mix_mut())` with
+//! `Behaviour::with_mix_route`: rebroadcasters then come from the mix pool.
+//! `examples/chat.rs` in the repository is a whole program.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod codec;
 mod driver;

@@ -93,7 +93,7 @@ pub enum InEvent {
 /// What a connection reports to the behaviour.
 #[derive(Debug)]
 pub enum OutEvent {
-    /// A received packet (exactly [`PACKET_SIZE`] bytes).
+    /// A received packet (exactly [`mix_sphinx::PACKET_SIZE`] bytes).
     Packet(Vec<u8>),
     /// The pooled stream failed twice in a row: the peer does not accept packets.
     Unreachable,

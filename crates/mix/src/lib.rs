@@ -1,12 +1,37 @@
-//! The libp2p Mix Protocol (`/mix/1.0.0`).
+//! The libp2p Mix Protocol (`/mix/1.0.0`): Sphinx packets through mix nodes that each delay
+//! them, with anonymous replies, cover traffic and spam protection.
+//!
+//! # Layers
+//!
+//! ```text
+//!  your swarm ── Mixnet ─────────── the NetworkBehaviour to add: wires the rest itself
+//!                 ├─ Behaviour ──── the driver: connections, dials, timers, hop workers
+//!                 │    └─ MixCore ─ the node as a sans-IO state machine (time, RNG passed in)
+//!                 │         └─ mix_sphinx ─ the packet format
+//!                 ├─ discovery ──── signed node records in Kademlia (optional)
+//!                 └─ libp2p ping ── RTTs for path selection (optional)
+//! ```
 //!
 //! * [`core`]: the mix node as a sans-IO state machine (path selection, packet building, hop
 //!   processing, replay protection, SURB replies, mixing delays, cover traffic, key rotation).
-//! * [`spam`]: pluggable spam protection (proof of work), at the exit or at every hop.
-//! * [`Behaviour`]: the rust-libp2p driver, a `NetworkBehaviour` any swarm can compose.
+//!   It reads no clock and opens no socket; the driver and the simulator (`mix-sim`) run it.
+//! * [`Behaviour`]: the rust-libp2p driver of one core. [`discovery::Behaviour`] finds nodes.
+//! * [`Mixnet`]: both, wired: found nodes go to the pool, key rotations to the record, RTTs
+//!   to path selection, and the address it advertises comes from the swarm.
+//! * [`Handle`] and [`Behaviour::route_protocol`]: the mix layer from outside the swarm's
+//!   loop (gossip's mix route uses them); [`framing`]: the length-prefixed frames of the
+//!   wire; [`spam`]: proof of work; [`state`]: replay state across restarts.
+//!
+//! # Embedding
+//!
+//! Put a [`Mixnet`] in your `#[derive(NetworkBehaviour)]` struct next to your protocols, then
+//! send with `mixnet.mix_mut().request(&Destination::Peer { peer_id, addr }, protocol, &body,
+//! surbs)` and read [`Event::Reply`]. The destination runs no mix code: an exit opens
+//! `protocol` to it, writes the body and reads the reply by the [`ReadRule`] exits registered
+//! for `protocol`. `examples/request_response.rs` in the repository is a whole program.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod behaviour;
 pub mod core;

@@ -1,19 +1,5 @@
-//! The mix protocol with what it needs from the rest of the network, wired together: the
-//! behaviour an application adds to its swarm.
-//!
-//! [`Behaviour`] alone is the Mix Protocol and nothing else: it must be told its own address,
-//! fed nodes for its pool and RTTs for path selection, and its key rotations must reach
-//! whoever advertises its keys. [`Mixnet`] does all of that itself:
-//!
-//! * **Its address** comes from the swarm: a confirmed external address
-//!   ([`libp2p_swarm::Swarm::add_external_address`], or one AutoNAT confirms) if there is
-//!   one, otherwise the first non-loopback address it listens on, otherwise the first address.
-//!   The address goes into SURBs and, with discovery, into the node's signed record.
-//! * **Discovery** (optional, [`crate::discovery`]): found nodes go into the pool, key rotations
-//!   into the node's record.
-//! * **RTTs** (optional, libp2p ping on every connection) go to path selection.
-//!
-//! Everything the plain behaviour offers is reached through [`Mixnet::mix_mut`].
+//! [`Mixnet`]: the mix protocol with what it needs from the rest of the network, wired
+//! together.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
@@ -100,8 +86,22 @@ enum Source {
     External,
 }
 
-/// The Mix Protocol, node discovery and RTT measurement as one [`NetworkBehaviour`]; see the
-/// [module docs](self).
+/// The Mix Protocol, node discovery and RTT measurement as one [`NetworkBehaviour`]: the
+/// behaviour an application adds to its swarm.
+///
+/// [`Behaviour`] alone is the Mix Protocol and nothing else: it must be told its own address,
+/// fed nodes for its pool and RTTs for path selection, and its key rotations must reach
+/// whoever advertises its keys. `Mixnet` does all of that itself:
+///
+/// * **Its address** comes from the swarm: a confirmed external address
+///   ([`libp2p_swarm::Swarm::add_external_address`], or one AutoNAT confirms) if there is
+///   one, otherwise the first non-loopback address it listens on, otherwise the first address.
+///   The address goes into SURBs and, with discovery, into the node's signed record.
+/// * **Discovery** (optional, [`crate::discovery`]): found nodes go into the pool, key
+///   rotations into the node's record.
+/// * **RTTs** (optional, libp2p ping on every connection) go to path selection.
+///
+/// Everything the plain behaviour offers is reached through [`Mixnet::mix_mut`].
 ///
 /// ```no_run
 /// # fn build() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,7 +9,7 @@
 //! * [`scenario`]: scenario files and reports (`mixnode sim gossip`).
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod adversary;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -47,7 +47,7 @@
 //! * Address blocks hold only IPv4 TCP / QUIC-v1 addresses and secp256k1 peer ids.
 
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod address;
 mod crypto;

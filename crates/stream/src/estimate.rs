@@ -98,7 +98,7 @@ impl LossMeter {
 }
 
 /// What a node knows of the mixnet's loss, learned from the streams it ran: new streams start
-/// from it. A stream long enough to measure its loss (see [`LossMeter`]) says so directly; a
+/// from it. A stream long enough to measure its loss (see `LossMeter`) says so directly; a
 /// short one only shows whether its blocks needed retransmission, and that is used as
 /// feedback: blocks that had to be sent again raise the estimate, clean blocks lower it a
 /// little each, so that about one block in a hundred needs a retransmission.

@@ -10,7 +10,7 @@
 //!
 //! * `label` names the frame to its receiver only: HMAC-SHA-256 over the sequence number, under
 //!   the direction's label key, cut to 16 bytes. The receiver keeps a bounded window of the
-//!   labels it expects ([`crate::labels`]), which gives it the stream and the sequence number;
+//!   labels it expects (`labels`), which gives it the stream and the sequence number;
 //!   neither is written.
 //! * An *opening* frame (the opener's, until the acceptor answers) carries a fresh X25519
 //!   ephemeral key `E` (its unused top bit random) and an envelope sealed under a key from

@@ -7,6 +7,15 @@
 //! receiver SURBs ahead of time, so the receiver answers (acknowledgements and its own data)
 //! without ever learning who opened the stream.
 //!
+//! # Layers
+//!
+//! ```text
+//!  your swarm ── Behaviour ─────────── streams over a libp2p_mix::Mixnet it wraps
+//!                 ├─ Control, MixStream ─ the application's side (async, Clone + Send)
+//!                 └─ Connection ─────── one stream, either side, sans-IO (time, RNG passed in)
+//!                      └─ frame, coding ─ the wire format, erasure coding, sealing
+//! ```
+//!
 //! * The sans-IO core: [`Connection`] (one stream, either side), its [`StreamConfig`] and the
 //!   wire [`frame`] format. No sockets, no clock, randomness passed in.
 //! * [`sim`]: a virtual-time channel with loss, delay and duplication that runs connections,
@@ -14,9 +23,16 @@
 //! * The rust-libp2p driver: [`Behaviour`] (it wraps the mix behaviour), [`Control`]
 //!   (`open_stream`, `send`, `accept_stream`, `next_message`) and [`MixStream`]
 //!   (`futures::AsyncRead + AsyncWrite`; `tokio_util::compat` adapts it to tokio).
+//!
+//! # Embedding
+//!
+//! Wrap the node's [`libp2p_mix::Mixnet`] in a [`Behaviour`] (with the node's mix secret if it
+//! accepts streams), put that in the swarm, and use its [`Control`]: `open_stream(peer)` gives
+//! a [`MixStream`] to write to, `accept_stream()` the streams others opened.
+//! `examples/file_transfer.rs` in the repository is a whole program.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod coding;
 mod config;

@@ -125,7 +125,7 @@ pub(crate) fn truncated_exponential(mean_ms: f64, rng: &mut dyn Rng) -> Duration
     Duration::from_secs_f64(ms.clamp(0.0, upper) / 1000.0)
 }
 
-/// CDF of [`truncated_exponential`], for tests of the distribution.
+/// CDF of the truncated exponential delay distribution, for tests of the distribution.
 pub fn truncated_exponential_cdf(mean_ms: f64, x_ms: f64) -> f64 {
     let upper = (mean_ms * TRUNCATION_FACTOR).min(MAX_DELAY_MS);
     if x_ms <= 0.0 {
