@@ -25,13 +25,14 @@ use mix_sphinx::{MessageError, NodeSecretKey, PACKET_SIZE, Packet, Surb};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::core::DropReason;
 use crate::core::{
     self, DelayStrategy, Delivery, Destination, MessageId, MixCore, MixNode, NodePool, Output,
     RequestId, SendError, SendOptions,
 };
 use crate::handle::{Handle, PoolView, Routed, RoutedReceiver};
 use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent, TokenBucket};
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::Metrics;
 use crate::protocol::{ExitProtocol, ReadRule};
 use crate::workers::{HopWorkers, default_hop_workers};
 
@@ -324,6 +325,8 @@ pub struct Behaviour {
     pool_view_timer: Option<Delay>,
     /// Origin protocols whose messages go to a channel instead of [`Event::Received`].
     routes: HashMap<String, mpsc::Sender<Routed>>,
+    /// The core's stats as last exported to [`Self::metrics`].
+    exported: core::CoreStats,
 }
 
 /// How often handles' view of the pool is refreshed (besides at once on pool changes made
@@ -347,8 +350,7 @@ impl Behaviour {
     ) -> Self {
         let metrics = Metrics::default();
         let rng = StdRng::from_rng(&mut rand::rng());
-        let mut core = MixCore::new(config.core.clone(), local, secret, pool, delay, rng)
-            .with_metrics(metrics.clone());
+        let mut core = MixCore::new(config.core.clone(), local, secret, pool, delay, rng);
         let now = Instant::now();
         core.set_wall_clock(
             now,
@@ -378,6 +380,7 @@ impl Behaviour {
             pool_view: Arc::default(),
             pool_view_timer: None,
             routes: HashMap::new(),
+            exported: core::CoreStats::default(),
             proof_len: 0,
             listen_addrs: 0,
             buckets: HashMap::new(),
@@ -597,6 +600,19 @@ impl Behaviour {
         if self.handle_tx.is_some() {
             let nodes = self.core.pool().nodes();
             self.pool_view.update(nodes.iter().map(|n| (*n.peer_id(), n.addr().clone())).collect());
+        }
+    }
+
+    /// Adds what the core counted since the last export to the metrics.
+    fn export_stats(&mut self) {
+        let observations = self.core.take_observations();
+        let stats = self.core.stats();
+        let moved = stats.changes != self.exported.changes;
+        if moved || !observations.hop_delays.is_empty() || !observations.loop_rtts.is_empty() {
+            self.metrics.export(&self.exported, stats, observations);
+            if moved {
+                self.exported = stats.clone();
+            }
         }
     }
 
@@ -1427,12 +1443,14 @@ impl NetworkBehaviour for Behaviour {
                 self.on_output(output);
             }
             if let Some(event) = self.events.pop_front() {
+                self.export_stats();
                 return Poll::Ready(event);
             }
             if !self.poll_timer(cx) {
                 break;
             }
         }
+        self.export_stats();
         self.waker = Some(cx.waker().clone());
         Poll::Pending
     }

@@ -21,8 +21,9 @@ use libp2p_swarm::{
     SubstreamProtocol,
 };
 
+use crate::core::DropReason;
 use crate::framing::{self, FrameError};
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::Metrics;
 use crate::protocol::{self, PROTOCOL, ReadRule};
 
 /// Frames written per flush on the pooled stream.

@@ -50,13 +50,14 @@ pub mod state;
 mod workers;
 
 pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
+pub use core::DropReason;
 pub use core::{
     DelaySemantics, Destination, MessageId, Mismatch, MixNode, NodePool, RequestId, SendError,
     SendOptions, StaticPool, SurbBundle, Wire,
 };
 pub use handle::{Handle, HandleError};
 pub use handler::ExitError;
-pub use metrics::{DropReason, Metrics};
+pub use metrics::Metrics;
 pub use mixnet::{Mixnet, MixnetConfig, MixnetError};
 pub use protocol::{ExitProtocol, PROTOCOL, ReadRule};
 pub use workers::{MAX_HOP_WORKERS, default_hop_workers};

@@ -1,5 +1,6 @@
-//! Prometheus metrics of a mix node. The core and the driver update them; an application
-//! registers them in its own registry with [`Metrics::register`].
+//! Prometheus metrics of a mix node. The driver updates them and exports the core's
+//! [`crate::core::CoreStats`] into them; an application registers them in its own registry
+//! with [`Metrics::register`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,135 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-/// Why a packet was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DropReason {
-    /// Its tag was seen before under this mix key.
-    Replay,
-    /// Sphinx processing failed (MAC, α, final block or payload prefix).
-    Sphinx(mix_sphinx::ProcessError),
-    /// The frame was not 4608 bytes.
-    BadLength,
-    /// The next hop's address block does not decode.
-    BadNextHop,
-    /// The exit's destination address block does not decode.
-    BadDestination,
-    /// The message inside m does not parse.
-    MalformedMessage,
-    /// A reply for a SURB we do not hold (expired, or never ours).
-    UnknownSurb,
-    /// Another copy of a reply whose request was already answered through another SURB.
-    DuplicateReply,
-    /// Another copy of a message sent over several paths, already delivered.
-    DuplicateMessage,
-    /// A reply whose payload does not decrypt under its SURB's secrets.
-    ReplyIntegrity,
-    /// The delay queue was full.
-    DelayQueueFull,
-    /// The per-peer send queue was full.
-    PeerQueueFull,
-    /// The next hop could not be reached (dial or stream failure after one retry).
-    Unreachable,
-    /// A frame announced more than a packet's size.
-    OversizedFrame,
-    /// A frame did not complete within the read timeout.
-    FrameTimeout,
-    /// Too many inbound streams on one connection.
-    TooManyStreams,
-    /// An inbound stream failed in the middle of a frame.
-    StreamError,
-    /// Its spam-protection proof was refused (per-hop proofs before any Sphinx work; exit
-    /// proofs before delivery).
-    Proof(crate::spam::ProofError),
-    /// More connections or pending dials than the node allows.
-    TooManyPeers,
-    /// An own packet waited for a cover slot until the keys it was built with expired.
-    KeyExpired,
-    /// Dropped on purpose by fault injection ([`crate::core::Config::drop_rate`]).
-    Injected,
-    /// As the exit: as many deliveries are queued or in flight as the node allows
-    /// ([`crate::Config::max_exit_jobs`]).
-    ExitQueueFull,
-    /// As the exit: as many deliveries to this one destination are queued or in flight as the
-    /// node allows ([`crate::Config::max_exit_jobs_per_destination`]).
-    ExitDestinationFull,
-    /// As the exit: a new destination would need a dial, and dials to destinations are
-    /// rate-limited ([`crate::Config::exit_dial_rate`]).
-    ExitDialRate,
-    /// The replay filter of the key that opened it is full: accepting more packets would raise
-    /// its false-positive rate past the design value.
-    ReplayFilterFull,
-    /// The node was stopping: received after the stop began, or still held for mixing when
-    /// the time allowed for sending held packets on ran out.
-    Stopping,
-    /// Opening it failed inside this node (a hop worker panicked): a bug, never the packet's
-    /// sender's doing.
-    Internal,
-    /// A message for a routed protocol ([`crate::Behaviour::route_protocol`]) arrived while
-    /// its channel was full: the application is not reading it fast enough.
-    RouteFull,
-}
-
-impl DropReason {
-    /// A stable label for metrics and logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Replay => "replay",
-            Self::Sphinx(e) => e.reason(),
-            Self::BadLength => "bad_length",
-            Self::BadNextHop => "bad_next_hop",
-            Self::BadDestination => "bad_destination",
-            Self::MalformedMessage => "malformed_message",
-            Self::UnknownSurb => "unknown_surb",
-            Self::DuplicateReply => "duplicate_reply",
-            Self::DuplicateMessage => "duplicate_message",
-            Self::ReplyIntegrity => "reply_integrity",
-            Self::DelayQueueFull => "delay_queue_full",
-            Self::PeerQueueFull => "peer_queue_full",
-            Self::Unreachable => "unreachable",
-            Self::OversizedFrame => "oversized_frame",
-            Self::FrameTimeout => "frame_timeout",
-            Self::TooManyStreams => "too_many_streams",
-            Self::StreamError => "stream_error",
-            Self::Proof(e) => e.label(),
-            Self::TooManyPeers => "too_many_peers",
-            Self::KeyExpired => "key_expired",
-            Self::Injected => "injected",
-            Self::ExitQueueFull => "exit_queue_full",
-            Self::ExitDestinationFull => "exit_destination_full",
-            Self::ExitDialRate => "exit_dial_rate",
-            Self::ReplayFilterFull => "replay_filter_full",
-            Self::Stopping => "stopping",
-            Self::Internal => "internal_error",
-            Self::RouteFull => "route_full",
-        }
-    }
-}
-
-/// What kind of packet left the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum SentKind {
-    /// A packet this node originated.
-    Own,
-    /// A packet forwarded for another sender.
-    Forward,
-    /// A reply through a SURB, sent as an exit.
-    Reply,
-    /// A loop (cover) packet.
-    Cover,
-}
-
-impl SentKind {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Own => "own",
-            Self::Forward => "forward",
-            Self::Reply => "reply",
-            Self::Cover => "cover",
-        }
-    }
-}
+use crate::core::stats::{DropReason, SentKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
@@ -332,6 +205,54 @@ impl Metrics {
         );
     }
 
+    /// Adds what the core counted since `before` (and its latest levels and samples).
+    pub(crate) fn export(
+        &self,
+        before: &crate::core::CoreStats,
+        now: &crate::core::CoreStats,
+        observations: crate::core::Observations,
+    ) {
+        let add = |counter: &Counter, now: u64, before: u64| {
+            if now > before {
+                counter.inc_by(now - before);
+            }
+        };
+        add(&self.packets_received, now.packets_received, before.packets_received);
+        add(&self.deliveries, now.deliveries, before.deliveries);
+        add(&self.cover_received, now.cover_received, before.cover_received);
+        add(&self.cover_skipped, now.cover_skipped, before.cover_skipped);
+        add(&self.key_rotations, now.key_rotations, before.key_rotations);
+        add(&self.replies_received, now.replies_received, before.replies_received);
+        add(&self.requests_timed_out, now.requests_timed_out, before.requests_timed_out);
+        for (returned, outcome) in [(true, "returned"), (false, "lost")] {
+            let counter = self.loops.get_or_create(&OutcomeLabel { outcome });
+            add(&counter, now.loops(returned), before.loops(returned));
+        }
+        for kind in [SentKind::Own, SentKind::Forward, SentKind::Reply, SentKind::Cover] {
+            let counter = self.packets_sent.get_or_create(&KindLabel { kind: kind.label() });
+            add(&counter, now.sent(kind), before.sent(kind));
+        }
+        let before_drops: std::collections::BTreeMap<_, _> = before.drops().collect();
+        for (reason, count) in now.drops() {
+            let counter = self.packets_dropped.get_or_create(&ReasonLabel { reason });
+            add(&counter, count, before_drops.get(reason).copied().unwrap_or(0));
+        }
+        let before_mismatches: std::collections::BTreeMap<_, _> = before.mismatches().collect();
+        for (kind, count) in now.mismatches() {
+            let counter = self.wire_mismatches.get_or_create(&KindLabel { kind });
+            add(&counter, count, before_mismatches.get(kind).copied().unwrap_or(0));
+        }
+        self.delay_queue.set(now.delay_queue as i64);
+        self.replay_fill.set(now.replay_fill);
+        self.replay_stages.set(now.replay_stages as i64);
+        for delay in observations.hop_delays {
+            self.hop_delay_seconds.observe(delay.as_secs_f64());
+        }
+        for rtt in observations.loop_rtts {
+            self.loop_rtt_seconds.observe(rtt.as_secs_f64());
+        }
+    }
+
     /// Frames handed to connections and not yet written out (or dropped).
     pub(crate) fn add_unsent(&self, delta: i64) {
         self.unsent_frames.inc_by(delta);
@@ -355,10 +276,6 @@ impl Metrics {
         self.hop_jobs_inline.get()
     }
 
-    pub(crate) fn wire_mismatch(&self, kind: crate::core::Mismatch) {
-        self.wire_mismatches.get_or_create(&KindLabel { kind: kind.label() }).inc();
-    }
-
     /// Packets suspected so far of being built for another wire format, of `kind`.
     pub fn wire_mismatches(&self, kind: crate::core::Mismatch) -> u64 {
         self.wire_mismatches.get_or_create(&KindLabel { kind: kind.label() }).get()
@@ -375,11 +292,6 @@ impl Metrics {
 
     pub(crate) fn set_exit_jobs(&self, jobs: usize) {
         self.exit_jobs.set(jobs as i64);
-    }
-
-    pub(crate) fn set_replay_fill(&self, ratio: f64, stages: usize) {
-        self.replay_fill.set(ratio);
-        self.replay_stages.set(stages as i64);
     }
 
     pub(crate) fn dial_failed(&self, counted: bool) {
@@ -413,64 +325,16 @@ impl Metrics {
         self.dial_failures.get_or_create(&OutcomeLabel { outcome }).get()
     }
 
-    pub(crate) fn received(&self) {
-        self.packets_received.inc();
-    }
-
-    pub(crate) fn sent(&self, kind: SentKind) {
-        self.packets_sent.get_or_create(&KindLabel { kind: kind.label() }).inc();
-    }
-
     pub(crate) fn dropped(&self, reason: DropReason) {
         self.packets_dropped.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
-    }
-
-    pub(crate) fn delivered(&self) {
-        self.deliveries.inc();
-    }
-
-    pub(crate) fn cover(&self) {
-        self.cover_received.inc();
-    }
-
-    pub(crate) fn loop_outcome(&self, outcome: &'static str) {
-        self.loops.get_or_create(&OutcomeLabel { outcome }).inc();
-    }
-
-    pub(crate) fn loop_rtt(&self, rtt: std::time::Duration) {
-        self.loop_rtt_seconds.observe(rtt.as_secs_f64());
-    }
-
-    pub(crate) fn cover_skipped(&self) {
-        self.cover_skipped.inc();
-    }
-
-    pub(crate) fn key_rotated(&self) {
-        self.key_rotations.inc();
-    }
-
-    pub(crate) fn reply_received(&self) {
-        self.replies_received.inc();
-    }
-
-    pub(crate) fn request_timed_out(&self) {
-        self.requests_timed_out.inc();
     }
 
     pub(crate) fn exit_request(&self, outcome: &'static str) {
         self.exit_requests.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    pub(crate) fn set_delay_queue(&self, depth: usize) {
-        self.delay_queue.set(depth as i64);
-    }
-
     pub(crate) fn add_outbound_queue(&self, delta: i64) {
         self.outbound_queue.inc_by(delta);
-    }
-
-    pub(crate) fn hop_delay(&self, seconds: f64) {
-        self.hop_delay_seconds.observe(seconds);
     }
 
     /// Packets waiting in the connections' send queues now.

@@ -442,7 +442,7 @@ fn a_replay_after_the_filters_design_capacity_is_still_dropped() {
         }
         while core.poll_output().is_some() {}
     }
-    let fill = core.metrics().replay_fill_ratio();
+    let fill = core.stats().replay_fill;
     eprintln!(
         "replay filter at {fill:.2}x its design capacity: {honest_dropped} of 5000 fresh packets taken for replays (design rate 1 %)"
     );
@@ -460,5 +460,5 @@ fn a_replay_after_the_filters_design_capacity_is_still_dropped() {
         while core.poll_output().is_some() {}
     }
     assert!(refused > 0, "the filter grew without bound");
-    assert_eq!(core.metrics().packets_dropped(DropReason::ReplayFilterFull), refused);
+    assert_eq!(core.stats().packets_dropped(DropReason::ReplayFilterFull), refused);
 }

@@ -134,7 +134,9 @@ async fn handles_send_and_routed_protocols_receive_outside_the_swarm_loop() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(b_metrics.packets_dropped(DropReason::RouteFull), 2);
-    assert_eq!(routed.next().await.unwrap().body, [0]);
+    // Each took its own path and delays: whichever arrived first is the one held.
+    let held = routed.next().await.unwrap().body;
+    assert!([[0], [1], [2]].iter().any(|b| b[..] == held[..]), "{held:?}");
 
     // Without a receiver, the protocol's messages are events again.
     drop(routed);

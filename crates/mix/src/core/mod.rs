@@ -19,6 +19,7 @@ mod keys;
 mod pool;
 mod replay;
 mod select;
+pub mod stats;
 mod surbs;
 mod wire;
 
@@ -59,10 +60,10 @@ pub use select::{
     HybridPaths, LastHop, PathError, PathSelection, PathSelector, RandomPaths, RttPaths,
 };
 
-use crate::metrics::{DropReason, Metrics, SentKind};
 use crate::spam::{Placement, ProofError, SpamConfig};
 use cover::{LoopTracker, RateMeter};
 use keys::KeyRing;
+pub use stats::{CoreStats, DropReason, Observations, SentKind};
 use surbs::SurbStore;
 
 /// Identifies a request until its reply or timeout.
@@ -425,7 +426,8 @@ pub struct MixCore<R> {
     next_request: u64,
     next_message: u64,
     outputs: VecDeque<Output>,
-    metrics: Metrics,
+    stats: CoreStats,
+    observations: Observations,
     /// When this node's last own packet is due, for send jitter.
     last_own_due: Option<Instant>,
     seen: SeenIds,
@@ -549,14 +551,9 @@ impl<R: CryptoRng> MixCore<R> {
             next_request: 0,
             next_message: 0,
             outputs: VecDeque::new(),
-            metrics: Metrics::default(),
+            stats: CoreStats::default(),
+            observations: Observations::default(),
         }
-    }
-
-    /// Shares `metrics` with the driver (and a registry).
-    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// Protects packets with `spam` (see [`crate::spam`]). Every node of a network must agree
@@ -671,9 +668,14 @@ impl<R: CryptoRng> MixCore<R> {
         &self.local
     }
 
-    /// The node's metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+    /// What the core counted so far (the driver exports it; see [`stats`]).
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// The distribution samples recorded since the last call (hop delays, loop round trips).
+    pub fn take_observations(&mut self) -> Observations {
+        std::mem::take(&mut self.observations)
     }
 
     /// The configuration.
@@ -1115,14 +1117,14 @@ impl<R: CryptoRng> MixCore<R> {
                 .is_some_and(|q| now.saturating_duration_since(q.queued_at) > rotation.overlap)
             {
                 self.own_queue.pop_front();
-                self.metrics.dropped(DropReason::KeyExpired);
+                self.stats.count_dropped(DropReason::KeyExpired);
             }
         }
         if let Some(queued) = cover.mode.queues_own().then(|| self.own_queue.pop_front()).flatten()
         {
             self.release(now, queued.peer, queued.addr, queued.packet, queued.kind, queued.number);
         } else if cover.rate_budget.is_some_and(|b| self.outbound_rate.rate(now) + 1.0 > b) {
-            self.metrics.cover_skipped();
+            self.stats.count(|s| &mut s.cover_skipped);
         } else if cover.mode == CoverMode::Loopix {
             self.send_drop(now);
         } else {
@@ -1156,11 +1158,11 @@ impl<R: CryptoRng> MixCore<R> {
             if let Err(e) =
                 spam.protection.generate(packet.as_bytes(), unix, self.rng.random(), &mut proof)
             {
-                self.metrics.dropped(DropReason::Proof(e));
+                self.stats.count_dropped(DropReason::Proof(e));
                 return;
             }
         }
-        self.metrics.sent(kind);
+        self.stats.count_sent(kind);
         self.outbound_rate.record(now);
         let trace = Trace { number, kind: kind.into() };
         self.outputs.push_back(Output::Transmit { peer, addr, packet, proof, trace });
@@ -1194,14 +1196,14 @@ impl<R: CryptoRng> MixCore<R> {
         let mut sent = 0;
         for surb in surbs {
             let Ok((addr, peer)) = surb.first_hop().decode() else {
-                self.metrics.dropped(DropReason::BadNextHop);
+                self.stats.count_dropped(DropReason::BadNextHop);
                 continue;
             };
             let packet = surb.reply_packet(&self.format, &m);
             let jitter = self.config.send_jitter;
             match self.send_own(now, peer, addr, packet, SentKind::Reply, jitter) {
                 Ok(()) => sent += 1,
-                Err(reason) => self.metrics.dropped(reason),
+                Err(reason) => self.stats.count_dropped(reason),
             }
         }
         Ok(sent)
@@ -1233,12 +1235,12 @@ impl<R: CryptoRng> MixCore<R> {
         packet: Packet,
         proof: &[u8],
     ) -> Result<HopJob, DropReason> {
-        self.metrics.received();
+        self.stats.count(|s| &mut s.packets_received);
         if self.stopping {
             return Err(self.count_drop(DropReason::Stopping));
         }
         if self.config.drop_rate > 0.0 && self.rng.random::<f64>() < self.config.drop_rate {
-            self.metrics.dropped(DropReason::Injected);
+            self.stats.count_dropped(DropReason::Injected);
             return Err(DropReason::Injected);
         }
         let unix = self.unix(now);
@@ -1259,7 +1261,7 @@ impl<R: CryptoRng> MixCore<R> {
 
     fn count_drop(&mut self, reason: DropReason) -> DropReason {
         tracing::debug!(reason = reason.label(), "dropped packet");
-        self.metrics.dropped(reason);
+        self.stats.count_dropped(reason);
         reason
     }
 
@@ -1278,7 +1280,7 @@ impl<R: CryptoRng> MixCore<R> {
         }
         if opened.which == keys::KeyUse::Current {
             let (fill, stages) = self.keys.replay_fill();
-            self.metrics.set_replay_fill(fill, stages);
+            self.stats.set_replay_fill(fill, stages);
         }
         match opened.seen {
             Ok(false) => {}
@@ -1307,7 +1309,7 @@ impl<R: CryptoRng> MixCore<R> {
             Action::Forward { next_hop, delay_ms } => {
                 let (addr, peer) = next_hop.decode().map_err(|_| DropReason::BadNextHop)?;
                 let delay = self.delay_semantics.hold(&*self.delay, delay_ms, &mut self.rng);
-                self.metrics.hop_delay(delay.as_secs_f64());
+                self.observations.hop_delay(delay);
                 self.schedule(now + delay, peer, addr, packet, SentKind::Forward)?;
             }
             Action::Deliver { destination } => {
@@ -1326,13 +1328,13 @@ impl<R: CryptoRng> MixCore<R> {
                     self.suspect_mismatch(Mismatch::Padding, now);
                 }
                 if msg.is_cover() {
-                    self.metrics.cover();
+                    self.stats.count(|s| &mut s.cover_received);
                     let returned =
                         msg.body.first_chunk::<16>().and_then(|id| self.loops.returned(id, now));
                     if let Some(back) = returned {
-                        self.metrics.loop_outcome("returned");
+                        self.stats.count(|s| &mut s.loops_returned);
                         if let Some(rtt) = back.rtt {
-                            self.metrics.loop_rtt(rtt);
+                            self.observations.loop_rtt(rtt);
                         }
                         self.pool.report_loop(&back.path, true, now);
                     }
@@ -1367,7 +1369,7 @@ impl<R: CryptoRng> MixCore<R> {
                         destination.decode().map_err(|_| DropReason::BadDestination)?;
                     Some((peer, addr))
                 };
-                self.metrics.delivered();
+                self.stats.count(|s| &mut s.deliveries);
                 self.outputs.push_back(Output::Deliver(Delivery {
                     destination,
                     codec: codec.to_owned(),
@@ -1394,7 +1396,7 @@ impl<R: CryptoRng> MixCore<R> {
                         return Err(DropReason::MalformedMessage);
                     }
                 };
-                self.metrics.reply_received();
+                self.stats.count(|s| &mut s.replies_received);
                 self.outputs.push_back(Output::Reply {
                     request: matched.request,
                     body: body.to_vec(),
@@ -1408,7 +1410,7 @@ impl<R: CryptoRng> MixCore<R> {
     /// Counts a packet that may have been built for another wire format, and explains a steady
     /// rate of them in the log.
     fn suspect_mismatch(&mut self, kind: Mismatch, now: Instant) {
-        self.metrics.wire_mismatch(kind);
+        self.stats.count_mismatch(kind);
         if let Some(seen) = self.mismatches.record(kind, now) {
             wire::warn(kind, seen, &self.wire_description);
         }
@@ -1437,9 +1439,9 @@ impl<R: CryptoRng> MixCore<R> {
         self.scheduled.clear();
         self.own_queue.clear();
         for _ in 0..dropped {
-            self.metrics.dropped(DropReason::Stopping);
+            self.stats.count_dropped(DropReason::Stopping);
         }
-        self.metrics.set_delay_queue(0);
+        self.stats.set_delay_queue(0);
         dropped
     }
 
@@ -1471,7 +1473,7 @@ impl<R: CryptoRng> MixCore<R> {
                     .rate_budget
                     .is_some_and(|b| self.outbound_rate.rate(now) + 1.0 > b)
                 {
-                    self.metrics.cover_skipped();
+                    self.stats.count(|s| &mut s.cover_skipped);
                 } else {
                     self.send_loop(now);
                 }
@@ -1479,17 +1481,17 @@ impl<R: CryptoRng> MixCore<R> {
             }
         }
         for lost in self.loops.expire(now, self.config.cover.loop_timeout) {
-            self.metrics.loop_outcome("lost");
+            self.stats.count(|s| &mut s.loops_lost);
             self.pool.report_loop(&lost.path, false, now);
         }
         while self.scheduled.peek().is_some_and(|s| s.due <= now) {
             let Some(s) = self.scheduled.pop() else { break };
             self.release(now, s.peer, s.addr, s.packet, s.kind, s.seq);
         }
-        self.metrics.set_delay_queue(self.scheduled.len());
+        self.stats.set_delay_queue(self.scheduled.len());
         for (request, replies) in self.surbs.expire(now) {
             if replies == surbs::Replies::First {
-                self.metrics.request_timed_out();
+                self.stats.count(|s| &mut s.requests_timed_out);
                 self.outputs.push_back(Output::RequestTimedOut(request));
             } else {
                 self.outputs.push_back(Output::SurbsExpired(request));
@@ -1505,7 +1507,7 @@ impl<R: CryptoRng> MixCore<R> {
         }
         let Some(keys) = self.keys.epoch_keys() else { return };
         if before.is_some_and(|e| e != keys.epoch) {
-            self.metrics.key_rotated();
+            self.stats.count(|s| &mut s.key_rotations);
             tracing::debug!(epoch = keys.epoch, "mix key rotated");
         }
         self.local = self.local.clone().with_epoch_keys(keys);
@@ -1560,7 +1562,7 @@ impl<R: CryptoRng> MixCore<R> {
         }
         let seq = self.next_number();
         self.scheduled.push(Scheduled { due, seq, peer, addr, packet, kind });
-        self.metrics.set_delay_queue(self.scheduled.len());
+        self.stats.set_delay_queue(self.scheduled.len());
         Ok(())
     }
 }

@@ -239,7 +239,7 @@ fn messages_are_delivered_exactly_once_at_an_exit() {
     bodies.sort_unstable();
     assert_eq!(bodies, (0..200).collect::<Vec<_>>());
     // Each message took 3 hops: 200 originated, 400 forwarded, delivered at 200 exits.
-    let forwarded: u64 = net.nodes.values().map(|c| c.metrics().packets_forwarded()).sum();
+    let forwarded: u64 = net.nodes.values().map(|c| c.stats().packets_forwarded()).sum();
     assert_eq!(forwarded, 400);
     // Nobody is its own exit or a hop of its own path.
     for (from, to) in net.transmits.iter().map(|(_, a, b)| (a, b)) {
@@ -263,9 +263,9 @@ fn surb_replies_return_to_the_requester() {
     net.run(Duration::from_secs(10));
     // Three copies came back; the first answers the request, the rest are known duplicates.
     assert_eq!(net.replies, vec![(peers[0], request, b"pong!".to_vec())]);
-    let metrics = net.node(&peers[0]).metrics();
-    assert_eq!(metrics.packets_dropped(DropReason::DuplicateReply), 2);
-    assert_eq!(metrics.packets_dropped(DropReason::UnknownSurb), 0);
+    let stats = net.node(&peers[0]).stats();
+    assert_eq!(stats.packets_dropped(DropReason::DuplicateReply), 2);
+    assert_eq!(stats.packets_dropped(DropReason::UnknownSurb), 0);
     assert!(net.timeouts.is_empty());
     assert_eq!(net.node(&peers[0]).pending_requests(), 0);
 }
@@ -304,7 +304,7 @@ fn each_surb_of_a_bundle_answers_once_on_its_own() {
     assert_eq!(got, expected);
     // The second use repeats the SURB's header: its first hop drops it as a replay.
     let replays: u64 =
-        net.nodes.values().map(|c| c.metrics().packets_dropped(DropReason::Replay)).sum();
+        net.nodes.values().map(|c| c.stats().packets_dropped(DropReason::Replay)).sum();
     assert_eq!(replays, 1);
     // All four used: nothing left to expire.
     net.run(Duration::from_secs(30));
@@ -321,7 +321,7 @@ fn each_surb_of_a_bundle_answers_once_on_its_own() {
     let now = net.now;
     net.node(&user).reply(now, &bundle.surbs[1..], b"late").unwrap();
     net.run(Duration::from_secs(10));
-    assert_eq!(net.node(&peers[0]).metrics().packets_dropped(DropReason::UnknownSurb), 1);
+    assert_eq!(net.node(&peers[0]).stats().packets_dropped(DropReason::UnknownSurb), 1);
 }
 
 #[test]
@@ -395,7 +395,7 @@ fn injected_faults_drop_the_configured_share() {
     let share = net.deliveries.len() as f64 / 2000.0;
     assert!((share - 0.421875).abs() < 0.04, "delivered share {share}");
     let injected: u64 =
-        net.nodes.values().map(|c| c.metrics().packets_dropped(DropReason::Injected)).sum();
+        net.nodes.values().map(|c| c.stats().packets_dropped(DropReason::Injected)).sum();
     assert!(injected > 0);
 }
 
@@ -447,7 +447,7 @@ fn a_replayed_packet_is_dropped_and_counted() {
     let copy = packet.clone();
     assert_eq!(net.node(&first_hop).handle_packet(now, packet), Ok(()));
     assert_eq!(net.node(&first_hop).handle_packet(now, copy), Err(DropReason::Replay));
-    assert_eq!(net.node(&first_hop).metrics().packets_dropped(DropReason::Replay), 1);
+    assert_eq!(net.node(&first_hop).stats().packets_dropped(DropReason::Replay), 1);
 }
 
 /// Hop workers open packets side by side and check each tag under its filter's lock: two
@@ -472,8 +472,8 @@ fn two_copies_opened_at_once_on_workers_pass_once() {
         let mut results = [relay.finish_packet(now, a), relay.finish_packet(now, b)];
         results.sort_by_key(|r| r.is_err());
         assert_eq!(results, [Ok(()), Err(DropReason::Replay)]);
-        assert_eq!(relay.metrics().packets_received(), 2);
-        assert_eq!(relay.metrics().packets_dropped(DropReason::Replay), 1);
+        assert_eq!(relay.stats().packets_received, 2);
+        assert_eq!(relay.stats().packets_dropped(DropReason::Replay), 1);
         assert_eq!(relay.delayed_packets(), 1, "the fresh copy is held for forwarding");
     }
 }
@@ -588,7 +588,7 @@ fn the_delay_queue_is_bounded() {
         assert_eq!(net.node(&hop).handle_packet(now, p), Err(DropReason::DelayQueueFull));
     }
     assert_eq!(net.node(&hop).delayed_packets(), 10);
-    let dropped = net.node(&hop).metrics().packets_dropped(DropReason::DelayQueueFull);
+    let dropped = net.node(&hop).stats().packets_dropped(DropReason::DelayQueueFull);
     assert_eq!(dropped as usize, count);
 }
 
@@ -715,7 +715,7 @@ fn redundant_copies_take_disjoint_paths_and_are_delivered_once() {
         .collect();
     bodies.sort_unstable();
     assert_eq!(bodies, (0..20).collect::<Vec<_>>());
-    assert_eq!(net.node(&peers[9]).metrics().packets_dropped(DropReason::DuplicateMessage), 20);
+    assert_eq!(net.node(&peers[9]).stats().packets_dropped(DropReason::DuplicateMessage), 20);
 }
 
 #[test]

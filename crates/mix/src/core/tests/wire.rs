@@ -4,7 +4,7 @@ use super::*;
 use mix_sphinx::{Padding, PayloadCipher};
 
 fn count(net: &Net, kind: Mismatch) -> u64 {
-    net.nodes.values().map(|c| c.metrics().wire_mismatches(kind)).sum()
+    net.nodes.values().map(|c| c.stats().wire_mismatches(kind)).sum()
 }
 
 fn speaking(net: &Net, wire: Wire) -> Vec<PeerId> {
@@ -28,7 +28,7 @@ fn a_sender_of_another_generation_is_counted_at_the_exit() {
     assert!(net.deliveries.is_empty());
     assert_eq!(count(&net, Mismatch::Payload), 20);
     let integrity = DropReason::Sphinx(ProcessError::PayloadIntegrity);
-    let dropped: u64 = net.nodes.values().map(|c| c.metrics().packets_dropped(integrity)).sum();
+    let dropped: u64 = net.nodes.values().map(|c| c.stats().packets_dropped(integrity)).sum();
     assert_eq!(dropped, 20);
 
     for &wire in Wire::ALL {
@@ -61,8 +61,8 @@ fn a_reply_from_another_generation_is_counted_at_the_surb_creator() {
     assert_eq!(net.node(&replier).reply(now, &bundle.surbs, b"answer"), Ok(3));
     net.run(Duration::from_secs(10));
     assert!(net.replies.is_empty());
-    assert_eq!(net.node(&creator).metrics().wire_mismatches(Mismatch::Reply), 3);
-    assert_eq!(net.node(&creator).metrics().packets_dropped(DropReason::ReplyIntegrity), 3);
+    assert_eq!(net.node(&creator).stats().wire_mismatches(Mismatch::Reply), 3);
+    assert_eq!(net.node(&creator).stats().packets_dropped(DropReason::ReplyIntegrity), 3);
 }
 
 /// A padding mismatch alone (same cipher) passes the integrity check; the exit can tell only
