@@ -14,6 +14,9 @@
 //! * a per-message [`proto::Route`]: `Direct`, `Stem` (Dandelion++) or `Mix` (through the
 //!   mixnet to a random member that broadcasts it).
 //!
+//! Without the default feature `net`, only the state machine, the codec and their limits are
+//! built: no libp2p-swarm, no prometheus-client (the simulator uses it so).
+//!
 //! # Layers
 //!
 //! ```text
@@ -35,19 +38,22 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+#[cfg(feature = "net")]
 mod driver;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 pub mod proto;
 
 #[cfg(feature = "mix")]
 pub use driver::mix_route::{self, MixRoute};
+#[cfg(feature = "net")]
 pub use driver::{
-    Behaviour, BehaviourConfig, Event, LIVENESS_TIMEOUT, MIX_PUBLISH_CODEC, Metrics, PROTOCOL,
-    mix_publish_body, parse_mix_publish,
+    Behaviour, BehaviourConfig, Event, MIX_PUBLISH_CODEC, Metrics, PROTOCOL, mix_publish_body,
+    parse_mix_publish,
 };
 pub use proto::{
-    AllowAll, Config, ConfigError, DownReason, Forwarding, IgnoreReason, MessageId, PeerFilter,
-    PublishError, Rebroadcasters, RotationConfig, Route, State, TopicId,
+    AllowAll, Config, ConfigError, DownReason, Forwarding, IgnoreReason, LIVENESS_TIMEOUT,
+    MessageId, PeerFilter, PublishError, Rebroadcasters, RotationConfig, Route, State, TopicId,
 };

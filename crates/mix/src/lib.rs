@@ -1,6 +1,9 @@
 //! The libp2p Mix Protocol (`/mix/1.0.0`): Sphinx packets through mix nodes that each delay
 //! them, with anonymous replies, cover traffic and spam protection.
 //!
+//! Without the default feature `net`, only the sans-IO core is built (with [`spam`] and
+//! [`state`]): no libp2p-swarm, no prometheus-client. The simulator (`mix-sim`) uses it so.
+//!
 //! # Layers
 //!
 //! ```text
@@ -33,31 +36,43 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "net")]
 mod behaviour;
 pub mod core;
+#[cfg(feature = "net")]
 pub mod discovery;
+#[cfg(feature = "net")]
 pub mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "net")]
 pub mod handle;
-pub mod handler;
+#[cfg(feature = "net")]
+mod handler;
+#[cfg(feature = "net")]
 mod metrics;
+#[cfg(feature = "net")]
 mod mixnet;
+#[cfg(feature = "net")]
 mod protocol;
 pub mod spam;
 pub mod state;
+#[cfg(feature = "net")]
 mod workers;
 
-pub use behaviour::{Behaviour, Config, Event, ReplyId, RequestError};
 pub use core::DropReason;
 pub use core::{
     DelaySemantics, Destination, MessageId, Mismatch, MixNode, NodePool, RequestId, SendError,
     SendOptions, StaticPool, SurbBundle, Wire,
 };
-pub use handle::{Handle, HandleError};
-pub use handler::ExitError;
-pub use metrics::Metrics;
-pub use mixnet::{Mixnet, MixnetConfig, MixnetError};
-pub use protocol::{ExitProtocol, PROTOCOL, ReadRule};
-pub use workers::{MAX_HOP_WORKERS, default_hop_workers};
+#[cfg(feature = "net")]
+pub use {
+    behaviour::{Behaviour, Config, Event, ReplyId, RequestError},
+    handle::{Handle, HandleError},
+    handler::ExitError,
+    metrics::Metrics,
+    mixnet::{Mixnet, MixnetConfig, MixnetError},
+    protocol::{ExitProtocol, PROTOCOL, ReadRule},
+    workers::{MAX_HOP_WORKERS, default_hop_workers},
+};

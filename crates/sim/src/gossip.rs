@@ -59,9 +59,7 @@ pub enum CrashModel {
 
 /// What the gossip driver takes at most, by default, to notice a silent neighbour.
 pub(crate) fn silent_detect_default() -> Duration {
-    mix_gossip::BehaviourConfig::default()
-        .liveness_detection()
-        .expect("the driver's liveness check is on by default")
+    mix_gossip::proto::silent_neighbour_detection(mix_gossip::LIVENESS_TIMEOUT)
 }
 
 impl Default for Latency {

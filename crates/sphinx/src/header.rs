@@ -11,7 +11,6 @@ use crate::params::{
     ADDRESS_SIZE, ALPHA_SIZE, BETA_SIZE, DELAY_SIZE, EXTENDED_BETA_SIZE, GAMMA_SIZE, HEADER_SIZE,
     KAPPA, MAX_PATH_LEN, ROUTING_BLOCK_SIZE, SURB_ID_SIZE,
 };
-use crate::route::Route;
 
 /// α_i and s_i for every hop of one packet.
 pub(crate) struct PathSecrets {
@@ -69,11 +68,12 @@ pub(crate) fn mac_key(secret: &[u8; 32]) -> Zeroizing<[u8; 16]> {
     kdf16(b"mac_key", secret)
 }
 
-/// Writes α_0 ‖ β_0 ‖ γ_0. The final routing block holds `final_address` and `final_id`: the
-/// destination and zero for a forward packet, zero and the SURB id for a SURB.
-pub(crate) fn write(
+/// Writes α_0 ‖ β_0 ‖ γ_0. `next(i)` is what hop `i` learns of the next one: hop `i + 1`'s
+/// address and hop `i`'s delay. The final routing block holds `final_address` and
+/// `final_id`: the destination and zero for a forward packet, zero and the SURB id for a SURB.
+pub(crate) fn write<'r>(
     path: &PathSecrets,
-    route: &Route,
+    next: impl Fn(usize) -> (&'r AddressBlock, u16),
     final_address: &AddressBlock,
     final_id: &[u8; SURB_ID_SIZE],
     header: &mut [u8; HEADER_SIZE],
@@ -108,9 +108,9 @@ pub(crate) fn write(
 
     for i in (0..len - 1).rev() {
         beta.copy_within(..BETA_SIZE - ROUTING_BLOCK_SIZE, ROUTING_BLOCK_SIZE);
-        beta[..ADDRESS_SIZE].copy_from_slice(route.hops()[i + 1].address.as_bytes());
-        beta[ADDRESS_SIZE..ADDRESS_SIZE + DELAY_SIZE]
-            .copy_from_slice(&route.delays_ms()[i].to_be_bytes());
+        let (address, delay_ms) = next(i);
+        beta[..ADDRESS_SIZE].copy_from_slice(address.as_bytes());
+        beta[ADDRESS_SIZE..ADDRESS_SIZE + DELAY_SIZE].copy_from_slice(&delay_ms.to_be_bytes());
         beta[ADDRESS_SIZE + DELAY_SIZE..ROUTING_BLOCK_SIZE].copy_from_slice(&next_gamma);
         aes_ctr(&keys[i].aes, &keys[i].iv, beta);
         next_gamma = mac16(&mac_key(&path.secrets[i]), beta);

@@ -107,7 +107,13 @@ impl Route {
     ) -> Result<Packet, BuildError> {
         let path = self.secrets(format, ephemeral)?;
         let mut packet = Packet::zeroed();
-        header::write(&path, self, destination, &[0; SURB_ID_SIZE], packet.header_mut());
+        header::write(
+            &path,
+            |i| self.next_hop(i),
+            destination,
+            &[0; SURB_ID_SIZE],
+            packet.header_mut(),
+        );
 
         let payload = packet.payload_mut();
         payload[INTEGRITY_PREFIX_SIZE..].copy_from_slice(message);
@@ -115,6 +121,11 @@ impl Route {
             format.cipher().wrap(LayerKey::Hop(secret), payload);
         }
         Ok(packet)
+    }
+
+    /// What hop `i` learns of the next: hop `i + 1`'s address and its own delay.
+    pub(crate) fn next_hop(&self, i: usize) -> (&AddressBlock, u16) {
+        (&self.hops[i + 1].address, self.delays_ms[i])
     }
 
     pub(crate) fn secrets(

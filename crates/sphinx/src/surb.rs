@@ -222,7 +222,7 @@ impl Route {
         }
         let path = self.secrets(format, ephemeral)?;
         let mut surb_header = [0u8; HEADER_SIZE];
-        header::write(&path, self, &AddressBlock::ZERO, &id.0, &mut surb_header);
+        header::write(&path, |i| self.next_hop(i), &AddressBlock::ZERO, &id.0, &mut surb_header);
 
         let mut secrets = Zeroizing::new([[0u8; 32]; MAX_PATH_LEN]);
         secrets[..self.len()].copy_from_slice(path.secrets());

@@ -138,14 +138,11 @@ pub struct BehaviourConfig {
     pub liveness_timeout: Option<Duration>,
 }
 
-/// The default [`BehaviourConfig::liveness_timeout`].
-pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl BehaviourConfig {
     /// The longest a silent peer goes unnoticed: the liveness timeout and one probe period
     /// (the clock is checked once a period). The simulator's silent-crash model uses this.
     pub fn liveness_detection(&self) -> Option<Duration> {
-        self.liveness_timeout.map(|t| t + t / 4)
+        self.liveness_timeout.map(proto::silent_neighbour_detection)
     }
 }
 
@@ -157,7 +154,7 @@ impl Default for BehaviourConfig {
             max_inbound_streams: 8,
             frame_timeout: Duration::from_secs(10),
             max_pending_frames: 256,
-            liveness_timeout: Some(LIVENESS_TIMEOUT),
+            liveness_timeout: Some(proto::LIVENESS_TIMEOUT),
         }
     }
 }

@@ -2,6 +2,17 @@
 
 use std::time::Duration;
 
+/// The default liveness timeout of the driver: a neighbour quiet this long (probes included)
+/// is taken for gone.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a silent neighbour goes unnoticed with liveness timeout `timeout`: the timeout
+/// and one probe period (a quarter of it; the clock is checked once a period). The
+/// simulator's silent-crash model uses this.
+pub fn silent_neighbour_detection(timeout: Duration) -> Duration {
+    timeout + timeout / 4
+}
+
 /// HyParView membership.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MembershipConfig {
@@ -264,7 +275,7 @@ impl Default for Config {
             rotation: Some(RotationConfig::default()),
             stem: StemConfig::default(),
             mix: MixRouteConfig::default(),
-            max_message_size: crate::codec::MAX_PAYLOAD,
+            max_message_size: crate::limits::MAX_PAYLOAD,
         }
     }
 }
@@ -304,7 +315,7 @@ impl Config {
         )?;
         let b = &self.broadcast;
         check(
-            (1..=crate::codec::MAX_IDS).contains(&b.max_ihave),
+            (1..=crate::limits::MAX_IDS).contains(&b.max_ihave),
             "broadcast.max_ihave",
             "1 to 14 (an IHAVE must fit a control frame)",
         )?;
@@ -356,7 +367,7 @@ impl Config {
             "at least 1, epoch above zero",
         )?;
         check(
-            (1..=crate::codec::MAX_PAYLOAD).contains(&self.max_message_size),
+            (1..=crate::limits::MAX_PAYLOAD).contains(&self.max_message_size),
             "max_message_size",
             "1 to 3999 bytes (a publication must fit the largest bucket)",
         )?;

@@ -9,19 +9,29 @@ use sha2::{Digest, Sha256};
 
 /// A topic: the SHA-256 of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicId(pub [u8; 32]);
+pub struct TopicId(pub(crate) [u8; 32]);
 
 impl TopicId {
     /// The topic called `name`.
     pub fn from_name(name: &str) -> Self {
         Self(Sha256::digest(name.as_bytes()).into())
     }
+
+    /// The topic with id `bytes`, as the wire carries it.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id's bytes, as the wire carries them.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 /// A broadcast message: the SHA-256 of its topic and content, so that copies (and retries
 /// of one publication) are the same message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(pub [u8; 32]);
+pub struct MessageId(pub(crate) [u8; 32]);
 
 impl MessageId {
     /// The id of `data` published on `topic`.
@@ -30,6 +40,16 @@ impl MessageId {
         h.update(topic.0);
         h.update(data);
         Self(h.finalize().into())
+    }
+
+    /// The message with id `bytes`, as the wire carries it.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id's bytes, as the wire carries them.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 

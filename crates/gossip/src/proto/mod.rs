@@ -29,8 +29,8 @@ use std::time::Instant;
 use rand::RngExt;
 
 pub use config::{
-    BroadcastConfig, Config, ConfigError, Forwarding, MembershipConfig, MixRouteConfig,
-    Rebroadcasters, RotationConfig, StemConfig,
+    BroadcastConfig, Config, ConfigError, Forwarding, LIVENESS_TIMEOUT, MembershipConfig,
+    MixRouteConfig, Rebroadcasters, RotationConfig, StemConfig, silent_neighbour_detection,
 };
 pub use message::{Body, Message, MessageId, TopicId};
 

@@ -68,11 +68,11 @@ use surbs::SurbStore;
 
 /// Identifies a request until its reply or timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(pub u64);
+pub struct RequestId(u64);
 
 /// Identifies a one-way message this node sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(pub u64);
+pub struct MessageId(u64);
 
 /// Where an anonymous message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +136,8 @@ pub struct Config {
     pub tit_for_tat: bool,
     /// Fault injection for tests and benchmarks of loss tolerance: drop this share of the
     /// packets the node receives, at random, before any processing (counted as
-    /// `injected`). Always 0 in production.
+    /// `injected`). Only with the `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
     pub drop_rate: f64,
 }
 
@@ -160,6 +161,7 @@ impl Default for Config {
             cover: CoverConfig::default(),
             rotation: None,
             tit_for_tat: true,
+            #[cfg(any(test, feature = "testing"))]
             drop_rate: 0.0,
         }
     }
@@ -1239,6 +1241,7 @@ impl<R: CryptoRng> MixCore<R> {
         if self.stopping {
             return Err(self.count_drop(DropReason::Stopping));
         }
+        #[cfg(any(test, feature = "testing"))]
         if self.config.drop_rate > 0.0 && self.rng.random::<f64>() < self.config.drop_rate {
             self.stats.count_dropped(DropReason::Injected);
             return Err(DropReason::Injected);

@@ -49,7 +49,7 @@ pub enum DropReason {
     TooManyPeers,
     /// An own packet waited for a cover slot until the keys it was built with expired.
     KeyExpired,
-    /// Dropped on purpose by fault injection ([`crate::core::Config::drop_rate`]).
+    /// Dropped on purpose by fault injection (`core::Config::drop_rate`, feature `testing`).
     Injected,
     /// As the exit: as many deliveries are queued or in flight as the node allows
     /// ([`crate::Config::max_exit_jobs`]).
