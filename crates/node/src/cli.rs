@@ -24,93 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start a local mixnet of real nodes in this process and send anonymous traffic through it.
-    Testnet {
-        /// Mix nodes to start.
-        #[arg(long, default_value_t = 8)]
-        nodes: usize,
-        /// One-way anonymous messages to send.
-        #[arg(long, default_value_t = 300)]
-        messages: usize,
-        /// Anonymous requests whose replies come back through SURBs.
-        #[arg(long, default_value_t = 100)]
-        requests: usize,
-        /// Messages plus requests sent per second.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-        /// Mean mixing delay per hop in ms (exponential); 0 for none.
-        #[arg(long, default_value_t = 20)]
-        delay_ms: u16,
-        /// SURBs per request.
-        #[arg(long, default_value_t = 2)]
-        surbs: usize,
-        /// Run over QUIC instead of TCP.
-        #[arg(long)]
-        quic: bool,
-        /// Serve all nodes' Prometheus metrics on this address while running.
-        #[arg(long)]
-        metrics: Option<SocketAddr>,
-        /// Seed of the workload (who sends to whom).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Give every node the full pool instead of discovering it from one bootstrap node.
-        #[arg(long)]
-        static_pool: bool,
-        /// Copies of each message over independent paths (above 1, messages go to mix-node
-        /// destinations, which deliver the first copy).
-        #[arg(long, default_value_t = 1)]
-        copies: usize,
-        /// Kill this share of the nodes halfway through the workload (e.g. 0.3).
-        #[arg(long)]
-        churn: Option<f64>,
-        /// Path selection: random, rtt or hybrid.
-        #[arg(long, default_value = "random", value_parser = parse_paths)]
-        paths: PathSelection,
-        /// The wire generation every node speaks: lip-183 (LIONESS, no trailer, delays are
-        /// means; the current specification) or v1 (AES-CTR, sequence-number trailer, delays
-        /// are exact; nim-libp2p-mix up to 48c77ad).
-        #[arg(long, default_value = "lip-183")]
-        wire: libp2p_mix::Wire,
-        /// Loopix cover traffic: this many slots per second per node, each carrying an own
-        /// packet or else a loop.
-        #[arg(long)]
-        cover: Option<f64>,
-        /// Rotate mix keys every this many seconds (overlap: a third of it). Needs discovery.
-        #[arg(long)]
-        epoch_secs: Option<u64>,
-        /// Proof of work of this many bits on every message, checked by the exit.
-        #[arg(long)]
-        pow: Option<u32>,
-        /// After the messages, stream this many random bytes from one node to another over
-        /// the mixnet (compressed, encrypted end to end, erasure-coded, acknowledged), have
-        /// the acceptor send their digest back on the stream, and send a message of a quarter
-        /// of the size; 0 skips it.
-        #[arg(long, default_value_t = 2_000_000)]
-        stream_bytes: usize,
-        /// Print one JSON object instead of the summary.
-        #[arg(long)]
-        json: bool,
-        /// After the workload, keep the nodes running (until interrupted) and print a
-        /// bootstrap address, for `mixnode send-file` and `mixnode receive`.
-        #[arg(long)]
-        keep_running: bool,
-        /// After the streams, publish this many gossip messages on a topic every node joined
-        /// (batch-and-shuffle forwarding), cycling through the direct, stem and mix routes;
-        /// 0 turns gossip off.
-        #[arg(long, default_value_t = 30)]
-        gossip_messages: usize,
-        /// Run each mix node as its own `mixnode run` process (own config, state directory
-        /// and metrics endpoint), kill one with SIGKILL mid-run and restart it; reports a
-        /// `restart` object. Uses --nodes, --rate and --delay-ms.
-        #[arg(long)]
-        processes: bool,
-        /// With --processes: seconds of workload before the kill, and again after the node
-        /// is back.
-        #[arg(long, default_value_t = 5)]
-        phase_secs: u64,
-        /// With --processes: how long the killed node stays down, in ms.
-        #[arg(long, default_value_t = 2000)]
-        down_ms: u64,
-    },
+    Testnet(TestnetArgs),
     /// Send a file over an anonymous stream to a node running `mixnode receive`; the sender
     /// runs a mix node of its own while it does.
     SendFile {
@@ -204,6 +118,96 @@ enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+}
+
+/// The settings of `mixnode testnet`.
+#[derive(Debug, clap::Args)]
+struct TestnetArgs {
+    /// Mix nodes to start.
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+    /// One-way anonymous messages to send.
+    #[arg(long, default_value_t = 300)]
+    messages: usize,
+    /// Anonymous requests whose replies come back through SURBs.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Messages plus requests sent per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Mean mixing delay per hop in ms (exponential); 0 for none.
+    #[arg(long, default_value_t = 20)]
+    delay_ms: u16,
+    /// SURBs per request.
+    #[arg(long, default_value_t = 2)]
+    surbs: usize,
+    /// Run over QUIC instead of TCP.
+    #[arg(long)]
+    quic: bool,
+    /// Serve all nodes' Prometheus metrics on this address while running.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Seed of the workload (who sends to whom).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Give every node the full pool instead of discovering it from one bootstrap node.
+    #[arg(long)]
+    static_pool: bool,
+    /// Copies of each message over independent paths (above 1, messages go to mix-node
+    /// destinations, which deliver the first copy).
+    #[arg(long, default_value_t = 1)]
+    copies: usize,
+    /// Kill this share of the nodes halfway through the workload (e.g. 0.3).
+    #[arg(long)]
+    churn: Option<f64>,
+    /// Path selection: random, rtt or hybrid.
+    #[arg(long, default_value = "random", value_parser = parse_paths)]
+    paths: PathSelection,
+    /// The wire generation every node speaks: lip-183 (LIONESS, no trailer, delays are
+    /// means; the current specification) or v1 (AES-CTR, sequence-number trailer, delays
+    /// are exact; nim-libp2p-mix up to 48c77ad).
+    #[arg(long, default_value = "lip-183")]
+    wire: libp2p_mix::Wire,
+    /// Loopix cover traffic: this many slots per second per node, each carrying an own
+    /// packet or else a loop.
+    #[arg(long)]
+    cover: Option<f64>,
+    /// Rotate mix keys every this many seconds (overlap: a third of it). Needs discovery.
+    #[arg(long)]
+    epoch_secs: Option<u64>,
+    /// Proof of work of this many bits on every message, checked by the exit.
+    #[arg(long)]
+    pow: Option<u32>,
+    /// After the messages, stream this many random bytes from one node to another over
+    /// the mixnet (compressed, encrypted end to end, erasure-coded, acknowledged), have
+    /// the acceptor send their digest back on the stream, and send a message of a quarter
+    /// of the size; 0 skips it.
+    #[arg(long, default_value_t = 2_000_000)]
+    stream_bytes: usize,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// After the workload, keep the nodes running (until interrupted) and print a
+    /// bootstrap address, for `mixnode send-file` and `mixnode receive`.
+    #[arg(long)]
+    keep_running: bool,
+    /// After the streams, publish this many gossip messages on a topic every node joined
+    /// (batch-and-shuffle forwarding), cycling through the direct, stem and mix routes;
+    /// 0 turns gossip off.
+    #[arg(long, default_value_t = 30)]
+    gossip_messages: usize,
+    /// Run each mix node as its own `mixnode run` process (own config, state directory
+    /// and metrics endpoint), kill one with SIGKILL mid-run and restart it; reports a
+    /// `restart` object. Uses --nodes, --rate and --delay-ms.
+    #[arg(long)]
+    processes: bool,
+    /// With --processes: seconds of workload before the kill, and again after the node
+    /// is back.
+    #[arg(long, default_value_t = 5)]
+    phase_secs: u64,
+    /// With --processes: how long the killed node stays down, in ms.
+    #[arg(long, default_value_t = 2000)]
+    down_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,90 +363,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the command on the command line.
 pub fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Testnet {
-            nodes,
-            messages,
-            requests,
-            rate,
-            delay_ms,
-            surbs,
-            quic,
-            metrics,
-            seed,
-            static_pool,
-            copies,
-            churn,
-            paths,
-            wire,
-            cover,
-            epoch_secs,
-            pow,
-            stream_bytes,
-            json,
-            keep_running,
-            gossip_messages,
-            processes,
-            phase_secs,
-            down_ms,
-        } => {
-            init_tracing("warn");
-            if processes {
-                let options = cluster::Options {
-                    nodes,
-                    rate: rate.min(200.0),
-                    delay_ms,
-                    phase: Duration::from_secs(phase_secs.max(1)),
-                    down: Duration::from_millis(down_ms),
-                    progress: !json,
-                };
-                let report = runtime()?.block_on(cluster::run(options))?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    cluster::print(&report);
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let options = testnet::Options {
-                nodes,
-                messages,
-                requests,
-                rate,
-                delay_ms,
-                quic,
-                surbs: surbs.max(1),
-                request_timeout: Duration::from_secs(10),
-                progress: !json,
-                metrics,
-                seed,
-                discovery: !static_pool,
-                copies: copies.max(1),
-                churn: churn.filter(|f| *f > 0.0 && *f < 1.0),
-                paths,
-                wire,
-                cover: cover.filter(|r| r.is_finite() && *r > 0.0),
-                epoch: epoch_secs.map(|s| Duration::from_secs(s.max(3))),
-                pow: pow.map(|d| d.min(28)),
-                stream_bytes: Some(stream_bytes).filter(|n| *n > 0),
-                keep_running,
-                gossip_messages,
-            };
-            let rt = runtime()?;
-            let (report, nodes) = rt.block_on(testnet::run(options))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                testnet::print(&report);
-            }
-            if let Some(first) = nodes.first() {
-                let at = first.addr.clone().with(libp2p::multiaddr::Protocol::P2p(first.peer_id));
-                eprintln!("the testnet keeps running until interrupted (Ctrl-C)");
-                eprintln!("bootstrap: {at}");
-                rt.block_on(tokio::signal::ctrl_c())?;
-            }
-            drop(nodes);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Testnet(args) => testnet(args),
         Command::SendFile { file, to, key, bootstrap, listen, preset } => {
             init_tracing("warn");
             let key = transfer::parse_key(&key)?;
@@ -474,26 +395,123 @@ pub fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Vectors { command: VectorsCommand::Verify { files } } => vectors::verify(&files),
-        Command::Bench { command: BenchCommand::Sphinx { json, rounds, batch_ms } } => {
-            let report = bench::sphinx::run(rounds.max(1), Duration::from_millis(batch_ms.max(1)));
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench::sphinx::print(&report);
-            }
+        Command::Sim { command: SimCommand::Gossip(args) } => {
+            sim::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench {
-            command:
-                BenchCommand::Flood {
-                    json,
-                    honest_pps,
-                    baseline_secs,
-                    flood_secs,
-                    recovery_secs,
-                    no_read_limit,
-                    shapes,
-                },
+        Command::Sim { command: SimCommand::Mix(args) } => {
+            sim_mix::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command } => bench(command),
+    }
+}
+
+/// `mixnode testnet`: in one process, or one process per node (`--processes`).
+fn testnet(args: TestnetArgs) -> anyhow::Result<ExitCode> {
+    let TestnetArgs {
+        nodes,
+        messages,
+        requests,
+        rate,
+        delay_ms,
+        surbs,
+        quic,
+        metrics,
+        seed,
+        static_pool,
+        copies,
+        churn,
+        paths,
+        wire,
+        cover,
+        epoch_secs,
+        pow,
+        stream_bytes,
+        json,
+        keep_running,
+        gossip_messages,
+        processes,
+        phase_secs,
+        down_ms,
+    } = args;
+    init_tracing("warn");
+    if processes {
+        let options = cluster::Options {
+            nodes,
+            rate: rate.min(200.0),
+            delay_ms,
+            phase: Duration::from_secs(phase_secs.max(1)),
+            down: Duration::from_millis(down_ms),
+            progress: !json,
+        };
+        let report = runtime()?.block_on(cluster::run(options))?;
+        emit(json, &report, cluster::print)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = testnet::Options {
+        nodes,
+        messages,
+        requests,
+        rate,
+        delay_ms,
+        quic,
+        surbs: surbs.max(1),
+        request_timeout: Duration::from_secs(10),
+        progress: !json,
+        metrics,
+        seed,
+        discovery: !static_pool,
+        copies: copies.max(1),
+        churn: churn.filter(|f| *f > 0.0 && *f < 1.0),
+        paths,
+        wire,
+        cover: cover.filter(|r| r.is_finite() && *r > 0.0),
+        epoch: epoch_secs.map(|s| Duration::from_secs(s.max(3))),
+        pow: pow.map(|d| d.min(28)),
+        stream_bytes: Some(stream_bytes).filter(|n| *n > 0),
+        keep_running,
+        gossip_messages,
+    };
+    let rt = runtime()?;
+    let (report, nodes) = rt.block_on(testnet::run(options))?;
+    emit(json, &report, testnet::print)?;
+    if let Some(first) = nodes.first() {
+        let at = first.addr.clone().with(libp2p::multiaddr::Protocol::P2p(first.peer_id));
+        eprintln!("the testnet keeps running until interrupted (Ctrl-C)");
+        eprintln!("bootstrap: {at}");
+        rt.block_on(tokio::signal::ctrl_c())?;
+    }
+    drop(nodes);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `report` as pretty JSON, or for people with `print`.
+fn emit<T: serde::Serialize>(json: bool, report: &T, print: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print(report);
+    }
+    Ok(())
+}
+
+/// `mixnode bench …`: each benchmark, its report printed or as JSON.
+fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Sphinx { json, rounds, batch_ms } => {
+            let report = bench::sphinx::run(rounds.max(1), Duration::from_millis(batch_ms.max(1)));
+            emit(json, &report, bench::sphinx::print)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Flood {
+            json,
+            honest_pps,
+            baseline_secs,
+            flood_secs,
+            recovery_secs,
+            no_read_limit,
+            shapes,
         } => {
             init_tracing("warn");
             if !(honest_pps.is_finite() && honest_pps > 0.0) {
@@ -508,61 +526,33 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 read_limit: !no_read_limit,
                 shapes,
             }))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench::flood::print(&report);
-            }
+            emit(json, &report, bench::flood::print)?;
             Ok(if report.met() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Bench { command: BenchCommand::Pow { json, difficulty } } => {
+        BenchCommand::Pow { json, difficulty } => {
             if let Some(d) = difficulty.iter().find(|d| **d > 28) {
                 anyhow::bail!("difficulty {d} would take hours; measure at most 28 bits");
             }
             let report = bench::pow::run(&difficulty);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench::pow::print(&report);
-            }
+            emit(json, &report, bench::pow::print)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { command: BenchCommand::Stream { json, bytes, tuned, runs } } => {
+        BenchCommand::Stream { json, bytes, tuned, runs } => {
             init_tracing("warn");
             let report =
                 runtime()?.block_on(bench::stream::run(bytes.max(1 << 20), tuned, runs))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench::stream::print(&report);
-            }
+            emit(json, &report, bench::stream::print)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { command: BenchCommand::Loss { json, messages, bytes } } => {
+        BenchCommand::Loss { json, messages, bytes } => {
             let report = bench::loss::run(messages.max(1), bytes);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench::loss::print(&report);
-            }
+            emit(json, &report, bench::loss::print)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sim { command: SimCommand::Gossip(args) } => {
-            sim::run(&args)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Sim { command: SimCommand::Mix(args) } => {
-            sim_mix::run(&args)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench { command: BenchCommand::Node { json, packets, cores, segments } } => {
+        BenchCommand::Node { json, packets, cores, segments } => {
             init_tracing("warn");
             let report = runtime()?.block_on(bench::node::run(packets, cores, segments))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench::node::print(&report);
-            }
+            emit(json, &report, bench::node::print)?;
             Ok(ExitCode::SUCCESS)
         }
     }

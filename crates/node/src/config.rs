@@ -584,20 +584,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
 
 pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     let file: FileConfig = toml::from_str(text)?;
-
-    let key_bytes =
-        hex::decode(file.identity.libp2p_key.trim()).context("identity.libp2p_key is not hex")?;
-    let identity = identity::Keypair::from_protobuf_encoding(&key_bytes)
-        .context("identity.libp2p_key is not a protobuf-encoded libp2p keypair")?;
-    if identity.key_type() != identity::KeyType::Secp256k1 {
-        bail!(
-            "identity.libp2p_key is a {:?} key; mix address blocks need secp256k1 identities (39-byte peer ids)",
-            identity.key_type()
-        );
-    }
-    let mix_secret =
-        NodeSecretKey::from_bytes(hex32(&file.identity.mix_key).context("identity.mix_key")?);
-
+    let (identity, mix_secret) = identity_of(&file.identity)?;
     let nodes = file
         .pool
         .iter()
@@ -608,7 +595,86 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Refuse duplicates the same way a static pool does.
     StaticPool::new(nodes.clone())?;
-    let mut discovery = match file.discovery {
+    let mut discovery = discovery_of(file.discovery.as_ref())?;
+    if discovery.is_none() && nodes.is_empty() {
+        bail!("with no [[pool]] entries the node needs [discovery] to find mix nodes");
+    }
+
+    let m = &file.mix;
+    if !(mix_sphinx::MIN_PATH_LEN..=mix_sphinx::MAX_PATH_LEN).contains(&m.path_len) {
+        bail!("mix.path_len must be 3..=5, got {}", m.path_len);
+    }
+    let mut config = wire_config(m)?;
+    config.core.path_len = m.path_len;
+    config.core.pre_send_delay = Duration::from_millis(m.pre_send_delay_ms);
+    config.core.request_timeout = Duration::from_millis(m.request_timeout_ms);
+    config.core.replay = ReplayConfig {
+        packets_per_second: m.expected_packets_per_second,
+        key_lifetime: Duration::from_secs(m.key_lifetime_s),
+        ..ReplayConfig::default()
+    };
+    config.core.tit_for_tat = m.tit_for_tat;
+    config.serve = file.network.serve;
+    config.core.cover = cover_config(&file.cover)?;
+    apply_rotation(file.rotation.as_ref(), &mut config, discovery.as_mut())?;
+    apply_limits(&file.limits, &file.network, &mut config)?;
+    let l = &file.limits;
+    let pool_limits = libp2p_mix::core::SubnetLimits {
+        per_24: l.pool_per_24.max(1),
+        per_16: l.pool_per_16.max(1),
+        max_nodes: l.pool_max_nodes.max(1),
+        exempt_local: l.pool_exempt_local,
+    };
+    let streams = file.streams.config()?;
+    let gossip = file.gossip.as_ref().map(GossipSection::spec).transpose()?;
+    let spam = spam_config(file.spam.as_ref())?;
+    if file.network.listen.is_empty() {
+        bail!("network.listen must name at least one address");
+    }
+    Ok(Loaded {
+        spec: NodeSpec {
+            identity,
+            mix_secret,
+            listen: file.network.listen,
+            advertise: file.network.advertise,
+            exit: file.network.exit,
+            static_nodes: nodes,
+            discovery,
+            delay: m.delay.strategy(),
+            config,
+            echo: file.network.echo,
+            spam,
+            streams,
+            accept_streams: file.streams.accept,
+            gossip,
+            pool_limits,
+        },
+        metrics: file.metrics.map(|m| m.listen),
+        stop_drain: Duration::from_millis(file.network.stop_drain_ms),
+    })
+}
+
+/// The node's libp2p identity (secp256k1) and mix key.
+fn identity_of(section: &IdentityConfig) -> anyhow::Result<(identity::Keypair, NodeSecretKey)> {
+    let key_bytes =
+        hex::decode(section.libp2p_key.trim()).context("identity.libp2p_key is not hex")?;
+    let identity = identity::Keypair::from_protobuf_encoding(&key_bytes)
+        .context("identity.libp2p_key is not a protobuf-encoded libp2p keypair")?;
+    if identity.key_type() != identity::KeyType::Secp256k1 {
+        bail!(
+            "identity.libp2p_key is a {:?} key; mix address blocks need secp256k1 identities (39-byte peer ids)",
+            identity.key_type()
+        );
+    }
+    let mix_secret =
+        NodeSecretKey::from_bytes(hex32(&section.mix_key).context("identity.mix_key")?);
+
+    Ok((identity, mix_secret))
+}
+
+/// Discovery settings and bootstrap peers, if the section is there.
+fn discovery_of(section: Option<&DiscoveryConfig>) -> anyhow::Result<Option<DiscoverySpec>> {
+    Ok(match section {
         Some(d) => {
             let bootstrap = d
                 .bootstrap
@@ -626,16 +692,11 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             })
         }
         None => None,
-    };
-    if discovery.is_none() && nodes.is_empty() {
-        bail!("with no [[pool]] entries the node needs [discovery] to find mix nodes");
-    }
+    })
+}
 
-    let default_rotation = RotationSection::default();
-    let m = &file.mix;
-    if !(mix_sphinx::MIN_PATH_LEN..=mix_sphinx::MAX_PATH_LEN).contains(&m.path_len) {
-        bail!("mix.path_len must be 3..=5, got {}", m.path_len);
-    }
+/// The mix settings for the wire generation the file names, with its format overrides.
+fn wire_config(m: &MixConfig) -> anyhow::Result<libp2p_mix::Config> {
     let wire: Wire = m.wire.parse().context("mix.wire")?;
     let mut config = libp2p_mix::Config::default().with_wire(wire);
     if m.payload_cipher.is_some() || m.padding.is_some() {
@@ -672,24 +733,18 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             ),
         }
     }
-    config.core.path_len = m.path_len;
-    config.core.pre_send_delay = Duration::from_millis(m.pre_send_delay_ms);
-    config.core.request_timeout = Duration::from_millis(m.request_timeout_ms);
-    config.core.replay = ReplayConfig {
-        packets_per_second: m.expected_packets_per_second,
-        key_lifetime: Duration::from_secs(m.key_lifetime_s),
-        ..ReplayConfig::default()
-    };
-    config.core.tit_for_tat = m.tit_for_tat;
-    config.serve = file.network.serve;
-    let c = &file.cover;
+    Ok(config)
+}
+
+/// Cover traffic.
+fn cover_config(c: &CoverSection) -> anyhow::Result<libp2p_mix::core::CoverConfig> {
     if !(c.rate.is_finite() && c.rate >= 0.0) {
         bail!("cover.rate must be a non-negative number of packets per second");
     }
     if c.loop_rate.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
         bail!("cover.loop_rate must be a non-negative number of packets per second");
     }
-    config.core.cover = libp2p_mix::core::CoverConfig {
+    Ok(libp2p_mix::core::CoverConfig {
         mode: match c.mode {
             CoverModeName::Off => libp2p_mix::core::CoverMode::Off,
             CoverModeName::Loops => libp2p_mix::core::CoverMode::Loops,
@@ -700,17 +755,26 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         loop_timeout: Duration::from_secs(c.loop_timeout_s.max(1)),
         rate_budget: c.rate_budget,
         ..libp2p_mix::core::CoverConfig::default()
-    };
+    })
+}
+
+/// Key rotation: on by default wherever discovery runs.
+fn apply_rotation(
+    section: Option<&RotationSection>,
+    config: &mut libp2p_mix::Config,
+    discovery: Option<&mut DiscoverySpec>,
+) -> anyhow::Result<()> {
+    let default_rotation = RotationSection::default();
     // Rotation is on by default wherever discovery runs: each key's replay filter then lives
     // one epoch, and a restarted node starts with fresh keys, so nothing captured before
     // replays. `[rotation] enabled = false` keeps one key (as reference nodes do).
-    let rotation = match (&file.rotation, &discovery) {
+    let rotation = match (section, &discovery) {
         (Some(r), _) if r.enabled => Some(r),
         (Some(_), _) => None,
         (None, Some(_)) => Some(&default_rotation),
         (None, None) => None,
     };
-    if file.rotation.as_ref().is_some_and(|r| r.enabled) && discovery.is_none() {
+    if section.is_some_and(|r| r.enabled) && discovery.is_none() {
         bail!(
             "rotation needs [discovery] to spread the new keys (or set rotation.enabled = false)"
         );
@@ -726,13 +790,21 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         // One replay filter per key: size it for the key's life.
         config.core.replay.key_lifetime = Duration::from_secs(r.epoch_s + r.overlap_s);
         // Records carry the next key, so peers must see each new record within an epoch.
-        if let Some(d) = discovery.as_mut() {
+        if let Some(d) = discovery {
             let quarter = Duration::from_secs((r.epoch_s / 4).max(1));
             d.config.refetch_interval = d.config.refetch_interval.min(quarter);
             d.config.republish_interval = d.config.republish_interval.min(quarter);
         }
     }
-    let l = &file.limits;
+    Ok(())
+}
+
+/// Resource limits and the network settings the mix behaviour takes.
+fn apply_limits(
+    l: &LimitsSection,
+    network: &NetworkConfig,
+    config: &mut libp2p_mix::Config,
+) -> anyhow::Result<()> {
     config.inbound_frame_rate = l.inbound_frame_rate;
     config.inbound_burst = l.inbound_burst;
     config.max_inbound_streams = l.max_inbound_streams;
@@ -750,12 +822,12 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     config.max_exit_jobs_per_destination = l.max_exit_jobs_per_destination.max(1);
     config.exit_dial_rate = l.exit_dial_rate;
     config.exit_dial_burst = l.exit_dial_burst;
-    config.state_dir = file.network.state_dir.clone();
-    if file.network.state_save_interval_ms < 100 {
+    config.state_dir = network.state_dir.clone();
+    if network.state_save_interval_ms < 100 {
         bail!("network.state_save_interval_ms must be at least 100");
     }
-    config.state_save_interval = Duration::from_millis(file.network.state_save_interval_ms);
-    if let Some(workers) = file.network.hop_workers {
+    config.state_save_interval = Duration::from_millis(network.state_save_interval_ms);
+    if let Some(workers) = network.hop_workers {
         if workers > libp2p_mix::MAX_HOP_WORKERS {
             bail!(
                 "network.hop_workers must be at most {} (one per core is the default)",
@@ -764,15 +836,14 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         }
         config.hop_workers = workers;
     }
-    let pool_limits = libp2p_mix::core::SubnetLimits {
-        per_24: l.pool_per_24.max(1),
-        per_16: l.pool_per_16.max(1),
-        max_nodes: l.pool_max_nodes.max(1),
-        exempt_local: l.pool_exempt_local,
-    };
-    let streams = file.streams.config()?;
-    let gossip = file.gossip.as_ref().map(GossipSection::spec).transpose()?;
-    let spam = match &file.spam {
+    Ok(())
+}
+
+/// Spam protection, if the section is there.
+fn spam_config(
+    section: Option<&SpamSection>,
+) -> anyhow::Result<Option<libp2p_mix::spam::SpamConfig>> {
+    Ok(match section {
         Some(s) => {
             if s.difficulty > 32 {
                 bail!("spam.difficulty must be at most 32 bits");
@@ -791,30 +862,6 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
             })
         }
         None => None,
-    };
-    if file.network.listen.is_empty() {
-        bail!("network.listen must name at least one address");
-    }
-    Ok(Loaded {
-        spec: NodeSpec {
-            identity,
-            mix_secret,
-            listen: file.network.listen,
-            advertise: file.network.advertise,
-            exit: file.network.exit,
-            static_nodes: nodes,
-            discovery,
-            delay: m.delay.strategy(),
-            config,
-            echo: file.network.echo,
-            spam,
-            streams,
-            accept_streams: file.streams.accept,
-            gossip,
-            pool_limits,
-        },
-        metrics: file.metrics.map(|m| m.listen),
-        stop_drain: Duration::from_millis(file.network.stop_drain_ms),
     })
 }
 

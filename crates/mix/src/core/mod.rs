@@ -24,7 +24,7 @@ mod surbs;
 mod wire;
 
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 use mix_sphinx::{
@@ -588,16 +588,15 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     /// Ties the core's instants to the wall clock: `at` is Unix time `unix`. Epochs and proof
-    /// timestamps are Unix times. Until this is called, the first instant the core sees is
-    /// tied to the system clock.
+    /// timestamps are Unix times, so call this before the core builds or opens packets; the
+    /// core reads no clock itself. Until it is called, the first instant the core sees counts
+    /// as Unix time 0 (deterministic, but no other node agrees with it).
     pub fn set_wall_clock(&mut self, at: Instant, unix: Duration) {
         self.wall_clock = Some((at, unix));
     }
 
     fn unix(&mut self, now: Instant) -> Duration {
-        let (at, unix) = *self.wall_clock.get_or_insert_with(|| {
-            (now, SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default())
-        });
+        let (at, unix) = *self.wall_clock.get_or_insert((now, Duration::ZERO));
         if now >= at { unix + (now - at) } else { unix.saturating_sub(at - now) }
     }
 
@@ -619,7 +618,7 @@ impl<R: CryptoRng> MixCore<R> {
         let unix = match self.wall_clock {
             Some((at, unix)) if now >= at => unix + (now - at),
             Some((at, unix)) => unix.saturating_sub(at - now),
-            None => SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
+            None => Duration::ZERO,
         };
         Some(rotation.epoch_at(unix))
     }

@@ -279,6 +279,231 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
     let capacity_fps = 1e6 / hop_us;
     let offered_fps = 10.0 * capacity_fps;
 
+    let Attackers { flooders, upstreams, valid, stop_building, junk, queue } =
+        attackers(shape, &nodes, &hops, &template, &samples[0]).await?;
+    let flooder_count = flooders.len();
+
+    let mut deliveries = nodes[2].take_events().context("events")?;
+    let delivered_task = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while let Some((seq, _)) = next_delivery(&mut deliveries).await {
+            seqs.push(seq);
+        }
+        seqs
+    });
+
+    let target_cpu = &target_cpu;
+    let ctx = PhaseCtx {
+        honest_pps: o.honest_pps,
+        injector: &injector,
+        first: &first,
+        offered_fps,
+        flooders: &flooders,
+        flood_metrics: flooders.iter().map(|f| f.metrics.clone()).collect(),
+        queue,
+        valid: valid.as_ref(),
+        junk: &junk,
+        stop_building: &stop_building,
+        target_metrics: nodes[0].metrics.clone(),
+        target_cpu,
+    };
+    let target_metrics = ctx.target_metrics.clone();
+    let mut st = PhaseState {
+        honest: honest.iter().cloned(),
+        next_seq: 1000,
+        seq_ranges: Vec::new(),
+        offered: 0,
+        handed: 0,
+        queued_at_end: 0,
+        flood_received: 0,
+        rss_peak: rss_mb(),
+    };
+    let mut phases = Vec::new();
+    for (i, secs) in phase_secs.into_iter().enumerate() {
+        let name = ["baseline", "flood", "recovery"][i];
+        phases.push(run_phase(name, secs, i == 1, &ctx, &mut st).await);
+    }
+    drop(ctx);
+    let PhaseState {
+        seq_ranges, offered, handed, queued_at_end, flood_received, mut rss_peak, ..
+    } = st;
+    // Let the last packets arrive, then count deliveries by phase.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rss_peak = rss_peak.max(rss_mb());
+    let delay_after = target_metrics.delay_queue();
+    let outbound_after = target_metrics.outbound_queue();
+    for node in flooders.iter().chain(&upstreams).chain(std::iter::once(&injector)) {
+        node.stop();
+    }
+    for n in &nodes {
+        n.stop();
+    }
+    let seqs = delivered_task.await.unwrap_or_default();
+    for (phase, (lo, hi)) in phases.iter_mut().zip(&seq_ranges) {
+        phase.honest_delivered =
+            seqs.iter().filter(|s| (*lo as u64..*hi as u64).contains(s)).count();
+        phase.delivered_pps = phase.honest_delivered as f64 / phase.secs;
+    }
+    nodes.clear();
+    let share = |p: &Phase| p.honest_delivered as f64 / p.honest_sent.max(1) as f64;
+    let honest_rate_kept = (phases[1].delivered_pps / phases[0].delivered_pps.max(1e-9))
+        .min(share(&phases[1]) / share(&phases[0]).max(1e-9));
+    let recovered = share(&phases[2]) >= 0.99 * share(&phases[0]) && delay_after == 0;
+    let flood_secs = phases[1].secs;
+    let honest_in_flood = phases[1].honest_sent as f64;
+    let processed_fps = (flood_received as f64 - honest_in_flood).max(0.0) / flood_secs;
+    let written_fps = if shape.is_upstream() {
+        // Everything the upstream nodes forwarded reached the target's connections.
+        processed_fps
+    } else {
+        (handed as f64 - queued_at_end.max(0) as f64) / flood_secs
+    };
+    let met = (!shape.is_upstream())
+        .then_some(honest_rate_kept >= 0.9 && recovered && rss_peak <= RSS_BOUND_MB);
+    Ok(ShapeReport {
+        shape: shape.name(),
+        flooders: if shape.is_upstream() { UPSTREAMS } else { flooder_count },
+        capacity_fps: capacity_fps.round(),
+        hop_us: round(hop_us),
+        offered_fps: (offered as f64 / flood_secs).round(),
+        written_fps: written_fps.round(),
+        processed_fps: processed_fps.round(),
+        honest_rate_kept: round(honest_rate_kept),
+        recovered,
+        rss_mb_peak: round(rss_peak),
+        penalties: target_metrics.penalties(),
+        phases,
+        target_drops: target_metrics.drops_by_reason(),
+        target_delay_queue_after: delay_after,
+        target_outbound_queue_after: outbound_after,
+        met,
+    })
+}
+
+/// What every phase of one shape's run uses.
+struct PhaseCtx<'a> {
+    honest_pps: f64,
+    injector: &'a NodeHandle,
+    first: &'a (PeerId, Multiaddr),
+    offered_fps: f64,
+    flooders: &'a [NodeHandle],
+    flood_metrics: Vec<libp2p_mix::Metrics>,
+    queue: i64,
+    valid: Option<&'a std::sync::mpsc::Receiver<(PeerId, Multiaddr, Packet)>>,
+    junk: &'a [Packet],
+    stop_building: &'a AtomicBool,
+    target_metrics: libp2p_mix::Metrics,
+    target_cpu: &'a dyn Fn() -> Option<Duration>,
+}
+
+/// What the phases advance.
+struct PhaseState<'a> {
+    honest: std::iter::Cloned<std::slice::Iter<'a, Packet>>,
+    next_seq: usize,
+    seq_ranges: Vec<(usize, usize)>,
+    offered: u64,
+    handed: u64,
+    queued_at_end: i64,
+    flood_received: u64,
+    rss_peak: f64,
+}
+
+/// One phase: honest packets at their rate for `secs`, and with `flooding` the flood too.
+async fn run_phase(
+    name: &'static str,
+    secs: u64,
+    flooding: bool,
+    c: &PhaseCtx<'_>,
+    st: &mut PhaseState<'_>,
+) -> Phase {
+    eprintln!("{name} phase, {secs} s …");
+    let start = Instant::now();
+    let received_before = c.target_metrics.packets_received();
+    let cpu_before = (c.target_cpu)();
+    let first_seq = st.next_seq;
+    let mut honest_due = 0.0;
+    let mut flood_due = 0.0;
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u32;
+    while start.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        ticks += 1;
+        honest_due += c.honest_pps * TICK.as_secs_f64();
+        while honest_due >= 1.0 {
+            let Some(p) = st.honest.next() else { break };
+            c.injector.send_packet(c.first.0, c.first.1.clone(), p);
+            st.next_seq += 1;
+            honest_due -= 1.0;
+        }
+        if flooding {
+            flood_due += c.offered_fps * TICK.as_secs_f64();
+            let attempts = flood_due as u64;
+            flood_due -= attempts as f64;
+            st.offered += attempts;
+            // Each flooder offers its share and writes all its queue takes.
+            let share = attempts / c.flooders.len() as u64;
+            for (f, (flooder, metrics)) in c.flooders.iter().zip(&c.flood_metrics).enumerate() {
+                let mine = share + u64::from((f as u64) < attempts % c.flooders.len() as u64);
+                let room = (c.queue - metrics.outbound_queue()).max(0) as u64;
+                for _ in 0..mine.min(room) {
+                    if let Some(valid) = c.valid {
+                        let Ok((peer, addr, p)) = valid.try_recv() else { break };
+                        flooder.send_packet(peer, addr, p);
+                    } else {
+                        let p = c.junk[(st.handed as usize) % c.junk.len()].clone();
+                        flooder.send_packet(c.first.0, c.first.1.clone(), p);
+                    }
+                    st.handed += 1;
+                }
+            }
+        }
+        if ticks.is_multiple_of(10) {
+            st.rss_peak = st.rss_peak.max(rss_mb());
+        }
+    }
+    if flooding {
+        c.stop_building.store(true, Ordering::Relaxed);
+        st.queued_at_end = c.flood_metrics.iter().map(|m| m.outbound_queue()).sum();
+    }
+    let secs_taken = start.elapsed().as_secs_f64();
+    let received = c.target_metrics.packets_received() - received_before;
+    let cpu_share = cpu_before
+        .zip((c.target_cpu)())
+        .map(|(b, a)| ((a.saturating_sub(b).as_secs_f64() / secs_taken) * 100.0).round() / 100.0);
+    if flooding {
+        st.flood_received = received;
+    }
+    st.seq_ranges.push((first_seq, st.next_seq));
+    Phase {
+        name,
+        secs: secs_taken,
+        honest_sent: st.next_seq - first_seq,
+        honest_delivered: 0,
+        delivered_pps: 0.0,
+        target_received_pps: received as f64 / secs_taken,
+        target_cpu_share: cpu_share,
+    }
+}
+
+/// The attack of one shape: its flooders, the honest upstream nodes the upstream shapes send
+/// through (and the valid packets they route), and the junk the others send.
+struct Attackers {
+    flooders: Vec<NodeHandle>,
+    upstreams: Vec<NodeHandle>,
+    valid: Option<std::sync::mpsc::Receiver<(PeerId, Multiaddr, Packet)>>,
+    stop_building: Arc<AtomicBool>,
+    junk: Vec<Packet>,
+    /// Frames each flooder may have queued.
+    queue: i64,
+}
+
+async fn attackers(
+    shape: Shape,
+    nodes: &[NodeHandle],
+    hops: &[Hop],
+    template: &NodeSpec,
+    sample: &Packet,
+) -> anyhow::Result<Attackers> {
     // The flooders, and for the upstream shapes the honest nodes they send through.
     let flooder_count = match shape {
         Shape::Sybil => SYBILS,
@@ -334,149 +559,9 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
             p
         })
         .collect();
-    junk.extend(std::iter::repeat_n(samples[0].clone(), 128));
+    junk.extend(std::iter::repeat_n(sample.clone(), 128));
 
-    let mut deliveries = nodes[2].take_events().context("events")?;
-    let delivered_task = tokio::spawn(async move {
-        let mut seqs = Vec::new();
-        while let Some((seq, _)) = next_delivery(&mut deliveries).await {
-            seqs.push(seq);
-        }
-        seqs
-    });
-
-    let target_metrics = nodes[0].metrics.clone();
-    let flood_metrics: Vec<_> = flooders.iter().map(|f| f.metrics.clone()).collect();
-    let mut honest_iter = honest.iter().cloned();
-    let mut phases = Vec::new();
-    let mut seq_ranges = Vec::new();
-    let mut rss_peak = rss_mb();
-    let (mut offered, mut handed) = (0u64, 0u64);
-    let mut queued_at_end = 0i64;
-    let mut next_seq = 1000usize;
-    let mut flood_received = 0u64;
-    for (i, secs) in phase_secs.iter().enumerate() {
-        let name = ["baseline", "flood", "recovery"][i];
-        eprintln!("{name} phase, {secs} s …");
-        let flooding = i == 1;
-        let start = Instant::now();
-        let received_before = target_metrics.packets_received();
-        let cpu_before = target_cpu();
-        let first_seq = next_seq;
-        let mut honest_due = 0.0;
-        let mut flood_due = 0.0;
-        let mut tick = tokio::time::interval(TICK);
-        let mut ticks = 0u32;
-        while start.elapsed() < Duration::from_secs(*secs) {
-            tick.tick().await;
-            ticks += 1;
-            honest_due += o.honest_pps * TICK.as_secs_f64();
-            while honest_due >= 1.0 {
-                let Some(p) = honest_iter.next() else { break };
-                injector.send_packet(first.0, first.1.clone(), p);
-                next_seq += 1;
-                honest_due -= 1.0;
-            }
-            if flooding {
-                flood_due += offered_fps * TICK.as_secs_f64();
-                let attempts = flood_due as u64;
-                flood_due -= attempts as f64;
-                offered += attempts;
-                // Each flooder offers its share and writes all its queue takes.
-                let share = attempts / flooders.len() as u64;
-                for (f, (flooder, metrics)) in flooders.iter().zip(&flood_metrics).enumerate() {
-                    let mine = share + u64::from((f as u64) < attempts % flooders.len() as u64);
-                    let room = (queue - metrics.outbound_queue()).max(0) as u64;
-                    for _ in 0..mine.min(room) {
-                        if let Some(valid) = &valid {
-                            let Ok((peer, addr, p)) = valid.try_recv() else { break };
-                            flooder.send_packet(peer, addr, p);
-                        } else {
-                            let p = junk[(handed as usize) % junk.len()].clone();
-                            flooder.send_packet(first.0, first.1.clone(), p);
-                        }
-                        handed += 1;
-                    }
-                }
-            }
-            if ticks.is_multiple_of(10) {
-                rss_peak = rss_peak.max(rss_mb());
-            }
-        }
-        if flooding {
-            stop_building.store(true, Ordering::Relaxed);
-            queued_at_end = flood_metrics.iter().map(|m| m.outbound_queue()).sum();
-        }
-        let secs_taken = start.elapsed().as_secs_f64();
-        let received = target_metrics.packets_received() - received_before;
-        let cpu_share = cpu_before.zip(target_cpu()).map(|(b, a)| {
-            ((a.saturating_sub(b).as_secs_f64() / secs_taken) * 100.0).round() / 100.0
-        });
-        if flooding {
-            flood_received = received;
-        }
-        seq_ranges.push((first_seq, next_seq));
-        phases.push(Phase {
-            name,
-            secs: secs_taken,
-            honest_sent: next_seq - first_seq,
-            honest_delivered: 0,
-            delivered_pps: 0.0,
-            target_received_pps: received as f64 / secs_taken,
-            target_cpu_share: cpu_share,
-        });
-    }
-    // Let the last packets arrive, then count deliveries by phase.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    rss_peak = rss_peak.max(rss_mb());
-    let delay_after = target_metrics.delay_queue();
-    let outbound_after = target_metrics.outbound_queue();
-    for node in flooders.iter().chain(&upstreams).chain(std::iter::once(&injector)) {
-        node.stop();
-    }
-    for n in &nodes {
-        n.stop();
-    }
-    let seqs = delivered_task.await.unwrap_or_default();
-    for (phase, (lo, hi)) in phases.iter_mut().zip(&seq_ranges) {
-        phase.honest_delivered =
-            seqs.iter().filter(|s| (*lo as u64..*hi as u64).contains(s)).count();
-        phase.delivered_pps = phase.honest_delivered as f64 / phase.secs;
-    }
-    nodes.clear();
-    let share = |p: &Phase| p.honest_delivered as f64 / p.honest_sent.max(1) as f64;
-    let honest_rate_kept = (phases[1].delivered_pps / phases[0].delivered_pps.max(1e-9))
-        .min(share(&phases[1]) / share(&phases[0]).max(1e-9));
-    let recovered = share(&phases[2]) >= 0.99 * share(&phases[0]) && delay_after == 0;
-    let flood_secs = phases[1].secs;
-    let honest_in_flood = phases[1].honest_sent as f64;
-    let processed_fps = (flood_received as f64 - honest_in_flood).max(0.0) / flood_secs;
-    let written_fps = if shape.is_upstream() {
-        // Everything the upstream nodes forwarded reached the target's connections.
-        processed_fps
-    } else {
-        (handed as f64 - queued_at_end.max(0) as f64) / flood_secs
-    };
-    let met = (!shape.is_upstream())
-        .then_some(honest_rate_kept >= 0.9 && recovered && rss_peak <= RSS_BOUND_MB);
-    Ok(ShapeReport {
-        shape: shape.name(),
-        flooders: if shape.is_upstream() { UPSTREAMS } else { flooder_count },
-        capacity_fps: capacity_fps.round(),
-        hop_us: round(hop_us),
-        offered_fps: (offered as f64 / flood_secs).round(),
-        written_fps: written_fps.round(),
-        processed_fps: processed_fps.round(),
-        honest_rate_kept: round(honest_rate_kept),
-        recovered,
-        rss_mb_peak: round(rss_peak),
-        penalties: target_metrics.penalties(),
-        phases,
-        target_drops: target_metrics.drops_by_reason(),
-        target_delay_queue_after: delay_after,
-        target_outbound_queue_after: outbound_after,
-        met,
-    })
+    Ok(Attackers { flooders, upstreams, valid, stop_building, junk, queue })
 }
 
 impl Report {
