@@ -582,6 +582,8 @@ impl Behaviour {
             }
         };
         self.publish_pool();
+        // The pool view's timer starts on the next poll.
+        self.wake();
         Handle::new(commands, self.pool_view.clone())
     }
 
@@ -622,6 +624,8 @@ impl Behaviour {
             && timer.poll_unpin(cx).is_ready()
         {
             timer.reset(POOL_VIEW_INTERVAL);
+            // A timer that fired forgets its waker; polled again, it wakes the swarm next time.
+            let _ = timer.poll_unpin(cx);
             self.publish_pool();
         }
         for _ in 0..crate::handle::HANDLE_QUEUE {

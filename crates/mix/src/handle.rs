@@ -18,7 +18,7 @@ use crate::ReplyId;
 use crate::core::{Destination, MessageId, SendError, SendOptions};
 
 /// Messages a handle may queue before the behaviour takes them.
-pub(crate) const HANDLE_QUEUE: usize = 256;
+pub const HANDLE_QUEUE: usize = 256;
 
 /// The outcome of a message queued with [`Handle::send`], once the behaviour took it.
 pub type SendOutcome = oneshot::Receiver<Result<MessageId, SendError>>;

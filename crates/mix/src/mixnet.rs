@@ -82,6 +82,8 @@ use parts::{Parts, PartsEvent};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Source {
     Loopback,
+    /// A listen address in a private, link-local, shared or unspecified range.
+    Private,
     Listen,
     External,
 }
@@ -95,7 +97,8 @@ enum Source {
 ///
 /// * **Its address** comes from the swarm: a confirmed external address
 ///   ([`libp2p_swarm::Swarm::add_external_address`], or one AutoNAT confirms) if there is
-///   one, otherwise the first non-loopback address it listens on, otherwise the first address.
+///   one, otherwise the first address it listens on in a public range, then in a private
+///   range, then on loopback.
 ///   The address goes into SURBs and, with discovery, into the node's signed record.
 /// * **Discovery** (optional, [`crate::discovery`]): found nodes go into the pool, key
 ///   rotations into the node's record.
@@ -134,6 +137,9 @@ impl std::fmt::Debug for Mixnet {
             .finish_non_exhaustive()
     }
 }
+
+/// Confirmed external addresses remembered (the swarm keeps as many).
+const MAX_EXTERNAL: usize = 20;
 
 /// Stands in for the node's address in its own pool entry until the swarm reports one.
 const NO_ADDRESS: &str = "/ip4/127.0.0.1/tcp/1";
@@ -236,18 +242,39 @@ impl Mixnet {
 
     /// The best address the swarm reported: confirmed external ones first, then listen
     /// addresses that are not loopback, then the rest; the earliest of a kind first.
-    fn candidates(&self) -> impl Iterator<Item = (&Multiaddr, Source)> {
-        let loopback = |a: &Multiaddr| {
-            a.iter().any(|p| match p {
-                multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
-                multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
-                _ => false,
-            })
+    fn candidates(&self) -> impl Iterator<Item = (&Multiaddr, Source)> + '_ {
+        let kind = |a: &Multiaddr| {
+            let ip = a.iter().find_map(|p| match p {
+                multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            });
+            match ip {
+                Some(ip) if ip.is_loopback() => Source::Loopback,
+                Some(std::net::IpAddr::V4(ip))
+                    if ip.is_private()
+                        || ip.is_link_local()
+                        || ip.is_unspecified()
+                        || (ip.octets()[0] == 100 && (64..128).contains(&ip.octets()[1])) =>
+                {
+                    Source::Private
+                }
+                Some(std::net::IpAddr::V6(ip))
+                    if ip.is_unspecified()
+                        || (ip.segments()[0] & 0xfe00) == 0xfc00
+                        || (ip.segments()[0] & 0xffc0) == 0xfe80 =>
+                {
+                    Source::Private
+                }
+                _ => Source::Listen,
+            }
         };
         let external = self.external.iter().map(|a| (a, Source::External));
-        let listen = self.listen.iter().filter(move |a| !loopback(a)).map(|a| (a, Source::Listen));
-        let local = self.listen.iter().filter(move |a| loopback(a)).map(|a| (a, Source::Loopback));
-        external.chain(listen).chain(local)
+        let mut listen: Vec<(&Multiaddr, Source)> =
+            self.listen.iter().map(|a| (a, kind(a))).collect();
+        // Best kind first; the earliest of a kind first (the sort is stable).
+        listen.sort_by_key(|(_, source)| std::cmp::Reverse(*source));
+        external.chain(listen)
     }
 
     /// Adopts the best address that fits a Sphinx address block, if it is not the one in use.
@@ -362,7 +389,9 @@ impl NetworkBehaviour for Mixnet {
                 true
             }
             FromSwarm::ExternalAddrConfirmed(e) => {
-                if !self.external.contains(e.addr) {
+                // As many as the swarm keeps; the earliest (the operator's, in `mixnode`) stays
+                // preferred.
+                if !self.external.contains(e.addr) && self.external.len() < MAX_EXTERNAL {
                     self.external.push(e.addr.clone());
                 }
                 true

@@ -121,8 +121,8 @@ async fn misbehaving_peers_are_cut_off_while_honest_traffic_flows() {
 
     // 2. A frame announcing 100 000 bytes: the stream is closed at once.
     let mut oversized = open(&mut control, &net).await;
-    let mut prefix = unsigned_varint::encode::usize_buffer();
-    oversized.write_all(unsigned_varint::encode::usize(100_000, &mut prefix)).await.unwrap();
+    // Only the announcement is sent: the 3-byte prefix of a 100 000-byte frame.
+    oversized.write_all(&frame(&vec![0u8; 100_000])[..3]).await.unwrap();
     oversized.flush().await.unwrap();
 
     // 3. A 100-byte frame: not a packet, the stream is closed.

@@ -34,7 +34,8 @@ use libp2p_mix::{Destination, Event, RequestId, discovery};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::runtime::{self, DiscoverySpec, ECHO, NodeEvent, NodeSpec, length_prefixed};
+use crate::echo::{ECHO, length_prefixed};
+use crate::runtime::{self, DiscoverySpec, NodeEvent, NodeSpec};
 use crate::testnet::{body, parse_body};
 
 /// What to run.

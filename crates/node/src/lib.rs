@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod config;
 mod cpu;
+mod echo;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

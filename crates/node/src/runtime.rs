@@ -1,11 +1,10 @@
 //! One mix node on a tokio task: its swarm, and a handle to drive it and hear from it.
 
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -13,80 +12,14 @@ use libp2p::{
 };
 use libp2p_mix::core::{DelayStrategy, DynamicPool, MixNode, NodePool, SendOptions};
 use libp2p_mix::{
-    Destination, Event, Metrics, Mixnet, MixnetConfig, ReadRule, RequestId, discovery, framing,
+    Destination, Event, Metrics, Mixnet, MixnetConfig, ReadRule, RequestId, discovery,
 };
 use mix_gossip::{MessageId, PublishError, Route, TopicId};
 use mix_sphinx::{NodePublicKey, NodeSecretKey, Packet};
 use mix_stream::Event::Mix;
 use tokio::sync::{mpsc, oneshot};
 
-/// A tiny request-response service the testnet's nodes offer as destinations: the reply is
-/// the request with `echo:` in front. One varint length-prefixed frame each way.
-pub(crate) const ECHO: &str = "/mixnode/echo/1.0.0";
-const ECHO_MAX: usize = 4096;
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct EchoCodec;
-
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut first = [0u8; 1];
-    io.read_exact(&mut first).await?;
-    framing::read_after(io, first[0], ECHO_MAX).await.map_err(io::Error::other)
-}
-
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
-    io.write_all(&length_prefixed(data)).await?;
-    io.close().await
-}
-
-/// `data` behind its unsigned-varint length.
-pub(crate) fn length_prefixed(data: &[u8]) -> Vec<u8> {
-    framing::encode(data)
-}
-
-impl request_response::Codec for EchoCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_frame(io).await
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_frame(io).await
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &r).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &r).await
-    }
-}
+use crate::echo::{ECHO, ECHO_MAX, EchoCodec, length_prefixed, unframe};
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct NodeBehaviour {
@@ -480,8 +413,8 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
     let mut swarm = build_swarm(identity, behaviour)?;
 
     // The mixnet advertises a confirmed external address before any it listens on.
-    if let Some(addr) = advertise {
-        swarm.add_external_address(addr);
+    if let Some(addr) = &advertise {
+        swarm.add_external_address(addr.clone());
     }
     let mut listening = 0;
     for addr in &listen {
@@ -504,6 +437,14 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         .local_address()
         .cloned()
         .context("no address this node listens on can be advertised in SURBs")?;
+    if let Some(wanted) = advertise
+        && wanted != addr
+    {
+        anyhow::bail!(
+            "network.advertise {wanted} cannot be advertised (Sphinx address blocks hold IPv4 \
+             TCP or QUIC addresses only)"
+        );
+    }
     let metrics = swarm.behaviour().stream.mix().metrics().clone();
     let streams = swarm.behaviour().stream.control();
     let stream_metrics = swarm.behaviour().stream.metrics().clone();
@@ -535,11 +476,6 @@ async fn start_task(spec: NodeSpec) -> anyhow::Result<(NodeHandle, tokio::task::
         task: abort,
     };
     Ok((handle, task))
-}
-
-/// The payload inside one length-prefixed frame, if `data` is exactly that.
-fn unframe(data: &[u8]) -> Option<&[u8]> {
-    framing::decode(data).filter(|(_, rest)| rest.is_empty()).map(|(frame, _)| frame)
 }
 
 fn gossip_join(
@@ -749,3 +685,21 @@ async fn run(
 #[cfg(test)]
 #[path = "runtime_stop_tests.rs"]
 mod stop_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_advertised_address_sphinx_cannot_carry_is_refused_at_start() {
+        let mut spec = NodeSpec::new(
+            "/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"),
+            libp2p_mix::Config::default(),
+        );
+        spec.advertise = Some("/dns4/mix.example/tcp/4001".parse().expect("multiaddr"));
+        match start(spec).await {
+            Ok(_) => panic!("a node advertising a DNS address started"),
+            Err(error) => assert!(error.to_string().contains("network.advertise"), "{error:#}"),
+        }
+    }
+}

@@ -1,5 +1,16 @@
 //! Discrete-event simulation, in virtual time, of the code the nodes run.
 //!
+//! # Layers
+//!
+//! ```text
+//!  mixnode sim … ─── scenario files, sweeps, reports, plots
+//!   └─ gossip, mixnet ─ simulated networks: event queue, latency model, crashes, observers
+//!       └─ mix_gossip::State, libp2p_mix::core::MixCore ─ the nodes' own sans-IO cores
+//! ```
+//!
+//! The simulator replaces only the network and the clock; it builds the cores without their
+//! drivers (`default-features = false`: no libp2p-swarm, no prometheus-client).
+//!
 //! * [`gossip`]: thousands of `mix_gossip::State` machines on a simulated network with
 //!   latency, crashes, spies and Sybils; measures delivery, redundancy, hops and publisher
 //!   anonymity.

@@ -5,6 +5,19 @@
 //! processes a packet at a hop, recovers replies, frames the message inside a packet, and maps
 //! libp2p addresses to the 94-byte address blocks. Randomness is always passed in.
 //!
+//! # Layers
+//!
+//! ```text
+//!  libp2p-mix's MixCore ── the node that uses it (path choice, delays, replay filter, I/O)
+//!   └─ Route, Surb ─────── build: a forward packet or a reply block for a path of 3–5 hops
+//!   └─ NodeSecretKey::open, OpenedPacket::peel ─ one hop: MAC check, replay tag, the action
+//!   └─ message ─────────── the origin protocol and body inside the payload
+//!   └─ AddressBlock ────── a libp2p peer id and address, as the header carries it
+//! ```
+//!
+//! Embed it directly only to build or open packets yourself (a tool, another driver);
+//! applications use `libp2p-mix`, which runs it.
+//!
 //! # Sending, hopping, receiving
 //!
 //! ```

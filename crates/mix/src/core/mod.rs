@@ -596,6 +596,12 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     fn unix(&mut self, now: Instant) -> Duration {
+        if self.wall_clock.is_none() {
+            tracing::warn!(
+                "the mix core was used before set_wall_clock: its clock starts at Unix time 0, \
+                 so its key epochs and proof timestamps agree with no other node"
+            );
+        }
         let (at, unix) = *self.wall_clock.get_or_insert((now, Duration::ZERO));
         if now >= at { unix + (now - at) } else { unix.saturating_sub(at - now) }
     }

@@ -12,7 +12,8 @@ use rand::RngExt;
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::mpsc;
 
-use crate::runtime::{ECHO, NodeEvent, NodeHandle, length_prefixed};
+use crate::echo::{ECHO, length_prefixed};
+use crate::runtime::{NodeEvent, NodeHandle};
 
 use super::report::Phase;
 use super::{Options, body, parse_body};
