@@ -10,14 +10,18 @@
 //! # Layers
 //!
 //! ```text
-//!  your swarm ── Behaviour ─────────── streams over a libp2p_mix::Mixnet it wraps
+//!  your swarm ── Behaviour ─────────── streams over a libp2p_mix::Mixnet it wraps (feature `net`)
 //!                 ├─ Control, MixStream ─ the application's side (async, Clone + Send)
-//!                 └─ Connection ─────── one stream, either side, sans-IO (time, RNG passed in)
-//!                      └─ frame, coding ─ the wire format, erasure coding, sealing
+//!                 └─ Endpoint ────────── every stream of the node, sans-IO: demultiplexing,
+//!                      │                  accept budgets, lingering, SURB replies, loss learning
+//!                      └─ Connection ─── one stream, either side, sans-IO (time, RNG passed in)
+//!                           └─ frame, coding ─ the wire format, erasure coding, sealing
 //! ```
 //!
-//! * The sans-IO core: [`Connection`] (one stream, either side), its [`StreamConfig`] and the
-//!   wire [`frame`] format. No sockets, no clock, randomness passed in.
+//! * The sans-IO core: [`Endpoint`] (all of a node's streams; it talks to the mix node through
+//!   the [`MixTransport`] trait), [`Connection`] (one stream, either side), their [`Config`]
+//!   and [`StreamConfig`], and the wire [`frame`] format. No sockets, no clock, randomness
+//!   passed in; `tests/endpoint.rs` runs two endpoints in virtual time.
 //! * [`sim`]: a virtual-time channel with loss, delay and duplication that runs connections,
 //!   for tests and for measuring delivery against loss.
 //! * The rust-libp2p driver: [`Behaviour`] (it wraps the mix behaviour), [`Control`]
@@ -37,7 +41,9 @@
 mod coding;
 mod config;
 mod connection;
+#[cfg(feature = "net")]
 mod driver;
+mod endpoint;
 mod estimate;
 pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -55,10 +61,14 @@ pub use connection::{
     AcceptError, Connection, ConnectionError, ConnectionStats, FrameDrop, FrameLimits, Mode,
     OpenError, Role, SurbSource,
 };
+#[cfg(feature = "net")]
 pub use driver::{
-    Behaviour, CODEC, Config, Control, Event, FrameObserver, FromHandler, Metrics, MixStream,
-    OpenStreamError, PROTOCOL, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE, StreamPeer, Target,
-    TransferError,
+    Behaviour, CODEC, Control, Event, FrameObserver, FromHandler, Metrics, MixStream, PROTOCOL,
+    Target, TransferError,
+};
+pub use endpoint::{
+    Config, Endpoint, EndpointEvent, EndpointStats, MixTransport, OpenStreamError, Outcome,
+    RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE, StreamId, StreamPeer,
 };
 pub use estimate::NetworkLoss;
 pub use frame::{FrameError, SurbBytes};

@@ -5,22 +5,11 @@ use std::sync::Arc;
 use futures::channel::{mpsc, oneshot};
 use futures::lock::Mutex;
 use futures::{SinkExt, StreamExt};
-use libp2p_core::Multiaddr;
 use libp2p_identity::PeerId;
 
 use super::stream::MixStream;
-use crate::{ConnectionError, OpenError, StreamConfig};
-
-/// A peer that accepts streams, reached through exits that dial `addr`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamPeer {
-    /// The acceptor.
-    pub peer_id: PeerId,
-    /// Where exits dial it (IPv4 TCP or QUIC, to fit a Sphinx address block).
-    pub addr: Multiaddr,
-    /// Its X25519 key for streams.
-    pub key: [u8; 32],
-}
+use crate::endpoint::{OpenStreamError, StreamPeer};
+use crate::{ConnectionError, StreamConfig};
 
 /// Whom to open a stream to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,27 +30,6 @@ impl From<StreamPeer> for Target {
     fn from(peer: StreamPeer) -> Self {
         Self::Peer(peer)
     }
-}
-
-/// Why a stream could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenStreamError {
-    /// The peer is not in the mix pool (give its address and key with a [`StreamPeer`]).
-    #[error("{0} is not in the mix pool")]
-    UnknownPeer(PeerId),
-    /// This node has as many streams open as it may.
-    #[error("{0} streams are open already")]
-    TooManyStreams(usize),
-    /// The peer's record holds no key for the current epoch (it has not been refreshed).
-    #[error("the record of {0} has no key for the current epoch")]
-    StaleKeys(PeerId),
-    /// The settings or the key are unusable.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// The behaviour is gone (the swarm stopped).
-    #[error("the stream behaviour stopped")]
-    Stopped,
 }
 
 /// Why a message was not delivered.

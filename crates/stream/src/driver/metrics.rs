@@ -7,7 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::ConnectionStats;
+use std::time::Duration;
+
+use crate::EndpointStats;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
@@ -94,10 +96,6 @@ impl Metrics {
         r.register("loss_ratio", "Frame loss measured on the mixnet", self.loss.clone());
     }
 
-    pub(crate) fn opened(&self, kind: &'static str) {
-        self.opened.get_or_create(&Kind { kind }).inc();
-    }
-
     /// Streams open now, both roles.
     pub fn active_total(&self) -> i64 {
         ["opener", "acceptor"]
@@ -114,41 +112,42 @@ impl Metrics {
             .sum()
     }
 
-    pub(crate) fn accepted(&self, kind: &'static str) {
-        self.accepted.get_or_create(&Kind { kind }).inc();
-    }
-
-    pub(crate) fn active(&self, role: &'static str, delta: i64) {
-        self.active.get_or_create(&Kind { kind: role }).inc_by(delta);
-    }
-
-    pub(crate) fn ended(&self, outcome: &'static str, stats: &ConnectionStats) {
-        self.ended.get_or_create(&Kind { kind: outcome }).inc();
-        if let Some(rtt) = stats.rtt {
-            self.rtt.observe(rtt.as_secs_f64());
-        }
-    }
-
     pub(crate) fn dropped(&self, reason: &'static str) {
         self.frames_dropped.get_or_create(&Kind { kind: reason }).inc();
     }
 
-    pub(crate) fn set_loss(&self, loss: f64) {
-        self.loss.set(loss);
-    }
-
-    /// Adds what changed between two snapshots of one stream's figures.
-    pub(crate) fn progress(&self, before: &ConnectionStats, after: &ConnectionStats, opener: bool) {
+    /// Adds what the endpoint counted between two snapshots of its figures.
+    pub(crate) fn export(&self, before: &EndpointStats, now: &EndpointStats, rtts: &[Duration]) {
         let d = |a: u64, b: u64| b.saturating_sub(a);
-        self.frames_sent.inc_by(d(before.frames_sent, after.frames_sent));
-        self.frames_received.inc_by(d(before.frames_received, after.frames_received));
-        self.bytes_sent.inc_by(d(before.send.bytes_written, after.send.bytes_written));
-        self.bytes_received.inc_by(d(before.recv.bytes_read, after.recv.bytes_read));
-        self.shards_resent.inc_by(d(before.send.shards_resent, after.send.shards_resent));
-        self.blocks_recovered.inc_by(d(before.recv.recovered, after.recv.recovered));
-        if opener {
-            self.surbs_sent.inc_by(d(before.surbs, after.surbs));
+        for (i, kind) in ["stream", "message"].into_iter().enumerate() {
+            self.opened.get_or_create(&Kind { kind }).inc_by(d(before.opened[i], now.opened[i]));
+            self.accepted
+                .get_or_create(&Kind { kind })
+                .inc_by(d(before.accepted[i], now.accepted[i]));
         }
+        for (i, kind) in ["opener", "acceptor"].into_iter().enumerate() {
+            self.active.get_or_create(&Kind { kind }).set(now.active[i] as i64);
+        }
+        for (outcome, count) in now.endings() {
+            let kind = outcome.label();
+            self.ended.get_or_create(&Kind { kind }).inc_by(d(before.ended(outcome), count));
+        }
+        for (kind, count) in now.drops() {
+            self.frames_dropped
+                .get_or_create(&Kind { kind })
+                .inc_by(d(before.dropped(kind), count));
+        }
+        self.frames_sent.inc_by(d(before.frames_sent, now.frames_sent));
+        self.frames_received.inc_by(d(before.frames_received, now.frames_received));
+        self.bytes_sent.inc_by(d(before.bytes_sent, now.bytes_sent));
+        self.bytes_received.inc_by(d(before.bytes_received, now.bytes_received));
+        self.shards_resent.inc_by(d(before.shards_resent, now.shards_resent));
+        self.blocks_recovered.inc_by(d(before.blocks_recovered, now.blocks_recovered));
+        self.surbs_sent.inc_by(d(before.surbs_sent, now.surbs_sent));
+        for rtt in rtts {
+            self.rtt.observe(rtt.as_secs_f64());
+        }
+        self.loss.set(now.loss);
     }
 
     /// Shards sent again so far.

@@ -3,55 +3,14 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::channel::mpsc;
 
-use crate::{Connection, ConnectionError, ConnectionStats};
-
-/// A connection and the wakers of the handle that uses it, shared between the behaviour (which
-/// moves frames) and the [`MixStream`] (which moves bytes).
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) conn: Connection,
-    pub(crate) reader: Option<Waker>,
-    pub(crate) writer: Option<Waker>,
-    pub(crate) closer: Option<Waker>,
-    /// The application dropped its handle: reads are discarded from now on.
-    pub(crate) dropped: bool,
-}
-
-impl Shared {
-    pub(crate) fn new(conn: Connection) -> Arc<Mutex<Self>> {
-        Arc::new(Mutex::new(Self {
-            conn,
-            reader: None,
-            writer: None,
-            closer: None,
-            dropped: false,
-        }))
-    }
-
-    pub(crate) fn wake(&mut self) {
-        if let Some(w) = self.reader.take() {
-            w.wake();
-        }
-        if let Some(w) = self.writer.take() {
-            w.wake();
-        }
-        if let Some(w) = self.closer.take() {
-            w.wake();
-        }
-    }
-}
-
-pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    // A panic while holding the lock leaves a connection whose state is still consistent
-    // (every method leaves it so); carry on with it.
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::endpoint::{Shared, lock};
+use crate::{ConnectionError, ConnectionStats};
 
 /// One anonymous stream: what one side writes, the other reads, in order.
 ///
