@@ -4,7 +4,7 @@
 //! destinations (passing their address with the dial), drives the core's timer, and turns the
 //! core's outputs into [`Event`]s. All protocol decisions stay in the core.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -27,8 +27,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::core::DropReason;
 use crate::core::{
-    self, DelayStrategy, Delivery, Destination, MessageId, MixCore, MixNode, NodePool, Output,
-    RequestId, SendError, SendOptions,
+    self, DelayStrategy, Delivery, DeliveryId, Destination, MessageId, MixCore, MixNode, NodePool,
+    Output, RequestId, SendError, SendOptions,
 };
 use crate::handle::{Handle, PoolView, Routed, RoutedReceiver};
 use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent, TokenBucket};
@@ -53,8 +53,6 @@ pub struct Config {
     pub exit_timeout: Duration,
     /// Exit deliveries in flight per connection.
     pub max_concurrent_exits: usize,
-    /// Locally delivered messages whose reply is still awaited from the application.
-    pub max_pending_replies: usize,
     /// How often a few pool nodes this node is not connected to are dialed to check they are
     /// alive (a node that cannot be reached is suspended from paths). `None` disables it.
     pub probe_interval: Option<Duration>,
@@ -125,7 +123,6 @@ impl Default for Config {
             max_pending_per_peer: 1024,
             exit_timeout: Duration::from_secs(10),
             max_concurrent_exits: 64,
-            max_pending_replies: 1024,
             probe_interval: Some(Duration::from_secs(30)),
             probes_per_interval: 4,
             serve: true,
@@ -158,7 +155,7 @@ impl Config {
 /// Identifies a message delivered to this node (as exit and destination) that may be answered
 /// with [`Behaviour::reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReplyId(u64);
+pub struct ReplyId(DeliveryId);
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -279,11 +276,10 @@ pub struct Behaviour {
     timer_deadline: Option<Instant>,
     connected: HashMap<PeerId, Vec<ConnectionId>>,
     pending: HashMap<PeerId, Pending>,
-    exit_surbs: HashMap<ExitId, (PeerId, String, Vec<Surb>)>,
+    /// Exit deliveries in progress: the destination, the codec and the core's name for it.
+    exit_jobs_by_id: HashMap<ExitId, (PeerId, String, DeliveryId)>,
     next_exit: u64,
     exit_protocols: HashMap<String, ExitProtocol>,
-    local_replies: BTreeMap<ReplyId, Vec<Surb>>,
-    next_reply: u64,
     events: VecDeque<ToSwarm<Event, InEvent>>,
     waker: Option<Waker>,
     /// Peers being dialed only to see whether they are alive.
@@ -400,11 +396,9 @@ impl Behaviour {
             timer_deadline: None,
             connected: HashMap::new(),
             pending: HashMap::new(),
-            exit_surbs: HashMap::new(),
+            exit_jobs_by_id: HashMap::new(),
             next_exit: 0,
             exit_protocols: HashMap::new(),
-            local_replies: BTreeMap::new(),
-            next_reply: 0,
             events: VecDeque::new(),
             waker: None,
             probing: HashMap::new(),
@@ -516,7 +510,7 @@ impl Behaviour {
 
     /// Exit deliveries queued or in flight now.
     pub fn exit_jobs(&self) -> usize {
-        self.exit_surbs.len()
+        self.exit_jobs_by_id.len()
     }
 
     /// Protects packets with `spam`; every node of the network must do the same. Call before
@@ -763,8 +757,7 @@ impl Behaviour {
     /// Answers a message received with [`Event::Received`]. Returns how many copies were sent
     /// (one per SURB), or `Ok(0)` if the id is unknown or expired.
     pub fn reply(&mut self, id: ReplyId, body: &[u8]) -> Result<usize, MessageError> {
-        let Some(surbs) = self.local_replies.remove(&id) else { return Ok(0) };
-        let sent = self.core.reply(Instant::now(), &surbs, body)?;
+        let sent = self.core.answer(Instant::now(), id.0, body)?;
         self.wake();
         Ok(sent)
     }
@@ -928,17 +921,9 @@ impl Behaviour {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        let Delivery { destination, codec, body, surbs } = delivery;
+        let Delivery { id: delivery, destination, codec, body, replies } = delivery;
         let Some((peer, addr)) = destination else {
-            let reply = (!surbs.is_empty()).then(|| {
-                if self.local_replies.len() >= self.config.max_pending_replies {
-                    self.local_replies.pop_first();
-                }
-                let id = ReplyId(self.next_reply);
-                self.next_reply += 1;
-                self.local_replies.insert(id, surbs);
-                id
-            });
+            let reply = (replies > 0).then_some(ReplyId(delivery));
             let routed = Routed { codec, body, reply };
             let routed = match self.routes.get_mut(routed.codec.as_str()) {
                 None => routed,
@@ -947,7 +932,7 @@ impl Behaviour {
                     Err(e) if e.is_full() => {
                         self.metrics.dropped(DropReason::RouteFull);
                         if let Some(id) = e.into_inner().reply {
-                            self.local_replies.remove(&id);
+                            self.core.forget(id.0);
                         }
                         return;
                     }
@@ -964,6 +949,7 @@ impl Behaviour {
         };
         let connection = self.connected.get(&peer).and_then(|c| c.first()).copied();
         if let Err(reason) = self.admit_exit_job(&peer, connection.is_some()) {
+            self.core.forget(delivery);
             self.metrics.dropped(reason);
             self.metrics.exit_request("refused");
             self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered {
@@ -977,12 +963,12 @@ impl Behaviour {
         let id = ExitId(self.next_exit);
         self.next_exit += 1;
         let protocol = self.exit_protocols.get(&codec).copied().unwrap_or_default();
-        let read = if surbs.is_empty() { None } else { protocol.read };
+        let read = if replies == 0 { None } else { protocol.read };
         let retry = protocol.retry_on_reset;
         let pooled = protocol.pooled && read.is_none();
-        self.exit_surbs.insert(id, (peer, codec.clone(), surbs));
+        self.exit_jobs_by_id.insert(id, (peer, codec.clone(), delivery));
         let job = ExitJob { id, codec, body, read, retry, pooled };
-        self.metrics.set_exit_jobs(self.exit_surbs.len());
+        self.metrics.set_exit_jobs(self.exit_jobs_by_id.len());
         if let Some(connection) = connection {
             self.exit_connection.insert(job.id, connection);
             self.events.push_back(exit_event(peer, connection, job));
@@ -995,7 +981,7 @@ impl Behaviour {
     /// Whether the exit takes one more delivery to `peer`: within the total and
     /// per-destination caps, and, if it needs a new dial, within the dial rate.
     fn admit_exit_job(&mut self, peer: &PeerId, connected: bool) -> Result<(), DropReason> {
-        if self.exit_surbs.len() >= self.config.max_exit_jobs {
+        if self.exit_jobs_by_id.len() >= self.config.max_exit_jobs {
             return Err(DropReason::ExitQueueFull);
         }
         if self.exit_jobs.get(peer).is_some_and(|n| *n >= self.config.max_exit_jobs_per_destination)
@@ -1037,7 +1023,7 @@ impl Behaviour {
     }
 
     fn on_exit_done(&mut self, id: ExitId, result: Result<Option<Vec<u8>>, ExitError>) {
-        let Some((peer, codec, surbs)) = self.exit_surbs.remove(&id) else { return };
+        let Some((peer, codec, delivery)) = self.exit_jobs_by_id.remove(&id) else { return };
         self.exit_connection.remove(&id);
         if let Some(jobs) = self.exit_jobs.get_mut(&peer) {
             *jobs -= 1;
@@ -1045,14 +1031,20 @@ impl Behaviour {
                 self.exit_jobs.remove(&peer);
             }
         }
-        self.metrics.set_exit_jobs(self.exit_surbs.len());
+        self.metrics.set_exit_jobs(self.exit_jobs_by_id.len());
         let result = match result {
-            Ok(Some(reply)) => match self.core.reply(Instant::now(), &surbs, &reply) {
+            Ok(Some(reply)) => match self.core.answer(Instant::now(), delivery, &reply) {
                 Ok(_) => Ok(true),
                 Err(e) => Err(ExitError::Stream(format!("reply does not fit a SURB: {e}"))),
             },
-            Ok(None) => Ok(false),
-            Err(e) => Err(e),
+            Ok(None) => {
+                self.core.forget(delivery);
+                Ok(false)
+            }
+            Err(e) => {
+                self.core.forget(delivery);
+                Err(e)
+            }
         };
         self.metrics.exit_request(if result.is_ok() { "ok" } else { "error" });
         self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered { peer, codec, result }));

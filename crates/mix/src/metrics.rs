@@ -46,6 +46,8 @@ pub struct Metrics {
     hop_delay_seconds: Histogram,
     loop_rtt_seconds: Histogram,
     exit_jobs: Gauge,
+    awaited_answers: Gauge,
+    answers_forgotten: Counter,
     replay_fill: Gauge<f64, AtomicU64>,
     replay_stages: Gauge,
     dial_failures: Family<OutcomeLabel, Counter>,
@@ -76,6 +78,8 @@ impl Default for Metrics {
             hop_delay_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
             loop_rtt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             exit_jobs: Gauge::default(),
+            awaited_answers: Gauge::default(),
+            answers_forgotten: Counter::default(),
             replay_fill: Gauge::default(),
             replay_stages: Gauge::default(),
             dial_failures: Family::default(),
@@ -132,6 +136,16 @@ impl Metrics {
             "exit_requests",
             "Exit deliveries to destinations, by outcome",
             self.exit_requests.clone(),
+        );
+        r.register(
+            "awaited_answers",
+            "Delivered messages whose answer is awaited, as the exit",
+            self.awaited_answers.clone(),
+        );
+        r.register(
+            "answers_forgotten",
+            "Delivered messages whose SURBs were discarded unanswered (expired or pushed out)",
+            self.answers_forgotten.clone(),
         );
         r.register(
             "delay_queue_depth",
@@ -224,6 +238,8 @@ impl Metrics {
         add(&self.key_rotations, now.key_rotations, before.key_rotations);
         add(&self.replies_received, now.replies_received, before.replies_received);
         add(&self.requests_timed_out, now.requests_timed_out, before.requests_timed_out);
+        add(&self.answers_forgotten, now.answers_forgotten, before.answers_forgotten);
+        self.awaited_answers.set(now.awaited_answers as i64);
         for (returned, outcome) in [(true, "returned"), (false, "lost")] {
             let counter = self.loops.get_or_create(&OutcomeLabel { outcome });
             add(&counter, now.loops(returned), before.loops(returned));

@@ -6,12 +6,18 @@
 //!
 //! ```text
 //!   send / request / reply ─┐            ┌─> Output::Transmit (packet to a peer, when due)
-//!   handle_packet ──────────┼─> MixCore ─┼─> Output::Deliver  (we are the exit)
+//!   answer(id) / forget(id) ┤            │
+//!   handle_packet ──────────┼─> MixCore ─┼─> Output::Deliver { id, .. }  (we are the exit)
 //!   handle_timeout(now) ────┘            ├─> Output::Reply    (answer to our request)
 //!                                        └─> Output::RequestTimedOut
 //!   poll_timeout() -> when to call handle_timeout next
 //! ```
+//!
+//! A delivered message's SURBs stay in the core: the driver (or the application) answers the
+//! delivery by its id ([`MixCore::answer`]), or says none comes ([`MixCore::forget`]); unanswered
+//! ones expire ([`Config::answer_timeout`]) within a bound ([`Config::max_awaited_answers`]).
 
+mod answers;
 mod cover;
 mod delay;
 mod hop;
@@ -61,6 +67,8 @@ pub use select::{
 };
 
 use crate::spam::{Placement, ProofError, SpamConfig};
+pub use answers::DeliveryId;
+use answers::HeldReplies;
 use cover::{LoopTracker, RateMeter};
 use keys::KeyRing;
 pub use stats::{CoreStats, DropReason, Observations, SentKind};
@@ -114,6 +122,11 @@ pub struct Config {
     pub max_pending_surbs: usize,
     /// How long the SURBs of a [`SurbBundle`] stay usable.
     pub surb_lifetime: Duration,
+    /// As the exit: how long the SURBs of a delivered message wait for its answer.
+    pub answer_timeout: Duration,
+    /// As the exit: delivered messages whose answer is awaited at once (destinations' and the
+    /// local application's); past it the oldest are forgotten (`answers_forgotten`).
+    pub max_awaited_answers: usize,
     /// Packets held for their mixing delay at once. When full, newly arriving packets are
     /// dropped (tail drop): the packets already accepted keep their place and their delay.
     pub max_delayed_packets: usize,
@@ -153,6 +166,8 @@ impl Default for Config {
             max_pending_requests: 1024,
             max_pending_surbs: 65_536,
             surb_lifetime: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(60),
+            max_awaited_answers: 8192,
             max_delayed_packets: 20_000,
             replay: ReplayConfig::default(),
             path_selection: PathSelection::Random,
@@ -295,14 +310,18 @@ pub enum SendError {
 /// A message this node delivers as the exit.
 #[derive(Debug)]
 pub struct Delivery {
+    /// Names it, to answer it through its SURBs ([`MixCore::answer`]) or to say no answer
+    /// comes ([`MixCore::forget`]).
+    pub id: DeliveryId,
     /// The peer to deliver to, or `None` when this node is the destination.
     pub destination: Option<(PeerId, Multiaddr)>,
     /// The origin protocol.
     pub codec: String,
     /// The application bytes, to be written as they are.
     pub body: Vec<u8>,
-    /// SURBs for the reply, if the sender expects one.
-    pub surbs: Vec<Surb>,
+    /// SURBs the core holds for the answer (one reply packet each); 0 if the sender expects
+    /// none.
+    pub replies: usize,
 }
 
 /// What a packet that leaves a node is to that node.
@@ -423,6 +442,8 @@ pub struct MixCore<R> {
     selector: Box<dyn PathSelector>,
     rng: R,
     surbs: SurbStore,
+    /// The SURBs of delivered messages, until answered.
+    answers: HeldReplies,
     scheduled: BinaryHeap<Scheduled>,
     seq: u64,
     next_request: u64,
@@ -548,6 +569,7 @@ impl<R: CryptoRng> MixCore<R> {
             delay,
             rng,
             surbs: SurbStore::default(),
+            answers: HeldReplies::default(),
             scheduled: BinaryHeap::new(),
             seq: 0,
             next_request: 0,
@@ -1216,6 +1238,31 @@ impl<R: CryptoRng> MixCore<R> {
         Ok(sent)
     }
 
+    /// As the exit, answers delivery `id` ([`Output::Deliver`]) through the SURBs its sender
+    /// supplied, one reply packet each. `Ok(0)` if the delivery expects no answer, was
+    /// answered already, or waited longer than [`Config::answer_timeout`].
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        id: DeliveryId,
+        body: &[u8],
+    ) -> Result<usize, MessageError> {
+        let surbs = self.answers.take(id, now);
+        self.stats.set_awaited_answers(self.answers.len());
+        match surbs {
+            Some(surbs) => self.reply(now, &surbs, body),
+            None => Ok(0),
+        }
+    }
+
+    /// No answer comes for delivery `id` (its destination was unreachable, or returned
+    /// nothing): its SURBs are discarded now.
+    pub fn forget(&mut self, id: DeliveryId) {
+        if self.answers.forget(id) {
+            self.stats.set_awaited_answers(self.answers.len());
+        }
+    }
+
     /// Processes a packet received from a peer. Packets that fail are counted and dropped.
     pub fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), DropReason> {
         self.handle_packet_with_proof(now, packet, &[])
@@ -1378,11 +1425,23 @@ impl<R: CryptoRng> MixCore<R> {
                     Some((peer, addr))
                 };
                 self.stats.count(|s| &mut s.deliveries);
+                let replies = msg.surbs.len();
+                let id = if replies == 0 {
+                    self.answers.next_id()
+                } else {
+                    let expires = now + self.config.answer_timeout;
+                    let max = self.config.max_awaited_answers;
+                    let (id, forgotten) = self.answers.hold(msg.surbs, expires, max);
+                    self.stats.forgot_answers(forgotten);
+                    id
+                };
+                self.stats.set_awaited_answers(self.answers.len());
                 self.outputs.push_back(Output::Deliver(Delivery {
+                    id,
                     destination,
                     codec: codec.to_owned(),
                     body: body.to_vec(),
-                    surbs: msg.surbs,
+                    replies,
                 }));
             }
             Action::Reply { id } => {
@@ -1497,6 +1556,8 @@ impl<R: CryptoRng> MixCore<R> {
             self.release(now, s.peer, s.addr, s.packet, s.kind, s.seq);
         }
         self.stats.set_delay_queue(self.scheduled.len());
+        self.stats.forgot_answers(self.answers.expire(now));
+        self.stats.set_awaited_answers(self.answers.len());
         for (request, replies) in self.surbs.expire(now) {
             if replies == surbs::Replies::First {
                 self.stats.count(|s| &mut s.requests_timed_out);

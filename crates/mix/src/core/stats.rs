@@ -158,8 +158,13 @@ pub struct CoreStats {
     pub replies_received: u64,
     /// Own requests that got no reply in time.
     pub requests_timed_out: u64,
+    /// As the exit: delivered messages whose SURBs were discarded unanswered (expired, or
+    /// pushed out by newer ones).
+    pub answers_forgotten: u64,
     /// Packets held for their mixing delay now.
     pub delay_queue: usize,
+    /// As the exit: delivered messages whose answer is awaited now.
+    pub awaited_answers: usize,
     /// The current key's replay filter: tags over design capacity.
     pub replay_fill: f64,
     /// Bloom filter stages of the current key's replay filter.
@@ -236,6 +241,20 @@ impl CoreStats {
     pub(crate) fn set_delay_queue(&mut self, depth: usize) {
         if self.delay_queue != depth {
             self.delay_queue = depth;
+            self.changes += 1;
+        }
+    }
+
+    pub(crate) fn forgot_answers(&mut self, count: u64) {
+        if count > 0 {
+            self.answers_forgotten += count;
+            self.changes += 1;
+        }
+    }
+
+    pub(crate) fn set_awaited_answers(&mut self, awaited: usize) {
+        if self.awaited_answers != awaited {
+            self.awaited_answers = awaited;
             self.changes += 1;
         }
     }

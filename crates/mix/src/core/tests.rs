@@ -230,7 +230,7 @@ fn messages_are_delivered_exactly_once_at_an_exit() {
         .iter()
         .map(|(_, d)| {
             assert_eq!(d.codec, "/test/1");
-            assert!(d.surbs.is_empty());
+            assert_eq!(d.replies, 0);
             let Destination::Peer { peer_id, addr } = &dest else { unreachable!() };
             assert_eq!(d.destination.as_ref(), Some(&(*peer_id, addr.clone())));
             u32::from_be_bytes(d.body[..4].try_into().unwrap())
@@ -248,6 +248,46 @@ fn messages_are_delivered_exactly_once_at_an_exit() {
 }
 
 #[test]
+fn held_answers_expire_and_the_oldest_make_room() {
+    let config = Config {
+        max_awaited_answers: 2,
+        answer_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let mut net = Net::new(8, 2, exponential(10), config);
+    let peers = net.peers();
+    // Three requests to one mix node, which is their exit: it holds two answers at most.
+    let exit = peers[5];
+    let dest = Destination::MixNode(exit);
+    let now = net.now;
+    for body in [b"one", b"two", b"tri"] {
+        net.node(&peers[0]).request(now, &dest, "/echo/1", body, 1).unwrap();
+    }
+    net.run(Duration::from_millis(2_000));
+    assert_eq!(net.deliveries.len(), 3);
+    assert!(net.deliveries.iter().all(|(at, d)| *at == exit && d.replies == 1));
+    assert_eq!(net.node(&exit).stats().answers_forgotten, 1);
+    assert_eq!(net.node(&exit).stats().awaited_answers, 2);
+    let mut ids: Vec<DeliveryId> = net.deliveries.iter().map(|(_, d)| d.id).collect();
+    ids.sort();
+    let now = net.now;
+    let answered: Vec<usize> =
+        ids.iter().map(|id| net.node(&exit).answer(now, *id, b"ok").unwrap()).collect();
+    assert_eq!(answered, vec![0, 1, 1], "the oldest went first");
+    let dest = external_destination();
+    // An answer after the timeout sends nothing, and the SURBs are gone.
+    net.deliveries.clear();
+    net.node(&peers[1]).request(now, &dest, "/echo/1", b"late", 1).unwrap();
+    net.run(Duration::from_millis(2_000));
+    let (exit, late) = net.deliveries.pop().expect("delivered");
+    assert_eq!(net.node(&exit).stats().awaited_answers, 1);
+    let later = net.now + Duration::from_secs(6);
+    net.node(&exit).handle_timeout(later);
+    assert_eq!(net.node(&exit).stats().awaited_answers, 0);
+    assert_eq!(net.node(&exit).answer(later, late.id, b"too late").unwrap(), 0);
+}
+
+#[test]
 fn surb_replies_return_to_the_requester() {
     let mut net = Net::new(8, 2, exponential(10), Config::default());
     let peers = net.peers();
@@ -256,10 +296,13 @@ fn surb_replies_return_to_the_requester() {
     let request = net.node(&peers[0]).request(now, &dest, "/echo/1", b"ping?", 3).unwrap();
     net.run(Duration::from_secs(10));
     let (exit, delivery) = net.deliveries.pop().unwrap();
-    assert_eq!(delivery.surbs.len(), 3);
+    assert_eq!(delivery.replies, 3);
     assert_eq!(delivery.body, b"ping?");
     let now = net.now;
-    assert_eq!(net.node(&exit).reply(now, &delivery.surbs, b"pong!").unwrap(), 3);
+    assert_eq!(net.node(&exit).answer(now, delivery.id, b"pong!").unwrap(), 3);
+    // The SURBs answer once: a second answer sends nothing.
+    assert_eq!(net.node(&exit).answer(now, delivery.id, b"again").unwrap(), 0);
+    assert_eq!(net.node(&exit).stats().awaited_answers, 0);
     net.run(Duration::from_secs(10));
     // Three copies came back; the first answers the request, the rest are known duplicates.
     assert_eq!(net.replies, vec![(peers[0], request, b"pong!".to_vec())]);

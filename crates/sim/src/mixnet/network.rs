@@ -345,12 +345,11 @@ pub fn run_traced(scenario: &MixScenario, keep_trace: bool) -> (MixSimReport, Op
                     if flows[flow].delivered.is_none() {
                         flows[flow].delivered = arrived.map(|id| (id, now));
                     }
-                    if !delivery.surbs.is_empty() {
+                    if delivery.replies > 0 {
                         // The destination answers at once, through every SURB.
                         let reply = flows.len() as u64;
                         let before = cores[touched].last_packet_number();
-                        if cores[touched].reply(now, &delivery.surbs, &reply.to_be_bytes()).is_ok()
-                        {
+                        if cores[touched].answer(now, delivery.id, &reply.to_be_bytes()).is_ok() {
                             let requester = flows[flow].sender;
                             flows.push(Flow {
                                 sender: touched,
