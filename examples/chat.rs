@@ -5,7 +5,6 @@
 //!
 //! Run it with `cargo run -p mix-examples --example chat`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,7 +13,7 @@ use libp2p::{PeerId, Swarm};
 use libp2p_mix::core::{ExponentialDelay, MixNode};
 use libp2p_mix::{Mixnet, MixnetConfig, StaticPool};
 use mix_examples::{keys, listen, swarm};
-use mix_gossip::{AllowAll, BehaviourConfig, Event as GossipEvent, MixRoute, Route, TopicId};
+use mix_gossip::{Config as GossipConfig, Event as GossipEvent, MixRoute, Route, TopicId};
 use mix_sphinx::NodePublicKey;
 use tokio::sync::mpsc;
 
@@ -39,7 +38,7 @@ fn participant() -> anyhow::Result<(Swarm<Participant>, PeerId, NodePublicKey)> 
     let public = mix_key.public_key();
     let mut mixnet = Mixnet::new(&identity, mix_key, MixnetConfig::default())?
         .with_delay(Box::new(ExponentialDelay::new(Duration::from_millis(5))));
-    let gossip = mix_gossip::Behaviour::new(peer, BehaviourConfig::default(), Arc::new(AllowAll))
+    let gossip = mix_gossip::Behaviour::new(peer, GossipConfig::default())
         .with_mix_route(MixRoute::attach(mixnet.mix_mut()));
     Ok((swarm(identity, Participant { mixnet, gossip })?, peer, public))
 }

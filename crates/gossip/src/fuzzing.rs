@@ -2,7 +2,6 @@
 //! corpus (`fuzz/corpus/gossip_*`): the codec, and a [`State`] fed whatever a stranger's
 //! frames decode to, its bounds checked after every step.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
@@ -10,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::codec;
-use crate::proto::{AllowAll, Config, Output, State, Timer, TopicId};
+use crate::proto::{Config, Output, State, Timer, TopicId};
 
 /// Decodes `data` as one frame; what decodes must encode and decode to the same message.
 pub fn codec(data: &[u8]) {
@@ -30,7 +29,7 @@ pub fn state(data: &[u8]) {
     let topic = TopicId::from_name("fuzz");
     let config = Config::default();
     let (active, passive) = (config.membership.active_view, config.membership.passive_view);
-    let mut state = State::new(peer(0), config, Arc::new(AllowAll), ChaCha20Rng::seed_from_u64(0));
+    let mut state = State::new(peer(0), config, ChaCha20Rng::seed_from_u64(0));
     let mut now = Instant::now();
     let mut timers: Vec<(Instant, Timer)> = Vec::new();
     state.join(now, topic, peers[..3].to_vec());

@@ -50,10 +50,10 @@ pub mod proto;
 pub use driver::mix_route::{self, MixRoute};
 #[cfg(feature = "net")]
 pub use driver::{
-    Behaviour, BehaviourConfig, Event, MIX_PUBLISH_CODEC, Metrics, PROTOCOL, mix_publish_body,
+    Behaviour, Config, Event, MIX_PUBLISH_CODEC, Metrics, PROTOCOL, mix_publish_body,
     parse_mix_publish,
 };
 pub use proto::{
-    AllowAll, Config, ConfigError, DownReason, Forwarding, IgnoreReason, LIVENESS_TIMEOUT,
-    MessageId, PeerFilter, PublishError, Rebroadcasters, RotationConfig, Route, State, TopicId,
+    AllowAll, ConfigError, DownReason, Forwarding, IgnoreReason, LIVENESS_TIMEOUT, MessageId,
+    PeerFilter, PublishError, Rebroadcasters, RotationConfig, Route, State, TopicId,
 };

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mix_gossip::proto::Body;
-use mix_gossip::proto::{Event, Message, Output, Timer};
+use mix_gossip::proto::{Config, Event, Message, Output, Timer};
 use mix_gossip::{
-    AllowAll, Config, DownReason, Forwarding, IgnoreReason, MessageId, PeerFilter, PublishError,
-    Route, State, TopicId,
+    AllowAll, DownReason, Forwarding, IgnoreReason, MessageId, PeerFilter, PublishError, Route,
+    State, TopicId,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -62,7 +62,7 @@ impl Net {
         };
         for i in 0..n {
             let rng = ChaCha12Rng::seed_from_u64(u64::from(i) + 7);
-            net.nodes.insert(i, State::new(i, config.clone(), filter(i), rng));
+            net.nodes.insert(i, State::new(i, config.clone(), rng).with_filter(filter(i)));
         }
         for i in 0..n {
             let bootstrap = if i == 0 { vec![] } else { vec![0] };

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, reason = "test")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
@@ -12,17 +11,15 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
 use mix_gossip::codec::{self, CONTROL_BUCKETS};
 use mix_gossip::proto::{Body, Message};
-use mix_gossip::{AllowAll, Behaviour, BehaviourConfig, Event, PROTOCOL, Route, TopicId};
+use mix_gossip::{Behaviour, Config, Event, PROTOCOL, Route, TopicId};
 use prometheus_client::registry::Registry;
 
-fn gossip_swarm(config: &BehaviourConfig) -> Swarm<Behaviour> {
+fn gossip_swarm(config: &Config) -> Swarm<Behaviour> {
     libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .unwrap()
-        .with_behaviour(|key| {
-            Behaviour::new(key.public().to_peer_id(), config.clone(), Arc::new(AllowAll))
-        })
+        .with_behaviour(|key| Behaviour::new(key.public().to_peer_id(), config.clone()))
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build()
@@ -71,8 +68,7 @@ async fn drive(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_frames_are_counted_and_harm_nothing_else() {
-    let config =
-        BehaviourConfig { frame_timeout: Duration::from_millis(300), ..Default::default() };
+    let config = Config { frame_timeout: Duration::from_millis(300), ..Default::default() };
     let topic = TopicId::from_name("hostile");
     let (mut a, mut b) = (gossip_swarm(&config), gossip_swarm(&config));
     let addr_a = listen(&mut a).await;

@@ -7,13 +7,12 @@
 #![allow(clippy::unwrap_used, reason = "test")]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
-use mix_gossip::{AllowAll, Behaviour, BehaviourConfig, Event, Route, TopicId};
+use mix_gossip::{Behaviour, Config, Event, Route, TopicId};
 use tokio::sync::{mpsc, oneshot};
 
 const NODES: usize = 7;
@@ -36,22 +35,20 @@ enum Command {
     Freeze,
 }
 
-fn config() -> BehaviourConfig {
-    let mut config = BehaviourConfig { liveness_timeout: Some(TIMEOUT), ..Default::default() };
-    config.gossip.rotation = None;
-    config.gossip.membership.active_view = 3;
-    config.gossip.membership.passive_view = 6;
+fn config() -> Config {
+    let mut config = Config { liveness_timeout: Some(TIMEOUT), ..Default::default() };
+    config.proto.rotation = None;
+    config.proto.membership.active_view = 3;
+    config.proto.membership.passive_view = 6;
     config
 }
 
-fn swarm(config: BehaviourConfig) -> Swarm<Behaviour> {
+fn swarm(config: Config) -> Swarm<Behaviour> {
     libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .unwrap()
-        .with_behaviour(|key| {
-            Behaviour::new(key.public().to_peer_id(), config.clone(), Arc::new(AllowAll))
-        })
+        .with_behaviour(|key| Behaviour::new(key.public().to_peer_id(), config.clone()))
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build()

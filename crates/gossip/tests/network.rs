@@ -5,16 +5,13 @@
 #![allow(clippy::unwrap_used, reason = "test")]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
 use mix_gossip::codec::{CONTROL_BUCKETS, PAYLOAD_BUCKETS};
-use mix_gossip::{
-    AllowAll, Behaviour, BehaviourConfig, Event, Forwarding, MessageId, Route, TopicId,
-};
+use mix_gossip::{Behaviour, Config, Event, Forwarding, MessageId, Route, TopicId};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,14 +28,12 @@ struct Node {
     commands: mpsc::UnboundedSender<Command>,
 }
 
-fn swarm(config: BehaviourConfig) -> Swarm<Behaviour> {
+fn swarm(config: Config) -> Swarm<Behaviour> {
     libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .unwrap()
-        .with_behaviour(|key| {
-            Behaviour::new(key.public().to_peer_id(), config.clone(), Arc::new(AllowAll))
-        })
+        .with_behaviour(|key| Behaviour::new(key.public().to_peer_id(), config.clone()))
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build()
@@ -121,9 +116,9 @@ fn counter(metrics: &str, prefix: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_with_batch_and_shuffle_deliver_everything_in_buckets() {
-    let config = BehaviourConfig::default();
-    assert!(matches!(config.gossip.forwarding, Forwarding::Window { .. }));
-    assert!(config.gossip.rotation.is_some());
+    let config = Config::default();
+    assert!(matches!(config.proto.forwarding, Forwarding::Window { .. }));
+    assert!(config.proto.rotation.is_some());
     let topic = TopicId::from_name("loopback");
 
     let mut swarms = Vec::new();

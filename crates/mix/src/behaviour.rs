@@ -513,12 +513,40 @@ impl Behaviour {
         self.exit_jobs_by_id.len()
     }
 
-    /// Protects packets with `spam`; every node of the network must do the same. Call before
-    /// the swarm makes connections (per-hop proofs change the frame length).
+    /// Protects packets with `spam`; every node of the network must do the same. Set it
+    /// before the swarm makes connections (per-hop proofs change the frame length).
     pub fn with_spam_protection(mut self, spam: crate::spam::SpamConfig) -> Self {
+        self.set_spam_protection(spam);
+        self
+    }
+
+    /// Replaces the spam protection (see [`Self::with_spam_protection`]).
+    pub fn set_spam_protection(&mut self, spam: crate::spam::SpamConfig) {
         self.core.set_spam_protection(spam);
         self.proof_len = self.core.frame_proof_len();
+    }
+
+    /// Picks each hop's mixing delay for own packets by `delay`.
+    pub fn with_delay(mut self, delay: Box<dyn DelayStrategy>) -> Self {
+        self.set_delay(delay);
         self
+    }
+
+    /// Draws paths from `pool` (discovery, if the application runs it, offers nodes to it).
+    pub fn with_pool(mut self, pool: Box<dyn NodePool>) -> Self {
+        self.set_pool(pool);
+        self
+    }
+
+    /// Chooses paths by `selector` instead of [`core::Config::path_selection`].
+    pub fn with_path_selector(mut self, selector: Box<dyn core::PathSelector>) -> Self {
+        self.set_path_selector(selector);
+        self
+    }
+
+    /// Replaces the path selector.
+    pub fn set_path_selector(&mut self, selector: Box<dyn core::PathSelector>) {
+        self.core.set_path_selector(selector);
     }
 
     /// The node's metrics (register them with [`Metrics::register`]).

@@ -32,6 +32,17 @@
 //! surbs)` and read [`Event::Reply`]. The destination runs no mix code: an exit opens
 //! `protocol` to it, writes the body and reads the reply by the [`ReadRule`] exits registered
 //! for `protocol`. `examples/request_response.rs` in the repository is a whole program.
+//!
+//! # Policies
+//!
+//! What a node may want to decide its own way is a trait: the pool paths come from
+//! ([`NodePool`]), each hop's delay ([`core::DelayStrategy`]), path selection
+//! ([`core::PathSelector`]) and spam protection ([`spam::SpamConfig`]). Every layer takes
+//! them the same way: `with_pool`, `with_delay`, `with_path_selector`, `with_spam_protection`
+//! when building a [`Mixnet`] or a [`Behaviour`], and the `set_` twin of each to replace one
+//! later ([`core::MixCore::new`] takes its pool and delay strategy as arguments, and has the
+//! `set_` calls). mix-gossip's admission filter follows the same rule (`with_filter`,
+//! `set_filter`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

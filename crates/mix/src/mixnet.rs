@@ -190,20 +190,46 @@ impl Mixnet {
 
     /// Draws paths from `pool` instead (discovery, if on, offers the nodes it finds to it).
     pub fn with_pool(mut self, pool: Box<dyn NodePool>) -> Self {
-        self.parts.mix.set_pool(pool);
+        self.set_pool(pool);
         self
+    }
+
+    /// Replaces the pool.
+    pub fn set_pool(&mut self, pool: Box<dyn NodePool>) {
+        self.parts.mix.set_pool(pool);
     }
 
     /// Delays packets as `delay` decides instead.
     pub fn with_delay(mut self, delay: Box<dyn DelayStrategy>) -> Self {
-        self.parts.mix.set_delay(delay);
+        self.set_delay(delay);
         self
+    }
+
+    /// Replaces the delay strategy.
+    pub fn set_delay(&mut self, delay: Box<dyn DelayStrategy>) {
+        self.parts.mix.set_delay(delay);
+    }
+
+    /// Chooses paths by `selector` instead of [`crate::core::Config::path_selection`].
+    pub fn with_path_selector(mut self, selector: Box<dyn crate::core::PathSelector>) -> Self {
+        self.set_path_selector(selector);
+        self
+    }
+
+    /// Replaces the path selector.
+    pub fn set_path_selector(&mut self, selector: Box<dyn crate::core::PathSelector>) {
+        self.parts.mix.set_path_selector(selector);
     }
 
     /// Protects packets with `spam` (see [`Behaviour::with_spam_protection`]).
     pub fn with_spam_protection(mut self, spam: crate::spam::SpamConfig) -> Self {
-        self.parts.mix = self.parts.mix.with_spam_protection(spam);
+        self.set_spam_protection(spam);
         self
+    }
+
+    /// Replaces the spam protection (see [`Behaviour::set_spam_protection`]).
+    pub fn set_spam_protection(&mut self, spam: crate::spam::SpamConfig) {
+        self.parts.mix.set_spam_protection(spam);
     }
 
     /// Keeps the replay state in `dir` (see [`Behaviour::with_state_dir`]).

@@ -71,7 +71,7 @@ struct GossipSection {
 
 impl Default for GossipSection {
     fn default() -> Self {
-        let gossip = mix_gossip::Config::default();
+        let gossip = mix_gossip::proto::Config::default();
         let rotation = mix_gossip::RotationConfig::default();
         Self {
             topics: Vec::new(),
@@ -142,11 +142,14 @@ impl GossipSection {
             (2..=16).contains(&self.active_view) && self.passive_view >= self.active_view,
             "gossip: active_view must be 2 to 16 and passive_view at least as large"
         );
-        let mut gossip =
-            mix_gossip::Config { forwarding, rotation, ..mix_gossip::Config::default() };
-        gossip.membership.active_view = self.active_view;
-        gossip.membership.passive_view = self.passive_view.min(256);
-        gossip.validate().context("[gossip]")?;
+        let mut proto = mix_gossip::proto::Config {
+            forwarding,
+            rotation,
+            ..mix_gossip::proto::Config::default()
+        };
+        proto.membership.active_view = self.active_view;
+        proto.membership.passive_view = self.passive_view.min(256);
+        proto.validate().context("[gossip]")?;
         for topic in &self.topics {
             anyhow::ensure!(!topic.is_empty(), "gossip.topics: a topic name is empty");
         }
@@ -162,11 +165,7 @@ impl GossipSection {
         );
         let liveness_timeout = (self.liveness_timeout_ms > 0).then(|| ms(self.liveness_timeout_ms));
         Ok(crate::runtime::GossipSpec {
-            config: mix_gossip::BehaviourConfig {
-                gossip,
-                liveness_timeout,
-                ..mix_gossip::BehaviourConfig::default()
-            },
+            config: mix_gossip::Config { proto, liveness_timeout, ..mix_gossip::Config::default() },
             topics: self.topics.clone(),
             bootstrap,
         })
@@ -956,10 +955,10 @@ mod tests {
         assert_eq!(g.topics, vec!["chat".to_owned()]);
         assert_eq!(g.bootstrap.len(), 1);
         assert!(matches!(
-            g.config.gossip.forwarding,
+            g.config.proto.forwarding,
             mix_gossip::Forwarding::Window { max_batch: 64, .. }
         ));
-        assert!(g.config.gossip.rotation.is_some());
+        assert!(g.config.proto.rotation.is_some());
         let start = EXAMPLE.find("[gossip]").unwrap();
         let end = start + EXAMPLE[start..].find("\n\n").unwrap();
         let without = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);

@@ -1,6 +1,5 @@
 //! One mix node on a tokio task: its swarm, and a handle to drive it and hear from it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -33,7 +32,7 @@ pub(crate) struct NodeBehaviour {
 /// Gossip settings of a node.
 #[derive(Debug, Clone)]
 pub(crate) struct GossipSpec {
-    pub(crate) config: mix_gossip::BehaviourConfig,
+    pub(crate) config: mix_gossip::Config,
     /// Topics joined at start, by name.
     pub(crate) topics: Vec<String>,
     /// Members to join them through.
@@ -391,7 +390,7 @@ pub(crate) fn assemble(spec: NodeSpec) -> anyhow::Result<Assembled> {
     // Gossip's `Mix` route goes through this node's mix layer, its rebroadcasters drawn from
     // the mix pool (signed records, capped per subnet), not from views a poisoner can fill.
     let gossip = spec.gossip.as_ref().map(|g| {
-        mix_gossip::Behaviour::new(peer_id, g.config.clone(), Arc::new(mix_gossip::AllowAll))
+        mix_gossip::Behaviour::new(peer_id, g.config.clone())
             .with_mix_route(mix_gossip::MixRoute::attach(stream.mix_mut()))
     });
     let behaviour = NodeBehaviour { stream, echo: echo.into(), gossip: gossip.into() };

@@ -22,8 +22,8 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mix_gossip::proto::{Body, Event, Message, MessageId, Output, PeerFilter, Timer};
-use mix_gossip::{AllowAll, Config, Route, State, TopicId};
+use mix_gossip::proto::{Body, Config, Event, Message, MessageId, Output, PeerFilter, Timer};
+use mix_gossip::{AllowAll, Route, State, TopicId};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::{ChaCha12Rng, ChaCha20Rng};
 
@@ -380,7 +380,7 @@ impl Network {
             Some(c) if self.attack.nodes.contains(&peer) => c.clone(),
             _ => self.config.clone(),
         };
-        State::new(peer, config, (self.filter_of)(peer), rng)
+        State::new(peer, config, rng).with_filter((self.filter_of)(peer))
     }
 
     /// The attacker's nodes.

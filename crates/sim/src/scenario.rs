@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use mix_gossip::proto::{BroadcastConfig, Forwarding, RotationConfig};
-use mix_gossip::{Config, Rebroadcasters, Route};
+use mix_gossip::proto::{BroadcastConfig, Config, Forwarding, RotationConfig};
+use mix_gossip::{Rebroadcasters, Route};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};

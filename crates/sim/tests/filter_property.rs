@@ -9,8 +9,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mix_gossip::proto::{MembershipConfig, PeerFilter};
-use mix_gossip::{AllowAll, Config, Forwarding, RotationConfig, Route, TopicId};
+use mix_gossip::proto::{Config, MembershipConfig, PeerFilter};
+use mix_gossip::{AllowAll, Forwarding, RotationConfig, Route, TopicId};
 use mix_sim::gossip::{Latency, Network, Peer};
 use proptest::prelude::*;
 

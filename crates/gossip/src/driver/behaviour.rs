@@ -32,7 +32,7 @@ use super::handler::{Handler, InEvent, OutEvent};
 use super::metrics::Metrics;
 use crate::codec;
 use crate::proto::{
-    self, Config, MessageId, Output, PeerFilter, PublishError, Route, State, Timer, TopicId,
+    self, MessageId, Output, PeerFilter, PublishError, Route, State, Timer, TopicId,
 };
 
 /// The origin protocol of publications sent through the mixnet to a rebroadcaster: the body is
@@ -120,9 +120,9 @@ pub fn parse_mix_publish(body: &[u8]) -> Option<(TopicId, &[u8])> {
 
 /// Driver settings, with the state machine's.
 #[derive(Debug, Clone)]
-pub struct BehaviourConfig {
-    /// The protocol's settings.
-    pub gossip: Config,
+pub struct Config {
+    /// The sans-IO protocol's settings.
+    pub proto: proto::Config,
     /// Frames queued per connection, at most.
     pub max_queued_frames: usize,
     /// Inbound streams per connection.
@@ -138,7 +138,7 @@ pub struct BehaviourConfig {
     pub liveness_timeout: Option<Duration>,
 }
 
-impl BehaviourConfig {
+impl Config {
     /// The longest a silent peer goes unnoticed: the liveness timeout and one probe period
     /// (the clock is checked once a period). The simulator's silent-crash model uses this.
     pub fn liveness_detection(&self) -> Option<Duration> {
@@ -146,10 +146,10 @@ impl BehaviourConfig {
     }
 }
 
-impl Default for BehaviourConfig {
+impl Default for Config {
     fn default() -> Self {
         Self {
-            gossip: Config::default(),
+            proto: proto::Config::default(),
             max_queued_frames: 4096,
             max_inbound_streams: 8,
             frame_timeout: Duration::from_secs(10),
@@ -162,7 +162,7 @@ impl Default for BehaviourConfig {
 /// Privacy-hardened gossip on a swarm.
 pub struct Behaviour {
     state: State<PeerId, ChaCha20Rng>,
-    config: BehaviourConfig,
+    config: Config,
     timers: BTreeSet<(Instant, u64, Timer)>,
     timer_seq: u64,
     timer: Delay,
@@ -191,15 +191,11 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
-    /// Gossip as `local`, admitting neighbours and contacts by `filter`.
-    pub fn new(
-        local: PeerId,
-        config: BehaviourConfig,
-        filter: Arc<dyn PeerFilter<PeerId>>,
-    ) -> Self {
+    /// Gossip as `local`, admitting every peer until a filter is set ([`Self::with_filter`]).
+    pub fn new(local: PeerId, config: Config) -> Self {
         let rng = ChaCha20Rng::from_rng(&mut rand::rng());
         Self {
-            state: State::new(local, config.gossip.clone(), filter, rng),
+            state: State::new(local, config.proto.clone(), rng),
             config,
             timers: BTreeSet::new(),
             timer_seq: 0,
@@ -333,6 +329,12 @@ impl Behaviour {
     pub fn refilter(&mut self, topic: &TopicId) {
         self.state.refilter(Instant::now(), topic);
         self.drain();
+    }
+
+    /// Admits neighbours and contacts by `filter` (the policy of whom to gossip with).
+    pub fn with_filter(mut self, filter: Arc<dyn PeerFilter<PeerId>>) -> Self {
+        self.state.set_filter(filter);
+        self
     }
 
     /// Replaces the filter (then call [`Self::refilter`]).

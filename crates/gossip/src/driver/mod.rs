@@ -7,7 +7,7 @@ mod metrics;
 pub mod mix_route;
 
 pub use behaviour::{
-    Behaviour, BehaviourConfig, Event, MIX_PUBLISH_CODEC, mix_publish_body, parse_mix_publish,
+    Behaviour, Config, Event, MIX_PUBLISH_CODEC, mix_publish_body, parse_mix_publish,
 };
 pub use handler::PROTOCOL;
 pub use metrics::Metrics;

@@ -356,8 +356,9 @@ impl<P: PeerIdentity, R> Debug for State<P, R> {
 }
 
 impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
-    /// A node known to others as `me`.
-    pub fn new(me: P, config: Config, filter: Arc<dyn PeerFilter<P>>, rng: R) -> Self {
+    /// A node known to others as `me`, admitting every peer until a filter is set
+    /// ([`Self::with_filter`]).
+    pub fn new(me: P, config: Config, rng: R) -> Self {
         let scheduler = Scheduler::new(config.forwarding);
         let mut broadcast = config.broadcast.clone();
         broadcast.graft_timeout += config.forwarding.typical_delay() * 3;
@@ -365,7 +366,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             me,
             config,
             broadcast,
-            filter,
+            filter: Arc::new(AllowAll),
             rng,
             topics: BTreeMap::new(),
             scheduler,
@@ -434,6 +435,12 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
     /// Sizes of the forwarding batches flushed since the last call (window mode).
     pub fn take_batch_sizes(&mut self) -> Vec<usize> {
         self.scheduler.take_batch_sizes()
+    }
+
+    /// Admits neighbours and contacts by `filter` (the policy of whom to gossip with).
+    pub fn with_filter(mut self, filter: Arc<dyn PeerFilter<P>>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Replaces the admission filter; call [`Self::refilter`] for topics where its answers

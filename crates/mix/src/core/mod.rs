@@ -735,10 +735,15 @@ impl<R: CryptoRng> MixCore<R> {
         self.pool = pool;
     }
 
-    /// Uses a custom path selector instead of [`Config::path_selection`].
+    /// Chooses paths by `selector` instead of [`Config::path_selection`].
     pub fn with_path_selector(mut self, selector: Box<dyn PathSelector>) -> Self {
-        self.selector = selector;
+        self.set_path_selector(selector);
         self
+    }
+
+    /// Replaces the path selector.
+    pub fn set_path_selector(&mut self, selector: Box<dyn PathSelector>) {
+        self.selector = selector;
     }
 
     /// The pool, for updates (discovery, liveness, RTT).

@@ -158,7 +158,7 @@ fn spec(options: &Options, bootstrap: Option<(PeerId, Multiaddr)>) -> anyhow::Re
         echo: true,
         spam,
         gossip: (options.gossip_messages > 0).then(|| GossipSpec {
-            config: mix_gossip::BehaviourConfig::default(),
+            config: mix_gossip::Config::default(),
             topics: Vec::new(),
             bootstrap: Vec::new(),
         }),
