@@ -14,9 +14,9 @@ pub struct Config {
     pub max_accepted: usize,
     /// Streams opened by this node and open at once.
     pub max_opened: usize,
-    /// Accepted streams waiting for [`Control::accept_stream`]; more are reset.
+    /// Accepted streams waiting for `Control::accept_stream`; more are reset.
     pub accept_backlog: usize,
-    /// Received messages waiting for [`Control::next_message`]; more are reset.
+    /// Received messages waiting for `Control::next_message`; more are reset.
     pub message_backlog: usize,
     /// The largest message accepted; a longer one is reset when it crosses the limit.
     pub max_message_len: usize,

@@ -1,20 +1,4 @@
-//! The stream layer's sans-IO endpoint: every stream of one node, in both roles, with no
-//! sockets, no clock and no task of its own.
-//!
-//! ```text
-//!  application ─ open / send_message / with_connection ─┐
-//!  exits ──────── handle_frame (a frame delivered) ──────┤
-//!  mix node ───── handle_reply / handle_surbs_expired ───┼─> Endpoint ─ drive(now, transport) ─> MixTransport
-//!  clock ──────── handle_timeout(now) ───────────────────┘      │           (send, SURBs, replies)
-//!                                                               └─ poll_event: Incoming, Message, Sent
-//! ```
-//!
-//! It demultiplexes delivered frames to streams by their labels and opens new streams from
-//! openings, within the accept budgets (per peer and in all, strangers apart, bytes held,
-//! replayed and stale openings refused). It keeps streams that ended for a while to
-//! acknowledge late retransmissions, drops SURB replies whose first hop is down here, and
-//! learns the network's loss from the streams that ended well. The driver
-//! ([`crate::Behaviour`]) feeds it from the swarm; tests and simulations feed it directly.
+//! The stream layer's sans-IO endpoint (see [`Endpoint`]).
 
 mod accept;
 mod budget;
@@ -200,7 +184,24 @@ impl Entry {
     }
 }
 
-/// Every stream of one node, sans-IO. See the [module documentation](self).
+/// The stream layer's sans-IO endpoint: every stream of one node, in both roles, with no
+/// sockets, no clock and no task of its own.
+///
+/// ```text
+///  application ── open / send_message / with_connection ─┐
+///  exits ───────── handle_frame (a frame they delivered) ──┤
+///  mix node ────── handle_reply (through a stream's SURB) ─┼─> Endpoint ─> drive(now, transport)
+///  clock ───────── handle_timeout(now), poll_timeout() ────┘     │          └─> MixTransport:
+///                                                                │              send, SURBs, replies
+///                                                                └─> poll_event: Incoming, Message, Sent
+/// ```
+///
+/// It demultiplexes delivered frames to streams by their labels and opens new streams from
+/// openings, within the accept budgets (per peer and in all, strangers apart, bytes held,
+/// replayed and stale openings refused). It keeps streams that ended for a while to
+/// acknowledge late retransmissions, drops SURB replies whose first hop is down here, and
+/// learns the network's loss from the streams that ended well. The driver
+/// ([`crate::Behaviour`]) feeds it from the swarm; tests and simulations feed it directly.
 pub struct Endpoint {
     config: Config,
     limits: FrameLimits,
