@@ -346,8 +346,26 @@ fn tally(items: &[Item], from: Instant, to: Instant) -> Phase {
     phase
 }
 
+/// The node processes, and the client and destination running in this process.
+struct Cluster {
+    procs: Vec<NodeProcess>,
+    client: runtime::NodeHandle,
+    dest: runtime::NodeHandle,
+    root: PathBuf,
+    startup_ms: f64,
+    discovery_ms: f64,
+}
+
 pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
     anyhow::ensure!(options.nodes >= 4, "--processes needs at least 4 nodes (3 hops and a spare)");
+    let mut cluster = start(&options).await?;
+    let workload = Workload::run(&mut cluster, &options).await?;
+    finish(cluster, workload, &options).await
+}
+
+/// Writes and starts the node processes, starts the client and the destination, and waits
+/// until the client's pool holds every node.
+async fn start(options: &Options) -> anyhow::Result<Cluster> {
     let started = Instant::now();
     let root = std::env::temp_dir().join(format!("mixnode-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
@@ -366,10 +384,10 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let mut client =
+    let client =
         runtime::start(client_spec((procs[0].peer_id, procs[0].addr.clone()), options.delay_ms)?)
             .await?;
-    let mut dest = runtime::start(NodeSpec {
+    let dest = runtime::start(NodeSpec {
         echo: true,
         exit: false,
         ..NodeSpec::new("/ip4/127.0.0.1/tcp/0".parse()?, libp2p_mix::Config::default())
@@ -392,142 +410,229 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let discovery_ms = started.elapsed().as_secs_f64() * 1000.0 - startup_ms;
+    Ok(Cluster { procs, client, dest, root, startup_ms, discovery_ms })
+}
 
-    let victim = options.nodes - 1;
-    let destination = Destination::Peer { peer_id: dest.peer_id, addr: dest.addr.clone() };
-    let mut dest_events = dest.take_events().context("events")?;
-    let mut client_events = client.take_events().context("events")?;
-    let mut items: Vec<Item> = Vec::new();
-    let mut rng = rand::rng();
-    let mut requests: HashMap<RequestId, usize> = HashMap::new();
-    let mut rtts = Vec::new();
-    let gap = Duration::from_secs_f64(1.0 / options.rate.max(0.1));
-    let mut next_send = Instant::now();
-    let workload_started = Instant::now();
-    let kill_at = workload_started + options.phase;
-    let restart_at = kill_at + options.down;
-    let mut killed: Option<(Instant, Option<f64>)> = None;
-    let mut restarted: Option<Instant> = None;
-    let mut back: Option<Instant> = None;
-    let mut stop_sending: Option<Instant> = None;
-    let mut forwarded_at_restart = 0;
-    let mut suspended: Option<Instant> = None;
-    let mut readmitted: Option<Instant> = None;
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
-    let mut pool_poll = tokio::time::interval(Duration::from_millis(10));
-    loop {
-        let now = Instant::now();
-        if killed.is_none() && now >= kill_at {
-            let held = scrape(procs[victim].metrics).await.ok().map(|m| {
+/// When things happened to the killed node, as the run saw them.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// The kill, and the packets the node held then (from its last metrics).
+    killed: Option<(Instant, Option<f64>)>,
+    restarted: Option<Instant>,
+    /// Its metrics first showed it forwarding after the restart.
+    back: Option<Instant>,
+    /// Its forwarded count then.
+    forwarded_at_restart: u64,
+    /// The client's pool stopped offering it.
+    suspended: Option<Instant>,
+    /// The client's pool offered it again.
+    readmitted: Option<Instant>,
+}
+
+/// The steady workload through the kill and the restart.
+struct Workload {
+    started: Instant,
+    items: Vec<Item>,
+    requests: HashMap<RequestId, usize>,
+    rtts: Vec<f64>,
+    timeline: Timeline,
+    next_send: Instant,
+    /// When sending stops (set once the node is back, or has not come back in time).
+    stop_sending: Option<Instant>,
+    duration_s: f64,
+}
+
+impl Workload {
+    async fn run(cluster: &mut Cluster, options: &Options) -> anyhow::Result<Self> {
+        let victim = options.nodes - 1;
+        let destination =
+            Destination::Peer { peer_id: cluster.dest.peer_id, addr: cluster.dest.addr.clone() };
+        let mut dest_events = cluster.dest.take_events().context("events")?;
+        let mut client_events = cluster.client.take_events().context("events")?;
+        let gap = Duration::from_secs_f64(1.0 / options.rate.max(0.1));
+        let started = Instant::now();
+        let mut w = Self {
+            started,
+            items: Vec::new(),
+            requests: HashMap::new(),
+            rtts: Vec::new(),
+            timeline: Timeline::default(),
+            next_send: started,
+            stop_sending: None,
+            duration_s: 0.0,
+        };
+        let kill_at = started + options.phase;
+        let restart_at = kill_at + options.down;
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        let mut pool_poll = tokio::time::interval(Duration::from_millis(10));
+        let victim_peer = cluster.procs[victim].peer_id;
+        loop {
+            let now = Instant::now();
+            w.kill_or_restart(now, kill_at, restart_at, &mut cluster.procs[victim], options)
+                .await?;
+            if w.done(now) {
+                break;
+            }
+            let sending = w.stop_sending.is_none_or(|end| now < end);
+            let watching_pool = w.timeline.killed.is_some() && w.timeline.readmitted.is_none();
+            tokio::select! {
+                _ = tokio::time::sleep_until(w.next_send.into()), if sending => {
+                    w.send_next(&mut cluster.client, &destination).await;
+                    w.next_send += gap;
+                }
+                Some(event) = dest_events.recv() => w.on_destination(event),
+                Some(event) = client_events.recv() => w.on_client(event),
+                _ = pool_poll.tick(), if watching_pool => {
+                    let offered = cluster.client.pool_peers().await.contains(&victim_peer);
+                    w.on_pool(offered);
+                }
+                _ = poll.tick() => {
+                    w.watch_restarted(cluster.procs[victim].metrics, victim, options).await;
+                }
+            }
+        }
+        w.duration_s = started.elapsed().as_secs_f64();
+        Ok(w)
+    }
+
+    /// Kills the victim when its time comes, and starts it again after `--down-ms`.
+    async fn kill_or_restart(
+        &mut self,
+        now: Instant,
+        kill_at: Instant,
+        restart_at: Instant,
+        victim: &mut NodeProcess,
+        options: &Options,
+    ) -> anyhow::Result<()> {
+        let t = &mut self.timeline;
+        if t.killed.is_none() && now >= kill_at {
+            let held = scrape(victim.metrics).await.ok().map(|m| {
                 m.get("mix_delay_queue_depth").copied().unwrap_or(0.0)
                     + m.get("mix_unsent_frames").copied().unwrap_or(0.0)
             });
-            procs[victim].kill();
-            killed = Some((Instant::now(), held));
+            victim.kill();
+            t.killed = Some((Instant::now(), held));
             if options.progress {
-                eprintln!("killed node {victim} (SIGKILL)");
+                eprintln!("killed node {} (SIGKILL)", options.nodes - 1);
             }
         }
-        if killed.is_some() && restarted.is_none() && now >= restart_at {
-            procs[victim].spawn()?;
-            restarted = Some(Instant::now());
+        if t.killed.is_some() && t.restarted.is_none() && now >= restart_at {
+            victim.spawn()?;
+            t.restarted = Some(Instant::now());
             if options.progress {
-                eprintln!("restarted node {victim}");
+                eprintln!("restarted node {}", options.nodes - 1);
             }
         }
-        if let Some(at) = restarted
-            && back.is_none()
+        if let Some(at) = t.restarted
+            && t.back.is_none()
             && now >= at + BACK_TIMEOUT
         {
-            stop_sending.get_or_insert(now);
+            self.stop_sending.get_or_insert(now);
         }
-        if let Some(end) = stop_sending
-            && now >= end
-            && requests.is_empty()
-        {
-            // Stragglers: a message sent last takes a few hundred milliseconds.
-            if now >= end + Duration::from_secs(2) {
-                break;
+        Ok(())
+    }
+
+    /// Sending stopped and the last replies came, or stragglers had their time.
+    fn done(&self, now: Instant) -> bool {
+        let Some(end) = self.stop_sending else { return false };
+        // Stragglers: a message sent last takes a few hundred milliseconds.
+        (now >= end + Duration::from_secs(2) && self.requests.is_empty())
+            || now >= end + Duration::from_secs(10)
+    }
+
+    async fn send_next(&mut self, client: &mut runtime::NodeHandle, destination: &Destination) {
+        let id = self.items.len() as u64;
+        let request = id % REQUEST_EVERY == REQUEST_EVERY - 1;
+        self.items.push(Item { sent: Instant::now(), delivered: None, request });
+        let mut rng = rand::rng();
+        if request {
+            let payload = length_prefixed(&body(b'R', id, &mut rng));
+            let sent =
+                client.request(destination.clone(), ECHO, payload, 2, SendOptions::default()).await;
+            match sent {
+                Ok(request) => {
+                    self.requests.insert(request, id as usize);
+                }
+                Err(e) => tracing::warn!(%e, "request refused"),
             }
-        }
-        if stop_sending.is_some_and(|end| now >= end + Duration::from_secs(10)) {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(next_send.into()), if stop_sending.is_none_or(|end| now < end) => {
-                let id = items.len() as u64;
-                let request = id % REQUEST_EVERY == REQUEST_EVERY - 1;
-                items.push(Item { sent: Instant::now(), delivered: None, request });
-                if request {
-                    let payload = length_prefixed(&body(b'R', id, &mut rng));
-                    match client.request(destination.clone(), ECHO, payload, 2, SendOptions::default()).await {
-                        Ok(request) => {
-                            requests.insert(request, id as usize);
-                        }
-                        Err(e) => tracing::warn!(%e, "request refused"),
-                    }
-                } else {
-                    let payload = length_prefixed(&body(b'M', id, &mut rng));
-                    if let Err(e) = client.send(destination.clone(), ECHO, payload, SendOptions::default()).await {
-                        tracing::warn!(%e, "send refused");
-                    }
-                }
-                next_send += gap;
-            }
-            Some(event) = dest_events.recv() => {
-                if let NodeEvent::Echo { body, at } = event
-                    && let Some((b'M', id)) = parse_body(&body)
-                    && let Some(item) = items.get_mut(id as usize)
-                {
-                    item.delivered.get_or_insert(at);
-                }
-            }
-            Some(event) = client_events.recv() => match event {
-                NodeEvent::Mix(Event::Reply { request, rtt, .. }) => {
-                    if let Some(i) = requests.remove(&request) {
-                        items[i].delivered.get_or_insert(Instant::now());
-                        rtts.push(rtt.as_secs_f64() * 1000.0);
-                    }
-                }
-                NodeEvent::Mix(Event::RequestFailed { request, .. }) => {
-                    requests.remove(&request);
-                }
-                _ => {}
-            },
-            _ = pool_poll.tick(), if killed.is_some() && readmitted.is_none() => {
-                let offered = client.pool_peers().await.contains(&procs[victim].peer_id);
-                if !offered && suspended.is_none() && restarted.is_none() {
-                    suspended = Some(Instant::now());
-                }
-                if offered && restarted.is_some() && suspended.is_some() {
-                    readmitted = Some(Instant::now());
-                }
-            }
-            _ = poll.tick() => {
-                if let Some(at) = restarted
-                    && back.is_none()
-                    && let Ok(metrics) = scrape(procs[victim].metrics).await
-                {
-                    let now = forwarded(&metrics);
-                    if now > 0 {
-                        back = Some(Instant::now());
-                        forwarded_at_restart = now;
-                        stop_sending = Some(Instant::now() + options.phase);
-                        if options.progress {
-                            eprintln!("node {victim} forwards again {:.0} ms after its restart", at.elapsed().as_secs_f64() * 1000.0);
-                        }
-                    }
-                }
+        } else {
+            let payload = length_prefixed(&body(b'M', id, &mut rng));
+            let sent =
+                client.send(destination.clone(), ECHO, payload, SendOptions::default()).await;
+            if let Err(e) = sent {
+                tracing::warn!(%e, "send refused");
             }
         }
     }
-    let duration_s = workload_started.elapsed().as_secs_f64();
+
+    fn on_destination(&mut self, event: NodeEvent) {
+        if let NodeEvent::Echo { body, at } = event
+            && let Some((b'M', id)) = parse_body(&body)
+            && let Some(item) = self.items.get_mut(id as usize)
+        {
+            item.delivered.get_or_insert(at);
+        }
+    }
+
+    fn on_client(&mut self, event: NodeEvent) {
+        match event {
+            NodeEvent::Mix(Event::Reply { request, rtt, .. }) => {
+                if let Some(i) = self.requests.remove(&request) {
+                    self.items[i].delivered.get_or_insert(Instant::now());
+                    self.rtts.push(rtt.as_secs_f64() * 1000.0);
+                }
+            }
+            NodeEvent::Mix(Event::RequestFailed { request, .. }) => {
+                self.requests.remove(&request);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the client's pool offers the victim now.
+    fn on_pool(&mut self, offered: bool) {
+        let t = &mut self.timeline;
+        if !offered && t.suspended.is_none() && t.restarted.is_none() {
+            t.suspended = Some(Instant::now());
+        }
+        if offered && t.restarted.is_some() && t.suspended.is_some() {
+            t.readmitted = Some(Instant::now());
+        }
+    }
+
+    /// After the restart: the victim is back once its metrics show it forwarding; the
+    /// workload then runs as long again as before the kill.
+    async fn watch_restarted(&mut self, metrics: SocketAddr, victim: usize, options: &Options) {
+        let Some(at) = self.timeline.restarted else { return };
+        if self.timeline.back.is_some() {
+            return;
+        }
+        let Ok(metrics) = scrape(metrics).await else { return };
+        let now = forwarded(&metrics);
+        if now > 0 {
+            self.timeline.back = Some(Instant::now());
+            self.timeline.forwarded_at_restart = now;
+            self.stop_sending = Some(Instant::now() + options.phase);
+            if options.progress {
+                let ms = at.elapsed().as_secs_f64() * 1000.0;
+                eprintln!("node {victim} forwards again {ms:.0} ms after its restart");
+            }
+        }
+    }
+}
+
+/// Reads the nodes' last figures, stops them (SIGTERM), and accounts for every item by the
+/// phase it was sent in.
+async fn finish(mut cluster: Cluster, w: Workload, options: &Options) -> anyhow::Result<Report> {
+    let victim = options.nodes - 1;
+    let procs = &mut cluster.procs;
     let mut forwarded_per_node = Vec::new();
-    for p in &procs {
+    for p in procs.iter() {
         forwarded_per_node.push(scrape(p.metrics).await.map(|m| forwarded(&m)).unwrap_or(0));
     }
-    let forwarded_after_restart = forwarded_per_node[victim].max(forwarded_at_restart);
-    let rediscovered = client.pool_peers().await.contains(&procs[victim].peer_id);
+    let t = &w.timeline;
+    let forwarded_after_restart = forwarded_per_node[victim].max(t.forwarded_at_restart);
+    let rediscovered = cluster.client.pool_peers().await.contains(&procs[victim].peer_id);
     let restart_log = std::fs::read_to_string(procs[victim].log()).unwrap_or_default();
     let loaded = restart_log.lines().find(|l| l.contains("replay state loaded"));
     let replay_state_loaded = loaded.is_some();
@@ -536,28 +641,28 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         rest.split_whitespace().next()?.parse().ok()
     });
     let mut clean_exits = 0;
-    for p in &mut procs {
+    for p in procs.iter_mut() {
         clean_exits += usize::from(p.terminate(Duration::from_secs(10)));
     }
-    drop(client);
-    drop(dest);
 
-    let (killed_at, held_at_kill) = killed.context("the node was never killed")?;
+    let (killed_at, held_at_kill) = t.killed.context("the node was never killed")?;
     let end = Instant::now() + Duration::from_secs(3600);
-    let back_or_end = back.unwrap_or(end);
-    let in_flight_from = killed_at.checked_sub(IN_FLIGHT_WINDOW).unwrap_or(workload_started);
+    let back_or_end = t.back.unwrap_or(end);
+    let in_flight_from = killed_at.checked_sub(IN_FLIGHT_WINDOW).unwrap_or(w.started);
     // Until the client's pool drops the node, new paths may still lead into it: those
     // packets are in flight towards it as much as the ones sent just before the kill.
     // At most a second after the kill (and never past the restart): a slower failure detector
     // shows as losses `during`, not as a longer window.
-    let in_flight_to = suspended
+    let in_flight_to = t
+        .suspended
         .unwrap_or(killed_at)
         .clamp(killed_at, killed_at + MAX_DETECTION)
-        .min(restarted.unwrap_or(end));
-    let before = tally(&items, workload_started, in_flight_from);
-    let in_flight_window = tally(&items, in_flight_from, in_flight_to);
-    let during = tally(&items, in_flight_to, back_or_end);
-    let after = tally(&items, back_or_end, end);
+        .min(t.restarted.unwrap_or(end));
+    let items = &w.items;
+    let before = tally(items, w.started, in_flight_from);
+    let in_flight_window = tally(items, in_flight_from, in_flight_to);
+    let during = tally(items, in_flight_to, back_or_end);
+    let after = tally(items, back_or_end, end);
     let outside = [before, during, after];
     let (sent_out, delivered_out) =
         outside.iter().fold((0, 0), |(s, d), p| (s + p.sent, d + p.delivered));
@@ -566,6 +671,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         .filter(|i| !i.request)
         .filter_map(|i| Some(i.delivered?.duration_since(i.sent).as_secs_f64() * 1000.0))
         .collect();
+    let mut rtts = w.rtts.clone();
     let delivered = items.iter().filter(|i| i.delivered.is_some()).count();
     let replies_expected = items.iter().filter(|i| i.request).count();
     let replies_received = items.iter().filter(|i| i.request && i.delivered.is_some()).count();
@@ -575,9 +681,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         processes: true,
         transport: "tcp",
         mean_delay_ms: options.delay_ms,
-        startup_ms,
-        discovery_ms,
-        duration_s,
+        startup_ms: cluster.startup_ms,
+        discovery_ms: cluster.discovery_ms,
+        duration_s: w.duration_s,
         sent: items.len(),
         delivered,
         lost: items.len() - delivered,
@@ -590,12 +696,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
         restart: Restart {
             killed: victim,
             killed_peer: procs[victim].peer_id.to_string(),
-            killed_at_s: killed_at.duration_since(workload_started).as_secs_f64(),
+            killed_at_s: killed_at.duration_since(w.started).as_secs_f64(),
             held_at_kill,
-            down_ms: restarted.map_or(0.0, |r| ms(r.duration_since(killed_at))),
-            suspended_after_ms: suspended.map(|s| ms(s.duration_since(killed_at))),
-            readmitted_after_ms: restarted.zip(readmitted).map(|(r, a)| ms(a.duration_since(r))),
-            back_after_ms: restarted.zip(back).map(|(r, b)| ms(b.duration_since(r))),
+            down_ms: t.restarted.map_or(0.0, |r| ms(r.duration_since(killed_at))),
+            suspended_after_ms: t.suspended.map(|s| ms(s.duration_since(killed_at))),
+            readmitted_after_ms: t
+                .restarted
+                .zip(t.readmitted)
+                .map(|(r, a)| ms(a.duration_since(r))),
+            back_after_ms: t.restarted.zip(t.back).map(|(r, b)| ms(b.duration_since(r))),
             rediscovered,
             replay_state_loaded,
             replay_filters_restored,
@@ -612,7 +721,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<Report> {
             },
         },
         clean_exits,
-        node_dirs: root.display().to_string(),
+        node_dirs: cluster.root.display().to_string(),
     })
 }
 

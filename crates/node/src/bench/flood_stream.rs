@@ -142,10 +142,7 @@ async fn flooder(
                 frame[0] = mix_stream::frame::VERSION;
                 frame
             };
-            let len = frame.len();
-            let prefix = [(len as u8 & 0x7f) | 0x80, (len >> 7) as u8];
-            stream.write_all(&prefix).await?;
-            stream.write_all(&frame).await?;
+            stream.write_all(&libp2p_mix::framing::encode(&frame)).await?;
             written.fetch_add(1, Ordering::Relaxed);
             n += 1;
             if n.is_multiple_of(64) {
