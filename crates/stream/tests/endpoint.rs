@@ -49,6 +49,9 @@ struct Wire {
     exit: (PeerId, bool),
     /// Own packets the mix node holds (the opener waits at the limit).
     queued: usize,
+    /// The send (counted from 0) to refuse, as a mix node with a full queue does.
+    refuse: Option<usize>,
+    attempts: usize,
     /// Decides, per frame, whether the mixnet loses it.
     lose: Box<dyn FnMut(&Flight) -> bool>,
     forward_sent: usize,
@@ -68,6 +71,8 @@ impl Wire {
             suspended: HashSet::new(),
             exit: (PeerId::random(), true),
             queued: 0,
+            refuse: None,
+            attempts: 0,
             lose: Box::new(|_| false),
             forward_sent: 0,
             replies_sent: 0,
@@ -111,6 +116,10 @@ impl MixTransport for Wire {
         frame: &[u8],
         _options: SendOptions,
     ) -> Result<(), SendError> {
+        self.attempts += 1;
+        if self.refuse == Some(self.attempts - 1) {
+            return Err(SendError::QueueFull(self.queued));
+        }
         self.forward_sent += 1;
         self.forward_log.push(frame.to_vec());
         let (via, member) = self.exit;
@@ -429,6 +438,34 @@ fn a_replayed_or_stale_opening_is_refused() {
 }
 
 #[test]
+fn an_opening_replayed_after_the_acceptor_restarts_is_refused() {
+    let mut net = Net::new(Config::default());
+    let message = data(500, 11);
+    net.send(message.clone());
+    assert!(net.run(Duration::from_secs(60), |n| !n.sent_outcomes().is_empty()));
+    let opening = net.wire.forward_log[0].clone();
+    // The acceptor restarts 5 s later with the same key: it remembers no openings.
+    let now = net.now();
+    let restarted_at = UNIX + (now - net.t0) + Duration::from_secs(5);
+    let mut secret = [0u8; 32];
+    StdRng::seed_from_u64(2).fill(&mut secret[..]);
+    let config = Config { stream: stream_config(), ..Config::default() };
+    let mut restarted = Endpoint::new(
+        config,
+        Some(secret),
+        MIX_LIMITS,
+        now,
+        restarted_at,
+        StdRng::seed_from_u64(4),
+    );
+    let exit = net.wire.exit.0;
+    restarted.handle_frame(now, exit, true, &opening);
+    assert_eq!(restarted.stats().dropped("opened_before_start"), 1);
+    assert_eq!(restarted.stats().accepted, [0, 0], "the message is not delivered twice");
+    assert!(restarted.poll_event().is_none());
+}
+
+#[test]
 fn a_finished_stream_lingers_to_acknowledge_a_lost_last_acknowledgement_then_leaves() {
     let mut net = Net::new(Config::default());
     let message = data(2_000, 3);
@@ -503,6 +540,24 @@ fn an_opener_waits_while_the_mix_node_queue_is_full_then_sends() {
     net.wire.queued = 0;
     assert!(net.run(Duration::from_secs(60), |n| !n.sent_outcomes().is_empty()));
     assert!(matches!(net.sent_outcomes()[..], [Ok(())]));
+}
+
+#[test]
+fn a_frame_the_mix_node_refused_goes_soon_not_at_the_retransmission_timer() {
+    // The last frame of the first flight is refused: nothing else would wake the stream
+    // before its retransmission timer.
+    let mut first = Net::new(Config::default());
+    first.send(data(500, 12));
+    first.run(LATENCY / 2, |_| false);
+    let frames = first.wire.forward_sent;
+    let mut net = Net::new(Config::default());
+    net.wire.refuse = Some(frames - 1);
+    net.send(data(500, 12));
+    assert!(net.run(Duration::from_secs(60), |n| !n.sent_outcomes().is_empty()));
+    assert!(matches!(net.sent_outcomes()[..], [Ok(())]));
+    // One round trip and a little: the refused frame went 2 ms later, not after an RTO.
+    let took = net.now() - net.t0;
+    assert!(took < LATENCY * 2 + Duration::from_millis(200), "took {took:?}");
 }
 
 #[test]

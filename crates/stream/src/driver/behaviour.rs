@@ -10,6 +10,8 @@
 //! behaviour for everything else it does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,9 @@ pub struct Behaviour {
     kick: mpsc::UnboundedSender<StreamId>,
     incoming: mpsc::Sender<MixStream>,
     messages: mpsc::Sender<Vec<u8>>,
+    /// Bytes of the messages in `messages` the application has not taken: at most
+    /// [`Config::max_accepted_bytes`] on top of what the endpoint holds.
+    queued_message_bytes: Arc<AtomicUsize>,
     timer: Delay,
     timer_at: Option<Instant>,
     metrics: Metrics,
@@ -102,7 +107,9 @@ impl Behaviour {
         let (kick, kicks) = mpsc::unbounded();
         let (incoming, incoming_rx) = mpsc::channel(config.accept_backlog.max(1));
         let (messages, messages_rx) = mpsc::channel(config.message_backlog.max(1));
-        let control = Control::new(commands_tx, incoming_rx, messages_rx);
+        let queued_message_bytes = Arc::new(AtomicUsize::new(0));
+        let control =
+            Control::new(commands_tx, incoming_rx, messages_rx, queued_message_bytes.clone());
         let (max_inbound_reads, frame_timeout) = (config.max_inbound_reads, config.frame_timeout);
         let limits = frame_limits(net.mix());
         let now = Instant::now();
@@ -119,6 +126,7 @@ impl Behaviour {
             kick,
             incoming,
             messages,
+            queued_message_bytes,
             timer: Delay::new(Duration::ZERO),
             timer_at: None,
             metrics: Metrics::default(),
@@ -293,7 +301,18 @@ impl Behaviour {
                 }
             }
             EndpointEvent::Message { data, .. } => {
-                if self.messages.try_send(data).is_err() {
+                let len = data.len();
+                let queued = self.queued_message_bytes.load(Ordering::Relaxed);
+                if queued + len > self.endpoint.config().max_accepted_bytes {
+                    // Received whole and acknowledged, but the application does not take
+                    // messages as fast as they come: drop it rather than hold without bound.
+                    self.metrics.dropped("message_backlog_full");
+                    return;
+                }
+                self.queued_message_bytes.fetch_add(len, Ordering::Relaxed);
+                if let Err(e) = self.messages.try_send(data) {
+                    self.queued_message_bytes.fetch_sub(len, Ordering::Relaxed);
+                    drop(e);
                     self.metrics.dropped("message_backlog_full");
                 }
             }
@@ -315,8 +334,13 @@ impl Behaviour {
         while let Poll::Ready(Some(id)) = self.kicks.poll_next_unpin(cx) {
             self.endpoint.touch(&id);
         }
+        // Streams refused for a full backlog go before they are driven (they send nothing).
+        while let Some(event) = self.endpoint.poll_event() {
+            self.on_endpoint_event(event);
+        }
         let now = Instant::now();
         self.endpoint.handle_timeout(now);
+        self.endpoint.set_limits(frame_limits(self.net.mix()));
         let mut transport = Transport { mix: self.net.mix_mut(), bundles: &mut self.bundles };
         worked |= self.endpoint.drive(now, &mut transport);
         while let Some(event) = self.endpoint.poll_event() {

@@ -1,6 +1,7 @@
 //! The application's handle on the behaviour: open streams, send messages, accept both.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::channel::{mpsc, oneshot};
 use futures::lock::Mutex;
@@ -64,6 +65,8 @@ pub struct Control {
     commands: mpsc::Sender<Command>,
     incoming: Arc<Mutex<mpsc::Receiver<MixStream>>>,
     messages: Arc<Mutex<mpsc::Receiver<Vec<u8>>>>,
+    /// Bytes of received messages waiting in `messages` (the behaviour bounds them).
+    queued: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Control {
@@ -77,11 +80,13 @@ impl Control {
         commands: mpsc::Sender<Command>,
         incoming: mpsc::Receiver<MixStream>,
         messages: mpsc::Receiver<Vec<u8>>,
+        queued: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             commands,
             incoming: Arc::new(Mutex::new(incoming)),
             messages: Arc::new(Mutex::new(messages)),
+            queued,
         }
     }
 
@@ -136,6 +141,8 @@ impl Control {
 
     /// The next message another node sent to this one, whole.
     pub async fn next_message(&self) -> Option<Vec<u8>> {
-        self.messages.lock().await.next().await
+        let message = self.messages.lock().await.next().await?;
+        self.queued.fetch_sub(message.len(), Ordering::Relaxed);
+        Some(message)
     }
 }

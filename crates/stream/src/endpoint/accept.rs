@@ -104,6 +104,12 @@ impl Endpoint {
         if opened.abs_diff(unix) > fresh {
             return Err("stale_opening");
         }
+        if opened < self.started_unix {
+            // Sealed before this endpoint started: whether it was seen before a restart is
+            // not known, so a replay of it would pass. Its stream, if any, died with the
+            // restart anyway.
+            return Err("opened_before_start");
+        }
         self.openings.forget_older_than(unix.saturating_sub(fresh));
         let short: [u8; 16] = conn.id()[..16].try_into().expect("16 bytes");
         if self.openings.contains(&short) {

@@ -16,7 +16,9 @@ pub struct Config {
     pub max_opened: usize,
     /// Accepted streams waiting for `Control::accept_stream`; more are reset.
     pub accept_backlog: usize,
-    /// Received messages waiting for `Control::next_message`; more are reset.
+    /// Received messages waiting for `Control::next_message` (and at most
+    /// [`Self::max_accepted_bytes`] of them); more are dropped, counted as
+    /// `message_backlog_full`.
     pub message_backlog: usize,
     /// The largest message accepted; a longer one is reset when it crosses the limit.
     pub max_message_len: usize,

@@ -119,9 +119,10 @@ impl Endpoint {
             Some(t) => timeout.map_or(t + linger, |at| at.min(t + linger)),
             None => timeout.unwrap_or(now + IDLE_CHECK),
         };
-        // A stream that waits for room in the mix node's queue looks again shortly, and not
-        // before: its own timers, due now, wait with it (else it would spin).
-        let next = if sent.waiting { next.max(now + QUEUE_RETRY) } else { next };
+        // A stream that waits for room in the mix node's queue looks again shortly: not
+        // later (its retransmission timer may be seconds away), and not now (its timers due
+        // now wait with it; it would spin).
+        let next = if sent.waiting { now + QUEUE_RETRY } else { next };
         if sent.more {
             self.again.push(id);
         }

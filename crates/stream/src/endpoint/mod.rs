@@ -212,6 +212,9 @@ pub struct Endpoint {
     rng: StdRng,
     /// An instant and the Unix time then.
     wall_clock: (Instant, Duration),
+    /// The Unix second this endpoint started: openings sealed before it are refused, since
+    /// the openings seen before a restart are not remembered.
+    started_unix: u64,
     streams: HashMap<StreamId, Entry>,
     /// The labels accepted streams expect, to the stream.
     labels: HashMap<Label, StreamId>,
@@ -275,6 +278,7 @@ impl Endpoint {
             keys,
             rng,
             wall_clock: (now, unix),
+            started_unix: unix.as_secs(),
             streams: HashMap::new(),
             labels: HashMap::new(),
             openings: RecentOpenings::default(),
@@ -297,6 +301,12 @@ impl Endpoint {
             return;
         }
         self.keys = secrets.iter().map(|s| ReceiverKey::from_bytes(**s)).collect();
+    }
+
+    /// The largest frames the mix node carries now (they shrink when spam protection adds a
+    /// proof). New streams use them.
+    pub fn set_limits(&mut self, limits: FrameLimits) {
+        self.limits = limits;
     }
 
     /// Sets the Unix time at `now` (openings carry it; acceptors refuse stale ones).
@@ -443,7 +453,8 @@ impl Endpoint {
         self.streams.get(id).map(|e| e.shared.clone())
     }
 
-    /// The next event, if any.
+    /// The next event, if any. Call it after every call that takes frames or drives: a
+    /// message waiting here no longer counts against [`Config::max_accepted_bytes`].
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
         self.events.pop_front()
     }
@@ -479,8 +490,9 @@ impl Endpoint {
         due.sort_unstable();
         due.dedup();
         let worked = !due.is_empty();
-        let queue_full = transport.queued_packets() >= self.config.max_queued_packets;
         for id in due {
+            // Each stream's frames fill the queue the next one sees.
+            let queue_full = transport.queued_packets() >= self.config.max_queued_packets;
             self.drive_one(id, now, queue_full, transport);
         }
         worked

@@ -40,7 +40,8 @@ pub struct EndpointStats {
     pub opened: [u64; 2],
     /// Streams (0) and messages (1) this node accepted.
     pub accepted: [u64; 2],
-    /// Streams open now that this node opened (0) and accepted (1), lingering ones included.
+    /// Streams open now that this node opened (0) and accepted (1); a stream leaves when it
+    /// ends (it may linger a while longer, see [`crate::Endpoint::active_streams`]).
     pub active: [usize; 2],
     /// Frames sent: mix messages and SURB replies.
     pub frames_sent: u64,
