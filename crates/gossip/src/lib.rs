@@ -50,8 +50,8 @@ pub mod proto;
 pub use driver::mix_route::{self, MixRoute};
 #[cfg(feature = "net")]
 pub use driver::{
-    Behaviour, Config, Event, MIX_PUBLISH_CODEC, Metrics, PROTOCOL, mix_publish_body,
-    parse_mix_publish,
+    Behaviour, Config, Event, MAX_ADDRESS_BOOK, MAX_ADDRESSES_PER_PEER, MIX_PUBLISH_CODEC, Metrics,
+    PROTOCOL, mix_publish_body, parse_mix_publish,
 };
 pub use proto::{
     AllowAll, ConfigError, DownReason, Forwarding, IgnoreReason, LIVENESS_TIMEOUT, MessageId,

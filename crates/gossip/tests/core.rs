@@ -41,6 +41,8 @@ struct Net {
     topic: TopicId,
     /// Peers outside the network that stay connected: what is sent to them is dropped.
     sinks: BTreeSet<Peer>,
+    /// Rebroadcasters that take mix publications and do nothing with them.
+    mix_swallow: BTreeSet<Peer>,
 }
 
 const LATENCY: Duration = Duration::from_millis(5);
@@ -59,6 +61,7 @@ impl Net {
             mix_to: Vec::new(),
             topic: TopicId::from_name("test"),
             sinks: BTreeSet::new(),
+            mix_swallow: BTreeSet::new(),
         };
         for i in 0..n {
             let rng = ChaCha12Rng::seed_from_u64(u64::from(i) + 7);
@@ -125,7 +128,9 @@ impl Net {
                     self.with(node, |s, now, _| s.handle_timer(now, timer))
                 }
                 Ev::Mix { to, from, topic, data } => {
-                    if self.nodes.contains_key(&to) {
+                    if self.mix_swallow.contains(&to) {
+                        // Taken, never broadcast: the publisher waits for its timeout.
+                    } else if self.nodes.contains_key(&to) {
                         self.with(to, |s, now, _| {
                             s.handle_mix_delivery(now, &topic, data).unwrap()
                         });
@@ -377,6 +382,28 @@ fn a_lost_mix_publication_is_retried_then_reported_failed() {
     let id = net.publish(1, b"found", Route::Mix);
     net.run_for(Duration::from_secs(3));
     assert_eq!(net.received(id), everyone_but(&net, 1));
+}
+
+#[test]
+fn a_retry_after_a_failed_send_waits_its_own_timeout() {
+    let cfg = config(Forwarding::Immediate);
+    let timeout = cfg.mix.confirm_timeout;
+    let mut net = Net::new(8, &cfg, allow_all);
+    let (ghost, silent) = (1000, 1001);
+    net.mix_swallow.insert(silent);
+    net.with(1, |s, _, _| s.set_directory([ghost]));
+    net.publish(1, b"twice?", Route::Mix);
+    // The first attempt fails at once (no path to the ghost); the retry goes to a member
+    // that swallows it.
+    net.with(1, |s, _, _| s.set_directory([silent]));
+    net.run_for(Duration::from_millis(200));
+    assert_eq!(net.mix_sent, 2);
+    // The first attempt's timer comes due: it watched an attempt that is over, and sends
+    // nothing. The retry's own timer, 50 ms later, does.
+    net.run_for(timeout - Duration::from_millis(190));
+    assert_eq!(net.mix_sent, 2, "a stale timer started another attempt");
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.mix_sent, 3);
 }
 
 #[test]

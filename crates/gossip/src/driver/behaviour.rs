@@ -118,6 +118,11 @@ pub fn parse_mix_publish(body: &[u8]) -> Option<(TopicId, &[u8])> {
     Some((TopicId(*topic), data))
 }
 
+/// Addresses kept per peer (the newest).
+pub const MAX_ADDRESSES_PER_PEER: usize = 4;
+/// Peers whose addresses are kept at most (the mix pool's directory refreshes them).
+pub const MAX_ADDRESS_BOOK: usize = 8192;
+
 /// Driver settings, with the state machine's.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -263,12 +268,28 @@ impl Behaviour {
         &self.state
     }
 
-    /// Where `peer` can be dialed (addresses are never taken from gossip messages).
+    /// Where `peer` can be dialed (addresses are never taken from gossip messages). The
+    /// newest [`MAX_ADDRESSES_PER_PEER`] are kept, for at most [`MAX_ADDRESS_BOOK`] peers:
+    /// past that, a peer this node is not connected to is forgotten.
     pub fn add_address(&mut self, peer: PeerId, addr: Multiaddr) {
-        let addrs = self.addresses.entry(peer).or_default();
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
+        if !self.addresses.contains_key(&peer) && self.addresses.len() >= MAX_ADDRESS_BOOK {
+            let idle = self.addresses.keys().find(|p| !self.connected.contains_key(p)).copied();
+            match idle {
+                Some(idle) => {
+                    self.addresses.remove(&idle);
+                }
+                None => return,
+            }
         }
+        let addrs = self.addresses.entry(peer).or_default();
+        addrs.retain(|a| a != &addr);
+        addrs.insert(0, addr);
+        addrs.truncate(MAX_ADDRESSES_PER_PEER);
+    }
+
+    /// Peers whose addresses are known now.
+    pub fn known_addresses(&self) -> usize {
+        self.addresses.len()
     }
 
     /// Joins `topic` through `bootstrap`.
@@ -681,5 +702,26 @@ impl NetworkBehaviour for Behaviour {
         }
         self.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_book_is_bounded() {
+        let mut gossip = Behaviour::new(PeerId::random(), Config::default());
+        let peer = PeerId::random();
+        for port in 0..10u16 {
+            gossip.add_address(peer, format!("/ip4/10.0.0.1/tcp/{port}").parse().unwrap());
+        }
+        let kept = &gossip.addresses[&peer];
+        assert_eq!(kept.len(), MAX_ADDRESSES_PER_PEER);
+        assert_eq!(kept[0], "/ip4/10.0.0.1/tcp/9".parse::<Multiaddr>().unwrap(), "newest first");
+        for _ in 0..MAX_ADDRESS_BOOK + 100 {
+            gossip.add_address(PeerId::random(), "/ip4/10.0.0.2/tcp/1".parse().unwrap());
+        }
+        assert_eq!(gossip.known_addresses(), MAX_ADDRESS_BOOK);
     }
 }

@@ -247,7 +247,9 @@ enum TimerKind {
     Evict,
     Flush,
     Embargo(MessageId),
-    MixConfirm(MessageId),
+    /// The attempt it watches: a timer of an earlier attempt (one that failed at once and
+    /// was retried) does nothing.
+    MixConfirm(MessageId, u32),
 }
 
 impl Timer {
@@ -643,9 +645,10 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
         if let Some(to) = drawn {
             self.out.out.push_back(Output::MixPublish { to, topic, data: data.clone() });
         }
+        let attempt = *attempts;
         self.out.timer(
             now + self.config.mix.confirm_timeout,
-            Timer::new(topic, TimerKind::MixConfirm(id)),
+            Timer::new(topic, TimerKind::MixConfirm(id, attempt)),
         );
     }
 
@@ -860,8 +863,9 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
                     self.fluff(now, topic, id, held.data, from);
                 }
             }
-            TimerKind::MixConfirm(id) => {
-                if self.topics.get(&topic).is_some_and(|t| t.mix.contains_key(&id)) {
+            TimerKind::MixConfirm(id, attempt) => {
+                let current = self.topics.get(&topic).and_then(|t| t.mix.get(&id));
+                if current.is_some_and(|(_, attempts)| *attempts == attempt) {
                     self.send_mix(now, topic, id);
                 }
             }
