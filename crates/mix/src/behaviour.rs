@@ -627,6 +627,12 @@ impl Behaviour {
         }
     }
 
+    /// Brings [`Self::metrics`] up to date with what the core counted (the behaviour does it
+    /// on every poll; call it before reading the metrics between polls).
+    pub fn sync_metrics(&mut self) {
+        self.export_stats();
+    }
+
     /// Adds what the core counted since the last export to the metrics.
     fn export_stats(&mut self) {
         let observations = self.core.take_observations();

@@ -555,6 +555,7 @@ impl Stopping {
         done: oneshot::Sender<StopReport>,
     ) -> Self {
         let held = mix.held_packets();
+        mix.sync_metrics();
         let forwarded_before = mix.metrics().packets_forwarded();
         let dropped_before = mix.metrics().packets_dropped(libp2p_mix::DropReason::Stopping);
         mix.stop();
@@ -615,6 +616,7 @@ async fn run(
         if let Some(stop) = stopping.as_mut()
             && stop.poll(&mut swarm)
         {
+            swarm.behaviour_mut().stream.mix_mut().sync_metrics();
             let report = stop.report(swarm.behaviour().stream.mix());
             let done = stop.done.take();
             // Dropping the swarm saves the replay state: done before the stop is reported, so
