@@ -668,6 +668,7 @@ impl Behaviour {
                         tracing::debug!(%error, "reply from a handle not sent");
                     }
                 }
+                crate::handle::Command::Forget { id } => self.forget(id),
             }
         }
         // More may be queued: come back after the rest of the swarm had its turn.
@@ -789,11 +790,19 @@ impl Behaviour {
     }
 
     /// Answers a message received with [`Event::Received`]. Returns how many copies were sent
-    /// (one per SURB), or `Ok(0)` if the id is unknown or expired.
+    /// (one per SURB), or `Ok(0)` if the id is unknown, was answered, or its SURBs expired
+    /// ([`core::Config::answer_timeout`]) or were pushed out by newer ones
+    /// ([`core::Config::max_awaited_local_answers`]).
     pub fn reply(&mut self, id: ReplyId, body: &[u8]) -> Result<usize, MessageError> {
         let sent = self.core.answer(Instant::now(), id.0, body)?;
         self.wake();
         Ok(sent)
+    }
+
+    /// Says that a message received with [`Event::Received`] gets no answer: its SURBs are
+    /// discarded now rather than held until [`core::Config::answer_timeout`].
+    pub fn forget(&mut self, id: ReplyId) {
+        self.core.forget(id.0);
     }
 
     fn wake(&mut self) {
@@ -1068,6 +1077,7 @@ impl Behaviour {
         self.metrics.set_exit_jobs(self.exit_jobs_by_id.len());
         let result = match result {
             Ok(Some(reply)) => match self.core.answer(Instant::now(), delivery, &reply) {
+                Ok(0) => Err(ExitError::AnswerExpired),
                 Ok(_) => Ok(true),
                 Err(e) => Err(ExitError::Stream(format!("reply does not fit a SURB: {e}"))),
             },

@@ -35,6 +35,9 @@ pub(crate) enum Command {
         id: ReplyId,
         body: Vec<u8>,
     },
+    Forget {
+        id: ReplyId,
+    },
 }
 
 /// What the pool holds, as the behaviour last published it.
@@ -85,6 +88,7 @@ impl std::fmt::Debug for Command {
             Self::Reply { id, body } => {
                 f.debug_struct("Reply").field("id", id).field("len", &body.len()).finish()
             }
+            Self::Forget { id } => f.debug_struct("Forget").field("id", id).finish(),
         }
     }
 }
@@ -114,6 +118,12 @@ impl Handle {
     /// [`crate::Behaviour::reply`]).
     pub fn reply(&mut self, id: ReplyId, body: Vec<u8>) -> Result<(), HandleError> {
         self.queue(Command::Reply { id, body })
+    }
+
+    /// Says that a message a routed protocol received gets no answer: its SURBs are
+    /// discarded now rather than held until they expire (see [`crate::Behaviour::forget`]).
+    pub fn forget(&mut self, id: ReplyId) -> Result<(), HandleError> {
+        self.queue(Command::Forget { id })
     }
 
     fn queue(&mut self, command: Command) -> Result<(), HandleError> {

@@ -55,6 +55,9 @@ pub enum ExitError {
     /// The stream failed or the reply broke its read rule.
     #[error("stream: {0}")]
     Stream(String),
+    /// The destination answered after the answer's SURBs expired (or were not kept).
+    #[error("the answer came after its SURBs expired")]
+    AnswerExpired,
 }
 
 #[derive(Debug, Clone)]

@@ -47,7 +47,7 @@ pub struct Metrics {
     loop_rtt_seconds: Histogram,
     exit_jobs: Gauge,
     awaited_answers: Gauge,
-    answers_forgotten: Counter,
+    answers_dropped: Family<ReasonLabel, Counter>,
     replay_fill: Gauge<f64, AtomicU64>,
     replay_stages: Gauge,
     dial_failures: Family<OutcomeLabel, Counter>,
@@ -79,7 +79,7 @@ impl Default for Metrics {
             loop_rtt_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             exit_jobs: Gauge::default(),
             awaited_answers: Gauge::default(),
-            answers_forgotten: Counter::default(),
+            answers_dropped: Family::default(),
             replay_fill: Gauge::default(),
             replay_stages: Gauge::default(),
             dial_failures: Family::default(),
@@ -143,9 +143,10 @@ impl Metrics {
             self.awaited_answers.clone(),
         );
         r.register(
-            "answers_forgotten",
-            "Delivered messages whose SURBs were discarded unanswered (expired or pushed out)",
-            self.answers_forgotten.clone(),
+            "answers_dropped",
+            "Delivered messages whose SURBs were discarded unanswered, by reason (expired, \
+             evicted by newer local ones, refused for a full exit budget)",
+            self.answers_dropped.clone(),
         );
         r.register(
             "delay_queue_depth",
@@ -238,7 +239,13 @@ impl Metrics {
         add(&self.key_rotations, now.key_rotations, before.key_rotations);
         add(&self.replies_received, now.replies_received, before.replies_received);
         add(&self.requests_timed_out, now.requests_timed_out, before.requests_timed_out);
-        add(&self.answers_forgotten, now.answers_forgotten, before.answers_forgotten);
+        for (reason, now, before) in [
+            ("expired", now.answers_expired, before.answers_expired),
+            ("evicted", now.answers_evicted, before.answers_evicted),
+            ("refused", now.answers_refused, before.answers_refused),
+        ] {
+            add(&self.answers_dropped.get_or_create(&ReasonLabel { reason }), now, before);
+        }
         self.awaited_answers.set(now.awaited_answers as i64);
         for (returned, outcome) in [(true, "returned"), (false, "lost")] {
             let counter = self.loops.get_or_create(&OutcomeLabel { outcome });

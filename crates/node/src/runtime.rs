@@ -657,6 +657,10 @@ async fn run(
                     let _ = events.send(NodeEvent::Gossip(event));
                 }
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(event))) => {
+                    if let Event::Received { reply: Some(id), .. } = &event {
+                        // Nobody here answers this codec: its SURBs go now.
+                        swarm.behaviour_mut().stream.mix_mut().forget(*id);
+                    }
                     tracing::debug!(?event, "mix event");
                     let _ = events.send(NodeEvent::Mix(event));
                 }

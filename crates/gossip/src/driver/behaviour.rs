@@ -248,6 +248,7 @@ impl Behaviour {
                 RouteEvent::Malformed => self.metrics.dropped("mix_delivery_malformed"),
                 RouteEvent::Failed { topic, data } => self.mix_failed(&topic, &data),
                 RouteEvent::Directory(members) => {
+                    self.forget_addresses_outside(&members);
                     for (peer, addr) in &members {
                         self.add_address(*peer, addr.clone());
                     }
@@ -270,10 +271,15 @@ impl Behaviour {
 
     /// Where `peer` can be dialed (addresses are never taken from gossip messages). The
     /// newest [`MAX_ADDRESSES_PER_PEER`] are kept, for at most [`MAX_ADDRESS_BOOK`] peers:
-    /// past that, a peer this node is not connected to is forgotten.
+    /// past that, a peer this node neither is connected to nor needs is forgotten (and with
+    /// the `mix` route, peers that left the directory go when it is refreshed).
     pub fn add_address(&mut self, peer: PeerId, addr: Multiaddr) {
         if !self.addresses.contains_key(&peer) && self.addresses.len() >= MAX_ADDRESS_BOOK {
-            let idle = self.addresses.keys().find(|p| !self.connected.contains_key(p)).copied();
+            let idle = self
+                .addresses
+                .keys()
+                .find(|p| !self.connected.contains_key(p) && !self.needed.contains(p))
+                .copied();
             match idle {
                 Some(idle) => {
                     self.addresses.remove(&idle);
@@ -285,6 +291,22 @@ impl Behaviour {
         addrs.retain(|a| a != &addr);
         addrs.insert(0, addr);
         addrs.truncate(MAX_ADDRESSES_PER_PEER);
+    }
+
+    /// Forgets the addresses of peers that left the directory, unless gossip still uses them
+    /// (connected, needed, or in a view or contacts of a topic).
+    #[cfg(feature = "mix")]
+    fn forget_addresses_outside(&mut self, members: &[(PeerId, Multiaddr)]) {
+        let keep: std::collections::HashSet<PeerId> = members
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(self.connected.keys().copied())
+            .chain(self.needed.iter().copied())
+            .chain(self.state.topics().flat_map(|t| {
+                self.state.neighbors(t).iter().chain(self.state.contacts(t)).copied()
+            }))
+            .collect();
+        self.addresses.retain(|p, _| keep.contains(p));
     }
 
     /// Peers whose addresses are known now.

@@ -210,6 +210,10 @@ impl MixRoute {
             let _ = self.retry.poll_unpin(cx);
         }
         if let Poll::Ready(Some(routed)) = self.deliveries.poll_next_unpin(cx) {
+            if let Some(id) = routed.reply {
+                // Gossip never answers through SURBs: let the exit drop them now.
+                let _ = self.handle.forget(id);
+            }
             return Poll::Ready(match parse_mix_publish(&routed.body) {
                 Some((topic, data)) => RouteEvent::Delivery { topic, data: data.to_vec() },
                 None => RouteEvent::Malformed,

@@ -247,9 +247,9 @@ enum TimerKind {
     Evict,
     Flush,
     Embargo(MessageId),
-    /// The attempt it watches: a timer of an earlier attempt (one that failed at once and
-    /// was retried) does nothing.
-    MixConfirm(MessageId, u32),
+    /// The attempt it watches, by its token: a timer of an earlier attempt (one that failed
+    /// at once and was retried, or of an earlier publication of the same data) does nothing.
+    MixConfirm(MessageId, u64),
 }
 
 impl Timer {
@@ -326,7 +326,9 @@ struct Topic<P> {
     /// Own stem and mix publications not yet seen coming back.
     own: HashSet<MessageId>,
     /// Own mix publications: content and attempts made.
-    mix: HashMap<MessageId, (Vec<u8>, u32)>,
+    /// Own mix publications awaiting confirmation: the data, attempts so far, and the token
+    /// of the latest attempt (its confirmation timer carries it).
+    mix: HashMap<MessageId, (Vec<u8>, u32, u64)>,
 }
 
 /// A gossip node: every topic it joined.
@@ -343,6 +345,8 @@ pub struct State<P, R> {
     /// Members vouched for by the application, for rebroadcasters (at most
     /// [`MAX_DIRECTORY`]).
     directory: Vec<P>,
+    /// Tokens of mix publication attempts, unique for this node's lifetime.
+    mix_attempts: u64,
 }
 
 /// Directory entries kept at most (a uniform sample of a larger directory).
@@ -374,6 +378,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             scheduler,
             out: Outbox::new(),
             directory: Vec::new(),
+            mix_attempts: 0,
         }
     }
 
@@ -601,7 +606,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             }
             Route::Mix => {
                 t.own.insert(id);
-                t.mix.insert(id, (data, 0));
+                t.mix.insert(id, (data, 0, 0));
                 self.send_mix(now, *topic, id);
             }
         }
@@ -613,7 +618,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
     /// topic members this node knows, or gives up after the configured retries.
     fn send_mix(&mut self, now: Instant, topic: TopicId, id: MessageId) {
         let Some(t) = self.topics.get_mut(&topic) else { return };
-        let Some((data, attempts)) = t.mix.get_mut(&id) else { return };
+        let Some((data, attempts, token)) = t.mix.get_mut(&id) else { return };
         if *attempts > self.config.mix.retries {
             t.mix.remove(&id);
             t.own.remove(&id);
@@ -645,10 +650,11 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
         if let Some(to) = drawn {
             self.out.out.push_back(Output::MixPublish { to, topic, data: data.clone() });
         }
-        let attempt = *attempts;
+        self.mix_attempts += 1;
+        *token = self.mix_attempts;
         self.out.timer(
             now + self.config.mix.confirm_timeout,
-            Timer::new(topic, TimerKind::MixConfirm(id, attempt)),
+            Timer::new(topic, TimerKind::MixConfirm(id, *token)),
         );
     }
 
@@ -865,7 +871,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
             }
             TimerKind::MixConfirm(id, attempt) => {
                 let current = self.topics.get(&topic).and_then(|t| t.mix.get(&id));
-                if current.is_some_and(|(_, attempts)| *attempts == attempt) {
+                if current.is_some_and(|(_, _, token)| *token == attempt) {
                     self.send_mix(now, topic, id);
                 }
             }

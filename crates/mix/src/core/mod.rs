@@ -15,7 +15,8 @@
 //!
 //! A delivered message's SURBs stay in the core: the driver (or the application) answers the
 //! delivery by its id ([`MixCore::answer`]), or says none comes ([`MixCore::forget`]); unanswered
-//! ones expire ([`Config::answer_timeout`]) within a bound ([`Config::max_awaited_answers`]).
+//! ones expire ([`Config::answer_timeout`]), within bounds per kind (deliveries to destinations,
+//! [`Config::max_awaited_exit_answers`]; to this node, [`Config::max_awaited_local_answers`]).
 
 mod answers;
 mod cover;
@@ -68,7 +69,7 @@ pub use select::{
 
 use crate::spam::{Placement, ProofError, SpamConfig};
 pub use answers::DeliveryId;
-use answers::HeldReplies;
+use answers::{Held, HeldReplies};
 use cover::{LoopTracker, RateMeter};
 use keys::KeyRing;
 pub use stats::{CoreStats, DropReason, Observations, SentKind};
@@ -122,11 +123,15 @@ pub struct Config {
     pub max_pending_surbs: usize,
     /// How long the SURBs of a [`SurbBundle`] stay usable.
     pub surb_lifetime: Duration,
-    /// As the exit: how long the SURBs of a delivered message wait for its answer.
+    /// As the exit: how long the SURBs of a delivered message wait for its answer (keep it
+    /// above the driver's exit timeout).
     pub answer_timeout: Duration,
-    /// As the exit: delivered messages whose answer is awaited at once (destinations' and the
-    /// local application's); past it the oldest are forgotten (`answers_forgotten`).
-    pub max_awaited_answers: usize,
+    /// As the exit: deliveries to destinations whose answer is awaited at once. Past it, a new
+    /// one's SURBs are not kept (`answers_refused`); the driver bounds its exit jobs below it.
+    pub max_awaited_exit_answers: usize,
+    /// As the exit: deliveries to this node whose answer the application may still give.
+    /// Past it, the oldest are pushed out (`answers_evicted`).
+    pub max_awaited_local_answers: usize,
     /// Packets held for their mixing delay at once. When full, newly arriving packets are
     /// dropped (tail drop): the packets already accepted keep their place and their delay.
     pub max_delayed_packets: usize,
@@ -167,7 +172,8 @@ impl Default for Config {
             max_pending_surbs: 65_536,
             surb_lifetime: Duration::from_secs(60),
             answer_timeout: Duration::from_secs(60),
-            max_awaited_answers: 8192,
+            max_awaited_exit_answers: 8192,
+            max_awaited_local_answers: 1024,
             max_delayed_packets: 20_000,
             replay: ReplayConfig::default(),
             path_selection: PathSelection::Random,
@@ -539,9 +545,10 @@ impl<R: CryptoRng> MixCore<R> {
         secret: NodeSecretKey,
         pool: Box<dyn NodePool>,
         delay: Box<dyn DelayStrategy>,
-        rng: R,
+        mut rng: R,
     ) -> Self {
         debug_assert_eq!(&secret.public_key(), local.mix_key());
+        let answers = HeldReplies::starting_at(rng.random());
         Self {
             keys: KeyRing::new(secret, config.rotation, config.replay),
             selector: config.path_selection.selector(),
@@ -569,7 +576,7 @@ impl<R: CryptoRng> MixCore<R> {
             delay,
             rng,
             surbs: SurbStore::default(),
-            answers: HeldReplies::default(),
+            answers,
             scheduled: BinaryHeap::new(),
             seq: 0,
             next_request: 0,
@@ -1430,17 +1437,23 @@ impl<R: CryptoRng> MixCore<R> {
                     Some((peer, addr))
                 };
                 self.stats.count(|s| &mut s.deliveries);
-                let replies = msg.surbs.len();
-                let id = if replies == 0 {
-                    self.answers.next_id()
-                } else {
+                let id = self.answers.next_id();
+                let mut replies = msg.surbs.len();
+                if replies > 0 {
                     let expires = now + self.config.answer_timeout;
-                    let max = self.config.max_awaited_answers;
-                    let (id, forgotten) = self.answers.hold(msg.surbs, expires, max);
-                    self.stats.forgot_answers(forgotten);
-                    id
-                };
-                self.stats.set_awaited_answers(self.answers.len());
+                    let (kind, max) = match destination {
+                        Some(_) => (answers::Kind::Exit, self.config.max_awaited_exit_answers),
+                        None => (answers::Kind::Local, self.config.max_awaited_local_answers),
+                    };
+                    match self.answers.hold(id, kind, msg.surbs, expires, max) {
+                        Held::Yes { evicted } => self.stats.answers_evicted(evicted),
+                        Held::Refused => {
+                            replies = 0;
+                            self.stats.count(|s| &mut s.answers_refused);
+                        }
+                    }
+                    self.stats.set_awaited_answers(self.answers.len());
+                }
                 self.outputs.push_back(Output::Deliver(Delivery {
                     id,
                     destination,
@@ -1561,8 +1574,11 @@ impl<R: CryptoRng> MixCore<R> {
             self.release(now, s.peer, s.addr, s.packet, s.kind, s.seq);
         }
         self.stats.set_delay_queue(self.scheduled.len());
-        self.stats.forgot_answers(self.answers.expire(now));
-        self.stats.set_awaited_answers(self.answers.len());
+        let expired = self.answers.expire(now);
+        if expired > 0 {
+            self.stats.answers_expired(expired);
+            self.stats.set_awaited_answers(self.answers.len());
+        }
         for (request, replies) in self.surbs.expire(now) {
             if replies == surbs::Replies::First {
                 self.stats.count(|s| &mut s.requests_timed_out);
@@ -1600,6 +1616,7 @@ impl<R: CryptoRng> MixCore<R> {
             self.next_slot,
             self.next_loop,
             self.loops.next_deadline(self.config.cover.loop_timeout),
+            self.answers.next_deadline(),
             key_change,
         ]
         .into_iter()

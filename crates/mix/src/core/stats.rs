@@ -158,9 +158,13 @@ pub struct CoreStats {
     pub replies_received: u64,
     /// Own requests that got no reply in time.
     pub requests_timed_out: u64,
-    /// As the exit: delivered messages whose SURBs were discarded unanswered (expired, or
-    /// pushed out by newer ones).
-    pub answers_forgotten: u64,
+    /// As the exit: delivered messages whose SURBs expired unanswered.
+    pub answers_expired: u64,
+    /// As the exit: deliveries to this node whose SURBs newer ones pushed out.
+    pub answers_evicted: u64,
+    /// As the exit: deliveries to destinations whose SURBs were not kept (their budget was
+    /// full).
+    pub answers_refused: u64,
     /// Packets held for their mixing delay now.
     pub delay_queue: usize,
     /// As the exit: delivered messages whose answer is awaited now.
@@ -245,9 +249,14 @@ impl CoreStats {
         }
     }
 
-    pub(crate) fn forgot_answers(&mut self, count: u64) {
+    pub(crate) fn answers_expired(&mut self, count: u64) {
+        self.answers_expired += count;
+        self.changes += 1;
+    }
+
+    pub(crate) fn answers_evicted(&mut self, count: u64) {
         if count > 0 {
-            self.answers_forgotten += count;
+            self.answers_evicted += count;
             self.changes += 1;
         }
     }

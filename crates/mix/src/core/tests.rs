@@ -250,7 +250,8 @@ fn messages_are_delivered_exactly_once_at_an_exit() {
 #[test]
 fn held_answers_expire_and_the_oldest_make_room() {
     let config = Config {
-        max_awaited_answers: 2,
+        max_awaited_local_answers: 2,
+        max_awaited_exit_answers: 2,
         answer_timeout: Duration::from_secs(5),
         ..Config::default()
     };
@@ -266,7 +267,7 @@ fn held_answers_expire_and_the_oldest_make_room() {
     net.run(Duration::from_millis(2_000));
     assert_eq!(net.deliveries.len(), 3);
     assert!(net.deliveries.iter().all(|(at, d)| *at == exit && d.replies == 1));
-    assert_eq!(net.node(&exit).stats().answers_forgotten, 1);
+    assert_eq!(net.node(&exit).stats().answers_evicted, 1);
     assert_eq!(net.node(&exit).stats().awaited_answers, 2);
     let mut ids: Vec<DeliveryId> = net.deliveries.iter().map(|(_, d)| d.id).collect();
     ids.sort();
@@ -285,6 +286,38 @@ fn held_answers_expire_and_the_oldest_make_room() {
     net.node(&exit).handle_timeout(later);
     assert_eq!(net.node(&exit).stats().awaited_answers, 0);
     assert_eq!(net.node(&exit).answer(later, late.id, b"too late").unwrap(), 0);
+}
+
+#[test]
+fn deliveries_to_destinations_keep_their_answers_and_past_the_budget_new_ones_go_unheld() {
+    let config = Config { max_awaited_exit_answers: 2, ..Config::default() };
+    let mut net = Net::new(8, 2, exponential(10), config);
+    let peers = net.peers();
+    let dest = external_destination();
+    let now = net.now;
+    for i in 0..12u32 {
+        net.node(&peers[0]).request(now, &dest, "/echo/1", &i.to_be_bytes(), 1).unwrap();
+    }
+    net.run(Duration::from_millis(2_000));
+    assert_eq!(net.deliveries.len(), 12);
+    let mut by_exit: HashMap<PeerId, Vec<(DeliveryId, usize)>> = HashMap::new();
+    for (exit, d) in &net.deliveries {
+        by_exit.entry(*exit).or_default().push((d.id, d.replies));
+    }
+    let now = net.now;
+    for (exit, mut held) in by_exit {
+        held.sort();
+        let stats = net.node(&exit).stats().clone();
+        assert_eq!(stats.answers_refused as usize, held.len().saturating_sub(2));
+        assert_eq!(stats.answers_evicted, 0, "exit jobs' answers are never pushed out");
+        for (i, (id, replies)) in held.into_iter().enumerate() {
+            // The first two are held and answer; the rest came with SURBs that were not kept.
+            let kept = i < 2;
+            assert_eq!(replies, if kept { 1 } else { 0 });
+            let sent = net.node(&exit).answer(now, id, b"ok").unwrap();
+            assert_eq!(sent, usize::from(kept));
+        }
+    }
 }
 
 #[test]
