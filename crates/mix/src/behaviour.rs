@@ -194,7 +194,10 @@ pub enum Event {
         codec: String,
         /// The message.
         body: Vec<u8>,
-        /// Set if the sender attached SURBs: answer with [`Behaviour::reply`].
+        /// Set if the sender attached SURBs: answer with [`Behaviour::reply`] within
+        /// [`core::Config::answer_timeout`], or say no answer comes with
+        /// [`Behaviour::forget`] (the SURBs are held until then, within
+        /// [`core::Config::max_awaited_local_answers`], the oldest pushed out first).
         reply: Option<ReplyId>,
     },
     /// The node's mix keys rotated: advertise them (the runtime republishes its discovery
@@ -345,6 +348,14 @@ impl Behaviour {
         config: Config,
     ) -> Self {
         let metrics = Metrics::default();
+        if config.core.answer_timeout < config.exit_timeout {
+            tracing::warn!(
+                answer_timeout = ?config.core.answer_timeout,
+                exit_timeout = ?config.exit_timeout,
+                "answer_timeout is below exit_timeout: destinations that answer late will find \
+                 their SURBs gone"
+            );
+        }
         let rng = StdRng::from_rng(&mut rand::rng());
         let mut core = MixCore::new(config.core.clone(), local, secret, pool, delay, rng);
         let now = Instant::now();

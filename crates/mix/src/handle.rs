@@ -154,7 +154,8 @@ pub struct Routed {
     pub codec: String,
     /// The message.
     pub body: Vec<u8>,
-    /// Set if the sender attached SURBs: answer with [`Handle::reply`].
+    /// Set if the sender attached SURBs: answer with [`Handle::reply`], or say no answer
+    /// comes with [`Handle::forget`] (see [`crate::Event::Received`] for how long they wait).
     pub reply: Option<ReplyId>,
 }
 
