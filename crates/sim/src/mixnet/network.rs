@@ -657,21 +657,26 @@ mod tests {
 
     #[test]
     fn an_adversary_who_knows_the_latency_map_gains_from_rtt_paths() {
+        // Averaged over seeds: one seed's difference is a few hundredths, about its noise.
         let base = ["nodes=30", "messages=600", "rate=10", "hop_delay_ms=50", "latency_max_ms=150"];
-        let random = run(&small(&base));
-        let rtt = run(&small(&[&base[..], &["paths=\"rtt\""]].concat()));
+        let seeds = ["seed=1", "seed=2", "seed=3"];
+        let mean = |paths: &[&str]| {
+            let runs: Vec<MixSimReport> = seeds
+                .iter()
+                .map(|seed| run(&small(&[&base[..], paths, &[seed]].concat())))
+                .collect();
+            let n = runs.len() as f64;
+            let avg = |f: fn(&MixSimReport) -> f64| runs.iter().map(f).sum::<f64>() / n;
+            (avg(|r| r.entropy_normalised_mean), avg(|r| r.path_aware_entropy_normalised_mean))
+        };
+        let random = mean(&[]);
+        let rtt = mean(&["paths=\"rtt\""]);
         // Uniform paths: knowing the rule adds little (a node never routes through itself).
-        assert!(
-            (random.path_aware_entropy_normalised_mean - random.entropy_normalised_mean).abs()
-                < 0.05,
-            "{random:?}"
-        );
-        assert!(
-            rtt.path_aware_entropy_normalised_mean
-                < random.path_aware_entropy_normalised_mean - 0.01,
-            "{random:?} {rtt:?}"
-        );
-        assert!(rtt.path_aware_top1_linkage > random.path_aware_top1_linkage, "{random:?} {rtt:?}");
+        assert!((random.1 - random.0).abs() < 0.05, "{random:?}");
+        assert!(rtt.1 < random.1 - 0.01, "{random:?} {rtt:?}");
+        // Its most likely sender is not more often the true one at this scale: over these
+        // seeds, path-aware top-1 linkage moves within its noise (0.175 with RTT paths, 0.182
+        // without), so the test claims the entropy loss only.
     }
 
     #[test]
