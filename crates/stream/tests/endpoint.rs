@@ -561,6 +561,48 @@ fn a_frame_the_mix_node_refused_goes_soon_not_at_the_retransmission_timer() {
 }
 
 #[test]
+fn garbage_from_exits_is_counted_and_changes_nothing() {
+    let mut net = Net::new(Config { peer_frame_rate: None, ..Config::default() });
+    let now = net.now();
+    let exit = net.wire.exit.0;
+    let mut rng = StdRng::seed_from_u64(13);
+    net.send(data(500, 14));
+    net.settle();
+    let opening = net.wire.forward_log[0].clone();
+    let mut fed = 0;
+    for len in [0, 1, 2, 15, 16, 17, 64, 500, opening.len(), 4000, 5000] {
+        for _ in 0..20 {
+            let mut frame = vec![0u8; len];
+            rng.fill(&mut frame[..]);
+            net.acceptor.handle_frame(now, exit, true, &frame);
+            fed += 1;
+        }
+    }
+    // A real opening with bytes flipped past its label, and cut short.
+    for i in [17, opening.len() / 2, opening.len() - 1] {
+        let mut frame = opening.clone();
+        frame[i] ^= 0x40;
+        net.acceptor.handle_frame(now, exit, true, &frame);
+        net.acceptor.handle_frame(now, exit, true, &opening[..i]);
+        fed += 2;
+    }
+    let stats = net.acceptor.stats();
+    assert_eq!(stats.accepted, [0, 0], "nothing opened a stream");
+    assert_eq!(
+        stats.drops().map(|(_, n)| n).sum::<u64>(),
+        fed,
+        "{:?}",
+        stats.drops().collect::<Vec<_>>()
+    );
+    assert_eq!(net.acceptor.active_streams(), 0);
+    assert_eq!(net.acceptor.indexed_labels(), 0);
+    assert!(net.acceptor.poll_event().is_none());
+    // The real opening still opens its stream afterwards.
+    assert!(net.run(Duration::from_secs(60), |n| !n.sent_outcomes().is_empty()));
+    assert!(matches!(net.sent_outcomes()[..], [Ok(())]));
+}
+
+#[test]
 fn a_message_over_the_limit_is_reset_and_its_sender_told() {
     let config = Config { max_message_len: 10_000, ..Config::default() };
     let mut net = Net::new(config);

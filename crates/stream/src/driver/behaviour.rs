@@ -49,7 +49,8 @@ pub enum Event {
     Mix(libp2p_mix::Event),
 }
 
-type Outcome = oneshot::Sender<Result<(), TransferError>>;
+/// Who waits for a message's outcome.
+type Waiter = oneshot::Sender<Result<(), TransferError>>;
 
 fn unix_now() -> Duration {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
@@ -60,7 +61,7 @@ pub struct Behaviour {
     net: libp2p_mix::Mixnet,
     endpoint: Endpoint,
     /// Who waits for the outcome of each message being sent.
-    sending: HashMap<StreamId, Outcome>,
+    sending: HashMap<StreamId, Waiter>,
     /// The SURB bundles openers sent, to their streams, until the mix node forgets them.
     bundles: Bundles,
     commands: mpsc::Receiver<Command>,
@@ -347,7 +348,7 @@ impl Behaviour {
             self.on_endpoint_event(event);
         }
         if self.endpoint.stats().changes != self.exported.changes {
-            let rtts = self.endpoint.stats_mut().take_rtts();
+            let rtts = self.endpoint.take_rtts();
             let now = self.endpoint.stats().clone();
             self.metrics.export(&self.exported, &now, &rtts);
             self.exported = now;

@@ -337,9 +337,10 @@ impl Endpoint {
         &self.stats
     }
 
-    /// The counters, to take their samples ([`EndpointStats::take_rtts`]).
-    pub fn stats_mut(&mut self) -> &mut EndpointStats {
-        &mut self.stats
+    /// Takes the round-trip times of the streams that ended since the last call (for a
+    /// histogram; at most a few thousand are kept between calls).
+    pub fn take_rtts(&mut self) -> Vec<Duration> {
+        self.stats.take_rtts()
     }
 
     /// Streams held now (opened and accepted, lingering ones included).

@@ -108,7 +108,7 @@ impl EndpointStats {
     }
 
     /// Takes the round-trip samples gathered since the last call.
-    pub fn take_rtts(&mut self) -> Vec<Duration> {
+    pub(super) fn take_rtts(&mut self) -> Vec<Duration> {
         std::mem::take(&mut self.rtts)
     }
 
