@@ -638,3 +638,68 @@ fn identities_that_join_and_leave_replace_at_most_one_neighbour_per_interval() {
     let kept = before.iter().filter(|p| now.contains(p)).count();
     assert!(kept + 1 >= before.len(), "kept {kept} of {before:?}: {now:?}");
 }
+
+/// Attack: 40 identities, members of the directory like everyone, ask a full node again and
+/// again, with high priority and by joining, over many eviction intervals. Each interval one
+/// of them may take a slot; without neighbourhoods any of them could, so over time they all
+/// pass through the view. With them, an identity that lies outside the node's neighbourhood
+/// (neither within its horizon nor the node within theirs) when it asks is refused and
+/// counted. (A node left with fewer than half its neighbours takes anyone, so that survivors
+/// of a mass failure whose neighbourhood died can reconnect; the at-scale crash tests in
+/// mix-sim cover that.)
+#[test]
+fn identities_outside_the_neighbourhood_never_become_neighbours() {
+    let attack = |neighbourhood: usize| {
+        let mut config = config(Forwarding::Immediate);
+        config.membership.neighbourhood = neighbourhood;
+        let mut net = Net::new(16, &config, allow_all);
+        let members: Vec<Peer> = (0..16).chain(sybils(0, 40)).collect();
+        for (node, state) in &mut net.nodes {
+            state.set_directory(members.iter().copied().filter(|p| p != node));
+        }
+        let half = config.membership.active_view.div_ceil(2);
+        let (mut outsiders_in, mut insiders_in, mut outsiders_asking) = (0, 0, 0);
+        let mut strangers_in = 0;
+        for round in 0..12 {
+            // Identities outside the directory (free to make, so they could be searched
+            // for ones near the node) never get in, short of neighbours or not.
+            for stranger in 3000..3020 {
+                net.sinks.insert(stranger);
+                let body = if round % 2 == 0 { Body::Neighbor { high: true } } else { Body::Join };
+                inject(&mut net, 3, stranger, body);
+                strangers_in += usize::from(net.neighbors(3).contains(&stranger));
+            }
+            for sybil in sybils(0, 40) {
+                net.sinks.insert(sybil);
+                let body = if round % 2 == 0 { Body::Neighbor { high: true } } else { Body::Join };
+                let before = net.neighbors(3);
+                let (topic, now) = (net.topic, net.now);
+                let inside = net.nodes.get_mut(&3).unwrap().in_neighbourhood(now, &topic, &sybil);
+                inject(&mut net, 3, sybil, body);
+                let entered = !before.contains(&sybil) && net.neighbors(3).contains(&sybil);
+                if before.len() >= half && !inside {
+                    outsiders_asking += 1;
+                    outsiders_in += usize::from(entered);
+                } else if entered {
+                    insiders_in += 1;
+                }
+            }
+            net.run_for(config.membership.walk_eviction_interval);
+        }
+        let refused = net.count(|e| {
+            matches!(e, Event::Ignored { reason: IgnoreReason::OutsideNeighbourhood, .. })
+        });
+        (outsiders_asking, outsiders_in, insiders_in, refused, strangers_in)
+    };
+    let (asking, outsiders_in, insiders_in, refused, strangers_in) = attack(5);
+    assert_eq!(strangers_in, 0);
+    assert!(asking >= 200, "outsiders asked a node that was not short {asking} times");
+    assert_eq!(outsiders_in, 0, "{insiders_in} insiders got in");
+    assert!(refused >= asking);
+    // The same attack without neighbourhoods: every identity counts as inside, and they
+    // pass through the view one per interval.
+    let (asking, _, insiders_in, refused, strangers_in) = attack(0);
+    assert_eq!((asking, refused), (0, 0));
+    assert!(strangers_in > 0);
+    assert!(insiders_in >= 6, "{insiders_in}");
+}

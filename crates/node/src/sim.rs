@@ -70,6 +70,10 @@ pub(crate) struct GossipArgs {
     /// budgets, one walk eviction per interval), as the code was before them.
     #[arg(long)]
     unhardened: bool,
+    /// Neighbourhood size: with a directory, neighbours only among the nearest this many
+    /// members by a pairwise pseudo-random distance (either end's); 0 lets any peer in.
+    #[arg(long)]
+    neighbourhood: Option<usize>,
     /// Messages per watched publisher (repeated adversary).
     #[arg(long)]
     repeated_messages: Option<usize>,
@@ -173,6 +177,9 @@ pub(crate) fn scenario(args: &GossipArgs) -> anyhow::Result<Scenario> {
     }
     if args.unhardened {
         s.hardened = false;
+    }
+    if let Some(n) = args.neighbourhood {
+        s.neighbourhood = Some(n);
     }
     if let Some(m) = args.repeated_messages {
         s.repeated_messages = m;

@@ -351,11 +351,7 @@ impl Network {
             directory,
         };
         for i in 0..n {
-            let mut node = net.state(i as Peer);
-            if directory {
-                node.set_directory(0..n as Peer);
-            }
-            net.nodes.push(Some(node));
+            net.nodes.push(Some(net.state(i as Peer)));
         }
         for i in 0..n {
             let contacts: Vec<Peer> = if i == 0 {
@@ -369,7 +365,17 @@ impl Network {
             };
             let at = now + Duration::from_millis(i as u64);
             net.run_until(at);
+            // The directory lists the members running so far (the discovery records a node
+            // finds when it starts), and all of them once every node runs.
+            if directory {
+                net.with_node(i as Peer, |s, _, _| s.set_directory(0..=i as Peer));
+            }
             net.with_node(i as Peer, |s, now, topic| s.join(now, topic, contacts));
+        }
+        if directory {
+            for i in 0..n {
+                net.with_node(i as Peer, |s, _, _| s.set_directory(0..n as Peer));
+            }
         }
         net
     }

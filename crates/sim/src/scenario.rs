@@ -207,6 +207,9 @@ pub struct Scenario {
     /// request budgets, one walk eviction per interval); `false` lifts those limits, as the
     /// code was before them (shuffle replies are still checked against their shuffle).
     pub hardened: bool,
+    /// Neighbourhood size ([`mix_gossip::proto::MembershipConfig::neighbourhood`]) if not the
+    /// default; 0 lets any peer be a neighbour.
+    pub neighbourhood: Option<usize>,
     /// Publishers the repeated-publisher attacker watches.
     pub repeated_publishers: usize,
     /// Messages each of them publishes.
@@ -241,6 +244,7 @@ impl Default for Scenario {
             adversary: AdversaryName::FirstSpy,
             rebroadcasters: RebroadcasterSource::Directory,
             hardened: true,
+            neighbourhood: None,
             repeated_publishers: 10,
             repeated_messages: 100,
             day: None,
@@ -413,12 +417,16 @@ impl Scenario {
             RebroadcasterSource::Directory => Rebroadcasters::Directory,
             RebroadcasterSource::Views => Rebroadcasters::Views,
         };
+        if let Some(n) = self.neighbourhood {
+            config.membership.neighbourhood = n;
+        }
         if !self.hardened {
             let m = &mut config.membership;
             m.contacts_per_source = m.passive_view;
             m.request_burst = u32::MAX;
             m.request_interval = Duration::from_millis(1);
             m.walk_eviction_interval = Duration::ZERO;
+            m.neighbourhood = 0;
         }
         config
     }
@@ -445,6 +453,7 @@ impl Scenario {
         config.membership.active_view = 30;
         config.membership.passive_view = 100;
         config.membership.shuffle_interval = Duration::from_secs(5);
+        config.membership.neighbourhood = 0;
         config.rotation = None;
         Attack { nodes: all.into_iter().collect(), role, config: Some(config) }
     }

@@ -95,6 +95,7 @@ impl Metrics {
             Some(DownReason::Filtered) => "filtered",
             Some(DownReason::Evicted) => "evicted",
             Some(DownReason::Left) => "left",
+            Some(DownReason::OutsideNeighbourhood) => "outside_neighbourhood",
             None => "unknown",
         };
         self.neighbors_down.get_or_create(&Kind { kind }).inc();

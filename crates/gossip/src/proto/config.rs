@@ -48,6 +48,13 @@ pub struct MembershipConfig {
     /// A joiner at the end of a forward-join walk takes a neighbour's place at most once
     /// per this interval (otherwise only a free slot): walks end on a peer's word.
     pub walk_eviction_interval: Duration,
+    /// Once the application sets a directory of members (`State::set_directory`; the mix
+    /// route sets the mix pool), a node asks and accepts as neighbours only peers within its
+    /// neighbourhood: this many of the members nearest to it by a pseudo-random distance of
+    /// the pair, skipping unreachable ones, or peers that have it among theirs. Either end
+    /// can check that, so Sybils become neighbours only as often as chance places them
+    /// there. 0: any peer.
+    pub neighbourhood: usize,
 }
 
 impl Default for MembershipConfig {
@@ -67,6 +74,7 @@ impl Default for MembershipConfig {
             request_burst: 8,
             request_interval: Duration::from_secs(2),
             walk_eviction_interval: Duration::from_secs(10),
+            neighbourhood: 5,
         }
     }
 }

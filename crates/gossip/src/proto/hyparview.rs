@@ -20,6 +20,7 @@ use rand::RngExt;
 
 use super::config::{MembershipConfig, RotationConfig};
 use super::message::{Body, TopicId};
+use super::neighbourhood::Neighbourhood;
 use super::{DownReason, Event, IgnoreReason, Outbox, PeerFilter, PeerIdentity, Timer, TimerKind};
 
 /// Shuffles awaiting a reply at most (one starts per shuffle interval).
@@ -27,6 +28,10 @@ const MAX_OUTSTANDING_SHUFFLES: usize = 4;
 /// Peers whose request budgets are tracked at most; budgets that are full again are
 /// forgotten first.
 const MAX_TRACKED_PEERS: usize = 4096;
+/// How long a peer that did not answer (or whose connection failed) is left out of the
+/// neighbourhood's horizon, unless it speaks first. Dead nodes stay in a directory for a
+/// while; skipping them widens the horizon to live ones, and both ends widen alike.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(300);
 
 /// Membership of one topic.
 #[derive(Debug)]
@@ -43,6 +48,9 @@ pub(crate) struct Membership<P> {
     refused: HashMap<P, Instant>,
     /// Whether a neighbour-timeout timer is armed (one at a time).
     timeout_armed: bool,
+    /// When a member from outside the neighbourhood was last taken in (see
+    /// `takes_outsider`).
+    outsider_taken: Option<Instant>,
     /// Neighbours rotated out lately, and until when they are not taken back unless they have
     /// no neighbour at all (they would otherwise ask at once and undo the rotation).
     rotated_out: HashMap<P, Instant>,
@@ -62,6 +70,10 @@ pub(crate) struct Membership<P> {
     walk_evicted: Option<Instant>,
     /// The neighbour that last took another's place (the next to go when one must).
     intruder: Option<P>,
+    /// Who may be a neighbour, when the application set a directory.
+    hood: Option<Neighbourhood<P>>,
+    /// Peers that did not answer or whose connection failed, until when they are skipped.
+    unreachable: HashMap<P, Instant>,
 }
 
 /// What happened to the active view, for the broadcast layer.
@@ -109,6 +121,103 @@ impl<P: PeerIdentity> Membership<P> {
             budgets: HashMap::new(),
             walk_evicted: None,
             intruder: None,
+            hood: None,
+            unreachable: HashMap::new(),
+            outsider_taken: None,
+        }
+    }
+
+    /// Neighbours come from, and are accepted within, this node's neighbourhood among
+    /// `directory` (see [`Neighbourhood`]); none (`size` 0 or no directory): any peer.
+    pub(crate) fn set_directory(&mut self, directory: &[P], size: usize) {
+        self.hood = (size > 0 && !directory.is_empty())
+            .then(|| Neighbourhood::new(self.topic, &self.me, directory));
+    }
+
+    /// How many of the nearest members the horizon spans: enough to hold
+    /// [`MembershipConfig::neighbourhood`] that are neither unreachable nor refused by the
+    /// filter.
+    fn horizon<R>(&self, ctx: &Ctx<'_, P, R>) -> usize {
+        let Some(hood) = &self.hood else { return usize::MAX };
+        let now = ctx.now;
+        // A node short of neighbours also looks past members that just refused it: after a
+        // mass failure the live ones left near it may all be full.
+        let isolated = self.short(ctx);
+        let mut found = 0;
+        for (i, p) in hood.order().enumerate() {
+            let reachable = self.unreachable.get(p).is_none_or(|until| *until <= now)
+                && !(isolated && self.refused.get(p).is_some_and(|until| *until > now));
+            if reachable && ctx.filter.allow_active(&self.topic, p) {
+                found += 1;
+                if found >= ctx.config.neighbourhood {
+                    return i + 1;
+                }
+            }
+        }
+        hood.len()
+    }
+
+    /// Whether `peer` may be a neighbour as far as the neighbourhood goes.
+    fn in_neighbourhood<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: &P) -> bool {
+        let horizon = self.horizon(ctx);
+        // The other end's horizon is taken at its nominal size: widened by marks this node
+        // holds, it would take whoever ranks this node a little further out.
+        let theirs = ctx.config.neighbourhood;
+        self.hood.as_mut().is_none_or(|hood| hood.allows(peer, horizon, theirs))
+    }
+
+    pub(crate) fn allows<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: &P) -> bool {
+        self.in_neighbourhood(ctx, peer)
+    }
+
+    /// Whether a member from outside the neighbourhood may have a slot: only one that says it
+    /// has no neighbour (or joins), only while this node has fewer than half its own, and at
+    /// most one per [`MembershipConfig::walk_eviction_interval`]. After many
+    /// nodes die, a survivor whose every neighbourhood member is dead finds no one else who
+    /// must take it, and live nodes that kept their neighbours do not widen their horizon.
+    /// Sybils can take such slots too, but an honest node is that short of neighbours only
+    /// after a mass failure, one per interval, and such a neighbour is the first to go when a
+    /// slot is needed (and `tidy` hands it back to the neighbourhood later).
+    fn takes_outsider<R>(&self, ctx: &Ctx<'_, P, R>, peer: &P, high: bool) -> bool {
+        high && self.short(ctx)
+            && self.hood.as_ref().is_some_and(|hood| hood.is_member(peer))
+            && self.outsider_taken.is_none_or(|at| {
+                ctx.now.saturating_duration_since(at) >= ctx.config.walk_eviction_interval
+            })
+    }
+
+    /// Records that `peer` came in from outside: the next to go when a slot is needed.
+    fn took_outsider<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: P) {
+        self.outsider_taken = Some(ctx.now);
+        self.intruder = Some(peer);
+    }
+
+    /// Fewer than half the neighbours it should have.
+    fn short<R>(&self, ctx: &Ctx<'_, P, R>) -> bool {
+        self.active.len() * 2 < ctx.config.active_view
+    }
+
+    /// Refuses `peer` for lying outside the neighbourhood (counted).
+    fn refuse_outsider<R>(&self, ctx: &mut Ctx<'_, P, R>, peer: P) {
+        ctx.out.event(Event::Ignored {
+            topic: self.topic,
+            peer,
+            reason: IgnoreReason::OutsideNeighbourhood,
+        });
+        self.refuse(ctx, peer);
+    }
+
+    /// Marks a member that was a neighbour or was asked to be one (callers check that).
+    fn mark_unreachable<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: P) {
+        if !self.hood.as_ref().is_some_and(|hood| hood.is_member(&peer)) {
+            return;
+        }
+        let now = ctx.now;
+        if self.unreachable.len() >= MAX_TRACKED_PEERS {
+            self.unreachable.retain(|_, until| *until > now);
+        }
+        if self.unreachable.len() < MAX_TRACKED_PEERS {
+            self.unreachable.insert(peer, now + UNREACHABLE_FOR);
         }
     }
 
@@ -140,6 +249,11 @@ impl<P: PeerIdentity> Membership<P> {
             } else if ctx.filter.allow_passive(&self.topic, &peer) {
                 self.add_passive(ctx, peer, self.me);
             }
+        }
+        if self.hood.is_some() {
+            // Bootstrap peers take only a joiner within their neighbourhood: ask in its own
+            // at once too.
+            self.refill(ctx, &[]);
         }
         self.arm_timeout(ctx);
         ctx.out.timer(
@@ -293,6 +407,11 @@ impl<P: PeerIdentity> Membership<P> {
         if (shuffle || request) && !self.within_budget(ctx, from, shuffle) {
             return;
         }
+        // A peer that asks within its budget, or accepts, is alive again: marks cannot be
+        // toggled for free by other messages.
+        if request || matches!(body, Body::NeighborAccept) {
+            self.unreachable.remove(&from);
+        }
         match body {
             Body::Join => self.on_join(ctx, from),
             Body::ForwardJoin { peer, ttl } => self.on_forward_join(ctx, from, peer, ttl),
@@ -347,6 +466,13 @@ impl<P: PeerIdentity> Membership<P> {
             self.refuse(ctx, from);
             return;
         }
+        let outsider = !self.active.contains(&from) && !self.in_neighbourhood(ctx, &from);
+        if outsider && !self.takes_outsider(ctx, &from, true) {
+            // Its own neighbourhood is where it should ask: a refused joiner with no
+            // neighbour refills from there.
+            self.refuse_outsider(ctx, from);
+            return;
+        }
         // A joiner is taken in place of the neighbour that last came in on a peer's word
         // (see `add_active`); with none such, in place of a random one at most once per
         // interval, or an identity that joins and leaves again would replace one each time.
@@ -361,6 +487,9 @@ impl<P: PeerIdentity> Membership<P> {
         }
         if !self.add_active(ctx, from) && !self.active.contains(&from) {
             return;
+        }
+        if outsider {
+            self.took_outsider(ctx, from);
         }
         self.send(ctx, from, Body::NeighborAccept);
         let ttl = ctx.config.active_walk;
@@ -388,6 +517,7 @@ impl<P: PeerIdentity> Membership<P> {
                 && !self.active.contains(&peer)
                 && !self.pending.contains_key(&peer)
                 && self.pending.len() < ctx.config.active_view * 2
+                && self.in_neighbourhood(ctx, &peer)
             {
                 // The joiner may take a neighbour's place, but walks end here on a peer's
                 // word: only one such eviction per interval, or a peer naming Sybils as
@@ -419,6 +549,11 @@ impl<P: PeerIdentity> Membership<P> {
             self.send(ctx, from, Body::NeighborAccept);
             return;
         }
+        let outsider = !self.in_neighbourhood(ctx, &from);
+        if outsider && !self.takes_outsider(ctx, &from, high) {
+            self.refuse_outsider(ctx, from);
+            return;
+        }
         let room = self.active.len() < ctx.config.active_view;
         let now = ctx.now;
         self.rotated_out.retain(|_, until| *until > now);
@@ -431,6 +566,9 @@ impl<P: PeerIdentity> Membership<P> {
                 self.walk_evicted = Some(now);
             }
             self.add_active(ctx, from);
+            if outsider {
+                self.took_outsider(ctx, from);
+            }
             self.send(ctx, from, Body::NeighborAccept);
         } else {
             if !ctx.filter.allow_active(&self.topic, &from) {
@@ -450,7 +588,10 @@ impl<P: PeerIdentity> Membership<P> {
         // only if there is room.
         let room = self.active.len() < ctx.config.active_view;
         let may_evict = ask.is_some_and(|(_, evict)| evict);
-        if ctx.filter.allow_active(&self.topic, &from) && (may_evict || room) {
+        if ctx.filter.allow_active(&self.topic, &from)
+            && (may_evict || room)
+            && self.in_neighbourhood(ctx, &from)
+        {
             if !room && ask.is_some() {
                 self.walk_evicted = Some(ctx.now);
             }
@@ -464,7 +605,15 @@ impl<P: PeerIdentity> Membership<P> {
         if self.pending.remove(&from).is_some() {
             // A refusal: not asked again for a while; the next timeout refills, unless this
             // node has no neighbour at all.
-            self.refused.insert(from, ctx.now + ctx.config.shuffle_interval / 2);
+            // With a neighbourhood the few candidates are asked again sooner: after many
+            // nodes died, a live one may have refused only because its horizon had not yet
+            // widened past its dead.
+            let wait = if self.hood.is_some() {
+                ctx.config.rejoin_interval
+            } else {
+                ctx.config.shuffle_interval / 2
+            };
+            self.refused.insert(from, ctx.now + wait);
             if alive {
                 self.add_passive(ctx, from, from);
             }
@@ -476,6 +625,7 @@ impl<P: PeerIdentity> Membership<P> {
             ctx.out.release(from);
             return;
         }
+        let was_neighbor = self.active.contains(&from);
         if let Some(i) = self.active.iter().position(|p| *p == from) {
             self.active.swap_remove(i);
             self.down(ctx, from, DownReason::Remote);
@@ -486,12 +636,18 @@ impl<P: PeerIdentity> Membership<P> {
             self.add_passive(ctx, from, from);
         } else {
             self.passive.retain(|p| *p != from);
+            if was_neighbor {
+                self.mark_unreachable(ctx, from);
+            }
         }
         self.refill(ctx, &[]);
     }
 
     /// The transport lost `peer` (a closed connection or a failed dial).
     pub(crate) fn on_disconnected<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, peer: P) {
+        if self.needs(&peer) {
+            self.mark_unreachable(ctx, peer);
+        }
         self.pending.remove(&peer);
         self.passive.retain(|p| *p != peer);
         if let Some(i) = self.active.iter().position(|p| *p == peer) {
@@ -525,20 +681,30 @@ impl<P: PeerIdentity> Membership<P> {
                     && !except.contains(p)
                     && !self.refused.contains_key(p)
                     && !self.rotated_out.contains_key(p)
+                    && self.unreachable.get(p).is_none_or(|until| *until <= now)
                     && ctx.filter.allow_active(&self.topic, p)
             };
             // From the directory when there is one: contacts that walks and shuffles brought
-            // can all be one attacker's, the directory is the same for every node.
-            let directory = ctx.directory;
-            let drawn = if directory.is_empty() {
+            // can all be one attacker's, the directory is the same for every node. With a
+            // neighbourhood, from within its horizon.
+            let horizon = self.horizon(ctx);
+            let drawn = if let Some(hood) = &self.hood {
+                let near: Vec<P> = hood.order().take(horizon).copied().filter(fits).collect();
+                ctx.pick(&near).copied()
+            } else if ctx.directory.is_empty() {
                 None
             } else {
+                let directory = ctx.directory;
                 (0..32).map(|_| directory[ctx.rng.random_range(0..directory.len())]).find(fits)
             };
             let peer = match drawn {
                 Some(p) => p,
                 None => {
-                    let eligible: Vec<P> = self.passive.iter().copied().filter(fits).collect();
+                    let mut eligible: Vec<P> = self.passive.iter().copied().filter(fits).collect();
+                    if let Some(hood) = self.hood.as_mut() {
+                        let theirs = ctx.config.neighbourhood;
+                        eligible.retain(|p| hood.allows(p, horizon, theirs));
+                    }
                     let Some(&peer) = ctx.pick(&eligible) else { break };
                     peer
                 }
@@ -574,6 +740,7 @@ impl<P: PeerIdentity> Membership<P> {
         for peer in &late {
             self.pending.remove(peer);
             self.passive.retain(|p| p != peer);
+            self.mark_unreachable(ctx, *peer);
             ctx.out.release(*peer);
         }
         self.refill(ctx, &[]);
@@ -597,6 +764,9 @@ impl<P: PeerIdentity> Membership<P> {
                 self.send(ctx, peer, Body::Join);
                 self.pending.insert(peer, (ctx.now, true));
             }
+        }
+        if self.hood.is_some() {
+            self.refill(ctx, &[]);
         }
         self.arm_timeout(ctx);
         ctx.out
@@ -622,6 +792,7 @@ impl<P: PeerIdentity> Membership<P> {
         );
         // Slots left free (contacts that refused earlier may take them now).
         self.refill(ctx, &[]);
+        self.tidy(ctx);
         let Some(&to) = ctx.pick(&self.active) else { return };
         let mut peers = sample(ctx.rng, &self.active, ctx.config.shuffle_active, &[to]);
         peers.extend(sample(ctx.rng, &self.passive, ctx.config.shuffle_passive, &[]));
@@ -694,6 +865,41 @@ impl<P: PeerIdentity> Membership<P> {
             }
             self.keep(ctx, peer, source);
         }
+    }
+
+    /// Lets one neighbour from outside the neighbourhood go, when a member within it could
+    /// take its place: views taken in while the horizon was wider (dead peers skipped) or
+    /// before there was a directory return to it, one slot per shuffle interval.
+    fn tidy<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        // The slot stays open until a member takes it: never when that would leave the node
+        // short of neighbours (it would then take outsiders).
+        if self.active.len().saturating_sub(1) * 2 < ctx.config.active_view {
+            return;
+        }
+        let Some(hood) = &self.hood else { return };
+        let horizon = self.horizon(ctx);
+        let now = ctx.now;
+        let free = hood.order().take(horizon).any(|p| {
+            !self.active.contains(p)
+                && !self.pending.contains_key(p)
+                && self.refused.get(p).is_none_or(|until| *until <= now)
+                && self.rotated_out.get(p).is_none_or(|until| *until <= now)
+                && self.unreachable.get(p).is_none_or(|until| *until <= now)
+                && ctx.filter.allow_active(&self.topic, p)
+        });
+        if !free {
+            return;
+        }
+        let active = self.active.clone();
+        let theirs = ctx.config.neighbourhood;
+        let Some(hood) = self.hood.as_mut() else { return };
+        let Some(outsider) = active.into_iter().find(|p| !hood.allows(p, horizon, theirs)) else {
+            return;
+        };
+        self.active.retain(|p| *p != outsider);
+        self.send(ctx, outsider, Body::Disconnect { alive: true });
+        self.down(ctx, outsider, DownReason::OutsideNeighbourhood);
+        self.refill(ctx, &[outsider]);
     }
 
     /// Replaces `count` neighbours, drawn uniformly, with eligible contacts drawn uniformly;

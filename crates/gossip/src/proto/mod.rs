@@ -16,6 +16,7 @@
 mod config;
 mod hyparview;
 mod message;
+mod neighbourhood;
 mod plumtree;
 mod scheduler;
 mod stem;
@@ -100,6 +101,9 @@ pub enum DownReason {
     Evicted,
     /// This node left the topic.
     Left,
+    /// It lies outside this node's neighbourhood (see
+    /// [`MembershipConfig::neighbourhood`]), and a member within it could take its place.
+    OutsideNeighbourhood,
 }
 
 /// Why a membership message was ignored.
@@ -114,6 +118,9 @@ pub enum IgnoreReason {
     /// A shuffle or forward join from a peer that is not a neighbour: walks travel over
     /// neighbour links only.
     NotANeighbor,
+    /// A join or neighbour request (or accept) from a peer outside this node's
+    /// neighbourhood (see [`MembershipConfig::neighbourhood`]): refused.
+    OutsideNeighbourhood,
 }
 
 impl IgnoreReason {
@@ -123,6 +130,7 @@ impl IgnoreReason {
             Self::UnsolicitedShuffleReply => "unsolicited_shuffle_reply",
             Self::RateLimited => "rate_limited",
             Self::NotANeighbor => "walk_from_stranger",
+            Self::OutsideNeighbourhood => "outside_neighbourhood",
         }
     }
 }
@@ -402,6 +410,18 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
         all.sort();
         all.dedup();
         self.directory = all;
+        let size = self.config.membership.neighbourhood;
+        for t in self.topics.values_mut() {
+            t.membership.set_directory(&self.directory, size);
+        }
+    }
+
+    /// Whether `peer` may be a neighbour on `topic` as far as this node's neighbourhood goes
+    /// ([`MembershipConfig::neighbourhood`]); `true` without a directory or topic.
+    pub fn in_neighbourhood(&mut self, now: Instant, topic: &TopicId, peer: &P) -> bool {
+        let mut allowed = true;
+        self.with_membership(now, *topic, |m, ctx| allowed = m.allows(ctx, peer));
+        allowed
     }
 
     /// The directory's size.
@@ -540,8 +560,13 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
     /// Joins `topic` through `bootstrap` (peers already in it; none for the first node).
     pub fn join(&mut self, now: Instant, topic: TopicId, bootstrap: Vec<P>) {
         let me = self.me;
+        let (directory, size) = (&self.directory, self.config.membership.neighbourhood);
         self.topics.entry(topic).or_insert_with(|| Topic {
-            membership: Membership::new(topic, me),
+            membership: {
+                let mut m = Membership::new(topic, me);
+                m.set_directory(directory, size);
+                m
+            },
             broadcast: Broadcast::new(topic),
             stem: Stem::new(),
             own: HashSet::new(),
