@@ -158,16 +158,12 @@ impl<P: PeerIdentity> Membership<P> {
     }
 
     /// Whether `peer` may be a neighbour as far as the neighbourhood goes.
-    fn in_neighbourhood<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: &P) -> bool {
+    pub(crate) fn in_neighbourhood<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: &P) -> bool {
         let horizon = self.horizon(ctx);
         // The other end's horizon is taken at its nominal size: widened by marks this node
         // holds, it would take whoever ranks this node a little further out.
         let theirs = ctx.config.neighbourhood;
         self.hood.as_mut().is_none_or(|hood| hood.allows(peer, horizon, theirs))
-    }
-
-    pub(crate) fn allows<R>(&mut self, ctx: &Ctx<'_, P, R>, peer: &P) -> bool {
-        self.in_neighbourhood(ctx, peer)
     }
 
     /// Whether a member from outside the neighbourhood may have a slot: only one that says it
@@ -667,6 +663,19 @@ impl<P: PeerIdentity> Membership<P> {
         }
     }
 
+    /// Whether `p` may be asked to fill a slot now: not this node, not a neighbour or asked
+    /// already, not cooling off after a refusal or a rotation, not unreachable, admitted.
+    fn askable(&self, filter: &dyn PeerFilter<P>, now: Instant, p: &P) -> bool {
+        let lapsed = |until: Option<&Instant>| until.is_none_or(|until| *until <= now);
+        *p != self.me
+            && !self.active.contains(p)
+            && !self.pending.contains_key(p)
+            && lapsed(self.refused.get(p))
+            && lapsed(self.rotated_out.get(p))
+            && lapsed(self.unreachable.get(p))
+            && filter.allow_active(&self.topic, p)
+    }
+
     /// Asks eligible passive contacts, drawn uniformly, to fill the free active slots;
     /// `except` are not asked this time (just rotated out).
     fn refill<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, except: &[P]) {
@@ -674,16 +683,8 @@ impl<P: PeerIdentity> Membership<P> {
             let now = ctx.now;
             self.refused.retain(|_, until| *until > now);
             self.rotated_out.retain(|_, until| *until > now);
-            let fits = |p: &P| {
-                *p != self.me
-                    && !self.active.contains(p)
-                    && !self.pending.contains_key(p)
-                    && !except.contains(p)
-                    && !self.refused.contains_key(p)
-                    && !self.rotated_out.contains_key(p)
-                    && self.unreachable.get(p).is_none_or(|until| *until <= now)
-                    && ctx.filter.allow_active(&self.topic, p)
-            };
+            let filter = ctx.filter;
+            let fits = |p: &P| !except.contains(p) && self.askable(filter, now, p);
             // From the directory when there is one: contacts that walks and shuffles brought
             // can all be one attacker's, the directory is the same for every node. With a
             // neighbourhood, from within its horizon.
@@ -879,14 +880,7 @@ impl<P: PeerIdentity> Membership<P> {
         let Some(hood) = &self.hood else { return };
         let horizon = self.horizon(ctx);
         let now = ctx.now;
-        let free = hood.order().take(horizon).any(|p| {
-            !self.active.contains(p)
-                && !self.pending.contains_key(p)
-                && self.refused.get(p).is_none_or(|until| *until <= now)
-                && self.rotated_out.get(p).is_none_or(|until| *until <= now)
-                && self.unreachable.get(p).is_none_or(|until| *until <= now)
-                && ctx.filter.allow_active(&self.topic, p)
-        });
+        let free = hood.order().take(horizon).any(|p| self.askable(ctx.filter, now, p));
         if !free {
             return;
         }

@@ -420,7 +420,7 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
     /// ([`MembershipConfig::neighbourhood`]); `true` without a directory or topic.
     pub fn in_neighbourhood(&mut self, now: Instant, topic: &TopicId, peer: &P) -> bool {
         let mut allowed = true;
-        self.with_membership(now, *topic, |m, ctx| allowed = m.allows(ctx, peer));
+        self.with_membership(now, *topic, |m, ctx| allowed = m.in_neighbourhood(ctx, peer));
         allowed
     }
 
