@@ -18,8 +18,8 @@ use libp2p_identity::PeerId;
 use libp2p_swarm::behaviour::{ConnectionClosed, ConnectionEstablished, DialFailure, FromSwarm};
 use libp2p_swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p_swarm::{
-    ConnectionDenied, ConnectionId, DialError, NetworkBehaviour, NotifyHandler, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm,
+    CloseConnection, ConnectionDenied, ConnectionId, DialError, NetworkBehaviour, NotifyHandler,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use mix_sphinx::{MessageError, NodeSecretKey, PACKET_SIZE, Packet, Surb};
 use rand::rngs::StdRng;
@@ -34,6 +34,7 @@ use crate::handle::{Handle, PoolView, Routed, RoutedReceiver};
 use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEvent, TokenBucket};
 use crate::metrics::Metrics;
 use crate::protocol::{ExitProtocol, ReadRule};
+use crate::stopping::{Step, StopReport, Stopping};
 use crate::workers::{HopWorkers, default_hop_workers};
 
 /// Driver settings, with the core's.
@@ -211,6 +212,9 @@ pub enum Event {
     /// What discovery did (only from a [`crate::Mixnet`] with discovery on); found nodes are
     /// already in the pool.
     Discovery(Box<crate::discovery::Event>),
+    /// A graceful stop ([`Behaviour::stop_within`]) is over: connections are closed and the
+    /// replay state is saved. Drop the swarm.
+    Stopped(StopReport),
     /// As the exit, this node handed a message to its destination (or failed to).
     Delivered {
         /// The destination.
@@ -326,6 +330,8 @@ pub struct Behaviour {
     routes: HashMap<String, mpsc::Sender<Routed>>,
     /// The core's stats as last exported to [`Self::metrics`].
     exported: core::CoreStats,
+    /// A graceful stop under way ([`Self::stop_within`]).
+    stopping: Option<Stopping>,
 }
 
 /// How often handles' view of the pool is refreshed (besides at once on pool changes made
@@ -415,6 +421,7 @@ impl Behaviour {
             probing: HashMap::new(),
             probe_timer,
             probe_rng: StdRng::from_rng(&mut rand::rng()),
+            stopping: None,
         }
     }
 
@@ -488,11 +495,76 @@ impl Behaviour {
     /// [`DropReason::Stopping`]), no own message is accepted, and packets held for their
     /// mixing delay (or a cover slot) still leave when due; cover traffic goes on. Poll the
     /// swarm until [`Self::held_packets`] is 0 or the time allowed is over, then call
-    /// [`Self::abandon_held`].
+    /// [`Self::abandon_held`]. [`Self::stop_within`] does all of it.
     pub fn stop(&mut self) {
         self.core.stop();
         if let Some(waker) = self.waker.take() {
             waker.wake();
+        }
+    }
+
+    /// Stops gracefully within `drain`: as [`Self::stop`], then, once nothing is held or
+    /// `drain` is over (what is still held is then dropped and counted), gives peers half a
+    /// second to read what was written to them, closes every connection (allowing a second
+    /// for that), saves the replay state (with [`Self::with_state_dir`]) and reports
+    /// [`Event::Stopped`]. Keep polling the swarm until then. A second call while a stop is
+    /// under way changes nothing.
+    pub fn stop_within(&mut self, drain: Duration) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let held = self.held_packets();
+        self.sync_metrics();
+        let forwarded = self.metrics.packets_forwarded();
+        let refused = self.metrics.packets_dropped(DropReason::Stopping);
+        self.stopping = Some(Stopping::new(Instant::now(), drain, held, forwarded, refused));
+        tracing::info!(held, ?drain, "stopping: sending on the packets held for mixing");
+        self.stop();
+    }
+
+    /// Whether a stop ([`Self::stop`] or [`Self::stop_within`]) has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.core.is_stopping()
+    }
+
+    /// Carries a graceful stop one step further, if one is under way.
+    fn poll_stopping(&mut self, cx: &mut Context<'_>) {
+        if self.stopping.is_none() {
+            return;
+        }
+        let (held, connected) = (self.held_packets(), !self.connected.is_empty());
+        let now = Instant::now();
+        let Some(stopping) = self.stopping.as_mut() else { return };
+        match stopping.poll(cx, now, held, connected) {
+            Step::Wait => {}
+            Step::Abandon => {
+                let dropped = self.abandon_held();
+                if let Some(stopping) = self.stopping.as_mut() {
+                    stopping.abandoned(dropped);
+                }
+            }
+            Step::Close => {
+                for peer in self.connected.keys() {
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: *peer,
+                        connection: CloseConnection::All,
+                    });
+                }
+            }
+            Step::Report => {
+                self.sync_metrics();
+                let forwarded = self.metrics.packets_forwarded();
+                let stopping_drops = self.metrics.packets_dropped(DropReason::Stopping);
+                let Some(report) =
+                    self.stopping.as_ref().map(|s| s.report(now, forwarded, stopping_drops))
+                else {
+                    return;
+                };
+                // Saved before the report, so that a caller who exits on it finds it written.
+                self.save_state(true);
+                tracing::info!(?report, "stopped");
+                self.events.push_back(ToSwarm::GenerateEvent(Event::Stopped(report)));
+            }
         }
     }
 
@@ -1488,6 +1560,7 @@ impl NetworkBehaviour for Behaviour {
             self.probe_some();
         }
         self.poll_handles(cx);
+        self.poll_stopping(cx);
         loop {
             self.poll_workers(cx);
             while let Some(output) = self.core.poll_output() {

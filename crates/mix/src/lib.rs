@@ -70,6 +70,8 @@ mod protocol;
 pub mod spam;
 pub mod state;
 #[cfg(feature = "net")]
+mod stopping;
+#[cfg(feature = "net")]
 mod workers;
 
 pub use core::DropReason;
@@ -85,5 +87,6 @@ pub use {
     metrics::Metrics,
     mixnet::{Mixnet, MixnetConfig, MixnetError},
     protocol::{ExitProtocol, PROTOCOL, ReadRule},
+    stopping::StopReport,
     workers::{MAX_HOP_WORKERS, default_hop_workers},
 };

@@ -87,3 +87,108 @@ async fn a_node_that_does_not_mix_may_not_send() {
     let err = net.mix[0].send(&net.dest.destination(), ECHO, lp(b"x")).await.unwrap_err();
     assert!(err.contains("does not serve"), "{err}");
 }
+
+/// A packet through `path` (held `delay_ms` at its first hop, 1 ms at the second) to the exit
+/// at its third hop, which is its destination.
+fn held_packet(path: [&common::Node; 3], delay_ms: u16, seq: u64) -> Packet {
+    use mix_sphinx::{AddressBlock, Hop, MESSAGE_SIZE, Route, WireFormat, message};
+    let hop = |n: &common::Node| Hop {
+        public_key: n.mix_key.unwrap(),
+        address: *libp2p_mix::MixNode::new(n.peer_id, n.addr.clone(), n.mix_key.unwrap(), true)
+            .unwrap()
+            .address(),
+    };
+    let route = Route::new(path.map(hop).to_vec(), vec![delay_ms, 1]).unwrap();
+    let format = WireFormat::default();
+    let mut m = [0u8; MESSAGE_SIZE];
+    message::encode_forward(format.padding(), 0, "/stop/test", &[], &seq.to_be_bytes(), &mut m)
+        .unwrap();
+    route.forward_packet(&format, &AddressBlock::ZERO, &m, &mut rand::rng()).unwrap()
+}
+
+/// `stop_within`: packets due within the drain leave and reach their exit, the rest are
+/// dropped and counted, a packet arriving meanwhile is refused, and the stop is reported
+/// once, after the node closed its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_sends_on_what_is_due_and_reports() {
+    common::init_tracing();
+    let mut options = Options { nodes: 4, ..Options::default() };
+    options.config.core.pre_send_delay = Duration::ZERO;
+    // Each hop waits exactly what the sender wrote: the test picks which packets are due.
+    options.config.core.delay_semantics_override = Some(libp2p_mix::DelaySemantics::Exact);
+    options.config.probe_interval = None;
+    let mut net = network(options).await;
+    let (a, b, c, d) = (&net.mix[0], &net.mix[1], &net.mix[2], &net.mix[3]);
+    for seq in 0..5 {
+        a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 300, seq));
+        a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 60_000, 100 + seq));
+    }
+    let b_metrics = b.metrics.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b_metrics.delay_queue() < 10 {
+        assert!(Instant::now() < deadline, "10 packets held at b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    b.stop_within(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 300, 200));
+    let report = loop {
+        match net.mix[1].next_event(Duration::from_secs(10)).await {
+            Some(NodeEvent::Mix(libp2p_mix::Event::Stopped(report))) => break report,
+            Some(_) => {}
+            None => panic!("no stop report"),
+        }
+    };
+    assert_eq!(report.held, 10, "{report:?}");
+    assert_eq!(report.sent_on, 5, "the packets due within the drain left: {report:?}");
+    assert_eq!(report.dropped, 5, "the rest were dropped: {report:?}");
+    assert_eq!(report.refused, 1, "the packet that came during the stop: {report:?}");
+    assert!(report.took >= Duration::from_millis(1900), "it waited for the drain: {report:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{report:?}");
+    assert_eq!(b_metrics.packets_dropped(DropReason::Stopping), 6);
+    let d_metrics = net.mix[3].metrics.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d_metrics.deliveries() < 5 {
+        assert!(Instant::now() < deadline, "5 deliveries at d: {}", d_metrics.deliveries());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A stop ends soon after the last held packet left, and that packet still reaches its exit:
+/// the peer it was written to gets a moment to read it before the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_soon_after_the_last_packet_left_and_that_packet_arrives() {
+    common::init_tracing();
+    let mut options = Options { nodes: 4, ..Options::default() };
+    options.config.core.pre_send_delay = Duration::ZERO;
+    options.config.core.delay_semantics_override = Some(libp2p_mix::DelaySemantics::Exact);
+    options.config.probe_interval = None;
+    let mut net = network(options).await;
+    let (a, b, c, d) = (&net.mix[0], &net.mix[1], &net.mix[2], &net.mix[3]);
+    for seq in 0..10 {
+        a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 200, seq));
+    }
+    let b_metrics = b.metrics.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b_metrics.delay_queue() < 10 {
+        assert!(Instant::now() < deadline, "10 packets held at b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.stop_within(Duration::from_secs(30));
+    let report = loop {
+        match net.mix[1].next_event(Duration::from_secs(10)).await {
+            Some(NodeEvent::Mix(libp2p_mix::Event::Stopped(report))) => break report,
+            Some(_) => {}
+            None => panic!("no stop report"),
+        }
+    };
+    assert_eq!((report.held, report.sent_on, report.dropped), (10, 10, 0), "{report:?}");
+    assert!(report.took < Duration::from_secs(3), "{report:?}");
+    let d_metrics = net.mix[3].metrics.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d_metrics.deliveries() < 10 {
+        assert!(Instant::now() < deadline, "10 deliveries at d: {}", d_metrics.deliveries());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -531,76 +531,14 @@ fn on_command(swarm: &mut Swarm<NodeBehaviour>, command: Command) {
     }
 }
 
-/// A graceful stop under way.
-struct Stopping {
-    started: Instant,
-    deadline: Instant,
-    held: usize,
-    forwarded_before: u64,
-    dropped_before: u64,
-    dropped: usize,
-    done: Option<oneshot::Sender<StopReport>>,
-    /// Nothing is held any more: connections are being closed, so that what was written to
-    /// them is sent before the swarm goes away. Until then.
-    closing: Option<Instant>,
-}
-
-/// How long closing connections may take at the end of a stop.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-impl Stopping {
-    fn begin(
-        mix: &mut libp2p_mix::Behaviour,
-        drain: Duration,
-        done: oneshot::Sender<StopReport>,
-    ) -> Self {
-        let held = mix.held_packets();
-        mix.sync_metrics();
-        let forwarded_before = mix.metrics().packets_forwarded();
-        let dropped_before = mix.metrics().packets_dropped(libp2p_mix::DropReason::Stopping);
-        mix.stop();
-        tracing::info!(held, ?drain, "stopping: sending on the packets held for mixing");
-        let started = Instant::now();
+impl From<libp2p_mix::StopReport> for StopReport {
+    fn from(r: libp2p_mix::StopReport) -> Self {
         Self {
-            started,
-            deadline: started + drain,
-            held,
-            forwarded_before,
-            dropped_before,
-            dropped: 0,
-            done: Some(done),
-            closing: None,
-        }
-    }
-
-    /// Whether the stop is over: nothing held (or the time is up, and the rest is dropped),
-    /// and the connections closed (or their grace is over).
-    fn poll(&mut self, swarm: &mut Swarm<NodeBehaviour>) -> bool {
-        if let Some(until) = self.closing {
-            return swarm.connected_peers().next().is_none() || Instant::now() >= until;
-        }
-        let mix = swarm.behaviour_mut().stream.mix_mut();
-        if mix.held_packets() > 0 && Instant::now() < self.deadline {
-            return false;
-        }
-        self.dropped += mix.abandon_held();
-        self.closing = Some(Instant::now() + CLOSE_GRACE);
-        let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
-        for peer in peers {
-            let _ = swarm.disconnect_peer_id(peer);
-        }
-        false
-    }
-
-    fn report(&self, mix: &libp2p_mix::Behaviour) -> StopReport {
-        let metrics = mix.metrics();
-        let stopping = metrics.packets_dropped(libp2p_mix::DropReason::Stopping);
-        StopReport {
-            held: self.held,
-            sent_on: metrics.packets_forwarded() - self.forwarded_before,
-            dropped: self.dropped,
-            refused: (stopping - self.dropped_before).saturating_sub(self.dropped as u64),
-            took_ms: self.started.elapsed().as_millis() as u64,
+            held: r.held,
+            sent_on: r.sent_on,
+            dropped: r.dropped,
+            refused: r.refused,
+            took_ms: r.took.as_millis() as u64,
         }
     }
 }
@@ -610,36 +548,29 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) {
-    let mut stopping: Option<Stopping> = None;
-    let mut drain_check = tokio::time::interval(Duration::from_millis(10));
+    // Who asked for the stop under way: a second caller gets no report (its sender is
+    // dropped), and the stop keeps its first deadline.
+    let mut stop_asked: Option<oneshot::Sender<StopReport>> = None;
     loop {
-        if let Some(stop) = stopping.as_mut()
-            && stop.poll(&mut swarm)
-        {
-            swarm.behaviour_mut().stream.mix_mut().sync_metrics();
-            let report = stop.report(swarm.behaviour().stream.mix());
-            let done = stop.done.take();
-            // Dropping the swarm saves the replay state: done before the stop is reported, so
-            // that a caller who exits then finds it written.
-            drop(swarm);
-            let _ = done.map(|done| done.send(report));
-            return;
-        }
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 if let Command::Stop(drain, done) = command {
-                    // A stop already under way keeps its own deadline; a second caller gets
-                    // no report (its sender is dropped).
-                    if stopping.is_none() {
-                        stopping = Some(Stopping::begin(swarm.behaviour_mut().stream.mix_mut(), drain, done));
+                    if stop_asked.is_none() {
+                        stop_asked = Some(done);
+                        swarm.behaviour_mut().stream.mix_mut().stop_within(drain);
                     }
                     continue;
                 }
                 on_command(&mut swarm, command);
             }
-            _ = drain_check.tick(), if stopping.is_some() => {}
             event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Stopped(report)))) => {
+                    // The replay state is saved; the swarm goes before the stop is reported.
+                    drop(swarm);
+                    let _ = stop_asked.take().map(|done| done.send(report.into()));
+                    return;
+                }
                 // As a mix destination, the echo service answers through the SURBs.
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Stream(Mix(Event::Received { codec, body, reply })))
                     if codec == ECHO && swarm.behaviour().echo.is_enabled() =>

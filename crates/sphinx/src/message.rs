@@ -223,6 +223,9 @@ fn unframe(padding: Padding, m: &[u8; MESSAGE_SIZE]) -> Result<(&[u8], Option<u3
     Ok((x, seqno))
 }
 
+/// Writes the codec name with its length as minimal LEB128 of one or two bytes. This is a field
+/// of the payload format, inside the encrypted packet; it is not stream framing (that is
+/// `libp2p_mix::framing`, a layer above this crate) and shares no code with it on purpose.
 fn write_codec<'a>(codec: &str, x: &'a mut [u8]) -> &'a mut [u8] {
     let len = codec.len();
     let prefix = if len < 128 {

@@ -37,7 +37,7 @@ use crate::frame::{
     self, DATA_HEADER_LEN, Envelope, FRAME_OVERHEAD, FrameError, Items, MAX_FRAME_SURBS,
     MAX_SHARDS, OPEN_MESSAGE, Opening, SurbBytes, Surbs, Want,
 };
-use crate::keys::{self, ReceiverKey, StreamKeys};
+use crate::keys::{self, ReceiverKey, StreamId, StreamKeys};
 use crate::labels::{self, Label, LabelUpdate, LabelWindow, Lookup};
 use crate::recv::{RecvHalf, RecvStats, ShardError};
 use crate::send::{SendHalf, SendStats};
@@ -511,7 +511,7 @@ impl Connection {
 
     /// The stream's local name: both sides derive it from the stream secret, and it is never
     /// written on the wire.
-    pub fn id(&self) -> &[u8; 32] {
+    pub fn id(&self) -> &StreamId {
         &self.keys.id
     }
 

@@ -106,7 +106,7 @@ pub(crate) fn opening_keys<R: rand::CryptoRng + ?Sized>(
 pub(crate) struct StreamKeys {
     pub(crate) secret: Zeroizing<[u8; 32]>,
     /// The stream's local name (never written): both sides compute it.
-    pub(crate) id: [u8; 32],
+    pub(crate) id: StreamId,
     /// Frames from the opener to the acceptor.
     pub(crate) forward: Zeroizing<[u8; 32]>,
     /// Frames from the acceptor back to the opener.
@@ -133,7 +133,7 @@ impl StreamKeys {
             k.copy_from_slice(&okm[32 * i..32 * (i + 1)]);
             k
         };
-        let id = *part(0);
+        let id = StreamId(*part(0));
         Self {
             id,
             forward: part(1),
@@ -149,6 +149,24 @@ impl StreamKeys {
         let mut secret = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(secret.as_mut());
         Self::from_secret(secret)
+    }
+}
+
+/// A stream's local name. Both ends derive it from the stream's secret and it is never written
+/// on the wire: it names nothing an observer or an exit sees.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId([u8; 32]);
+
+impl StreamId {
+    /// Its bytes, for logs, or to match the two ends of a stream.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamId({})", hex(&self.0[..8]))
     }
 }
 

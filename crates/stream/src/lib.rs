@@ -62,9 +62,12 @@ pub use connection::{
     OpenError, Role, SurbSource,
 };
 #[cfg(feature = "net")]
+#[doc(hidden)]
+pub use driver::FromHandler;
+#[cfg(feature = "net")]
 pub use driver::{
-    Behaviour, CODEC, Control, Event, FrameObserver, FromHandler, Metrics, MixStream, PROTOCOL,
-    Target, TransferError,
+    Behaviour, CODEC, Control, Event, FrameObserver, Metrics, MixStream, PROTOCOL, Target,
+    TransferError,
 };
 pub use endpoint::{
     Config, Endpoint, EndpointEvent, EndpointStats, MixTransport, OpenStreamError, Outcome,

@@ -256,14 +256,14 @@ fn chi_square(bytes: &[u8]) -> f64 {
     counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum()
 }
 
-/// The acceptor's mix key rotates twice while a stream runs (epochs of 4 s, records spread at
-/// once): the opener opened under the key of its record's epoch, the acceptor keeps accepting
+/// The acceptor's mix key rotates twice while a stream runs (epochs of 4 s, new records found
+/// through discovery within the 2 s overlap): the opener opened under the key of its record's epoch, the acceptor keeps accepting
 /// the stream's frames (they carry no key), and new streams open under the new keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_outlives_two_key_rotations_of_its_acceptor() {
     let rotation = libp2p_mix::core::RotationConfig {
         epoch: Duration::from_secs(4),
-        overlap: Duration::from_secs(1),
+        overlap: Duration::from_secs(2),
     };
     let nodes = network(Options { rotation: Some(rotation), ..Options::default() }).await;
     let rotations = |n: &common::Node| n.mix_metrics.key_rotations();

@@ -328,7 +328,7 @@ fn garbage_and_replays_are_dropped_without_harm() {
     }
     // The stream's local name is never a label: such a frame is a stranger's.
     let mut other = vec![2u8; 200];
-    other[1..17].copy_from_slice(&acceptor.id()[..16]);
+    other[1..17].copy_from_slice(&acceptor.id().to_bytes()[..16]);
     assert!(matches!(acceptor.handle_frame(now, &other), Err(FrameDrop::UnknownLabel)));
     let key = ReceiverKey::generate(&mut rng);
     let mut stranger = Connection::open(

@@ -111,6 +111,7 @@ enum Command {
     ExitJobs(oneshot::Sender<usize>),
     PoolRefused(&'static str, oneshot::Sender<u64>),
     PoolPeers(oneshot::Sender<Vec<MixNode>>),
+    StopWithin(Duration),
 }
 
 pub struct Node {
@@ -213,6 +214,11 @@ impl Node {
         self.commands.send(Command::SendPacket(peer, addr, packet)).unwrap();
     }
 
+    /// Starts a graceful stop: the node reports [`libp2p_mix::Event::Stopped`] when it is over.
+    pub fn stop_within(&self, drain: Duration) {
+        self.commands.send(Command::StopWithin(drain)).unwrap();
+    }
+
     /// Stops the node: its swarm, listeners and connections go away.
     pub fn kill(&self) {
         self.task.abort();
@@ -310,10 +316,16 @@ pub fn spawn(
                         Command::ExitJobs(done) => { let _ = done.send(mix.exit_jobs()); }
                         Command::PoolRefused(reason, done) => { let _ = done.send(mix.core().pool().refused(reason)); }
                         Command::PoolPeers(done) => { let _ = done.send(mix.core().pool().nodes().to_vec()); }
+                        Command::StopWithin(drain) => mix.stop_within(drain),
                     }
                 }
                 event = swarm.select_next_some() => match event {
                     SwarmEvent::Behaviour(TestBehaviourEvent::Mix(libp2p_mix::Event::Discovery(_))) => {}
+                    // As the event says: the stop is over, the swarm goes.
+                    SwarmEvent::Behaviour(TestBehaviourEvent::Mix(e @ libp2p_mix::Event::Stopped(_))) => {
+                        let _ = event_tx.send(NodeEvent::Mix(e));
+                        return;
+                    }
                     SwarmEvent::Behaviour(TestBehaviourEvent::Mix(e)) => { let _ = event_tx.send(NodeEvent::Mix(e)); }
                     SwarmEvent::Behaviour(TestBehaviourEvent::Echo(request_response::Event::Message {
                         message: request_response::Message::Request { request, channel, .. }, ..

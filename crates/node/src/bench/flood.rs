@@ -241,49 +241,84 @@ fn valid_packets(
     rx
 }
 
+/// The target's path, the honest injector, and the honest packets, built before the clock.
+struct FloodNet {
+    /// n0 (the target), n1, n2 (the exit and destination).
+    nodes: Vec<NodeHandle>,
+    target_thread: Option<u32>,
+    injector: NodeHandle,
+    hops: Vec<Hop>,
+    template: NodeSpec,
+    /// Packets through the path; the first 1,000 are samples for the crypto-only rate.
+    packets: Vec<Packet>,
+    /// The target's single-core time per hop, µs.
+    hop_us: f64,
+}
+
+impl FloodNet {
+    async fn start(shape: Shape, o: &Options, honest_total: usize) -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let defaults = libp2p_mix::Config::default();
+        let read_limit = if o.read_limit { defaults.inbound_frame_rate } else { None };
+        let template = network_spec(honest_total + 1000, shape)?;
+        let path_nodes = start_path(honest_total + 1000, |spec| {
+            spec.config = template.config.clone();
+            spec.spam = network_spec(0, shape).ok().and_then(|s| s.spam);
+            // The target defends itself with the default limits.
+            spec.config.inbound_frame_rate = read_limit;
+            spec.config.inbound_burst = defaults.inbound_burst;
+        })
+        .await?;
+        let nodes = path_nodes.nodes;
+        let injector = runtime::start(network_spec(0, shape)?).await?;
+        let hops: Vec<Hop> = nodes
+            .iter()
+            .map(|n| Ok(Hop { public_key: n.mix_key, address: *n.entry()?.address() }))
+            .collect::<anyhow::Result<_>>()?;
+        let path = Path {
+            keys: path_nodes.keys,
+            route: Route::new(hops.clone(), vec![1, 1])?,
+            format: WireFormat::default(),
+        };
+        eprintln!("building {honest_total} honest packets …");
+        let packets =
+            tokio::task::block_in_place(|| build_packets(&path, honest_total + 1000, cores));
+        let (hop_us, ..) = tokio::task::block_in_place(|| crypto_only(&path, &packets[..1000]));
+        Ok(Self {
+            nodes,
+            target_thread: path_nodes.threads[0],
+            injector,
+            hops,
+            template,
+            packets,
+            hop_us,
+        })
+    }
+}
+
+/// What the phases counted, beside each phase's own figures.
+struct Counted {
+    phases: Vec<Phase>,
+    offered: u64,
+    handed: u64,
+    queued_at_end: i64,
+    flood_received: u64,
+    rss_peak: f64,
+    delay_after: i64,
+    outbound_after: i64,
+}
+
 async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let defaults = libp2p_mix::Config::default();
-    let read_limit = if o.read_limit { defaults.inbound_frame_rate } else { None };
     let phase_secs = [o.baseline_s, o.flood_s, o.recovery_s];
     let honest_total: usize = phase_secs.iter().map(|s| (o.honest_pps * *s as f64) as usize).sum();
-    let template = network_spec(honest_total + 1000, shape)?;
-    let path_nodes = start_path(honest_total + 1000, |spec| {
-        spec.config = template.config.clone();
-        spec.spam = network_spec(0, shape).ok().and_then(|s| s.spam);
-        // The target defends itself with the default limits.
-        spec.config.inbound_frame_rate = read_limit;
-        spec.config.inbound_burst = defaults.inbound_burst;
-    })
-    .await?;
-    let mut nodes = path_nodes.nodes;
-    let target_thread = path_nodes.threads[0];
-    let target_cpu = || target_thread.and_then(crate::cpu::thread_cpu_time);
-    let injector = runtime::start(network_spec(0, shape)?).await?;
-    let hops: Vec<Hop> = nodes
-        .iter()
-        .map(|n| Ok(Hop { public_key: n.mix_key, address: *n.entry()?.address() }))
-        .collect::<anyhow::Result<_>>()?;
-    let path = Path {
-        keys: path_nodes.keys,
-        route: Route::new(hops.clone(), vec![1, 1])?,
-        format: WireFormat::default(),
-    };
-    let target: &NodeHandle = &nodes[0];
-    let first = (target.peer_id, target.addr.clone());
-
-    eprintln!("building {honest_total} honest packets …");
-    let honest = tokio::task::block_in_place(|| build_packets(&path, honest_total + 1000, cores));
-    let (samples, honest) = honest.split_at(1000);
-    let (hop_us, ..) = tokio::task::block_in_place(|| crypto_only(&path, samples));
-    let capacity_fps = 1e6 / hop_us;
-    let offered_fps = 10.0 * capacity_fps;
-
+    let mut net = FloodNet::start(shape, o, honest_total).await?;
+    let target_cpu = || net.target_thread.and_then(crate::cpu::thread_cpu_time);
+    let (samples, honest) = net.packets.split_at(1000);
+    let capacity_fps = 1e6 / net.hop_us;
     let Attackers { flooders, upstreams, valid, stop_building, junk, queue } =
-        attackers(shape, &nodes, &hops, &template, &samples[0]).await?;
-    let flooder_count = flooders.len();
+        attackers(shape, &net.nodes, &net.hops, &net.template, &samples[0]).await?;
 
-    let mut deliveries = nodes[2].take_events().context("events")?;
+    let mut deliveries = net.nodes[2].take_events().context("events")?;
     let delivered_task = tokio::spawn(async move {
         let mut seqs = Vec::new();
         while let Some((seq, _)) = next_delivery(&mut deliveries).await {
@@ -292,20 +327,20 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
         seqs
     });
 
-    let target_cpu = &target_cpu;
+    let first = (net.nodes[0].peer_id, net.nodes[0].addr.clone());
     let ctx = PhaseCtx {
         honest_pps: o.honest_pps,
-        injector: &injector,
+        injector: &net.injector,
         first: &first,
-        offered_fps,
+        offered_fps: 10.0 * capacity_fps,
         flooders: &flooders,
         flood_metrics: flooders.iter().map(|f| f.metrics.clone()).collect(),
         queue,
         valid: valid.as_ref(),
         junk: &junk,
         stop_building: &stop_building,
-        target_metrics: nodes[0].metrics.clone(),
-        target_cpu,
+        target_metrics: net.nodes[0].metrics.clone(),
+        target_cpu: &target_cpu,
     };
     let target_metrics = ctx.target_metrics.clone();
     let mut st = PhaseState {
@@ -324,31 +359,48 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
         phases.push(run_phase(name, secs, i == 1, &ctx, &mut st).await);
     }
     drop(ctx);
-    let PhaseState {
-        seq_ranges, offered, handed, queued_at_end, flood_received, mut rss_peak, ..
-    } = st;
     // Let the last packets arrive, then count deliveries by phase.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rss_peak = rss_peak.max(rss_mb());
-    let delay_after = target_metrics.delay_queue();
-    let outbound_after = target_metrics.outbound_queue();
-    for node in flooders.iter().chain(&upstreams).chain(std::iter::once(&injector)) {
+    let counted = Counted {
+        phases: Vec::new(),
+        offered: st.offered,
+        handed: st.handed,
+        queued_at_end: st.queued_at_end,
+        flood_received: st.flood_received,
+        rss_peak: st.rss_peak.max(rss_mb()),
+        delay_after: target_metrics.delay_queue(),
+        outbound_after: target_metrics.outbound_queue(),
+    };
+    for node in flooders.iter().chain(&upstreams).chain(std::iter::once(&net.injector)) {
         node.stop();
     }
-    for n in &nodes {
+    for n in &net.nodes {
         n.stop();
     }
     let seqs = delivered_task.await.unwrap_or_default();
-    for (phase, (lo, hi)) in phases.iter_mut().zip(&seq_ranges) {
+    for (phase, (lo, hi)) in phases.iter_mut().zip(&st.seq_ranges) {
         phase.honest_delivered =
             seqs.iter().filter(|s| (*lo as u64..*hi as u64).contains(s)).count();
         phase.delivered_pps = phase.honest_delivered as f64 / phase.secs;
     }
-    nodes.clear();
+    net.nodes.clear();
+    let flooders = if shape.is_upstream() { UPSTREAMS } else { flooders.len() };
+    Ok(score(shape, flooders, net.hop_us, Counted { phases, ..counted }, &target_metrics))
+}
+
+/// The shape's figures from what its phases counted.
+fn score(
+    shape: Shape,
+    flooders: usize,
+    hop_us: f64,
+    counted: Counted,
+    target_metrics: &libp2p_mix::Metrics,
+) -> ShapeReport {
+    let Counted { phases, offered, handed, queued_at_end, flood_received, rss_peak, .. } = counted;
     let share = |p: &Phase| p.honest_delivered as f64 / p.honest_sent.max(1) as f64;
     let honest_rate_kept = (phases[1].delivered_pps / phases[0].delivered_pps.max(1e-9))
         .min(share(&phases[1]) / share(&phases[0]).max(1e-9));
-    let recovered = share(&phases[2]) >= 0.99 * share(&phases[0]) && delay_after == 0;
+    let recovered = share(&phases[2]) >= 0.99 * share(&phases[0]) && counted.delay_after == 0;
     let flood_secs = phases[1].secs;
     let honest_in_flood = phases[1].honest_sent as f64;
     let processed_fps = (flood_received as f64 - honest_in_flood).max(0.0) / flood_secs;
@@ -360,10 +412,10 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
     };
     let met = (!shape.is_upstream())
         .then_some(honest_rate_kept >= 0.9 && recovered && rss_peak <= RSS_BOUND_MB);
-    Ok(ShapeReport {
+    ShapeReport {
         shape: shape.name(),
-        flooders: if shape.is_upstream() { UPSTREAMS } else { flooder_count },
-        capacity_fps: capacity_fps.round(),
+        flooders,
+        capacity_fps: (1e6 / hop_us).round(),
         hop_us: round(hop_us),
         offered_fps: (offered as f64 / flood_secs).round(),
         written_fps: written_fps.round(),
@@ -374,10 +426,10 @@ async fn run_shape(shape: Shape, o: &Options) -> anyhow::Result<ShapeReport> {
         penalties: target_metrics.penalties(),
         phases,
         target_drops: target_metrics.drops_by_reason(),
-        target_delay_queue_after: delay_after,
-        target_outbound_queue_after: outbound_after,
+        target_delay_queue_after: counted.delay_after,
+        target_outbound_queue_after: counted.outbound_after,
         met,
-    })
+    }
 }
 
 /// What every phase of one shape's run uses.

@@ -110,6 +110,104 @@ pub(super) struct Outcome {
     pub(super) copies: usize,
 }
 
+/// Who does what: the jobs in a random order (`true`: a request), and the churn's victims.
+struct Plan {
+    jobs: Vec<bool>,
+    /// The nodes to kill (never the bootstrap node); only survivors send and receive.
+    victims: Vec<usize>,
+    killed: HashSet<PeerId>,
+    survivors: Vec<usize>,
+    /// The job before which the victims are killed.
+    kill_at: usize,
+}
+
+impl Plan {
+    fn new(options: &Options, nodes: &[NodeHandle], rng: &mut ChaCha20Rng) -> Self {
+        let mut jobs: Vec<bool> = std::iter::repeat_n(false, options.messages)
+            .chain(std::iter::repeat_n(true, options.requests))
+            .collect();
+        for i in (1..jobs.len()).rev() {
+            jobs.swap(i, rng.random_range(0..=i));
+        }
+        let mut victims: Vec<usize> = (1..nodes.len()).collect();
+        for i in (1..victims.len()).rev() {
+            victims.swap(i, rng.random_range(0..=i));
+        }
+        let kill_count = options.churn.map_or(0, |f| ((nodes.len() as f64) * f).round() as usize);
+        victims.truncate(kill_count.min(nodes.len().saturating_sub(5)));
+        let killed = victims.iter().map(|&i| nodes[i].peer_id).collect();
+        let survivors = (0..nodes.len()).filter(|i| !victims.contains(i)).collect();
+        let kill_at = if victims.is_empty() { usize::MAX } else { jobs.len() / 2 };
+        Self { jobs, victims, killed, survivors, kill_at }
+    }
+
+    /// Two different survivors: a sender and a destination.
+    fn pair(&self, rng: &mut ChaCha20Rng) -> (usize, usize) {
+        let sender = self.survivors[rng.random_range(0..self.survivors.len())];
+        loop {
+            let d = self.survivors[rng.random_range(0..self.survivors.len())];
+            if d != sender {
+                return (sender, d);
+            }
+        }
+    }
+}
+
+/// Sends job `id` (a message, or a request when `is_request`) between two random survivors.
+/// `after`: the churn's victims are dead.
+#[allow(clippy::too_many_arguments, reason = "one call site, each argument a different role")]
+async fn send_job(
+    options: &Options,
+    nodes: &[NodeHandle],
+    plan: &Plan,
+    id: u64,
+    is_request: bool,
+    after: bool,
+    rng: &mut ChaCha20Rng,
+    tally: &mut Tally,
+) {
+    let copies = SendOptions { copies: options.copies.max(1), ..SendOptions::default() };
+    let (sender, dest) = plan.pair(rng);
+    let destination = if copies.copies > 1 {
+        Destination::MixNode(nodes[dest].peer_id)
+    } else {
+        nodes[dest].destination()
+    };
+    if is_request {
+        let payload = length_prefixed(&body(b'R', id, rng));
+        match nodes[sender].request(destination, ECHO, payload, options.surbs, copies).await {
+            Ok(request) => {
+                tally.requests.insert((sender, request), ());
+            }
+            Err(e) => {
+                tracing::warn!(%e, "request refused");
+                tally.failures += 1;
+            }
+        }
+        tally.sent_requests += 1;
+    } else {
+        tally.sent_at.insert(id, (Instant::now(), after));
+        let payload = length_prefixed(&body(b'M', id, rng));
+        if let Err(e) = nodes[sender].send(destination, ECHO, payload, copies).await {
+            tracing::warn!(%e, "send refused");
+        }
+        tally.sent_messages += 1;
+        if after { &mut tally.after } else { &mut tally.before }.sent += 1;
+    }
+}
+
+/// How long after `at` (ms) no survivor offered a killed node any more, watching up to 30 s
+/// after the kill.
+async fn forgotten_after(nodes: &[NodeHandle], plan: &Plan, at: Instant) -> Option<f64> {
+    while at.elapsed() < Duration::from_secs(30) {
+        if offers_none_of(nodes, &plan.survivors, &plan.killed).await {
+            return Some(at.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
 /// Sends the one-way messages and requests at the configured rate between random survivors,
 /// kills the churn victims halfway, and tallies what arrived.
 pub(super) async fn run(
@@ -119,24 +217,7 @@ pub(super) async fn run(
     rng: &mut ChaCha20Rng,
     show: bool,
 ) -> Outcome {
-    let mut jobs: Vec<bool> = std::iter::repeat_n(false, options.messages)
-        .chain(std::iter::repeat_n(true, options.requests))
-        .collect();
-    for i in (1..jobs.len()).rev() {
-        jobs.swap(i, rng.random_range(0..=i));
-    }
-    // The nodes to kill (never the bootstrap node); only survivors send and receive.
-    let mut victims: Vec<usize> = (1..nodes.len()).collect();
-    for i in (1..victims.len()).rev() {
-        victims.swap(i, rng.random_range(0..=i));
-    }
-    let kill_count = options.churn.map_or(0, |f| ((nodes.len() as f64) * f).round() as usize);
-    victims.truncate(kill_count.min(nodes.len().saturating_sub(5)));
-    let killed: HashSet<PeerId> = victims.iter().map(|&i| nodes[i].peer_id).collect();
-    let survivors: Vec<usize> = (0..nodes.len()).filter(|i| !victims.contains(i)).collect();
-    let kill_at = if victims.is_empty() { usize::MAX } else { jobs.len() / 2 };
-    let options_copies = SendOptions { copies: options.copies.max(1), ..SendOptions::default() };
-
+    let plan = Plan::new(options, nodes, rng);
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate.max(0.1)));
@@ -150,56 +231,22 @@ pub(super) async fn run(
 
     loop {
         tokio::select! {
-            _ = pace.tick(), if next_job < jobs.len() => {
-                if next_job == kill_at {
-                    for &i in &victims {
+            _ = pace.tick(), if next_job < plan.jobs.len() => {
+                if next_job == plan.kill_at {
+                    for &i in &plan.victims {
                         nodes[i].stop();
                     }
                     killed_at = Some((Instant::now(), started.elapsed().as_secs_f64()));
                 }
-                let is_request = jobs[next_job];
-                let id = next_job as u64;
+                let (id, is_request) = (next_job as u64, plan.jobs[next_job]);
                 next_job += 1;
-                let sender = survivors[rng.random_range(0..survivors.len())];
-                let dest = loop {
-                    let d = survivors[rng.random_range(0..survivors.len())];
-                    if d != sender {
-                        break d;
-                    }
-                };
-                let destination = if options_copies.copies > 1 {
-                    Destination::MixNode(nodes[dest].peer_id)
-                } else {
-                    nodes[dest].destination()
-                };
-                let after = killed_at.is_some();
-                if is_request {
-                    let payload = length_prefixed(&body(b'R', id, rng));
-                    match nodes[sender].request(destination, ECHO, payload, options.surbs, options_copies).await {
-                        Ok(request) => {
-                            tally.requests.insert((sender, request), ());
-                        }
-                        Err(e) => {
-                            tracing::warn!(%e, "request refused");
-                            tally.failures += 1;
-                        }
-                    }
-                    tally.sent_requests += 1;
-                } else {
-                    tally.sent_at.insert(id, (Instant::now(), after));
-                    let payload = length_prefixed(&body(b'M', id, rng));
-                    if let Err(e) = nodes[sender].send(destination, ECHO, payload, options_copies).await {
-                        tracing::warn!(%e, "send refused");
-                    }
-                    tally.sent_messages += 1;
-                    if after { &mut tally.after } else { &mut tally.before }.sent += 1;
-                }
+                send_job(options, nodes, &plan, id, is_request, killed_at.is_some(), rng, &mut tally).await;
                 last_send = Instant::now();
             }
             Some((node, event)) = events.recv() => tally.on_event(node, event),
             _ = liveness.tick(), if killed_at.is_some() && window.is_none() => {
                 if let Some((at, _)) = killed_at
-                    && offers_none_of(nodes, &survivors, &killed).await
+                    && offers_none_of(nodes, &plan.survivors, &plan.killed).await
                 {
                     window = Some(at.elapsed().as_secs_f64() * 1000.0);
                 }
@@ -209,7 +256,7 @@ pub(super) async fn run(
                     eprint!("\r{}   ", tally.progress(options, started));
                     let _ = std::io::stderr().flush();
                 }
-                if tally.done(options) || (next_job == jobs.len() && last_send.elapsed() > grace) {
+                if tally.done(options) || (next_job == plan.jobs.len() && last_send.elapsed() > grace) {
                     break;
                 }
             }
@@ -219,13 +266,7 @@ pub(super) async fn run(
     if window.is_none()
         && let Some((at, _)) = killed_at
     {
-        while at.elapsed() < Duration::from_secs(30) {
-            if offers_none_of(nodes, &survivors, &killed).await {
-                window = Some(at.elapsed().as_secs_f64() * 1000.0);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        window = forgotten_after(nodes, &plan, at).await;
     }
     // Late copies would be duplicates: listen a little longer.
     let linger = Instant::now() + Duration::from_millis(500);
@@ -236,5 +277,6 @@ pub(super) async fn run(
     if show {
         eprintln!("\r{}   ", tally.progress(options, started));
     }
-    Outcome { tally, started, killed_at, window, victims, survivors, copies: options_copies.copies }
+    let Plan { victims, survivors, .. } = plan;
+    Outcome { tally, started, killed_at, window, victims, survivors, copies: options.copies.max(1) }
 }

@@ -148,7 +148,26 @@ pub(crate) struct HardeningReport {
 }
 
 pub(crate) fn print(report: &Report) {
-    let r = report;
+    print_network(report);
+    print_messages(report);
+    if let Some(c) = &report.churn {
+        print_churn(c);
+    }
+    print_hardening(&report.hardening);
+    if let Some(s) = &report.stream {
+        print_stream(s);
+    }
+    if let Some(g) = &report.gossip {
+        print_gossip(g);
+    }
+    println!("ran {:.2} s", report.duration_s);
+    if let Some(endpoint) = &report.metrics_endpoint {
+        println!("metrics were served on http://{endpoint}/metrics");
+    }
+}
+
+/// The network and how it started.
+fn print_network(r: &Report) {
     println!(
         "testnet: {} mix nodes on 127.0.0.1 ({}, wire {}), {} hops, exponential delay mean {} ms per hop (drawn by {}), {} paths, {} cop{}; started in {:.0} ms",
         r.nodes,
@@ -171,6 +190,10 @@ pub(crate) fn print(report: &Report) {
             d.ms_to_95_percent
         );
     }
+}
+
+/// Messages, requests and latencies.
+fn print_messages(r: &Report) {
     println!(
         "messages  sent {}  delivered {}  lost {}  duplicated {}",
         r.sent, r.delivered, r.lost, r.duplicates
@@ -194,23 +217,27 @@ pub(crate) fn print(report: &Report) {
     let per_node: Vec<String> =
         r.forwarded_per_node.iter().enumerate().map(|(i, n)| format!("n{i} {n}")).collect();
     println!("forwarded per node: {}", per_node.join("  "));
-    if let Some(c) = &r.churn {
-        let window =
-            c.liveness_window_ms.map_or("over 30 s".to_owned(), |ms| format!("{ms:.0} ms"));
-        println!(
-            "churn: killed {} nodes at {:.1} s; survivors stopped offering them for paths after {window}",
-            c.killed, c.at_s
-        );
-        println!(
-            "       delivered before {}/{}, after {}/{}; overall {:.2} %",
-            c.before.delivered,
-            c.before.sent,
-            c.after.delivered,
-            c.after.sent,
-            100.0 * c.delivery_ratio
-        );
-    }
-    let h = &r.hardening;
+}
+
+/// What the churn killed and what was delivered around it.
+fn print_churn(c: &ChurnReport) {
+    let window = c.liveness_window_ms.map_or("over 30 s".to_owned(), |ms| format!("{ms:.0} ms"));
+    println!(
+        "churn: killed {} nodes at {:.1} s; survivors stopped offering them for paths after {window}",
+        c.killed, c.at_s
+    );
+    println!(
+        "       delivered before {}/{}, after {}/{}; overall {:.2} %",
+        c.before.delivered,
+        c.before.sent,
+        c.after.delivered,
+        c.after.sent,
+        100.0 * c.delivery_ratio
+    );
+}
+
+/// Cover, key rotation and proofs of work, where they ran.
+fn print_hardening(h: &HardeningReport) {
     if let Some(rate) = h.cover_slots_per_s {
         println!(
             "cover: {rate} Loopix slots/s per node; loops sent {}, returned {}, lost {}",
@@ -229,48 +256,48 @@ pub(crate) fn print(report: &Report) {
             h.proofs_refused
         );
     }
-    if let Some(s) = &r.stream {
+}
+
+/// The stream and the large message.
+fn print_stream(s: &StreamRun) {
+    println!(
+        "stream: {} of {} bytes arrived{} in {:.2} s ({:.2} Mbit/s goodput); digest back through SURBs {}",
+        s.received,
+        s.bytes,
+        if s.bit_exact { " bit-exact" } else { " NOT bit-exact" },
+        s.seconds,
+        s.goodput_mbps,
+        if s.reply_verified { "matched" } else { "MISSING" },
+    );
+    println!(
+        "        {} frames, {} shards resent, {} SURBs sent ahead",
+        s.frames_sent, s.shards_resent, s.surbs_sent,
+    );
+    println!(
+        "message: {} bytes {} in {:.2} s{}",
+        s.message_bytes,
+        if s.message_delivered { "delivered whole" } else { "NOT delivered" },
+        s.message_seconds,
+        s.error.as_deref().map(|e| format!("; error: {e}")).unwrap_or_default()
+    );
+}
+
+/// Gossip, per route.
+fn print_gossip(g: &GossipRun) {
+    println!(
+        "gossip: {} members on one topic, forwarding {}; every member had a neighbour after {:.2} s",
+        g.members, g.forwarding, g.settle_s
+    );
+    for route in &g.routes {
         println!(
-            "stream: {} of {} bytes arrived{} in {:.2} s ({:.2} Mbit/s goodput); digest back through SURBs {}",
-            s.received,
-            s.bytes,
-            if s.bit_exact { " bit-exact" } else { " NOT bit-exact" },
-            s.seconds,
-            s.goodput_mbps,
-            if s.reply_verified { "matched" } else { "MISSING" },
+            "        {:<6} published {}  delivered to every member {}  ({:.2} % of deliveries)  completion p50 {:.0} ms p95 {:.0} ms  confirmed {}",
+            route.route,
+            route.published,
+            route.delivered_to_all,
+            100.0 * route.delivery_ratio,
+            route.completion_ms.p50,
+            route.completion_ms.p95,
+            route.confirmed,
         );
-        println!(
-            "        {} frames, {} shards resent, {} SURBs sent ahead",
-            s.frames_sent, s.shards_resent, s.surbs_sent,
-        );
-        println!(
-            "message: {} bytes {} in {:.2} s{}",
-            s.message_bytes,
-            if s.message_delivered { "delivered whole" } else { "NOT delivered" },
-            s.message_seconds,
-            s.error.as_deref().map(|e| format!("; error: {e}")).unwrap_or_default()
-        );
-    }
-    if let Some(g) = &r.gossip {
-        println!(
-            "gossip: {} members on one topic, forwarding {}; every member had a neighbour after {:.2} s",
-            g.members, g.forwarding, g.settle_s
-        );
-        for route in &g.routes {
-            println!(
-                "        {:<6} published {}  delivered to every member {}  ({:.2} % of deliveries)  completion p50 {:.0} ms p95 {:.0} ms  confirmed {}",
-                route.route,
-                route.published,
-                route.delivered_to_all,
-                100.0 * route.delivery_ratio,
-                route.completion_ms.p50,
-                route.completion_ms.p95,
-                route.confirmed,
-            );
-        }
-    }
-    println!("ran {:.2} s", r.duration_s);
-    if let Some(endpoint) = &r.metrics_endpoint {
-        println!("metrics were served on http://{endpoint}/metrics");
     }
 }

@@ -1,6 +1,8 @@
 //! The stream workload: bytes over an anonymous stream and an answer on it.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -10,6 +12,45 @@ use rand_chacha::ChaCha20Rng;
 use crate::runtime::NodeHandle;
 
 use super::report::StreamRun;
+
+/// Accepts one stream, reads it to its end (counting into `received`), answers with the
+/// digest of what it read, and returns that.
+async fn accept_and_answer(
+    acceptor: mix_stream::Control,
+    received: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<u8>> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use sha2::Digest;
+
+    let mut stream = acceptor.accept_stream().await.context("no stream")?;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let k = stream.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..k]);
+        received.store(got.len(), Ordering::Relaxed);
+    }
+    stream.write_all(&sha2::Sha256::digest(&got)).await?;
+    stream.close().await?;
+    Ok(got)
+}
+
+/// Sends `message` whole to `to` and waits (at most 60 s) for it there: whether it arrived
+/// intact, and what the send returned.
+async fn send_message(
+    control: &mut mix_stream::Control,
+    to: &NodeHandle,
+    message: &[u8],
+) -> (bool, Result<(), mix_stream::TransferError>) {
+    let inbox = to.streams.clone();
+    let delivery = tokio::spawn(async move { inbox.next_message().await });
+    let sent = control.send(to.peer_id, message.to_vec()).await;
+    let arrived = tokio::time::timeout(Duration::from_secs(60), delivery).await;
+    (matches!(&arrived, Ok(Ok(Some(m))) if *m == message) && sent.is_ok(), sent)
+}
 
 /// Streams `n` random bytes between two survivors, has the acceptor answer with their digest
 /// on the same stream, then sends a message, and checks what arrived.
@@ -29,25 +70,8 @@ pub(super) async fn stream_run(
     if show {
         eprintln!("  streaming {n} bytes from n{from} to n{to} …");
     }
-    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = received.clone();
-    let acceptor = nodes[to].streams.clone();
-    let reader = tokio::spawn(async move {
-        let mut stream = acceptor.accept_stream().await.context("no stream")?;
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let k = stream.read(&mut buf).await?;
-            if k == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..k]);
-            counter.store(got.len(), std::sync::atomic::Ordering::Relaxed);
-        }
-        stream.write_all(&sha2::Sha256::digest(&got)).await?;
-        stream.close().await?;
-        anyhow::Ok(got)
-    });
+    let received = Arc::new(AtomicUsize::new(0));
+    let reader = tokio::spawn(accept_and_answer(nodes[to].streams.clone(), received.clone()));
     let started = Instant::now();
     let mut control = nodes[from].streams.clone();
     let mut opener_control = control.clone();
@@ -66,7 +90,7 @@ pub(super) async fn stream_run(
             result = &mut opener => break Some(result),
             _ = progress.tick() => {
                 if show {
-                    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+                    let got = received.load(Ordering::Relaxed);
                     eprint!("\r  stream: {got}/{n} bytes  {:.1} s   ", started.elapsed().as_secs_f64());
                     let _ = std::io::stderr().flush();
                 }
@@ -95,11 +119,7 @@ pub(super) async fn stream_run(
     // A message, whole, with `send`.
     let message = data[..n / 4].to_vec();
     let sent_at = Instant::now();
-    let inbox = nodes[to].streams.clone();
-    let delivery = tokio::spawn(async move { inbox.next_message().await });
-    let sent = control.send(nodes[to].peer_id, message.clone()).await;
-    let arrived = tokio::time::timeout(Duration::from_secs(60), delivery).await;
-    let message_delivered = matches!(&arrived, Ok(Ok(Some(m))) if *m == message) && sent.is_ok();
+    let (message_delivered, sent) = send_message(&mut control, &nodes[to], &message).await;
     if let Err(e) = sent {
         error.get_or_insert(format!("message: {e}"));
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures::channel::mpsc;
 
 use crate::endpoint::{Shared, lock};
-use crate::{ConnectionError, ConnectionStats};
+use crate::{ConnectionError, ConnectionStats, StreamId};
 
 /// One anonymous stream: what one side writes, the other reads, in order.
 ///
@@ -25,21 +25,19 @@ use crate::{ConnectionError, ConnectionStats};
 /// ephemeral key the opener drew for it.
 pub struct MixStream {
     pub(crate) shared: Arc<Mutex<Shared>>,
-    pub(crate) kick: mpsc::UnboundedSender<[u8; 32]>,
-    pub(crate) id: [u8; 32],
+    pub(crate) kick: mpsc::UnboundedSender<StreamId>,
+    pub(crate) id: StreamId,
 }
 
 impl std::fmt::Debug for MixStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MixStream")
-            .field("id", &crate::keys::hex(&self.id[..8]))
-            .finish_non_exhaustive()
+        f.debug_struct("MixStream").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
 impl MixStream {
-    /// The stream's name: the opener's ephemeral key (it names nothing else).
-    pub fn id(&self) -> [u8; 32] {
+    /// The stream's local name (see [`StreamId`]).
+    pub fn id(&self) -> StreamId {
         self.id
     }
 

@@ -111,7 +111,7 @@ impl Endpoint {
             return Err("opened_before_start");
         }
         self.openings.forget_older_than(unix.saturating_sub(fresh));
-        let short: [u8; 16] = conn.id()[..16].try_into().expect("16 bytes");
+        let short: [u8; 16] = conn.id().to_bytes()[..16].try_into().expect("16 bytes");
         if self.openings.contains(&short) {
             return Err("replayed_opening");
         }

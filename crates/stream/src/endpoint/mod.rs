@@ -29,8 +29,7 @@ pub(crate) use shared::{Shared, lock};
 pub use stats::{EndpointStats, Outcome};
 use stats::{mode_index, role_index};
 
-/// A stream's name: the opener's ephemeral public key (it names nothing else).
-pub type StreamId = [u8; 32];
+pub use crate::keys::StreamId;
 
 /// Reset code: the acceptor's backlog was full.
 pub const RESET_REFUSED: u8 = 1;

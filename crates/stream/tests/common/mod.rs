@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, reason = "test harness")]
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
 use libp2p_mix::StaticPool;
-use libp2p_mix::core::{DynamicPool, EpochKeys, MixNode, NodePool};
+use libp2p_mix::core::{DynamicPool, MixNode, NodePool};
 use mix_sphinx::{NodePublicKey, NodeSecretKey};
 use mix_stream::{Behaviour, Config, Control};
 
@@ -60,8 +61,7 @@ pub struct Options {
     pub streams: Config,
     /// Every frame any exit delivers, as the exit saw it.
     pub observed: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
-    /// Mix keys rotate; each node's new keys reach every pool at once (as discovery would
-    /// spread them).
+    /// Mix keys rotate, and the nodes find each other's keys through discovery.
     pub rotation: Option<libp2p_mix::core::RotationConfig>,
 }
 
@@ -91,19 +91,42 @@ fn build_swarm(key: identity::Keypair, behaviour: Behaviour) -> Swarm<Behaviour>
         .build()
 }
 
-/// `n` mix nodes that all know each other (a static pool), each accepting streams.
+/// Discovery tuned for quick tests: records are fetched again every second, so that rotated
+/// keys spread within the overlap of the rotation tests.
+fn fast_discovery() -> libp2p_mix::discovery::Config {
+    libp2p_mix::discovery::Config {
+        initial_walks: 20,
+        initial_walk_interval: Duration::from_millis(250),
+        walk_interval: Duration::from_secs(2),
+        retry_missing: Duration::from_millis(500),
+        refetch_interval: Duration::from_secs(1),
+        republish_interval: Duration::from_secs(20),
+        ..libp2p_mix::discovery::Config::default()
+    }
+}
+
+/// `n` mix nodes, each accepting streams. They know each other from a static pool, or, when
+/// keys rotate, find each other (and each other's new keys) through the mixnet's discovery,
+/// bootstrapping from the first node; this returns once every pool holds every other node.
 pub async fn network(mut options: Options) -> Vec<Node> {
     options.mix.core.rotation = options.rotation;
-    let (records, _) = tokio::sync::broadcast::channel::<(PeerId, Multiaddr, EpochKeys)>(256);
+    let discovery = options.rotation.is_some();
     let mut swarms = Vec::new();
+    let mut bootstrap: Option<(PeerId, Multiaddr)> = None;
     for _ in 0..options.nodes {
         let key = identity::Keypair::generate_secp256k1();
         let peer_id = key.public().to_peer_id();
         let secret = NodeSecretKey::generate(&mut rand::rng());
         let public = secret.public_key();
         let receiver = *secret.to_bytes();
-        let pool: Box<dyn NodePool> = Box::new(StaticPool::default());
-        let config = libp2p_mix::MixnetConfig { mix: options.mix.clone(), ..Default::default() };
+        let pool: Box<dyn NodePool> =
+            if discovery { Box::new(DynamicPool::new()) } else { Box::new(StaticPool::default()) };
+        let config = libp2p_mix::MixnetConfig {
+            mix: options.mix.clone(),
+            discovery: discovery.then(fast_discovery),
+            bootstrap: bootstrap.iter().cloned().collect(),
+            ..Default::default()
+        };
         let mixnet = libp2p_mix::Mixnet::new(&key, secret, config)
             .unwrap()
             .with_pool(pool)
@@ -122,56 +145,54 @@ pub async fn network(mut options: Options) -> Vec<Node> {
             }
         };
         assert_eq!(swarm.behaviour().mixnet().local_address(), Some(&addr));
+        if discovery && bootstrap.is_none() {
+            bootstrap = Some((peer_id, addr.clone()));
+        }
         swarms.push((swarm, peer_id, addr, public));
     }
-    // A dynamic pool of configured entries, as a node runs: unreachable nodes are suspended.
+    // Without discovery: a dynamic pool of configured entries, as a node runs (unreachable
+    // nodes are suspended).
     let mut pool = DynamicPool::new();
     for (_, peer, addr, key) in &swarms {
         pool.insert_static(MixNode::new(*peer, addr.clone(), *key, true).unwrap());
     }
-    // Every node listens for records before any starts (and rotates its first keys).
-    let listeners: Vec<_> = swarms.iter().map(|_| records.subscribe()).collect();
-    swarms
+    let known = Arc::new(AtomicUsize::new(0));
+    let nodes: Vec<Node> = swarms
         .into_iter()
-        .zip(listeners)
-        .map(|((mut swarm, peer_id, addr, mix_key), mut heard)| {
-            swarm.behaviour_mut().mix_mut().set_pool(Box::new(pool.clone()));
+        .map(|(mut swarm, peer_id, addr, mix_key)| {
+            if !discovery {
+                swarm.behaviour_mut().mix_mut().set_pool(Box::new(pool.clone()));
+            }
             let control = swarm.behaviour().control();
             let metrics = swarm.behaviour().metrics().clone();
             let mix_metrics = swarm.behaviour().mix().metrics().clone();
             let connected = Arc::new(Mutex::new(HashSet::new()));
             let seen = connected.clone();
-            let publish = records.clone();
-            let (me, at) = (peer_id, addr.clone());
+            // Counts this node once when its pool first holds every other node.
+            let (known, others) = (known.clone(), options.nodes - 1);
+            let mut counted = false;
             let task = tokio::spawn(async move {
                 loop {
-                    tokio::select! {
-                        event = swarm.select_next_some() => match event {
-                            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                                seen.lock().unwrap().insert(peer_id);
-                            }
-                            SwarmEvent::Behaviour(mix_stream::Event::Mix(
-                                libp2p_mix::Event::KeysRotated(keys),
-                            )) => {
-                                let _ = publish.send((me, at.clone(), keys));
-                            }
-                            _ => {}
-                        },
-                        Ok((peer, addr, keys)) = heard.recv() => {
-                            if peer != me {
-                                let node = MixNode::new(peer, addr, keys.current, true)
-                                    .unwrap()
-                                    .with_epoch_keys(keys);
-                                let expires = std::time::Instant::now() + Duration::from_secs(3600);
-                                swarm.behaviour_mut().mix_mut().offer_node(node, keys.epoch, expires);
-                            }
-                        }
+                    if !counted && swarm.behaviour().mix().core().pool().nodes().len() >= others {
+                        counted = true;
+                        known.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                        swarm.select_next_some().await
+                    {
+                        seen.lock().unwrap().insert(peer_id);
                     }
                 }
             });
             Node { peer_id, addr, mix_key, control, metrics, mix_metrics, connected, task }
         })
-        .collect()
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while known.load(Ordering::Relaxed) < nodes.len() {
+        assert!(std::time::Instant::now() < deadline, "discovery: pools still incomplete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nodes
 }
 
 pub fn random(len: usize, seed: u64) -> Vec<u8> {
