@@ -212,8 +212,8 @@ pub enum Event {
     /// What discovery did (only from a [`crate::Mixnet`] with discovery on); found nodes are
     /// already in the pool.
     Discovery(Box<crate::discovery::Event>),
-    /// A graceful stop ([`Behaviour::stop_within`]) is over: connections are closed and the
-    /// replay state is saved. Drop the swarm.
+    /// A graceful stop ([`Behaviour::stop_within`]) is over: connections were closed (or
+    /// given a second to close) and the replay state is saved. Drop the swarm.
     Stopped(StopReport),
     /// As the exit, this node handed a message to its destination (or failed to).
     Delivered {
@@ -538,7 +538,9 @@ impl Behaviour {
         match stopping.poll(cx, now, held, connected) {
             Step::Wait => {}
             Step::Abandon => {
-                let dropped = self.abandon_held();
+                // Packets being opened now are dropped when their job comes back.
+                let opening = self.workers.as_ref().map_or(0, HopWorkers::in_flight);
+                let dropped = self.abandon_held() + opening;
                 if let Some(stopping) = self.stopping.as_mut() {
                     stopping.abandoned(dropped);
                 }
@@ -562,7 +564,7 @@ impl Behaviour {
                 };
                 // Saved before the report, so that a caller who exits on it finds it written.
                 self.save_state(true);
-                tracing::info!(?report, "stopped");
+                tracing::debug!(?report, "stopped");
                 self.events.push_back(ToSwarm::GenerateEvent(Event::Stopped(report)));
             }
         }
@@ -896,6 +898,9 @@ impl Behaviour {
 
     /// A handler for a new connection to `peer`, unless the peer has too many.
     fn handler(&mut self, peer: PeerId) -> Result<Handler, ConnectionDenied> {
+        if self.stopping.as_ref().is_some_and(Stopping::closing) {
+            return Err(ConnectionDenied::new(Closing));
+        }
         let existing = self.connected.get(&peer).map_or(0, Vec::len);
         if existing >= self.config.max_connections_per_peer {
             self.metrics.dropped(DropReason::TooManyPeers);
@@ -1264,7 +1269,10 @@ impl Behaviour {
 
     /// Dials `peer` to check it is alive, if it is a pool node we are not connected to.
     fn probe(&mut self, peer: PeerId) {
-        if self.connected.contains_key(&peer) || self.probing.contains_key(&peer) {
+        if self.core.is_stopping()
+            || self.connected.contains_key(&peer)
+            || self.probing.contains_key(&peer)
+        {
             return;
         }
         let Some(addr) = self.core.pool().get(&peer).map(|n| n.addr().clone()) else { return };
@@ -1392,6 +1400,11 @@ impl Drop for Behaviour {
         self.save_state(true);
     }
 }
+
+/// A connection refused because the node is stopping and has closed its connections.
+#[derive(Debug, thiserror::Error)]
+#[error("the node is stopping and has closed its connections")]
+struct Closing;
 
 /// Why a connection was denied.
 #[derive(Debug, thiserror::Error)]

@@ -88,9 +88,11 @@ impl Stopping {
         forwarded: u64,
         refused: u64,
     ) -> Self {
+        // A drain too long to add (e.g. `Duration::MAX` for "no limit") is a year.
+        let deadline = now.checked_add(drain).unwrap_or(now + Duration::from_secs(365 * 86_400));
         Self {
             started: now,
-            phase: Phase::Draining { deadline: now + drain },
+            phase: Phase::Draining { deadline },
             check: Delay::new(CHECK),
             held,
             forwarded_before: forwarded,
@@ -132,6 +134,11 @@ impl Stopping {
             }
         }
         step
+    }
+
+    /// Whether the connections were closed: new ones are refused from then on.
+    pub(crate) fn closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. } | Phase::Done)
     }
 
     /// Counts the packets dropped when the drain ended.

@@ -192,3 +192,35 @@ async fn a_stop_ends_soon_after_the_last_packet_left_and_that_packet_arrives() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// With Loopix cover on, a stop goes on sending cover and own packets in their slots, and
+/// still ends: the slots' schedule keeps moving while the node stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_cover_on_ends_and_reports() {
+    common::init_tracing();
+    let mut options = Options { nodes: 5, ..Options::default() };
+    options.config.core.cover = CoverConfig {
+        mode: CoverMode::Loopix,
+        rate: 20.0,
+        loop_rate: 2.0,
+        ..CoverConfig::default()
+    };
+    let mut net = network(options).await;
+    let dest = net.dest.destination();
+    for i in 0..5u32 {
+        net.mix[1].send(&dest, ECHO, lp(&i.to_be_bytes())).await.unwrap();
+    }
+    let metrics = net.mix[1].metrics.clone().unwrap();
+    let originated = metrics.packets_originated();
+    net.mix[1].stop_within(Duration::from_secs(3));
+    let started = Instant::now();
+    let report = loop {
+        match net.mix[1].next_event(Duration::from_secs(10)).await {
+            Some(NodeEvent::Mix(libp2p_mix::Event::Stopped(report))) => break report,
+            Some(_) => {}
+            None => panic!("no stop report within 10 s"),
+        }
+    };
+    assert!(started.elapsed() < Duration::from_secs(6), "{report:?}");
+    assert!(metrics.packets_originated() > originated, "slots went on: {report:?}");
+}

@@ -251,8 +251,10 @@ impl NodeHandle {
         rx.await.unwrap_or(0)
     }
 
-    /// Stops the node gracefully: no new packets, held packets sent on when due for at most
-    /// `drain`, the rest dropped (counted); then the swarm goes away (saving the replay state).
+    /// Stops the node gracefully ([`libp2p_mix::Behaviour::stop_within`]): no new packets,
+    /// held packets sent on when due for at most `drain`, the rest dropped (counted), half a
+    /// second for peers to read the last frames, connections closed, the replay state saved;
+    /// then the swarm goes away.
     pub(crate) async fn shutdown(&self, drain: Duration) -> StopReport {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Stop(drain, tx)).is_err() {

@@ -1536,10 +1536,9 @@ impl<R: CryptoRng> MixCore<R> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.pool.expire(now);
         self.rotate_keys(now);
-        if !self.stopping
-            && self.config.cover.mode != CoverMode::Off
-            && self.config.cover.rate > 0.0
-        {
+        // Slots go on while the node stops: own packets still queued leave in theirs, and
+        // cover keeps what the node still sends indistinguishable from it.
+        if self.config.cover.mode != CoverMode::Off && self.config.cover.rate > 0.0 {
             if self.next_slot.is_none() {
                 self.next_slot = Some(now + exponential_gap(self.config.cover.rate, &mut self.rng));
             }

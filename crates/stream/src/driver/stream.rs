@@ -21,8 +21,8 @@ use crate::{ConnectionError, ConnectionStats, StreamId};
 /// direction. Dropping the handle closes this direction gracefully and discards what still
 /// arrives.
 ///
-/// On the accepting side nothing here names the opener: the stream is known only by the
-/// ephemeral key the opener drew for it.
+/// On the accepting side nothing here names the opener: the stream is known only by its
+/// [`StreamId`], which both ends derive from the stream's secret.
 pub struct MixStream {
     pub(crate) shared: Arc<Mutex<Shared>>,
     pub(crate) kick: mpsc::UnboundedSender<StreamId>,
