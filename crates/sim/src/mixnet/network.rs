@@ -78,23 +78,407 @@ pub fn run(scenario: &MixScenario) -> MixSimReport {
 /// # Panics
 /// On a simulator bug (a packet the observer cannot place), never on a valid scenario.
 pub fn run_traced(scenario: &MixScenario, keep_trace: bool) -> (MixSimReport, Option<MixTrace>) {
-    let s = scenario;
-    let mut rng = ChaCha20Rng::seed_from_u64(s.seed);
+    let mut sim = Sim::new(scenario, keep_trace);
+    while let Some(Reverse((now, _, event))) = sim.queue.pop() {
+        if sim.attempts >= scenario.messages
+            && (sim.outstanding <= 0 || now > sim.last_send + sim.patience)
+        {
+            break;
+        }
+        if now > sim.start + MAX_VIRTUAL {
+            // A scenario too slow to finish (a tiny rate) stops with what it sent.
+            break;
+        }
+        let (touched, arrived) = match event {
+            Event::Send(i) => match sim.on_send(now, i) {
+                Some(i) => (i, None),
+                None => continue,
+            },
+            Event::Timer(i) => {
+                if sim.timer_at[i] != Some(now) {
+                    continue;
+                }
+                sim.timer_at[i] = None;
+                sim.cores[i].handle_timeout(now);
+                (i, None)
+            }
+            Event::Arrive(flight) => sim.on_arrive(now, flight),
+        };
+        sim.on_outputs(now, touched, arrived);
+        if let Some(due) = sim.cores[touched].poll_timeout()
+            && sim.timer_at[touched].is_none_or(|t| due < t)
+        {
+            sim.timer_at[touched] = Some(due.max(now));
+            sim.push(due.max(now), Event::Timer(touched));
+        }
+    }
+    sim.finish()
+}
+
+/// One run: the cores, the network between them, the event queue, and what the adversary's
+/// record and the ground truth gather.
+struct Sim<'a> {
+    s: &'a MixScenario,
+    rng: ChaCha20Rng,
+    /// Mix nodes (`..n`) first, then the clients (which send but do not forward).
+    n: usize,
+    start: Instant,
+    entries: Vec<MixNode>,
+    index: HashMap<PeerId, usize>,
+    map: Map,
+    cores: Vec<MixCore<ChaCha20Rng>>,
+    corrupt: Vec<bool>,
+    queue: BinaryHeap<Reverse<(Instant, u64, Event)>>,
+    order: u64,
+    /// When each core's timer event is queued for.
+    timer_at: Vec<Option<Instant>>,
+    steps: Vec<Step>,
+    flows: Vec<Flow>,
+    trace: Option<MixTrace>,
+    /// Each node's numbers for the packets it holds, to their ground-truth identity.
+    numbers: Vec<HashMap<u64, PacketId>>,
+    /// Under Loopix cover, a node's own packets wait for a slot, and every slot sends a packet
+    /// (own, or a drop): the observer sees a packet start at each slot, never at the
+    /// application's call. Their start is recorded when they leave (numbers listed here).
+    slotted: Vec<Option<HashSet<u64>>>,
+    in_flight: HashMap<u64, (usize, PacketId, Packet, usize)>,
+    next_flight: u64,
+    next_cover: PacketId,
+    attempts: usize,
+    refused: usize,
+    packets: u64,
+    cover_packets: u64,
+    /// Real packets (copies, replies) started and not yet ended: the run ends when none is
+    /// left, or (some were dropped on the way) `patience` after the last send.
+    outstanding: i64,
+    last_send: Instant,
+    patience: Duration,
+    options: SendOptions,
+    groups: u64,
+}
+
+impl<'a> Sim<'a> {
+    fn new(s: &'a MixScenario, keep_trace: bool) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(s.seed);
+        let n = s.nodes;
+        let total = n + s.clients;
+        let start = Instant::now();
+        let (entries, secrets): (Vec<MixNode>, Vec<NodeSecretKey>) =
+            (0..total).map(|i| node_entry(&mut rng, i)).unzip();
+        let map = Map::new(&mut rng, total, s.latency_min_ms, s.latency_max_ms);
+        let index = entries.iter().enumerate().map(|(i, e)| (*e.peer_id(), i)).collect();
+        let cores = cores(s, &entries, secrets, &map, start);
+        let mut corrupt = pick(&mut rng, n, s.corrupt);
+        let mut sending = pick(&mut rng, n, s.senders);
+        corrupt.resize(total, false);
+        sending.resize(total, true);
+        let slots = s.cover == CoverKind::Loopix;
+        let mut sim = Self {
+            s,
+            rng,
+            n,
+            start,
+            entries,
+            index,
+            map,
+            cores,
+            corrupt,
+            queue: BinaryHeap::new(),
+            order: 0,
+            timer_at: Vec::new(),
+            steps: Vec::new(),
+            flows: Vec::new(),
+            trace: keep_trace.then(MixTrace::default),
+            numbers: vec![HashMap::new(); total],
+            slotted: (0..total)
+                .map(|i| (slots && (i >= n || s.node_cover)).then(HashSet::new))
+                .collect(),
+            in_flight: HashMap::new(),
+            next_flight: 0,
+            next_cover: COVER_BASE,
+            attempts: 0,
+            refused: 0,
+            packets: 0,
+            cover_packets: 0,
+            outstanding: 0,
+            last_send: start,
+            patience: Duration::from_secs(30)
+                + Duration::from_secs_f64(s.hop_delay_ms * (s.path_len as f64) * 20.0 / 1000.0),
+            options: SendOptions {
+                copies: s.copies,
+                jitter: (s.traffic == TrafficKind::Stream)
+                    .then(|| Duration::from_secs_f64(s.stream_jitter_ms / 1000.0)),
+                ..SendOptions::default()
+            },
+            groups: 0,
+        };
+        let warmup = Duration::from_secs_f64(s.warmup_s);
+        for (i, sends) in sending.into_iter().enumerate() {
+            if sends {
+                let at = start + warmup + sim.gap();
+                sim.push(at, Event::Send(i));
+            }
+            sim.cores[i].handle_timeout(start);
+            if let Some(due) = sim.cores[i].poll_timeout() {
+                sim.push(due.max(start), Event::Timer(i));
+            }
+        }
+        sim.timer_at =
+            sim.cores.iter_mut().map(|c| c.poll_timeout().map(|d| d.max(start))).collect();
+        sim
+    }
+
+    fn push(&mut self, at: Instant, event: Event) {
+        self.order += 1;
+        self.queue.push(Reverse((at, self.order, event)));
+    }
+
+    /// The time to a sender's next message: exponential at the scenario's rate.
+    fn gap(&mut self) -> Duration {
+        Duration::from_secs_f64(-(1.0 - self.rng.random::<f64>()).ln() / self.s.rate)
+    }
+
+    /// Node `i` sends its next message, request, burst or stream; `None` once every message
+    /// was sent.
+    fn on_send(&mut self, now: Instant, i: usize) -> Option<usize> {
+        let (s, n) = (self.s, self.n);
+        if self.attempts >= s.messages {
+            return None;
+        }
+        let mut to = self.rng.random_range(0..if i < n { n - 1 } else { n });
+        if i < n && to >= i {
+            to += 1;
+        }
+        let dest = Destination::MixNode(*self.entries[to].peer_id());
+        let group_size = s.group_size();
+        let group = (group_size > 1).then(|| {
+            self.groups += 1;
+            self.groups - 1
+        });
+        for _ in 0..group_size.min(s.messages - self.attempts) {
+            self.attempts += 1;
+            let flow = self.flows.len() as u64;
+            let body = flow.to_be_bytes();
+            let before = self.cores[i].last_packet_number();
+            let (kind, sent) = if s.traffic == TrafficKind::RequestReply {
+                let r =
+                    self.cores[i].request_with(now, &dest, "/sim/1", &body, s.surbs, self.options);
+                (FlowKind::Request, r.is_ok())
+            } else {
+                let r = self.cores[i].send_with(now, &dest, "/sim/1", &body, self.options);
+                (FlowKind::Message, r.is_ok())
+            };
+            if !sent {
+                self.refused += 1;
+                continue;
+            }
+            self.flows.push(Flow {
+                sender: i,
+                receiver: to,
+                sent: now,
+                kind,
+                group,
+                delivered: None,
+                answers: None,
+            });
+            self.started(i, flow, before);
+        }
+        self.last_send = now;
+        let at = now + self.gap();
+        self.push(at, Event::Send(i));
+        Some(i)
+    }
+
+    /// Records the packets node `i` started for `flow` (numbered after `before`).
+    fn started(&mut self, i: usize, flow: u64, before: u64) {
+        let after = self.cores[i].last_packet_number();
+        for (copy, number) in (before + 1..=after).enumerate() {
+            let id = flow * COPIES_PER_FLOW + copy as u64;
+            self.numbers[i].insert(number, id);
+            originate(&mut self.steps, &mut self.slotted[i], i, number, id);
+            self.outstanding += 1;
+        }
+    }
+
+    /// A transmission arrives: the node it reached, and the packet if it ended there.
+    fn on_arrive(&mut self, now: Instant, flight: u64) -> (usize, Option<PacketId>) {
+        let (to, id, packet, row) = self.in_flight.remove(&flight).expect("in flight");
+        if let Some(t) = self.trace.as_mut() {
+            t.links[row].arrived = now.duration_since(self.start);
+        }
+        let before = self.cores[to].last_packet_number();
+        let handled = self.cores[to].handle_packet(now, packet).is_ok();
+        let after = self.cores[to].last_packet_number();
+        if handled && after > before {
+            self.steps.push(Step::Arrive { node: to as u32, packet: id });
+            for number in before + 1..=after {
+                self.numbers[to].insert(number, id);
+            }
+            return (to, None);
+        }
+        // Delivered or consumed here at once, or dropped: the adversary links the end to the
+        // arrival.
+        self.steps.push(Step::Deliver { node: to as u32, packet: id });
+        if id < COVER_BASE {
+            self.outstanding -= 1;
+        }
+        if let Some(t) = self.trace.as_mut() {
+            t.ended(id, to);
+        }
+        (to, Some(id))
+    }
+
+    /// What the call on node `touched` produced; `arrived` is the packet that ended there.
+    fn on_outputs(&mut self, now: Instant, touched: usize, arrived: Option<PacketId>) {
+        while let Some(output) = self.cores[touched].poll_output() {
+            match output {
+                Output::Transmit { peer, packet, trace: origin, .. } => {
+                    let Some(&to) = self.index.get(&peer) else { continue };
+                    self.on_transmit(now, touched, to, packet, origin.number, origin.kind);
+                }
+                Output::Deliver(delivery) => {
+                    let Some(flow) = flow_of(&delivery.body, self.flows.len()) else { continue };
+                    if self.flows[flow].delivered.is_none() {
+                        self.flows[flow].delivered = arrived.map(|id| (id, now));
+                    }
+                    if delivery.replies > 0 {
+                        self.answer(now, touched, flow, delivery.id);
+                    }
+                }
+                Output::Reply { body, .. } => {
+                    if let Some(flow) = flow_of(&body, self.flows.len())
+                        && self.flows[flow].delivered.is_none()
+                    {
+                        self.flows[flow].delivered = arrived.map(|id| (id, now));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Node `from` sends a packet (its `number`) to `to`: the observer sees it leave.
+    fn on_transmit(
+        &mut self,
+        now: Instant,
+        from: usize,
+        to: usize,
+        packet: Packet,
+        number: u64,
+        kind: PacketKind,
+    ) {
+        let node = from as u32;
+        let step = match self.numbers[from].remove(&number) {
+            // An own packet that waited for a Loopix slot: the slot's packet.
+            Some(packet) if self.slotted[from].as_mut().is_some_and(|w| w.remove(&number)) => {
+                Step::Source { node, packet }
+            }
+            Some(packet) => Step::Depart { node, packet },
+            None if kind == PacketKind::Cover => {
+                let packet = self.next_cover;
+                self.next_cover += 1;
+                self.cover_packets += 1;
+                if let Some(t) = self.trace.as_mut() {
+                    t.packets.insert(packet, PacketTruth::cover(from));
+                }
+                Step::Source { node, packet }
+            }
+            // Not one the simulator started: the observer would have no vector.
+            None => return,
+        };
+        let (Step::Depart { packet: id, .. } | Step::Source { packet: id, .. }) = step else {
+            unreachable!("a departure")
+        };
+        self.steps.push(step);
+        self.packets += 1;
+        let row = self.trace.as_mut().map_or(0, |t| {
+            t.links.push(LinkRow {
+                sent: now.duration_since(self.start),
+                arrived: Duration::ZERO,
+                from,
+                to,
+                packet: id,
+            });
+            t.links.len() - 1
+        });
+        self.next_flight += 1;
+        self.in_flight.insert(self.next_flight, (to, id, packet, row));
+        let at = now + self.map.draw(from, to, &mut self.rng);
+        self.push(at, Event::Arrive(self.next_flight));
+    }
+
+    /// The destination `node` answers request `flow` at once, through every SURB.
+    fn answer(&mut self, now: Instant, node: usize, flow: usize, id: libp2p_mix::core::DeliveryId) {
+        let reply = self.flows.len() as u64;
+        let before = self.cores[node].last_packet_number();
+        if self.cores[node].answer(now, id, &reply.to_be_bytes()).is_ok() {
+            let requester = self.flows[flow].sender;
+            self.flows.push(Flow {
+                sender: node,
+                receiver: requester,
+                sent: now,
+                kind: FlowKind::Reply,
+                group: None,
+                delivered: None,
+                answers: Some(flow),
+            });
+            self.started(node, reply, before);
+        }
+    }
+
+    /// The adversary's analysis of the run, and the trace.
+    fn finish(mut self) -> (MixSimReport, Option<MixTrace>) {
+        let (s, n, total) = (self.s, self.n, self.cores.len());
+        if let Some(t) = self.trace.as_mut() {
+            t.finish(&self.flows, &self.corrupt, n, COPIES_PER_FLOW);
+        }
+        let virtual_seconds = self.last_send.duration_since(self.start).as_secs_f64();
+        let mut report = analysis::analyse(&analysis::Run {
+            nodes: n,
+            participants: total,
+            corrupt: &self.corrupt,
+            flows: &self.flows,
+            steps: &self.steps,
+            copies: s.copies,
+            copies_per_flow: COPIES_PER_FLOW,
+            cover_base: COVER_BASE,
+            hop_likelihood: Some(hop_likelihood(s, &self.map, n, total)),
+            rates: Some(rates(s, n, total)),
+        });
+        report.mode = s.paths.name();
+        report.refused = self.refused;
+        report.packets = self.packets;
+        report.cover_packets = self.cover_packets;
+        report.virtual_seconds = virtual_seconds;
+        (report, self.trace)
+    }
+}
+
+/// `share` of the `n` mix nodes, drawn uniformly.
+fn pick(rng: &mut ChaCha20Rng, n: usize, share: f64) -> Vec<bool> {
+    let count = ((share * n as f64).round() as usize).min(n);
+    let mut marked = vec![false; n];
+    for i in rand::seq::index::sample(rng, n, count) {
+        marked[i] = true;
+    }
+    marked
+}
+
+/// Every participant's core with the scenario's settings: mix nodes serve, clients only send.
+fn cores(
+    s: &MixScenario,
+    entries: &[MixNode],
+    secrets: Vec<NodeSecretKey>,
+    map: &Map,
+    start: Instant,
+) -> Vec<MixCore<ChaCha20Rng>> {
     let n = s.nodes;
-    // Mix nodes first, then the clients (which send but do not forward).
-    let total = n + s.clients;
-    let start = Instant::now();
-    let (entries, secrets): (Vec<MixNode>, Vec<NodeSecretKey>) =
-        (0..total).map(|i| node_entry(&mut rng, i)).unzip();
-    let map = Map::new(&mut rng, total, s.latency_min_ms, s.latency_max_ms);
     let mut pool = DynamicPool::new();
     for entry in &entries[..n] {
         pool.insert_static(entry.clone());
     }
-    let index: HashMap<PeerId, usize> =
-        entries.iter().enumerate().map(|(i, e)| (*e.peer_id(), i)).collect();
     let config = core_config(s);
-    let mut cores: Vec<MixCore<ChaCha20Rng>> = entries
+    entries
         .iter()
         .zip(secrets)
         .enumerate()
@@ -125,291 +509,7 @@ pub fn run_traced(scenario: &MixScenario, keep_trace: bool) -> (MixSimReport, Op
             }
             core
         })
-        .collect();
-    let pick = |rng: &mut ChaCha20Rng, share: f64| {
-        let count = ((share * n as f64).round() as usize).min(n);
-        let mut marked = vec![false; n];
-        for i in rand::seq::index::sample(rng, n, count) {
-            marked[i] = true;
-        }
-        marked
-    };
-    let mut corrupt = pick(&mut rng, s.corrupt);
-    let mut sending = pick(&mut rng, s.senders);
-    corrupt.resize(total, false);
-    sending.resize(total, true);
-
-    let mut queue: BinaryHeap<Reverse<(Instant, u64, Event)>> = BinaryHeap::new();
-    let mut order = 0u64;
-    let mut push = |queue: &mut BinaryHeap<_>, at: Instant, event: Event| {
-        order += 1;
-        queue.push(Reverse((at, order, event)));
-    };
-    let gap =
-        |rng: &mut ChaCha20Rng| Duration::from_secs_f64(-(1.0 - rng.random::<f64>()).ln() / s.rate);
-    let warmup = Duration::from_secs_f64(s.warmup_s);
-    for (i, core) in cores.iter_mut().enumerate() {
-        if sending[i] {
-            let at = start + warmup + gap(&mut rng);
-            push(&mut queue, at, Event::Send(i));
-        }
-        core.handle_timeout(start);
-        if let Some(due) = core.poll_timeout() {
-            push(&mut queue, due.max(start), Event::Timer(i));
-        }
-    }
-    let mut timer_at: Vec<Option<Instant>> =
-        cores.iter_mut().map(|c| c.poll_timeout().map(|d| d.max(start))).collect();
-
-    let mut steps: Vec<Step> = Vec::new();
-    let mut flows: Vec<Flow> = Vec::new();
-    let mut trace = keep_trace.then(MixTrace::default);
-    // Each node's numbers for the packets it holds, to their ground-truth identity.
-    let mut numbers: Vec<HashMap<u64, PacketId>> = vec![HashMap::new(); total];
-    // Under Loopix cover, a node's own packets wait for a slot, and every slot sends a packet
-    // (own, or a drop): the observer sees a packet start at each slot, never at the
-    // application's call. Their start is recorded when they leave (numbers listed here).
-    let slots = s.cover == CoverKind::Loopix;
-    let mut slotted: Vec<Option<HashSet<u64>>> =
-        (0..total).map(|i| (slots && (i >= n || s.node_cover)).then(HashSet::new)).collect();
-    let mut in_flight: HashMap<u64, (usize, PacketId, Packet, usize)> = HashMap::new();
-    let mut next_flight = 0u64;
-    let mut next_cover: PacketId = COVER_BASE;
-    let (mut attempts, mut refused, mut packets, mut cover_packets) = (0usize, 0usize, 0u64, 0u64);
-    // Real packets (copies, replies) started and not yet ended: the run ends when none is
-    // left, or (some were dropped on the way) a while after the last send.
-    let mut outstanding = 0i64;
-    let mut last_send = start;
-    let patience = Duration::from_secs(30)
-        + Duration::from_secs_f64(s.hop_delay_ms * (s.path_len as f64) * 20.0 / 1000.0);
-    let group_size = s.group_size();
-    let options = SendOptions {
-        copies: s.copies,
-        jitter: (s.traffic == TrafficKind::Stream)
-            .then(|| Duration::from_secs_f64(s.stream_jitter_ms / 1000.0)),
-        ..SendOptions::default()
-    };
-    let mut groups = 0u64;
-
-    while let Some(Reverse((now, _, event))) = queue.pop() {
-        if attempts >= s.messages && (outstanding <= 0 || now > last_send + patience) {
-            break;
-        }
-        if now > start + MAX_VIRTUAL {
-            // A scenario too slow to finish (a tiny rate) stops with what it sent.
-            break;
-        }
-        let mut arrived: Option<PacketId> = None;
-        let touched = match event {
-            Event::Send(i) => {
-                if attempts >= s.messages {
-                    continue;
-                }
-                let mut to = rng.random_range(0..if i < n { n - 1 } else { n });
-                if i < n && to >= i {
-                    to += 1;
-                }
-                let dest = Destination::MixNode(*entries[to].peer_id());
-                let group = (group_size > 1).then(|| {
-                    groups += 1;
-                    groups - 1
-                });
-                for _ in 0..group_size.min(s.messages - attempts) {
-                    attempts += 1;
-                    let flow = flows.len() as u64;
-                    let body = flow.to_be_bytes();
-                    let before = cores[i].last_packet_number();
-                    let (kind, sent) = if s.traffic == TrafficKind::RequestReply {
-                        let r =
-                            cores[i].request_with(now, &dest, "/sim/1", &body, s.surbs, options);
-                        (FlowKind::Request, r.is_ok())
-                    } else {
-                        let r = cores[i].send_with(now, &dest, "/sim/1", &body, options);
-                        (FlowKind::Message, r.is_ok())
-                    };
-                    if !sent {
-                        refused += 1;
-                        continue;
-                    }
-                    flows.push(Flow {
-                        sender: i,
-                        receiver: to,
-                        sent: now,
-                        kind,
-                        group,
-                        delivered: None,
-                        answers: None,
-                    });
-                    let after = cores[i].last_packet_number();
-                    for (copy, number) in (before + 1..=after).enumerate() {
-                        let id = flow * COPIES_PER_FLOW + copy as u64;
-                        numbers[i].insert(number, id);
-                        originate(&mut steps, &mut slotted[i], i, number, id);
-                        outstanding += 1;
-                    }
-                }
-                last_send = now;
-                push(&mut queue, now + gap(&mut rng), Event::Send(i));
-                i
-            }
-            Event::Timer(i) => {
-                if timer_at[i] != Some(now) {
-                    continue;
-                }
-                timer_at[i] = None;
-                cores[i].handle_timeout(now);
-                i
-            }
-            Event::Arrive(flight) => {
-                let (to, id, packet, row) = in_flight.remove(&flight).expect("in flight");
-                if let Some(t) = trace.as_mut() {
-                    t.links[row].arrived = now.duration_since(start);
-                }
-                let before = cores[to].last_packet_number();
-                let handled = cores[to].handle_packet(now, packet).is_ok();
-                let after = cores[to].last_packet_number();
-                if handled && after > before {
-                    steps.push(Step::Arrive { node: to as u32, packet: id });
-                    for number in before + 1..=after {
-                        numbers[to].insert(number, id);
-                    }
-                } else {
-                    // Delivered or consumed here at once, or dropped: the adversary links
-                    // the end to the arrival.
-                    steps.push(Step::Deliver { node: to as u32, packet: id });
-                    if id < COVER_BASE {
-                        outstanding -= 1;
-                    }
-                    if let Some(t) = trace.as_mut() {
-                        t.ended(id, to);
-                    }
-                    arrived = Some(id);
-                }
-                to
-            }
-        };
-        // What the call produced.
-        while let Some(output) = cores[touched].poll_output() {
-            match output {
-                Output::Transmit { peer, packet, trace: origin, .. } => {
-                    let Some(&to) = index.get(&peer) else { continue };
-                    let node = touched as u32;
-                    let step = match numbers[touched].remove(&origin.number) {
-                        // An own packet that waited for a Loopix slot: the slot's packet.
-                        Some(packet)
-                            if slotted[touched]
-                                .as_mut()
-                                .is_some_and(|w| w.remove(&origin.number)) =>
-                        {
-                            Step::Source { node, packet }
-                        }
-                        Some(packet) => Step::Depart { node, packet },
-                        None if origin.kind == PacketKind::Cover => {
-                            let packet = next_cover;
-                            next_cover += 1;
-                            cover_packets += 1;
-                            if let Some(t) = trace.as_mut() {
-                                t.packets.insert(packet, PacketTruth::cover(touched));
-                            }
-                            Step::Source { node, packet }
-                        }
-                        // Not one the simulator started: the observer would have no vector.
-                        None => continue,
-                    };
-                    let (Step::Depart { packet: id, .. } | Step::Source { packet: id, .. }) = step
-                    else {
-                        unreachable!("a departure")
-                    };
-                    steps.push(step);
-                    packets += 1;
-                    let row = trace.as_mut().map_or(0, |t| {
-                        t.links.push(LinkRow {
-                            sent: now.duration_since(start),
-                            arrived: Duration::ZERO,
-                            from: touched,
-                            to,
-                            packet: id,
-                        });
-                        t.links.len() - 1
-                    });
-                    next_flight += 1;
-                    in_flight.insert(next_flight, (to, id, packet, row));
-                    push(
-                        &mut queue,
-                        now + map.draw(touched, to, &mut rng),
-                        Event::Arrive(next_flight),
-                    );
-                }
-                Output::Deliver(delivery) => {
-                    let Some(flow) = flow_of(&delivery.body, flows.len()) else { continue };
-                    if flows[flow].delivered.is_none() {
-                        flows[flow].delivered = arrived.map(|id| (id, now));
-                    }
-                    if delivery.replies > 0 {
-                        // The destination answers at once, through every SURB.
-                        let reply = flows.len() as u64;
-                        let before = cores[touched].last_packet_number();
-                        if cores[touched].answer(now, delivery.id, &reply.to_be_bytes()).is_ok() {
-                            let requester = flows[flow].sender;
-                            flows.push(Flow {
-                                sender: touched,
-                                receiver: requester,
-                                sent: now,
-                                kind: FlowKind::Reply,
-                                group: None,
-                                delivered: None,
-                                answers: Some(flow),
-                            });
-                            let after = cores[touched].last_packet_number();
-                            for (copy, number) in (before + 1..=after).enumerate() {
-                                let id = reply * COPIES_PER_FLOW + copy as u64;
-                                numbers[touched].insert(number, id);
-                                originate(&mut steps, &mut slotted[touched], touched, number, id);
-                                outstanding += 1;
-                            }
-                        }
-                    }
-                }
-                Output::Reply { body, .. } => {
-                    if let Some(flow) = flow_of(&body, flows.len())
-                        && flows[flow].delivered.is_none()
-                    {
-                        flows[flow].delivered = arrived.map(|id| (id, now));
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Some(due) = cores[touched].poll_timeout()
-            && timer_at[touched].is_none_or(|t| due < t)
-        {
-            timer_at[touched] = Some(due.max(now));
-            push(&mut queue, due.max(now), Event::Timer(touched));
-        }
-    }
-
-    if let Some(t) = trace.as_mut() {
-        t.finish(&flows, &corrupt, n, COPIES_PER_FLOW);
-    }
-    let virtual_seconds = last_send.duration_since(start).as_secs_f64();
-    let mut report = analysis::analyse(&analysis::Run {
-        nodes: n,
-        participants: total,
-        corrupt: &corrupt,
-        flows: &flows,
-        steps: &steps,
-        copies: s.copies,
-        copies_per_flow: COPIES_PER_FLOW,
-        cover_base: COVER_BASE,
-        hop_likelihood: Some(hop_likelihood(s, &map, n, total)),
-        rates: Some(rates(s, n, total)),
-    });
-    report.mode = s.paths.name();
-    report.refused = refused;
-    report.packets = packets;
-    report.cover_packets = cover_packets;
-    report.virtual_seconds = virtual_seconds;
-    (report, trace)
+        .collect()
 }
 
 /// How fast each participant lets packets go, as its settings say (see [`Rates`]).
