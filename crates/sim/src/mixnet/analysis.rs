@@ -195,58 +195,124 @@ impl Group {
 /// # Panics
 /// If the steps do not describe packets moving consistently (a simulator bug).
 pub fn analyse(run: &Run<'_>) -> MixSimReport {
-    let n = run.participants;
-    let everyone: Vec<Option<usize>> = (0..n).map(Some).collect();
-    let cpf = run.copies_per_flow;
-    let real = |packet: PacketId| (packet < run.cover_base).then(|| (packet / cpf) as usize);
-    let is_sent = |f: &Flow| f.kind != FlowKind::Reply;
-    let active = run.flows.iter().filter(|f| is_sent(f)).map(|f| f.sender).collect::<HashSet<_>>();
-    let senders = active.len();
-
-    // Senders: forward in time.
-    let mut observer = Observer::new(everyone.clone(), n, run.corrupt.to_vec());
-    let mut normalised = Vec::new();
-    let (mut bits, mut top1) = (0.0, 0.0);
-    let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
-    let mut request_beliefs: HashMap<usize, Belief> = HashMap::new();
-    let mut ended: HashSet<PacketId> = HashSet::new();
-    for &step in run.steps {
-        let belief = observer.step(step).expect("the simulator places every packet");
-        let (Some(belief), Step::Deliver { packet, .. } | Step::End { packet, .. }) =
-            (belief, step)
-        else {
-            continue;
-        };
-        ended.insert(packet);
-        let Some(flow) = real(packet) else { continue };
-        let f = &run.flows[flow];
-        if !is_sent(f) {
-            continue;
-        }
-        // Nobody sends to itself: the destination is not the sender.
-        let belief = belief.restricted(|p| p != f.receiver);
-        let candidates = senders - usize::from(active.contains(&f.receiver));
-        if f.delivered.map(|d| d.0) == Some(packet) {
-            if f.kind == FlowKind::Request {
-                request_beliefs.insert(flow, belief.clone());
-            }
-            bits += belief.entropy_bits();
-            normalised.push(belief.normalised_entropy(candidates));
-            top1 += belief.top1_credit(f.sender);
-        }
-        // The receiver links a group's members and every copy of a message.
-        let key = f.group.or((run.copies > 1).then_some(1 << 48 | flow as u64));
-        if let Some(key) = key {
-            groups
-                .entry(key)
-                .or_insert_with(|| Group { log: vec![0.0; n], truth: f.sender })
-                .add(&belief);
-        }
+    let ctx = Ctx::new(run);
+    let (n, senders) = (run.participants, ctx.senders);
+    let forward = senders_forward(&ctx);
+    let count = forward.normalised.len().max(1) as f64;
+    let entropy = forward.normalised.iter().sum::<f64>() / count;
+    let plain = || Observer::new(ctx.everyone.clone(), n, run.corrupt.to_vec());
+    let (path_aware_entropy, path_aware_top1) = match &run.hop_likelihood {
+        Some(likelihood) => ctx.score(plain().with_hop_likelihood(likelihood.clone())),
+        None => (entropy, forward.top1 / count),
+    };
+    let (rate_aware_entropy, rate_aware_top1) = match &run.rates {
+        Some(rates) => ctx.score(plain().with_rates(rates.clone())),
+        None => (entropy, forward.top1 / count),
+    };
+    // A group of one message is no group: report linking only where something links.
+    let linkable = run.copies > 1 || run.flows.iter().any(|f| f.group.is_some());
+    let linked = linkable.then(|| linked_figures(&forward.groups, senders));
+    let back = receivers_backward(&ctx, &forward);
+    let times = Times::of(run.flows);
+    let adversaries = [
+        ("pool", forward.top1 / count, entropy),
+        ("path_aware", path_aware_top1, path_aware_entropy),
+        ("rate_aware", rate_aware_top1, rate_aware_entropy),
+    ];
+    // Ties go to the first: the pool adversary needs the least knowledge.
+    let strongest = adversaries[1..]
+        .iter()
+        .fold(adversaries[0], |best, a| if a.1 > best.1 { *a } else { best });
+    let lowest_entropy = adversaries.iter().map(|a| a.2).fold(f64::INFINITY, f64::min);
+    let mean = |sum: f64, count: usize| sum / count.max(1) as f64;
+    let requests = run.flows.iter().any(|f| f.kind == FlowKind::Request);
+    MixSimReport {
+        nodes: run.nodes,
+        clients: n - run.nodes,
+        senders,
+        messages: run.flows.iter().filter(|f| is_sent(f)).count(),
+        delivered: times.delivered,
+        refused: 0,
+        corrupt: run.corrupt.iter().filter(|&&c| c).count(),
+        mode: "random",
+        packets: 0,
+        cover_packets: 0,
+        virtual_seconds: 0.0,
+        entropy_bits_mean: forward.bits / count,
+        entropy_normalised_mean: entropy,
+        entropy_normalised_p5: quantile(&forward.normalised, 0.05),
+        top1_linkage: forward.top1 / count,
+        path_aware_entropy_normalised_mean: path_aware_entropy,
+        path_aware_top1_linkage: path_aware_top1,
+        rate_aware_entropy_normalised_mean: rate_aware_entropy,
+        rate_aware_top1_linkage: rate_aware_top1,
+        strongest_adversary: strongest.0,
+        strongest_top1_linkage: strongest.1,
+        lowest_entropy_normalised_mean: lowest_entropy,
+        receiver_entropy_normalised_mean: mean(back.receivers.entropy, back.receivers.count),
+        receiver_top1_linkage: mean(back.receivers.top1, back.receivers.count),
+        latency_ms_p50: quantile(&times.latencies, 0.5),
+        latency_ms_p95: quantile(&times.latencies, 0.95),
+        linked,
+        replies: requests.then(|| ReplyFigures {
+            sent: run.flows.iter().filter(|f| f.kind == FlowKind::Reply).count(),
+            delivered: run
+                .flows
+                .iter()
+                .filter(|f| f.kind == FlowKind::Reply && f.delivered.is_some())
+                .count(),
+            receiver_entropy_normalised_mean: mean(back.replies.entropy, back.replies.count),
+            receiver_top1_linkage: mean(back.replies.top1, back.replies.count),
+            linked_entropy_normalised_mean: mean(back.linked.entropy, back.linked.count),
+            linked_top1_linkage: mean(back.linked.top1, back.linked.count),
+            round_trip_ms_p50: quantile(&times.round_trips, 0.5),
+        }),
     }
-    let count = normalised.len().max(1) as f64;
-    normalised.sort_by(f64::total_cmp);
-    // The same figures for a stronger-informed adversary, whose observer is `observer`.
-    let score = |mut observer: Observer| {
+}
+
+/// Messages and requests are sent; replies answer them.
+fn is_sent(f: &Flow) -> bool {
+    f.kind != FlowKind::Reply
+}
+
+/// The nearest-rank quantile of sorted `v` (0 when empty).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied().unwrap_or(0.0)
+}
+
+/// What every pass over the run shares.
+struct Ctx<'r, 'a> {
+    run: &'r Run<'a>,
+    everyone: Vec<Option<usize>>,
+    /// Who sent a message or request.
+    active: HashSet<usize>,
+    senders: usize,
+}
+
+impl<'r, 'a> Ctx<'r, 'a> {
+    fn new(run: &'r Run<'a>) -> Self {
+        let everyone = (0..run.participants).map(Some).collect();
+        let active: HashSet<usize> =
+            run.flows.iter().filter(|f| is_sent(f)).map(|f| f.sender).collect();
+        let senders = active.len();
+        Self { run, everyone, active, senders }
+    }
+
+    /// The flow a real packet belongs to (`None` for cover).
+    fn real(&self, packet: PacketId) -> Option<usize> {
+        (packet < self.run.cover_base).then(|| (packet / self.run.copies_per_flow) as usize)
+    }
+
+    /// Who could have sent `f`: every sender but its receiver (nobody sends to itself).
+    fn candidates(&self, f: &Flow) -> usize {
+        self.senders - usize::from(self.active.contains(&f.receiver))
+    }
+
+    /// The mean normalised sender entropy and top-1 credit of delivered messages for an
+    /// adversary whose observer is `observer`.
+    fn score(&self, mut observer: Observer) -> (f64, f64) {
+        let run = self.run;
         let (mut entropy, mut top1, mut count) = (0.0, 0.0, 0usize);
         for &step in run.steps {
             let belief = observer.step(step).expect("the simulator places every packet");
@@ -255,54 +321,128 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
             else {
                 continue;
             };
-            let Some(f) = real(packet).map(|flow| &run.flows[flow]) else { continue };
+            let Some(f) = self.real(packet).map(|flow| &run.flows[flow]) else { continue };
             if is_sent(f) && f.delivered.map(|d| d.0) == Some(packet) {
                 let belief = belief.restricted(|p| p != f.receiver);
-                let candidates = senders - usize::from(active.contains(&f.receiver));
-                entropy += belief.normalised_entropy(candidates);
+                entropy += belief.normalised_entropy(self.candidates(f));
                 top1 += belief.top1_credit(f.sender);
                 count += 1;
             }
         }
         (entropy / count.max(1) as f64, top1 / count.max(1) as f64)
-    };
-    let plain = || Observer::new(everyone.clone(), n, run.corrupt.to_vec());
-    let (path_aware_entropy, path_aware_top1) = match &run.hop_likelihood {
-        Some(likelihood) => score(plain().with_hop_likelihood(likelihood.clone())),
-        None => (normalised.iter().sum::<f64>() / count, top1 / count),
-    };
-    let (rate_aware_entropy, rate_aware_top1) = match &run.rates {
-        Some(rates) => score(plain().with_rates(rates.clone())),
-        None => (normalised.iter().sum::<f64>() / count, top1 / count),
-    };
+    }
+}
 
-    // A group of one message is no group: report linking only where something links.
-    let linkable = run.copies > 1 || run.flows.iter().any(|f| f.group.is_some());
-    let linked = linkable.then(|| {
-        let (mut entropy, mut top1, mut count) = (0.0, 0.0, 0usize);
-        for group in groups.values() {
-            if let Some(b) = group.combined() {
-                entropy += b.normalised_entropy(senders);
-                top1 += b.top1_credit(group.truth);
-                count += 1;
+/// The pool adversary's pass over the senders, forward in time.
+struct Forward {
+    /// Each delivered message's normalised sender entropy, sorted.
+    normalised: Vec<f64>,
+    bits: f64,
+    top1: f64,
+    /// Messages the receiver can link (a group, or the copies of one message).
+    groups: BTreeMap<u64, Group>,
+    /// What the adversary believed of each delivered request's sender.
+    request_beliefs: HashMap<usize, Belief>,
+    /// Packets whose whole path the record holds.
+    ended: HashSet<PacketId>,
+}
+
+fn senders_forward(ctx: &Ctx<'_, '_>) -> Forward {
+    let run = ctx.run;
+    let n = run.participants;
+    let mut observer = Observer::new(ctx.everyone.clone(), n, run.corrupt.to_vec());
+    let mut pass = Forward {
+        normalised: Vec::new(),
+        bits: 0.0,
+        top1: 0.0,
+        groups: BTreeMap::new(),
+        request_beliefs: HashMap::new(),
+        ended: HashSet::new(),
+    };
+    for &step in run.steps {
+        let belief = observer.step(step).expect("the simulator places every packet");
+        let (Some(belief), Step::Deliver { packet, .. } | Step::End { packet, .. }) =
+            (belief, step)
+        else {
+            continue;
+        };
+        pass.ended.insert(packet);
+        let Some(flow) = ctx.real(packet) else { continue };
+        let f = &run.flows[flow];
+        if !is_sent(f) {
+            continue;
+        }
+        // Nobody sends to itself: the destination is not the sender.
+        let belief = belief.restricted(|p| p != f.receiver);
+        if f.delivered.map(|d| d.0) == Some(packet) {
+            if f.kind == FlowKind::Request {
+                pass.request_beliefs.insert(flow, belief.clone());
             }
+            pass.bits += belief.entropy_bits();
+            pass.normalised.push(belief.normalised_entropy(ctx.candidates(f)));
+            pass.top1 += belief.top1_credit(f.sender);
         }
-        let c = count.max(1) as f64;
-        LinkedFigures {
-            groups: count,
-            entropy_normalised_mean: entropy / c,
-            top1_linkage: top1 / c,
+        // The receiver links a group's members and every copy of a message.
+        let key = f.group.or((run.copies > 1).then_some(1 << 48 | flow as u64));
+        if let Some(key) = key {
+            pass.groups
+                .entry(key)
+                .or_insert_with(|| Group { log: vec![0.0; n], truth: f.sender })
+                .add(&belief);
         }
-    });
+    }
+    pass.normalised.sort_by(f64::total_cmp);
+    pass
+}
 
-    // Receivers: the same history in reverse time, for packets whose whole path is known.
+fn linked_figures(groups: &BTreeMap<u64, Group>, senders: usize) -> LinkedFigures {
+    let (mut entropy, mut top1, mut count) = (0.0, 0.0, 0usize);
+    for group in groups.values() {
+        if let Some(b) = group.combined() {
+            entropy += b.normalised_entropy(senders);
+            top1 += b.top1_credit(group.truth);
+            count += 1;
+        }
+    }
+    let c = count.max(1) as f64;
+    LinkedFigures { groups: count, entropy_normalised_mean: entropy / c, top1_linkage: top1 / c }
+}
+
+/// Sums of normalised entropy and top-1 credit over `count` cases.
+#[derive(Default)]
+struct Sums {
+    entropy: f64,
+    top1: f64,
+    count: usize,
+}
+
+impl Sums {
+    fn add(&mut self, entropy: f64, top1: f64) {
+        self.entropy += entropy;
+        self.top1 += top1;
+        self.count += 1;
+    }
+}
+
+/// The receivers' pass, backward in time.
+struct Backward {
+    /// Who a message or request went to.
+    receivers: Sums,
+    /// Who a reply went to.
+    replies: Sums,
+    /// Who a reply went to, with what the request told.
+    linked: Sums,
+}
+
+/// The same history in reverse time, for packets whose whole path is known.
+fn receivers_backward(ctx: &Ctx<'_, '_>, forward: &Forward) -> Backward {
+    let run = ctx.run;
+    let n = run.participants;
     let complete: Vec<Step> =
-        run.steps.iter().copied().filter(|s| ended.contains(&packet_of(s))).collect();
-    let mut observer = Observer::new(everyone, n, run.corrupt.to_vec());
-    let (mut receivers, mut receiver_top1, mut receiver_count) = (0.0, 0.0, 0usize);
-    let (mut reply_entropy, mut reply_top1, mut reply_count) = (0.0, 0.0, 0usize);
-    let (mut reply_linked_entropy, mut reply_linked_top1, mut reply_linked_count) =
-        (0.0, 0.0, 0usize);
+        run.steps.iter().copied().filter(|s| forward.ended.contains(&packet_of(s))).collect();
+    let mut observer = Observer::new(ctx.everyone.clone(), n, run.corrupt.to_vec());
+    let mut back =
+        Backward { receivers: Sums::default(), replies: Sums::default(), linked: Sums::default() };
     for step in reversed(&complete) {
         let belief = observer.step(step).expect("the simulator places every packet");
         // An own packet ends here; one that left in a Loopix slot (a source) ends as it
@@ -312,7 +452,7 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
         else {
             continue;
         };
-        let Some(flow) = real(packet) else { continue };
+        let Some(flow) = ctx.real(packet) else { continue };
         let f = &run.flows[flow];
         if f.delivered.map(|d| d.0) != Some(packet) {
             continue;
@@ -328,104 +468,50 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
             if is_sent(f) { run.nodes - usize::from(f.sender < run.nodes) } else { n - 1 };
         let (e, t) = (belief.normalised_entropy(possible), belief.top1_credit(f.receiver));
         if is_sent(f) {
-            receivers += e;
-            receiver_top1 += t;
-            receiver_count += 1;
-        } else {
-            reply_entropy += e;
-            reply_top1 += t;
-            reply_count += 1;
-            if let Some(request) = f.answers.and_then(|r| request_beliefs.get(&r)) {
-                let mut both = Group { log: vec![0.0; n], truth: f.receiver };
-                both.add(request);
-                both.add(&belief);
-                if let Some(b) = both.combined() {
-                    reply_linked_entropy += b.normalised_entropy(senders);
-                    reply_linked_top1 += b.top1_credit(f.receiver);
-                    reply_linked_count += 1;
-                }
+            back.receivers.add(e, t);
+            continue;
+        }
+        back.replies.add(e, t);
+        if let Some(request) = f.answers.and_then(|r| forward.request_beliefs.get(&r)) {
+            let mut both = Group { log: vec![0.0; n], truth: f.receiver };
+            both.add(request);
+            both.add(&belief);
+            if let Some(b) = both.combined() {
+                back.linked.add(b.normalised_entropy(ctx.senders), b.top1_credit(f.receiver));
             }
         }
     }
+    back
+}
 
-    let mut latencies = Vec::new();
-    let mut round_trips = Vec::new();
-    let mut delivered = 0;
-    for f in run.flows {
-        let Some((_, at)) = f.delivered else { continue };
-        match f.kind {
-            FlowKind::Reply => {
-                if let Some(request) = f.answers.and_then(|r| run.flows.get(r)) {
-                    round_trips.push(at.duration_since(request.sent).as_secs_f64() * 1000.0);
+/// Latencies of delivered messages and round trips of answered requests, sorted, in ms.
+struct Times {
+    latencies: Vec<f64>,
+    round_trips: Vec<f64>,
+    delivered: usize,
+}
+
+impl Times {
+    fn of(flows: &[Flow]) -> Self {
+        let mut times = Self { latencies: Vec::new(), round_trips: Vec::new(), delivered: 0 };
+        for f in flows {
+            let Some((_, at)) = f.delivered else { continue };
+            match f.kind {
+                FlowKind::Reply => {
+                    if let Some(request) = f.answers.and_then(|r| flows.get(r)) {
+                        let ms = at.duration_since(request.sent).as_secs_f64() * 1000.0;
+                        times.round_trips.push(ms);
+                    }
+                }
+                _ => {
+                    times.delivered += 1;
+                    times.latencies.push(at.duration_since(f.sent).as_secs_f64() * 1000.0);
                 }
             }
-            _ => {
-                delivered += 1;
-                latencies.push(at.duration_since(f.sent).as_secs_f64() * 1000.0);
-            }
         }
-    }
-    latencies.sort_by(f64::total_cmp);
-    round_trips.sort_by(f64::total_cmp);
-    // Nearest rank.
-    let quantile = |v: &[f64], q: f64| {
-        let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len().max(1));
-        v.get(rank - 1).copied().unwrap_or(0.0)
-    };
-    let replies_sent = run.flows.iter().filter(|f| f.kind == FlowKind::Reply).count();
-    let requests = run.flows.iter().any(|f| f.kind == FlowKind::Request);
-    let entropy = normalised.iter().sum::<f64>() / count;
-    let adversaries = [
-        ("pool", top1 / count, entropy),
-        ("path_aware", path_aware_top1, path_aware_entropy),
-        ("rate_aware", rate_aware_top1, rate_aware_entropy),
-    ];
-    // Ties go to the first: the pool adversary needs the least knowledge.
-    let strongest = adversaries[1..]
-        .iter()
-        .fold(adversaries[0], |best, a| if a.1 > best.1 { *a } else { best });
-    let lowest_entropy = adversaries.iter().map(|a| a.2).fold(f64::INFINITY, f64::min);
-    MixSimReport {
-        nodes: run.nodes,
-        clients: n - run.nodes,
-        senders,
-        messages: run.flows.iter().filter(|f| is_sent(f)).count(),
-        delivered,
-        refused: 0,
-        corrupt: run.corrupt.iter().filter(|&&c| c).count(),
-        mode: "random",
-        packets: 0,
-        cover_packets: 0,
-        virtual_seconds: 0.0,
-        entropy_bits_mean: bits / count,
-        entropy_normalised_mean: entropy,
-        entropy_normalised_p5: quantile(&normalised, 0.05),
-        top1_linkage: top1 / count,
-        path_aware_entropy_normalised_mean: path_aware_entropy,
-        path_aware_top1_linkage: path_aware_top1,
-        rate_aware_entropy_normalised_mean: rate_aware_entropy,
-        rate_aware_top1_linkage: rate_aware_top1,
-        strongest_adversary: strongest.0,
-        strongest_top1_linkage: strongest.1,
-        lowest_entropy_normalised_mean: lowest_entropy,
-        receiver_entropy_normalised_mean: receivers / receiver_count.max(1) as f64,
-        receiver_top1_linkage: receiver_top1 / receiver_count.max(1) as f64,
-        latency_ms_p50: quantile(&latencies, 0.5),
-        latency_ms_p95: quantile(&latencies, 0.95),
-        linked,
-        replies: requests.then(|| ReplyFigures {
-            sent: replies_sent,
-            delivered: run
-                .flows
-                .iter()
-                .filter(|f| f.kind == FlowKind::Reply && f.delivered.is_some())
-                .count(),
-            receiver_entropy_normalised_mean: reply_entropy / reply_count.max(1) as f64,
-            receiver_top1_linkage: reply_top1 / reply_count.max(1) as f64,
-            linked_entropy_normalised_mean: reply_linked_entropy / reply_linked_count.max(1) as f64,
-            linked_top1_linkage: reply_linked_top1 / reply_linked_count.max(1) as f64,
-            round_trip_ms_p50: quantile(&round_trips, 0.5),
-        }),
+        times.latencies.sort_by(f64::total_cmp);
+        times.round_trips.sort_by(f64::total_cmp);
+        times
     }
 }
 
