@@ -106,40 +106,55 @@ fn held_packet(path: [&common::Node; 3], delay_ms: u16, seq: u64) -> Packet {
     route.forward_packet(&format, &AddressBlock::ZERO, &m, &mut rand::rng()).unwrap()
 }
 
+/// Four nodes whose hops wait exactly what the sender wrote (the test picks which packets
+/// are due), with no probes.
+async fn exact_delay_network() -> common::Network {
+    let mut options = Options { nodes: 4, ..Options::default() };
+    options.config.core.pre_send_delay = Duration::ZERO;
+    options.config.core.delay_semantics_override = Some(libp2p_mix::DelaySemantics::Exact);
+    options.config.probe_interval = None;
+    network(options).await
+}
+
+/// Waits (at most 10 s) until `done`.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The node's stop report (at most 10 s away).
+async fn stop_report(node: &mut common::Node) -> libp2p_mix::StopReport {
+    loop {
+        match node.next_event(Duration::from_secs(10)).await {
+            Some(NodeEvent::Mix(libp2p_mix::Event::Stopped(report))) => return report,
+            Some(_) => {}
+            None => panic!("no stop report within 10 s"),
+        }
+    }
+}
+
 /// `stop_within`: packets due within the drain leave and reach their exit, the rest are
 /// dropped and counted, a packet arriving meanwhile is refused, and the stop is reported
 /// once, after the node closed its connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_sends_on_what_is_due_and_reports() {
     common::init_tracing();
-    let mut options = Options { nodes: 4, ..Options::default() };
-    options.config.core.pre_send_delay = Duration::ZERO;
-    // Each hop waits exactly what the sender wrote: the test picks which packets are due.
-    options.config.core.delay_semantics_override = Some(libp2p_mix::DelaySemantics::Exact);
-    options.config.probe_interval = None;
-    let mut net = network(options).await;
+    let mut net = exact_delay_network().await;
     let (a, b, c, d) = (&net.mix[0], &net.mix[1], &net.mix[2], &net.mix[3]);
     for seq in 0..5 {
         a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 300, seq));
         a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 60_000, 100 + seq));
     }
     let b_metrics = b.metrics.clone().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b_metrics.delay_queue() < 10 {
-        assert!(Instant::now() < deadline, "10 packets held at b");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("10 packets held at b", || b_metrics.delay_queue() >= 10).await;
     let started = Instant::now();
     b.stop_within(Duration::from_secs(2));
     tokio::time::sleep(Duration::from_millis(100)).await;
     a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 300, 200));
-    let report = loop {
-        match net.mix[1].next_event(Duration::from_secs(10)).await {
-            Some(NodeEvent::Mix(libp2p_mix::Event::Stopped(report))) => break report,
-            Some(_) => {}
-            None => panic!("no stop report"),
-        }
-    };
+    let report = stop_report(&mut net.mix[1]).await;
     assert_eq!(report.held, 10, "{report:?}");
     assert_eq!(report.sent_on, 5, "the packets due within the drain left: {report:?}");
     assert_eq!(report.dropped, 5, "the rest were dropped: {report:?}");
@@ -148,11 +163,7 @@ async fn a_graceful_stop_sends_on_what_is_due_and_reports() {
     assert!(started.elapsed() < Duration::from_secs(5), "{report:?}");
     assert_eq!(b_metrics.packets_dropped(DropReason::Stopping), 6);
     let d_metrics = net.mix[3].metrics.clone().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d_metrics.deliveries() < 5 {
-        assert!(Instant::now() < deadline, "5 deliveries at d: {}", d_metrics.deliveries());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("5 deliveries at d", || d_metrics.deliveries() >= 5).await;
 }
 
 /// A stop ends soon after the last held packet left, and that packet still reaches its exit:
@@ -160,37 +171,19 @@ async fn a_graceful_stop_sends_on_what_is_due_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_ends_soon_after_the_last_packet_left_and_that_packet_arrives() {
     common::init_tracing();
-    let mut options = Options { nodes: 4, ..Options::default() };
-    options.config.core.pre_send_delay = Duration::ZERO;
-    options.config.core.delay_semantics_override = Some(libp2p_mix::DelaySemantics::Exact);
-    options.config.probe_interval = None;
-    let mut net = network(options).await;
+    let mut net = exact_delay_network().await;
     let (a, b, c, d) = (&net.mix[0], &net.mix[1], &net.mix[2], &net.mix[3]);
     for seq in 0..10 {
         a.send_packet(b.peer_id, b.addr.clone(), held_packet([b, c, d], 200, seq));
     }
     let b_metrics = b.metrics.clone().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b_metrics.delay_queue() < 10 {
-        assert!(Instant::now() < deadline, "10 packets held at b");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("10 packets held at b", || b_metrics.delay_queue() >= 10).await;
     b.stop_within(Duration::from_secs(30));
-    let report = loop {
-        match net.mix[1].next_event(Duration::from_secs(10)).await {
-            Some(NodeEvent::Mix(libp2p_mix::Event::Stopped(report))) => break report,
-            Some(_) => {}
-            None => panic!("no stop report"),
-        }
-    };
+    let report = stop_report(&mut net.mix[1]).await;
     assert_eq!((report.held, report.sent_on, report.dropped), (10, 10, 0), "{report:?}");
     assert!(report.took < Duration::from_secs(3), "{report:?}");
     let d_metrics = net.mix[3].metrics.clone().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d_metrics.deliveries() < 10 {
-        assert!(Instant::now() < deadline, "10 deliveries at d: {}", d_metrics.deliveries());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("10 deliveries at d", || d_metrics.deliveries() >= 10).await;
 }
 
 /// With Loopix cover on, a stop goes on sending cover and own packets in their slots, and
@@ -214,13 +207,7 @@ async fn a_stop_with_cover_on_ends_and_reports() {
     let originated = metrics.packets_originated();
     net.mix[1].stop_within(Duration::from_secs(3));
     let started = Instant::now();
-    let report = loop {
-        match net.mix[1].next_event(Duration::from_secs(10)).await {
-            Some(NodeEvent::Mix(libp2p_mix::Event::Stopped(report))) => break report,
-            Some(_) => {}
-            None => panic!("no stop report within 10 s"),
-        }
-    };
+    let report = stop_report(&mut net.mix[1]).await;
     assert!(started.elapsed() < Duration::from_secs(6), "{report:?}");
     assert!(metrics.packets_originated() > originated, "slots went on: {report:?}");
 }
