@@ -35,7 +35,7 @@ use crate::handler::{ExitError, ExitId, Handler, HandlerConfig, InEvent, OutEven
 use crate::metrics::Metrics;
 use crate::protocol::{ExitProtocol, ReadRule};
 use crate::stopping::{Step, StopReport, Stopping};
-use crate::workers::{HopWorkers, default_hop_workers};
+use crate::workers::{Done, HopWorkers, default_hop_workers};
 
 /// Driver settings, with the core's.
 #[derive(Debug, Clone)]
@@ -107,9 +107,10 @@ pub struct Config {
     /// How often the replay state is written to [`Self::state_dir`] (it is also written when
     /// the behaviour is dropped).
     pub state_save_interval: Duration,
-    /// Threads that open received packets (the Diffie-Hellman, MAC check and decryption), so
-    /// that a node forwards on every core; everything else stays on the swarm's task. `0`
-    /// opens them on the swarm's task. Default: one per core, none on a single core
+    /// Threads that open received packets (the Diffie-Hellman, MAC check and decryption) and
+    /// build own messages (the Diffie-Hellmans of their paths and SURBs), so that a node
+    /// forwards and sends on every core; everything else stays on the swarm's task. `0` does
+    /// it all on the swarm's task. Default: one per core, none on a single core
     /// ([`default_hop_workers`]); at most [`crate::MAX_HOP_WORKERS`] are started.
     pub hop_workers: usize,
 }
@@ -385,6 +386,8 @@ impl Behaviour {
                 })
                 .ok(),
         };
+        // Own messages are built where received packets are opened.
+        core.set_build_jobs(workers.is_some());
         Self {
             workers,
             unsent: HashMap::new(),
@@ -538,9 +541,9 @@ impl Behaviour {
         match stopping.poll(cx, now, held, connected) {
             Step::Wait => {}
             Step::Abandon => {
-                // Packets being opened now are dropped when their job comes back.
-                let opening = self.workers.as_ref().map_or(0, HopWorkers::in_flight);
-                let dropped = self.abandon_held() + opening;
+                // Packets being opened or built now are dropped when their job comes back.
+                let opening = self.workers.as_ref().map_or(0, HopWorkers::opening);
+                let dropped = self.abandon_held() + opening + self.core.packets_being_built();
                 if let Some(stopping) = self.stopping.as_mut() {
                     stopping.abandoned(dropped);
                 }
@@ -570,13 +573,14 @@ impl Behaviour {
         }
     }
 
-    /// Packets this node still holds: being opened, waiting for their mixing delay, waiting
-    /// for a connection, or queued on a connection.
+    /// Packets this node still holds: being opened or built, waiting for their mixing delay,
+    /// waiting for a connection, or queued on a connection.
     pub fn held_packets(&self) -> usize {
         let pending: usize = self.pending.values().map(|p| p.packets.len()).sum();
         let queued: usize = self.unsent.values().sum();
-        let opening = self.workers.as_ref().map_or(0, HopWorkers::in_flight);
-        self.core.delayed_packets() + self.core.queued_own() + pending + queued + opening
+        let opening = self.workers.as_ref().map_or(0, HopWorkers::opening);
+        let building = self.core.packets_being_built();
+        self.core.delayed_packets() + self.core.queued_own() + pending + queued + opening + building
     }
 
     /// Drops every packet still held for mixing or waiting for a connection, counted as
@@ -788,6 +792,7 @@ impl Behaviour {
         body: &[u8],
     ) -> Result<MessageId, SendError> {
         let id = self.core.send(Instant::now(), destination, codec, body)?;
+        self.dispatch_builds();
         self.wake();
         Ok(id)
     }
@@ -801,6 +806,7 @@ impl Behaviour {
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
         let id = self.core.send_with(Instant::now(), destination, codec, body, options)?;
+        self.dispatch_builds();
         self.wake();
         Ok(id)
     }
@@ -816,6 +822,7 @@ impl Behaviour {
     ) -> Result<RequestId, SendError> {
         let id =
             self.core.request_with(Instant::now(), destination, codec, body, surbs, options)?;
+        self.dispatch_builds();
         self.wake();
         Ok(id)
     }
@@ -830,6 +837,7 @@ impl Behaviour {
         surbs: usize,
     ) -> Result<RequestId, SendError> {
         let id = self.core.request(Instant::now(), destination, codec, body, surbs)?;
+        self.dispatch_builds();
         self.wake();
         Ok(id)
     }
@@ -1330,8 +1338,27 @@ impl Behaviour {
         self.on_opened(peer, result);
     }
 
-    /// Hands the packets the hop workers opened back to the core.
+    /// Hands the own messages the core planned to the hop workers, or builds them here
+    /// when the workers hold as many jobs as they may.
+    fn dispatch_builds(&mut self) {
+        while let Some(job) = self.core.next_build_job() {
+            let job = match self.workers.as_mut().map(|w| w.submit_build(job)) {
+                Some(Ok(())) => continue,
+                Some(Err(job)) => job,
+                None => unreachable!("build jobs are asked for only with workers"),
+            };
+            self.metrics.build_job_inline();
+            self.core.finish_build(job.run());
+        }
+        if let Some(workers) = self.workers.as_ref() {
+            self.metrics.set_hop_jobs_in_flight(workers.in_flight());
+        }
+    }
+
+    /// Hands the packets the hop workers opened and the messages they built back to the
+    /// core.
     fn poll_workers(&mut self, cx: &mut Context<'_>) {
+        self.dispatch_builds();
         let Some(workers) = self.workers.as_mut() else { return };
         let mut finished = Vec::new();
         while let Poll::Ready(done) = workers.poll_done(cx) {
@@ -1342,15 +1369,19 @@ impl Behaviour {
         }
         self.metrics.set_hop_jobs_in_flight(workers.in_flight());
         let now = Instant::now();
-        for (peer, done) in finished {
-            let result = match done {
-                Some(done) => self.core.finish_packet(now, done),
-                None => {
-                    self.metrics.dropped(DropReason::Internal);
-                    Err(DropReason::Internal)
+        for done in finished {
+            match done {
+                Done::Hop(peer, Some(done)) => {
+                    let result = self.core.finish_packet(now, done);
+                    self.on_opened(peer, result);
                 }
-            };
-            self.on_opened(peer, result);
+                Done::Hop(peer, None) => {
+                    self.metrics.dropped(DropReason::Internal);
+                    self.on_opened(peer, Err(DropReason::Internal));
+                }
+                Done::Build(_, Some(done)) => self.core.finish_build(done),
+                Done::Build(ticket, None) => self.core.build_lost(ticket),
+            }
         }
     }
 

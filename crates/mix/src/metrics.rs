@@ -56,6 +56,7 @@ pub struct Metrics {
     wire_mismatches: Family<KindLabel, Counter>,
     hop_jobs_in_flight: Gauge,
     hop_jobs_inline: Counter,
+    build_jobs_inline: Counter,
     unsent_frames: Gauge,
 }
 
@@ -88,6 +89,7 @@ impl Default for Metrics {
             wire_mismatches: Family::default(),
             hop_jobs_in_flight: Gauge::default(),
             hop_jobs_inline: Counter::default(),
+            build_jobs_inline: Counter::default(),
             unsent_frames: Gauge::default(),
         }
     }
@@ -209,7 +211,7 @@ impl Metrics {
         );
         r.register(
             "hop_jobs_in_flight",
-            "Received packets being opened on hop workers",
+            "Jobs on hop workers: received packets being opened and own messages being built",
             self.hop_jobs_in_flight.clone(),
         );
         r.register(
@@ -217,6 +219,11 @@ impl Metrics {
             "Received packets opened on the swarm's task because every hop worker was busy \
              (none are dropped for it: the swarm's task slows down instead)",
             self.hop_jobs_inline.clone(),
+        );
+        r.register(
+            "build_jobs_inline",
+            "Own messages built on the swarm's task because every hop worker was busy",
+            self.build_jobs_inline.clone(),
         );
     }
 
@@ -292,6 +299,15 @@ impl Metrics {
 
     pub(crate) fn hop_job_inline(&self) {
         self.hop_jobs_inline.inc();
+    }
+
+    pub(crate) fn build_job_inline(&self) {
+        self.build_jobs_inline.inc();
+    }
+
+    /// Own messages built on the swarm's task because the hop workers were all busy.
+    pub fn build_jobs_inline(&self) -> u64 {
+        self.build_jobs_inline.get()
     }
 
     /// Received packets opened on the swarm's task because the hop workers were all busy.

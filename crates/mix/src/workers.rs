@@ -1,10 +1,12 @@
-//! Hop workers: threads that open received packets, so that one node uses every core.
+//! Hop workers: threads that open received packets and build own ones, so that one node uses
+//! every core.
 //!
 //! The swarm's task stays the only place where anything is decided. It hands each packet to
-//! the core, which returns the costly part as a [`HopJob`]; a worker runs it and sends the
-//! [`HopDone`] back, and the swarm's task gives it to the core again. Jobs in flight are
-//! bounded: past the bound the swarm's task opens the packet itself, which slows its reading
-//! of connections down (their flow control pushes back on senders) instead of dropping.
+//! the core, which returns the costly part as a [`HopJob`], and each own message the core
+//! planned as a [`BuildJob`]; a worker runs it and sends the result back, and the swarm's
+//! task gives it to the core again. Jobs in flight are bounded: past the bound the swarm's
+//! task does the job itself, which slows its reading of connections (their flow control
+//! pushes back on senders) and its taking of new messages down instead of dropping.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use futures::StreamExt as _;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use libp2p_identity::PeerId;
 
-use crate::core::{HopDone, HopJob};
+use crate::core::{BuildDone, BuildJob, BuildTicket, HopDone, HopJob};
 
 /// Jobs queued or running per worker before the swarm's task opens packets itself: enough to
 /// keep a worker busy between two polls of the swarm's task, few enough to bound memory
@@ -33,21 +35,33 @@ pub fn default_hop_workers() -> usize {
     }
 }
 
-type Job = (PeerId, HopJob);
-/// `None`: the job panicked (a bug); the packet is dropped and counted.
-type Done = (PeerId, Option<HopDone>);
+enum Job {
+    Hop(PeerId, HopJob),
+    Build(BuildJob),
+}
+
+/// A job's result; `None`: the job panicked (a bug), its packets are dropped and counted.
+pub(crate) enum Done {
+    Hop(PeerId, Option<HopDone>),
+    Build(BuildTicket, Option<BuildDone>),
+}
 
 /// A pool of hop worker threads. Dropping it stops them once their current job is done.
 pub(crate) struct HopWorkers {
     jobs: SyncSender<Job>,
     done: UnboundedReceiver<Done>,
-    in_flight: usize,
+    /// Hop jobs and build jobs queued or running.
+    opening: usize,
+    building: usize,
     max_in_flight: usize,
 }
 
 impl std::fmt::Debug for HopWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HopWorkers").field("in_flight", &self.in_flight).finish_non_exhaustive()
+        f.debug_struct("HopWorkers")
+            .field("opening", &self.opening)
+            .field("building", &self.building)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,44 +80,76 @@ impl HopWorkers {
                 .name(format!("mix-hop-{i}"))
                 .spawn(move || work(&queue, &done_tx))?;
         }
-        Ok(Self { jobs, done, in_flight: 0, max_in_flight })
+        Ok(Self { jobs, done, opening: 0, building: 0, max_in_flight })
     }
 
-    /// Queues a job, or gives it back when the workers have as many as they may hold.
+    /// Queues a received packet's job, or gives it back when the workers hold as many as
+    /// they may.
     pub(crate) fn submit(&mut self, peer: PeerId, job: HopJob) -> Result<(), HopJob> {
-        if self.in_flight >= self.max_in_flight {
-            return Err(job);
-        }
-        match self.jobs.try_send((peer, job)) {
-            Ok(()) => {
-                self.in_flight += 1;
+        match self.try_send(Job::Hop(peer, job)) {
+            None => {
+                self.opening += 1;
                 Ok(())
             }
-            Err(TrySendError::Full((_, job)) | TrySendError::Disconnected((_, job))) => Err(job),
+            Some(Job::Hop(_, job)) => Err(job),
+            Some(Job::Build(_)) => unreachable!("a hop job comes back as one"),
+        }
+    }
+
+    /// Queues an own message's job, or gives it back when the workers hold as many as they
+    /// may.
+    pub(crate) fn submit_build(&mut self, job: BuildJob) -> Result<(), BuildJob> {
+        match self.try_send(Job::Build(job)) {
+            None => {
+                self.building += 1;
+                Ok(())
+            }
+            Some(Job::Build(job)) => Err(job),
+            Some(Job::Hop(..)) => unreachable!("a build job comes back as one"),
+        }
+    }
+
+    /// Queues `job`; gives it back when the workers hold as many as they may.
+    fn try_send(&mut self, job: Job) -> Option<Job> {
+        if self.in_flight() >= self.max_in_flight {
+            return Some(job);
+        }
+        match self.jobs.try_send(job) {
+            Ok(()) => None,
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Some(job),
         }
     }
 
     /// The next finished job, if any; registers the task's waker otherwise.
     pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
-        if self.in_flight == 0 {
+        if self.in_flight() == 0 {
             return Poll::Pending;
         }
         match self.done.poll_next_unpin(cx) {
             Poll::Ready(Some(done)) => {
-                self.in_flight -= 1;
+                match &done {
+                    Done::Hop(..) => self.opening -= 1,
+                    Done::Build(..) => self.building -= 1,
+                }
                 Poll::Ready(done)
             }
             // Every worker is gone: nothing more will come.
             Poll::Ready(None) => {
-                self.in_flight = 0;
+                (self.opening, self.building) = (0, 0);
                 Poll::Pending
             }
             Poll::Pending => Poll::Pending,
         }
     }
 
+    /// Jobs queued or running.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight
+        self.opening + self.building
+    }
+
+    /// Received packets being opened.
+    pub(crate) fn opening(&self) -> usize {
+        self.opening
     }
 }
 
@@ -111,11 +157,21 @@ fn work(queue: &Mutex<Receiver<Job>>, done: &UnboundedSender<Done>) {
     loop {
         // Only one idle worker waits in `recv` at a time; the others wait for the lock.
         let next = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
-        let Ok((peer, job)) = next else { return };
+        let Ok(job) = next else { return };
         // A panic must not leave the job unanswered: the swarm's task counts jobs in flight.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())).ok();
-        if done.unbounded_send((peer, result)).is_err() {
+        let result = match job {
+            Job::Hop(peer, job) => Done::Hop(peer, catch(|| job.run())),
+            Job::Build(job) => {
+                let ticket = job.ticket();
+                Done::Build(ticket, catch(|| job.run()))
+            }
+        };
+        if done.unbounded_send(result).is_err() {
             return;
         }
     }
+}
+
+fn catch<T>(run: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).ok()
 }

@@ -319,7 +319,8 @@ enum BenchCommand {
         /// Packets pushed through the network in the throughput phase.
         #[arg(long, default_value_t = 30_000)]
         packets: usize,
-        /// Also measure one node forwarding on 1..N cores (hop workers) and report `scaling`.
+        /// Also measure one node forwarding on 1..N cores (hop workers) and report `scaling`,
+        /// and the same node building and sending its own packets on 1..N cores.
         #[arg(long)]
         cores: Option<usize>,
         /// With `--cores`: the nodes on 1..N cores take turns this many times; `scaling` is

@@ -451,7 +451,8 @@ struct NetworkConfig {
     /// dropped (counted).
     #[serde(default = "default_stop_drain_ms")]
     stop_drain_ms: u64,
-    /// Threads that open received packets; absent: one per core (none on one core).
+    /// Threads that open received packets and build own messages; absent: one per core (none
+    /// on one core).
     #[serde(default)]
     hop_workers: Option<usize>,
     /// How often the replay state is saved while running (also at start and at a clean stop).

@@ -13,12 +13,18 @@
 //!   poll_timeout() -> when to call handle_timeout next
 //! ```
 //!
+//! The costly halves of opening a packet and of building an own message can run on other
+//! threads: [`MixCore::prepare_packet`] / [`HopJob`] / [`MixCore::finish_packet`], and with
+//! [`MixCore::set_build_jobs`], [`MixCore::next_build_job`] / [`BuildJob`] /
+//! [`MixCore::finish_build`]; the core decides everything else, one step at a time.
+//!
 //! A delivered message's SURBs stay in the core: the driver (or the application) answers the
 //! delivery by its id ([`MixCore::answer`]), or says none comes ([`MixCore::forget`]); unanswered
 //! ones expire ([`Config::answer_timeout`]), within bounds per kind (deliveries to destinations,
 //! [`Config::max_awaited_exit_answers`]; to this node, [`Config::max_awaited_local_answers`]).
 
 mod answers;
+mod build;
 mod cover;
 mod delay;
 mod hop;
@@ -35,12 +41,13 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 use mix_sphinx::{
-    Action, AddressBlock, BuildError, Hop, MESSAGE_SIZE, MessageError, NodeSecretKey, Packet,
-    ProcessError, Route, Surb, WireFormat, message,
+    Action, AddressBlock, BuildError, EphemeralSecret, Hop, MESSAGE_SIZE, MessageError,
+    NodeSecretKey, Packet, ProcessError, Route, Surb, SurbId, SurbKey, WireFormat, message,
 };
 use multiaddr::Multiaddr;
 use rand::{CryptoRng, RngExt};
 
+pub use build::{BuildDone, BuildJob, BuildTicket};
 pub use cover::{CoverConfig, CoverMode};
 pub use delay::{
     DelaySemantics, DelayStrategy, ExponentialDelay, NoDelay, UniformDelay,
@@ -478,6 +485,8 @@ pub struct MixCore<R> {
     /// [`Self::abandon_held`] was called: packets still being opened are dropped too.
     abandoned: bool,
     replay_full_logged: bool,
+    /// Own messages handed out as jobs ([`Self::set_build_jobs`]).
+    builds: build::Builds,
 }
 
 /// A cover packet, its first hop, the nodes it goes through (this node excluded) and its id.
@@ -566,6 +575,7 @@ impl<R: CryptoRng> MixCore<R> {
             stopping: false,
             abandoned: false,
             replay_full_logged: false,
+            builds: build::Builds::default(),
             format: config.format(),
             delay_semantics: config.delay_semantics(),
             wire_description: wire::describe(&config.format(), config.delay_semantics()),
@@ -838,8 +848,9 @@ impl<R: CryptoRng> MixCore<R> {
         if surbs == 0 {
             return Err(SendError::NoSurbs);
         }
-        if self.surbs.pending() >= self.config.max_pending_requests {
-            return Err(SendError::TooManyPendingRequests(self.surbs.pending()));
+        let pending = self.surbs.pending() + self.builds.requests;
+        if pending >= self.config.max_pending_requests {
+            return Err(SendError::TooManyPendingRequests(pending));
         }
         let request = RequestId(self.next_request);
         self.originate(now, destination, codec, body, surbs, options, Some(request))?;
@@ -858,27 +869,11 @@ impl<R: CryptoRng> MixCore<R> {
         options: SendOptions,
         request: Option<RequestId>,
     ) -> Result<(), SendError> {
-        if self.stopping {
-            return Err(SendError::Stopping);
-        }
         let copies = options.copies.max(1);
         if copies > 1 && !matches!(destination, Destination::MixNode(_)) {
             return Err(SendError::RedundancyNeedsMixNode);
         }
-        if self.config.tit_for_tat && !self.serving {
-            return Err(SendError::NotMixing);
-        }
-        self.check_room(copies)?;
-        if let Some(budget) = self.config.cover.rate_budget {
-            let share = budget / (1.0 + self.config.path_len as f64);
-            if self.own_rate.rate(now) + copies as f64 > share {
-                return Err(SendError::RateLimited(share));
-            }
-        }
-        let surbs_held = self.surbs.held() + copies * surb_count;
-        if surb_count > 0 && surbs_held > self.config.max_pending_surbs {
-            return Err(SendError::TooManySurbs(self.surbs.held()));
-        }
+        self.check_may_send(now, copies, surb_count)?;
         let epoch = self.epoch(now);
         let unix = self.unix(now).as_secs();
         let path_len = options.path_len.unwrap_or(self.config.path_len);
@@ -916,9 +911,14 @@ impl<R: CryptoRng> MixCore<R> {
             return Err(SendError::UnknownMixNode(*peer));
         }
 
-        // Build every copy before scheduling any, so that an error sends nothing.
-        let mut packets = Vec::with_capacity(copies);
-        let mut secrets = Vec::with_capacity(copies * surb_count);
+        if path_len > self.format.max_path_len() {
+            let max = self.format.max_path_len();
+            return Err(BuildError::PathTooLong { len: path_len, max }.into());
+        }
+
+        // Every random draw is made here, in the order building in place has always made
+        // them: the simulator's seeded runs stay what they were.
+        let mut plans = Vec::with_capacity(copies);
         let mut used: Vec<PeerId> = Vec::new();
         for _ in 0..copies {
             let path = disjoint_path(
@@ -939,7 +939,7 @@ impl<R: CryptoRng> MixCore<R> {
             for _ in 0..surb_count {
                 // The return path avoids the forward exit and the destination, as the reference's.
                 let exclude = [*self.local.peer_id(), exit, dest_peer];
-                let (surb, kept) = return_surb(
+                surbs.push(plan_surb(
                     &*self.pool,
                     &mut *self.selector,
                     &mut self.rng,
@@ -948,39 +948,154 @@ impl<R: CryptoRng> MixCore<R> {
                     &exclude,
                     (delay, self.delay_semantics),
                     epoch,
-                    &self.format,
-                )?;
-                surbs.push(surb);
-                secrets.push(kept);
+                )?);
             }
-            let mut m = [0u8; MESSAGE_SIZE];
             let seqno = self.rng.random_range(0..NOT_A_SEQNO);
+            let mut proof = Vec::new();
             if exit_proof > 0 {
                 let seed = self.rng.random();
                 let spam = self.spam.as_mut().expect("exit placement set");
-                let mut proved = body.to_vec();
-                proved.resize(body.len() + exit_proof, 0);
-                spam.protection
-                    .generate(body, unix, seed, &mut proved[body.len()..])
-                    .map_err(SendError::Proof)?;
-                message::encode_forward(padding, seqno, codec, &surbs, &proved, &mut m)?;
-            } else {
-                message::encode_forward(padding, seqno, codec, &surbs, body, &mut m)?;
+                proof.resize(exit_proof, 0);
+                spam.protection.generate(body, unix, seed, &mut proof).map_err(SendError::Proof)?;
             }
-            let packet = route.forward_packet(&self.format, &dest_block, &m, &mut self.rng)?;
-            packets.push((first, packet));
+            let ephemeral = EphemeralSecret::random(&mut self.rng);
+            plans.push(build::CopyPlan { first, route, surbs, seqno, proof, ephemeral });
         }
-        if let Some(request) = request {
-            let deadline = self.surb_deadline(now, epoch, self.config.request_timeout);
-            self.surbs.insert(request, secrets, surbs::Replies::First, now, deadline);
-        }
+        let job = BuildJob::new(self.format, codec, body, dest_block, plans);
+        let request =
+            request.map(|r| (r, self.surb_deadline(now, epoch, self.config.request_timeout)));
         let jitter = options.jitter.unwrap_or(self.config.send_jitter);
-        for ((peer, addr), packet) in packets {
+        let pending = build::PendingBuild {
+            at: now,
+            request,
+            jitter,
+            packets: copies,
+            surbs: copies * surb_count,
+        };
+        for _ in 0..copies {
             self.own_rate.record(now);
-            self.send_own(now, peer, addr, packet, SentKind::Own, jitter)
-                .map_err(|_| SendError::QueueFull(self.scheduled.len()))?;
+        }
+        if self.builds.as_jobs {
+            self.builds.hand_out(job, pending);
+            return Ok(());
+        }
+        // Built in place, an error sends nothing and goes back to the caller.
+        let (_, built) = job.run().into_parts();
+        match self.schedule_built(pending, built?) {
+            0 => Ok(()),
+            _ => Err(SendError::QueueFull(self.scheduled.len())),
+        }
+    }
+
+    /// Whether this node may send `copies` packets with `surbs` SURBs each now.
+    fn check_may_send(
+        &mut self,
+        now: Instant,
+        copies: usize,
+        surbs: usize,
+    ) -> Result<(), SendError> {
+        if self.stopping {
+            return Err(SendError::Stopping);
+        }
+        if self.config.tit_for_tat && !self.serving {
+            return Err(SendError::NotMixing);
+        }
+        self.check_room(copies)?;
+        if let Some(budget) = self.config.cover.rate_budget {
+            let share = budget / (1.0 + self.config.path_len as f64);
+            if self.own_rate.rate(now) + copies as f64 > share {
+                return Err(SendError::RateLimited(share));
+            }
+        }
+        let held = self.surbs.held() + self.builds.surbs;
+        if surbs > 0 && held + copies * surbs > self.config.max_pending_surbs {
+            return Err(SendError::TooManySurbs(held));
         }
         Ok(())
+    }
+
+    /// Asks for own messages as [`BuildJob`]s (see [`Self::next_build_job`]) instead of
+    /// building them in place, so that a driver with worker threads builds them there.
+    pub fn set_build_jobs(&mut self, as_jobs: bool) {
+        self.builds.as_jobs = as_jobs;
+    }
+
+    /// The next own message to build: run it on any thread and hand the result to
+    /// [`Self::finish_build`]. Only with [`Self::set_build_jobs`]; call after every send or
+    /// request.
+    pub fn next_build_job(&mut self) -> Option<BuildJob> {
+        self.builds.next_job()
+    }
+
+    /// Own packets handed out as jobs and not built yet.
+    pub fn packets_being_built(&self) -> usize {
+        self.builds.packets
+    }
+
+    /// Takes a built message back: registers its request and schedules its packets, as a
+    /// send or request would have in place. Packets that cannot be sent now are counted as
+    /// dropped; a request that could not be built at all ends with
+    /// [`Output::RequestTimedOut`] at once, so that no caller waits for a reply that cannot
+    /// come.
+    pub fn finish_build(&mut self, done: BuildDone) {
+        let (ticket, built) = done.into_parts();
+        let Some(pending) = self.builds.take(ticket) else {
+            return;
+        };
+        let reason = match built {
+            Ok(built) if !self.abandoned => {
+                let refused = self.schedule_built(pending, built);
+                for _ in 0..refused {
+                    self.stats.count_dropped(DropReason::DelayQueueFull);
+                }
+                return;
+            }
+            Ok(_) => DropReason::Stopping,
+            Err(e) => {
+                tracing::warn!(error = %e, "an own message could not be built");
+                DropReason::Internal
+            }
+        };
+        self.drop_build(pending, reason);
+    }
+
+    /// A build job that never finished (the thread that ran it panicked): its packets are
+    /// counted as dropped, its request ends.
+    pub fn build_lost(&mut self, ticket: BuildTicket) {
+        if let Some(pending) = self.builds.take(ticket) {
+            self.drop_build(pending, DropReason::Internal);
+        }
+    }
+
+    fn drop_build(&mut self, pending: build::PendingBuild, reason: DropReason) {
+        for _ in 0..pending.packets {
+            self.stats.count_dropped(reason);
+        }
+        if let Some((request, _)) = pending.request {
+            self.outputs.push_back(Output::RequestTimedOut(request));
+        }
+    }
+
+    /// Registers a built message's request and schedules its copies; returns how many copies
+    /// found no room.
+    fn schedule_built(
+        &mut self,
+        pending: build::PendingBuild,
+        mut built: Vec<build::BuiltCopy>,
+    ) -> usize {
+        if let Some((request, deadline)) = pending.request {
+            let secrets = built.iter_mut().flat_map(|c| std::mem::take(&mut c.secrets)).collect();
+            self.surbs.insert(request, secrets, surbs::Replies::First, pending.at, deadline);
+        }
+        let mut refused = 0;
+        for copy in built {
+            let (peer, addr) = copy.first;
+            let kind = SentKind::Own;
+            if self.send_own(pending.at, peer, addr, copy.packet, kind, pending.jitter).is_err() {
+                refused += 1;
+            }
+        }
+        refused
     }
 
     /// When the secrets of SURBs built now for `lifetime` must be forgotten: SURBs die with
@@ -1010,8 +1125,9 @@ impl<R: CryptoRng> MixCore<R> {
         if count == 0 {
             return Err(SendError::NoSurbs);
         }
-        if self.surbs.held() + count > self.config.max_pending_surbs {
-            return Err(SendError::TooManySurbs(self.surbs.held()));
+        let held = self.surbs.held() + self.builds.surbs;
+        if held + count > self.config.max_pending_surbs {
+            return Err(SendError::TooManySurbs(held));
         }
         let epoch = self.epoch(now);
         let path_len = options.path_len.unwrap_or(self.config.path_len);
@@ -1025,7 +1141,7 @@ impl<R: CryptoRng> MixCore<R> {
         let mut surbs = Vec::with_capacity(count);
         let mut secrets = Vec::with_capacity(count);
         for _ in 0..count {
-            let (surb, kept) = return_surb(
+            let (surb, kept) = plan_surb(
                 &*self.pool,
                 &mut *self.selector,
                 &mut self.rng,
@@ -1034,8 +1150,8 @@ impl<R: CryptoRng> MixCore<R> {
                 &exclude,
                 (delay, self.delay_semantics),
                 epoch,
-                &self.format,
-            )?;
+            )?
+            .build(&self.format)?;
             surbs.push(surb);
             secrets.push(kept);
         }
@@ -1062,6 +1178,8 @@ impl<R: CryptoRng> MixCore<R> {
 
     /// Whether `n` more own packets fit where they will wait.
     fn check_room(&self, n: usize) -> Result<(), SendError> {
+        // Packets still being built will wait where these will.
+        let n = n + self.builds.packets;
         if self.config.cover.mode.queues_own() {
             let queued = self.own_queue.len() + n;
             let wait = queued as f64 / self.config.cover.rate.max(1e-9);
@@ -1736,9 +1854,10 @@ fn build_route(
     Ok(Route::new(hops, delays)?)
 }
 
-/// A SURB back to `local` on a fresh return path of `len` hops avoiding `exclude`.
+/// A SURB back to `local` on a fresh return path of `len` hops avoiding `exclude`, with its
+/// randomness drawn (in [`Route::surb`]'s order) and its Diffie-Hellmans still to do.
 #[allow(clippy::too_many_arguments, reason = "the disjoint borrows of MixCore's fields")]
-fn return_surb<R: CryptoRng>(
+fn plan_surb<R: CryptoRng>(
     pool: &dyn NodePool,
     selector: &mut dyn PathSelector,
     rng: &mut R,
@@ -1747,10 +1866,12 @@ fn return_surb<R: CryptoRng>(
     exclude: &[PeerId],
     (delay, semantics): (&dyn DelayStrategy, DelaySemantics),
     epoch: Option<u64>,
-    format: &WireFormat,
-) -> Result<(Surb, mix_sphinx::SurbSecrets), SendError> {
+) -> Result<build::SurbPlan, SendError> {
     let back = selector.select(pool, rng, len, exclude, LastHop::Given(local))?;
-    Ok(build_route(&back, delay, semantics, rng, epoch)?.surb(format, rng)?)
+    let route = build_route(&back, delay, semantics, rng, epoch)?;
+    let id = SurbId::random(rng);
+    let key = SurbKey::random(rng);
+    Ok(build::SurbPlan { route, id, key, ephemeral: EphemeralSecret::random(rng) })
 }
 
 /// The node's delay strategy with the parameter a message picked ([`SendOptions::hop_delay`]):

@@ -854,3 +854,127 @@ fn a_burst_of_own_packets_leaves_spread_out() {
 
 mod hardening;
 mod wire;
+
+/// How a test hands own messages to [`MixCore`].
+#[derive(Clone, Copy, PartialEq)]
+enum Building {
+    InPlace,
+    /// Each job runs on another thread and comes back before the next send.
+    JobByJob,
+    /// Every job is out at once; they come back last first.
+    AllOutReversed,
+}
+
+/// A driver with worker threads takes own messages as jobs. Each one back before the next
+/// send, the packets are the ones the core builds in place (same seed: same bytes, same first
+/// hops); all out at once and back in any order, they differ only in their random draws
+/// (the jitter is drawn when a job comes back) and still arrive, and a request built that way
+/// gets its reply.
+#[test]
+fn own_messages_built_as_jobs_are_the_packets_built_in_place() {
+    let transmits = |building: Building| {
+        let mut net = Net::new(8, 11, exponential(10), Config::default());
+        let peers = net.peers();
+        let now = net.now;
+        let sender = net.node(&peers[0]);
+        sender.set_build_jobs(building != Building::InPlace);
+        let copies = SendOptions { copies: 2, ..SendOptions::default() };
+        // One destination for every run: its address is in the packets.
+        let mut bytes = [7; 32];
+        let secret = libp2p_identity::secp256k1::SecretKey::try_from_bytes(&mut bytes).unwrap();
+        let keypair: Keypair = libp2p_identity::secp256k1::Keypair::from(secret).into();
+        let peer_id = keypair.public().to_peer_id();
+        let dest =
+            Destination::Peer { peer_id, addr: "/ip4/192.168.1.1/tcp/9000".parse().unwrap() };
+        let on_a_thread = |job: BuildJob| std::thread::spawn(move || job.run()).join().unwrap();
+        let mut request = None;
+        for i in 0..3 {
+            match i {
+                0 => sender
+                    .send_with(now, &Destination::MixNode(peers[7]), "/a", b"1", copies)
+                    .map(drop),
+                1 => sender.request(now, &dest, "/echo", b"2", 2).map(|r| request = Some(r)),
+                _ => sender.send(now, &dest, "/b", b"3").map(drop),
+            }
+            .unwrap();
+            if building == Building::JobByJob {
+                let job = sender.next_build_job().unwrap();
+                sender.finish_build(on_a_thread(job));
+            }
+        }
+        let out = if building == Building::AllOutReversed { 4 } else { 0 };
+        assert_eq!(sender.packets_being_built(), out);
+        let jobs: Vec<BuildJob> = std::iter::from_fn(|| sender.next_build_job()).collect();
+        for job in jobs.into_iter().rev() {
+            sender.finish_build(on_a_thread(job));
+        }
+        assert_eq!(sender.packets_being_built(), 0);
+        sender.handle_timeout(now + Duration::from_secs(5));
+        let mut sent = Vec::new();
+        while let Some(out) = sender.poll_output() {
+            if let Output::Transmit { peer, packet, .. } = out {
+                sent.push((peer, packet.as_bytes().to_vec()));
+            }
+        }
+        for (i, (peer, packet)) in sent.iter().enumerate() {
+            let packet = Packet::try_from(packet.clone()).unwrap();
+            net.in_flight.insert((now + LATENCY, i as u64), (*peer, packet, Vec::new()));
+        }
+        net.seq = 1000;
+        net.run(Duration::from_secs(10));
+        assert_eq!(net.deliveries.len(), 3, "one delivery per message, copies deduplicated");
+        let (exit, id) = net
+            .deliveries
+            .iter()
+            .find_map(|(exit, d)| (d.codec == "/echo").then_some((*exit, d.id)))
+            .unwrap();
+        let now = net.now;
+        net.node(&exit).answer(now, id, b"back").unwrap();
+        net.run(Duration::from_secs(10));
+        assert_eq!(net.replies, vec![(peers[0], request.unwrap(), b"back".to_vec())]);
+        sent
+    };
+    let in_place = transmits(Building::InPlace);
+    assert_eq!(in_place.len(), 4);
+    assert!(transmits(Building::JobByJob) == in_place, "built as jobs, the packets differ");
+    assert_eq!(transmits(Building::AllOutReversed).len(), 4);
+}
+
+/// Builds handed out count against the bounds as if held; a build that never comes back, or
+/// comes back after the node gave up its packets, is counted as dropped, and its request
+/// ends at once instead of waiting for a reply that cannot come.
+#[test]
+fn builds_out_count_against_the_bounds_and_lost_ones_end_their_requests() {
+    let config = Config { max_delayed_packets: 3, ..Config::default() };
+    let mut net = Net::new(6, 12, exponential(10), config);
+    let peers = net.peers();
+    let now = net.now;
+    let dest = external_destination();
+    let sender = net.node(&peers[0]);
+    sender.set_build_jobs(true);
+    let lost = sender.request(now, &dest, "/echo", b"a", 1).unwrap();
+    let late = sender.request(now, &dest, "/echo", b"b", 1).unwrap();
+    sender.send(now, &dest, "/p", b"c").unwrap();
+    let err = sender.send(now, &dest, "/p", b"d").unwrap_err();
+    assert!(matches!(err, SendError::QueueFull(0)), "{err}");
+
+    let [first, second, third] = [(); 3].map(|_| sender.next_build_job().unwrap());
+    sender.build_lost(first.ticket());
+    assert_eq!(sender.stats().packets_dropped(DropReason::Internal), 1);
+    // The third is built and scheduled; the second comes back after the stop gave up.
+    sender.finish_build(third.run());
+    assert_eq!(sender.delayed_packets(), 1);
+    sender.stop();
+    assert_eq!(sender.abandon_held(), 1);
+    sender.finish_build(second.run());
+    assert_eq!(sender.stats().packets_dropped(DropReason::Stopping), 2);
+    assert_eq!((sender.packets_being_built(), sender.delayed_packets()), (0, 0));
+    let mut ended = Vec::new();
+    while let Some(out) = sender.poll_output() {
+        if let Output::RequestTimedOut(r) = out {
+            ended.push(r);
+        }
+    }
+    assert_eq!(ended, vec![lost, late]);
+    assert_eq!(sender.pending_requests(), 0);
+}

@@ -76,6 +76,9 @@ pub(crate) struct Report {
     /// With `--cores N`: the runs behind [`Self::scaling`].
     #[serde(skip_serializing_if = "Option::is_none")]
     scaling_runs: Option<super::scaling::Scaling>,
+    /// With `--cores N`: one node building and sending its own packets on 1..N cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    own_scaling: Option<super::own::OwnScaling>,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,9 +225,10 @@ pub(crate) async fn run(
     if let Some(cores) = cores {
         let scaling = super::scaling::run(cores, packets, segments).await?;
         report.targets.scaling_min = Some(1.7);
-        report.targets.scaling_met = Some(scaling.scaling >= 1.7);
-        report.scaling = Some(scaling.scaling);
+        report.targets.scaling_met = Some(scaling.figures.median >= 1.7);
+        report.scaling = Some(scaling.figures.median);
         report.scaling_runs = Some(scaling);
+        report.own_scaling = Some(super::own::run(cores, packets / 4, segments).await?);
     }
     Ok(report)
 }
@@ -346,6 +350,7 @@ async fn run_path(packets: usize) -> anyhow::Result<Report> {
         },
         scaling: None,
         scaling_runs: None,
+        own_scaling: None,
     })
 }
 
@@ -391,5 +396,8 @@ pub(crate) fn print(r: &Report) {
     );
     if let Some(scaling) = &r.scaling_runs {
         super::scaling::print(scaling);
+    }
+    if let Some(own) = &r.own_scaling {
+        super::own::print(own);
     }
 }

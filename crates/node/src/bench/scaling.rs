@@ -25,6 +25,7 @@ use mix_sphinx::{Hop, NodeSecretKey, Packet, Route, WireFormat};
 use serde::Serialize;
 
 use super::node::{Path, build_packets, spec};
+use super::turns::{self, ScalingFigures, Turns, add, cpu_of, round3};
 use crate::runtime::{self, NodeHandle};
 
 /// Packets in flight between the load generator's send and its receipt.
@@ -67,16 +68,8 @@ pub(crate) struct Scaling {
     pub(crate) crypto_windows_us: Vec<f64>,
     pub(crate) segments: usize,
     pub(crate) runs: Vec<CoreRun>,
-    /// Each segment's N-core rate over the 1-core rate just before it.
-    pub(crate) scaling_per_segment: Vec<f64>,
-    /// The median of [`Self::scaling_per_segment`].
-    pub(crate) scaling: f64,
-    /// The N-core node's rate over the 1-core node's, over all their segments.
-    pub(crate) scaling_overall: f64,
-    /// The N-core node's packets per CPU-second over the 1-core node's: how much of the work
-    /// the hand-over to hop workers adds (1.0: none). With `node_cores_busy` this separates
-    /// the node's own scaling from the cores the load generator takes.
-    pub(crate) parallel_efficiency: Option<f64>,
+    #[serde(flatten)]
+    pub(crate) figures: ScalingFigures,
 }
 
 /// A node under test on a thread of its own, with the packets for it.
@@ -88,10 +81,7 @@ struct Tested {
     threads: Option<Vec<u32>>,
     path: Path,
     packets: std::vec::IntoIter<Packet>,
-    segment_pps: Vec<f64>,
-    forwarded: usize,
-    busy: Duration,
-    cpu: Option<Duration>,
+    turns: Turns,
     rig_cpu: Option<Duration>,
     lost: usize,
 }
@@ -108,14 +98,7 @@ async fn tested(
     let node_key = node_spec.mix_secret.clone();
     let before = crate::cpu::threads_named("mix-hop-");
     let (node, node_thread) = runtime::start_on_thread(node_spec)?;
-    let threads = node_thread.map(|t| {
-        let mut threads: Vec<u32> = crate::cpu::threads_named("mix-hop-")
-            .into_iter()
-            .filter(|t| !before.contains(t))
-            .collect();
-        threads.push(t);
-        threads
-    });
+    let threads = turns::node_threads(&before, node_thread);
     let hop = |n: &NodeHandle| -> anyhow::Result<Hop> {
         Ok(Hop { public_key: n.mix_key, address: *n.entry()?.address() })
     };
@@ -133,10 +116,7 @@ async fn tested(
         threads,
         path,
         packets: Vec::new().into_iter(),
-        segment_pps: Vec::new(),
-        forwarded: 0,
-        busy: Duration::ZERO,
-        cpu: Some(Duration::ZERO),
+        turns: Turns::new(),
         rig_cpu: Some(Duration::ZERO),
         lost: 0,
     })
@@ -180,14 +160,6 @@ async fn pump(
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
-}
-
-fn cpu_of(threads: Option<&[u32]>) -> Option<Duration> {
-    threads?.iter().map(|t| crate::cpu::thread_cpu_time(*t)).sum()
-}
-
-fn add(total: &mut Option<Duration>, before: Option<Duration>, after: Option<Duration>) {
-    *total = total.zip(before.zip(after)).map(|(t, (b, a))| t + a.saturating_sub(b));
 }
 
 pub(crate) async fn run(
@@ -234,14 +206,7 @@ pub(crate) async fn run(
     let inline_before: Vec<u64> = nodes.iter().map(|n| n.node.metrics.hop_jobs_inline()).collect();
     eprintln!("{segments} segments of {per_segment} packets per node …");
     for segment in 0..segments {
-        // Every other segment in the reverse order, so that a drift of the machine's speed
-        // favours neither node.
-        let order: Vec<usize> = if segment % 2 == 0 {
-            (0..nodes.len()).collect()
-        } else {
-            (0..nodes.len()).rev().collect()
-        };
-        for i in order {
+        for i in turns::order(segment, nodes.len()) {
             let node = &mut nodes[i];
             let cpu_before = cpu_of(node.threads.as_deref());
             let rig_before = cpu_of(rig_threads.as_deref());
@@ -249,12 +214,10 @@ pub(crate) async fn run(
             let (arrived, last) =
                 pump(&injector, &node.node, sink, &mut node.packets, per_segment).await;
             let elapsed = last.duration_since(started);
-            add(&mut node.cpu, cpu_before, cpu_of(node.threads.as_deref()));
+            let cpu_after = cpu_of(node.threads.as_deref());
+            node.turns.record(arrived, elapsed, cpu_before, cpu_after);
             add(&mut node.rig_cpu, rig_before, cpu_of(rig_threads.as_deref()));
-            node.busy += elapsed;
-            node.forwarded += arrived;
             node.lost += per_segment - arrived;
-            node.segment_pps.push((arrived as f64 / elapsed.as_secs_f64()).round());
         }
         let samples = &nodes[0];
         let sample_packets: Vec<Packet> =
@@ -272,16 +235,15 @@ pub(crate) async fn run(
         .iter()
         .zip(inline_before)
         .map(|(n, inline_before)| {
-            let cpu = n.cpu.map(|c| c.as_secs_f64());
-            let per_cpu = cpu.map(|c| (n.forwarded as f64 / c).round());
+            let per_cpu = n.turns.per_cpu_s();
             CoreRun {
                 cores: n.cores,
                 hop_workers: n.workers,
                 packets: per_segment * segments,
-                forward_pps: (n.forwarded as f64 / n.busy.as_secs_f64()).round(),
-                segment_pps: n.segment_pps.clone(),
-                node_cpu_s: cpu.map(round3),
-                node_cores_busy: cpu.map(|c| round3(c / n.busy.as_secs_f64())),
+                forward_pps: n.turns.pps(),
+                segment_pps: n.turns.segment_pps.clone(),
+                node_cpu_s: n.turns.cpu_s(),
+                node_cores_busy: n.turns.cores_busy(),
                 forward_pps_per_cpu_s: per_cpu,
                 ratio_per_core: per_cpu.map(|pps| round3(pps / crypto_hop_pps)),
                 rig_cpu_s: n.rig_cpu.map(|c| round3(c.as_secs_f64())),
@@ -290,21 +252,7 @@ pub(crate) async fn run(
             }
         })
         .collect();
-    let (one, most) = (&runs[0], &runs[runs.len() - 1]);
-    let scaling_per_segment: Vec<f64> = one
-        .segment_pps
-        .iter()
-        .zip(&most.segment_pps)
-        .map(|(a, b)| round3(b / a.max(1.0)))
-        .collect();
-    let mut sorted = scaling_per_segment.clone();
-    sorted.sort_by(f64::total_cmp);
-    let scaling = sorted[sorted.len() / 2];
-    let scaling_overall = round3(most.forward_pps / one.forward_pps.max(1.0));
-    let parallel_efficiency = one
-        .forward_pps_per_cpu_s
-        .zip(most.forward_pps_per_cpu_s)
-        .map(|(one, most)| round3(most / one.max(1.0)));
+    let figures = turns::scaling(&nodes[0].turns, &nodes[nodes.len() - 1].turns);
     for node in &nodes {
         node.node.stop();
     }
@@ -315,15 +263,8 @@ pub(crate) async fn run(
         crypto_windows_us: windows.into_iter().map(round3).collect(),
         segments,
         runs,
-        scaling_per_segment,
-        scaling,
-        scaling_overall,
-        parallel_efficiency,
+        figures,
     })
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 pub(crate) fn print(s: &Scaling) {
@@ -354,10 +295,10 @@ pub(crate) fn print(s: &Scaling) {
     }
     println!(
         "scaling ({cores} cores / 1): median of segments {:?}: {:.2} (target >= 1.7: {}); over all segments {:.2}; parallel efficiency {}",
-        s.scaling_per_segment,
-        s.scaling,
-        if s.scaling >= 1.7 { "met" } else { "MISSED" },
-        s.scaling_overall,
-        show(s.parallel_efficiency, 2)
+        s.figures.per_segment,
+        s.figures.median,
+        if s.figures.median >= 1.7 { "met" } else { "MISSED" },
+        s.figures.overall,
+        show(s.figures.parallel_efficiency, 2)
     );
 }
