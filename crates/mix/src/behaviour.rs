@@ -541,9 +541,10 @@ impl Behaviour {
         match stopping.poll(cx, now, held, connected) {
             Step::Wait => {}
             Step::Abandon => {
-                // Packets being opened or built now are dropped when their job comes back.
+                // Packets being opened now are dropped when their job comes back (the core gives
+                // up the ones being built at once).
                 let opening = self.workers.as_ref().map_or(0, HopWorkers::opening);
-                let dropped = self.abandon_held() + opening + self.core.packets_being_built();
+                let dropped = self.abandon_held() + opening;
                 if let Some(stopping) = self.stopping.as_mut() {
                     stopping.abandoned(dropped);
                 }
@@ -1348,7 +1349,7 @@ impl Behaviour {
                 None => unreachable!("build jobs are asked for only with workers"),
             };
             self.metrics.build_job_inline();
-            self.core.finish_build(job.run());
+            self.core.finish_build(Instant::now(), job.run());
         }
         if let Some(workers) = self.workers.as_ref() {
             self.metrics.set_hop_jobs_in_flight(workers.in_flight());
@@ -1361,13 +1362,30 @@ impl Behaviour {
         self.dispatch_builds();
         let Some(workers) = self.workers.as_mut() else { return };
         let mut finished = Vec::new();
+        let mut gone = false;
         while let Poll::Ready(done) = workers.poll_done(cx) {
-            finished.push(done);
+            match done {
+                Some(done) => finished.push(done),
+                None => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if gone {
+            // Not expected (workers catch their jobs' panics): everything runs here from now.
+            let opening = workers.opening();
+            tracing::error!("the hop workers are gone; opening and building on the swarm's task");
+            for _ in 0..opening {
+                self.metrics.dropped(DropReason::Internal);
+            }
+            self.workers = None;
+            self.core.lose_builds();
         }
         if finished.is_empty() {
             return;
         }
-        self.metrics.set_hop_jobs_in_flight(workers.in_flight());
+        self.metrics.set_hop_jobs_in_flight(self.workers.as_ref().map_or(0, HopWorkers::in_flight));
         let now = Instant::now();
         for done in finished {
             match done {
@@ -1379,7 +1397,7 @@ impl Behaviour {
                     self.metrics.dropped(DropReason::Internal);
                     self.on_opened(peer, Err(DropReason::Internal));
                 }
-                Done::Build(_, Some(done)) => self.core.finish_build(done),
+                Done::Build(_, Some(done)) => self.core.finish_build(now, done),
                 Done::Build(ticket, None) => self.core.build_lost(ticket),
             }
         }

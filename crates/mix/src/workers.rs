@@ -120,8 +120,9 @@ impl HopWorkers {
         }
     }
 
-    /// The next finished job, if any; registers the task's waker otherwise.
-    pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
+    /// The next finished job, if any, or `None` once every worker is gone (the jobs in
+    /// flight will not come back); registers the task's waker otherwise.
+    pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Option<Done>> {
         if self.in_flight() == 0 {
             return Poll::Pending;
         }
@@ -131,13 +132,9 @@ impl HopWorkers {
                     Done::Hop(..) => self.opening -= 1,
                     Done::Build(..) => self.building -= 1,
                 }
-                Poll::Ready(done)
+                Poll::Ready(Some(done))
             }
-            // Every worker is gone: nothing more will come.
-            Poll::Ready(None) => {
-                (self.opening, self.building) = (0, 0);
-                Poll::Pending
-            }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }

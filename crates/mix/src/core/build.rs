@@ -20,6 +20,7 @@ use mix_sphinx::{
     SurbSecrets, WireFormat, message,
 };
 use multiaddr::Multiaddr;
+use zeroize::Zeroizing;
 
 use super::{RequestId, SendError};
 
@@ -38,7 +39,8 @@ struct Recipe {
     format: WireFormat,
     padding: Padding,
     codec: String,
-    body: Vec<u8>,
+    /// The plaintext: wiped when the job is done.
+    body: Zeroizing<Vec<u8>>,
     destination: AddressBlock,
     copies: Vec<CopyPlan>,
 }
@@ -105,7 +107,7 @@ impl BuildJob {
             format,
             padding: format.padding(),
             codec: codec.to_owned(),
-            body: body.to_vec(),
+            body: Zeroizing::new(body.to_vec()),
             destination,
             copies,
         };
@@ -142,11 +144,11 @@ fn build_copy(
         surbs.push(surb);
         secrets.push(kept);
     }
-    let mut m = [0u8; MESSAGE_SIZE];
+    let mut m = Zeroizing::new([0u8; MESSAGE_SIZE]);
     if copy.proof.is_empty() {
         message::encode_forward(padding, copy.seqno, codec, &surbs, body, &mut m)?;
     } else {
-        let proved = [body, copy.proof.as_slice()].concat();
+        let proved = Zeroizing::new([body, copy.proof.as_slice()].concat());
         message::encode_forward(padding, copy.seqno, codec, &surbs, &proved, &mut m)?;
     }
     let packet = copy.route.forward_packet_with_secret(format, destination, &m, &copy.ephemeral)?;
@@ -197,6 +199,14 @@ impl Builds {
 
     pub(super) fn next_job(&mut self) -> Option<BuildJob> {
         self.ready.pop_front()
+    }
+
+    /// The bookkeeping of every build out, which will not be finished; jobs not taken yet
+    /// are forgotten, and the tickets of the others, if they come back, are unknown.
+    pub(super) fn take_all(&mut self) -> Vec<PendingBuild> {
+        self.ready.clear();
+        (self.packets, self.surbs, self.requests) = (0, 0, 0);
+        self.pending.drain().map(|(_, p)| p).collect()
     }
 
     /// The bookkeeping of a finished job; `None` for a ticket not handed out (or twice).

@@ -545,6 +545,20 @@ impl<R> std::fmt::Debug for MixCore<R> {
     }
 }
 
+/// What every copy of one own message shares.
+struct MessagePlan<'a> {
+    destination: &'a Destination,
+    dest_peer: PeerId,
+    path_len: usize,
+    hop_delay: Option<Duration>,
+    surbs: usize,
+    /// The body as sent (wrapped, for redundant copies).
+    body: &'a [u8],
+    exit_proof: usize,
+    epoch: Option<u64>,
+    unix: u64,
+}
+
 impl<R: CryptoRng> MixCore<R> {
     /// A node known to others as `local` (its public entry), holding `secret` (the private half
     /// of `local`'s mix key).
@@ -877,11 +891,6 @@ impl<R: CryptoRng> MixCore<R> {
         let epoch = self.epoch(now);
         let unix = self.unix(now).as_secs();
         let path_len = options.path_len.unwrap_or(self.config.path_len);
-        let override_delay = options.hop_delay.map(|v| FixedDelayValue::new(v, &*self.delay));
-        let delay: &dyn DelayStrategy = match &override_delay {
-            Some(fixed) => fixed,
-            None => &*self.delay,
-        };
         let exit_proof = match &self.spam {
             Some(s) if s.placement == Placement::Exit => s.protection.proof_len(),
             _ => 0,
@@ -910,56 +919,26 @@ impl<R: CryptoRng> MixCore<R> {
         {
             return Err(SendError::UnknownMixNode(*peer));
         }
-
         if path_len > self.format.max_path_len() {
             let max = self.format.max_path_len();
             return Err(BuildError::PathTooLong { len: path_len, max }.into());
         }
 
-        // Every random draw is made here, in the order building in place has always made
-        // them: the simulator's seeded runs stay what they were.
+        let message = MessagePlan {
+            destination,
+            dest_peer,
+            path_len,
+            hop_delay: options.hop_delay,
+            surbs: surb_count,
+            body,
+            exit_proof,
+            epoch,
+            unix,
+        };
         let mut plans = Vec::with_capacity(copies);
         let mut used: Vec<PeerId> = Vec::new();
         for _ in 0..copies {
-            let path = disjoint_path(
-                &*self.pool,
-                &mut *self.selector,
-                &mut self.rng,
-                self.local.peer_id(),
-                path_len,
-                destination,
-                dest_peer,
-                &used,
-            )?;
-            used.extend(path.iter().map(|n| *n.peer_id()));
-            let exit = *path[path.len() - 1].peer_id();
-            let first = (*path[0].peer_id(), path[0].addr().clone());
-            let route = build_route(&path, delay, self.delay_semantics, &mut self.rng, epoch)?;
-            let mut surbs = Vec::with_capacity(surb_count);
-            for _ in 0..surb_count {
-                // The return path avoids the forward exit and the destination, as the reference's.
-                let exclude = [*self.local.peer_id(), exit, dest_peer];
-                surbs.push(plan_surb(
-                    &*self.pool,
-                    &mut *self.selector,
-                    &mut self.rng,
-                    &self.local,
-                    path_len,
-                    &exclude,
-                    (delay, self.delay_semantics),
-                    epoch,
-                )?);
-            }
-            let seqno = self.rng.random_range(0..NOT_A_SEQNO);
-            let mut proof = Vec::new();
-            if exit_proof > 0 {
-                let seed = self.rng.random();
-                let spam = self.spam.as_mut().expect("exit placement set");
-                proof.resize(exit_proof, 0);
-                spam.protection.generate(body, unix, seed, &mut proof).map_err(SendError::Proof)?;
-            }
-            let ephemeral = EphemeralSecret::random(&mut self.rng);
-            plans.push(build::CopyPlan { first, route, surbs, seqno, proof, ephemeral });
+            plans.push(self.plan_copy(&message, &mut used)?);
         }
         let job = BuildJob::new(self.format, codec, body, dest_block, plans);
         let request =
@@ -981,10 +960,67 @@ impl<R: CryptoRng> MixCore<R> {
         }
         // Built in place, an error sends nothing and goes back to the caller.
         let (_, built) = job.run().into_parts();
-        match self.schedule_built(pending, built?) {
-            0 => Ok(()),
-            _ => Err(SendError::QueueFull(self.scheduled.len())),
+        match self.schedule_built(now, pending, built?) {
+            true => Err(SendError::QueueFull(self.scheduled.len())),
+            false => Ok(()),
         }
+    }
+
+    /// One copy of a message, on a path disjoint from those in `used` (extended with it), with
+    /// every random draw made in the order building in place has always made them: the
+    /// simulator's seeded runs stay what they were.
+    fn plan_copy(
+        &mut self,
+        message: &MessagePlan<'_>,
+        used: &mut Vec<PeerId>,
+    ) -> Result<build::CopyPlan, SendError> {
+        let override_delay = message.hop_delay.map(|v| FixedDelayValue::new(v, &*self.delay));
+        let delay: &dyn DelayStrategy = match &override_delay {
+            Some(fixed) => fixed,
+            None => &*self.delay,
+        };
+        let (epoch, path_len) = (message.epoch, message.path_len);
+        let path = disjoint_path(
+            &*self.pool,
+            &mut *self.selector,
+            &mut self.rng,
+            self.local.peer_id(),
+            path_len,
+            message.destination,
+            message.dest_peer,
+            used,
+        )?;
+        used.extend(path.iter().map(|n| *n.peer_id()));
+        let exit = *path[path.len() - 1].peer_id();
+        let first = (*path[0].peer_id(), path[0].addr().clone());
+        let route = build_route(&path, delay, self.delay_semantics, &mut self.rng, epoch)?;
+        let mut surbs = Vec::with_capacity(message.surbs);
+        for _ in 0..message.surbs {
+            // The return path avoids the forward exit and the destination, as the reference's.
+            let exclude = [*self.local.peer_id(), exit, message.dest_peer];
+            surbs.push(plan_surb(
+                &*self.pool,
+                &mut *self.selector,
+                &mut self.rng,
+                &self.local,
+                path_len,
+                &exclude,
+                (delay, self.delay_semantics),
+                epoch,
+            )?);
+        }
+        let seqno = self.rng.random_range(0..NOT_A_SEQNO);
+        let mut proof = Vec::new();
+        if message.exit_proof > 0 {
+            let seed = self.rng.random();
+            let spam = self.spam.as_mut().expect("exit placement set");
+            proof.resize(message.exit_proof, 0);
+            spam.protection
+                .generate(message.body, message.unix, seed, &mut proof)
+                .map_err(SendError::Proof)?;
+        }
+        let ephemeral = EphemeralSecret::random(&mut self.rng);
+        Ok(build::CopyPlan { first, route, surbs, seqno, proof, ephemeral })
     }
 
     /// Whether this node may send `copies` packets with `surbs` SURBs each now.
@@ -1032,31 +1068,31 @@ impl<R: CryptoRng> MixCore<R> {
         self.builds.packets
     }
 
-    /// Takes a built message back: registers its request and schedules its packets, as a
-    /// send or request would have in place. Packets that cannot be sent now are counted as
-    /// dropped; a request that could not be built at all ends with
+    /// Takes a built message back: schedules its packets and registers its request, as a
+    /// send or request would have in place. Packets that find no room now are counted as
+    /// dropped; a request none of whose packets leaves (or that could not be built) ends with
     /// [`Output::RequestTimedOut`] at once, so that no caller waits for a reply that cannot
     /// come.
-    pub fn finish_build(&mut self, done: BuildDone) {
+    pub fn finish_build(&mut self, now: Instant, done: BuildDone) {
         let (ticket, built) = done.into_parts();
         let Some(pending) = self.builds.take(ticket) else {
+            // Abandoned at a stop, or lost: counted then.
             return;
         };
-        let reason = match built {
-            Ok(built) if !self.abandoned => {
-                let refused = self.schedule_built(pending, built);
-                for _ in 0..refused {
-                    self.stats.count_dropped(DropReason::DelayQueueFull);
+        match built {
+            Ok(built) => {
+                let request = pending.request.map(|(r, _)| r);
+                if self.schedule_built(now, pending, built)
+                    && let Some(request) = request
+                {
+                    self.end_request(request);
                 }
-                return;
             }
-            Ok(_) => DropReason::Stopping,
             Err(e) => {
                 tracing::warn!(error = %e, "an own message could not be built");
-                DropReason::Internal
+                self.drop_build(pending, DropReason::Internal);
             }
-        };
-        self.drop_build(pending, reason);
+        }
     }
 
     /// A build job that never finished (the thread that ran it panicked): its packets are
@@ -1067,35 +1103,58 @@ impl<R: CryptoRng> MixCore<R> {
         }
     }
 
+    /// Every build handed out is lost (the threads that ran them are gone): their packets are
+    /// counted as dropped, their requests end, and own messages are built in place from now
+    /// on.
+    pub fn lose_builds(&mut self) {
+        self.builds.as_jobs = false;
+        for pending in self.builds.take_all() {
+            self.drop_build(pending, DropReason::Internal);
+        }
+    }
+
     fn drop_build(&mut self, pending: build::PendingBuild, reason: DropReason) {
         for _ in 0..pending.packets {
             self.stats.count_dropped(reason);
         }
         if let Some((request, _)) = pending.request {
-            self.outputs.push_back(Output::RequestTimedOut(request));
+            self.end_request(request);
         }
     }
 
-    /// Registers a built message's request and schedules its copies; returns how many copies
-    /// found no room.
+    /// A request that was accepted but whose packets never left.
+    fn end_request(&mut self, request: RequestId) {
+        self.stats.count(|s| &mut s.requests_timed_out);
+        self.outputs.push_back(Output::RequestTimedOut(request));
+    }
+
+    /// Schedules a built message's copies and registers its request if any copy left; counts
+    /// the copies that found no room as dropped. Returns whether none found room.
     fn schedule_built(
         &mut self,
+        now: Instant,
         pending: build::PendingBuild,
-        mut built: Vec<build::BuiltCopy>,
-    ) -> usize {
-        if let Some((request, deadline)) = pending.request {
-            let secrets = built.iter_mut().flat_map(|c| std::mem::take(&mut c.secrets)).collect();
-            self.surbs.insert(request, secrets, surbs::Replies::First, pending.at, deadline);
-        }
+        built: Vec<build::BuiltCopy>,
+    ) -> bool {
+        let copies = built.len();
+        let mut secrets = Vec::new();
         let mut refused = 0;
         for copy in built {
+            secrets.extend(copy.secrets);
             let (peer, addr) = copy.first;
-            let kind = SentKind::Own;
-            if self.send_own(pending.at, peer, addr, copy.packet, kind, pending.jitter).is_err() {
+            let (kind, at, jitter) = (SentKind::Own, pending.at, pending.jitter);
+            if let Err(reason) = self.send_own(at, now, peer, addr, copy.packet, kind, jitter) {
+                self.stats.count_dropped(reason);
                 refused += 1;
             }
         }
-        refused
+        // Registered once a packet is scheduled: no reply can come before this returns.
+        if let Some((request, deadline)) = pending.request
+            && refused < copies
+        {
+            self.surbs.insert(request, secrets, surbs::Replies::First, pending.at, deadline);
+        }
+        refused == copies
     }
 
     /// When the secrets of SURBs built now for `lifetime` must be forgotten: SURBs die with
@@ -1194,9 +1253,12 @@ impl<R: CryptoRng> MixCore<R> {
         Ok(())
     }
 
-    /// Sends an own packet: into the next free cover slot, or after its pre-send delay.
+    /// Sends an own packet taken in at `sent_at` (before `now` when it was built elsewhere):
+    /// into the next free cover slot, or after its pre-send delay.
+    #[allow(clippy::too_many_arguments, reason = "a packet, where it goes and when")]
     fn send_own(
         &mut self,
+        sent_at: Instant,
         now: Instant,
         peer: PeerId,
         addr: Multiaddr,
@@ -1205,14 +1267,16 @@ impl<R: CryptoRng> MixCore<R> {
         jitter: Duration,
     ) -> Result<(), DropReason> {
         if self.config.cover.mode.queues_own() {
-            if self.own_queue.len() >= self.config.cover.max_queued_own {
+            // Room counted for packets still being built is theirs.
+            if self.own_queue.len() + self.builds.packets >= self.config.cover.max_queued_own {
                 return Err(DropReason::DelayQueueFull);
             }
             let number = self.next_number();
-            self.own_queue.push_back(Queued { peer, addr, packet, kind, number, queued_at: now });
+            let queued_at = sent_at;
+            self.own_queue.push_back(Queued { peer, addr, packet, kind, number, queued_at });
             return Ok(());
         }
-        let due = self.own_departure(now, jitter);
+        let due = self.own_departure(sent_at, now, jitter);
         self.schedule(due, peer, addr, packet, kind)
     }
 
@@ -1327,10 +1391,11 @@ impl<R: CryptoRng> MixCore<R> {
         self.outputs.push_back(Output::Transmit { peer, addr, packet, proof, trace });
     }
 
-    /// When the next own packet may leave: after its pre-send delay, and a random gap of at
-    /// most `jitter` after the previous one.
-    fn own_departure(&mut self, now: Instant, jitter: Duration) -> Instant {
-        let mut due = now + self.pre_send_delay();
+    /// When the next own packet, taken in at `sent_at`, may leave: after its pre-send delay
+    /// (or now, if that is past: a packet built late must not leave in a burst with the ones
+    /// before it), and a random gap of at most `jitter` after the previous one.
+    fn own_departure(&mut self, sent_at: Instant, now: Instant, jitter: Duration) -> Instant {
+        let mut due = (sent_at + self.pre_send_delay()).max(now);
         if let Some(previous) = self.last_own_due
             && !jitter.is_zero()
         {
@@ -1360,7 +1425,7 @@ impl<R: CryptoRng> MixCore<R> {
             };
             let packet = surb.reply_packet(&self.format, &m);
             let jitter = self.config.send_jitter;
-            match self.send_own(now, peer, addr, packet, SentKind::Reply, jitter) {
+            match self.send_own(now, now, peer, addr, packet, SentKind::Reply, jitter) {
                 Ok(()) => sent += 1,
                 Err(reason) => self.stats.count_dropped(reason),
             }
@@ -1451,38 +1516,12 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     fn process(&mut self, now: Instant, done: HopDone) -> Result<(), DropReason> {
-        let format = self.format;
-        let unix = self.unix(now);
         if self.abandoned {
             return Err(DropReason::Stopping);
         }
         let HopDone { mut packet, outcome } = done;
         let opened = outcome.map_err(DropReason::Sphinx)?;
-        // A key that rotated out while the job ran opens nothing: the packet's tag went into a
-        // filter that is gone with the key.
-        if !self.keys.holds(&opened.key) {
-            return Err(DropReason::Sphinx(ProcessError::MacMismatch));
-        }
-        if opened.which == keys::KeyUse::Current {
-            let (fill, stages) = self.keys.replay_fill();
-            self.stats.set_replay_fill(fill, stages);
-        }
-        match opened.seen {
-            Ok(false) => {}
-            Ok(true) => return Err(DropReason::Replay),
-            Err(full) => {
-                if !self.replay_full_logged {
-                    self.replay_full_logged = true;
-                    tracing::error!(
-                        %full,
-                        "refusing packets: the replay filter of a mix key is full, and more \
-                         tags would raise its false-positive rate; rotate mix keys (or raise \
-                         replay.packets_per_second)"
-                    );
-                }
-                return Err(DropReason::ReplayFilterFull);
-            }
-        }
+        self.check_fresh(&opened)?;
         let Some(action) = opened.action else { return Err(DropReason::Replay) };
         let action = action.map_err(|e| {
             if e == ProcessError::PayloadIntegrity {
@@ -1495,118 +1534,161 @@ impl<R: CryptoRng> MixCore<R> {
                 let (addr, peer) = next_hop.decode().map_err(|_| DropReason::BadNextHop)?;
                 let delay = self.delay_semantics.hold(&*self.delay, delay_ms, &mut self.rng);
                 self.observations.hop_delay(delay);
-                self.schedule(now + delay, peer, addr, packet, SentKind::Forward)?;
+                self.schedule(now + delay, peer, addr, packet, SentKind::Forward)
             }
-            Action::Deliver { destination } => {
-                // The integrity prefix held, so the sender built this payload for our cipher; a
-                // padding length that cannot fit is then its padding's.
-                let msg = match message::decode_forward(format.padding(), packet.message()) {
-                    Ok(msg) => msg,
-                    Err(e) => {
-                        if matches!(e, MessageError::PaddingLength { .. }) {
-                            self.suspect_mismatch(Mismatch::Padding, now);
-                        }
-                        return Err(DropReason::MalformedMessage);
-                    }
-                };
-                if msg.seqno == Some(NOT_A_SEQNO) {
-                    self.suspect_mismatch(Mismatch::Padding, now);
+            Action::Deliver { destination } => self.deliver(now, &destination, &packet),
+            Action::Reply { id } => self.take_reply(now, &id, &mut packet),
+        }
+    }
+
+    /// Whether an opened packet is new: its key still held and its tag not seen before.
+    fn check_fresh(&mut self, opened: &hop::Opened) -> Result<(), DropReason> {
+        // A key that rotated out while the job ran opens nothing: the packet's tag went into a
+        // filter that is gone with the key.
+        if !self.keys.holds(&opened.key) {
+            return Err(DropReason::Sphinx(ProcessError::MacMismatch));
+        }
+        if opened.which == keys::KeyUse::Current {
+            let (fill, stages) = self.keys.replay_fill();
+            self.stats.set_replay_fill(fill, stages);
+        }
+        match opened.seen {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(DropReason::Replay),
+            Err(full) => {
+                if !self.replay_full_logged {
+                    self.replay_full_logged = true;
+                    tracing::error!(
+                        %full,
+                        "refusing packets: the replay filter of a mix key is full, and more \
+                         tags would raise its false-positive rate; rotate mix keys (or raise \
+                         replay.packets_per_second)"
+                    );
                 }
-                if msg.is_cover() {
-                    self.stats.count(|s| &mut s.cover_received);
-                    let returned =
-                        msg.body.first_chunk::<16>().and_then(|id| self.loops.returned(id, now));
-                    if let Some(back) = returned {
-                        self.stats.count(|s| &mut s.loops_returned);
-                        if let Some(rtt) = back.rtt {
-                            self.observations.loop_rtt(rtt);
-                        }
-                        self.pool.report_loop(&back.path, true, now);
-                    }
-                    return Ok(());
-                }
-                let mut body = msg.body;
-                if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::Exit) {
-                    let split = body
-                        .len()
-                        .checked_sub(spam.protection.proof_len())
-                        .ok_or(DropReason::Proof(ProofError::Malformed))?;
-                    let (binding, proof) = body.split_at(split);
-                    spam.protection
-                        .verify(binding, proof, unix.as_secs())
-                        .map_err(DropReason::Proof)?;
-                    body = binding;
-                }
-                let (codec, body) = if msg.codec == REDUNDANT_CODEC {
-                    let (id, codec, body) =
-                        unwrap_redundant(body).ok_or(DropReason::MalformedMessage)?;
-                    if !self.seen.insert(id) {
-                        return Err(DropReason::DuplicateMessage);
-                    }
-                    (codec, body)
-                } else {
-                    (msg.codec, body)
-                };
-                let destination = if destination.is_zero() {
-                    None
-                } else {
-                    let (addr, peer) =
-                        destination.decode().map_err(|_| DropReason::BadDestination)?;
-                    Some((peer, addr))
-                };
-                self.stats.count(|s| &mut s.deliveries);
-                let id = self.answers.next_id();
-                let mut replies = msg.surbs.len();
-                if replies > 0 {
-                    let expires = now + self.config.answer_timeout;
-                    let (kind, max) = match destination {
-                        Some(_) => (answers::Kind::Exit, self.config.max_awaited_exit_answers),
-                        None => (answers::Kind::Local, self.config.max_awaited_local_answers),
-                    };
-                    match self.answers.hold(id, kind, msg.surbs, expires, max) {
-                        Held::Yes { evicted } => self.stats.answers_evicted(evicted),
-                        Held::Refused => {
-                            replies = 0;
-                            self.stats.count(|s| &mut s.answers_refused);
-                        }
-                    }
-                    self.stats.set_awaited_answers(self.answers.len());
-                }
-                self.outputs.push_back(Output::Deliver(Delivery {
-                    id,
-                    destination,
-                    codec: codec.to_owned(),
-                    body: body.to_vec(),
-                    replies,
-                }));
-            }
-            Action::Reply { id } => {
-                let matched = match self.surbs.take(&id) {
-                    surbs::Lookup::Matched(m) => m,
-                    surbs::Lookup::Duplicate => return Err(DropReason::DuplicateReply),
-                    surbs::Lookup::Unknown => return Err(DropReason::UnknownSurb),
-                };
-                let Ok(m) = matched.secrets.recover(&format, &mut packet) else {
-                    self.suspect_mismatch(Mismatch::Reply, now);
-                    return Err(DropReason::ReplyIntegrity);
-                };
-                let (body, _) = match message::decode_reply(format.padding(), m) {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        if matches!(e, MessageError::PaddingLength { .. }) {
-                            self.suspect_mismatch(Mismatch::Padding, now);
-                        }
-                        return Err(DropReason::MalformedMessage);
-                    }
-                };
-                self.stats.count(|s| &mut s.replies_received);
-                self.outputs.push_back(Output::Reply {
-                    request: matched.request,
-                    body: body.to_vec(),
-                    rtt: now.saturating_duration_since(matched.sent_at),
-                });
+                Err(DropReason::ReplayFilterFull)
             }
         }
+    }
+
+    /// This node is the exit of `packet`: a cover packet ends here, a message is delivered
+    /// (to `destination`, or here when it is zero) with its SURBs held for the answer.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        destination: &AddressBlock,
+        packet: &Packet,
+    ) -> Result<(), DropReason> {
+        // The integrity prefix held, so the sender built this payload for our cipher; a
+        // padding length that cannot fit is then its padding's.
+        let msg = match message::decode_forward(self.format.padding(), packet.message()) {
+            Ok(msg) => msg,
+            Err(e) => {
+                if matches!(e, MessageError::PaddingLength { .. }) {
+                    self.suspect_mismatch(Mismatch::Padding, now);
+                }
+                return Err(DropReason::MalformedMessage);
+            }
+        };
+        if msg.seqno == Some(NOT_A_SEQNO) {
+            self.suspect_mismatch(Mismatch::Padding, now);
+        }
+        if msg.is_cover() {
+            self.stats.count(|s| &mut s.cover_received);
+            let returned = msg.body.first_chunk::<16>().and_then(|id| self.loops.returned(id, now));
+            if let Some(back) = returned {
+                self.stats.count(|s| &mut s.loops_returned);
+                if let Some(rtt) = back.rtt {
+                    self.observations.loop_rtt(rtt);
+                }
+                self.pool.report_loop(&back.path, true, now);
+            }
+            return Ok(());
+        }
+        let mut body = msg.body;
+        let unix = self.unix(now).as_secs();
+        if let Some(spam) = self.spam.as_mut().filter(|s| s.placement == Placement::Exit) {
+            let split = body
+                .len()
+                .checked_sub(spam.protection.proof_len())
+                .ok_or(DropReason::Proof(ProofError::Malformed))?;
+            let (binding, proof) = body.split_at(split);
+            spam.protection.verify(binding, proof, unix).map_err(DropReason::Proof)?;
+            body = binding;
+        }
+        let (codec, body) = if msg.codec == REDUNDANT_CODEC {
+            let (id, codec, body) = unwrap_redundant(body).ok_or(DropReason::MalformedMessage)?;
+            if !self.seen.insert(id) {
+                return Err(DropReason::DuplicateMessage);
+            }
+            (codec, body)
+        } else {
+            (msg.codec, body)
+        };
+        let destination = if destination.is_zero() {
+            None
+        } else {
+            let (addr, peer) = destination.decode().map_err(|_| DropReason::BadDestination)?;
+            Some((peer, addr))
+        };
+        self.stats.count(|s| &mut s.deliveries);
+        let id = self.answers.next_id();
+        let mut replies = msg.surbs.len();
+        if replies > 0 {
+            let expires = now + self.config.answer_timeout;
+            let (kind, max) = match destination {
+                Some(_) => (answers::Kind::Exit, self.config.max_awaited_exit_answers),
+                None => (answers::Kind::Local, self.config.max_awaited_local_answers),
+            };
+            match self.answers.hold(id, kind, msg.surbs, expires, max) {
+                Held::Yes { evicted } => self.stats.answers_evicted(evicted),
+                Held::Refused => {
+                    replies = 0;
+                    self.stats.count(|s| &mut s.answers_refused);
+                }
+            }
+            self.stats.set_awaited_answers(self.answers.len());
+        }
+        self.outputs.push_back(Output::Deliver(Delivery {
+            id,
+            destination,
+            codec: codec.to_owned(),
+            body: body.to_vec(),
+            replies,
+        }));
+        Ok(())
+    }
+
+    /// `packet` is a reply through one of this node's SURBs: it answers the request.
+    fn take_reply(
+        &mut self,
+        now: Instant,
+        id: &SurbId,
+        packet: &mut Packet,
+    ) -> Result<(), DropReason> {
+        let matched = match self.surbs.take(id) {
+            surbs::Lookup::Matched(m) => m,
+            surbs::Lookup::Duplicate => return Err(DropReason::DuplicateReply),
+            surbs::Lookup::Unknown => return Err(DropReason::UnknownSurb),
+        };
+        let Ok(m) = matched.secrets.recover(&self.format, packet) else {
+            self.suspect_mismatch(Mismatch::Reply, now);
+            return Err(DropReason::ReplyIntegrity);
+        };
+        let (body, _) = match message::decode_reply(self.format.padding(), m) {
+            Ok(reply) => reply,
+            Err(e) => {
+                if matches!(e, MessageError::PaddingLength { .. }) {
+                    self.suspect_mismatch(Mismatch::Padding, now);
+                }
+                return Err(DropReason::MalformedMessage);
+            }
+        };
+        self.stats.count(|s| &mut s.replies_received);
+        self.outputs.push_back(Output::Reply {
+            request: matched.request,
+            body: body.to_vec(),
+            rtt: now.saturating_duration_since(matched.sent_at),
+        });
         Ok(())
     }
 
@@ -1638,13 +1720,18 @@ impl<R: CryptoRng> MixCore<R> {
     /// many.
     pub fn abandon_held(&mut self) -> usize {
         self.abandoned = true;
-        let dropped = self.scheduled.len() + self.own_queue.len();
+        let mut dropped = self.scheduled.len() + self.own_queue.len();
         self.scheduled.clear();
         self.own_queue.clear();
         for _ in 0..dropped {
             self.stats.count_dropped(DropReason::Stopping);
         }
         self.stats.set_delay_queue(0);
+        // Builds out are given up too; their jobs, if they still come back, are ignored.
+        for pending in self.builds.take_all() {
+            dropped += pending.packets;
+            self.drop_build(pending, DropReason::Stopping);
+        }
         dropped
     }
 
@@ -1765,7 +1852,10 @@ impl<R: CryptoRng> MixCore<R> {
         packet: Packet,
         kind: SentKind,
     ) -> Result<(), DropReason> {
-        if self.scheduled.len() >= self.config.max_delayed_packets {
+        // Room counted for own packets still being built is theirs (they wait here unless
+        // cover slots take them).
+        let reserved = if self.config.cover.mode.queues_own() { 0 } else { self.builds.packets };
+        if self.scheduled.len() + reserved >= self.config.max_delayed_packets {
             return Err(DropReason::DelayQueueFull);
         }
         let seq = self.next_number();

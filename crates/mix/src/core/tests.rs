@@ -899,14 +899,14 @@ fn own_messages_built_as_jobs_are_the_packets_built_in_place() {
             .unwrap();
             if building == Building::JobByJob {
                 let job = sender.next_build_job().unwrap();
-                sender.finish_build(on_a_thread(job));
+                sender.finish_build(now, on_a_thread(job));
             }
         }
         let out = if building == Building::AllOutReversed { 4 } else { 0 };
         assert_eq!(sender.packets_being_built(), out);
         let jobs: Vec<BuildJob> = std::iter::from_fn(|| sender.next_build_job()).collect();
         for job in jobs.into_iter().rev() {
-            sender.finish_build(on_a_thread(job));
+            sender.finish_build(now, on_a_thread(job));
         }
         assert_eq!(sender.packets_being_built(), 0);
         sender.handle_timeout(now + Duration::from_secs(5));
@@ -961,13 +961,15 @@ fn builds_out_count_against_the_bounds_and_lost_ones_end_their_requests() {
     let [first, second, third] = [(); 3].map(|_| sender.next_build_job().unwrap());
     sender.build_lost(first.ticket());
     assert_eq!(sender.stats().packets_dropped(DropReason::Internal), 1);
-    // The third is built and scheduled; the second comes back after the stop gave up.
-    sender.finish_build(third.run());
+    // The third is built and scheduled; the stop gives up the second's packet with it, and
+    // its job, when it comes back, is ignored.
+    sender.finish_build(now, third.run());
     assert_eq!(sender.delayed_packets(), 1);
     sender.stop();
-    assert_eq!(sender.abandon_held(), 1);
-    sender.finish_build(second.run());
+    assert_eq!(sender.abandon_held(), 2);
+    sender.finish_build(now, second.run());
     assert_eq!(sender.stats().packets_dropped(DropReason::Stopping), 2);
+    assert_eq!(sender.stats().requests_timed_out, 2);
     assert_eq!((sender.packets_being_built(), sender.delayed_packets()), (0, 0));
     let mut ended = Vec::new();
     while let Some(out) = sender.poll_output() {
@@ -977,4 +979,60 @@ fn builds_out_count_against_the_bounds_and_lost_ones_end_their_requests() {
     }
     assert_eq!(ended, vec![lost, late]);
     assert_eq!(sender.pending_requests(), 0);
+}
+
+/// Own packets built late (after their pre-send delay) still leave spread out by the send
+/// jitter, not in one burst when their jobs come back together.
+#[test]
+fn packets_built_late_leave_spread_out() {
+    let mut net = Net::new(6, 13, exponential(10), Config::default());
+    let peers = net.peers();
+    let start = net.now;
+    let sender = net.node(&peers[0]);
+    sender.set_build_jobs(true);
+    for _ in 0..5 {
+        sender.send(start, &external_destination(), "/p", b"x").unwrap();
+    }
+    let jobs: Vec<BuildJob> = std::iter::from_fn(|| sender.next_build_job()).collect();
+    let late = start + Duration::from_secs(1);
+    for job in jobs {
+        sender.finish_build(late, job.run());
+    }
+    let mut left = Vec::new();
+    let mut now = late;
+    while left.len() < 5 && now < late + Duration::from_secs(1) {
+        sender.handle_timeout(now);
+        while let Some(out) = sender.poll_output() {
+            if matches!(out, Output::Transmit { .. }) {
+                left.push(now);
+            }
+        }
+        now += Duration::from_micros(100);
+    }
+    assert_eq!(left.len(), 5);
+    assert!(left[0] >= late);
+    assert!(left.windows(2).all(|w| w[0] < w[1]), "a burst: {left:?}");
+}
+
+/// Room counted for builds out is theirs: a packet to forward that would take it is dropped
+/// (as when the queue is full), and every built packet finds its place.
+#[test]
+fn room_counted_for_builds_is_kept_for_them() {
+    let config = Config { max_delayed_packets: 3, ..Config::default() };
+    let mut net = Net::new(6, 14, exponential(10), config);
+    let now = net.now;
+    // A packet for its first hop to forward.
+    let (hop, packet) = first_transmit(&mut net);
+    let sender = net.node(&hop);
+    sender.set_build_jobs(true);
+    for _ in 0..3 {
+        sender.send(now, &external_destination(), "/p", b"x").unwrap();
+    }
+    assert_eq!(sender.handle_packet(now, packet), Err(DropReason::DelayQueueFull));
+    let jobs: Vec<BuildJob> = std::iter::from_fn(|| sender.next_build_job()).collect();
+    for job in jobs {
+        sender.finish_build(now, job.run());
+    }
+    assert_eq!(sender.delayed_packets(), 3);
+    assert_eq!(sender.stats().packets_dropped(DropReason::DelayQueueFull), 1);
 }
