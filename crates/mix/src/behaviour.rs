@@ -164,7 +164,8 @@ pub struct ReplyId(DeliveryId);
 #[non_exhaustive]
 pub enum RequestError {
     /// No reply arrived within the request timeout (a hop, the exit or the destination failed,
-    /// or a packet was dropped on the way).
+    /// or a packet was dropped on the way), or the request's packets never left (they could
+    /// not be built, or a stop gave them up).
     #[error("no reply within the request timeout")]
     Timeout,
 }
@@ -381,7 +382,7 @@ impl Behaviour {
                 .inspect_err(|e| {
                     tracing::warn!(
                         error = %e,
-                        "could not start hop workers; opening packets on the swarm's task"
+                        "could not start hop workers; opening packets and building messages on the swarm's task"
                     );
                 })
                 .ok(),
@@ -785,7 +786,8 @@ impl Behaviour {
         self.exit_protocols.insert(codec.into(), protocol);
     }
 
-    /// Sends `body` anonymously to `destination` with origin protocol `codec`.
+    /// Sends `body` anonymously to `destination` with origin protocol `codec`. With hop workers
+    /// `Ok` means accepted: the packets are built on a worker (see [`MixCore::send`]).
     pub fn send(
         &mut self,
         destination: &Destination,

@@ -29,6 +29,8 @@ use crate::protocol::{self, PROTOCOL, ReadRule};
 /// Frames written per flush on the pooled stream.
 const WRITE_BATCH: usize = 64;
 
+type HandlerEvent = ConnectionHandlerEvent<ReadyUpgrade<StreamProtocol>, OutboundInfo, OutEvent>;
+
 /// Identifies one delivery of the exit to a destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExitId(pub(crate) u64);
@@ -358,11 +360,121 @@ impl Handler {
         }
     }
 
+    /// The next inbound packet, as fast as the rate limit allows. Frames not read stay in the
+    /// muxer's window and then in the peer's send buffer: the flood slows its own sender.
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Option<OutEvent> {
+        loop {
+            if self.inbound.is_empty() {
+                break;
+            }
+            if let Some(limiter) = self.limiter.as_mut()
+                && limiter.poll_take(cx).is_pending()
+            {
+                break;
+            }
+            match self.inbound.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => return Some(OutEvent::Packet(frame)),
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(%error, "closing inbound mix stream");
+                    let reason = match error {
+                        FrameError::Oversized(_) | FrameError::BadPrefix => {
+                            DropReason::OversizedFrame
+                        }
+                        FrameError::Timeout => DropReason::FrameTimeout,
+                        FrameError::WrongLength(_) => DropReason::BadLength,
+                        FrameError::Io(_) => DropReason::StreamError,
+                    };
+                    self.metrics.dropped(reason);
+                }
+                Poll::Ready(None) | Poll::Pending => {
+                    // The token was not used.
+                    if let Some(limiter) = &self.limiter {
+                        limiter.give_back();
+                    }
+                    break;
+                }
+            }
+        }
+        None
+    }
+
+    /// Exit deliveries that ended (or are delivered once more), and streams to open for them.
+    fn poll_exits(&mut self, cx: &mut Context<'_>) -> Option<HandlerEvent> {
+        while let Poll::Ready((id, result)) = self.exits.poll_unpin(cx) {
+            let retry = self.exits_retryable.remove(&id);
+            let result = result.unwrap_or(Err(ExitError::Timeout));
+            if let (Err(ExitError::Stream(error)), Some(job)) = (&result, retry) {
+                tracing::debug!(%error, protocol = %job.protocol, "destination reset the stream; delivering once more");
+                self.exits_opening.insert(id, job);
+                self.exits_to_open.push_back(id);
+                continue;
+            }
+            return Some(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Exit { id, result }));
+        }
+        while let Some(id) = self.exits_to_open.pop_front() {
+            let Some(job) = self.exits_opening.get(&id) else { continue };
+            return Some(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(
+                    ReadyUpgrade::new(job.protocol.clone()),
+                    OutboundInfo::Exit(id),
+                ),
+            });
+        }
+        None
+    }
+
+    /// Writes queued frames on the pooled outbound stream, opening it when needed.
+    fn poll_writer(&mut self, cx: &mut Context<'_>) -> Option<HandlerEvent> {
+        loop {
+            match std::mem::replace(&mut self.writer, Writer::Closed) {
+                Writer::Writing(mut write) => match write.poll_unpin(cx) {
+                    Poll::Pending => {
+                        self.writer = Writer::Writing(write);
+                        break;
+                    }
+                    Poll::Ready(Ok(stream)) => {
+                        self.retried = false;
+                        let written = std::mem::take(&mut self.writing);
+                        self.events.push_back(OutEvent::Settled(written));
+                        self.writer = Writer::Idle(stream);
+                    }
+                    Poll::Ready(Err((batch, error))) => {
+                        self.writing = 0;
+                        // Put the unsent batch back in front, in order.
+                        self.metrics.add_outbound_queue(batch.len() as i64);
+                        for frame in batch.into_iter().rev() {
+                            self.queue.push_front(frame);
+                        }
+                        self.writer_failed(&error);
+                    }
+                },
+                Writer::Idle(stream) if !self.queue.is_empty() => {
+                    let n = self.queue.len().min(WRITE_BATCH);
+                    let batch: Vec<Vec<u8>> = self.queue.drain(..n).collect();
+                    self.metrics.add_outbound_queue(-(n as i64));
+                    self.writing = n;
+                    self.writer = Writer::Writing(write_batch(stream, batch).boxed());
+                }
+                Writer::Closed if !self.queue.is_empty() => {
+                    self.writer = Writer::Opening;
+                    return Some(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                        protocol: SubstreamProtocol::new(
+                            ReadyUpgrade::new(PROTOCOL),
+                            OutboundInfo::Mix,
+                        ),
+                    });
+                }
+                other => {
+                    self.writer = other;
+                    break;
+                }
+            }
+        }
+        None
+    }
+
     /// Drives the pooled exit streams; returns an event to report, if any.
-    fn poll_pools(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Option<ConnectionHandlerEvent<ReadyUpgrade<StreamProtocol>, OutboundInfo, OutEvent>> {
+    fn poll_pools(&mut self, cx: &mut Context<'_>) -> Option<HandlerEvent> {
         let mut failed = Vec::new();
         let mut open = None;
         for (protocol, pool) in &mut self.pools {
@@ -518,123 +630,20 @@ impl ConnectionHandler for Handler {
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
         }
-
-        // Inbound packets, as fast as the rate limit allows. Frames not read stay in the
-        // muxer's window and then in the peer's send buffer: the flood slows its own sender.
-        loop {
-            if self.inbound.is_empty() {
-                break;
-            }
-            if let Some(limiter) = self.limiter.as_mut()
-                && limiter.poll_take(cx).is_pending()
-            {
-                break;
-            }
-            match self.inbound.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Packet(
-                        frame,
-                    )));
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    tracing::debug!(%error, "closing inbound mix stream");
-                    let reason = match error {
-                        FrameError::Oversized(_) | FrameError::BadPrefix => {
-                            DropReason::OversizedFrame
-                        }
-                        FrameError::Timeout => DropReason::FrameTimeout,
-                        FrameError::WrongLength(_) => DropReason::BadLength,
-                        FrameError::Io(_) => DropReason::StreamError,
-                    };
-                    self.metrics.dropped(reason);
-                }
-                Poll::Ready(None) | Poll::Pending => {
-                    // The token was not used.
-                    if let Some(limiter) = &self.limiter {
-                        limiter.give_back();
-                    }
-                    break;
-                }
-            }
+        if let Some(packet) = self.poll_inbound(cx) {
+            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(packet));
         }
-
-        // Exit deliveries.
-        while let Poll::Ready((id, result)) = self.exits.poll_unpin(cx) {
-            let retry = self.exits_retryable.remove(&id);
-            let result = result.unwrap_or(Err(ExitError::Timeout));
-            if let (Err(ExitError::Stream(error)), Some(job)) = (&result, retry) {
-                tracing::debug!(%error, protocol = %job.protocol, "destination reset the stream; delivering once more");
-                self.exits_opening.insert(id, job);
-                self.exits_to_open.push_back(id);
-                continue;
-            }
-            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(OutEvent::Exit {
-                id,
-                result,
-            }));
+        if let Some(event) = self.poll_exits(cx) {
+            return Poll::Ready(event);
         }
-        while let Some(id) = self.exits_to_open.pop_front() {
-            let Some(job) = self.exits_opening.get(&id) else { continue };
-            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                protocol: SubstreamProtocol::new(
-                    ReadyUpgrade::new(job.protocol.clone()),
-                    OutboundInfo::Exit(id),
-                ),
-            });
-        }
-
         // The exit's pooled streams to destinations.
         if let Some(event) = self.poll_pools(cx) {
             return Poll::Ready(event);
         }
-
-        // The pooled outbound stream.
-        loop {
-            match std::mem::replace(&mut self.writer, Writer::Closed) {
-                Writer::Writing(mut write) => match write.poll_unpin(cx) {
-                    Poll::Pending => {
-                        self.writer = Writer::Writing(write);
-                        break;
-                    }
-                    Poll::Ready(Ok(stream)) => {
-                        self.retried = false;
-                        let written = std::mem::take(&mut self.writing);
-                        self.events.push_back(OutEvent::Settled(written));
-                        self.writer = Writer::Idle(stream);
-                    }
-                    Poll::Ready(Err((batch, error))) => {
-                        self.writing = 0;
-                        // Put the unsent batch back in front, in order.
-                        self.metrics.add_outbound_queue(batch.len() as i64);
-                        for frame in batch.into_iter().rev() {
-                            self.queue.push_front(frame);
-                        }
-                        self.writer_failed(&error);
-                    }
-                },
-                Writer::Idle(stream) if !self.queue.is_empty() => {
-                    let n = self.queue.len().min(WRITE_BATCH);
-                    let batch: Vec<Vec<u8>> = self.queue.drain(..n).collect();
-                    self.metrics.add_outbound_queue(-(n as i64));
-                    self.writing = n;
-                    self.writer = Writer::Writing(write_batch(stream, batch).boxed());
-                }
-                Writer::Closed if !self.queue.is_empty() => {
-                    self.writer = Writer::Opening;
-                    return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                        protocol: SubstreamProtocol::new(
-                            ReadyUpgrade::new(PROTOCOL),
-                            OutboundInfo::Mix,
-                        ),
-                    });
-                }
-                other => {
-                    self.writer = other;
-                    break;
-                }
-            }
+        match self.poll_writer(cx) {
+            Some(event) => Poll::Ready(event),
+            None => Poll::Pending,
         }
-        Poll::Pending
     }
 
     fn on_connection_event(

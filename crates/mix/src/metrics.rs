@@ -131,7 +131,7 @@ impl Metrics {
         );
         r.register(
             "requests_timed_out",
-            "Requests that got no reply in time",
+            "Requests that got no reply in time, or whose packets never left",
             self.requests_timed_out.clone(),
         );
         r.register(

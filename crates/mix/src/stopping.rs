@@ -29,9 +29,10 @@ const CHECK: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StopReport {
-    /// Packets held when the stop began (for mixing, a connection, or on a connection).
+    /// Packets held when the stop began (being opened or built, for mixing, for a connection,
+    /// or on a connection).
     pub held: usize,
-    /// Packets forwarded during the stop.
+    /// Packets forwarded for others during the stop (own packets that left are not counted).
     pub sent_on: u64,
     /// Held packets dropped when the drain was over.
     pub dropped: usize,

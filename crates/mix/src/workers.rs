@@ -18,9 +18,9 @@ use libp2p_identity::PeerId;
 
 use crate::core::{BuildDone, BuildJob, BuildTicket, HopDone, HopJob};
 
-/// Jobs queued or running per worker before the swarm's task opens packets itself: enough to
-/// keep a worker busy between two polls of the swarm's task, few enough to bound memory
-/// (a job holds one 4,608-byte packet) and reordering.
+/// Jobs queued or running per worker before the swarm's task does them itself: enough to keep
+/// a worker busy between two polls of the swarm's task, few enough to bound memory (a job
+/// holds one 4,608-byte packet, or one message's plan and plaintext) and reordering.
 const JOBS_PER_WORKER: usize = 128;
 
 /// The most hop workers a node starts, whatever it is configured with: each is a thread.

@@ -320,7 +320,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 30_000)]
         packets: usize,
         /// Also measure one node forwarding on 1..N cores (hop workers) and report `scaling`,
-        /// and the same node building and sending its own packets on 1..N cores.
+        /// and nodes on 1..N cores building and sending --packets/4 one-packet messages.
         #[arg(long)]
         cores: Option<usize>,
         /// With `--cores`: the nodes on 1..N cores take turns this many times; `scaling` is

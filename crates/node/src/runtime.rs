@@ -115,12 +115,13 @@ enum Command {
 /// What a graceful stop did with the packets the node held.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub(crate) struct StopReport {
-    /// Packets held when the stop began (being opened, delayed, or waiting to be sent).
+    /// Packets held when the stop began (being opened or built, delayed, or waiting to be
+    /// sent).
     pub(crate) held: usize,
-    /// Packets sent on while the node drained.
+    /// Packets forwarded for others while the node drained.
     pub(crate) sent_on: u64,
-    /// Packets dropped, counted as `stopping`: those still held (for their delay or a cover
-    /// slot) when the time allowed ran out.
+    /// Packets dropped, counted as `stopping`: those still held (being built, for their delay
+    /// or a cover slot) when the time allowed ran out.
     pub(crate) dropped: usize,
     /// Packets received after the stop began, refused (counted as `stopping`).
     pub(crate) refused: u64,

@@ -139,8 +139,9 @@ pub struct Config {
     /// As the exit: deliveries to this node whose answer the application may still give.
     /// Past it, the oldest are pushed out (`answers_evicted`).
     pub max_awaited_local_answers: usize,
-    /// Packets held for their mixing delay at once. When full, newly arriving packets are
-    /// dropped (tail drop): the packets already accepted keep their place and their delay.
+    /// Packets held for their mixing delay at once, counting own packets still being built.
+    /// When full, newly arriving packets are dropped (tail drop): the packets already
+    /// accepted keep their place and their delay.
     pub max_delayed_packets: usize,
     /// Sizing of the replay filter.
     pub replay: ReplayConfig,
@@ -403,7 +404,8 @@ pub enum Output {
         /// Time from the request to its reply.
         rtt: Duration,
     },
-    /// A request got no reply in time.
+    /// A request got no reply in time, or its packets never left (they could not be built,
+    /// or a stop gave them up).
     RequestTimedOut(RequestId),
     /// The SURBs of a [`SurbBundle`] that were not used expired.
     SurbsExpired(RequestId),
@@ -800,9 +802,9 @@ impl<R: CryptoRng> MixCore<R> {
         self.scheduled.len()
     }
 
-    /// Requests awaiting a reply.
+    /// Requests awaiting a reply (being built included).
     pub fn pending_requests(&self) -> usize {
-        self.surbs.pending()
+        self.surbs.pending() + self.builds.requests
     }
 
     /// The largest message body for `codec` with `surbs` SURBs.
@@ -811,6 +813,10 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     /// Sends `body` anonymously to `destination`, to be handled there by protocol `codec`.
+    ///
+    /// With build jobs ([`Self::set_build_jobs`]) `Ok` means accepted, with room kept for its
+    /// packets: they exist once their job is finished, and a build that fails then is counted
+    /// as dropped ([`DropReason::Internal`]).
     pub fn send(
         &mut self,
         now: Instant,
@@ -836,7 +842,8 @@ impl<R: CryptoRng> MixCore<R> {
     }
 
     /// Sends `body` anonymously with `surbs` SURBs; the reply (or a timeout) comes out as
-    /// [`Output::Reply`] / [`Output::RequestTimedOut`].
+    /// [`Output::Reply`] / [`Output::RequestTimedOut`] (at once, with build jobs, if its
+    /// packets could not be built).
     pub fn request(
         &mut self,
         now: Instant,
@@ -1715,9 +1722,10 @@ impl<R: CryptoRng> MixCore<R> {
         self.stopping
     }
 
-    /// Drops every packet still held for its mixing delay or a cover slot (counted as
-    /// [`DropReason::Stopping`]): the end of a graceful stop that ran out of time. Returns how
-    /// many.
+    /// Drops every packet still held for its mixing delay or a cover slot, and every own packet
+    /// still being built (counted as [`DropReason::Stopping`]; their requests end with
+    /// [`Output::RequestTimedOut`]): the end of a graceful stop that ran out of time. Returns
+    /// how many.
     pub fn abandon_held(&mut self) -> usize {
         self.abandoned = true;
         let mut dropped = self.scheduled.len() + self.own_queue.len();

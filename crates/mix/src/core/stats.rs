@@ -66,8 +66,8 @@ pub enum DropReason {
     /// The node was stopping: received after the stop began, or still held for mixing when
     /// the time allowed for sending held packets on ran out.
     Stopping,
-    /// Opening it failed inside this node (a hop worker panicked): a bug, never the packet's
-    /// sender's doing.
+    /// Opening or building it failed inside this node (a hop worker panicked, or the workers
+    /// are gone): a bug, never the packet's sender's doing.
     Internal,
     /// A message for a routed protocol ([`crate::Behaviour::route_protocol`]) arrived while
     /// its channel was full: the application is not reading it fast enough.
@@ -156,7 +156,7 @@ pub struct CoreStats {
     pub key_rotations: u64,
     /// SURB replies received for own requests.
     pub replies_received: u64,
-    /// Own requests that got no reply in time.
+    /// Own requests that got no reply in time, or whose packets never left.
     pub requests_timed_out: u64,
     /// As the exit: delivered messages whose SURBs expired unanswered.
     pub answers_expired: u64,

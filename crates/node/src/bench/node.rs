@@ -70,7 +70,7 @@ pub(crate) struct Report {
     per_hop_overhead_ms_p99: f64,
     lost: usize,
     targets: Targets,
-    /// With `--cores N`: one node's forwarding rate on 2..N cores over its rate on one.
+    /// With `--cores N`: one node's forwarding rate on N cores over its rate on one.
     #[serde(skip_serializing_if = "Option::is_none")]
     scaling: Option<f64>,
     /// With `--cores N`: the runs behind [`Self::scaling`].
