@@ -795,12 +795,14 @@ impl Network {
         for &p in &alive {
             self.nodes[p as usize] = None;
         }
-        let broken: Vec<(Peer, Peer)> = self
+        let mut broken: Vec<(Peer, Peer)> = self
             .conns
             .iter()
             .copied()
             .filter(|(a, b)| dead.contains(a) || dead.contains(b))
             .collect();
+        // In a fixed order: each draws a latency, and a set's order changes from run to run.
+        broken.sort_unstable();
         for (a, b) in broken {
             self.conns.remove(&(a, b));
             let (live, gone) = if dead.contains(&a) { (b, a) } else { (a, b) };
