@@ -1345,10 +1345,12 @@ impl Behaviour {
     /// when the workers hold as many jobs as they may.
     fn dispatch_builds(&mut self) {
         while let Some(job) = self.core.next_build_job() {
-            let job = match self.workers.as_mut().map(|w| w.submit_build(job)) {
-                Some(Ok(())) => continue,
-                Some(Err(job)) => job,
-                None => unreachable!("build jobs are asked for only with workers"),
+            let job = match self.workers.as_mut() {
+                Some(workers) => match workers.submit_build(job) {
+                    Ok(()) => continue,
+                    Err(job) => job,
+                },
+                None => job,
             };
             self.metrics.build_job_inline();
             self.core.finish_build(Instant::now(), job.run());
