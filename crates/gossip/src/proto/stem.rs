@@ -77,9 +77,18 @@ impl<P: PeerIdentity> Stem<P> {
         })
     }
 
-    /// The held messages last relayed to a peer that is not among the neighbours `active`.
+    /// The held messages last relayed to a peer that is not among the neighbours `active`, in
+    /// a fixed order: each is given a successor with a random draw, and a seeded run must make
+    /// those draws in the same order every time (a hash map's order changes from run to run).
     pub(crate) fn stranded(&self, active: &[P]) -> Vec<MessageId> {
-        self.held.iter().filter(|(_, h)| !active.contains(&h.next)).map(|(id, _)| *id).collect()
+        let mut ids: Vec<MessageId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !active.contains(&h.next))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     fn new_epoch<R: rand::Rng>(

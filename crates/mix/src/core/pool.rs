@@ -543,12 +543,15 @@ impl NodePool for DynamicPool {
         if self.next_expiry.is_none_or(|t| t > now) {
             return;
         }
-        let gone: Vec<PeerId> = self
+        // Both lists in a fixed order: paths are drawn by index into the active nodes, whose
+        // order must not depend on a hash map's, which changes from run to run.
+        let mut gone: Vec<PeerId> = self
             .entries
             .iter()
             .filter(|(_, e)| e.expires.is_some_and(|t| t <= now))
             .map(|(p, _)| *p)
             .collect();
+        gone.sort_unstable();
         for peer in gone {
             if let Some(entry) = self.entries.remove(&peer)
                 && entry.suspended.is_none()
@@ -564,6 +567,7 @@ impl NodePool for DynamicPool {
                 back.push(entry.node.clone());
             }
         }
+        back.sort_unstable_by_key(|n| *n.peer_id());
         for node in back {
             // Configured nodes come back whatever the caps say.
             self.count(&node, true);
