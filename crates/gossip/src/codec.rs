@@ -47,6 +47,11 @@ pub enum CodecError {
     /// More peers or ids than a message may carry, or a body larger than any bucket.
     #[error("oversized {0}")]
     Oversized(&'static str),
+    /// A frame that parses but is not what the encoder writes: a flag other than 0 or 1,
+    /// bytes after a control message's fields, or padding that is not zero. Accepting them
+    /// would let a sender mark its frames (and tell implementations apart).
+    #[error("non-canonical {0}")]
+    NonCanonical(&'static str),
     /// The frame length is not the bucket its body falls in.
     #[error("frame of {len} bytes for a body of {body}: not its bucket")]
     WrongBucket {
@@ -171,6 +176,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1, what)?[0])
     }
 
+    fn flag(&mut self, what: &'static str) -> Result<bool, CodecError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(CodecError::NonCanonical(what)),
+        }
+    }
+
     fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
         Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
     }
@@ -215,9 +228,9 @@ pub fn decode(frame: &[u8]) -> Result<Message<PeerId>, CodecError> {
             let ttl = r.u8("ttl")?;
             Body::ForwardJoin { ttl, peer: r.peer()? }
         }
-        0x03 => Body::Neighbor { high: r.u8("priority")? != 0 },
+        0x03 => Body::Neighbor { high: r.flag("priority")? },
         0x04 => Body::NeighborAccept,
-        0x05 => Body::Disconnect { alive: r.u8("alive")? != 0 },
+        0x05 => Body::Disconnect { alive: r.flag("alive")? },
         0x06 => {
             let ttl = r.u8("ttl")?;
             let nonce = r.u64("nonce")?;
@@ -230,7 +243,7 @@ pub fn decode(frame: &[u8]) -> Result<Message<PeerId>, CodecError> {
         }
         0x08 | 0x0c => {
             let id = r.id()?;
-            let data = r.0.to_vec();
+            let data = std::mem::take(&mut r.0).to_vec();
             if kind == 0x08 { Body::Gossip { id, data } } else { Body::Stem { id, data } }
         }
         0x09 => {
@@ -240,17 +253,23 @@ pub fn decode(frame: &[u8]) -> Result<Message<PeerId>, CodecError> {
             }
             Body::IHave { ids: (0..count).map(|_| r.id()).collect::<Result<_, _>>()? }
         }
-        0x0a => match r.u8("graft flag")? {
-            0 => Body::Graft { id: None },
-            _ => Body::Graft { id: Some(r.id()?) },
+        0x0a => match r.flag("graft flag")? {
+            false => Body::Graft { id: None },
+            true => Body::Graft { id: Some(r.id()?) },
         },
         0x0b => Body::Prune,
-        0x0d => Body::Ping { reply: r.u8("reply")? != 0 },
+        0x0d => Body::Ping { reply: r.flag("reply")? },
         other => return Err(CodecError::UnknownKind(other)),
     };
+    if !r.0.is_empty() {
+        return Err(CodecError::NonCanonical("trailing bytes"));
+    }
     let expected = bucket(len, body.is_payload()).ok_or(CodecError::Oversized("body"))?;
     if frame.len() != expected {
         return Err(CodecError::WrongBucket { len: frame.len(), body: len });
+    }
+    if frame[2 + len..].iter().any(|b| *b != 0) {
+        return Err(CodecError::NonCanonical("padding"));
     }
     Ok(Message { topic, body })
 }
@@ -341,6 +360,33 @@ mod tests {
         let mut wrong = encode(&Message { topic, body: Body::Prune }).unwrap();
         wrong.resize(512, 0);
         assert!(matches!(decode(&wrong), Err(CodecError::WrongBucket { .. })));
+    }
+
+    /// The encoding is canonical: changing any one bit of a frame (padding included) gives
+    /// another message or an error, never the same message. Padding and the flags used to
+    /// take any value, so a sender could mark its frames.
+    #[test]
+    fn a_changed_frame_never_decodes_to_the_same_message() {
+        let topic = TopicId::from_name("t");
+        for body in samples() {
+            let message = Message { topic, body };
+            let frame = encode(&message).unwrap();
+            for i in 0..frame.len() {
+                for bit in [0x01, 0x80] {
+                    let mut changed = frame.clone();
+                    changed[i] ^= bit;
+                    assert_ne!(
+                        decode(&changed).as_ref(),
+                        Ok(&message),
+                        "byte {i} of {}",
+                        frame.len()
+                    );
+                }
+            }
+        }
+        let mut trailing = encode(&Message { topic, body: Body::Prune }).unwrap();
+        trailing[1] += 1;
+        assert_eq!(decode(&trailing), Err(CodecError::NonCanonical("trailing bytes")));
     }
 
     fn arbitrary_body(kind: u8, n: usize, len: usize, byte: u8) -> Body<PeerId> {

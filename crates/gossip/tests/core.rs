@@ -541,6 +541,38 @@ fn forward_joins_naming_sybils_do_not_replace_the_neighbours() {
     assert!(most <= free + 1, "{most} Sybils were neighbours at once ({free} free slots)");
 }
 
+/// A peer sends broadcasts and stems longer than this node's `max_message_size` (the codec
+/// carries up to `MAX_PAYLOAD`), and messages on a topic the node never joined: each is
+/// ignored and counted, and nothing of them is delivered or relayed.
+#[test]
+fn oversized_publications_and_unknown_topics_are_ignored() {
+    let config = Config { max_message_size: 100, ..config(Forwarding::Immediate) };
+    let mut net = Net::new(6, &config, allow_all);
+    let neighbour = net.neighbors(3)[0];
+    let big = vec![7; 101];
+    let id = MessageId::of(&net.topic, &big);
+    inject(&mut net, 3, neighbour, Body::Gossip { id, data: big.clone() });
+    inject(&mut net, 3, neighbour, Body::Stem { id, data: big });
+    let other = Message { topic: TopicId::from_name("other"), body: Body::Prune };
+    let at = net.now;
+    net.push(at, Ev::Deliver { to: 3, from: neighbour, message: other });
+    net.run_for(Duration::from_secs(5));
+    let ignored = |reason: IgnoreReason| {
+        net.count(|e| matches!(e, Event::Ignored { reason: r, .. } if *r == reason))
+    };
+    assert_eq!(ignored(IgnoreReason::TooLarge), 2);
+    assert_eq!(ignored(IgnoreReason::UnknownTopic), 1);
+    let delivered = net.count(|e| matches!(e, Event::Received { id: got, .. } if *got == id));
+    assert_eq!(delivered, 0);
+    // One byte less is a publication like any other.
+    let fits = vec![7; 100];
+    let id = MessageId::of(&net.topic, &fits);
+    inject(&mut net, 3, neighbour, Body::Gossip { id, data: fits });
+    net.run_for(Duration::from_secs(5));
+    let delivered = net.count(|e| matches!(e, Event::Received { id: got, .. } if *got == id));
+    assert_eq!(delivered, 6, "everyone but the injected peer's own copy");
+}
+
 /// Attack: one peer floods joins (each makes the victim tell every neighbour). Past its
 /// budget, requests are ignored and counted.
 #[test]

@@ -994,7 +994,10 @@ impl Behaviour {
         if !guilty || conduct.penalized_until.is_some() {
             return;
         }
-        conduct.penalized_until = Some(now + self.config.penalty);
+        // A penalty too long for `Instant` (a setting of years) lasts a year, not a panic.
+        let year = Duration::from_secs(365 * 86_400);
+        conduct.penalized_until =
+            Some(now.checked_add(self.config.penalty).unwrap_or_else(|| now + year));
         self.metrics.penalized();
         tracing::debug!(%peer, rate, "peer sends mostly forged frames; penalizing it");
         if let Some(bucket) = self.buckets.get(&peer)

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::core::{MAX_STAGES, ReplaySnapshot, ReplayState, StageSnapshot};
+use crate::core::{MAX_HASHES, MAX_STAGES, ReplaySnapshot, ReplayState, StageSnapshot};
 
 const MAGIC: &[u8; 8] = b"MIXRPLY1";
 const FILE: &str = "replay.state";
@@ -187,8 +187,14 @@ pub fn decode(bytes: &[u8]) -> Result<ReplayState, &'static str> {
         for _ in 0..stages {
             let seed = u128::from_le_bytes(r.take(16)?.try_into().map_err(|_| "short seed")?);
             let hashes = r.u32()?;
+            if hashes == 0 || hashes > MAX_HASHES {
+                return Err("bad hash count");
+            }
             let len = r.u64()?;
             let words = usize::try_from(r.u64()?).map_err(|_| "bad word count")?;
+            if words == 0 {
+                return Err("empty stage");
+            }
             let raw = r.take(words.checked_mul(8).ok_or("bad word count")?)?;
             let bits = raw
                 .chunks_exact(8)
@@ -279,6 +285,14 @@ mod tests {
         let digest = Sha256::digest(&huge);
         huge.extend_from_slice(&digest);
         assert!(decode(&huge).is_err());
+        // Checksummed but unusable stages: refused here, where the node refuses to start,
+        // rather than skipped later (the key would then have started with an empty filter).
+        for (hashes, bits) in [(0, vec![1]), (MAX_HASHES + 1, vec![1]), (20, vec![])] {
+            let mut unusable = state();
+            unusable.keys[0].1.stages[0].hashes = hashes;
+            unusable.keys[0].1.stages[0].bits = bits;
+            assert!(decode(&encode(&unusable)).is_err(), "{hashes} hashes");
+        }
     }
 
     #[test]

@@ -78,8 +78,9 @@ fn record_for(valid_from: u64, valid_until: u64) -> MixRecord {
 }
 
 /// A peer that PUTs records straight into a node's DHT store: forged (signed by someone other
-/// than the peer they name), with a broken signature, expired, or under a key that is not a mix
-/// record key. Each is refused and counted by reason; a valid one is accepted.
+/// than the peer they name), with a broken signature, expired, valid for ever, or under a key
+/// that is not a mix record key. Each is refused and counted by reason; a valid one is
+/// accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_expired_and_wrongly_signed_records_are_rejected_and_counted() {
     common::init_tracing();
@@ -139,6 +140,7 @@ async fn forged_expired_and_wrongly_signed_records_are_rejected_and_counted() {
     tampered_bytes[at] ^= 0x20;
     let tampered = kad_record(record_key(&me), tampered_bytes);
     let expired = kad_record(record_key(&me), record_for(now - 7200, now - 3600).sign(&key));
+    let forever = kad_record(record_key(&me), record_for(now - 10, u64::MAX).sign(&key));
     let wrong_key =
         kad_record(b"/not/a/mix/record".to_vec(), record_for(now - 10, now + 600).sign(&key));
     let valid = kad_record(record_key(&me), record_for(now - 10, now + 600).sign(&key));
@@ -150,7 +152,7 @@ async fn forged_expired_and_wrongly_signed_records_are_rejected_and_counted() {
     }
     let pool_before = target.pool_size().await;
     assert_eq!(pool_before, 2);
-    for record in [forged, tampered, expired, wrong_key, valid] {
+    for record in [forged, tampered, expired, forever, wrong_key, valid] {
         swarm.behaviour_mut().kad.put_record_to(
             record,
             std::iter::once(target.peer_id),
@@ -159,25 +161,31 @@ async fn forged_expired_and_wrongly_signed_records_are_rejected_and_counted() {
     }
     let metrics = target.discovery.clone().unwrap();
     let rejected = |m: &libp2p_mix::discovery::Metrics| {
-        ["wrong_signer", "signature", "envelope", "expired", "malformed"]
+        ["wrong_signer", "signature", "envelope", "expired", "malformed", "too_long"]
             .map(|r| m.records_rejected(r))
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let _ = tokio::time::timeout(Duration::from_millis(100), swarm.select_next_some()).await;
-        let [wrong_signer, signature, envelope, expired, malformed] = rejected(&metrics);
-        if wrong_signer >= 1 && signature + envelope >= 1 && expired >= 1 && malformed >= 1 {
+        let [wrong_signer, signature, envelope, expired, malformed, too_long] = rejected(&metrics);
+        if wrong_signer >= 1
+            && signature + envelope >= 1
+            && expired >= 1
+            && malformed >= 1
+            && too_long >= 1
+        {
             break;
         }
     }
-    let [wrong_signer, signature, envelope, expired, malformed] = rejected(&metrics);
+    let [wrong_signer, signature, envelope, expired, malformed, too_long] = rejected(&metrics);
     eprintln!(
-        "rejected: wrong_signer {wrong_signer}, signature {signature}, envelope {envelope}, expired {expired}, malformed {malformed}"
+        "rejected: wrong_signer {wrong_signer}, signature {signature}, envelope {envelope}, expired {expired}, malformed {malformed}, too_long {too_long}"
     );
     assert_eq!(wrong_signer, 1, "forged record");
     assert_eq!(signature + envelope, 1, "tampered record");
     assert_eq!(expired, 1, "expired record");
     assert_eq!(malformed, 1, "record under a non-mix key");
+    assert_eq!(too_long, 1, "record valid for ever");
     // Only the valid record added a node (the attacker itself, as a would-be mix node).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(target.pool_size().await, pool_before + 1);

@@ -568,6 +568,50 @@ struct MetricsConfig {
     listen: SocketAddr,
 }
 
+/// The longest duration a setting may give: ten years. Anything longer is a typo, and below it
+/// every `Instant + Duration` the node computes from a setting stays in range.
+const MAX_DURATION_S: u64 = 10 * 365 * 24 * 3600;
+
+/// Refuses any setting named `*_s` (seconds) or `*_ms` (milliseconds), wherever it is, that is
+/// negative, not a number, or longer than [`MAX_DURATION_S`].
+fn check_durations(table: &toml::Table, at: &str) -> anyhow::Result<()> {
+    for (key, value) in table {
+        let at = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+        let per_second = if key.ends_with("_ms") {
+            Some(1000.0)
+        } else if key.ends_with("_s") {
+            Some(1.0)
+        } else {
+            None
+        };
+        let seconds = match value {
+            toml::Value::Integer(n) => per_second.map(|p| *n as f64 / p),
+            toml::Value::Float(x) => per_second.map(|p| x / p),
+            _ => None,
+        };
+        if let Some(seconds) = seconds {
+            let max = MAX_DURATION_S as f64;
+            anyhow::ensure!(
+                (0.0..=max).contains(&seconds),
+                "{at} = {value}: a duration must be between 0 and {} days",
+                MAX_DURATION_S / 86_400
+            );
+        }
+        match value {
+            toml::Value::Table(inner) => check_durations(inner, &at)?,
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(inner) = item {
+                        check_durations(inner, &format!("{at}[{i}]"))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A validated configuration.
 pub(crate) struct Loaded {
     pub(crate) spec: NodeSpec,
@@ -584,6 +628,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
 
 pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     let file: FileConfig = toml::from_str(text)?;
+    check_durations(&toml::from_str(text)?, "")?;
     let (identity, mix_secret) = identity_of(&file.identity)?;
     let nodes = file
         .pool
@@ -921,6 +966,38 @@ mod tests {
         assert!(format!("{err:#}").contains("hop_workers must be at most"), "{err:#}");
         let text = EXAMPLE.replace("# hop_workers = 2", "hop_workers = 3");
         assert_eq!(parse(&text).unwrap().spec.config.hop_workers, 3);
+    }
+
+    /// Each of these used to load and then panic, at once (`Duration::from_secs_f64`) or when
+    /// the setting was first used (`Instant + Duration`, e.g. on the first penalty).
+    #[test]
+    fn durations_past_ten_years_are_refused_by_name() {
+        let forever = "9223372036854775807";
+        for (from, to, key) in [
+            ("penalty_s = 60", format!("penalty_s = {forever}"), "limits.penalty_s"),
+            ("# jitter_ms = 0.2", "jitter_ms = 1e30".into(), "streams.jitter_ms"),
+            ("# jitter_ms = 0.2", "jitter_ms = -1.0".into(), "streams.jitter_ms"),
+            ("# jitter_ms = 0.2", "jitter_ms = nan".into(), "streams.jitter_ms"),
+            (
+                "# opening_deadline_s = 10",
+                format!("opening_deadline_s = {forever}"),
+                "streams.opening_deadline_s",
+            ),
+            (
+                "rotation_interval_s = 180",
+                format!("rotation_interval_s = {forever}"),
+                "gossip.rotation_interval_s",
+            ),
+            ("stop_drain_ms = 5000", format!("stop_drain_ms = {forever}"), "network.stop_drain_ms"),
+        ] {
+            let text = EXAMPLE.replacen(from, &to, 1);
+            assert_ne!(text, EXAMPLE, "{from}");
+            let Err(err) = parse(&text) else { panic!("{to} was accepted") };
+            let err = format!("{err:#}");
+            assert!(err.contains(key) && err.contains("a duration must be"), "{err}");
+        }
+        let ten_years = EXAMPLE.replacen("penalty_s = 60", "penalty_s = 315360000", 1);
+        assert!(parse(&ten_years).is_ok());
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct RecvStats {
     pub bytes_read: u64,
     /// Shards taken (of any block, new or not).
     pub shards: u64,
+    /// Blocks that were complete but numbered past the block that ended the stream: dropped,
+    /// never read (an honest sender sends none).
+    pub discarded_blocks: u64,
 }
 
 pub(crate) struct RecvHalf {
@@ -194,8 +197,11 @@ impl RecvHalf {
         let fin = partial.flags & DATA_FIN != 0;
         if fin {
             self.end = Some(data.block);
-            // Nothing after the end can complete.
+            // Nothing after the end can complete, and what already did is never read.
             self.partial.retain(|b, _| *b < data.block);
+            let before = self.ready.len();
+            self.ready.retain(|b, _| *b < data.block);
+            self.stats.discarded_blocks += (before - self.ready.len()) as u64;
         }
         self.stats.blocks += 1;
         self.stats.recovered += u64::from(missing_data);
@@ -291,5 +297,35 @@ impl RecvHalf {
         self.unacked_since = None;
         self.window_update = false;
         Ack { next: self.next, window_end: self.window_end(), blocks, ..Ack::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(block: u32, bytes: &[u8], fin: bool) -> Data {
+        let flags = if fin { DATA_FIN } else { 0 };
+        let len = u32::try_from(bytes.len()).unwrap();
+        Data { block, index: 0, k: 1, n: 1, flags, len, shard: bytes.to_vec() }
+    }
+
+    /// A block that completes before the block ending the stream, but is numbered after it,
+    /// used to be released to the reader after the end.
+    #[test]
+    fn blocks_past_the_end_are_never_read() {
+        let mut recv = RecvHalf::new(8);
+        let mut coder = Coder::default();
+        let now = Instant::now();
+        recv.on_data(now, block(2, b" and after", false), &mut coder).unwrap();
+        recv.on_data(now, block(1, b" end", true), &mut coder).unwrap();
+        assert_eq!(recv.on_data(now, block(3, b"!", false), &mut coder), Err(ShardError::AfterEnd));
+        recv.on_data(now, block(0, b"start", false), &mut coder).unwrap();
+        let mut buf = [0u8; 64];
+        let n = recv.read(&mut buf);
+        assert_eq!(&buf[..n], b"start end");
+        assert!(recv.is_eof());
+        assert_eq!(recv.stats().discarded_blocks, 1);
+        assert_eq!(recv.buffered_bytes(), 0);
     }
 }

@@ -139,10 +139,11 @@ impl Handler {
     fn ping(&mut self, reply: bool) {
         // A probe looks like any control frame on the wire (same bucket); the topic is unused.
         let message = Message { topic: TopicId([0; 32]), body: Body::Ping { reply } };
-        if let Ok(frame) = codec::encode(&message)
-            && self.queue.len() < self.max_queue
-        {
+        let Ok(frame) = codec::encode(&message) else { return };
+        if self.queue.len() < self.max_queue {
             self.queue.push_back(frame);
+        } else {
+            self.events.push_back(OutEvent::StreamError("ping_queue_full"));
         }
     }
 

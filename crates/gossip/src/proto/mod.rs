@@ -106,7 +106,7 @@ pub enum DownReason {
     OutsideNeighbourhood,
 }
 
-/// Why a membership message was ignored.
+/// Why a message was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IgnoreReason {
@@ -121,6 +121,11 @@ pub enum IgnoreReason {
     /// A join or neighbour request (or accept) from a peer outside this node's
     /// neighbourhood (see [`MembershipConfig::neighbourhood`]): refused.
     OutsideNeighbourhood,
+    /// A message on a topic this node has not joined (or has left).
+    UnknownTopic,
+    /// A publication (broadcast or stem) longer than this node's
+    /// [`Config::max_message_size`]: neither delivered nor relayed.
+    TooLarge,
 }
 
 impl IgnoreReason {
@@ -131,6 +136,8 @@ impl IgnoreReason {
             Self::RateLimited => "rate_limited",
             Self::NotANeighbor => "walk_from_stranger",
             Self::OutsideNeighbourhood => "outside_neighbourhood",
+            Self::UnknownTopic => "unknown_topic",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -172,7 +179,7 @@ pub enum Event<P> {
         /// The peer.
         peer: P,
     },
-    /// A membership message from `peer` was ignored.
+    /// A message from `peer` was ignored.
     Ignored {
         /// The topic.
         topic: TopicId,
@@ -718,14 +725,28 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
     /// A message from `from`.
     pub fn handle_message(&mut self, now: Instant, from: P, message: Message<P>) {
         let topic = message.topic;
-        let Some(t) = self.topics.get(&topic) else { return };
+        let ignored = |reason| Event::Ignored { topic, peer: from, reason };
+        let Some(t) = self.topics.get(&topic) else {
+            self.out.event(ignored(IgnoreReason::UnknownTopic));
+            return;
+        };
         if from == self.me {
+            return;
+        }
+        if let Body::Gossip { data, .. } | Body::Stem { data, .. } = &message.body
+            && data.len() > self.config.max_message_size
+        {
+            self.out.event(ignored(IgnoreReason::TooLarge));
             return;
         }
         // Broadcast traffic from a peer that is not a neighbour: its view is out of date.
         let stray = matches!(
             message.body,
-            Body::Gossip { .. } | Body::IHave { .. } | Body::Graft { .. } | Body::Prune
+            Body::Gossip { .. }
+                | Body::Stem { .. }
+                | Body::IHave { .. }
+                | Body::Graft { .. }
+                | Body::Prune
         ) && !t.membership.knows(&from);
         if stray {
             self.with_membership(now, topic, |m, ctx| m.not_a_neighbor(ctx, from));

@@ -70,6 +70,10 @@ impl<P: PeerIdentity> Stem<P> {
         let pick = |rng: &mut R| choices[rng.random_range(0..choices.len())];
         Some(match inbound {
             None => *self.own.get_or_insert_with(|| pick(rng)),
+            // A stem from a peer that is not a neighbour (its view is out of date) gets no
+            // fixed route: routes are kept only for neighbours, so the table stays as small
+            // as the view however many identities send stems.
+            Some(from) if !active.contains(&from) => pick(rng),
             Some(from) => {
                 let route = *self.routes.entry(from).or_insert_with(|| pick(rng));
                 if Some(route) == inbound || !choices.contains(&route) { pick(rng) } else { route }
@@ -136,6 +140,24 @@ mod tests {
     use rand_chacha::ChaCha12Rng;
 
     use super::*;
+
+    /// Attack: many identities, none a neighbour, each send a stem: they are relayed, and
+    /// no route is kept for them (one used to be kept per sender until the epoch ended).
+    #[test]
+    fn stems_from_strangers_leave_no_route() {
+        let config = StemConfig::default();
+        let now = Instant::now();
+        let mut rng = ChaCha12Rng::seed_from_u64(5);
+        let mut stem = Stem::<u32>::new();
+        let active = [1, 2, 3, 4];
+        for stranger in 1000..3000 {
+            let next = stem.successor(&config, now, &mut rng, &active, Some(stranger));
+            assert!(next.is_some_and(|n| active.contains(&n)));
+        }
+        assert!(stem.routes.is_empty());
+        let from_neighbour = stem.successor(&config, now, &mut rng, &active, Some(1));
+        assert_eq!(stem.routes.get(&1).copied(), from_neighbour);
+    }
 
     /// Attack: a successor drops a stem message and times how long its predecessor takes to
     /// broadcast it. With the publisher's embargo drawn longer than a relay's (as it was), the

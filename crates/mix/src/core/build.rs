@@ -206,7 +206,11 @@ impl Builds {
     pub(super) fn take_all(&mut self) -> Vec<PendingBuild> {
         self.ready.clear();
         (self.packets, self.surbs, self.requests) = (0, 0, 0);
-        self.pending.drain().map(|(_, p)| p).collect()
+        // In the order they were handed out, so the requests they end are reported alike on
+        // every run.
+        let mut all: Vec<_> = self.pending.drain().collect();
+        all.sort_unstable_by_key(|(ticket, _)| *ticket);
+        all.into_iter().map(|(_, p)| p).collect()
     }
 
     /// The bookkeeping of a finished job; `None` for a ticket not handed out (or twice).

@@ -56,6 +56,7 @@ pub use delay::{
 pub use hop::{HopDone, HopJob};
 pub use keys::{EpochKeys, RotationConfig};
 pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local};
+pub(crate) use replay::MAX_HASHES;
 pub use replay::{
     MAX_STAGES, ReplayConfig, ReplayFilter, ReplayFull, ReplaySnapshot, StageSnapshot,
 };

@@ -363,8 +363,15 @@ impl DynamicPool {
 
     /// Makes room for a newcomer in a full pool by forgetting a suspended node. `false` if
     /// every node is usable: those stay, the newcomer is refused.
+    /// Forgets one suspended node to admit a new one: a discovered node whose record expires
+    /// first, else a static one; by peer id between equals, so a seeded run evicts the same.
     fn make_room(&mut self) -> bool {
-        let Some(peer) = self.entries.iter().find(|(_, e)| e.suspended.is_some()).map(|(p, _)| *p)
+        let Some(peer) = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.suspended.is_some())
+            .min_by_key(|(p, e)| (e.seq.is_none(), e.expires, **p))
+            .map(|(p, _)| *p)
         else {
             return false;
         };

@@ -10,11 +10,17 @@
 //! stages at p/4, p/8, … so that its false-positive rate never passes p, and past
 //! [`MAX_STAGES`] it refuses new packets under that key (see [`ReplayFilter`]). Key rotation
 //! starts a new filter with each key.
+//!
+//! The stages' hash seeds come from a secret the filter is given (the node derives it from the
+//! mix key the filter serves), not from the operating system: an outsider cannot predict where
+//! tags land, and a seeded simulation drops the same packets on every run.
 
 use std::time::Duration;
 
 use fastbloom::BloomFilter;
 use mix_sphinx::ReplayTag;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// How to size the replay filter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +64,10 @@ impl ReplayConfig {
 /// refuses new tags (and so the packets that carry them) rather than raise its error.
 pub const MAX_STAGES: usize = 8;
 
+/// The most hash functions a restored stage may use (a sized stage uses about 21 at the default
+/// rate); more is a damaged snapshot.
+pub(crate) const MAX_HASHES: u32 = 64;
+
 /// One Bloom filter of a [`ReplayFilter`].
 #[derive(Debug)]
 struct Stage {
@@ -85,12 +95,23 @@ impl Stage {
 /// instead (each stage about 5 % more than the last), up to [`MAX_STAGES`], and past that it
 /// refuses new packets under this key ([`ReplayFull`]), which the node logs loudly: the
 /// operator must rotate the key or size the filter for the real rate.
-#[derive(Debug)]
 pub struct ReplayFilter {
     stages: Vec<Stage>,
     capacity: usize,
     fp: f64,
     len: usize,
+    secret: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ReplayFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayFilter")
+            .field("stages", &self.stages.len())
+            .field("capacity", &self.capacity)
+            .field("fp", &self.fp)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The filter is full: accepting another tag would raise its false-positive rate.
@@ -99,11 +120,13 @@ pub struct ReplayFilter {
 pub struct ReplayFull(pub usize);
 
 impl ReplayFilter {
-    /// An empty filter.
-    pub fn new(config: &ReplayConfig) -> Self {
+    /// An empty filter whose stages hash with seeds derived from `secret`. Keep `secret`
+    /// secret: whoever knows it can compute which bits a tag sets.
+    pub fn new(config: &ReplayConfig, secret: Zeroizing<[u8; 32]>) -> Self {
         let capacity = config.capacity();
         let fp = config.fp();
-        Self { stages: vec![Stage::new(capacity, fp / 2.0, rand::random())], capacity, fp, len: 0 }
+        let first = Stage::new(capacity, fp / 2.0, stage_seed(&secret, 0));
+        Self { stages: vec![first], capacity, fp, len: 0, secret }
     }
 
     /// Records `tag`; returns whether it was (probably) seen before, or [`ReplayFull`] when the
@@ -118,7 +141,8 @@ impl ReplayFilter {
                 return Err(ReplayFull(self.len));
             }
             let fp = self.fp / f64::from(1u32 << (self.stages.len() + 1));
-            self.stages.push(Stage::new(self.capacity, fp, rand::random()));
+            let seed = stage_seed(&self.secret, self.stages.len());
+            self.stages.push(Stage::new(self.capacity, fp, seed));
             tracing::warn!(
                 stages = self.stages.len(),
                 tags = self.len,
@@ -175,16 +199,21 @@ impl ReplayFilter {
         }
     }
 
-    /// A filter with the state of `snapshot`, under `config`'s capacity and rate. `None` if
-    /// the snapshot does not fit (no stage, too many, or an empty bit vector).
-    pub fn restore(config: &ReplayConfig, snapshot: &ReplaySnapshot) -> Option<Self> {
+    /// A filter with the state of `snapshot`, under `config`'s capacity and rate, whose later
+    /// stages take their seeds from `secret` (as in [`ReplayFilter::new`]). `None` if the
+    /// snapshot does not fit (no stage, too many, or an empty bit vector).
+    pub fn restore(
+        config: &ReplayConfig,
+        snapshot: &ReplaySnapshot,
+        secret: Zeroizing<[u8; 32]>,
+    ) -> Option<Self> {
         if snapshot.stages.is_empty() || snapshot.stages.len() > MAX_STAGES {
             return None;
         }
         let mut stages = Vec::with_capacity(snapshot.stages.len());
         let mut len = 0usize;
         for s in &snapshot.stages {
-            if s.bits.is_empty() || s.hashes == 0 || s.hashes > 64 {
+            if s.bits.is_empty() || s.hashes == 0 || s.hashes > MAX_HASHES {
                 return None;
             }
             let bloom = BloomFilter::from_vec(s.bits.clone()).seed(&s.seed).hashes(s.hashes);
@@ -192,8 +221,20 @@ impl ReplayFilter {
             len = len.checked_add(stage_len)?;
             stages.push(Stage { bloom, seed: s.seed, len: stage_len });
         }
-        Some(Self { stages, capacity: config.capacity(), fp: config.fp(), len })
+        Some(Self { stages, capacity: config.capacity(), fp: config.fp(), len, secret })
     }
+}
+
+/// The hash seed of stage `index`: SHA-256 of a label, the secret and the index, cut to 128 bits.
+fn stage_seed(secret: &[u8; 32], index: usize) -> u128 {
+    let digest = Sha256::new()
+        .chain_update(b"libp2p-mix replay filter stage seed")
+        .chain_update(secret)
+        .chain_update((index as u64).to_be_bytes())
+        .finalize();
+    let mut seed = [0u8; 16];
+    seed.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(seed)
 }
 
 /// A saved [`ReplayFilter`].
@@ -251,7 +292,7 @@ mod tests {
             key_lifetime: Duration::from_secs(1),
             false_positive_rate: 1e-6,
         };
-        let mut filter = ReplayFilter::new(&config);
+        let mut filter = ReplayFilter::new(&config, Zeroizing::new([7; 32]));
         let tags = tags(200);
         for tag in &tags {
             assert!(!filter.check_and_insert(tag).unwrap());
@@ -261,6 +302,41 @@ mod tests {
         }
         assert_eq!(filter.len(), 200);
         assert!(!filter.is_saturated());
+    }
+
+    fn fill(config: &ReplayConfig, secret: u8, tags: &[ReplayTag]) -> ReplayFilter {
+        let mut filter = ReplayFilter::new(config, Zeroizing::new([secret; 32]));
+        for tag in tags {
+            assert!(!filter.check_and_insert(tag).unwrap());
+        }
+        filter
+    }
+
+    /// The seeds come from the secret alone: one secret fills the same bits on every run (a
+    /// seeded simulation drops the same packets), two secrets different ones, and a stage
+    /// added after a restore hashes as it would have without the restart.
+    #[test]
+    fn stage_seeds_follow_the_secret() {
+        let config = ReplayConfig {
+            packets_per_second: 1,
+            key_lifetime: Duration::from_secs(1),
+            false_positive_rate: 1e-6,
+        };
+        let tags = tags(config.capacity() + 10);
+        let (first, rest) = tags.split_at(config.capacity());
+
+        let a = fill(&config, 1, &tags).snapshot();
+        assert_eq!(a.stages.len(), 2);
+        assert_eq!(a, fill(&config, 1, &tags).snapshot());
+        let b = fill(&config, 2, &tags).snapshot();
+        assert!(a.stages.iter().zip(&b.stages).all(|(x, y)| x.seed != y.seed && x.bits != y.bits));
+
+        let saved = fill(&config, 1, first).snapshot();
+        let mut restored = ReplayFilter::restore(&config, &saved, Zeroizing::new([1; 32])).unwrap();
+        for tag in rest {
+            assert!(!restored.check_and_insert(tag).unwrap());
+        }
+        assert_eq!(restored.snapshot(), a);
     }
 
     #[test]

@@ -42,7 +42,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::core::MixNode;
-use record::{MAX_RECORD_SIZE, MixRecord, RecordError, record_key};
+use record::{MAX_RECORD_LIFETIME, MAX_RECORD_SIZE, MixRecord, RecordError, record_key};
 
 /// Discovery settings.
 #[derive(Debug, Clone)]
@@ -53,7 +53,8 @@ pub struct Config {
     pub identify_protocol: String,
     /// Identify's agent version. Set it: the default would name the library version.
     pub agent_version: String,
-    /// How long a published record is valid.
+    /// How long a published record is valid; at most [`MAX_RECORD_LIFETIME`] (others refuse
+    /// longer ones), and cut to it if longer.
     pub record_lifetime: Duration,
     /// How often the node publishes a fresh record (a new sequence number re-admits it where
     /// it was suspended).
@@ -69,8 +70,13 @@ pub struct Config {
     /// Record fetches in flight at once.
     pub max_concurrent_fetches: usize,
     /// A peer whose record was not found is asked again after this long (it may not have
-    /// published yet).
+    /// published yet), until it has gone without one for a whole `record_lifetime`.
     pub retry_missing: Duration,
+    /// The most peers each of discovery's tables holds: nodes with a valid record, peers
+    /// without one, and fetches waiting their turn. Identities cost nothing, so past this
+    /// new peers are left out of the table (a record found is still handed on) and counted as
+    /// `mix_discovery_peers_untracked_total`.
+    pub max_tracked_peers: usize,
 }
 
 impl Default for Config {
@@ -87,6 +93,7 @@ impl Default for Config {
             refetch_interval: Duration::from_secs(300),
             max_concurrent_fetches: 16,
             retry_missing: Duration::from_secs(5),
+            max_tracked_peers: 4096,
         }
     }
 }
@@ -151,6 +158,22 @@ struct LocalRecord {
 struct Known {
     seq: u64,
     fetched: Instant,
+    /// When its newest record runs out; the entry goes with it.
+    expires: Instant,
+}
+
+/// A peer whose record was not found.
+#[derive(Debug, Clone, Copy)]
+struct Missing {
+    /// When it was first missed; it is given up a record lifetime later.
+    since: Instant,
+    /// When it was last asked for.
+    asked: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -170,6 +193,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabel, Counter>,
     walks: Counter,
     publications: Family<OutcomeLabel, Counter>,
+    untracked: Family<TableLabel, Counter>,
 }
 
 impl Metrics {
@@ -184,6 +208,11 @@ impl Metrics {
             "Own record publications, by outcome",
             self.publications.clone(),
         );
+        r.register(
+            "peers_untracked",
+            "Peers left out of a full table (known, missing or queue)",
+            self.untracked.clone(),
+        );
     }
 
     /// Valid records received so far.
@@ -194,6 +223,11 @@ impl Metrics {
     /// Records refused for `reason` (see [`RecordError::reason`]).
     pub fn records_rejected(&self, reason: &'static str) -> u64 {
         self.rejected.get_or_create(&ReasonLabel { reason }).get()
+    }
+
+    /// Peers left out of `table` (`known`, `missing` or `queue`) because it was full.
+    pub fn peers_untracked(&self, table: &'static str) -> u64 {
+        self.untracked.get_or_create(&TableLabel { table }).get()
     }
 }
 
@@ -213,8 +247,7 @@ pub struct Behaviour {
     queued_set: HashSet<PeerId>,
     publishing: HashSet<QueryId>,
     known: HashMap<PeerId, Known>,
-    /// Peers whose record was not found, and when we last asked.
-    missing: HashMap<PeerId, Instant>,
+    missing: HashMap<PeerId, Missing>,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Inner>>>,
     metrics: Metrics,
     waker: Option<Waker>,
@@ -245,7 +278,9 @@ fn peer_of_key(key: &kad::RecordKey) -> Option<PeerId> {
 
 impl Behaviour {
     /// Discovery for the node with libp2p identity `identity` (which signs its records).
-    pub fn new(identity: Keypair, config: Config) -> Self {
+    pub fn new(identity: Keypair, mut config: Config) -> Self {
+        config.record_lifetime =
+            config.record_lifetime.min(Duration::from_secs(MAX_RECORD_LIFETIME));
         let local_peer = identity.public().to_peer_id();
         let mut kad_config = kad::Config::new(config.kad_protocol.clone());
         kad_config
@@ -382,8 +417,12 @@ impl Behaviour {
             .get(&peer)
             .is_some_and(|k| k.fetched.elapsed() < self.config.refetch_interval);
         let recently_missing =
-            self.missing.get(&peer).is_some_and(|t| t.elapsed() < self.config.retry_missing);
+            self.missing.get(&peer).is_some_and(|m| m.asked.elapsed() < self.config.retry_missing);
         if fresh || recently_missing || self.fetching.values().any(|p| *p == peer) {
+            return;
+        }
+        if self.queued.len() >= self.config.max_tracked_peers {
+            self.untracked("queue");
             return;
         }
         self.queued_set.insert(peer);
@@ -399,9 +438,17 @@ impl Behaviour {
         }
     }
 
+    fn untracked(&self, table: &'static str) {
+        self.metrics.untracked.get_or_create(&TableLabel { table }).inc();
+    }
+
     fn walk(&mut self) {
         self.metrics.walks.inc();
         self.inner.kad.get_closest_peers(PeerId::random());
+        let now = Instant::now();
+        let lifetime = self.config.record_lifetime;
+        self.known.retain(|_, k| k.expires > now);
+        self.missing.retain(|_, m| now.saturating_duration_since(m.since) < lifetime);
         // Known nodes are fetched again now and then: a newer record re-admits a suspended one.
         let stale: Vec<PeerId> = self
             .known
@@ -411,7 +458,7 @@ impl Behaviour {
             .chain(
                 self.missing
                     .iter()
-                    .filter(|(_, t)| t.elapsed() >= self.config.retry_missing)
+                    .filter(|(_, m)| m.asked.elapsed() >= self.config.retry_missing)
                     .map(|(p, _)| *p),
             )
             .collect();
@@ -426,12 +473,22 @@ impl Behaviour {
             Ok((record, node)) => {
                 self.metrics.accepted.inc();
                 self.missing.remove(&peer);
+                let now = Instant::now();
+                // `verify` bounds the remaining validity by MAX_RECORD_LIFETIME.
                 let remaining = record.valid_until.saturating_sub(unix_now());
-                let expires = Instant::now() + Duration::from_secs(remaining);
-                let known =
-                    self.known.entry(peer).or_insert(Known { seq: 0, fetched: Instant::now() });
-                known.seq = known.seq.max(record.seq);
-                known.fetched = Instant::now();
+                let expires = now + Duration::from_secs(remaining.min(MAX_RECORD_LIFETIME));
+                let full = self.known.len() >= self.config.max_tracked_peers;
+                match self.known.get_mut(&peer) {
+                    Some(known) => {
+                        known.seq = known.seq.max(record.seq);
+                        known.fetched = now;
+                        known.expires = known.expires.max(expires);
+                    }
+                    None if full => self.untracked("known"),
+                    None => {
+                        self.known.insert(peer, Known { seq: record.seq, fetched: now, expires });
+                    }
+                }
                 Event::NodeFound { node, seq: record.seq, expires }
             }
             Err(error) => {
@@ -505,10 +562,14 @@ impl Behaviour {
                     && let Some(peer) = self.fetching.remove(&id)
                 {
                     // Remember the attempt so we do not ask again at once.
-                    match self.known.get_mut(&peer) {
-                        Some(known) => known.fetched = Instant::now(),
-                        None => {
-                            self.missing.insert(peer, Instant::now());
+                    let now = Instant::now();
+                    let full = self.missing.len() >= self.config.max_tracked_peers;
+                    match (self.known.get_mut(&peer), self.missing.get_mut(&peer)) {
+                        (Some(known), _) => known.fetched = now,
+                        (None, Some(missing)) => missing.asked = now,
+                        (None, None) if full => self.untracked("missing"),
+                        (None, None) => {
+                            self.missing.insert(peer, Missing { since: now, asked: now });
                         }
                     }
                 }
@@ -621,4 +682,89 @@ impl NetworkBehaviour for Behaviour {
             return Poll::Pending;
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mix_sphinx::NodeSecretKey;
+
+    fn signed_record(identity: &Keypair, valid_until: u64) -> Vec<u8> {
+        MixRecord {
+            addrs: vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()],
+            mix_key: NodeSecretKey::generate(&mut rand::rng()).public_key(),
+            next_mix_key: None,
+            epoch: None,
+            exit: false,
+            valid_from: unix_now() - 10,
+            valid_until,
+            seq: 1,
+        }
+        .sign(identity)
+    }
+
+    fn discovery(max_tracked_peers: usize) -> Behaviour {
+        let config = Config { max_tracked_peers, ..Config::default() };
+        Behaviour::new(Keypair::generate_secp256k1(), config)
+    }
+
+    /// A peer's own record, signed by itself, claiming to be valid for ever: refused and
+    /// counted. (It used to reach `Instant + Duration` unchecked and end the node's task.)
+    #[test]
+    fn a_record_valid_for_ever_is_refused() {
+        let mut discovery = discovery(16);
+        let identity = Keypair::generate_secp256k1();
+        let peer = identity.public().to_peer_id();
+        let event = discovery.validate(peer, &signed_record(&identity, u64::MAX));
+        assert!(
+            matches!(event, Event::RecordRejected { error: RecordError::TooLong { .. }, .. }),
+            "{event:?}"
+        );
+        assert_eq!(discovery.metrics().records_rejected("too_long"), 1);
+        assert_eq!(discovery.known_nodes(), 0);
+    }
+
+    /// Fresh identities are free: each table stops at `max_tracked_peers`, counts the peers it
+    /// leaves out, and found nodes are still handed on.
+    #[test]
+    fn tables_stop_at_their_bound() {
+        let mut discovery = discovery(3);
+        let until = unix_now() + 600;
+        for _ in 0..5 {
+            let identity = Keypair::generate_secp256k1();
+            let event = discovery
+                .validate(identity.public().to_peer_id(), &signed_record(&identity, until));
+            assert!(matches!(event, Event::NodeFound { .. }), "{event:?}");
+        }
+        assert_eq!(discovery.known_nodes(), 3);
+        assert_eq!(discovery.metrics().peers_untracked("known"), 2);
+
+        for _ in 0..5 {
+            discovery.queue_fetch(PeerId::random());
+        }
+        assert_eq!(discovery.queued.len(), 3);
+        assert_eq!(discovery.metrics().peers_untracked("queue"), 2);
+    }
+
+    /// Entries go when their record runs out (known) or a record lifetime after the peer was
+    /// first missed (missing), so the tables do not fill with peers long gone.
+    #[test]
+    fn walks_forget_expired_and_long_missing_peers() {
+        let mut discovery = discovery(16);
+        // Short, so that the instants below exist however recently the machine booted.
+        discovery.config.record_lifetime = Duration::from_secs(2);
+        let now = Instant::now();
+        let old = now.checked_sub(Duration::from_secs(3)).unwrap();
+        let past = now.checked_sub(Duration::from_secs(1)).unwrap();
+        let (a, b, c, d) = (PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random());
+        discovery.known.insert(a, Known { seq: 1, fetched: now, expires: past });
+        discovery.known.insert(b, Known { seq: 1, fetched: now, expires: now + MINUTE });
+        discovery.missing.insert(c, Missing { since: old, asked: now });
+        discovery.missing.insert(d, Missing { since: past, asked: now });
+        discovery.walk();
+        assert_eq!(discovery.known.keys().collect::<Vec<_>>(), [&b]);
+        assert_eq!(discovery.missing.keys().collect::<Vec<_>>(), [&d]);
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
 }

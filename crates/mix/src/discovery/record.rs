@@ -14,8 +14,8 @@
 //!
 //! integers big-endian, times in Unix seconds. Decoding checks every length and rejects
 //! trailing bytes; a record is usable only if its signature verifies, its signer is the peer
-//! it is stored for, it is within its validity window and one of its addresses fits an address
-//! block.
+//! it is stored for, it is within its validity window, that window ends within
+//! [`MAX_RECORD_LIFETIME`] of now, and one of its addresses fits an address block.
 
 use libp2p_core::SignedEnvelope;
 use libp2p_identity::{Keypair, PeerId};
@@ -34,6 +34,10 @@ const MAX_ADDRS: usize = 8;
 const MAX_ADDR_LEN: usize = 256;
 /// The largest encoded envelope we accept (the payload is at most ~2.2 KB).
 pub const MAX_RECORD_SIZE: usize = 4096;
+/// The longest a record may still be valid when received, in seconds (one day). A node that
+/// vanished stays in others' pools, and its stale addresses in use, until its record runs
+/// out; a longer claim is refused.
+pub const MAX_RECORD_LIFETIME: u64 = 24 * 3600;
 
 /// The Kademlia key under which `peer`'s record is stored.
 pub fn record_key(peer: &PeerId) -> Vec<u8> {
@@ -97,6 +101,14 @@ pub enum RecordError {
     /// No address fits a Sphinx address block.
     #[error("no address fits an address block")]
     NoUsableAddress,
+    /// Valid for longer than [`MAX_RECORD_LIFETIME`] from now.
+    #[error("valid until {valid_until}, more than {MAX_RECORD_LIFETIME} s after now ({now})")]
+    TooLong {
+        /// End of validity.
+        valid_until: u64,
+        /// The time checked.
+        now: u64,
+    },
 }
 
 impl RecordError {
@@ -109,6 +121,7 @@ impl RecordError {
             Self::Malformed(_) => "malformed",
             Self::Expired { .. } => "expired",
             Self::NoUsableAddress => "no_usable_address",
+            Self::TooLong { .. } => "too_long",
         }
     }
 }
@@ -237,6 +250,9 @@ impl MixRecord {
                 now,
             });
         }
+        if record.valid_until - now > MAX_RECORD_LIFETIME {
+            return Err(RecordError::TooLong { valid_until: record.valid_until, now });
+        }
         let mut node = record
             .addrs
             .iter()
@@ -324,6 +340,25 @@ mod tests {
             MixRecord::verify(&signed, &peer, now - 11),
             Err(RecordError::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn records_valid_for_too_long_are_refused() {
+        let identity = Keypair::generate_secp256k1();
+        let peer = identity.public().to_peer_id();
+        let now = 1_800_000_000;
+        for (until, ok) in [
+            (now + MAX_RECORD_LIFETIME, true),
+            (now + MAX_RECORD_LIFETIME + 1, false),
+            (u64::MAX, false),
+        ] {
+            let signed = MixRecord { valid_until: until, ..record(now) }.sign(&identity);
+            let verified = MixRecord::verify(&signed, &peer, now);
+            assert_eq!(verified.is_ok(), ok, "{until}: {verified:?}");
+            if !ok {
+                assert!(matches!(verified, Err(RecordError::TooLong { .. })), "{verified:?}");
+            }
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Endpoint {
         if let Some(at) = entry.awaiting_data {
             if conn_stats.recv.shards > 0 {
                 entry.awaiting_data = None;
-            } else if now >= at + config.opening_deadline {
+            } else if at.checked_add(config.opening_deadline).is_some_and(|end| now >= end) {
                 // An opening that brought nothing loses its slot.
                 s.conn.reset(RESET_REFUSED);
                 entry.awaiting_data = None;
@@ -70,7 +70,8 @@ impl Endpoint {
             entry.charged = held;
             stats.accepted_bytes = *accepted_bytes;
         }
-        let data_deadline = entry.awaiting_data.map(|at| at + config.opening_deadline);
+        let data_deadline =
+            entry.awaiting_data.and_then(|at| at.checked_add(config.opening_deadline));
         let error = s.conn.error().cloned();
         let timeout = match (s.conn.poll_timeout(now), data_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
