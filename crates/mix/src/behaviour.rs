@@ -665,6 +665,12 @@ impl Behaviour {
         changed
     }
 
+    /// Whether the pool keeps an entry for `peer` (usable or suspended); see
+    /// [`crate::core::NodePool::holds`].
+    pub fn holds_node(&self, peer: &PeerId) -> bool {
+        self.core.pool().holds(peer)
+    }
+
     /// A round-trip time measured to `peer` (e.g. by libp2p ping), for RTT-aware paths.
     pub fn report_rtt(&mut self, peer: &PeerId, rtt: Duration) {
         self.core.pool_mut().report_rtt(peer, rtt);

@@ -349,6 +349,15 @@ impl Mixnet {
             PartsEvent::Discovery(event) => {
                 if let discovery::Event::NodeFound { node, seq, expires } = &event {
                     self.parts.mix.offer_node(node.clone(), *seq, *expires);
+                    // Discovery's table of nodes to fetch again is bounded: a node the pool
+                    // refused (its subnets are full, say) gives its place up, so identities
+                    // past the pool's caps cannot fill it and keep honest nodes out.
+                    let peer = node.peer_id();
+                    if !self.parts.mix.holds_node(peer)
+                        && let Some(d) = self.parts.discovery.as_mut()
+                    {
+                        d.forget(peer);
+                    }
                 }
                 self.events.push_back(Event::Discovery(Box::new(event)));
             }

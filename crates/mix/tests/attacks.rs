@@ -358,7 +358,9 @@ async fn sybil(ip: &str, bootstrap: &Node) {
 /// 50 identities from one /24 publish valid, signed records through Kademlia, next to five
 /// honest nodes each in a /16 of its own. (Caps apply to loopback here: the test runs on
 /// 127.0.0.0/8, which a local testnet exempts.) The target's pool admits at most
-/// `per_24` of them, every honest node stays in, and refusals are counted.
+/// `per_24` of them, every honest node stays in, and refusals are counted. Discovery's table
+/// of nodes to fetch again (bounded) keeps no more than the pool let in, so such a flood
+/// cannot fill it and keep honest newcomers out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sybil_flood_of_valid_records_gets_a_bounded_share() {
     common::init_tracing();
@@ -390,8 +392,11 @@ async fn a_sybil_flood_of_valid_records_gets_a_bounded_share() {
     eprintln!(
         "sybil flood: pool holds {honest} honest and {sybils} Sybil nodes; {refused} records refused (subnet_24)"
     );
+    let known = target.known_nodes().await;
+    eprintln!("sybil flood: discovery keeps fetching {known} nodes");
     let cap = SubnetLimits::default().per_24;
     assert!(sybils <= cap, "{sybils} Sybils from one /24 in the pool");
+    assert!(known <= honest + cap, "discovery tracks {known} nodes");
     assert!(honest >= 4, "only {honest} honest nodes in the pool");
     assert!(refused >= 10, "too few Sybil records arrived to test anything: {refused} refused");
 }

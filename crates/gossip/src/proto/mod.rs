@@ -733,12 +733,6 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
         if from == self.me {
             return;
         }
-        if let Body::Gossip { data, .. } | Body::Stem { data, .. } = &message.body
-            && data.len() > self.config.max_message_size
-        {
-            self.out.event(ignored(IgnoreReason::TooLarge));
-            return;
-        }
         // Broadcast traffic from a peer that is not a neighbour: its view is out of date.
         let stray = matches!(
             message.body,
@@ -750,6 +744,15 @@ impl<P: PeerIdentity, R: rand::CryptoRng> State<P, R> {
         ) && !t.membership.knows(&from);
         if stray {
             self.with_membership(now, topic, |m, ctx| m.not_a_neighbor(ctx, from));
+        }
+        // After the stray check, so that a stranger is answered alike whatever the size and
+        // cannot probe this node's limit.
+        if let Body::Gossip { data, .. } | Body::Stem { data, .. } = &message.body
+            && data.len() > self.config.max_message_size
+        {
+            self.out.event(ignored(IgnoreReason::TooLarge));
+            self.finish(now);
+            return;
         }
         match message.body {
             body @ (Body::Join

@@ -72,12 +72,13 @@ struct LazyFilter {
 
 impl LazyFilter {
     fn new(config: ReplayConfig, key: &NodeSecretKey) -> Self {
-        let digest = Sha256::new()
+        // Straight into zeroizing memory; the hasher, which held the key, wipes itself on drop
+        // (sha2's `zeroize` feature).
+        let mut secret = Zeroizing::new([0u8; 32]);
+        Sha256::new()
             .chain_update(b"libp2p-mix replay filter secret")
             .chain_update(key.to_bytes().as_slice())
-            .finalize();
-        let mut secret = Zeroizing::new([0u8; 32]);
-        secret.copy_from_slice(&digest);
+            .finalize_into((&mut *secret).into());
         Self { config, secret, filter: None }
     }
 }

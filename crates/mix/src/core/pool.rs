@@ -160,6 +160,13 @@ pub trait NodePool: Send + fmt::Debug {
         false
     }
 
+    /// Whether the pool keeps an entry for `peer`, usable or suspended. Discovery stops
+    /// tracking nodes the pool refused (see [`crate::Mixnet`]); a pool that cannot tell
+    /// says `true`.
+    fn holds(&self, _peer: &PeerId) -> bool {
+        true
+    }
+
     /// `peer` failed to accept a packet or a probe.
     fn report_unreachable(&mut self, _peer: &PeerId, _now: Instant) {}
 
@@ -227,6 +234,8 @@ struct Entry {
 
 #[derive(Debug, Clone, Copy)]
 struct Suspension {
+    /// When it began.
+    since: Instant,
     /// When a static entry comes back on its own.
     until: Option<Instant>,
     /// A record newer than this re-admits the node.
@@ -363,15 +372,16 @@ impl DynamicPool {
 
     /// Makes room for a newcomer in a full pool by forgetting a suspended node. `false` if
     /// every node is usable: those stay, the newcomer is refused.
-    /// Forgets one suspended node to admit a new one: a discovered node whose record expires
-    /// first, else a static one; by peer id between equals, so a seeded run evicts the same.
+    /// Forgets one suspended node to admit a new one: the discovered node suspended longest,
+    /// else a static one; by peer id between equals, so a seeded run evicts the same. (Not the
+    /// record that expires first: a Sybil's record may claim a day, an honest one an hour.)
     fn make_room(&mut self) -> bool {
         let Some(peer) = self
             .entries
             .iter()
-            .filter(|(_, e)| e.suspended.is_some())
-            .min_by_key(|(p, e)| (e.seq.is_none(), e.expires, **p))
-            .map(|(p, _)| *p)
+            .filter_map(|(p, e)| Some((p, e.seq.is_none(), e.suspended?.since)))
+            .min_by_key(|(p, is_static, since)| (*is_static, *since, **p))
+            .map(|(p, _, _)| *p)
         else {
             return false;
         };
@@ -423,6 +433,10 @@ impl NodePool for DynamicPool {
         self.entries.get(peer).and_then(|e| e.rtt)
     }
 
+    fn holds(&self, peer: &PeerId) -> bool {
+        self.entries.contains_key(peer)
+    }
+
     fn report_unreachable(&mut self, peer: &PeerId, now: Instant) {
         let suspension = self.suspension;
         let Some(entry) = self.entries.get_mut(peer) else { return };
@@ -430,7 +444,7 @@ impl NodePool for DynamicPool {
             return;
         }
         let until = entry.seq.is_none().then(|| now + suspension);
-        entry.suspended = Some(Suspension { until, seq: entry.seq });
+        entry.suspended = Some(Suspension { since: now, until, seq: entry.seq });
         let node = entry.node.clone();
         // A suspended node holds no place in its subnets: records claiming addresses their
         // owner cannot be reached at do not keep honest nodes of those subnets out.
@@ -656,6 +670,28 @@ mod tests {
         // A republished record does.
         assert!(pool.offer(a.clone(), 2, t0 + Duration::from_secs(90), t0));
         assert_eq!(pool.nodes().len(), 2);
+    }
+
+    /// A full pool makes room by forgetting the node suspended longest, however long its
+    /// record claims to last (a Sybil's may claim a day, where an honest one claims an hour).
+    #[test]
+    fn a_full_pool_forgets_the_node_suspended_longest() {
+        let t0 = Instant::now();
+        let limits = SubnetLimits { max_nodes: 3, ..SubnetLimits::default() };
+        let mut pool = DynamicPool::new().with_limits(limits);
+        let (sybil, honest, live, newcomer) = (node(1), node(2), node(3), node(4));
+        let (hour, day) = (t0 + Duration::from_secs(3600), t0 + Duration::from_secs(86_400));
+        pool.offer(sybil.clone(), 1, day, t0);
+        pool.offer(honest.clone(), 1, hour, t0);
+        pool.offer(live.clone(), 1, hour, t0);
+        pool.report_unreachable(sybil.peer_id(), t0);
+        pool.report_unreachable(honest.peer_id(), t0 + Duration::from_secs(1));
+        let now = t0 + Duration::from_secs(2);
+        assert!(pool.offer(newcomer.clone(), 1, hour, now));
+        assert!(!pool.holds(sybil.peer_id()), "suspended longest");
+        for kept in [&honest, &live, &newcomer] {
+            assert!(pool.holds(kept.peer_id()));
+        }
     }
 
     #[test]

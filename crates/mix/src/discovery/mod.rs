@@ -42,7 +42,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::core::MixNode;
-use record::{MAX_RECORD_LIFETIME, MAX_RECORD_SIZE, MixRecord, RecordError, record_key};
+use record::{
+    CLOCK_SLACK, MAX_RECORD_LIFETIME, MAX_RECORD_SIZE, MixRecord, RecordError, record_key,
+};
 
 /// Discovery settings.
 #[derive(Debug, Clone)]
@@ -386,8 +388,8 @@ impl Behaviour {
             next_mix_key: local.next_mix_key,
             epoch: local.epoch,
             exit: local.exit,
-            // A minute of slack for peers whose clocks run slightly behind.
-            valid_from: now.saturating_sub(60),
+            // Slack for peers whose clocks run slightly behind.
+            valid_from: now.saturating_sub(CLOCK_SLACK),
             valid_until: now + self.config.record_lifetime.as_secs(),
             seq,
         };
@@ -421,12 +423,25 @@ impl Behaviour {
         if fresh || recently_missing || self.fetching.values().any(|p| *p == peer) {
             return;
         }
-        if self.queued.len() >= self.config.max_tracked_peers {
-            self.untracked("queue");
-            return;
-        }
         self.queued_set.insert(peer);
-        self.queued.push_back(peer);
+        if self.known.contains_key(&peer) {
+            // A node we hold a record of goes first, past the bound (`known` bounds these):
+            // its new keys or its return must not wait behind a flood of new identities.
+            self.queued.push_front(peer);
+        } else if self.queued.len() >= self.config.max_tracked_peers {
+            self.queued_set.remove(&peer);
+            self.untracked("queue");
+        } else {
+            self.queued.push_back(peer);
+        }
+    }
+
+    /// Stops tracking `peer`: its record is not fetched again unless the peer shows up anew.
+    /// [`crate::Mixnet`] calls it for nodes its pool refused, so that the table of known
+    /// nodes holds no more identities than the pool's caps let in.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.known.remove(peer);
+        self.missing.remove(peer);
     }
 
     fn start_fetches(&mut self) {
@@ -468,7 +483,10 @@ impl Behaviour {
     }
 
     /// Checks a record about `peer` and counts the outcome; the event to report either way.
-    fn validate(&mut self, peer: PeerId, value: &[u8]) -> Event {
+    /// Only a record this node `fetched` itself adds the peer to `known` and counts as a
+    /// fetch: anyone may PUT any valid record, an honest node's old one included, and that
+    /// must neither fill the table nor keep a node from being fetched again.
+    fn validate(&mut self, peer: PeerId, value: &[u8], fetched: bool) -> Event {
         match MixRecord::verify(value, &peer, unix_now()) {
             Ok((record, node)) => {
                 self.metrics.accepted.inc();
@@ -478,16 +496,18 @@ impl Behaviour {
                 let remaining = record.valid_until.saturating_sub(unix_now());
                 let expires = now + Duration::from_secs(remaining.min(MAX_RECORD_LIFETIME));
                 let full = self.known.len() >= self.config.max_tracked_peers;
-                match self.known.get_mut(&peer) {
-                    Some(known) => {
-                        known.seq = known.seq.max(record.seq);
+                if let Some(known) = self.known.get_mut(&peer) {
+                    if fetched {
                         known.fetched = now;
+                    }
+                    if fetched || record.seq > known.seq {
+                        known.seq = known.seq.max(record.seq);
                         known.expires = known.expires.max(expires);
                     }
-                    None if full => self.untracked("known"),
-                    None => {
-                        self.known.insert(peer, Known { seq: record.seq, fetched: now, expires });
-                    }
+                } else if fetched && full {
+                    self.untracked("known");
+                } else if fetched {
+                    self.known.insert(peer, Known { seq: record.seq, fetched: now, expires });
                 }
                 Event::NodeFound { node, seq: record.seq, expires }
             }
@@ -507,7 +527,7 @@ impl Behaviour {
                 .push_back(ToSwarm::GenerateEvent(Event::RecordRejected { peer: None, error }));
             return;
         };
-        let event = self.validate(peer, &record.value);
+        let event = self.validate(peer, &record.value, false);
         if let Event::NodeFound { seq, .. } = &event {
             // Keep the newer of what we hold and what we got.
             let stored_seq = self
@@ -534,7 +554,7 @@ impl Behaviour {
                 match result {
                     QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
                         let Some(peer) = self.fetching.get(&id).copied() else { return };
-                        let event = self.validate(peer, &found.record.value);
+                        let event = self.validate(peer, &found.record.value, true);
                         if matches!(event, Event::NodeFound { .. })
                             && let Some(mut query) = self.inner.kad.query_mut(&id)
                         {
@@ -704,7 +724,10 @@ mod tests {
     }
 
     fn discovery(max_tracked_peers: usize) -> Behaviour {
-        let config = Config { max_tracked_peers, ..Config::default() };
+        // A short refetch interval, so that tests can take it off an `Instant` however
+        // recently the machine booted.
+        let refetch_interval = Duration::from_secs(1);
+        let config = Config { max_tracked_peers, refetch_interval, ..Config::default() };
         Behaviour::new(Keypair::generate_secp256k1(), config)
     }
 
@@ -715,7 +738,7 @@ mod tests {
         let mut discovery = discovery(16);
         let identity = Keypair::generate_secp256k1();
         let peer = identity.public().to_peer_id();
-        let event = discovery.validate(peer, &signed_record(&identity, u64::MAX));
+        let event = discovery.validate(peer, &signed_record(&identity, u64::MAX), false);
         assert!(
             matches!(event, Event::RecordRejected { error: RecordError::TooLong { .. }, .. }),
             "{event:?}"
@@ -725,16 +748,19 @@ mod tests {
     }
 
     /// Fresh identities are free: each table stops at `max_tracked_peers`, counts the peers it
-    /// leaves out, and found nodes are still handed on.
+    /// leaves out, and found nodes are still handed on. Known nodes are fetched again first,
+    /// however full the queue, and a node forgotten (the pool refused it) frees its place.
     #[test]
     fn tables_stop_at_their_bound() {
         let mut discovery = discovery(3);
         let until = unix_now() + 600;
+        let mut peers = Vec::new();
         for _ in 0..5 {
             let identity = Keypair::generate_secp256k1();
-            let event = discovery
-                .validate(identity.public().to_peer_id(), &signed_record(&identity, until));
+            let peer = identity.public().to_peer_id();
+            let event = discovery.validate(peer, &signed_record(&identity, until), true);
             assert!(matches!(event, Event::NodeFound { .. }), "{event:?}");
+            peers.push(peer);
         }
         assert_eq!(discovery.known_nodes(), 3);
         assert_eq!(discovery.metrics().peers_untracked("known"), 2);
@@ -744,6 +770,39 @@ mod tests {
         }
         assert_eq!(discovery.queued.len(), 3);
         assert_eq!(discovery.metrics().peers_untracked("queue"), 2);
+        let known = *discovery.known.keys().next().unwrap();
+        discovery.known.get_mut(&known).unwrap().fetched -= discovery.config.refetch_interval;
+        discovery.queue_fetch(known);
+        assert_eq!(discovery.queued.front(), Some(&known), "a known node goes first");
+
+        discovery.forget(&known);
+        assert_eq!(discovery.known_nodes(), 2);
+    }
+
+    /// Anyone may PUT any valid record: a PUT adds no node to `known`, and a PUT of a known
+    /// node's record (an old one, replayed) does not count as fetching it, so it cannot keep
+    /// the node from being fetched again (and its new keys learned).
+    #[test]
+    fn records_put_by_others_neither_fill_the_table_nor_pass_for_a_fetch() {
+        let mut discovery = discovery(16);
+        let until = unix_now() + 600;
+        let stranger = Keypair::generate_secp256k1();
+        let put = discovery.validate(
+            stranger.public().to_peer_id(),
+            &signed_record(&stranger, until),
+            false,
+        );
+        assert!(matches!(put, Event::NodeFound { .. }), "handed on all the same: {put:?}");
+        assert_eq!(discovery.known_nodes(), 0);
+
+        let honest = Keypair::generate_secp256k1();
+        let peer = honest.public().to_peer_id();
+        let record = signed_record(&honest, until);
+        discovery.validate(peer, &record, true);
+        let fetched = discovery.known[&peer].fetched - discovery.config.refetch_interval;
+        discovery.known.get_mut(&peer).unwrap().fetched = fetched;
+        discovery.validate(peer, &record, false);
+        assert_eq!(discovery.known[&peer].fetched, fetched);
     }
 
     /// Entries go when their record runs out (known) or a record lifetime after the peer was

@@ -38,6 +38,9 @@ pub const MAX_RECORD_SIZE: usize = 4096;
 /// vanished stays in others' pools, and its stale addresses in use, until its record runs
 /// out; a longer claim is refused.
 pub const MAX_RECORD_LIFETIME: u64 = 24 * 3600;
+/// How far behind a receiver's clock may run: records are valid from this long before they
+/// are made, and may end this long past [`MAX_RECORD_LIFETIME`] from a receiver's now.
+pub const CLOCK_SLACK: u64 = 60;
 
 /// The Kademlia key under which `peer`'s record is stored.
 pub fn record_key(peer: &PeerId) -> Vec<u8> {
@@ -101,8 +104,8 @@ pub enum RecordError {
     /// No address fits a Sphinx address block.
     #[error("no address fits an address block")]
     NoUsableAddress,
-    /// Valid for longer than [`MAX_RECORD_LIFETIME`] from now.
-    #[error("valid until {valid_until}, more than {MAX_RECORD_LIFETIME} s after now ({now})")]
+    /// Valid for longer than [`MAX_RECORD_LIFETIME`] (and [`CLOCK_SLACK`]) from now.
+    #[error("valid until {valid_until}, more than a day after now ({now})")]
     TooLong {
         /// End of validity.
         valid_until: u64,
@@ -250,7 +253,8 @@ impl MixRecord {
                 now,
             });
         }
-        if record.valid_until - now > MAX_RECORD_LIFETIME {
+        // `now < valid_until` here.
+        if record.valid_until - now > MAX_RECORD_LIFETIME + CLOCK_SLACK {
             return Err(RecordError::TooLong { valid_until: record.valid_until, now });
         }
         let mut node = record
@@ -348,8 +352,8 @@ mod tests {
         let peer = identity.public().to_peer_id();
         let now = 1_800_000_000;
         for (until, ok) in [
-            (now + MAX_RECORD_LIFETIME, true),
-            (now + MAX_RECORD_LIFETIME + 1, false),
+            (now + MAX_RECORD_LIFETIME + CLOCK_SLACK, true),
+            (now + MAX_RECORD_LIFETIME + CLOCK_SLACK + 1, false),
             (u64::MAX, false),
         ] {
             let signed = MixRecord { valid_until: until, ..record(now) }.sign(&identity);

@@ -111,6 +111,7 @@ enum Command {
     ExitJobs(oneshot::Sender<usize>),
     PoolRefused(&'static str, oneshot::Sender<u64>),
     PoolPeers(oneshot::Sender<Vec<MixNode>>),
+    KnownNodes(oneshot::Sender<usize>),
     StopWithin(Duration),
 }
 
@@ -199,6 +200,13 @@ impl Node {
     pub async fn pool_refused(&self, reason: &'static str) -> u64 {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::PoolRefused(reason, tx)).unwrap();
+        rx.await.unwrap_or(0)
+    }
+
+    /// The nodes discovery keeps fetching again (records it fetched, not refused by the pool).
+    pub async fn known_nodes(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::KnownNodes(tx)).unwrap();
         rx.await.unwrap_or(0)
     }
 
@@ -299,6 +307,14 @@ pub fn spawn(
             tokio::select! {
                 command = command_rx.recv() => {
                     let Some(command) = command else { return };
+                    let command = match command {
+                        Command::KnownNodes(done) => {
+                            let discovery = swarm.behaviour().mix.as_ref().and_then(|m| m.discovery());
+                            let _ = done.send(discovery.map_or(0, |d| d.known_nodes()));
+                            continue;
+                        }
+                        other => other,
+                    };
                     let Some(mix) = swarm.behaviour_mut().mix.as_mut().map(|m| m.mix_mut()) else { continue };
                     match command {
                         Command::Send(d, codec, body, copies, done) => {
@@ -317,6 +333,7 @@ pub fn spawn(
                         Command::PoolRefused(reason, done) => { let _ = done.send(mix.core().pool().refused(reason)); }
                         Command::PoolPeers(done) => { let _ = done.send(mix.core().pool().nodes().to_vec()); }
                         Command::StopWithin(drain) => mix.stop_within(drain),
+                        Command::KnownNodes(_) => unreachable!("answered above"),
                     }
                 }
                 event = swarm.select_next_some() => match event {

@@ -56,7 +56,7 @@ impl Endpoint {
         if let Some(at) = entry.awaiting_data {
             if conn_stats.recv.shards > 0 {
                 entry.awaiting_data = None;
-            } else if at.checked_add(config.opening_deadline).is_some_and(|end| now >= end) {
+            } else if now >= opening_ends(at, config.opening_deadline) {
                 // An opening that brought nothing loses its slot.
                 s.conn.reset(RESET_REFUSED);
                 entry.awaiting_data = None;
@@ -70,8 +70,7 @@ impl Endpoint {
             entry.charged = held;
             stats.accepted_bytes = *accepted_bytes;
         }
-        let data_deadline =
-            entry.awaiting_data.and_then(|at| at.checked_add(config.opening_deadline));
+        let data_deadline = entry.awaiting_data.map(|at| opening_ends(at, config.opening_deadline));
         let error = s.conn.error().cloned();
         let timeout = match (s.conn.poll_timeout(now), data_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -322,4 +321,10 @@ impl<T: MixTransport> SurbSource for Surbs<'_, T> {
         let lifetime = expires.saturating_duration_since(self.now);
         Some((surbs.iter().map(|s| Zeroizing::new(s.to_bytes().to_vec())).collect(), lifetime))
     }
+}
+
+/// When an opening that began `at` loses its slot; a deadline too long for `Instant` (a
+/// setting of years) lasts a year, as the mix layer's penalty does.
+fn opening_ends(at: Instant, deadline: Duration) -> Instant {
+    at.checked_add(deadline).unwrap_or_else(|| at + Duration::from_secs(365 * 86_400))
 }
