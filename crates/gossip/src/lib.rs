@@ -54,6 +54,7 @@ pub use driver::{
     PROTOCOL, mix_publish_body, parse_mix_publish,
 };
 pub use proto::{
-    AllowAll, ConfigError, DownReason, Forwarding, IgnoreReason, LIVENESS_TIMEOUT, MessageId,
-    PeerFilter, PublishError, Rebroadcasters, RotationConfig, Route, State, TopicId,
+    AllowAll, ConfigError, DownReason, Forwarding, IgnoreReason, LIVENESS_TIMEOUT,
+    MAX_FORWARDING_DELAY, MessageId, PeerFilter, PublishError, Rebroadcasters, RotationConfig,
+    Route, State, TopicId,
 };

@@ -6,6 +6,10 @@ use std::time::Duration;
 /// is taken for gone.
 pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest a node may hold a publication before forwarding it (a window, or a Poisson
+/// delay's cap). Held publications are in memory, so this bounds them by the inbound rate.
+pub const MAX_FORWARDING_DELAY: Duration = Duration::from_secs(60);
+
 /// The longest a silent neighbour goes unnoticed with liveness timeout `timeout`: the timeout
 /// and one probe period (a quarter of it; the clock is checked once a period). The
 /// simulator's silent-crash model uses this.
@@ -340,7 +344,11 @@ impl Config {
         match self.forwarding {
             Forwarding::Immediate => {}
             Forwarding::Window { window, min_batch, max_batch } => {
-                check(!window.is_zero(), "forwarding.window", "above zero")?;
+                check(
+                    !window.is_zero() && window <= MAX_FORWARDING_DELAY,
+                    "forwarding.window",
+                    "above zero, at most 60 s",
+                )?;
                 check(
                     min_batch >= 1 && max_batch >= min_batch,
                     "forwarding.max_batch",
@@ -349,9 +357,9 @@ impl Config {
             }
             Forwarding::Poisson { mean, cap } => {
                 check(
-                    !mean.is_zero() && cap >= mean,
+                    !mean.is_zero() && cap >= mean && cap <= MAX_FORWARDING_DELAY,
                     "forwarding.cap",
-                    "mean above zero, cap >= mean",
+                    "mean above zero, cap >= mean, cap at most 60 s",
                 )?;
             }
         }
@@ -408,6 +416,13 @@ mod tests {
                 stem: StemConfig { fluff_probability: 1.5, ..StemConfig::default() },
                 ..Config::default()
             },
+            Config {
+                forwarding: Forwarding::Poisson {
+                    mean: Duration::from_millis(50),
+                    cap: Duration::from_secs(3600),
+                },
+                ..Config::default()
+            },
         ];
         let named: Vec<&str> = broken
             .iter()
@@ -422,7 +437,8 @@ mod tests {
                 "max_message_size",
                 "forwarding.max_batch",
                 "rotation.count",
-                "stem.fluff_probability"
+                "stem.fluff_probability",
+                "forwarding.cap"
             ]
         );
     }

@@ -30,8 +30,9 @@ use std::time::Instant;
 use rand::RngExt;
 
 pub use config::{
-    BroadcastConfig, Config, ConfigError, Forwarding, LIVENESS_TIMEOUT, MembershipConfig,
-    MixRouteConfig, Rebroadcasters, RotationConfig, StemConfig, silent_neighbour_detection,
+    BroadcastConfig, Config, ConfigError, Forwarding, LIVENESS_TIMEOUT, MAX_FORWARDING_DELAY,
+    MembershipConfig, MixRouteConfig, Rebroadcasters, RotationConfig, StemConfig,
+    silent_neighbour_detection,
 };
 pub use message::{Body, Message, MessageId, TopicId};
 
