@@ -184,6 +184,7 @@ pub fn decode(bytes: &[u8]) -> Result<ReplayState, &'static str> {
             return Err("bad stage count");
         }
         let mut snapshot = ReplaySnapshot { stages: Vec::with_capacity(stages as usize) };
+        let mut tags = 0usize;
         for _ in 0..stages {
             let seed = u128::from_le_bytes(r.take(16)?.try_into().map_err(|_| "short seed")?);
             let hashes = r.u32()?;
@@ -191,6 +192,10 @@ pub fn decode(bytes: &[u8]) -> Result<ReplayState, &'static str> {
                 return Err("bad hash count");
             }
             let len = r.u64()?;
+            tags = usize::try_from(len)
+                .ok()
+                .and_then(|n| tags.checked_add(n))
+                .ok_or("bad tag count")?;
             let words = usize::try_from(r.u64()?).map_err(|_| "bad word count")?;
             if words == 0 {
                 return Err("empty stage");
@@ -293,6 +298,11 @@ mod tests {
             unusable.keys[0].1.stages[0].bits = bits;
             assert!(decode(&encode(&unusable)).is_err(), "{hashes} hashes");
         }
+        let mut overflowing = state();
+        let stage = overflowing.keys[0].1.stages[0].clone();
+        overflowing.keys[0].1.stages =
+            vec![StageSnapshot { len: u64::MAX, ..stage.clone() }, stage];
+        assert_eq!(decode(&encode(&overflowing)), Err("bad tag count"));
     }
 
     #[test]

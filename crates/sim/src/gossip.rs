@@ -220,7 +220,7 @@ pub struct Counters {
     pub rotations: u64,
     /// Peers the filter refused.
     pub refusals: u64,
-    /// Membership messages ignored (unsolicited shuffle replies, requests over budget).
+    /// Messages ignored, for any [`mix_gossip::IgnoreReason`].
     pub ignored: u64,
     /// Nodes that found themselves isolated.
     pub isolated: u64,

@@ -385,7 +385,7 @@ impl Config {
         check(
             (1..=crate::limits::MAX_PAYLOAD).contains(&self.max_message_size),
             "max_message_size",
-            "1 to 3999 bytes (a publication must fit the largest bucket)",
+            "1 to MAX_PAYLOAD (4029) bytes (a publication must fit the largest bucket)",
         )?;
         Ok(())
     }

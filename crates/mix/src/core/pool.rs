@@ -196,8 +196,8 @@ pub trait NodePool: Send + fmt::Debug {
 ///
 /// A Sybil who publishes many valid records from addresses it rents cheaply (one /24, a few
 /// /16s) gets at most `per_24` of its identities into the pool per /24 and `per_16` per /16;
-/// when the pool holds `max_nodes`, a newcomer takes the place of a suspended node or is
-/// refused, so nodes already known and alive are never pushed out by a flood of new records.
+/// when the pool holds `max_nodes`, a newcomer takes the place of the node suspended longest
+/// or is refused, so nodes already known and alive are never pushed out by a flood of new records.
 /// Records arriving first win a subnet's places: an honest node that shares a /24 with
 /// Sybils that came first is refused too, which is the price of the cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,11 +370,11 @@ impl DynamicPool {
         Ok(())
     }
 
-    /// Makes room for a newcomer in a full pool by forgetting a suspended node. `false` if
-    /// every node is usable: those stay, the newcomer is refused.
-    /// Forgets one suspended node to admit a new one: the discovered node suspended longest,
-    /// else a static one; by peer id between equals, so a seeded run evicts the same. (Not the
-    /// record that expires first: a Sybil's record may claim a day, an honest one an hour.)
+    /// Makes room for a newcomer in a full pool by forgetting one suspended node: the
+    /// discovered node suspended longest, else a static one; by peer id between equals, so a
+    /// seeded run evicts the same. (Not the record that expires first: a Sybil's record may
+    /// claim a day, an honest one an hour.) `false` if every node is usable: those stay, the
+    /// newcomer is refused.
     fn make_room(&mut self) -> bool {
         let Some(peer) = self
             .entries

@@ -201,7 +201,8 @@ impl ReplayFilter {
 
     /// A filter with the state of `snapshot`, under `config`'s capacity and rate, whose later
     /// stages take their seeds from `secret` (as in [`ReplayFilter::new`]). `None` if the
-    /// snapshot does not fit (no stage, too many, or an empty bit vector).
+    /// snapshot does not fit: no stage or too many, an empty bit vector, no hash or more than
+    /// 64, or tag counts past `usize` (the state file's decoder refuses all of these).
     pub fn restore(
         config: &ReplayConfig,
         snapshot: &ReplaySnapshot,

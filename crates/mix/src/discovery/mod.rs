@@ -9,7 +9,10 @@
 //! with [`StoreInserts::FilterBoth`]); rejections are counted by reason.
 //!
 //! [`crate::Mixnet`] wires it: found nodes go to the pool, the node's address and key rotations
-//! into its record. Used on its own, pass `NodeFound` to [`crate::Behaviour::offer_node`], call
+//! into its record. Used on its own, pass `NodeFound` to [`crate::Behaviour::offer_node`] and
+//! call [`Behaviour::forget`] for a node the pool then does not hold
+//! ([`crate::Behaviour::holds_node`]: else refused identities keep places in the bounded
+//! table of nodes fetched again), call
 //! [`Behaviour::set_local_record`] once the node knows the addresses others can dial, and
 //! [`Behaviour::set_local_keys`] on every [`crate::Event::KeysRotated`].
 
@@ -329,7 +332,8 @@ impl Behaviour {
         &self.metrics
     }
 
-    /// Nodes with a valid record known so far.
+    /// Nodes whose record this node fetched itself and still tracks, to fetch again (not
+    /// refused by the pool; at most [`Config::max_tracked_peers`]).
     pub fn known_nodes(&self) -> usize {
         self.known.len()
     }
