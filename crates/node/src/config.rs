@@ -620,9 +620,20 @@ pub(crate) struct Loaded {
     pub(crate) stop_drain: Duration,
 }
 
+/// The largest config file read: the commented example is about 12 KB, and a path given by
+/// mistake (a log, a device) is refused before it is read into memory.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 pub(crate) fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        bail!("{} is larger than {MAX_CONFIG_BYTES} bytes: not a node config", path.display());
+    }
     parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
@@ -998,6 +1009,20 @@ mod tests {
         }
         let ten_years = EXAMPLE.replacen("penalty_s = 60", "penalty_s = 315360000", 1);
         assert!(parse(&ten_years).is_ok());
+    }
+
+    #[test]
+    fn a_file_too_large_to_be_a_config_is_refused_unread() {
+        let dir = std::env::temp_dir().join(format!("mixnode-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.toml");
+        let padding = "#".repeat(MAX_CONFIG_BYTES as usize);
+        std::fs::write(&path, format!("{EXAMPLE}\n{padding}\n")).unwrap();
+        let err = format!("{:#}", load(&path).err().unwrap());
+        assert!(err.contains("not a node config"), "{err}");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        assert!(load(&path).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
