@@ -4,7 +4,7 @@
 //! destinations (passing their address with the dial), drives the core's timer, and turns the
 //! core's outputs into [`Event`]s. All protocol decisions stay in the core.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -75,8 +75,11 @@ pub struct Config {
     /// Peers with packets waiting for a connection (being dialed); packets for more are
     /// dropped.
     pub max_pending_peers: usize,
-    /// As the exit: deliveries to destinations queued or in flight at once. More are refused
-    /// (counted as `exit_queue_full`).
+    /// As the exit: deliveries to destinations queued or in flight at once. When all are
+    /// taken, a new delivery takes the slot of the oldest delivery of the destination holding
+    /// the most, if that destination holds more than the new one's (counted as
+    /// `exit_evicted`); otherwise it is refused (`exit_queue_full`). So destinations that stop
+    /// reading or answering cannot keep the others out.
     pub max_exit_jobs: usize,
     /// As the exit: deliveries to one destination queued or in flight at once. More are
     /// refused (`exit_destination_full`), so one slow destination cannot take every slot.
@@ -303,8 +306,8 @@ pub struct Behaviour {
     /// How each recent peer's frames fared, and penalties.
     conduct: HashMap<PeerId, Conduct>,
     conduct_swept: Option<Instant>,
-    /// Exit deliveries queued or in flight, per destination.
-    exit_jobs: HashMap<PeerId, usize>,
+    /// Exit deliveries queued or in flight, per destination (ids grow: oldest first).
+    exit_jobs: HashMap<PeerId, BTreeSet<ExitId>>,
     /// Destinations this exit reached lately: dials to them skip the dial rate, so that a flood
     /// of deliveries to fresh destinations does not keep it from the ones that answer.
     reached: HashMap<PeerId, Instant>,
@@ -1110,9 +1113,9 @@ impl Behaviour {
             }));
             return;
         }
-        *self.exit_jobs.entry(peer).or_default() += 1;
         let id = ExitId(self.next_exit);
         self.next_exit += 1;
+        self.exit_jobs.entry(peer).or_default().insert(id);
         let protocol = self.exit_protocols.get(&codec).copied().unwrap_or_default();
         let read = if replies == 0 { None } else { protocol.read };
         let retry = protocol.retry_on_reset;
@@ -1129,16 +1132,19 @@ impl Behaviour {
         }
     }
 
-    /// Whether the exit takes one more delivery to `peer`: within the total and
-    /// per-destination caps, and, if it needs a new dial, within the dial rate.
+    /// Whether the exit takes one more delivery to `peer`: within the per-destination cap,
+    /// within the total (making room if it can, see [`Self::exit_victim`]), and, if it needs
+    /// a new dial, within the dial rate.
     fn admit_exit_job(&mut self, peer: &PeerId, connected: bool) -> Result<(), DropReason> {
-        if self.exit_jobs_by_id.len() >= self.config.max_exit_jobs {
-            return Err(DropReason::ExitQueueFull);
-        }
-        if self.exit_jobs.get(peer).is_some_and(|n| *n >= self.config.max_exit_jobs_per_destination)
-        {
+        let held = self.exit_jobs.get(peer).map_or(0, BTreeSet::len);
+        if held >= self.config.max_exit_jobs_per_destination {
             return Err(DropReason::ExitDestinationFull);
         }
+        let victim = if self.exit_jobs_by_id.len() >= self.config.max_exit_jobs {
+            Some(self.exit_victim(held).ok_or(DropReason::ExitQueueFull)?)
+        } else {
+            None
+        };
         if !connected && !self.pending.contains_key(peer) {
             // Exit dials may hold at most half the pending slots: the rest stay for next hops.
             let exit_only = self.pending.values().filter(|p| p.packets.is_empty()).count();
@@ -1152,7 +1158,42 @@ impl Behaviour {
                 return Err(DropReason::ExitDialRate);
             }
         }
+        if let Some(victim) = victim {
+            self.evict_exit_job(victim);
+        }
         Ok(())
+    }
+
+    /// The delivery to give up when the exit is full and a destination holding `held`
+    /// deliveries needs a slot: the oldest of the destination holding the most, if that is
+    /// more than `held` (so the largest share never grows). A destination that stops reading,
+    /// or is flooded, holds the most and the oldest deliveries, so its go first, and every
+    /// destination keeps at least a fair share of the slots: refusing instead let a few
+    /// stalled destinations keep every other one out.
+    fn exit_victim(&self, held: usize) -> Option<ExitId> {
+        self.exit_jobs
+            .values()
+            .filter(|jobs| jobs.len() > held)
+            .filter_map(|jobs| Some((jobs.len(), *jobs.first()?)))
+            .min_by(|(a_len, a_id), (b_len, b_id)| b_len.cmp(a_len).then(a_id.cmp(b_id)))
+            .map(|(_, id)| id)
+    }
+
+    /// Gives up delivery `id` to make room: its connection forgets it (or its dial does),
+    /// and it ends as [`ExitError::Evicted`], counted as `exit_evicted`.
+    fn evict_exit_job(&mut self, id: ExitId) {
+        let Some(&(peer, _, _)) = self.exit_jobs_by_id.get(&id) else { return };
+        if let Some(&connection) = self.exit_connection.get(&id) {
+            self.events.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(connection),
+                event: InEvent::CancelExit(id),
+            });
+        } else if let Some(pending) = self.pending.get_mut(&peer) {
+            pending.exits.retain(|job| job.id != id);
+        }
+        self.metrics.dropped(DropReason::ExitEvicted);
+        self.on_exit_done(id, Err(ExitError::Evicted));
     }
 
     /// The pending entry for `peer`, dialing it at `addr` if this is the first work for it.
@@ -1177,8 +1218,8 @@ impl Behaviour {
         let Some((peer, codec, delivery)) = self.exit_jobs_by_id.remove(&id) else { return };
         self.exit_connection.remove(&id);
         if let Some(jobs) = self.exit_jobs.get_mut(&peer) {
-            *jobs -= 1;
-            if *jobs == 0 {
+            jobs.remove(&id);
+            if jobs.is_empty() {
                 self.exit_jobs.remove(&peer);
             }
         }
@@ -1198,7 +1239,11 @@ impl Behaviour {
                 Err(e)
             }
         };
-        self.metrics.exit_request(if result.is_ok() { "ok" } else { "error" });
+        self.metrics.exit_request(match &result {
+            Ok(_) => "ok",
+            Err(ExitError::Evicted) => "evicted",
+            Err(_) => "error",
+        });
         self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered { peer, codec, result }));
     }
 

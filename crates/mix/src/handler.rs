@@ -60,6 +60,10 @@ pub enum ExitError {
     /// The destination answered after the answer's SURBs expired (or were not kept).
     #[error("the answer came after its SURBs expired")]
     AnswerExpired,
+    /// The exit was full, and this delivery had waited longest at the destination holding
+    /// the most deliveries: it gave its slot to a new delivery to a less busy destination.
+    #[error("evicted to make room for a delivery to a less busy destination")]
+    Evicted,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +98,9 @@ pub enum InEvent {
         /// Write it length-prefixed on the protocol's pooled stream (no reply is read).
         pooled: bool,
     },
+    /// Forget an exit delivery the behaviour gave up on (evicted to make room): it is not
+    /// written if it has not been, and its stream is dropped if it has one of its own.
+    CancelExit(ExitId),
 }
 
 /// What a connection reports to the behaviour.
@@ -351,8 +358,10 @@ impl Handler {
         if pool.retried {
             pool.retried = false;
             tracing::debug!(%error, %protocol, "pooled exit stream failed twice; dropping its messages");
+            let timed_out = matches!(error, ExitError::Timeout);
             for (id, _) in pool.queue.drain(..) {
-                self.events.push_back(OutEvent::Exit { id, result: Err(ExitError::Unreachable) });
+                let error = if timed_out { ExitError::Timeout } else { ExitError::Unreachable };
+                self.events.push_back(OutEvent::Exit { id, result: Err(error) });
             }
         } else {
             tracing::debug!(%error, %protocol, "pooled exit stream failed; reopening once");
@@ -453,7 +462,8 @@ impl Handler {
                     let batch: Vec<Vec<u8>> = self.queue.drain(..n).collect();
                     self.metrics.add_outbound_queue(-(n as i64));
                     self.writing = n;
-                    self.writer = Writer::Writing(write_batch(stream, batch).boxed());
+                    let timeout = self.config.frame_timeout;
+                    self.writer = Writer::Writing(write_batch(stream, batch, timeout).boxed());
                 }
                 Writer::Closed if !self.queue.is_empty() => {
                     self.writer = Writer::Opening;
@@ -493,11 +503,18 @@ impl Handler {
                             }
                         }
                         Poll::Ready(Err((batch, error))) => {
-                            // Put the unwritten batch back in front, in order, and retry once.
+                            // Put the unwritten batch back in front, in order, and retry once;
+                            // a destination that stopped reading gets no second stream.
                             for (id, frame) in pool.writing.drain(..).zip(batch).rev() {
                                 pool.queue.push_front((id, frame));
                             }
-                            failed.push((protocol.clone(), ExitError::Stream(error.to_string())));
+                            let error = if error.kind() == io::ErrorKind::TimedOut {
+                                pool.retried = true;
+                                ExitError::Timeout
+                            } else {
+                                ExitError::Stream(error.to_string())
+                            };
+                            failed.push((protocol.clone(), error));
                             break;
                         }
                     },
@@ -506,7 +523,8 @@ impl Handler {
                         let (ids, batch): (Vec<ExitId>, Vec<Vec<u8>>) =
                             pool.queue.drain(..n).unzip();
                         pool.writing = ids;
-                        pool.writer = Writer::Writing(write_batch(stream, batch).boxed());
+                        let timeout = self.config.exit_timeout;
+                        pool.writer = Writer::Writing(write_batch(stream, batch, timeout).boxed());
                     }
                     Writer::Closed if !pool.queue.is_empty() && open.is_none() => {
                         pool.writer = Writer::Opening;
@@ -553,10 +571,16 @@ fn frames(
     .boxed()
 }
 
-async fn write_batch(mut stream: Stream, batch: Vec<Vec<u8>>) -> WriteResult {
-    match framing::write_all(&mut stream, &batch).await {
-        Ok(()) => Ok(stream),
-        Err(e) => Err((batch, e)),
+/// Writes `batch` on `stream` within `timeout`: a peer that stops reading fills its window
+/// and would otherwise hold the writer, and what is queued behind it, for ever.
+async fn write_batch(mut stream: Stream, batch: Vec<Vec<u8>>, timeout: Duration) -> WriteResult {
+    match framing::within(timeout, framing::write_all(&mut stream, &batch)).await {
+        Some(Ok(())) => Ok(stream),
+        Some(Err(e)) => Err((batch, e)),
+        None => Err((
+            batch,
+            io::Error::new(io::ErrorKind::TimedOut, "the peer did not read a batch in time"),
+        )),
     }
 }
 
@@ -607,6 +631,15 @@ impl ConnectionHandler for Handler {
                         id,
                         result: Err(ExitError::InvalidProtocol(e.to_string())),
                     }),
+                }
+            }
+            InEvent::CancelExit(id) => {
+                self.exits_opening.remove(&id);
+                self.exits_retryable.remove(&id);
+                self.exits.remove(id);
+                // A batch being written cannot give back one frame; one still queued can.
+                for pool in self.pools.values_mut() {
+                    pool.queue.retain(|(queued, _)| *queued != id);
                 }
             }
         }

@@ -136,7 +136,7 @@ impl Metrics {
         );
         r.register(
             "exit_requests",
-            "Exit deliveries to destinations, by outcome",
+            "Exit deliveries to destinations, by outcome (ok, error, refused, evicted)",
             self.exit_requests.clone(),
         );
         r.register(

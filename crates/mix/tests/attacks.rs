@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{ECHO, Node, NodeEvent, Options, lp, network};
-use libp2p::{Multiaddr, PeerId, identity};
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identity, noise, tcp, yamux};
 use libp2p_mix::core::{MixNode, SubnetLimits};
-use libp2p_mix::{DropReason, StaticPool};
+use libp2p_mix::{DropReason, ExitProtocol, StaticPool};
 use mix_sphinx::{
     AddressBlock, Hop, MESSAGE_SIZE, NodeSecretKey, Packet, Route, WireFormat, message,
 };
@@ -29,6 +31,16 @@ fn packet(
     destination: &AddressBlock,
     body: &[u8],
 ) -> Packet {
+    packet_with(hops, destination, ECHO, body)
+}
+
+/// [`packet`] with the origin protocol `codec`.
+fn packet_with(
+    hops: &[(PeerId, Multiaddr, mix_sphinx::NodePublicKey)],
+    destination: &AddressBlock,
+    codec: &str,
+    body: &[u8],
+) -> Packet {
     let format = WireFormat::default();
     let hops = hops
         .iter()
@@ -39,7 +51,7 @@ fn packet(
         .collect();
     let route = Route::new(hops, vec![1, 1]).unwrap();
     let mut m = [0u8; MESSAGE_SIZE];
-    message::encode_forward(format.padding(), 0, ECHO, &[], &lp(body), &mut m).unwrap();
+    message::encode_forward(format.padding(), 0, codec, &[], &lp(body), &mut m).unwrap();
     route.forward_packet(&format, destination, &m, &mut rand::rng()).unwrap()
 }
 
@@ -234,6 +246,120 @@ async fn an_exit_queue_flood_is_bounded() {
     assert!(exit.exit_jobs() as usize <= caps.max_exit_jobs);
 }
 
+/// An origin protocol the exit delivers on one pooled stream per destination.
+const SINK: &str = "/test/sink/1.0.0";
+
+/// A destination that accepts streams of `protocol` and never reads them: once their receive
+/// windows are full, every write to it hangs.
+async fn staller(protocol: &'static str) -> (PeerId, Multiaddr) {
+    let key = identity::Keypair::generate_secp256k1();
+    let peer = key.public().to_peer_id();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let mut incoming =
+        swarm.behaviour().new_control().accept(StreamProtocol::new(protocol)).unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((_, stream)) = incoming.next().await {
+            held.push(stream);
+        }
+    });
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (peer, addr)
+}
+
+/// A destination accepts the exit's pooled stream and stops reading it (a sender can address
+/// messages to any destination it runs). Before the fix, the exit's pooled write hung for
+/// ever with its deliveries holding their slots, and a full exit refused everyone else's: a
+/// few such destinations shut an exit for good. Now a full exit gives the slot of the busiest
+/// destination's oldest delivery to a newcomer, and a write that is not read within
+/// `exit_timeout` fails its deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_stops_reading_keeps_no_one_out() {
+    common::init_tracing();
+    let mut options = Options {
+        nodes: 5,
+        exit_protocols: vec![(
+            SINK,
+            ExitProtocol { read: None, retry_on_reset: false, pooled: true },
+        )],
+        ..Options::default()
+    };
+    options.config.max_exit_jobs = 200;
+    options.config.max_exit_jobs_per_destination = 200;
+    options.config.exit_timeout = Duration::from_secs(4);
+    let mut net = network(options).await;
+    let route = [hop(&net.mix[1]), hop(&net.mix[2]), hop(&net.mix[3])];
+    let inject = |net: &common::Network, p: Packet| {
+        net.mix[0].send_packet(net.mix[1].peer_id, net.mix[1].addr.clone(), p);
+    };
+    let dest_block = AddressBlock::encode(&net.dest.addr, &net.dest.peer_id).unwrap();
+    inject(&net, packet(&route, &dest_block, b"before"));
+    assert!(echoed(&mut net.dest, b"before", Duration::from_secs(10)).await);
+
+    // 1,500 messages of 3 kB: the staller's stream window (256 KiB) takes the first ~90, then
+    // the pooled write hangs, 200 wait behind it and fill the exit, and the rest are refused.
+    let (staller, staller_addr) = staller(SINK).await;
+    let staller_block = AddressBlock::encode(&staller_addr, &staller).unwrap();
+    for i in 0..1500u32 {
+        let mut body = vec![0u8; 3000];
+        body[..4].copy_from_slice(&i.to_be_bytes());
+        inject(&net, packet_with(&route, &staller_block, SINK, &body));
+    }
+    let exit = net.mix[3].metrics.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (exit.exit_jobs() as usize) < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exit.exit_jobs(), 200, "the staller did not fill the exit");
+    // Past the first writes, which the window took: the exit stays full.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(exit.exit_jobs(), 200, "the staller's deliveries did not stall");
+
+    // Honest messages through the same exit while it is full.
+    for i in 0..20u32 {
+        inject(&net, packet(&route, &dest_block, &(1_000_000 + i).to_be_bytes()));
+    }
+    let mut honest = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while honest < 20 && Instant::now() < deadline {
+        if let Some(NodeEvent::Echo(_)) = net.dest.next_event(Duration::from_millis(100)).await {
+            honest += 1;
+        }
+    }
+    let evicted = exit.packets_dropped(DropReason::ExitEvicted);
+    let refused = exit.packets_dropped(DropReason::ExitQueueFull);
+    eprintln!("full exit: {honest}/20 honest delivered, {evicted} evicted, {refused} refused");
+    assert_eq!(honest, 20, "honest messages got through the exit the staller filled");
+    // Each honest delivery that finds the exit full takes a stalled one's slot; once done it
+    // leaves its slot free for the next.
+    assert!(evicted > 0, "nothing was evicted: the exit was not full");
+
+    // The staller's stalled write fails within the exit timeout and frees its slots.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exit.exit_jobs() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(exit.exit_jobs(), 0, "deliveries to the staller still hold the exit");
+    assert_eq!(net.mix[3].exit_jobs().await, 0);
+}
+
 /// A node started with `identity`, `secret` and `state` at `addr`, with `pool`.
 async fn restartable(
     identity: identity::Keypair,
@@ -341,9 +467,7 @@ async fn sybil(ip: &str, bootstrap: &Node) {
         .build();
     swarm.listen_on(format!("/ip4/{ip}/tcp/0").parse().unwrap()).unwrap();
     let addr = loop {
-        if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
-            swarm.select_next_some().await
-        {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
             break address;
         }
     };

@@ -1666,19 +1666,23 @@ impl<R: CryptoRng> MixCore<R> {
         Ok(())
     }
 
-    /// `packet` is a reply through one of this node's SURBs: it answers the request.
+    /// `packet` is a reply through one of this node's SURBs: it answers the request. Only a
+    /// reply that opens and decodes takes the SURB (and, for a request, its siblings): one
+    /// that does not is dropped and leaves the request to another SURB's reply or its
+    /// timeout.
     fn take_reply(
         &mut self,
         now: Instant,
         id: &SurbId,
         packet: &mut Packet,
     ) -> Result<(), DropReason> {
-        let matched = match self.surbs.take(id) {
-            surbs::Lookup::Matched(m) => m,
-            surbs::Lookup::Duplicate => return Err(DropReason::DuplicateReply),
-            surbs::Lookup::Unknown => return Err(DropReason::UnknownSurb),
+        let Some(secrets) = self.surbs.peek(id) else {
+            return match self.surbs.take(id) {
+                surbs::Lookup::Duplicate => Err(DropReason::DuplicateReply),
+                _ => Err(DropReason::UnknownSurb),
+            };
         };
-        let Ok(m) = matched.secrets.recover(&self.format, packet) else {
+        let Ok(m) = secrets.recover(&self.format, packet) else {
             self.suspect_mismatch(Mismatch::Reply, now);
             return Err(DropReason::ReplyIntegrity);
         };
@@ -1690,6 +1694,9 @@ impl<R: CryptoRng> MixCore<R> {
                 }
                 return Err(DropReason::MalformedMessage);
             }
+        };
+        let surbs::Lookup::Matched(matched) = self.surbs.take(id) else {
+            return Err(DropReason::UnknownSurb);
         };
         self.stats.count(|s| &mut s.replies_received);
         self.outputs.push_back(Output::Reply {

@@ -60,6 +60,10 @@ pub enum DropReason {
     /// As the exit: a new destination would need a dial, and dials to destinations are
     /// rate-limited ([`crate::Config::exit_dial_rate`]).
     ExitDialRate,
+    /// As the exit: a delivery given up to make room for a delivery to a less busy
+    /// destination while the exit was full (the oldest of the destination holding the most,
+    /// see [`crate::Config::max_exit_jobs`]).
+    ExitEvicted,
     /// The replay filter of the key that opened it is full: accepting more packets would raise
     /// its false-positive rate past the design value.
     ReplayFilterFull,
@@ -102,6 +106,7 @@ impl DropReason {
             Self::ExitQueueFull => "exit_queue_full",
             Self::ExitDestinationFull => "exit_destination_full",
             Self::ExitDialRate => "exit_dial_rate",
+            Self::ExitEvicted => "exit_evicted",
             Self::ReplayFilterFull => "replay_filter_full",
             Self::Stopping => "stopping",
             Self::Internal => "internal_error",

@@ -39,7 +39,7 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) enum Lookup {
     /// A pending entry: this reply answers it.
-    Matched(Box<Matched>),
+    Matched(Matched),
     /// Another copy for a request already answered, or a SURB already used.
     Duplicate,
     /// Nothing we know (expired, or never ours).
@@ -50,7 +50,6 @@ pub(crate) enum Lookup {
 #[derive(Debug)]
 pub(crate) struct Matched {
     pub(crate) request: RequestId,
-    pub(crate) secrets: SurbSecrets,
     pub(crate) sent_at: Instant,
 }
 
@@ -96,6 +95,15 @@ impl SurbStore {
         self.deadlines.push(Reverse((deadline, request)));
     }
 
+    /// The secrets of SURB `id` while its entry awaits a reply through it, without taking
+    /// it: a reply that does not open (tampered on its way, or junk from the exit) must not
+    /// use up the request, or it would end with neither a reply nor a timeout, and an honest
+    /// copy through another SURB would be thrown away as a duplicate.
+    pub(crate) fn peek(&self, id: &SurbId) -> Option<&SurbSecrets> {
+        let (request, secrets) = self.by_id.get(id)?;
+        self.requests.contains_key(request).then_some(secrets)
+    }
+
     /// The entry a reply's SURB belongs to. For a request, the first reply takes it and all its
     /// SURBs, and the others become known duplicates until the deadline; in a bundle, only the
     /// SURB used is spent.
@@ -103,7 +111,7 @@ impl SurbStore {
         if self.answered.remove(id).is_some() {
             return Lookup::Duplicate;
         }
-        let Some((request, secrets)) = self.by_id.remove(id) else { return Lookup::Unknown };
+        let Some((request, _)) = self.by_id.remove(id) else { return Lookup::Unknown };
         let Some(pending) = self.requests.get_mut(&request) else { return Lookup::Unknown };
         let sent_at = pending.sent_at;
         match pending.replies {
@@ -125,7 +133,7 @@ impl SurbStore {
                 }
             }
         }
-        Lookup::Matched(Box::new(Matched { request, secrets, sent_at }))
+        Lookup::Matched(Matched { request, sent_at })
     }
 
     /// Forgets the entries whose deadline passed and returns them with their kind.

@@ -30,6 +30,8 @@ struct Net {
     wire: Option<Vec<Frame>>,
     /// Sequence numbers for the records of rotated keys.
     record_seq: u64,
+    /// The next packet to arrive at this peer has a payload byte flipped on its way.
+    tamper_next_to: Option<PeerId>,
 }
 
 /// A frame on the wire: (time, from, to, packet, proof).
@@ -107,6 +109,7 @@ impl Net {
             dead: Vec::new(),
             wire: None,
             record_seq: 0,
+            tamper_next_to: None,
         };
         // Starts rotation (and cover traffic, if configured), as the driver does.
         for core in net.nodes.values_mut() {
@@ -179,7 +182,11 @@ impl Net {
                 if entry.key().0 > self.now {
                     break;
                 }
-                let (to, packet, proof) = entry.remove();
+                let (to, mut packet, proof) = entry.remove();
+                if self.tamper_next_to == Some(to) {
+                    self.tamper_next_to = None;
+                    packet.as_bytes_mut()[mix_sphinx::PACKET_SIZE - 1] ^= 1;
+                }
                 if let Some(core) = self.nodes.get_mut(&to) {
                     let _ = core.handle_packet_with_proof(self.now, packet, &proof);
                 }
@@ -344,6 +351,45 @@ fn surb_replies_return_to_the_requester() {
     assert_eq!(stats.packets_dropped(DropReason::UnknownSurb), 0);
     assert!(net.timeouts.is_empty());
     assert_eq!(net.node(&peers[0]).pending_requests(), 0);
+}
+
+/// A reply tampered with on its way (a hop flipping a payload bit, or an exit answering with
+/// junk through one SURB) fails its integrity check at the requester. It must not use up the
+/// request: an honest copy through another SURB still answers it. Before, the tampered reply
+/// took the request and marked its other SURBs answered, so the request ended with neither
+/// a reply nor a timeout.
+#[test]
+fn a_tampered_reply_leaves_the_request_to_the_honest_copies() {
+    let mut net = Net::new(8, 2, exponential(10), Config::default());
+    let peers = net.peers();
+    let dest = external_destination();
+    let now = net.now;
+    let request = net.node(&peers[0]).request(now, &dest, "/echo/1", b"ping?", 3).unwrap();
+    net.run(Duration::from_secs(10));
+    let (exit, delivery) = net.deliveries.pop().unwrap();
+    let now = net.now;
+    assert_eq!(net.node(&exit).answer(now, delivery.id, b"pong!").unwrap(), 3);
+    net.tamper_next_to = Some(peers[0]);
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.tamper_next_to, None, "no reply reached the requester");
+    let stats = net.node(&peers[0]).stats().clone();
+    assert_eq!(stats.packets_dropped(DropReason::ReplyIntegrity), 1);
+    assert_eq!(net.replies, vec![(peers[0], request, b"pong!".to_vec())]);
+    assert_eq!(stats.packets_dropped(DropReason::DuplicateReply), 1);
+    assert_eq!(net.node(&peers[0]).pending_requests(), 0);
+
+    // With a single SURB, the tampered reply leaves the request to its timeout, which the
+    // caller hears of.
+    let now = net.now;
+    let lone = net.node(&peers[0]).request(now, &dest, "/echo/1", b"one", 1).unwrap();
+    net.run(Duration::from_secs(10));
+    let (exit, delivery) = net.deliveries.pop().unwrap();
+    let now = net.now;
+    assert_eq!(net.node(&exit).answer(now, delivery.id, b"lost").unwrap(), 1);
+    net.tamper_next_to = Some(peers[0]);
+    net.run(Duration::from_secs(120));
+    assert_eq!(net.replies.len(), 1);
+    assert_eq!(net.timeouts, vec![(peers[0], lone)]);
 }
 
 #[test]

@@ -387,6 +387,8 @@ pub struct Options {
     pub spread: bool,
     /// Changes node `i`'s configuration from `config`.
     pub configure: Option<fn(usize, &mut libp2p_mix::Config)>,
+    /// Origin protocols every node delivers as an exit, beside ping and echo.
+    pub exit_protocols: Vec<(&'static str, ExitProtocol)>,
 }
 
 impl Default for Options {
@@ -405,6 +407,7 @@ impl Default for Options {
             limits: libp2p_mix::core::SubnetLimits::default(),
             spread: false,
             configure: None,
+            exit_protocols: Vec::new(),
         }
     }
 }
@@ -455,6 +458,9 @@ pub async fn network(options: Options) -> Network {
             ExitProtocol { read: Some(ReadRule::Exact(32)), retry_on_reset: true, pooled: false },
         );
         mix.mix_mut().register_read_rule(ECHO, ReadRule::LengthPrefixed { max: 2048 });
+        for (codec, protocol) in &options.exit_protocols {
+            mix.mix_mut().register_exit_protocol(*codec, *protocol);
+        }
         if let Some(spam) = options.spam {
             mix = mix.with_spam_protection(spam());
         }
