@@ -446,6 +446,7 @@ impl Behaviour {
     ) -> Result<Self, crate::state::StateError> {
         let dir = dir.into();
         let file = crate::state::StateFile::open(&dir)?;
+        let age = file.age();
         if let Some(saved) = file.load()? {
             let restored = self.core.restore_replay_state(&saved);
             tracing::info!(
@@ -455,18 +456,26 @@ impl Behaviour {
                 "replay state loaded"
             );
             if !saved.clean {
+                // The file's age, not the save interval: saves that failed or fell behind
+                // before the stop left an older file.
                 tracing::warn!(
                     path = %file.path().display(),
-                    "the previous run did not stop cleanly: packets it processed in its last \
-                     {:?} before the stop are not in the loaded replay state",
-                    self.config.state_save_interval
+                    saved_ago = ?age,
+                    interval = ?self.config.state_save_interval,
+                    "the previous run did not stop cleanly: packets it processed after this \
+                     file was saved (its age) are not in the loaded replay state"
                 );
             }
         } else {
-            tracing::info!(path = %file.path().display(), "no replay state yet (first start)");
+            tracing::info!(
+                path = %file.path().display(),
+                "no replay state yet: a first start. If this mix key was used before, the \
+                 packets it processed can be replayed to it"
+            );
         }
         // Written now, marked unclean until the behaviour is dropped.
         file.save(&self.core.replay_state(false))?;
+        self.metrics.state_saved("ok");
         self.state_timer = Some(Delay::new(self.config.state_save_interval));
         self.config.state_dir = Some(dir);
         self.state = Some(file);
@@ -477,10 +486,19 @@ impl Behaviour {
     /// own (encoding, hashing and syncing megabytes would stall the swarm), one at a time.
     fn save_state(&mut self, clean: bool) {
         let Some(file) = &self.state else { return };
+        if !clean && self.saving.load(std::sync::atomic::Ordering::Acquire) {
+            self.metrics.state_saved("skipped");
+            return;
+        }
         let generation = file.generation();
         let state = self.core.replay_state(clean);
-        let save = move |file: &crate::state::StateFile, state| {
-            if let Err(error) = file.save_generation(&state, generation) {
+        let metrics = self.metrics.clone();
+        let save = move |file: &crate::state::StateFile, state| match file
+            .save_generation(&state, generation)
+        {
+            Ok(()) => metrics.state_saved("ok"),
+            Err(error) => {
+                metrics.state_saved("failed");
                 tracing::error!(path = %file.path().display(), %error, "could not save the replay state");
             }
         };

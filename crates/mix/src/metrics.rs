@@ -58,6 +58,8 @@ pub struct Metrics {
     hop_jobs_inline: Counter,
     build_jobs_inline: Counter,
     unsent_frames: Gauge,
+    state_saves: Family<OutcomeLabel, Counter>,
+    state_saved_at: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,6 +93,8 @@ impl Default for Metrics {
             hop_jobs_inline: Counter::default(),
             build_jobs_inline: Counter::default(),
             unsent_frames: Gauge::default(),
+            state_saves: Family::default(),
+            state_saved_at: Gauge::default(),
         }
     }
 }
@@ -196,6 +200,18 @@ impl Metrics {
             "pool_refused",
             "Discovery records the pool refused, by reason (subnet_24, subnet_16, full)",
             self.pool_refused.clone(),
+        );
+        r.register(
+            "state_saves",
+            "Saves of the replay state, by outcome (ok; failed: logged, the last good file \
+             stays; skipped: the previous periodic save was still running)",
+            self.state_saves.clone(),
+        );
+        r.register(
+            "state_saved_timestamp_seconds",
+            "Unix time of the last replay state save that succeeded (0: none yet). A node \
+             killed now forgets the packets it processed since",
+            self.state_saved_at.clone(),
         );
         r.register(
             "wire_mismatch_suspected",
@@ -366,6 +382,22 @@ impl Metrics {
 
     pub(crate) fn dropped(&self, reason: DropReason) {
         self.packets_dropped.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+    }
+
+    /// A save of the replay state ended with `outcome` (`ok`, `failed`, `skipped`).
+    pub(crate) fn state_saved(&self, outcome: &'static str) {
+        self.state_saves.get_or_create(&OutcomeLabel { outcome }).inc();
+        if outcome == "ok" {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.state_saved_at.set(i64::try_from(unix).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Saves of the replay state that ended with `outcome` so far.
+    pub fn state_saves(&self, outcome: &'static str) -> u64 {
+        self.state_saves.get_or_create(&OutcomeLabel { outcome }).get()
     }
 
     pub(crate) fn exit_request(&self, outcome: &'static str) {

@@ -22,6 +22,13 @@
 //!
 //! Filters are matched to keys by public key: with key rotation a node starts with fresh keys,
 //! so nothing old matches, and no packet built for an old key opens at all.
+//!
+//! One node at a time: [`StateFile::open`] takes an exclusive lock on `<state_dir>/replay.lock`
+//! for as long as the node (or a save still running) uses the directory. A second process
+//! pointed at the same directory would otherwise load the file, save over the running
+//! node's newer one when it stops, and share its temporary file. The directory is created
+//! readable by its owner only, and so is every file written: the filters' hash seeds are
+//! derived from the mix key and should stay as private.
 
 use std::fs;
 use std::io::{self, Write};
@@ -33,6 +40,10 @@ use crate::core::{MAX_HASHES, MAX_STAGES, ReplaySnapshot, ReplayState, StageSnap
 
 const MAGIC: &[u8; 8] = b"MIXRPLY1";
 const FILE: &str = "replay.state";
+const LOCK: &str = "replay.lock";
+/// How long [`StateFile::open`] waits for the lock: a node restarted in the same process may
+/// still have a save of its previous run finishing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The most keys a node holds at once (previous, current, next).
 const MAX_KEYS: u32 = 3;
 
@@ -48,6 +59,15 @@ pub enum StateError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// Another node (in this process or another) holds the directory's lock.
+    #[error(
+        "{path}: locked by another node; two nodes must not share a state directory (each \
+         would save over the other's replay state)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
     },
     /// The file is there but does not verify: the node does not know which packets it saw.
     #[error(
@@ -67,17 +87,50 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    /// Holds the directory's lock while any clone lives.
+    _lock: std::sync::Arc<fs::File>,
     /// The generation of the snapshot on disk.
     written: std::sync::Arc<std::sync::Mutex<u64>>,
     taken: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StateFile {
-    /// The state file in `dir`, creating the directory if needed.
+    /// The state file in `dir`, creating the directory (owner only) if needed, and locking
+    /// it for this node: [`StateError::Locked`] if another holds it.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        fs::create_dir_all(dir)
-            .map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
-        Ok(Self { path: dir.join(FILE), written: Default::default(), taken: Default::default() })
+        let io_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        private_dir(dir).map_err(io_error(dir))?;
+        let lock_path = dir.join(LOCK);
+        let lock = private_file(&lock_path, false).map_err(io_error(&lock_path))?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StateError::Locked { path: lock_path });
+                }
+                Err(fs::TryLockError::Error(source)) => {
+                    return Err(StateError::Io { path: lock_path, source });
+                }
+            }
+        }
+        Ok(Self {
+            path: dir.join(FILE),
+            _lock: std::sync::Arc::new(lock),
+            written: Default::default(),
+            taken: Default::default(),
+        })
+    }
+
+    /// How long ago the file was last written, if it exists and the clock allows.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        fs::metadata(&self.path).ok()?.modified().ok()?.elapsed().ok()
     }
 
     /// The file's path.
@@ -115,7 +168,7 @@ impl StateFile {
         }
         let io_error = |source| StateError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("state.tmp");
-        let mut file = fs::File::create(&tmp).map_err(io_error)?;
+        let mut file = private_file(&tmp, true).map_err(io_error)?;
         file.write_all(&encode(state)).map_err(io_error)?;
         file.sync_all().map_err(io_error)?;
         drop(file);
@@ -129,6 +182,25 @@ impl StateFile {
         *written = generation;
         Ok(())
     }
+}
+
+/// Creates `dir` (and its parents) if missing, the last one readable by its owner only. An
+/// existing directory keeps its mode: it is the operator's.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Opens `path` for writing, creating it readable by its owner only; `truncate` empties it.
+fn private_file(path: &Path, truncate: bool) -> io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(truncate);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// The file's bytes for `state`.
@@ -303,6 +375,36 @@ mod tests {
         overflowing.keys[0].1.stages =
             vec![StageSnapshot { len: u64::MAX, ..stage.clone() }, stage];
         assert_eq!(decode(&encode(&overflowing)), Err("bad tag count"));
+    }
+
+    /// Two nodes on one state directory each saved over the other's replay state (the second
+    /// loaded the file and, on failing to start, saved its older copy as a clean stop).
+    #[test]
+    fn a_state_directory_serves_one_node_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("mix-state-lock-{:x}", rand::random::<u64>()));
+        let first = StateFile::open(&dir).unwrap();
+        let started = std::time::Instant::now();
+        let err = StateFile::open(&dir).unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        assert!(started.elapsed() >= LOCK_WAIT, "gave up before the wait");
+        // A clone (a save still running) keeps the lock; the last one gone frees it.
+        let saving = first.clone();
+        drop(first);
+        assert!(matches!(StateFile::open(&dir), Err(StateError::Locked { .. })));
+        drop(saving);
+        let again = StateFile::open(&dir).unwrap();
+        again.save(&state()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700, "directory");
+            assert_eq!(mode(again.path()), 0o600, "state file");
+            assert_eq!(mode(&dir.join(LOCK)), 0o600, "lock file");
+        }
+        assert!(again.age().unwrap() < std::time::Duration::from_secs(60));
+        drop(again);
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

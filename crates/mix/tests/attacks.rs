@@ -413,11 +413,18 @@ async fn replays_after_a_restart_are_dropped() {
     assert!(echoed(&mut net.dest, b"captured", Duration::from_secs(10)).await);
 
     victim.kill();
-    // The abort is carried out on a runtime thread: wait for the stop's save, not a fixed time.
-    let file = libp2p_mix::state::StateFile::open(&state).unwrap();
+    // The abort is carried out on a runtime thread: the directory's lock is free once the
+    // stopped node saved and let go of it (a second node could not take it before).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !file.load().ok().flatten().is_some_and(|s| s.clean) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    loop {
+        match libp2p_mix::state::StateFile::open(&state) {
+            Ok(file) => {
+                assert!(file.load().unwrap().unwrap().clean, "the stop's save is on disk");
+                break;
+            }
+            Err(libp2p_mix::state::StateError::Locked { .. }) if Instant::now() < deadline => {}
+            Err(e) => panic!("{e}"),
+        }
     }
     let victim =
         restartable(identity, NodeSecretKey::from_bytes(secret_bytes), addr, pool, &state).await;
@@ -435,6 +442,7 @@ async fn replays_after_a_restart_are_dropped() {
     );
     assert_eq!(metrics.packets_dropped(DropReason::Replay), 1);
     assert_eq!(metrics.packets_forwarded(), 0, "the replay left the restarted node");
+    assert!(metrics.state_saves("ok") >= 1, "the start's save is counted");
 }
 
 fn free_port() -> u16 {
