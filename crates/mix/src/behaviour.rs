@@ -320,6 +320,8 @@ pub struct Behaviour {
     state_timer: Option<Delay>,
     /// A periodic save is running.
     saving: Arc<std::sync::atomic::AtomicBool>,
+    /// The state directory held the state of an earlier run.
+    resumed: bool,
     /// Threads opening received packets, when configured.
     workers: Option<HopWorkers>,
     /// Frames handed to each connection and not yet settled (written or dropped): what a
@@ -413,6 +415,7 @@ impl Behaviour {
             state: None,
             state_timer: None,
             saving: Arc::default(),
+            resumed: false,
             core,
             config,
             metrics,
@@ -448,6 +451,7 @@ impl Behaviour {
         let file = crate::state::StateFile::open(&dir)?;
         let age = file.age();
         if let Some(saved) = file.load()? {
+            self.resumed = true;
             let restored = self.core.restore_replay_state(&saved);
             tracing::info!(
                 path = %file.path().display(),
@@ -480,6 +484,13 @@ impl Behaviour {
         self.config.state_dir = Some(dir);
         self.state = Some(file);
         Ok(self)
+    }
+
+    /// Whether [`Self::with_state_dir`] found the state of an earlier run: this node is a
+    /// restart. Layers above that keep their own replay windows in memory (the stream
+    /// layer's openings) use it to refuse what the earlier run may have accepted.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// Saves the replay state: at a clean stop here and now, otherwise on a thread of its

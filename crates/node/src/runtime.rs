@@ -389,7 +389,11 @@ pub(crate) fn assemble(spec: NodeSpec) -> anyhow::Result<Assembled> {
         )
     });
     let receiver = spec.accept_streams.then_some(stream_secret);
-    let mut stream = mix_stream::Behaviour::new(mixnet, receiver, spec.streams);
+    let mut streams = spec.streams;
+    // The stream keys come from the node's key, which a restart keeps: openings the last run
+    // accepted must not pass again.
+    streams.after_restart |= mixnet.mix().resumed();
+    let mut stream = mix_stream::Behaviour::new(mixnet, receiver, streams);
     // Gossip's `Mix` route goes through this node's mix layer, its rebroadcasters drawn from
     // the mix pool (signed records, capped per subnet), not from views a poisoner can fill.
     let gossip = spec.gossip.as_ref().map(|g| {
@@ -640,5 +644,27 @@ mod tests {
             Ok(_) => panic!("a node advertising a DNS address started"),
             Err(error) => assert!(error.to_string().contains("network.advertise"), "{error:#}"),
         }
+    }
+
+    /// A node whose state directory holds an earlier run's state is a restart: its stream
+    /// layer refuses openings the earlier run may have accepted. A second node on the same
+    /// directory is refused while the first holds it.
+    #[tokio::test]
+    async fn a_restarted_node_tells_its_stream_layer() {
+        let dir = std::env::temp_dir().join(format!("mixnode-restart-{:x}", rand::random::<u64>()));
+        let spec = || {
+            let config = libp2p_mix::Config { state_dir: Some(dir.clone()), ..Default::default() };
+            NodeSpec::new("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"), config)
+        };
+        let restarted = |a: &Assembled| a.behaviour.stream.endpoint().config().after_restart;
+        let first = assemble(spec()).expect("first start");
+        assert!(!restarted(&first), "a first start");
+        let error = assemble(spec()).expect_err("a second node on the same directory");
+        assert!(format!("{error:#}").contains("locked by another node"), "{error:#}");
+        drop(first);
+        let again = assemble(spec()).expect("restart");
+        assert!(restarted(&again), "a restart");
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

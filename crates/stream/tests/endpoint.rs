@@ -465,6 +465,55 @@ fn an_opening_replayed_after_the_acceptor_restarts_is_refused() {
     assert!(restarted.poll_event().is_none());
 }
 
+/// An opener whose clock runs 8 s fast (within the slack) opens a message; the acceptor
+/// restarts a second later and the opening is replayed to it. Dated after the new run's start,
+/// it passed the check of openings sealed before the start. An endpoint told it restarted
+/// refuses openings dated up to the slack after its start; one that is not told (a node with
+/// no state to say it ran before) still takes it, as before.
+#[test]
+fn an_opening_from_a_fast_clock_replayed_after_a_restart_is_refused() {
+    let mut net = Net::new(Config::default());
+    let now = net.now();
+    net.opener.set_wall_clock(now, UNIX + (now - net.t0) + Duration::from_secs(8));
+    net.send(data(500, 12));
+    assert!(net.run(Duration::from_secs(60), |n| !n.sent_outcomes().is_empty()));
+    assert_eq!(net.acceptor.stats().accepted, [0, 1], "accepted from the fast clock");
+    let opening = net.wire.forward_log[0].clone();
+    let now = net.now();
+    let restarted_at = UNIX + (now - net.t0) + Duration::from_secs(1);
+    let mut secret = [0u8; 32];
+    StdRng::seed_from_u64(2).fill(&mut secret[..]);
+    let exit = net.wire.exit.0;
+    let accepted_after = |after_restart: bool| {
+        let config = Config { stream: stream_config(), after_restart, ..Config::default() };
+        let mut restarted = Endpoint::new(
+            config,
+            Some(secret),
+            MIX_LIMITS,
+            now,
+            restarted_at,
+            StdRng::seed_from_u64(4),
+        );
+        restarted.handle_frame(now, exit, true, &opening);
+        (restarted.stats().accepted[1], restarted.stats().dropped("opened_before_start"))
+    };
+    assert_eq!(accepted_after(true), (0, 1), "the replay was delivered again");
+    assert_eq!(accepted_after(false), (1, 0), "without after_restart the replay passes");
+}
+
+/// Openings dated further ahead than `opening_future_slack` (10 s) are refused: the window
+/// ahead bounds what a restart can let through, so it is not the 120 s allowed behind.
+#[test]
+fn an_opening_dated_past_the_slack_is_refused() {
+    let mut net = Net::new(Config::default());
+    let now = net.now();
+    net.opener.set_wall_clock(now, UNIX + (now - net.t0) + Duration::from_secs(60));
+    net.send(data(500, 13));
+    net.run(Duration::from_secs(1), |_| false);
+    assert!(net.acceptor.stats().dropped("stale_opening") >= 1);
+    assert_eq!(net.acceptor.stats().accepted, [0, 0]);
+}
+
 #[test]
 fn a_finished_stream_lingers_to_acknowledge_a_lost_last_acknowledgement_then_leaves() {
     let mut net = Net::new(Config::default());

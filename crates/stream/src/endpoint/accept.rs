@@ -100,14 +100,21 @@ impl Endpoint {
     fn remember_opening(&mut self, now: Instant, conn: &Connection) -> Result<(), &'static str> {
         let unix = self.unix(now).as_secs();
         let fresh = self.config.opening_freshness.as_secs();
+        let ahead = self.config.opening_future_slack.as_secs();
         let opened = conn.opened_unix().unwrap_or(0);
-        if opened.abs_diff(unix) > fresh {
+        if opened < unix.saturating_sub(fresh) || opened > unix.saturating_add(ahead) {
             return Err("stale_opening");
         }
-        if opened < self.started_unix {
-            // Sealed before this endpoint started: whether it was seen before a restart is
-            // not known, so a replay of it would pass. Its stream, if any, died with the
-            // restart anyway.
+        // Sealed before this endpoint started: whether it was seen before a restart is not
+        // known, so a replay of it would pass. Its stream, if any, died with the restart
+        // anyway. After a restart, the run before may also have accepted openings dated up to
+        // the slack ahead of its clock, so those are refused too.
+        let refused_before = if self.config.after_restart {
+            self.started_unix.saturating_add(ahead).saturating_add(1)
+        } else {
+            self.started_unix
+        };
+        if opened < refused_before {
             return Err("opened_before_start");
         }
         self.openings.forget_older_than(unix.saturating_sub(fresh));

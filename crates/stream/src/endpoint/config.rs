@@ -54,9 +54,22 @@ pub struct Config {
     pub frame_timeout: Duration,
     /// Own mix packets waiting in the mix node's delay queue above which streams wait.
     pub max_queued_packets: usize,
-    /// How far the time in an opening may lie from this node's clock, either way; older
-    /// openings are refused, and openings are remembered this long to refuse replays.
+    /// How far the time in an opening may lie behind this node's clock; older openings are
+    /// refused, and openings are remembered this long to refuse replays.
     pub opening_freshness: Duration,
+    /// How far the time in an opening may lie ahead of this node's clock (a sender whose
+    /// clock runs fast); openings dated later are refused. Short, because an opening accepted
+    /// just before a restart could pass again after it while its date is still ahead of the
+    /// new run's start (see [`Self::after_restart`]).
+    pub opening_future_slack: Duration,
+    /// This endpoint takes over from an earlier run with the same keys (the node restarted).
+    /// The openings that run accepted are not remembered, and the ones dated up to
+    /// [`Self::opening_future_slack`] after this start could be among them: they are refused
+    /// too (`opened_before_start`), so a stream opened in the first seconds after a restart
+    /// waits for its next opening frame. Without it, only openings dated before this start are
+    /// refused, and an opening from a sender with a fast clock, accepted just before a restart,
+    /// can be replayed just after it.
+    pub after_restart: bool,
     /// Openings remembered at most (see [`Self::opening_freshness`]); when the window holds
     /// more, new openings are refused until old ones age out. About 48 bytes each.
     pub max_recent_openings: usize,
@@ -83,6 +96,8 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(10),
             max_queued_packets: 512,
             opening_freshness: Duration::from_secs(120),
+            opening_future_slack: Duration::from_secs(10),
+            after_restart: false,
             max_recent_openings: 1 << 18,
         }
     }
