@@ -688,6 +688,11 @@ impl Connection {
         }
     }
 
+    /// The code of a reset that was made and has not gone out yet.
+    pub(crate) fn reset_unsent(&self) -> Option<u8> {
+        self.reset_pending
+    }
+
     fn cannot_send(&self) -> bool {
         self.role == Role::Acceptor && self.surbs.is_empty()
     }
@@ -806,6 +811,15 @@ impl Connection {
         self.stats.frames_received += 1;
         self.last_heard = now;
         if self.state != State::Open {
+            // A reset made before any SURB arrived takes them from any frame (the opener sends
+            // some with every frame until it hears back), or it could never go out and the
+            // opener would wait for its idle timeout.
+            if self.role == Role::Acceptor
+                && self.reset_pending.is_some()
+                && let Some(surbs) = items.surbs
+            {
+                self.take_surbs(now, surbs);
+            }
             return Ok(());
         }
         if let Some(code) = items.reset {

@@ -13,8 +13,9 @@
 //!   labels it expects (`labels`), which gives it the stream and the sequence number;
 //!   neither is written.
 //! * An *opening* frame (the opener's, until the acceptor answers) carries a fresh X25519
-//!   ephemeral key `E` (its unused top bit random) and an envelope sealed under a key from
-//!   `X25519(e, acceptor key)`: the stream secret S, the sequence number and the Unix second.
+//!   ephemeral key `E`, written as its Elligator 2 representative (`crate::elligator`: random
+//!   bytes to an observer), and an envelope sealed under a key from `X25519(e, acceptor key)`:
+//!   the stream secret S, the sequence number and the Unix second.
 //!   The acceptor derives every key of the stream from S. In other frames both fields are
 //!   random bytes.
 //! * The items are sealed under the direction's key, nonce `0^8 ‖ seq`, with the 109 bytes

@@ -1,15 +1,19 @@
 //! Per-stream keys. The opener draws a random stream secret S, and every key of the stream
 //! comes from S through HKDF-SHA256. S reaches the acceptor in opening envelopes, each sealed
 //! under a key from X25519 between a fresh ephemeral key and the acceptor's key, so no two
-//! frames share a public value.
+//! frames share a public value. The ephemeral key is written as its Elligator 2
+//! representative ([`crate::elligator`]): random bytes, like every other frame's `E` field.
 
+use curve25519_dalek::EdwardsPoint;
 use hkdf::Hkdf;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-const OPENING_INFO: &[u8] = b"mix-stream/2 opening";
-const STREAM_INFO: &[u8] = b"mix-stream/2 stream";
+use crate::elligator;
+
+const OPENING_INFO: &[u8] = b"mix-stream/3 opening";
+const STREAM_INFO: &[u8] = b"mix-stream/3 stream";
 
 /// The acceptor's X25519 key pair (a mix node uses its mix key of the epoch).
 pub struct ReceiverKey {
@@ -50,10 +54,11 @@ impl ReceiverKey {
         self.public.to_bytes()
     }
 
-    /// The envelope key of a frame whose `E` field is `e`, or `None` for a point that gives no
-    /// shared secret (a low-order point). Random bytes give a key too; the envelope then fails.
+    /// The envelope key of a frame whose `E` field is `e` (a representative), or `None` for a
+    /// point that gives no shared secret (a low-order point). Random bytes give a key too; the
+    /// envelope then fails.
     pub(crate) fn envelope_key(&self, e: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
-        let e = canonical(e);
+        let e = elligator::point(e);
         // SharedSecret zeroizes itself on drop.
         let shared = self.secret.diffie_hellman(&PublicKey::from(e));
         if !shared.was_contributory() {
@@ -61,14 +66,6 @@ impl ReceiverKey {
         }
         Some(envelope_key(shared.as_bytes(), &e, self.public.as_bytes()))
     }
-}
-
-/// X25519 ignores the top bit of a u-coordinate; openers set it at random so that `E` does not
-/// show a fixed bit.
-fn canonical(e: &[u8; 32]) -> [u8; 32] {
-    let mut e = *e;
-    e[31] &= 0x7f;
-    e
 }
 
 fn envelope_key(shared: &[u8; 32], e: &[u8; 32], receiver: &[u8; 32]) -> Zeroizing<[u8; 32]> {
@@ -83,22 +80,31 @@ fn envelope_key(shared: &[u8; 32], e: &[u8; 32], receiver: &[u8; 32]) -> Zeroizi
 }
 
 /// The opener's side of one opening frame: a fresh ephemeral key for `receiver`, as written
-/// (top bit random), and the envelope key. `None` if `receiver` is a low-order point.
+/// (its representative), and the envelope key. `None` if `receiver` is a low-order point.
 pub(crate) fn opening_keys<R: rand::CryptoRng + ?Sized>(
     receiver: &[u8; 32],
     rng: &mut R,
 ) -> Option<([u8; 32], Zeroizing<[u8; 32]>)> {
     let mut bytes = Zeroizing::new([0u8; 32]);
-    rng.fill_bytes(bytes.as_mut());
+    // About half of all keys have a representative: two tries on average.
+    let (e, written) = loop {
+        rng.fill_bytes(bytes.as_mut());
+        let mut pick = [0u8; 1];
+        rng.fill_bytes(&mut pick);
+        // A random point of small order on top: the receiver's clamped scalar, a multiple of
+        // eight, removes it, and without it every key would lie in the prime-order subgroup.
+        let torsion = curve25519_dalek::constants::EIGHT_TORSION[usize::from(pick[0] & 7)];
+        let e = (EdwardsPoint::mul_base_clamped(*bytes) + torsion).to_montgomery().to_bytes();
+        if let Some(written) = elligator::representative(&e, pick[0] & 8 != 0, pick[0] >> 6) {
+            break (e, written);
+        }
+    };
     let secret = StaticSecret::from(*bytes);
-    let e = PublicKey::from(&secret).to_bytes();
     let shared = secret.diffie_hellman(&PublicKey::from(*receiver));
     if !shared.was_contributory() {
         return None;
     }
     let key = envelope_key(shared.as_bytes(), &e, receiver);
-    let mut written = e;
-    written[31] |= (bytes[0] & 1) << 7;
     Some((written, key))
 }
 
@@ -183,13 +189,10 @@ mod tests {
     fn both_sides_agree_on_envelope_keys_and_streams_share_nothing() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
         let receiver = ReceiverKey::generate(&mut rng);
-        let mut tops = 0;
         for _ in 0..64 {
             let (e, key) = opening_keys(&receiver.public(), &mut rng).unwrap();
             assert_eq!(*receiver.envelope_key(&e).unwrap(), *key);
-            tops += usize::from(e[31] >> 7);
         }
-        assert!((16..=48).contains(&tops), "the top bit of E is random: {tops} of 64 set");
         let a = StreamKeys::generate(&mut rng);
         let again = StreamKeys::from_secret(a.secret.clone());
         assert_eq!((a.id, *a.forward, *a.reverse), (again.id, *again.forward, *again.reverse));
@@ -204,14 +207,56 @@ mod tests {
         assert_ne!(*a.forward, *b.forward);
     }
 
+    /// What colluding exits can test on any frame's `E` field: read as a u-coordinate, is it
+    /// on the curve and in its prime-order subgroup? Random bytes are about one time in
+    /// sixteen (half on the curve, an eighth of those in the subgroup); a genuine X25519 public
+    /// key always is, which picked out every opening frame.
+    #[test]
+    fn opening_keys_pass_the_curve_test_as_often_as_random_bytes() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let receiver = ReceiverKey::generate(&mut rng);
+        let looks_like_a_key = |e: &[u8; 32]| {
+            let mut u = *e;
+            u[31] &= 0x7f;
+            curve25519_dalek::MontgomeryPoint(u).to_edwards(0).is_some_and(|p| p.is_torsion_free())
+        };
+        const N: usize = 2000;
+        let (mut keys, mut random, mut top_two) = (0, 0, [0usize; 2]);
+        for _ in 0..N {
+            let (e, key) = opening_keys(&receiver.public(), &mut rng).unwrap();
+            assert_eq!(*receiver.envelope_key(&e).unwrap(), *key);
+            keys += usize::from(looks_like_a_key(&e));
+            top_two[0] += usize::from(e[31] >> 7);
+            top_two[1] += usize::from((e[31] >> 6) & 1);
+            let mut bytes = [0u8; 32];
+            rand::Rng::fill_bytes(&mut rng, &mut bytes);
+            random += usize::from(looks_like_a_key(&bytes));
+        }
+        // N/16 = 125, sigma about 10.8: four sigmas either way.
+        let bounds = 82..=168;
+        assert!(bounds.contains(&random), "random bytes: {random} of {N}");
+        assert!(bounds.contains(&keys), "opening keys: {keys} of {N} look like keys");
+        for (bit, set) in top_two.into_iter().enumerate() {
+            assert!((900..=1100).contains(&set), "top bit {bit}: {set} of {N} set");
+        }
+    }
+
     #[test]
     fn low_order_points_give_no_keys() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
         let receiver = ReceiverKey::generate(&mut rng);
-        assert!(receiver.envelope_key(&[0u8; 32]).is_none());
-        let mut one = [0u8; 32];
-        one[0] = 1;
-        assert!(receiver.envelope_key(&one).is_none());
+        assert!(receiver.envelope_key(&[0u8; 32]).is_none(), "0 stands for u = 0");
+        let mut written = 0;
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            let u = point.to_montgomery().to_bytes();
+            for branch in [false, true] {
+                if let Some(r) = elligator::representative(&u, branch, 3) {
+                    written += 1;
+                    assert!(receiver.envelope_key(&r).is_none(), "a low-order point gave a key");
+                }
+            }
+        }
+        assert!(written > 0, "no low-order point has a representative to try");
         assert!(opening_keys(&[0u8; 32], &mut rng).is_none());
     }
 }

@@ -43,6 +43,7 @@ mod config;
 mod connection;
 #[cfg(feature = "net")]
 mod driver;
+mod elligator;
 mod endpoint;
 mod estimate;
 pub mod frame;

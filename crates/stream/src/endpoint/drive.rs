@@ -12,11 +12,14 @@ use super::stats::role_index;
 use super::{Config, Endpoint};
 use super::{
     EndpointEvent, EndpointStats, Entry, FRAMES_PER_DRIVE, IDLE_CHECK, MixTransport, Outcome,
-    QUEUE_RETRY, RESET_REFUSED, RESET_TOO_LARGE, StreamId, lock,
+    QUEUE_RETRY, RESET_ABANDONED, RESET_REFUSED, RESET_TOO_LARGE, StreamId, lock,
 };
 use crate::{ConnectionError, Role, SurbBytes, SurbSource};
 use libp2p_identity::PeerId;
 use libp2p_mix::SendOptions;
+
+/// How long a stream reset on this side waits for a SURB to carry the reset, at most.
+const RESET_LINGER: Duration = Duration::from_secs(5);
 
 /// What sending left to do.
 #[derive(Debug, Default)]
@@ -77,6 +80,7 @@ impl Endpoint {
             (a, b) => a.or(b),
         };
         let (finished, closed, eof) = (s.conn.is_finished(), s.conn.is_closed(), s.conn.is_eof());
+        let reset_unsent = s.conn.reset_unsent();
         drop(shared);
 
         if (finished || error.is_some()) && entry.outgoing.take().is_some() {
@@ -109,7 +113,18 @@ impl Endpoint {
         // A stream that ended well stays a while to acknowledge late retransmissions: the
         // acknowledgement of the peer's last block may be lost, and the peer, still sending
         // it again, would otherwise wait in vain until its idle timeout.
-        let linger = if error.is_none() { self.config.linger } else { Duration::ZERO };
+        // An application's reset that has no SURB to go out in yet waits a little for one:
+        // the opener sends some with every frame until it hears back. The endpoint's own
+        // refusals free the slot at once, or an opener that never sends a SURB would hold it.
+        let linger = match (&error, reset_unsent) {
+            (None, _) => self.config.linger,
+            (Some(_), Some(code))
+                if ![RESET_REFUSED, RESET_TOO_LARGE, RESET_ABANDONED].contains(&code) =>
+            {
+                self.config.linger.min(RESET_LINGER)
+            }
+            (Some(_), _) => Duration::ZERO,
+        };
         let next = match entry.ended {
             Some(t) if now >= t + linger => {
                 self.remove(id);
