@@ -2,7 +2,7 @@
 //! one pooled outbound stream that writes queued packets, and the exit's streams to
 //! destinations.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -140,10 +140,13 @@ struct ExitPool {
     queue: VecDeque<(ExitId, Vec<u8>)>,
     /// Ids of the batch being written.
     writing: Vec<ExitId>,
+    /// Ids of that batch the behaviour gave up on meanwhile: not queued again if it fails.
+    cancelled: HashSet<ExitId>,
     retried: bool,
 }
 
-type WriteResult = Result<Stream, (Vec<Vec<u8>>, io::Error)>;
+/// A batch written, or the frames of it not written (in order), why, and how many were.
+type WriteResult = Result<Stream, (Vec<Vec<u8>>, io::Error, usize)>;
 
 /// One delivery of the exit to a destination.
 #[derive(Debug, Clone)]
@@ -447,11 +450,15 @@ impl Handler {
                         self.events.push_back(OutEvent::Settled(written));
                         self.writer = Writer::Idle(stream);
                     }
-                    Poll::Ready(Err((batch, error))) => {
+                    Poll::Ready(Err((unsent, error, written))) => {
                         self.writing = 0;
-                        // Put the unsent batch back in front, in order.
-                        self.metrics.add_outbound_queue(batch.len() as i64);
-                        for frame in batch.into_iter().rev() {
+                        if written > 0 {
+                            self.events.push_back(OutEvent::Settled(written));
+                        }
+                        // Put back in front, in order, only what was not written: a frame
+                        // sent twice is a replay to the next hop, which counts it against us.
+                        self.metrics.add_outbound_queue(unsent.len() as i64);
+                        for frame in unsent.into_iter().rev() {
                             self.queue.push_front(frame);
                         }
                         self.writer_failed(&error);
@@ -498,16 +505,26 @@ impl Handler {
                         Poll::Ready(Ok(stream)) => {
                             pool.retried = false;
                             pool.writer = Writer::Idle(stream);
+                            pool.cancelled.clear();
                             for id in pool.writing.drain(..) {
                                 self.events.push_back(OutEvent::Exit { id, result: Ok(None) });
                             }
                         }
-                        Poll::Ready(Err((batch, error))) => {
-                            // Put the unwritten batch back in front, in order, and retry once;
-                            // a destination that stopped reading gets no second stream.
-                            for (id, frame) in pool.writing.drain(..).zip(batch).rev() {
-                                pool.queue.push_front((id, frame));
+                        Poll::Ready(Err((unsent, error, written))) => {
+                            // What was written is delivered; the rest goes back in front, in
+                            // order, and is retried once (a destination that stopped reading
+                            // gets no second stream).
+                            let ids: Vec<ExitId> = pool.writing.drain(..).collect();
+                            let (done, rest) = ids.split_at(written.min(ids.len()));
+                            for &id in done {
+                                self.events.push_back(OutEvent::Exit { id, result: Ok(None) });
                             }
+                            for (&id, frame) in rest.iter().zip(unsent).rev() {
+                                if !pool.cancelled.contains(&id) {
+                                    pool.queue.push_front((id, frame));
+                                }
+                            }
+                            pool.cancelled.clear();
                             let error = if error.kind() == io::ErrorKind::TimedOut {
                                 pool.retried = true;
                                 ExitError::Timeout
@@ -571,17 +588,30 @@ fn frames(
     .boxed()
 }
 
-/// Writes `batch` on `stream` within `timeout`: a peer that stops reading fills its window
-/// and would otherwise hold the writer, and what is queued behind it, for ever.
-async fn write_batch(mut stream: Stream, batch: Vec<Vec<u8>>, timeout: Duration) -> WriteResult {
-    match framing::within(timeout, framing::write_all(&mut stream, &batch)).await {
-        Some(Ok(())) => Ok(stream),
-        Some(Err(e)) => Err((batch, e)),
-        None => Err((
-            batch,
-            io::Error::new(io::ErrorKind::TimedOut, "the peer did not read a batch in time"),
-        )),
-    }
+/// Writes `batch` (frames with their length prefix) on `stream` within `timeout`: a peer that
+/// stops reading fills its window and would otherwise hold the writer, and what is queued
+/// behind it, for ever. On failure, says how many frames were written whole.
+async fn write_batch(
+    mut stream: Stream,
+    mut batch: Vec<Vec<u8>>,
+    timeout: Duration,
+) -> WriteResult {
+    let mut written = 0;
+    let outcome = framing::within(timeout, async {
+        for frame in &batch {
+            stream.write_all(frame).await?;
+            written += 1;
+        }
+        stream.flush().await
+    })
+    .await;
+    let error = match outcome {
+        Some(Ok(())) => return Ok(stream),
+        Some(Err(e)) => e,
+        None => io::Error::new(io::ErrorKind::TimedOut, "the peer did not read a batch in time"),
+    };
+    let unsent = batch.split_off(written);
+    Err((unsent, error, written))
 }
 
 impl ConnectionHandler for Handler {
@@ -614,6 +644,7 @@ impl ConnectionHandler for Handler {
                             writer: Writer::Closed,
                             queue: VecDeque::new(),
                             writing: Vec::new(),
+                            cancelled: HashSet::new(),
                             retried: false,
                         });
                         if pool.queue.len() >= self.config.max_queued_frames {
@@ -637,9 +668,13 @@ impl ConnectionHandler for Handler {
                 self.exits_opening.remove(&id);
                 self.exits_retryable.remove(&id);
                 self.exits.remove(id);
-                // A batch being written cannot give back one frame; one still queued can.
+                // A batch being written cannot give back one frame, but if it fails the frame
+                // is not queued again; one still queued leaves the queue.
                 for pool in self.pools.values_mut() {
                     pool.queue.retain(|(queued, _)| *queued != id);
+                    if pool.writing.contains(&id) {
+                        pool.cancelled.insert(id);
+                    }
                 }
             }
         }

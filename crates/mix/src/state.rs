@@ -200,7 +200,11 @@ fn private_file(path: &Path, truncate: bool) -> io::Result<fs::File> {
     options.write(true).create(true).truncate(truncate);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    let file = options.open(path)?;
+    // A file left by an older version keeps its mode when opened: set it.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// The file's bytes for `state`.

@@ -422,7 +422,9 @@ async fn replays_after_a_restart_are_dropped() {
                 assert!(file.load().unwrap().unwrap().clean, "the stop's save is on disk");
                 break;
             }
-            Err(libp2p_mix::state::StateError::Locked { .. }) if Instant::now() < deadline => {}
+            Err(libp2p_mix::state::StateError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Err(e) => panic!("{e}"),
         }
     }

@@ -568,14 +568,20 @@ async fn run_node(loaded: config::Loaded, metrics: Option<SocketAddr>) -> anyhow
     let stop = stop_signal()?;
     tokio::pin!(stop);
     let stop_drain = loaded.stop_drain;
-    if core.rotation.is_none() && loaded.spec.config.state_dir.is_none() {
-        tracing::warn!(
-            "this node keeps its mix key across restarts (no [rotation]) but has no \
-             network.state_dir: after a restart, every packet it processed before can be \
-             replayed to it. Set network.state_dir, or turn rotation on"
-        );
+    let mut spec = loaded.spec;
+    if spec.config.state_dir.is_none() {
+        if spec.config.core.rotation.is_none() {
+            tracing::warn!(
+                "this node keeps its mix key across restarts (no [rotation]) but has no \
+                 network.state_dir: after a restart, every packet it processed before can be \
+                 replayed to it. Set network.state_dir, or turn rotation on"
+            );
+        }
+        // Without a state directory a restart looks like a first start, and the stream key
+        // (the node's own) survives it: refuse the openings an earlier run may have taken.
+        spec.streams.after_restart = true;
     }
-    let mut node = runtime::start(loaded.spec).await?;
+    let mut node = runtime::start(spec).await?;
     tracing::info!(peer_id = %node.peer_id, addr = %node.addr, mix_key = %hex::encode(node.mix_key.as_bytes()), %wire, overridden, "mix node running");
     if let Some(addr) = metrics.or(loaded.metrics) {
         let mut registry = prometheus_client::registry::Registry::default();

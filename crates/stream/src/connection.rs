@@ -469,6 +469,7 @@ impl Connection {
         rng: &mut R,
     ) -> Result<Self, AcceptError> {
         let (label, e) = frame::split(frame)?;
+        let e = keys::opening_key(&e);
         let (stream_keys, opening, items) = keys
             .iter()
             .filter_map(|k| k.envelope_key(&e))
@@ -742,6 +743,7 @@ impl Connection {
         bytes: &[u8],
     ) -> Result<(), FrameDrop> {
         let (_, e) = frame::split(bytes)?;
+        let e = keys::opening_key(&e);
         let opening = keys
             .iter()
             .filter_map(|k| k.envelope_key(&e))

@@ -54,17 +54,16 @@ impl ReceiverKey {
         self.public.to_bytes()
     }
 
-    /// The envelope key of a frame whose `E` field is `e` (a representative), or `None` for a
-    /// point that gives no shared secret (a low-order point). Random bytes give a key too; the
-    /// envelope then fails.
+    /// The envelope key of a frame whose `E` field stands for the key `e` ([`opening_key`]), or
+    /// `None` for a point that gives no shared secret (a low-order point). Random bytes give a
+    /// key too; the envelope then fails.
     pub(crate) fn envelope_key(&self, e: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
-        let e = elligator::point(e);
         // SharedSecret zeroizes itself on drop.
-        let shared = self.secret.diffie_hellman(&PublicKey::from(e));
+        let shared = self.secret.diffie_hellman(&PublicKey::from(*e));
         if !shared.was_contributory() {
             return None;
         }
-        Some(envelope_key(shared.as_bytes(), &e, self.public.as_bytes()))
+        Some(envelope_key(shared.as_bytes(), e, self.public.as_bytes()))
     }
 }
 
@@ -77,6 +76,12 @@ fn envelope_key(shared: &[u8; 32], e: &[u8; 32], receiver: &[u8; 32]) -> Zeroizi
     let mut key = Zeroizing::new([0u8; 32]);
     hk.expand(OPENING_INFO, key.as_mut()).expect("32 bytes is a valid HKDF-SHA256 length");
     key
+}
+
+/// The ephemeral key a frame's `E` field (a representative) stands for. Decoded once per
+/// frame, whatever the number of keys tried on it.
+pub(crate) fn opening_key(written: &[u8; 32]) -> [u8; 32] {
+    elligator::point(written)
 }
 
 /// The opener's side of one opening frame: a fresh ephemeral key for `receiver`, as written
@@ -191,7 +196,7 @@ mod tests {
         let receiver = ReceiverKey::generate(&mut rng);
         for _ in 0..64 {
             let (e, key) = opening_keys(&receiver.public(), &mut rng).unwrap();
-            assert_eq!(*receiver.envelope_key(&e).unwrap(), *key);
+            assert_eq!(*receiver.envelope_key(&opening_key(&e)).unwrap(), *key);
         }
         let a = StreamKeys::generate(&mut rng);
         let again = StreamKeys::from_secret(a.secret.clone());
@@ -210,7 +215,9 @@ mod tests {
     /// What colluding exits can test on any frame's `E` field: read as a u-coordinate, is it
     /// on the curve and in its prime-order subgroup? Random bytes are about one time in
     /// sixteen (half on the curve, an eighth of those in the subgroup); a genuine X25519 public
-    /// key always is, which picked out every opening frame.
+    /// key always is, which picked out every opening frame. And decoded as a representative,
+    /// is its point in the subgroup? Any 254 bits decode to a point, in the subgroup one time
+    /// in eight; without the small-order point added, an opener's keys always would be.
     #[test]
     fn opening_keys_pass_the_curve_test_as_often_as_random_bytes() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
@@ -220,18 +227,30 @@ mod tests {
             u[31] &= 0x7f;
             curve25519_dalek::MontgomeryPoint(u).to_edwards(0).is_some_and(|p| p.is_torsion_free())
         };
+        let decodes_to_a_key = |e: &[u8; 32]| {
+            curve25519_dalek::MontgomeryPoint(opening_key(e))
+                .to_edwards(0)
+                .is_some_and(|p| p.is_torsion_free())
+        };
         const N: usize = 2000;
         let (mut keys, mut random, mut top_two) = (0, 0, [0usize; 2]);
+        let (mut decoded_keys, mut decoded_random) = (0, 0);
         for _ in 0..N {
             let (e, key) = opening_keys(&receiver.public(), &mut rng).unwrap();
-            assert_eq!(*receiver.envelope_key(&e).unwrap(), *key);
+            assert_eq!(*receiver.envelope_key(&opening_key(&e)).unwrap(), *key);
             keys += usize::from(looks_like_a_key(&e));
+            decoded_keys += usize::from(decodes_to_a_key(&e));
             top_two[0] += usize::from(e[31] >> 7);
             top_two[1] += usize::from((e[31] >> 6) & 1);
             let mut bytes = [0u8; 32];
             rand::Rng::fill_bytes(&mut rng, &mut bytes);
             random += usize::from(looks_like_a_key(&bytes));
+            decoded_random += usize::from(decodes_to_a_key(&bytes));
         }
+        // N/8 = 250, sigma about 14.8: four sigmas either way.
+        let eighth = 190..=310;
+        assert!(eighth.contains(&decoded_random), "random bytes decoded: {decoded_random} of {N}");
+        assert!(eighth.contains(&decoded_keys), "opening keys decoded: {decoded_keys} of {N}");
         // N/16 = 125, sigma about 10.8: four sigmas either way.
         let bounds = 82..=168;
         assert!(bounds.contains(&random), "random bytes: {random} of {N}");
@@ -245,14 +264,15 @@ mod tests {
     fn low_order_points_give_no_keys() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
         let receiver = ReceiverKey::generate(&mut rng);
-        assert!(receiver.envelope_key(&[0u8; 32]).is_none(), "0 stands for u = 0");
+        assert!(receiver.envelope_key(&opening_key(&[0u8; 32])).is_none(), "0 stands for u = 0");
         let mut written = 0;
         for point in curve25519_dalek::constants::EIGHT_TORSION {
             let u = point.to_montgomery().to_bytes();
             for branch in [false, true] {
                 if let Some(r) = elligator::representative(&u, branch, 3) {
                     written += 1;
-                    assert!(receiver.envelope_key(&r).is_none(), "a low-order point gave a key");
+                    let key = receiver.envelope_key(&opening_key(&r));
+                    assert!(key.is_none(), "a low-order point gave a key");
                 }
             }
         }
