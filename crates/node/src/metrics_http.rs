@@ -3,9 +3,10 @@
 //! It runs on the node's own runtime, and operators often open it beyond loopback for a
 //! scraper on another host. So a stranger who reaches it must not be able to take the
 //! node's file descriptors, memory or CPU:
-//! - at most [`MAX_CONNECTIONS`] exchanges at once; more connections are closed as soon as
-//!   they are accepted (a file descriptor held by an idle stranger is one the mix listener
-//!   cannot have);
+//! - at most [`MAX_CONNECTIONS`] exchanges at once, [`MAX_PER_SOURCE`] from one IP address;
+//!   more connections are closed as soon as they are accepted (a file descriptor held by an
+//!   idle stranger is one the mix listener cannot have, and one address cannot keep the
+//!   scraper out alone);
 //! - each exchange ends within [`DEADLINE`], and a request head must end within
 //!   [`MAX_HEAD`] bytes and [`HEAD_DEADLINE`], or it gets no answer and costs no encoding;
 //! - the registry is encoded at most once per [`MAX_AGE`], however many scrapes arrive;
@@ -14,7 +15,8 @@
 //!
 //! Each refusal is counted in `mixnode_metrics_http_refused_total{reason}`.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,8 @@ use tokio::sync::Semaphore;
 
 /// Exchanges served at once. A scraper needs one; a few spare for people with `curl`.
 const MAX_CONNECTIONS: usize = 16;
+/// Exchanges served at once to one IP address.
+const MAX_PER_SOURCE: usize = 4;
 /// The longest request head read. Prometheus sends a few hundred bytes.
 const MAX_HEAD: usize = 8 * 1024;
 /// Time for the whole request head to arrive.
@@ -52,6 +56,8 @@ struct ReasonLabel {
 enum Refusal {
     /// [`MAX_CONNECTIONS`] exchanges were under way.
     Busy,
+    /// [`MAX_PER_SOURCE`] exchanges with the same address were under way.
+    SourceBusy,
     /// The request head did not end within [`MAX_HEAD`] bytes.
     HeadTooLarge,
     /// The peer closed before its request head ended.
@@ -66,6 +72,7 @@ impl Refusal {
     fn label(self) -> ReasonLabel {
         let reason = match self {
             Self::Busy => "busy",
+            Self::SourceBusy => "source_busy",
             Self::HeadTooLarge => "head_too_large",
             Self::Incomplete => "incomplete",
             Self::Timeout => "timeout",
@@ -147,6 +154,37 @@ async fn read_head(socket: &mut TcpStream, head: &mut Vec<u8>) -> Result<(), Ref
     }
 }
 
+/// One exchange counted against its source address until dropped. The map holds only
+/// addresses with an exchange under way: at most [`MAX_CONNECTIONS`] of them.
+struct SourceSlot {
+    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(sources: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut map = sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = map.entry(ip).or_default();
+        if *held >= MAX_PER_SOURCE {
+            return None;
+        }
+        *held += 1;
+        Some(Self { sources: sources.clone(), ip })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Binds `addr` and serves `registry` until the runtime stops. Returns the bound address.
 pub(crate) async fn serve(addr: SocketAddr, mut registry: Registry) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
@@ -161,15 +199,20 @@ pub(crate) async fn serve(addr: SocketAddr, mut registry: Registry) -> anyhow::R
     );
     let endpoint = Arc::new(Endpoint { registry, page: Mutex::new(None), refused });
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let sources = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     tokio::spawn(async move {
         loop {
-            let mut socket = match listener.accept().await {
-                Ok((socket, _)) => socket,
+            let (mut socket, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "metrics endpoint: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
+            };
+            let Some(source) = SourceSlot::take(&sources, peer.ip()) else {
+                endpoint.refuse(Refusal::SourceBusy);
+                continue;
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 endpoint.refuse(Refusal::Busy);
@@ -181,7 +224,7 @@ pub(crate) async fn serve(addr: SocketAddr, mut registry: Registry) -> anyhow::R
                 if let Err(refusal) = outcome.unwrap_or(Err(Refusal::Timeout)) {
                     endpoint.refuse(refusal);
                 }
-                drop(permit);
+                drop((permit, source));
             });
         }
     });
@@ -210,6 +253,13 @@ mod tests {
         }
     }
 
+    /// A connection to `addr` from 127.0.0.`octet` (all of 127/8 is loopback).
+    async fn connect_from(octet: u8, addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, octet], 0))).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
     async fn scrape(addr: SocketAddr) -> String {
         let mut socket = TcpStream::connect(addr).await.unwrap();
         socket.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
@@ -217,16 +267,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_address_holds_at_most_its_share() {
+        let addr = endpoint().await;
+        let mut idle = Vec::new();
+        for _ in 0..MAX_PER_SOURCE {
+            idle.push(connect_from(2, addr).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut extra = connect_from(2, addr).await;
+        let answer = read_all(&mut extra, Duration::from_secs(2)).await;
+        assert_eq!(answer.as_deref(), Some(""), "a fifth connection from one address was held");
+        // Another address is served meanwhile.
+        let mut other = connect_from(3, addr).await;
+        other.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+        let page = read_all(&mut other, Duration::from_secs(5)).await.expect("an answer");
+        assert!(
+            page.contains("mixnode_metrics_http_refused_total{reason=\"source_busy\"} 1"),
+            "{page}"
+        );
+        drop(idle);
+    }
+
+    #[tokio::test]
     async fn idle_strangers_hold_at_most_the_connection_limit() {
         let addr = endpoint().await;
         let mut idle = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
-            idle.push(TcpStream::connect(addr).await.unwrap());
+        for i in 0..MAX_CONNECTIONS {
+            idle.push(connect_from(10 + (i / MAX_PER_SOURCE) as u8, addr).await);
         }
         // The connections are accepted in order: give the endpoint time to take all of them.
         tokio::time::sleep(Duration::from_millis(200)).await;
         // One more is closed at once, not held until its head deadline.
-        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let mut extra = connect_from(30, addr).await;
         let answer = read_all(&mut extra, Duration::from_secs(2)).await;
         assert_eq!(answer.as_deref(), Some(""), "the connection over the limit was held");
         drop(idle);
