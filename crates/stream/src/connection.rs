@@ -1051,7 +1051,11 @@ impl Connection {
                 self.supply.blocked_until = None;
                 self.supply.sent(now, surbs.len(), lifetime);
                 self.stats.surbs += surbs.len() as u64;
-                let lifetime_ms = lifetime.as_millis().min(u128::from(u32::MAX)) as u32;
+                // Whole seconds: near a key epoch's end the lifetime ends with the opener's
+                // epoch, and to the millisecond it would tell the acceptor the opener's clock
+                // (which can link one sender's streams) more finely than openings do.
+                let whole = lifetime.as_secs().saturating_mul(1000);
+                let lifetime_ms = whole.min(u64::from(u32::MAX)) as u32;
                 items.surbs = Some(Surbs { lifetime_ms, surbs });
             }
             if !items.is_empty() {
@@ -1305,6 +1309,38 @@ mod tests {
         fn make_surbs(&mut self, _: usize) -> Option<(Vec<SurbBytes>, Duration)> {
             None
         }
+    }
+
+    struct OneSurb(Duration);
+
+    impl SurbSource for OneSurb {
+        fn make_surbs(&mut self, _: usize) -> Option<(Vec<SurbBytes>, Duration)> {
+            Some((vec![zeroize::Zeroizing::new(vec![7u8; mix_sphinx::SURB_SIZE])], self.0))
+        }
+    }
+
+    /// The SURB lifetime an opener writes is in whole seconds: to the millisecond, near the
+    /// end of a key epoch, it gave away the opener's clock.
+    #[test]
+    fn surb_lifetimes_go_out_in_whole_seconds() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let key = ReceiverKey::generate(&mut rng);
+        let now = Instant::now();
+        let config = StreamConfig { jitter: Duration::ZERO, ..StreamConfig::default() };
+        let mut conn =
+            Connection::open(&key.public(), Mode::Stream, config, MIX_LIMITS, now, &mut rng)
+                .unwrap();
+        conn.write(now, b"x").unwrap();
+        conn.flush();
+        let mut source = OneSurb(Duration::from_millis(42_987));
+        let mut lifetimes = Vec::new();
+        while let Some(frame) = conn.poll_transmit(now, &mut source) {
+            let seq = conn.tx_seq - 1;
+            let items = frame::open(&conn.keys.forward, seq, &frame).unwrap();
+            lifetimes.extend(items.surbs.map(|s| s.lifetime_ms));
+        }
+        assert!(!lifetimes.is_empty(), "no SURB went out");
+        assert!(lifetimes.iter().all(|&ms| ms == 42_000), "{lifetimes:?}");
     }
 
     /// The nonce of a frame is its sequence number: the last number is never used, and the
