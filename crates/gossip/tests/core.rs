@@ -43,6 +43,8 @@ struct Net {
     sinks: BTreeSet<Peer>,
     /// Rebroadcasters that take mix publications and do nothing with them.
     mix_swallow: BTreeSet<Peer>,
+    /// Every join sent: (from, to).
+    joins: Vec<(Peer, Peer)>,
 }
 
 const LATENCY: Duration = Duration::from_millis(5);
@@ -62,6 +64,7 @@ impl Net {
             topic: TopicId::from_name("test"),
             sinks: BTreeSet::new(),
             mix_swallow: BTreeSet::new(),
+            joins: Vec::new(),
         };
         for i in 0..n {
             let rng = ChaCha12Rng::seed_from_u64(u64::from(i) + 7);
@@ -92,6 +95,9 @@ impl Net {
         while let Some(output) = self.nodes.get_mut(&node).and_then(State::poll_output) {
             match output {
                 Output::Send { to, message } => {
+                    if matches!(message.body, Body::Join) {
+                        self.joins.push((node, to));
+                    }
                     if self.nodes.contains_key(&to) {
                         self.push(self.now + LATENCY, Ev::Deliver { to, from: node, message });
                     } else if !self.sinks.contains(&to) {
@@ -734,4 +740,71 @@ fn identities_outside_the_neighbourhood_never_become_neighbours() {
     assert_eq!((asking, refused), (0, 0));
     assert!(strangers_in > 0);
     assert!(insiders_in >= 6, "{insiders_in}");
+}
+
+/// Found in CI (a 20-node loopback run split into 16 and 4): nodes that join while their
+/// bootstrap peers are full, and whose eviction budget is spent, are refused; the next joiner
+/// is taken by one of them, and from then on both have a neighbour, so neither counts as
+/// isolated. Their neighbour requests are low priority and full nodes refuse those, so
+/// without more they stayed a network of their own.
+#[test]
+fn late_joiners_refused_by_a_full_node_still_join_the_network() {
+    let config = config(Forwarding::Immediate);
+    let mut net = Net::new(16, &config, allow_all);
+    full_node(&mut net, 3);
+    // A joiner that leaves at once spends node 3's one eviction of the interval.
+    net.sinks.insert(2000);
+    inject(&mut net, 3, 2000, Body::Join);
+    inject(&mut net, 3, 2000, Body::Disconnect { alive: false });
+    full_node(&mut net, 3);
+    for (late, bootstrap) in [(100, vec![3]), (101, vec![3, 100]), (102, vec![3, 101])] {
+        let rng = ChaCha12Rng::seed_from_u64(u64::from(late));
+        net.nodes.insert(late, State::new(late, config.clone(), rng));
+        net.with(late, |s, now, topic| s.join(now, topic, bootstrap));
+        net.run_for(Duration::from_millis(20));
+    }
+    assert!(
+        !net.nodes[&3].neighbors(&net.topic).iter().any(|p| *p >= 100 && *p < 500),
+        "node 3 was to refuse them"
+    );
+    // Within a shuffle interval the late joiners are reached from the rest (before, they
+    // stayed apart for three).
+    net.run_for(config.membership.shuffle_interval);
+    let id = net.publish(0, b"after the late joins", Route::Direct);
+    net.run_for(Duration::from_secs(3));
+    let late: BTreeSet<Peer> = [100, 101, 102].into();
+    let missed: Vec<Peer> = late.difference(&net.received(id)).copied().collect();
+    assert!(missed.is_empty(), "{missed:?} not reached: {:?}", late_views(&net));
+}
+
+fn late_views(net: &Net) -> Vec<(Peer, Vec<Peer>)> {
+    [100, 101, 102].into_iter().map(|p| (p, net.neighbors(p))).collect()
+}
+
+/// The joins a node sends again while short of neighbours are bounded: a bootstrap peer that
+/// refuses it for good hears its first join and four more, and one rejoin timer at most is
+/// pending at any time.
+#[test]
+fn a_bootstrap_peer_that_always_refuses_is_asked_a_bounded_number_of_times() {
+    let config = config(Forwarding::Immediate);
+    // Three nodes: a fourth is short of neighbours for good (the active view holds five).
+    let mut net = Net::new(3, &config, allow_all);
+    net.nodes.get_mut(&1).unwrap().set_filter(Arc::new(|_: &TopicId, p: &Peer| *p != 100));
+    let rng = ChaCha12Rng::seed_from_u64(100);
+    net.nodes.insert(100, State::new(100, config.clone(), rng));
+    net.with(100, |s, now, topic| s.join(now, topic, vec![1, 0, 1]));
+    let mut most_timers = 0;
+    for _ in 0..600 {
+        net.run_for(Duration::from_secs(1));
+        let rejoins = net
+            .queue
+            .values()
+            .filter(|e| matches!(e, Ev::Timer { node: 100, timer } if format!("{timer:?}").contains("Rejoin")))
+            .count();
+        most_timers = most_timers.max(rejoins);
+    }
+    assert!(net.neighbors(100).contains(&0), "{:?}", net.neighbors(100));
+    let refused = net.joins.iter().filter(|j| **j == (100, 1)).count();
+    assert_eq!(refused, 1 + 4, "joins sent to the bootstrap peer that refuses");
+    assert!(most_timers <= 1, "{most_timers} rejoin timers pending at once");
 }

@@ -38,7 +38,10 @@ pub struct MembershipConfig {
     pub shuffle_interval: Duration,
     /// How long a neighbour request may go unanswered.
     pub neighbor_timeout: Duration,
-    /// How long an isolated node waits before joining again through what it knows.
+    /// How long an isolated node waits before joining again through what it knows. A node
+    /// short of neighbours, with no contact left to ask, joins again through a bootstrap
+    /// peer that has not taken it, after this wait doubled each time up to
+    /// [`Self::shuffle_interval`] (a few times per bootstrap peer at most).
     pub rejoin_interval: Duration,
     /// Passive contacts one peer may have placed at most (through shuffles, forward joins,
     /// or by contacting this node itself): many identities behind one connection cannot

@@ -32,6 +32,9 @@ const MAX_TRACKED_PEERS: usize = 4096;
 /// neighbourhood's horizon, unless it speaks first. Dead nodes stay in a directory for a
 /// while; skipping them widens the horizon to live ones, and both ends widen alike.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(300);
+/// Joins sent again at most to a bootstrap peer that has not taken this node (see
+/// `Membership::rejoin_short`).
+const MAX_JOINS_PER_BOOTSTRAP: u8 = 4;
 
 /// Membership of one topic.
 #[derive(Debug)]
@@ -57,6 +60,14 @@ pub(crate) struct Membership<P> {
     /// Peers to join through again if isolated.
     bootstrap: Vec<P>,
     isolated: bool,
+    /// When the rejoin timer is due, if armed (an earlier arming supersedes a later one).
+    rejoin_at: Option<Instant>,
+    /// Rejoins in a row made while short of neighbours (not isolated): each waits twice as
+    /// long as the last, up to a shuffle interval.
+    short_rejoins: u32,
+    /// Bootstrap peers this node joined through that have not been its neighbour since (see
+    /// `rejoin_short`).
+    unjoined: Vec<BootstrapJoin<P>>,
     /// Shuffles sent and not answered: nonce, until when a reply is taken, contacts offered,
     /// and the neighbour the walk went through (its reply is charged to it: every node on
     /// the walk saw the nonce).
@@ -74,6 +85,20 @@ pub(crate) struct Membership<P> {
     hood: Option<Neighbourhood<P>>,
     /// Peers that did not answer or whose connection failed, until when they are skipped.
     unreachable: HashMap<P, Instant>,
+}
+
+/// A bootstrap peer that has not taken this node as a neighbour yet.
+#[derive(Debug)]
+struct BootstrapJoin<P> {
+    peer: P,
+    /// Joins sent again to it.
+    sent: u8,
+}
+
+impl<P> BootstrapJoin<P> {
+    fn new(peer: P) -> Self {
+        Self { peer, sent: 0 }
+    }
 }
 
 /// What happened to the active view, for the broadcast layer.
@@ -116,6 +141,9 @@ impl<P: PeerIdentity> Membership<P> {
             rotated_out: HashMap::new(),
             bootstrap: Vec::new(),
             isolated: false,
+            rejoin_at: None,
+            short_rejoins: 0,
+            unjoined: Vec::new(),
             shuffles: Vec::new(),
             introduced_by: HashMap::new(),
             budgets: HashMap::new(),
@@ -237,11 +265,14 @@ impl<P: PeerIdentity> Membership<P> {
     /// Joins the topic through `bootstrap`.
     pub(crate) fn join<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>, bootstrap: Vec<P>) {
         self.bootstrap = bootstrap.into_iter().filter(|p| *p != self.me).collect();
+        self.bootstrap.sort();
         self.bootstrap.dedup();
+        self.unjoined.clear();
         for peer in self.bootstrap.clone() {
             if ctx.filter.allow_active(&self.topic, &peer) {
                 self.send(ctx, peer, Body::Join);
                 self.pending.insert(peer, (ctx.now, true));
+                self.unjoined.push(BootstrapJoin::new(peer));
             } else if ctx.filter.allow_passive(&self.topic, &peer) {
                 self.add_passive(ctx, peer, self.me);
             }
@@ -266,6 +297,7 @@ impl<P: PeerIdentity> Membership<P> {
         }
         self.passive.clear();
         self.pending.clear();
+        self.unjoined.clear();
     }
 
     /// Makes `peer` a neighbour (evicting a random one if the view is full). The caller
@@ -290,7 +322,11 @@ impl<P: PeerIdentity> Membership<P> {
         self.passive.retain(|p| *p != peer);
         self.pending.remove(&peer);
         self.active.push(peer);
+        self.unjoined.retain(|e| e.peer != peer);
         self.isolated = false;
+        if self.active.len() >= ctx.config.active_view {
+            self.short_rejoins = 0;
+        }
         ctx.changes.push(Change::Up(peer));
         ctx.out.event(Event::NeighborUp { topic: self.topic, peer });
         true
@@ -716,14 +752,33 @@ impl<P: PeerIdentity> Membership<P> {
             self.pending.insert(peer, (ctx.now, false));
             self.arm_timeout(ctx);
         }
-        if self.active.is_empty() && self.pending.is_empty() && !self.isolated {
-            self.isolated = true;
-            ctx.out.event(Event::Isolated { topic: self.topic });
-            ctx.out.timer(
-                ctx.now + ctx.config.rejoin_interval,
-                Timer::new(self.topic, TimerKind::Rejoin),
-            );
+        if self.active.is_empty() && self.pending.is_empty() {
+            if !self.isolated {
+                self.isolated = true;
+                ctx.out.event(Event::Isolated { topic: self.topic });
+                self.arm_rejoin(ctx, ctx.config.rejoin_interval);
+            }
+        } else if self.active.len() + self.pending.len() < ctx.config.active_view
+            && !self.unjoined.is_empty()
+        {
+            // Slots are free, no one is left to ask, and a bootstrap peer has not taken
+            // this node yet (see `rejoin_short`).
+            let wait = self.short_rejoin_wait(ctx.config);
+            self.arm_rejoin(ctx, wait);
         }
+    }
+
+    fn arm_rejoin<R>(&mut self, ctx: &mut Ctx<'_, P, R>, wait: Duration) {
+        let at = ctx.now + wait;
+        if self.rejoin_at.is_none_or(|armed| at < armed) {
+            self.rejoin_at = Some(at);
+            ctx.out.timer(at, Timer::new(self.topic, TimerKind::Rejoin));
+        }
+    }
+
+    fn short_rejoin_wait(&self, config: &MembershipConfig) -> Duration {
+        let cap = config.shuffle_interval.max(config.rejoin_interval);
+        config.rejoin_interval.saturating_mul(1 << self.short_rejoins.min(16)).min(cap)
     }
 
     /// Neighbour requests that went unanswered count as refused (the peer may be gone), and
@@ -750,28 +805,88 @@ impl<P: PeerIdentity> Membership<P> {
         }
     }
 
-    /// An isolated node joins again through its bootstrap peers and any contact it has.
+    /// An isolated node joins again through its bootstrap peers and any contact it has; one
+    /// short of neighbours with no one left to ask joins through one of them.
     pub(crate) fn on_rejoin<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        if self.rejoin_at.is_none_or(|at| at > ctx.now) {
+            // Superseded by an earlier arming, which did the work.
+            return;
+        }
+        self.rejoin_at = None;
         if !self.active.is_empty() || !self.pending.is_empty() {
             self.isolated = false;
+            self.rejoin_short(ctx);
             return;
         }
         let mut contacts = self.bootstrap.clone();
         contacts.extend(self.passive.iter().copied());
         contacts.sort();
         contacts.dedup();
+        self.unjoined.clear();
+        self.short_rejoins = 0;
         for peer in contacts {
             if ctx.filter.allow_active(&self.topic, &peer) {
                 self.send(ctx, peer, Body::Join);
                 self.pending.insert(peer, (ctx.now, true));
+                if self.bootstrap.contains(&peer) {
+                    self.unjoined.push(BootstrapJoin::new(peer));
+                }
             }
         }
         if self.hood.is_some() {
             self.refill(ctx, &[]);
         }
         self.arm_timeout(ctx);
-        ctx.out
-            .timer(ctx.now + ctx.config.rejoin_interval, Timer::new(self.topic, TimerKind::Rejoin));
+        self.arm_rejoin(ctx, ctx.config.rejoin_interval);
+    }
+
+    /// Nodes that joined while their bootstrap peers were full (and had spent their eviction
+    /// for the interval) can end up neighbours of each other only: each then has a
+    /// neighbour, so none is isolated, and full nodes refuse the low-priority requests of
+    /// `refill`. So a node short of neighbours joins again through a bootstrap peer that has
+    /// not taken it yet, as a join may take a full node's slot (once per
+    /// `walk_eviction_interval`). Each bootstrap peer is sent a join again a few times at
+    /// most, so every node's joins cost the network a bounded number of evictions, and a
+    /// bootstrap peer that refuses for good is not asked for ever.
+    ///
+    /// Once taken, a bootstrap peer is not asked again, though the next joiner there may take
+    /// the slot back (joins replace the last to come in): retrying then made late joiners at
+    /// one bootstrap peer replace each other in turn. The forward joins that the accepted
+    /// join set off leave the node other links into the network.
+    fn rejoin_short<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, P, R>) {
+        let now = ctx.now;
+        let topic = self.topic;
+        let filter = ctx.filter;
+        self.unjoined
+            .retain(|e| e.sent < MAX_JOINS_PER_BOOTSTRAP && filter.allow_active(&topic, &e.peer));
+        if self.active.len() + self.pending.len() >= ctx.config.active_view {
+            self.short_rejoins = 0;
+            return;
+        }
+        let mut joinable = Vec::new();
+        for i in 0..self.unjoined.len() {
+            let peer = self.unjoined[i].peer;
+            if !self.active.contains(&peer)
+                && !self.pending.contains_key(&peer)
+                && self.unreachable.get(&peer).is_none_or(|until| *until <= now)
+                && self.in_neighbourhood(ctx, &peer)
+            {
+                joinable.push(i);
+            }
+        }
+        if joinable.is_empty() {
+            return;
+        }
+        let i = joinable[ctx.rng.random_range(0..joinable.len())];
+        let entry = &mut self.unjoined[i];
+        entry.sent += 1;
+        let peer = entry.peer;
+        self.short_rejoins = self.short_rejoins.saturating_add(1);
+        self.send(ctx, peer, Body::Join);
+        self.pending.insert(peer, (now, true));
+        self.arm_timeout(ctx);
+        let wait = self.short_rejoin_wait(ctx.config);
+        self.arm_rejoin(ctx, wait);
     }
 
     /// Whether `peer` is a neighbour or being asked to be one.
