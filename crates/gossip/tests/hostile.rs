@@ -4,35 +4,19 @@
 
 #![allow(clippy::unwrap_used, reason = "test")]
 
+mod common;
+
+use common::{listen, swarm};
+
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
+use libp2p::{PeerId, Swarm, identity, noise, tcp, yamux};
 use mix_gossip::codec::{self, CONTROL_BUCKETS};
 use mix_gossip::proto::{Body, Message};
 use mix_gossip::{Behaviour, Config, Event, PROTOCOL, Route, TopicId};
 use prometheus_client::registry::Registry;
-
-fn gossip_swarm(config: &Config) -> Swarm<Behaviour> {
-    libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
-        .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|key| Behaviour::new(key.public().to_peer_id(), config.clone()))
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
-}
-
-async fn listen<B: libp2p::swarm::NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
-    loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return address;
-        }
-    }
-}
 
 fn dropped(registry: &Registry, kind: &str) -> u64 {
     let mut text = String::new();
@@ -70,7 +54,8 @@ async fn drive(
 async fn garbage_frames_are_counted_and_harm_nothing_else() {
     let config = Config { frame_timeout: Duration::from_millis(300), ..Default::default() };
     let topic = TopicId::from_name("hostile");
-    let (mut a, mut b) = (gossip_swarm(&config), gossip_swarm(&config));
+    let (mut a, mut b) =
+        (swarm(&config, Duration::from_secs(30)), swarm(&config, Duration::from_secs(30)));
     let addr_a = listen(&mut a).await;
     let (peer_a, peer_b) = (*a.local_peer_id(), *b.local_peer_id());
     let mut registry = Registry::default();

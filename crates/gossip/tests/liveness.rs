@@ -6,13 +6,17 @@
 
 #![allow(clippy::unwrap_used, reason = "test")]
 
+mod common;
+
+use common::{listen, swarm};
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
-use mix_gossip::{Behaviour, Config, Event, Route, TopicId};
+use libp2p::{Multiaddr, PeerId};
+use mix_gossip::{Config, Event, Route, TopicId};
 use tokio::sync::{mpsc, oneshot};
 
 const NODES: usize = 7;
@@ -43,26 +47,6 @@ fn config() -> Config {
     config
 }
 
-fn swarm(config: Config) -> Swarm<Behaviour> {
-    libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
-        .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|key| Behaviour::new(key.public().to_peer_id(), config.clone()))
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
-}
-
-async fn listen(swarm: &mut Swarm<Behaviour>) -> Multiaddr {
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
-    loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return address;
-        }
-    }
-}
-
 /// A node on a thread of its own (a current-thread runtime, so that its listener and every
 /// connection task its swarm spawns run there too), reporting every neighbour lost as (node,
 /// peer, when). Returns its commands, its peer id and its address.
@@ -76,7 +60,7 @@ fn spawn(
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
-            let mut swarm = swarm(config());
+            let mut swarm = swarm(&config(), Duration::from_secs(60));
             let addr = listen(&mut swarm).await;
             ready_tx.send((*swarm.local_peer_id(), addr)).unwrap();
             loop {

@@ -4,12 +4,16 @@
 
 #![allow(clippy::unwrap_used, reason = "test")]
 
+mod common;
+
+use common::{listen, swarm};
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
+use libp2p::{PeerId, Swarm};
 use mix_gossip::codec::{CONTROL_BUCKETS, PAYLOAD_BUCKETS};
 use mix_gossip::{Behaviour, Config, Event, Forwarding, MessageId, Route, TopicId};
 use prometheus_client::registry::Registry;
@@ -26,26 +30,6 @@ enum Command {
 struct Node {
     peer: PeerId,
     commands: mpsc::UnboundedSender<Command>,
-}
-
-fn swarm(config: Config) -> Swarm<Behaviour> {
-    libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
-        .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|key| Behaviour::new(key.public().to_peer_id(), config.clone()))
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
-}
-
-async fn listen(swarm: &mut Swarm<Behaviour>) -> Multiaddr {
-    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
-    loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return address;
-        }
-    }
 }
 
 /// Runs a swarm until the test ends, reporting each delivery as (node, id).
@@ -124,7 +108,7 @@ async fn twenty_nodes_with_batch_and_shuffle_deliver_everything_in_buckets() {
     let mut swarms = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..NODES {
-        let mut s = swarm(config.clone());
+        let mut s = swarm(&config, Duration::from_secs(30));
         let addr = listen(&mut s).await;
         addrs.push((*s.local_peer_id(), addr));
         swarms.push(s);

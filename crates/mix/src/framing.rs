@@ -48,9 +48,16 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
 }
 
 /// Writes frames already carrying their length prefix (see [`encode`]), then flushes once.
-pub async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, frames: &[Vec<u8>]) -> io::Result<()> {
+/// `written` counts the frames written whole as they go, so that a caller whose write fails,
+/// or is given up on, puts back only the others.
+pub async fn write_all<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &[Vec<u8>],
+    written: &mut usize,
+) -> io::Result<()> {
     for frame in frames {
         io.write_all(frame).await?;
+        *written += 1;
     }
     io.flush().await
 }
@@ -131,7 +138,9 @@ mod tests {
         let frames = vec![vec![1u8; 4608], vec![], vec![7u8; 300]];
         let framed: Vec<Vec<u8>> = frames.iter().map(|f| encode(f)).collect();
         let mut buf = Cursor::new(Vec::new());
-        block_on(write_all(&mut buf, &framed)).unwrap();
+        let mut written = 0;
+        block_on(write_all(&mut buf, &framed, &mut written)).unwrap();
+        assert_eq!(written, frames.len());
         assert_eq!(
             &buf.get_ref()[..2],
             &[0x80, 0x24],

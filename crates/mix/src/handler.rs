@@ -597,14 +597,8 @@ async fn write_batch(
     timeout: Duration,
 ) -> WriteResult {
     let mut written = 0;
-    let outcome = framing::within(timeout, async {
-        for frame in &batch {
-            stream.write_all(frame).await?;
-            written += 1;
-        }
-        stream.flush().await
-    })
-    .await;
+    let outcome =
+        framing::within(timeout, framing::write_all(&mut stream, &batch, &mut written)).await;
     let error = match outcome {
         Some(Ok(())) => return Ok(stream),
         Some(Err(e)) => e,

@@ -375,7 +375,9 @@ struct LimitsSection {
     pool_per_24: usize,
     pool_per_16: usize,
     pool_max_nodes: usize,
-    pool_exempt_local: bool,
+    /// Unset: exempt only when every listen and advertised address is loopback or private
+    /// (see [`exempt_local`]).
+    pool_exempt_local: Option<bool>,
 }
 
 impl Default for LimitsSection {
@@ -397,7 +399,7 @@ impl Default for LimitsSection {
             pool_per_24: p.per_24,
             pool_per_16: p.per_16,
             pool_max_nodes: p.max_nodes,
-            pool_exempt_local: p.exempt_local,
+            pool_exempt_local: None,
         }
     }
 }
@@ -679,7 +681,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         per_24: l.pool_per_24.max(1),
         per_16: l.pool_per_16.max(1),
         max_nodes: l.pool_max_nodes.max(1),
-        exempt_local: l.pool_exempt_local,
+        exempt_local: exempt_local(l.pool_exempt_local, &file.network),
     };
     let streams = file.streams.config()?;
     let gossip = file.gossip.as_ref().map(GossipSection::spec).transpose()?;
@@ -856,6 +858,32 @@ fn apply_rotation(
 }
 
 /// Resource limits and the network settings the mix behaviour takes.
+/// Whether local addresses are exempt from the pool's subnet caps. Set, as set; unset, only for
+/// a node whose every listen and advertised address is loopback or private (a local testnet):
+/// on a public node, records claiming private addresses would otherwise fill the pool with no
+/// cap at all, for free.
+fn exempt_local(set: Option<bool>, network: &NetworkConfig) -> bool {
+    let exempt =
+        set.unwrap_or_else(|| network.listen.iter().chain(&network.advertise).all(is_local_addr));
+    if exempt && network.advertise.as_ref().is_some_and(|addr| !is_local_addr(addr)) {
+        tracing::warn!(
+            "limits.pool_exempt_local is on while this node advertises a public address: records \
+             claiming loopback or private addresses are not capped per subnet"
+        );
+    }
+    exempt
+}
+
+/// Loopback or private: an IPv4 address [`libp2p_mix::core::is_local`] counts, or IPv6
+/// loopback. Unspecified addresses (`0.0.0.0`) and names are not.
+fn is_local_addr(addr: &Multiaddr) -> bool {
+    addr.iter().next().is_some_and(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified() && libp2p_mix::core::is_local(ip),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
 fn apply_limits(
     l: &LimitsSection,
     network: &NetworkConfig,
@@ -1184,5 +1212,26 @@ mod tests {
 
         let unknown = EXAMPLE.replace("[network]", "[network]\nlisten_on = []");
         assert!(parse(&unknown).is_err());
+    }
+
+    /// Found by review: the example set `pool_exempt_local = true`, so a public node took any
+    /// number of records claiming private addresses, uncapped. Unset, only a node that is
+    /// local itself exempts local addresses.
+    #[test]
+    fn only_a_local_node_exempts_local_addresses_from_the_subnet_caps() {
+        let exempt = |text: &str| parse(text).unwrap().spec.pool_limits.exempt_local;
+        assert!(exempt(EXAMPLE), "the example listens on 127.0.0.1");
+        let public = EXAMPLE.replacen(
+            "listen = [\"/ip4/127.0.0.1/tcp/4242\"]",
+            "listen = [\"/ip4/0.0.0.0/tcp/4242\"]\nadvertise = \"/ip4/203.0.113.7/tcp/4242\"",
+            1,
+        );
+        assert_ne!(public, EXAMPLE);
+        assert!(!exempt(&public));
+        let unspecified = EXAMPLE.replacen("/ip4/127.0.0.1/tcp/4242", "/ip4/0.0.0.0/tcp/4242", 1);
+        assert!(!exempt(&unspecified), "a node listening everywhere may be public");
+        let set = "# pool_exempt_local = false";
+        assert!(!exempt(&EXAMPLE.replacen(set, "pool_exempt_local = false", 1)));
+        assert!(exempt(&public.replacen(set, "pool_exempt_local = true", 1)));
     }
 }

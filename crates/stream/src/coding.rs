@@ -149,7 +149,12 @@ pub(crate) fn next_block(
 /// The application bytes of a block's coded bytes.
 pub(crate) fn unpack(coded: Vec<u8>, compressed: bool) -> Result<Vec<u8>, BlockError> {
     let data = if compressed {
-        zstd::bulk::decompress(&coded, MAX_BLOCK_BYTES).map_err(|_| BlockError::Decompress)?
+        // Decompressing reserves the whole cap; what is held is counted by its length, so it
+        // must not keep more.
+        let mut data =
+            zstd::bulk::decompress(&coded, MAX_BLOCK_BYTES).map_err(|_| BlockError::Decompress)?;
+        data.shrink_to_fit();
+        data
     } else {
         coded
     };
@@ -163,6 +168,16 @@ pub(crate) fn unpack(coded: Vec<u8>, compressed: bool) -> Result<Vec<u8>, BlockE
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// Found by review: decompressing reserved the whole block cap, so a block of one byte
+    /// held 256 KiB while the budgets counted one.
+    #[test]
+    fn a_decompressed_block_holds_no_more_than_its_length() {
+        let coded = zstd::bulk::compress(b"x", 1).unwrap();
+        let data = unpack(coded, true).unwrap();
+        assert_eq!(data, b"x");
+        assert!(data.capacity() < 4096, "{} bytes reserved", data.capacity());
+    }
 
     #[test]
     fn any_k_shards_rebuild_a_block() {

@@ -625,6 +625,13 @@ impl Connection {
         self.recv.buffered_bytes()
     }
 
+    /// Caps the rebuilt bytes this stream holds, waiting for an earlier block or for the
+    /// application; shards that would complete a block past it are refused
+    /// ([`ShardError::OverBudget`]) and sent again by the peer. Unlimited by default.
+    pub fn set_rebuilt_limit(&mut self, bytes: usize) {
+        self.recv.set_rebuilt_limit(bytes);
+    }
+
     /// Sends what is buffered now, without waiting for more.
     pub fn flush(&mut self) {
         self.send.flush();

@@ -28,6 +28,10 @@ pub enum ShardError {
     /// The block it completed could not be rebuilt.
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// It would complete a block while the stream holds its share of the node's memory in
+    /// rebuilt blocks not read yet: refused, and sent again by the peer later.
+    #[error("the stream holds its share of rebuilt bytes")]
+    OverBudget,
 }
 
 struct Partial {
@@ -69,6 +73,11 @@ pub(crate) struct RecvHalf {
     partial: BTreeMap<u32, Partial>,
     /// Rebuilt blocks waiting for an earlier one.
     ready: BTreeMap<u32, (Vec<u8>, bool)>,
+    /// Bytes in `ready`.
+    ready_bytes: usize,
+    /// Rebuilt bytes (`ready` and `readable`) past which no block is completed, unless
+    /// none are held (see [`Self::set_rebuilt_limit`]).
+    rebuilt_limit: usize,
     readable: VecDeque<Vec<u8>>,
     /// Bytes of the front of `readable` already read.
     read_offset: usize,
@@ -104,6 +113,8 @@ impl RecvHalf {
             next: 0,
             partial: BTreeMap::new(),
             ready: BTreeMap::new(),
+            ready_bytes: 0,
+            rebuilt_limit: usize::MAX,
             readable: VecDeque::new(),
             read_offset: 0,
             readable_bytes: 0,
@@ -133,8 +144,17 @@ impl RecvHalf {
     /// not read yet.
     pub(crate) fn buffered_bytes(&self) -> usize {
         let partial: usize = self.partial.values().map(Partial::held_bytes).sum();
-        let ready: usize = self.ready.values().map(|(b, _)| b.len()).sum();
-        partial + ready + self.readable_bytes
+        partial + self.ready_bytes + self.readable_bytes
+    }
+
+    /// Caps the rebuilt bytes held (blocks waiting for an earlier one, and bytes not read).
+    /// A shard sent as a few bytes can rebuild a block of [`coding::MAX_BLOCK_BYTES`]
+    /// (compressed zeros), so shards alone do not bound them; a shard that would complete a
+    /// block past the cap is refused and the peer sends it again later. A stream whose
+    /// application has read everything always completes its next block in order, so it can
+    /// always make progress.
+    pub(crate) fn set_rebuilt_limit(&mut self, bytes: usize) {
+        self.rebuilt_limit = bytes;
     }
 
     fn window_end(&self) -> u32 {
@@ -184,6 +204,22 @@ impl RecvHalf {
             self.stats.duplicate_shards += 1;
             return Ok(());
         }
+        let completes = partial.bitmap.count_ones() + 1 >= u32::from(partial.k);
+        let most = if partial.flags & DATA_COMPRESSED != 0 {
+            coding::MAX_BLOCK_BYTES
+        } else {
+            partial.len as usize
+        };
+        // The next block in order counts only what waits for the application: the blocks
+        // waiting for it would otherwise keep it out for good.
+        let rebuilt = if data.block == self.next {
+            self.readable_bytes
+        } else {
+            self.ready_bytes + self.readable_bytes
+        };
+        if completes && rebuilt > 0 && rebuilt + most > self.rebuilt_limit {
+            return Err(ShardError::OverBudget);
+        }
         partial.bitmap |= bit;
         partial.shards[usize::from(data.index)] = Some(data.shard);
         if partial.bitmap.count_ones() < u32::from(partial.k) {
@@ -201,14 +237,17 @@ impl RecvHalf {
             self.partial.retain(|b, _| *b < data.block);
             let before = self.ready.len();
             self.ready.retain(|b, _| *b < data.block);
+            self.ready_bytes = self.ready.values().map(|(b, _)| b.len()).sum();
             self.stats.discarded_blocks += (before - self.ready.len()) as u64;
         }
         self.stats.blocks += 1;
         self.stats.recovered += u64::from(missing_data);
         self.unacked_blocks += 1;
         self.unacked_since.get_or_insert(now);
+        self.ready_bytes += bytes.len();
         self.ready.insert(data.block, (bytes, fin));
         while let Some((bytes, fin)) = self.ready.remove(&self.next) {
+            self.ready_bytes -= bytes.len();
             self.next += 1;
             if !bytes.is_empty() {
                 self.readable_bytes += bytes.len();

@@ -88,6 +88,15 @@ fn opener_frames(
     frames
 }
 
+/// A mix pool of one exit, and that exit's peer id.
+fn pool_of_one_exit() -> (PeerId, StaticPool) {
+    let exit = libp2p_identity::Keypair::generate_secp256k1().public().to_peer_id();
+    let exit_mix = NodeSecretKey::generate(&mut rand::rng()).public_key();
+    let entry =
+        MixNode::new(exit, "/ip4/127.0.0.2/tcp/1".parse().unwrap(), exit_mix, true).unwrap();
+    (exit, StaticPool::new([entry]).unwrap())
+}
+
 /// Delivers `frames` as exits would, each from a peer of its own.
 fn deliver(behaviour: &mut Behaviour, frames: &[Vec<u8>]) {
     for frame in frames {
@@ -125,8 +134,8 @@ fn settle(behaviour: &mut Behaviour) {
 #[test]
 fn a_replayed_message_is_refused_after_twenty_thousand_other_openings() {
     let config = Config {
-        accept_rate: 1e9,
         // Every opening here comes from a peer of its own outside the pool.
+        stranger_accept_rate: 1e9,
         max_accepted_from_strangers: usize::MAX,
         linger: Duration::ZERO,
         message_backlog: 1,
@@ -260,17 +269,13 @@ fn messages_are_bounded_one_by_one_and_all_together() {
 /// find a slot when strangers hold all of theirs.
 #[test]
 fn strangers_share_a_few_slots_and_cannot_take_the_pools() {
-    let exit_key = libp2p_identity::Keypair::generate_secp256k1();
-    let exit = exit_key.public().to_peer_id();
-    let exit_mix = NodeSecretKey::generate(&mut rand::rng()).public_key();
-    let entry =
-        MixNode::new(exit, "/ip4/127.0.0.2/tcp/1".parse().unwrap(), exit_mix, true).unwrap();
+    let (exit, pool) = pool_of_one_exit();
     let config = Config {
         max_accepted_from_strangers: 8,
         max_accepted_per_stranger: 2,
         ..Config::default()
     };
-    let (mut node, key) = acceptor_with_pool(config, StaticPool::new([entry]).unwrap());
+    let (mut node, key) = acceptor_with_pool(config, pool);
     let metrics = node.metrics().clone();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
     let strangers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
@@ -293,4 +298,113 @@ fn strangers_share_a_few_slots_and_cannot_take_the_pools() {
     }
     settle(&mut node);
     assert_eq!(node.active_streams(), 11, "the pool's exit is no stranger");
+}
+
+/// Attack (found by review): a shard of a few bytes can rebuild a block of 256 KiB
+/// (compressed zeros). Streams that each send every block of their window but the first held
+/// them all, out of order: before, four such streams held 3 MiB against a budget of 1 MiB,
+/// for 80 KB sent (256 streams with a window each would hold gigabytes). Now each holds at
+/// most its share of the budget (at least one block), and the rest are refused until the
+/// first arrives.
+#[test]
+fn blocks_rebuilt_out_of_order_stay_within_the_memory_budget() {
+    const MIB: usize = 1 << 20;
+    let config = Config { max_accepted_bytes: MIB, ..Config::default() };
+    let (mut node, key) = acceptor(config);
+    let metrics = node.metrics().clone();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(6);
+    let zeros = vec![0u8; 8 * mix_stream::MAX_BLOCK_BYTES];
+    let streams: Vec<Vec<Vec<u8>>> = (0..4)
+        .map(|_| opener_frames(&key, Mode::Message, &zeros, true, Duration::ZERO, &mut rng))
+        .collect();
+    for frames in &streams {
+        assert!(frames.len() > 4 && frames.len() * frames[0].len() < 64 * 1024, "compressed");
+    }
+    // The first three frames carry the first block (its data shard and two of parity): held
+    // back. Each stream is opened first, then gets every other block it sent.
+    for frames in &streams {
+        deliver(&mut node, &frames[3..4]);
+    }
+    settle(&mut node);
+    assert_eq!(node.active_streams(), 4);
+    for frames in &streams {
+        deliver(&mut node, &frames[4..]);
+        settle(&mut node);
+    }
+    assert_eq!(node.endpoint().stats().bytes_received, 0, "nothing in order");
+    let held = node.endpoint().stats().accepted_bytes;
+    assert!(held <= MIB + mix_stream::MAX_BLOCK_BYTES, "{held} bytes held");
+    assert!(metrics.frames_dropped("rebuilt_share") > 0);
+}
+
+/// Attack (found by review): openings through the pool's exits (an anonymous sender's, as
+/// honest ones are) each hold a slot with one block and then one frame now and then, which
+/// keeps them from their idle timeout. Before, with every slot held, every new stream and
+/// message was refused for as long as that went on (the control below, with eviction put
+/// off, shows it). Now a new opening takes the slot of the stream that went longest without
+/// a block, once that is `stalled_after`.
+#[test]
+fn streams_that_stall_cannot_keep_new_ones_out() {
+    for stalled_after in [Duration::from_secs(3600), Duration::from_millis(50)] {
+        let (exit, pool) = pool_of_one_exit();
+        let config = Config { max_accepted: 8, stalled_after, ..Config::default() };
+        let (mut node, key) = acceptor_with_pool(config, pool);
+        let control = node.control();
+        let metrics = node.metrics().clone();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        for _ in 0..8 {
+            let frames =
+                opener_frames(&key, Mode::Message, b"hold", false, Duration::ZERO, &mut rng);
+            deliver_from(&mut node, exit, frames[0].clone());
+        }
+        settle(&mut node);
+        assert_eq!(node.active_streams(), 8);
+        std::thread::sleep(Duration::from_millis(80));
+        settle(&mut node);
+        for frame in message_frames(&key, b"honest", Duration::ZERO, &mut rng) {
+            deliver_from(&mut node, exit, frame);
+        }
+        settle(&mut node);
+        let got = control.next_message().now_or_never().flatten();
+        if stalled_after > Duration::from_secs(60) {
+            assert_eq!(got, None, "control: every slot held");
+            assert!(metrics.frames_dropped("too_many_streams") > 0);
+        } else {
+            assert_eq!(got, Some(b"honest".to_vec()));
+            assert_eq!(metrics.frames_dropped("stalled_evicted"), 1);
+            assert_eq!(node.active_streams(), 8);
+        }
+    }
+}
+
+/// Attack (found by review): junk frames from many stranger identities, each within its own
+/// opening budget, used up the node-wide one, so openings through the pool's exits were
+/// refused (`accept_rate`). Strangers now draw on a budget of their own.
+#[test]
+fn junk_from_many_strangers_leaves_the_pools_openings_their_budget() {
+    let (exit, pool) = pool_of_one_exit();
+    let config = Config {
+        accept_rate: 100.0,
+        stranger_accept_rate: 100.0,
+        peer_accept_rate: 50.0,
+        ..Config::default()
+    };
+    let (mut node, key) = acceptor_with_pool(config, pool);
+    let control = node.control();
+    let metrics = node.metrics().clone();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
+    for _ in 0..4 {
+        let stranger = PeerId::random();
+        for _ in 0..50 {
+            deliver_from(&mut node, stranger, junk(&mut rng));
+        }
+    }
+    settle(&mut node);
+    for frame in message_frames(&key, b"through the pool", Duration::ZERO, &mut rng) {
+        deliver_from(&mut node, exit, frame);
+    }
+    settle(&mut node);
+    assert_eq!(control.next_message().now_or_never(), Some(Some(b"through the pool".to_vec())));
+    assert_eq!(metrics.frames_dropped("accept_rate"), 0);
+    assert!(metrics.frames_dropped("stranger_accept_rate") >= 90);
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 
 use super::stats::{mode_index, role_index};
-use super::{Endpoint, EndpointEvent, Entry, StreamId, lock};
+use super::{Endpoint, EndpointEvent, Entry, Outcome, RESET_ABANDONED, StreamId, lock};
 use crate::labels::LabelUpdate;
 use crate::{AcceptError, Connection, FrameDrop, Mode, Role, StreamConfig, frame};
 
@@ -61,13 +61,24 @@ impl Endpoint {
             self.stats.drop(reason);
             return;
         }
+        if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted {
+            match self.stalled(now) {
+                Some(victim) => self.evict(victim),
+                None => {
+                    self.stats.drop("too_many_streams");
+                    return;
+                }
+            }
+        }
         self.insert_accepted(now, conn, from, !from_member);
     }
 
     /// Whether a new opening from `from` may cost a Diffie-Hellman and a slot now; the reason
     /// to drop it if not.
     fn admit(&mut self, now: Instant, from: PeerId, member: bool) -> Result<(), &'static str> {
-        if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted {
+        if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted
+            && self.stalled(now).is_none()
+        {
             return Err("too_many_streams");
         }
         if self.accepted_bytes >= self.config.max_accepted_bytes {
@@ -88,11 +99,52 @@ impl Endpoint {
         if !self.peers.take_opening(from, now) {
             return Err("peer_accept_rate");
         }
-        let cap = self.config.accept_rate.max(1.0);
-        if !self.accept.take(cap, cap, now) {
-            return Err("accept_rate");
+        if member {
+            let cap = self.config.accept_rate.max(1.0);
+            if !self.accept.take(cap, cap, now) {
+                return Err("accept_rate");
+            }
+        } else {
+            let cap = self.config.stranger_accept_rate.max(1.0);
+            if !self.stranger_accept.take(cap, cap, now) {
+                return Err("stranger_accept_rate");
+            }
         }
         Ok(())
+    }
+
+    /// The accepted stream whose slot a new opening may take when all are held: one that
+    /// ended and lingers, or else the one that has gone longest without a new block, if that
+    /// is at least [`super::Config::stalled_after`].
+    fn stalled(&self, now: Instant) -> Option<StreamId> {
+        let acceptors = self.streams.iter().filter(|(_, e)| e.role == Role::Acceptor);
+        if let Some((id, _)) =
+            acceptors.clone().filter(|(_, e)| e.ended.is_some()).min_by_key(|(_, e)| e.ended)
+        {
+            return Some(*id);
+        }
+        let (id, entry) = acceptors.min_by_key(|(_, e)| e.progressed)?;
+        let since = now.saturating_duration_since(entry.progressed?);
+        (since >= self.config.stalled_after).then_some(*id)
+    }
+
+    /// Gives up accepted stream `id` at once for a new one: reset on this side (its
+    /// application hears so), forgotten, counted.
+    fn evict(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get(&id) else { return };
+        let lingering = entry.ended.is_some();
+        let stats = {
+            let mut shared = lock(&entry.shared);
+            shared.conn.reset(RESET_ABANDONED);
+            shared.wake();
+            shared.conn.stats()
+        };
+        if !lingering {
+            self.stats.end(Outcome::Reset, &stats);
+            self.stats.active[role_index(Role::Acceptor)] -= 1;
+            self.stats.drop("stalled_evicted");
+        }
+        self.remove(id);
     }
 
     /// Refuses an opening sealed too far from this node's clock, or seen within the
@@ -142,6 +194,7 @@ impl Endpoint {
         let mut entry = Entry::new(conn, Role::Acceptor);
         entry.inbox = (mode == Mode::Message).then(Vec::new);
         entry.awaiting_data = Some(now);
+        entry.progressed = Some(now);
         entry.via = Some(via);
         entry.via_stranger = stranger;
         self.streams.insert(id, entry);
@@ -159,8 +212,10 @@ impl Endpoint {
         id: StreamId,
         handle: impl FnOnce(&mut Connection) -> Result<(), FrameDrop>,
     ) {
+        let share = self.rebuilt_share();
         let Some(entry) = self.streams.get(&id) else { return };
         let mut shared = lock(&entry.shared);
+        shared.conn.set_rebuilt_limit(share);
         let result = handle(&mut shared.conn);
         let updates = shared.conn.drain_label_updates();
         drop(shared);
@@ -182,13 +237,27 @@ impl Endpoint {
         self.dirty.push(id);
     }
 
+    /// How many rebuilt bytes each stream may hold: an equal share of
+    /// [`super::Config::max_accepted_bytes`], and at least one block. A shard of a few bytes
+    /// can rebuild a whole block, so without a share 256 streams each holding a window of
+    /// blocks out of order would hold gigabytes for a few megabytes sent.
+    fn rebuilt_share(&self) -> usize {
+        let streams = self.held.iter().sum::<usize>().max(1);
+        (self.config.max_accepted_bytes / streams).max(crate::coding::MAX_BLOCK_BYTES)
+    }
+
     /// A reply through one of the SURBs stream `id` sent: a frame back from its acceptor.
     pub fn handle_reply(&mut self, now: Instant, id: &StreamId, body: &[u8]) {
         let Some(entry) = self.streams.get(id) else {
             self.stats.drop("stream_ended");
             return;
         };
-        let result = lock(&entry.shared).conn.handle_frame(now, body);
+        let share = self.rebuilt_share();
+        let mut shared = lock(&entry.shared);
+        // An acceptor can send compressed zeros back too.
+        shared.conn.set_rebuilt_limit(share);
+        let result = shared.conn.handle_frame(now, body);
+        drop(shared);
         if let Err(e) = result {
             self.stats.drop(drop_label(&e));
         }
@@ -204,6 +273,7 @@ pub(super) fn drop_label(e: &FrameDrop) -> &'static str {
         FrameDrop::UnknownLabel => "unknown_label",
         FrameDrop::TooOld => "too_old",
         FrameDrop::Protocol(_) => "protocol",
+        FrameDrop::Shard(crate::ShardError::OverBudget) => "rebuilt_share",
         FrameDrop::Shard(_) => "shard",
     }
 }

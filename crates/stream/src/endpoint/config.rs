@@ -43,6 +43,17 @@ pub struct Config {
     pub max_accepted_from_strangers: usize,
     /// Of those, at most this many from any one stranger.
     pub max_accepted_per_stranger: usize,
+    /// New streams accepted per second at most from openings that strangers (peers outside
+    /// the mix pool) delivered, all together; they draw on this budget instead of
+    /// [`Self::accept_rate`], so junk from many stranger identities does not use up the
+    /// Diffie-Hellmans that openings through the pool's exits need.
+    pub stranger_accept_rate: f64,
+    /// When every slot for accepted streams is taken, a new opening takes the slot of one
+    /// that ended and lingers, or else of the one that has gone longest without a new block
+    /// either way, if that is at least this long (counted as `stalled_evicted`). Slots held by
+    /// streams that barely move (one frame now and then keeps a stream from its idle timeout)
+    /// would otherwise keep every new stream out.
+    pub stalled_after: Duration,
     /// How long a stream that ended (either side) is kept, to acknowledge late
     /// retransmissions.
     pub linger: Duration,
@@ -90,6 +101,8 @@ impl Default for Config {
             peer_accept_rate: 200.0,
             max_accepted_from_strangers: 32,
             max_accepted_per_stranger: 4,
+            stranger_accept_rate: 200.0,
+            stalled_after: Duration::from_secs(20),
             linger: Duration::from_secs(30),
             accept_rate: 2000.0,
             max_inbound_reads: 256,

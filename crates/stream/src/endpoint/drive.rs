@@ -54,6 +54,11 @@ impl Endpoint {
         // What the application waits for may have happened.
         s.wake();
         let conn_stats = s.conn.stats();
+        if conn_stats.recv.blocks > entry.stats.recv.blocks
+            || conn_stats.send.blocks > entry.stats.send.blocks
+        {
+            entry.progressed = Some(now);
+        }
         stats.progress(&entry.stats, &conn_stats, entry.role);
         entry.stats = conn_stats;
         if let Some(at) = entry.awaiting_data {
@@ -144,7 +149,7 @@ impl Endpoint {
         self.set_deadline(id, Some(next));
     }
 
-    fn remove(&mut self, id: StreamId) {
+    pub(super) fn remove(&mut self, id: StreamId) {
         if let Some(gone) = self.streams.remove(&id) {
             self.held[role_index(gone.role)] -= 1;
             self.accepted_bytes = self.accepted_bytes.saturating_sub(gone.charged);

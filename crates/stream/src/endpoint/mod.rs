@@ -160,6 +160,8 @@ struct Entry {
     via_stranger: bool,
     /// Acceptor: the bytes it holds, as last counted in [`Endpoint::accepted_bytes`].
     charged: usize,
+    /// Acceptor: when it was accepted or last completed or formed a block.
+    progressed: Option<Instant>,
 }
 
 impl Entry {
@@ -179,6 +181,7 @@ impl Entry {
             via: None,
             via_stranger: false,
             charged: 0,
+            progressed: None,
         }
     }
 }
@@ -228,6 +231,9 @@ pub struct Endpoint {
     loss: NetworkLoss,
     /// New streams accepted, all peers together.
     accept: Bucket,
+    /// The DH budget of openings that strangers deliver (see
+    /// [`Config::stranger_accept_rate`]).
+    stranger_accept: Bucket,
     peers: PeerBudgets,
     /// Bytes accepted streams and messages hold (see [`Config::max_accepted_bytes`]).
     accepted_bytes: usize,
@@ -271,6 +277,7 @@ impl Endpoint {
         Self {
             loss,
             accept: Bucket::full(config.accept_rate.max(1.0), now),
+            stranger_accept: Bucket::full(config.stranger_accept_rate.max(1.0), now),
             peers: PeerBudgets::new(config.peer_frame_rate, config.peer_accept_rate),
             config,
             limits,
