@@ -858,17 +858,21 @@ fn apply_rotation(
 }
 
 /// Resource limits and the network settings the mix behaviour takes.
-/// Whether local addresses are exempt from the pool's subnet caps. Set, as set; unset, only for
-/// a node whose every listen and advertised address is loopback or private (a local testnet):
-/// on a public node, records claiming private addresses would otherwise fill the pool with no
-/// cap at all, for free.
+/// Whether local addresses are exempt from the pool's subnet caps. Set, as set; unset, only
+/// for a node that is local itself: its advertised address, if it has one, is loopback or
+/// private (a testnet in containers listens on `0.0.0.0` and advertises a private address),
+/// and otherwise every listen address is (a local testnet on 127.0.0.1). On a public node,
+/// records claiming private addresses would otherwise fill the pool with no cap, for free.
 fn exempt_local(set: Option<bool>, network: &NetworkConfig) -> bool {
-    let exempt =
-        set.unwrap_or_else(|| network.listen.iter().chain(&network.advertise).all(is_local_addr));
-    if exempt && network.advertise.as_ref().is_some_and(|addr| !is_local_addr(addr)) {
+    let local = match &network.advertise {
+        Some(addr) => is_local_addr(addr),
+        None => network.listen.iter().all(is_local_addr),
+    };
+    let exempt = set.unwrap_or(local);
+    if exempt && !local {
         tracing::warn!(
-            "limits.pool_exempt_local is on while this node advertises a public address: records \
-             claiming loopback or private addresses are not capped per subnet"
+            "limits.pool_exempt_local is on for a node that may be public: records claiming \
+             loopback or private addresses are not capped per subnet"
         );
     }
     exempt
@@ -1230,6 +1234,13 @@ mod tests {
         assert!(!exempt(&public));
         let unspecified = EXAMPLE.replacen("/ip4/127.0.0.1/tcp/4242", "/ip4/0.0.0.0/tcp/4242", 1);
         assert!(!exempt(&unspecified), "a node listening everywhere may be public");
+        let containers = unspecified.replacen(
+            "# advertise = \"/ip4/203.0.113.7/tcp/4242\"",
+            "advertise = \"/ip4/172.17.0.2/tcp/4242\"",
+            1,
+        );
+        assert_ne!(containers, unspecified);
+        assert!(exempt(&containers), "listening everywhere, advertising a private address");
         let set = "# pool_exempt_local = false";
         assert!(!exempt(&EXAMPLE.replacen(set, "pool_exempt_local = false", 1)));
         assert!(exempt(&public.replacen(set, "pool_exempt_local = true", 1)));

@@ -78,6 +78,8 @@ pub(crate) struct RecvHalf {
     /// Rebuilt bytes (`ready` and `readable`) past which no block is completed, unless
     /// none are held (see [`Self::set_rebuilt_limit`]).
     rebuilt_limit: usize,
+    /// A block was refused for the limit since the last read that made room.
+    over_budget: bool,
     readable: VecDeque<Vec<u8>>,
     /// Bytes of the front of `readable` already read.
     read_offset: usize,
@@ -115,6 +117,7 @@ impl RecvHalf {
             ready: BTreeMap::new(),
             ready_bytes: 0,
             rebuilt_limit: usize::MAX,
+            over_budget: false,
             readable: VecDeque::new(),
             read_offset: 0,
             readable_bytes: 0,
@@ -150,9 +153,9 @@ impl RecvHalf {
     /// Caps the rebuilt bytes held (blocks waiting for an earlier one, and bytes not read).
     /// A shard sent as a few bytes can rebuild a block of [`coding::MAX_BLOCK_BYTES`]
     /// (compressed zeros), so shards alone do not bound them; a shard that would complete a
-    /// block past the cap is refused and the peer sends it again later. A stream whose
-    /// application has read everything always completes its next block in order, so it can
-    /// always make progress.
+    /// block past the cap (at its rebuilt length) is refused and the peer sends it again
+    /// later. A stream whose application has read everything always completes its next block
+    /// in order, so it can always make progress.
     pub(crate) fn set_rebuilt_limit(&mut self, bytes: usize) {
         self.rebuilt_limit = bytes;
     }
@@ -204,22 +207,6 @@ impl RecvHalf {
             self.stats.duplicate_shards += 1;
             return Ok(());
         }
-        let completes = partial.bitmap.count_ones() + 1 >= u32::from(partial.k);
-        let most = if partial.flags & DATA_COMPRESSED != 0 {
-            coding::MAX_BLOCK_BYTES
-        } else {
-            partial.len as usize
-        };
-        // The next block in order counts only what waits for the application: the blocks
-        // waiting for it would otherwise keep it out for good.
-        let rebuilt = if data.block == self.next {
-            self.readable_bytes
-        } else {
-            self.ready_bytes + self.readable_bytes
-        };
-        if completes && rebuilt > 0 && rebuilt + most > self.rebuilt_limit {
-            return Err(ShardError::OverBudget);
-        }
         partial.bitmap |= bit;
         partial.shards[usize::from(data.index)] = Some(data.shard);
         if partial.bitmap.count_ones() < u32::from(partial.k) {
@@ -230,6 +217,22 @@ impl RecvHalf {
         let coded =
             coder.decode(partial.k, partial.n, partial.len as usize, &mut partial.shards)?;
         let bytes = coding::unpack(coded, partial.flags & DATA_COMPRESSED != 0)?;
+        // The next block in order counts only what waits for the application: the blocks
+        // waiting for it would otherwise keep it out for good.
+        let rebuilt = if data.block == self.next {
+            self.readable_bytes
+        } else {
+            self.ready_bytes + self.readable_bytes
+        };
+        if rebuilt > 0 && rebuilt + bytes.len() > self.rebuilt_limit {
+            // Counted at its real length, known only once rebuilt. The other shards stay;
+            // this one is sent again, and a read that makes room says so at once.
+            partial.bitmap &= !bit;
+            partial.shards[usize::from(data.index)] = None;
+            self.partial.insert(data.block, partial);
+            self.over_budget = true;
+            return Err(ShardError::OverBudget);
+        }
         let fin = partial.flags & DATA_FIN != 0;
         if fin {
             self.end = Some(data.block);
@@ -286,6 +289,12 @@ impl RecvHalf {
         }
         self.readable_bytes -= n;
         self.stats.bytes_read += n as u64;
+        if n > 0 && self.over_budget {
+            // The sender resends what was refused only when it hears, or at its next
+            // retransmission timeout (which backs off to seconds).
+            self.over_budget = false;
+            self.window_update = true;
+        }
         n
     }
 
@@ -366,5 +375,42 @@ mod tests {
         assert!(recv.is_eof());
         assert_eq!(recv.stats().discarded_blocks, 1);
         assert_eq!(recv.buffered_bytes(), 0);
+    }
+
+    fn compressed(block: u32, bytes: &[u8]) -> Data {
+        let shard = zstd::bulk::compress(bytes, 1).unwrap();
+        let len = u32::try_from(shard.len()).unwrap();
+        Data { block, index: 0, k: 1, n: 1, flags: DATA_COMPRESSED, len, shard }
+    }
+
+    /// Rebuilt bytes are held to the limit at their rebuilt length: blocks out of order are
+    /// refused past it (and taken when sent again once there is room), the next block in
+    /// order is taken whatever waits for it, and a read after a refusal asks for an
+    /// acknowledgement at once.
+    #[test]
+    fn rebuilt_bytes_stay_within_the_limit() {
+        let mut recv = RecvHalf::new(32);
+        recv.set_rebuilt_limit(coding::MAX_BLOCK_BYTES);
+        let mut coder = Coder::default();
+        let now = Instant::now();
+        let small = vec![1u8; 10_000];
+        // Compressed blocks count what they rebuild to, not the most they could.
+        recv.on_data(now, compressed(2, &small), &mut coder).unwrap();
+        recv.on_data(now, compressed(3, &small), &mut coder).unwrap();
+        let big = vec![0u8; coding::MAX_BLOCK_BYTES - 15_000];
+        assert_eq!(recv.on_data(now, compressed(4, &big), &mut coder), Err(ShardError::OverBudget));
+        assert!(recv.buffered_bytes() < 30_000, "{}", recv.buffered_bytes());
+        // The next in order is taken, and everything flows to the reader.
+        recv.on_data(now, compressed(0, &big), &mut coder).unwrap();
+        recv.on_data(now, compressed(1, &small), &mut coder).unwrap();
+        assert_eq!(recv.readable(), big.len() + 3 * small.len());
+        recv.window_update = false;
+        // Unread, it holds block 4 out: reading makes room and says so.
+        assert_eq!(recv.on_data(now, compressed(4, &big), &mut coder), Err(ShardError::OverBudget));
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(recv.read(&mut buf), big.len() + 3 * small.len());
+        assert!(recv.window_update, "the sender hears of the room");
+        recv.on_data(now, compressed(4, &big), &mut coder).unwrap();
+        assert_eq!(recv.read(&mut buf), big.len());
     }
 }

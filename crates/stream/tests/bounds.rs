@@ -372,7 +372,15 @@ fn streams_that_stall_cannot_keep_new_ones_out() {
         } else {
             assert_eq!(got, Some(b"honest".to_vec()));
             assert_eq!(metrics.frames_dropped("stalled_evicted"), 1);
-            assert_eq!(node.active_streams(), 8);
+            // A stranger's opening takes only a stranger's slot: these are the pool's.
+            std::thread::sleep(Duration::from_millis(80));
+            settle(&mut node);
+            let refused = metrics.frames_dropped("too_many_streams");
+            let frames = opener_frames(&key, Mode::Message, b"x", false, Duration::ZERO, &mut rng);
+            deliver_from(&mut node, PeerId::random(), frames[0].clone());
+            settle(&mut node);
+            assert_eq!(metrics.frames_dropped("too_many_streams"), refused + 1);
+            assert_eq!(metrics.frames_dropped("stalled_evicted"), 1);
         }
     }
 }

@@ -541,8 +541,14 @@ impl Behaviour {
                 .get(&record.key)
                 .and_then(|r| MixRecord::verify(&r.value, &peer, unix_now()).ok())
                 .map(|(r, _)| r.seq);
-            if stored_seq.is_none_or(|old| old < *seq) {
-                let _ = self.inner.kad.store_mut().put(record);
+            if stored_seq.is_none_or(|old| old < *seq)
+                && let Err(error) = self.inner.kad.store_mut().put(record)
+            {
+                // The store keeps records first come (1,024): ground identities near this
+                // node can fill it. Counted, so that it shows; the node itself is still
+                // offered to the pool.
+                tracing::debug!(%peer, %error, "record store refused a record");
+                self.metrics.rejected.get_or_create(&ReasonLabel { reason: "store_full" }).inc();
             }
         }
         self.events.push_back(ToSwarm::GenerateEvent(event));
@@ -733,6 +739,21 @@ mod tests {
         let refetch_interval = Duration::from_secs(1);
         let config = Config { max_tracked_peers, refetch_interval, ..Config::default() };
         Behaviour::new(Keypair::generate_secp256k1(), config)
+    }
+
+    /// A full record store refuses a record, and the refusal is counted (found by review: it
+    /// was ignored, so a store filled by ground identities did not show).
+    #[test]
+    fn a_full_record_store_is_counted() {
+        let mut discovery = discovery(16);
+        let until = unix_now() + 600;
+        for _ in 0..1025 {
+            let identity = Keypair::generate_secp256k1();
+            let peer = identity.public().to_peer_id();
+            let key = kad::RecordKey::new(&record_key(&peer));
+            discovery.on_inbound_put(Record::new(key, signed_record(&identity, until)));
+        }
+        assert_eq!(discovery.metrics().records_rejected("store_full"), 1);
     }
 
     /// A peer's own record, signed by itself, claiming to be valid for ever: refused and

@@ -5,7 +5,7 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 
 use super::stats::{mode_index, role_index};
-use super::{Endpoint, EndpointEvent, Entry, Outcome, RESET_ABANDONED, StreamId, lock};
+use super::{Endpoint, EndpointEvent, Entry, RESET_ABANDONED, StreamId, lock};
 use crate::labels::LabelUpdate;
 use crate::{AcceptError, Connection, FrameDrop, Mode, Role, StreamConfig, frame};
 
@@ -62,7 +62,7 @@ impl Endpoint {
             return;
         }
         if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted {
-            match self.stalled(now) {
+            match self.stalled(now, !from_member) {
                 Some(victim) => self.evict(victim),
                 None => {
                     self.stats.drop("too_many_streams");
@@ -77,7 +77,7 @@ impl Endpoint {
     /// to drop it if not.
     fn admit(&mut self, now: Instant, from: PeerId, member: bool) -> Result<(), &'static str> {
         if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted
-            && self.stalled(now).is_none()
+            && self.stalled(now, !member).is_none()
         {
             return Err("too_many_streams");
         }
@@ -115,36 +115,36 @@ impl Endpoint {
 
     /// The accepted stream whose slot a new opening may take when all are held: one that
     /// ended and lingers, or else the one that has gone longest without a new block, if that
-    /// is at least [`super::Config::stalled_after`].
-    fn stalled(&self, now: Instant) -> Option<StreamId> {
-        let acceptors = self.streams.iter().filter(|(_, e)| e.role == Role::Acceptor);
-        if let Some((id, _)) =
-            acceptors.clone().filter(|(_, e)| e.ended.is_some()).min_by_key(|(_, e)| e.ended)
-        {
-            return Some(*id);
-        }
-        let (id, entry) = acceptors.min_by_key(|(_, e)| e.progressed)?;
-        let since = now.saturating_duration_since(entry.progressed?);
-        (since >= self.config.stalled_after).then_some(*id)
+    /// is at least [`super::Config::stalled_after`]; strangers' streams go first. An opening a
+    /// stranger delivered takes only a stranger's slot: strangers cannot take the others'.
+    fn stalled(&self, now: Instant, by_stranger: bool) -> Option<StreamId> {
+        let stall = self.config.stalled_after;
+        self.streams
+            .iter()
+            .filter(|(_, e)| e.role == Role::Acceptor && !e.evicted)
+            .filter(|(_, e)| e.via_stranger || !by_stranger)
+            .filter(|(_, e)| {
+                e.ended.is_some()
+                    || e.progressed.is_some_and(|at| now.saturating_duration_since(at) >= stall)
+            })
+            .min_by_key(|(_, e)| (e.ended.is_none(), !e.via_stranger, e.progressed))
+            .map(|(id, _)| *id)
     }
 
-    /// Gives up accepted stream `id` at once for a new one: reset on this side (its
-    /// application hears so), forgotten, counted.
+    /// Gives up accepted stream `id` for a new one: reset on this side (its application hears
+    /// so; its opener does with the next SURB, when the stream is driven), its slot freed at
+    /// once, counted.
     fn evict(&mut self, id: StreamId) {
-        let Some(entry) = self.streams.get(&id) else { return };
-        let lingering = entry.ended.is_some();
-        let stats = {
+        let Some(entry) = self.streams.get_mut(&id) else { return };
+        entry.evicted = true;
+        if entry.ended.is_none() {
             let mut shared = lock(&entry.shared);
             shared.conn.reset(RESET_ABANDONED);
             shared.wake();
-            shared.conn.stats()
-        };
-        if !lingering {
-            self.stats.end(Outcome::Reset, &stats);
-            self.stats.active[role_index(Role::Acceptor)] -= 1;
             self.stats.drop("stalled_evicted");
         }
-        self.remove(id);
+        self.held[role_index(Role::Acceptor)] -= 1;
+        self.dirty.push(id);
     }
 
     /// Refuses an opening sealed too far from this node's clock, or seen within the
@@ -212,8 +212,8 @@ impl Endpoint {
         id: StreamId,
         handle: impl FnOnce(&mut Connection) -> Result<(), FrameDrop>,
     ) {
-        let share = self.rebuilt_share();
         let Some(entry) = self.streams.get(&id) else { return };
+        let share = self.rebuilt_share(entry.role);
         let mut shared = lock(&entry.shared);
         shared.conn.set_rebuilt_limit(share);
         let result = handle(&mut shared.conn);
@@ -237,12 +237,15 @@ impl Endpoint {
         self.dirty.push(id);
     }
 
-    /// How many rebuilt bytes each stream may hold: an equal share of
-    /// [`super::Config::max_accepted_bytes`], and at least one block. A shard of a few bytes
-    /// can rebuild a whole block, so without a share 256 streams each holding a window of
-    /// blocks out of order would hold gigabytes for a few megabytes sent.
-    fn rebuilt_share(&self) -> usize {
-        let streams = self.held.iter().sum::<usize>().max(1);
+    /// How many rebuilt bytes each stream of `role` may hold: an equal share of
+    /// [`super::Config::max_accepted_bytes`] among the streams of its role (the streams this
+    /// node opened get as much again), and at least one block. A shard of a few bytes can
+    /// rebuild a whole block, so without a share 256 streams each holding a window of blocks
+    /// out of order would hold gigabytes for a few megabytes sent. A share shrinks as streams
+    /// open, and streams holding more than their new share take no more blocks until they
+    /// are under it: while streams open, all together may hold up to about twice the budget.
+    fn rebuilt_share(&self, role: Role) -> usize {
+        let streams = self.held[role_index(role)].max(1);
         (self.config.max_accepted_bytes / streams).max(crate::coding::MAX_BLOCK_BYTES)
     }
 
@@ -252,7 +255,7 @@ impl Endpoint {
             self.stats.drop("stream_ended");
             return;
         };
-        let share = self.rebuilt_share();
+        let share = self.rebuilt_share(entry.role);
         let mut shared = lock(&entry.shared);
         // An acceptor can send compressed zeros back too.
         shared.conn.set_rebuilt_limit(share);

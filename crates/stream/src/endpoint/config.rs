@@ -50,9 +50,12 @@ pub struct Config {
     pub stranger_accept_rate: f64,
     /// When every slot for accepted streams is taken, a new opening takes the slot of one
     /// that ended and lingers, or else of the one that has gone longest without a new block
-    /// either way, if that is at least this long (counted as `stalled_evicted`). Slots held by
+    /// either way, if that is at least this long (counted as `stalled_evicted`); strangers'
+    /// streams go first, and a stranger's opening takes only a stranger's slot. Slots held by
     /// streams that barely move (one frame now and then keeps a stream from its idle timeout)
-    /// would otherwise keep every new stream out.
+    /// would otherwise keep every new stream out. An honest stream quiet this long loses its
+    /// slot only when all are taken; as long as the longest retransmission backoff, so that
+    /// a stream waiting out losses keeps it.
     pub stalled_after: Duration,
     /// How long a stream that ended (either side) is kept, to acknowledge late
     /// retransmissions.
@@ -102,7 +105,7 @@ impl Default for Config {
             max_accepted_from_strangers: 32,
             max_accepted_per_stranger: 4,
             stranger_accept_rate: 200.0,
-            stalled_after: Duration::from_secs(20),
+            stalled_after: Duration::from_secs(30),
             linger: Duration::from_secs(30),
             accept_rate: 2000.0,
             max_inbound_reads: 256,

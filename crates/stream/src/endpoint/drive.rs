@@ -123,8 +123,11 @@ impl Endpoint {
         // refusals free the slot at once, or an opener that never sends a SURB would hold it.
         let linger = match (&error, reset_unsent) {
             (None, _) => self.config.linger,
+            // A stream evicted for a new one no longer holds a slot: its opener may as well
+            // hear why.
             (Some(_), Some(code))
-                if ![RESET_REFUSED, RESET_TOO_LARGE, RESET_ABANDONED].contains(&code) =>
+                if entry.evicted
+                    || ![RESET_REFUSED, RESET_TOO_LARGE, RESET_ABANDONED].contains(&code) =>
             {
                 self.config.linger.min(RESET_LINGER)
             }
@@ -151,7 +154,9 @@ impl Endpoint {
 
     pub(super) fn remove(&mut self, id: StreamId) {
         if let Some(gone) = self.streams.remove(&id) {
-            self.held[role_index(gone.role)] -= 1;
+            if !gone.evicted {
+                self.held[role_index(gone.role)] -= 1;
+            }
             self.accepted_bytes = self.accepted_bytes.saturating_sub(gone.charged);
             self.stats.accepted_bytes = self.accepted_bytes;
             let shared = lock(&gone.shared);

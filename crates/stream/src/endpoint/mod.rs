@@ -162,6 +162,9 @@ struct Entry {
     charged: usize,
     /// Acceptor: when it was accepted or last completed or formed a block.
     progressed: Option<Instant>,
+    /// Acceptor: its slot went to a new stream (see `Endpoint::evict`); it no longer counts
+    /// as held, and goes once its reset is sent.
+    evicted: bool,
 }
 
 impl Entry {
@@ -182,6 +185,7 @@ impl Entry {
             via_stranger: false,
             charged: 0,
             progressed: None,
+            evicted: false,
         }
     }
 }
