@@ -704,3 +704,35 @@ fn a_message_over_the_limit_is_reset_and_its_sender_told() {
     assert_eq!(net.acceptor.stats().dropped("message_too_large"), 1);
     assert_eq!(net.acceptor.stats().accepted_bytes, 0);
 }
+
+/// A stream whose slot went to a new one (every slot held, it stalled) is reset, and its
+/// opener hears so with the next SURB: before, the stream was forgotten at once and its
+/// opener waited for its idle timeout.
+#[test]
+fn an_evicted_stream_tells_its_opener() {
+    let config =
+        Config { max_accepted: 1, stalled_after: Duration::from_secs(1), ..Config::default() };
+    let mut net = Net::new(config);
+    let peer = net.acceptor_peer.clone();
+    let now = net.now();
+    let quiet = net.opener.open(peer.clone(), Mode::Stream, None, now).expect("opens");
+    net.opener
+        .with_connection(&quiet, |c| c.write(now, b"hello").map(|_| c.flush()))
+        .unwrap()
+        .unwrap();
+    assert!(net.run(Duration::from_secs(10), |n| !n.incoming().is_empty()));
+    net.run(Duration::from_secs(13), |_| false);
+    let now = net.now();
+    let busy = net.opener.open(peer, Mode::Stream, None, now).expect("opens");
+    net.opener
+        .with_connection(&busy, |c| c.write(now, b"mine now").map(|_| c.flush()))
+        .unwrap()
+        .unwrap();
+    let asked = net.now();
+    let ended = |n: &Net| n.opener.stats().endings().collect::<Vec<_>>();
+    assert!(net.run(Duration::from_secs(300), |n| !ended(n).is_empty()));
+    assert_eq!(ended(&net), [(Outcome::Reset, 1)]);
+    assert!(net.now() - asked < Duration::from_secs(5), "heard after {:?}", net.now() - asked);
+    assert_eq!(net.acceptor.stats().dropped("stalled_evicted"), 1);
+    assert_eq!(net.incoming().len(), 2, "the new stream took the slot");
+}
