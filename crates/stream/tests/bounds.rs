@@ -303,9 +303,9 @@ fn strangers_share_a_few_slots_and_cannot_take_the_pools() {
 /// Attack (found by review): a shard of a few bytes can rebuild a block of 256 KiB
 /// (compressed zeros). Streams that each send every block of their window but the first held
 /// them all, out of order: before, four such streams held 3 MiB against a budget of 1 MiB,
-/// for 80 KB sent (256 streams with a window each would hold gigabytes). Now each holds at
-/// most its share of the budget (at least one block), and the rest are refused until the
-/// first arrives.
+/// for 95 KB of frames sent (256 streams with a window each would hold gigabytes). Now each
+/// holds at most its share of the budget (at least one block), and the rest are refused
+/// until the first arrives.
 #[test]
 fn blocks_rebuilt_out_of_order_stay_within_the_memory_budget() {
     const MIB: usize = 1 << 20;

@@ -210,7 +210,10 @@ pub struct SubnetLimits {
     pub max_nodes: usize,
     /// Leave loopback, private, shared and link-local addresses ([`is_local`]) out of the
     /// per-subnet caps: a local testnet runs every node on 127.0.0.1, and a closed network on
-    /// one private range. Only `max_nodes` applies to them.
+    /// one private range. Only `max_nodes` applies to them. On by default, for local use; a
+    /// node on a public network must turn it off, or records claiming private addresses fill
+    /// its pool with no cap, for free (`mixnode` turns it off unless its own addresses are
+    /// local).
     pub exempt_local: bool,
 }
 
