@@ -199,7 +199,9 @@ struct StreamsSection {
     opening_deadline_s: Option<u64>,
     peer_frame_rate: Option<f64>,
     peer_accept_rate: Option<f64>,
+    stranger_accept_rate: Option<f64>,
     max_accepted_from_strangers: Option<usize>,
+    stalled_after_s: Option<u64>,
 }
 
 impl Default for StreamsSection {
@@ -221,7 +223,9 @@ impl Default for StreamsSection {
             opening_deadline_s: None,
             peer_frame_rate: None,
             peer_accept_rate: None,
+            stranger_accept_rate: None,
             max_accepted_from_strangers: None,
+            stalled_after_s: None,
         }
     }
 }
@@ -271,9 +275,11 @@ impl StreamsSection {
         if let Some(s) = self.opening_deadline_s {
             config.opening_deadline = Duration::from_secs(s.max(1));
         }
-        for (name, rate) in
-            [("peer_frame_rate", self.peer_frame_rate), ("peer_accept_rate", self.peer_accept_rate)]
-        {
+        for (name, rate) in [
+            ("peer_frame_rate", self.peer_frame_rate),
+            ("peer_accept_rate", self.peer_accept_rate),
+            ("stranger_accept_rate", self.stranger_accept_rate),
+        ] {
             if let Some(r) = rate {
                 anyhow::ensure!(r.is_finite() && r >= 1.0, "streams.{name} must be at least 1");
             }
@@ -284,8 +290,14 @@ impl StreamsSection {
         if let Some(r) = self.peer_accept_rate {
             config.peer_accept_rate = r;
         }
+        if let Some(r) = self.stranger_accept_rate {
+            config.stranger_accept_rate = r;
+        }
         if let Some(n) = self.max_accepted_from_strangers {
             config.max_accepted_from_strangers = n;
+        }
+        if let Some(s) = self.stalled_after_s {
+            config.stalled_after = Duration::from_secs(s.max(1));
         }
         Ok(config)
     }
@@ -375,8 +387,7 @@ struct LimitsSection {
     pool_per_24: usize,
     pool_per_16: usize,
     pool_max_nodes: usize,
-    /// Unset: exempt only when every listen and advertised address is loopback or private
-    /// (see [`exempt_local`]).
+    /// Unset: exempt only when the node is local itself (see [`exempt_local`]).
     pool_exempt_local: Option<bool>,
 }
 
@@ -1161,6 +1172,12 @@ mod tests {
         assert_eq!(s.redundancy, mix_stream::Redundancy::Parity(6));
         let off = EXAMPLE.replace("accept = true", "accept = false");
         assert!(!parse(&off).unwrap().spec.accept_streams);
+        let budgets = EXAMPLE
+            .replace("# stranger_accept_rate = 200", "stranger_accept_rate = 50")
+            .replace("# stalled_after_s = 30", "stalled_after_s = 90");
+        let config = parse(&budgets).unwrap().spec.streams;
+        assert_eq!(config.stranger_accept_rate, 50.0);
+        assert_eq!(config.stalled_after, Duration::from_secs(90));
         for (edit, why) in [
             ("hops = 7", "3 to 5"),
             ("parity = 2\ntolerance = 0.1", "not both"),

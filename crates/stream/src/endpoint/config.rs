@@ -54,8 +54,9 @@ pub struct Config {
     /// streams go first, and a stranger's opening takes only a stranger's slot. Slots held by
     /// streams that barely move (one frame now and then keeps a stream from its idle timeout)
     /// would otherwise keep every new stream out. An honest stream quiet this long loses its
-    /// slot only when all are taken; as long as the longest retransmission backoff, so that
-    /// a stream waiting out losses keeps it.
+    /// slot only when all are taken. The default is the interactive preset's longest
+    /// retransmission backoff (`max_rto`), so such a stream waiting out losses keeps it; the
+    /// high-anonymity preset backs off to 60 s.
     pub stalled_after: Duration,
     /// How long a stream that ended (either side) is kept, to acknowledge late
     /// retransmissions.
