@@ -1326,17 +1326,20 @@ mod tests {
         }
     }
 
+    /// An opener of a stream, seeded, that sends without jitter.
+    fn unjittered_opener(seed: u64, now: Instant) -> Connection {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        let key = ReceiverKey::generate(&mut rng);
+        let config = StreamConfig { jitter: Duration::ZERO, ..StreamConfig::default() };
+        Connection::open(&key.public(), Mode::Stream, config, MIX_LIMITS, now, &mut rng).unwrap()
+    }
+
     /// The SURB lifetime an opener writes is in whole seconds: to the millisecond, near the
     /// end of a key epoch, it gave away the opener's clock.
     #[test]
     fn surb_lifetimes_go_out_in_whole_seconds() {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
-        let key = ReceiverKey::generate(&mut rng);
         let now = Instant::now();
-        let config = StreamConfig { jitter: Duration::ZERO, ..StreamConfig::default() };
-        let mut conn =
-            Connection::open(&key.public(), Mode::Stream, config, MIX_LIMITS, now, &mut rng)
-                .unwrap();
+        let mut conn = unjittered_opener(4, now);
         conn.write(now, b"x").unwrap();
         conn.flush();
         let mut source = OneSurb(Duration::from_millis(42_987));
@@ -1354,13 +1357,8 @@ mod tests {
     /// stream fails with a typed error instead of wrapping around.
     #[test]
     fn sequence_numbers_never_wrap() {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
-        let key = ReceiverKey::generate(&mut rng);
         let now = Instant::now();
-        let config = StreamConfig { jitter: Duration::ZERO, ..StreamConfig::default() };
-        let mut conn =
-            Connection::open(&key.public(), Mode::Stream, config, MIX_LIMITS, now, &mut rng)
-                .unwrap();
+        let mut conn = unjittered_opener(3, now);
         conn.tx_seq = u32::MAX - 2;
         for _ in 0..2 {
             conn.reset_pending = Some(1);

@@ -31,10 +31,13 @@ impl Endpoint {
             self.stats.drop("not_accepting");
             return;
         }
-        if let Err(reason) = self.admit(now, from, from_member) {
-            self.stats.drop(reason);
-            return;
-        }
+        let victim = match self.admit(now, from, from_member) {
+            Ok(victim) => victim,
+            Err(reason) => {
+                self.stats.drop(reason);
+                return;
+            }
+        };
         let config =
             StreamConfig { initial_loss: self.loss.estimate(), ..self.config.stream.clone() };
         let conn =
@@ -61,26 +64,26 @@ impl Endpoint {
             self.stats.drop(reason);
             return;
         }
-        if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted {
-            match self.stalled(now, !from_member) {
-                Some(victim) => self.evict(victim),
-                None => {
-                    self.stats.drop("too_many_streams");
-                    return;
-                }
-            }
+        // Only now that the opening is valid and new does it take the slot.
+        if let Some(victim) = victim {
+            self.evict(victim);
         }
         self.insert_accepted(now, conn, from, !from_member);
     }
 
-    /// Whether a new opening from `from` may cost a Diffie-Hellman and a slot now; the reason
-    /// to drop it if not.
-    fn admit(&mut self, now: Instant, from: PeerId, member: bool) -> Result<(), &'static str> {
-        if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted
-            && self.stalled(now, !member).is_none()
-        {
-            return Err("too_many_streams");
-        }
+    /// Whether a new opening from `from` may cost a Diffie-Hellman and a slot now, and the
+    /// stream whose slot it takes if every slot is held; the reason to drop it if not.
+    fn admit(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        member: bool,
+    ) -> Result<Option<StreamId>, &'static str> {
+        let victim = if self.held[role_index(Role::Acceptor)] >= self.config.max_accepted {
+            Some(self.stalled(now, !member).ok_or("too_many_streams")?)
+        } else {
+            None
+        };
         if self.accepted_bytes >= self.config.max_accepted_bytes {
             return Err("memory_budget");
         }
@@ -110,7 +113,7 @@ impl Endpoint {
                 return Err("stranger_accept_rate");
             }
         }
-        Ok(())
+        Ok(victim)
     }
 
     /// The accepted stream whose slot a new opening may take when all are held: one that
