@@ -59,6 +59,11 @@ pub struct Config {
     pub probe_interval: Option<Duration>,
     /// Nodes probed per interval.
     pub probes_per_interval: usize,
+    /// Nodes found through discovery dialed at once at their records' addresses, to check
+    /// they are there before paths use them (see [`core::NodePool::to_reach`]).
+    pub reach_dials: usize,
+    /// How long such a dial may take before the node counts as not there.
+    pub reach_timeout: Duration,
     /// Serve as a mix node: accept `/mix/1.0.0` streams and forward packets. A client-only
     /// node (`false`) accepts none and, with [`core::Config::tit_for_tat`], cannot send.
     pub serve: bool,
@@ -130,6 +135,8 @@ impl Default for Config {
             max_concurrent_exits: 64,
             probe_interval: Some(Duration::from_secs(30)),
             probes_per_interval: 4,
+            reach_dials: 8,
+            reach_timeout: Duration::from_secs(10),
             serve: true,
             inbound_frame_rate: Some(4000.0),
             inbound_burst: 1000,
@@ -298,6 +305,13 @@ pub struct Behaviour {
     probing: HashMap<PeerId, ConnectionId>,
     probe_timer: Option<Delay>,
     probe_rng: StdRng,
+    /// Dials nodes found through discovery at their records' addresses.
+    reacher: crate::reach::Reacher,
+    /// Nodes the pool dropped when they were reached (their subnets filled up meanwhile),
+    /// for discovery to forget.
+    dropped_nodes: Vec<PeerId>,
+    /// The pool's refusals as last exported to [`Self::metrics`].
+    exported_refusals: [u64; core::REFUSALS.len()],
     /// Length of the per-hop proof after each packet.
     proof_len: usize,
     listen_addrs: usize,
@@ -394,6 +408,7 @@ impl Behaviour {
         };
         // Own messages are built where received packets are opened.
         core.set_build_jobs(workers.is_some());
+        let reacher = crate::reach::Reacher::new(config.reach_dials, config.reach_timeout);
         Self {
             workers,
             unsent: HashMap::new(),
@@ -431,6 +446,9 @@ impl Behaviour {
             probing: HashMap::new(),
             probe_timer,
             probe_rng: StdRng::from_rng(&mut rand::rng()),
+            reacher,
+            dropped_nodes: Vec::new(),
+            exported_refusals: [0; core::REFUSALS.len()],
             stopping: None,
         }
     }
@@ -689,12 +707,74 @@ impl Behaviour {
 
     /// Offers a node described by a valid record (see [`crate::discovery::Event::NodeFound`])
     /// to the pool. Returns whether the usable nodes changed.
+    ///
+    /// A node new to the pool, or back from a suspension or at a new address, is usable only
+    /// once this node has dialed it there: the behaviour does that by itself.
     pub fn offer_node(&mut self, node: MixNode, seq: u64, expires: Instant) -> bool {
+        let peer = *node.peer_id();
         let changed = self.core.pool_mut().offer(node, seq, expires, Instant::now());
         if changed {
             self.publish_pool();
         }
+        if self.core.pool().to_reach(&peer).is_some() {
+            self.reacher.enqueue(peer);
+            self.reach_some();
+        }
         changed
+    }
+
+    /// Nodes the pool dropped since the last call because their subnets filled up while they
+    /// waited to be reached: discovery should stop fetching them.
+    pub(crate) fn take_dropped_nodes(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.dropped_nodes)
+    }
+
+    /// Dials the next nodes waiting to be reached, as many as there is room for.
+    fn reach_some(&mut self) {
+        if self.core.is_stopping() {
+            return;
+        }
+        for step in self.reacher.next(self.core.pool(), Instant::now()) {
+            match step {
+                crate::reach::Step::Reached(peer, addr) => self.on_reached(peer, &addr),
+                crate::reach::Step::Dial(opts) => {
+                    self.events.push_back(ToSwarm::Dial { opts });
+                    if let Some(waker) = self.waker.take() {
+                        waker.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A connection this node dialed reached `peer` at `addr`.
+    fn on_reached(&mut self, peer: PeerId, addr: &Multiaddr) {
+        if self.core.pool().to_reach(&peer).is_none() {
+            return;
+        }
+        if self.core.pool_mut().report_reached(&peer, addr) {
+            self.metrics.reach_check("reached");
+            self.publish_pool();
+        } else if !self.core.pool().holds(&peer) {
+            self.metrics.reach_check("refused");
+            self.dropped_nodes.push(peer);
+        } else if self.core.pool().to_reach(&peer).is_some() {
+            // Reached elsewhere than its record says (it may have moved meanwhile).
+            self.reacher.enqueue(peer);
+        }
+    }
+
+    /// `peer` was not reached at `addr`.
+    fn on_not_reached(&mut self, peer: PeerId, addr: &Multiaddr) {
+        let Some(node) = self.core.pool().to_reach(&peer) else { return };
+        if !core::same_address(node.addr(), addr) {
+            // A newer record moved it while we dialed the old address: try the new one.
+            self.reacher.enqueue(peer);
+            return;
+        }
+        tracing::debug!(%peer, %addr, "not reached at its record's address; suspending it");
+        self.metrics.reach_check("failed");
+        self.core.peer_unreachable(&peer, Instant::now());
     }
 
     /// Whether the pool keeps an entry for `peer` (usable or suspended); see
@@ -764,6 +844,13 @@ impl Behaviour {
 
     /// Adds what the core counted since the last export to the metrics.
     fn export_stats(&mut self) {
+        for (i, reason) in core::REFUSALS.into_iter().enumerate() {
+            let refused = self.core.pool().refused(reason);
+            if refused > self.exported_refusals[i] {
+                self.metrics.pool_refused_by(reason, refused - self.exported_refusals[i]);
+                self.exported_refusals[i] = refused;
+            }
+        }
         let observations = self.core.take_observations();
         let stats = self.core.stats();
         let moved = stats.changes != self.exported.changes;
@@ -1304,6 +1391,16 @@ impl Behaviour {
 
     fn on_dial_failure(&mut self, peer: PeerId, id: ConnectionId, error: &DialError) {
         let not_made = matches!(error, DialError::DialPeerConditionFalse(_));
+        // A dial not made, or stopped by this node, says nothing about the peer. It is tried
+        // again at the next occasion, not now: now would fail alike.
+        let stopped_here =
+            not_made || matches!(error, DialError::Aborted | DialError::Denied { .. });
+        let reach = self.reacher.on_dial_failure(peer, id, stopped_here);
+        if let Some(crate::reach::Failed::Unreached(addr)) = reach {
+            tracing::debug!(%peer, %error, "dial at the record's address failed");
+            self.on_not_reached(peer, &addr);
+            self.reach_some();
+        }
         let probe = self.probing.get(&peer) == Some(&id);
         if probe {
             self.probing.remove(&peer);
@@ -1609,9 +1706,14 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
             }) => {
                 self.on_connection_established(peer_id, connection_id);
+                if let Some(addr) = self.reacher.on_established(peer_id, connection_id, endpoint) {
+                    self.on_reached(peer_id, &addr);
+                    self.reach_some();
+                }
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -1620,6 +1722,7 @@ impl NetworkBehaviour for Behaviour {
                 remaining_established,
                 ..
             }) => {
+                self.reacher.on_closed(peer_id, connection_id);
                 if let Some(unsent) = self.unsent.remove(&connection_id) {
                     self.metrics.add_unsent(-(unsent as i64));
                 }
@@ -1707,6 +1810,11 @@ impl NetworkBehaviour for Behaviour {
         {
             timer.reset(interval);
             self.probe_some();
+            self.reach_some();
+        }
+        for (peer, addr) in self.reacher.poll_expired(cx, Instant::now()) {
+            self.on_not_reached(peer, &addr);
+            self.reach_some();
         }
         self.poll_handles(cx);
         self.poll_stopping(cx);

@@ -67,6 +67,7 @@ mod metrics;
 mod mixnet;
 #[cfg(feature = "net")]
 mod protocol;
+mod reach;
 pub mod spam;
 pub mod state;
 #[cfg(feature = "net")]

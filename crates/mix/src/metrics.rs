@@ -52,6 +52,7 @@ pub struct Metrics {
     replay_stages: Gauge,
     dial_failures: Family<OutcomeLabel, Counter>,
     pool_refused: Family<ReasonLabel, Counter>,
+    reach_checks: Family<OutcomeLabel, Counter>,
     penalties: Counter,
     wire_mismatches: Family<KindLabel, Counter>,
     hop_jobs_in_flight: Gauge,
@@ -87,6 +88,7 @@ impl Default for Metrics {
             replay_stages: Gauge::default(),
             dial_failures: Family::default(),
             pool_refused: Family::default(),
+            reach_checks: Family::default(),
             penalties: Counter::default(),
             wire_mismatches: Family::default(),
             hop_jobs_in_flight: Gauge::default(),
@@ -198,8 +200,17 @@ impl Metrics {
         );
         r.register(
             "pool_refused",
-            "Discovery records the pool refused, by reason (subnet_24, subnet_16, full)",
+            "Discovery records the pool refused, by reason (subnet_24, subnet_16, full; \
+             unreached: the places of nodes waiting to be reached were all taken and the draw \
+             dropped it)",
             self.pool_refused.clone(),
+        );
+        r.register(
+            "reach_checks",
+            "Nodes found through discovery, dialed at their records' addresses before paths use \
+             them, by outcome (reached; failed: suspended until a newer record; refused: reached \
+             after their subnets filled up)",
+            self.reach_checks.clone(),
         );
         r.register(
             "state_saves",
@@ -356,7 +367,21 @@ impl Metrics {
 
     /// A record the pool refused for `reason`.
     pub fn pool_refused(&self, reason: &'static str) {
-        self.pool_refused.get_or_create(&ReasonLabel { reason }).inc();
+        self.pool_refused_by(reason, 1);
+    }
+
+    pub(crate) fn pool_refused_by(&self, reason: &'static str, records: u64) {
+        self.pool_refused.get_or_create(&ReasonLabel { reason }).inc_by(records);
+    }
+
+    pub(crate) fn reach_check(&self, outcome: &'static str) {
+        self.reach_checks.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Nodes checked at their records' addresses so far with `outcome` (`reached`, `failed`,
+    /// `refused`).
+    pub fn reach_checks(&self, outcome: &'static str) -> u64 {
+        self.reach_checks.get_or_create(&OutcomeLabel { outcome }).get()
     }
 
     /// Records refused by the pool for `reason` so far.

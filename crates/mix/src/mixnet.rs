@@ -462,6 +462,14 @@ impl NetworkBehaviour for Mixnet {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
         loop {
+            // Nodes the pool gave up when they were reached (their subnets had filled up):
+            // discovery's table stays within what the pool holds, as for records refused
+            // on arrival.
+            for peer in self.parts.mix.take_dropped_nodes() {
+                if let Some(d) = self.parts.discovery.as_mut() {
+                    d.forget(&peer);
+                }
+            }
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(ToSwarm::GenerateEvent(event));
             }

@@ -460,6 +460,11 @@ fn tempdir() -> std::path::PathBuf {
 /// A Sybil: a libp2p node that runs discovery only and publishes a valid, signed record for
 /// its own identity, listening on `ip`.
 async fn sybil(ip: &str, bootstrap: &Node) {
+    sybil_claiming(ip, None, bootstrap).await;
+}
+
+/// A Sybil listening on `ip` whose record claims `claim` (if given) as its address instead.
+async fn sybil_claiming(ip: &str, claim: Option<Multiaddr>, bootstrap: &Node) {
     use futures::StreamExt;
     use libp2p::{noise, tcp, yamux};
     let key = identity::Keypair::generate_secp256k1();
@@ -481,7 +486,7 @@ async fn sybil(ip: &str, bootstrap: &Node) {
             break address;
         }
     };
-    swarm.behaviour_mut().set_local_record(vec![addr], mix_key, None, true);
+    swarm.behaviour_mut().set_local_record(vec![claim.unwrap_or(addr)], mix_key, None, true);
     tokio::spawn(async move {
         loop {
             swarm.select_next_some().await;
@@ -533,6 +538,52 @@ async fn a_sybil_flood_of_valid_records_gets_a_bounded_share() {
     assert!(known <= honest + cap, "discovery tracks {known} nodes");
     assert!(honest >= 4, "only {honest} honest nodes in the pool");
     assert!(refused >= 10, "too few Sybil records arrived to test anything: {refused} refused");
+}
+
+/// Records whose owners cannot be reached at the address they claim: four identities publish
+/// valid, signed records claiming addresses in an honest node's /24, where nobody answers for
+/// them. The target dials each at its claimed address before offering it for paths; none
+/// answers, so none is ever usable, none holds a place in that /24, and the failed checks are
+/// counted. Every honest node is usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_claiming_addresses_nobody_answers_at_are_never_used() {
+    common::init_tracing();
+    let limits = SubnetLimits { exempt_local: false, ..SubnetLimits::default() };
+    let net =
+        network(Options { nodes: 5, discovery: true, spread: true, limits, ..Options::default() })
+            .await;
+    // Node 1 listens on 127.2.0.1; the claims are in its /24, on ports nobody listens on.
+    let fakes = 4;
+    for i in 0..fakes {
+        let ip = format!("127.2.0.{}", 1 + i % 2);
+        let claim: Multiaddr = format!("/ip4/{ip}/tcp/{}", free_port()).parse().unwrap();
+        sybil_claiming("127.77.0.1", Some(claim), &net.mix[0]).await;
+    }
+    let target = &net.mix[0];
+    let metrics = target.metrics.clone().unwrap();
+    let honest_ids: Vec<PeerId> = net.mix.iter().map(|n| n.peer_id).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut fakes_seen = 0;
+    let honest = loop {
+        let nodes = target.pool_nodes().await;
+        let fake = nodes.iter().filter(|n| !honest_ids.contains(n.peer_id())).count();
+        fakes_seen = fakes_seen.max(fake);
+        let honest = nodes.len() - fake;
+        let failed = metrics.reach_checks("failed");
+        if fakes_seen > 0 || (failed >= fakes && honest >= 4) || Instant::now() > deadline {
+            break honest;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (failed, reached) = (metrics.reach_checks("failed"), metrics.reach_checks("reached"));
+    eprintln!(
+        "unreachable claims: {fakes_seen} fake nodes seen usable, {honest} honest usable; \
+         checks: {failed} failed, {reached} reached"
+    );
+    assert_eq!(fakes_seen, 0, "a node nobody answers for was offered for paths");
+    assert!(honest >= 4, "only {honest} honest nodes usable");
+    assert!(failed >= fakes, "{failed} failed checks counted for {fakes} false claims");
+    assert_eq!(metrics.pool_refusals("subnet_24"), 0, "the claims held places in the /24");
 }
 
 /// A node that keeps its mix key for ever fills its replay filter past its design capacity.

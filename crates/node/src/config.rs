@@ -693,6 +693,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
         per_16: l.pool_per_16.max(1),
         max_nodes: l.pool_max_nodes.max(1),
         exempt_local: exempt_local(l.pool_exempt_local, &file.network),
+        ..libp2p_mix::core::SubnetLimits::default()
     };
     let streams = file.streams.config()?;
     let gossip = file.gossip.as_ref().map(GossipSection::spec).transpose()?;

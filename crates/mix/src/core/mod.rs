@@ -55,7 +55,10 @@ pub use delay::{
 };
 pub use hop::{HopDone, HopJob};
 pub use keys::{EpochKeys, RotationConfig};
+#[cfg(test)]
+pub(crate) use pool::tests::node as test_node;
 pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local};
+pub(crate) use pool::{REFUSALS, same_address};
 pub(crate) use replay::MAX_HASHES;
 pub use replay::{
     MAX_STAGES, ReplayConfig, ReplayFilter, ReplayFull, ReplaySnapshot, StageSnapshot,

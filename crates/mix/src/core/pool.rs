@@ -167,8 +167,23 @@ pub trait NodePool: Send + fmt::Debug {
         true
     }
 
-    /// `peer` failed to accept a packet or a probe.
+    /// `peer` failed to accept a packet or a probe, or was not reached at its record's
+    /// address (see [`Self::to_reach`]).
     fn report_unreachable(&mut self, _peer: &PeerId, _now: Instant) {}
+
+    /// The node with this peer id if it is known from a record but has not been reached at
+    /// the record's address yet. A record is only a claim: anyone can publish one naming an
+    /// address where nobody answers for it. The driver dials such a node there, and it is not
+    /// offered for paths until [`Self::report_reached`].
+    fn to_reach(&self, _peer: &PeerId) -> Option<&MixNode> {
+        None
+    }
+
+    /// A connection this node dialed reached `peer` at `addr` (the peer proved its identity
+    /// there). Returns whether the set of usable nodes changed.
+    fn report_reached(&mut self, _peer: &PeerId, _addr: &Multiaddr) -> bool {
+        false
+    }
 
     /// One of this node's loops through `path` came back (`returned`) or was lost. A node on
     /// the paths of several lost loops in a row is likely down.
@@ -186,7 +201,9 @@ pub trait NodePool: Send + fmt::Debug {
     /// Forgets expired records and ends suspensions that time out.
     fn expire(&mut self, _now: Instant) {}
 
-    /// Records refused so far for `reason` (`subnet_24`, `subnet_16`, `full`).
+    /// Records refused so far for `reason` (`subnet_24`, `subnet_16`, `full`). A record is
+    /// refused when it arrives, or when its node is reached (see [`Self::to_reach`]) and its
+    /// subnets filled up meanwhile.
     fn refused(&self, _reason: &str) -> u64 {
         0
     }
@@ -208,6 +225,11 @@ pub struct SubnetLimits {
     pub per_16: usize,
     /// Nodes in the pool in all (usable or suspended).
     pub max_nodes: usize,
+    /// Nodes known from a record and waiting to be reached at its address
+    /// ([`NodePool::to_reach`]). A record costs nothing to make, so when these places are all
+    /// taken a newcomer takes the place of one drawn at random: a flood of claims can make an
+    /// honest node wait for a later copy of its record, and cannot keep it out for good.
+    pub max_unreached: usize,
     /// Leave loopback, private, shared and link-local addresses ([`is_local`]) out of the
     /// per-subnet caps: a local testnet runs every node on 127.0.0.1, and a closed network on
     /// one private range. Only `max_nodes` applies to them. On by default, for local use; a
@@ -219,7 +241,7 @@ pub struct SubnetLimits {
 
 impl Default for SubnetLimits {
     fn default() -> Self {
-        Self { per_24: 2, per_16: 8, max_nodes: 4096, exempt_local: true }
+        Self { per_24: 2, per_16: 8, max_nodes: 4096, max_unreached: 1024, exempt_local: true }
     }
 }
 
@@ -230,9 +252,37 @@ struct Entry {
     seq: Option<u64>,
     expires: Option<Instant>,
     suspended: Option<Suspension>,
+    /// Reached at `node`'s address by a connection this node dialed (static entries are
+    /// trusted as reached).
+    reached: bool,
     rtt: Option<Duration>,
     /// Loops lost in a row through this node.
     lost_loops: u32,
+}
+
+impl Entry {
+    /// Offered for paths, and holding a place in its subnets.
+    fn usable(&self) -> bool {
+        self.reached && self.suspended.is_none()
+    }
+
+    /// Known from a record and waiting to be reached at its address.
+    fn waiting(&self) -> bool {
+        !self.reached && self.suspended.is_none()
+    }
+}
+
+/// The same transport address, whether or not either ends in the peer's `/p2p` id (libp2p
+/// adds it to the addresses it dials).
+pub(crate) fn same_address(a: &Multiaddr, b: &Multiaddr) -> bool {
+    let bare = |m: &Multiaddr| {
+        let mut m = m.clone();
+        if matches!(m.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+            m.pop();
+        }
+        m
+    };
+    bare(a) == bare(b)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -241,17 +291,19 @@ struct Suspension {
     since: Instant,
     /// When a static entry comes back on its own.
     until: Option<Instant>,
-    /// A record newer than this re-admits the node.
-    seq: Option<u64>,
 }
 
 /// A pool fed by discovery (and optionally seeded with static entries), with liveness.
 ///
-/// A node that fails to accept a packet or a probe is suspended: it is not offered for paths
-/// until a record with a higher sequence number arrives (live nodes republish theirs with a new
-/// number; a dead node's last record stays retrievable from the DHT, so an old one must not
-/// re-admit it). Static entries have no records and come back after [`Self::with_suspension`].
-/// Records are dropped when they expire.
+/// A discovered node is offered for paths, and takes a place in its subnets, only once this
+/// node has reached it at its record's address ([`NodePool::to_reach`]): a signed record
+/// proves who published it, not that its publisher is where it says.
+///
+/// A node that fails to accept a packet or a probe is suspended. It waits for a record with a
+/// higher sequence number (live nodes republish theirs with a new number; a dead node's last
+/// record stays retrievable from the DHT, so an old one must not bring it back), and then to
+/// be reached again. Static entries have no records and come back after
+/// [`Self::with_suspension`]. Records are dropped when they expire.
 #[derive(Debug, Clone)]
 pub struct DynamicPool {
     entries: HashMap<PeerId, Entry>,
@@ -264,7 +316,11 @@ pub struct DynamicPool {
     limits: SubnetLimits,
     per_24: HashMap<[u8; 3], usize>,
     per_16: HashMap<[u8; 2], usize>,
-    refused: [u64; 3],
+    refused: [u64; REFUSALS.len()],
+    /// Keys the draw of a node waiting to be reached that gives its place up, so that nobody
+    /// can choose identities that are never drawn.
+    salt: [u64; 2],
+    draws: u64,
 }
 
 impl Default for DynamicPool {
@@ -279,13 +335,16 @@ impl Default for DynamicPool {
             limits: SubnetLimits::default(),
             per_24: HashMap::new(),
             per_16: HashMap::new(),
-            refused: [0; 3],
+            refused: [0; REFUSALS.len()],
+            salt: [rand::random(), rand::random()],
+            draws: 0,
         }
     }
 }
 
-/// Why a record was refused, by index into `DynamicPool::refused`.
-const REFUSALS: [&str; 3] = ["subnet_24", "subnet_16", "full"];
+/// Why a record was refused, by index into `DynamicPool::refused`: its subnets were full, or
+/// the pool was; or (`unreached`) a node waiting to be reached gave its place to a newcomer.
+pub(crate) const REFUSALS: [&str; 4] = ["subnet_24", "subnet_16", "full", "unreached"];
 
 impl DynamicPool {
     /// An empty pool.
@@ -318,7 +377,7 @@ impl DynamicPool {
     pub fn insert_static(&mut self, node: MixNode) {
         let peer = *node.peer_id();
         if let Some(old) = self.entries.remove(&peer)
-            && old.suspended.is_none()
+            && old.usable()
         {
             self.count(&old.node, false);
         }
@@ -326,7 +385,15 @@ impl DynamicPool {
         self.activate(node.clone());
         self.entries.insert(
             peer,
-            Entry { node, seq: None, expires: None, suspended: None, rtt: None, lost_loops: 0 },
+            Entry {
+                node,
+                seq: None,
+                expires: None,
+                suspended: None,
+                reached: true,
+                rtt: None,
+                lost_loops: 0,
+            },
         );
     }
 
@@ -338,6 +405,38 @@ impl DynamicPool {
     /// Nodes currently suspended.
     pub fn suspended(&self) -> usize {
         self.entries.values().filter(|e| e.suspended.is_some()).count()
+    }
+
+    /// Nodes known from a record and waiting to be reached at its address.
+    pub fn unreached(&self) -> usize {
+        self.entries.values().filter(|e| e.waiting()).count()
+    }
+
+    /// Makes room among the nodes waiting to be reached, if their places are all taken, by
+    /// dropping one drawn at random.
+    fn make_waiting_room(&mut self) {
+        use std::hash::{Hash, Hasher};
+        if self.entries.values().filter(|e| e.waiting()).count() < self.limits.max_unreached.max(1)
+        {
+            return;
+        }
+        self.draws += 1;
+        let (salt, draw) = (self.salt, self.draws);
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.waiting())
+            .map(|(p, _)| p)
+            .min_by_key(|p| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (salt, draw, p).hash(&mut h);
+                h.finish()
+            })
+            .copied();
+        if let Some(peer) = victim {
+            self.entries.remove(&peer);
+            self.refused[3] += 1;
+        }
     }
 
     /// The /24 and /16 of `node`, unless its address is exempt from the caps.
@@ -388,9 +487,8 @@ impl DynamicPool {
         else {
             return false;
         };
-        if let Some(old) = self.entries.remove(&peer) {
-            self.count(&old.node, false);
-        }
+        // A suspended node holds no place in its subnets: nothing to give back.
+        self.entries.remove(&peer);
         true
     }
 
@@ -425,7 +523,7 @@ impl NodePool for DynamicPool {
     }
 
     fn get(&self, peer: &PeerId) -> Option<&MixNode> {
-        self.entries.get(peer).filter(|e| e.suspended.is_none()).map(|e| &e.node)
+        self.entries.get(peer).filter(|e| e.usable()).map(|e| &e.node)
     }
 
     fn is_suspended(&self, peer: &PeerId) -> bool {
@@ -446,13 +544,14 @@ impl NodePool for DynamicPool {
         if entry.suspended.is_some() {
             return;
         }
+        let was_usable = entry.usable();
         let until = entry.seq.is_none().then(|| now + suspension);
-        entry.suspended = Some(Suspension { since: now, until, seq: entry.seq });
+        entry.suspended = Some(Suspension { since: now, until });
         let node = entry.node.clone();
-        // A suspended node holds no place in its subnets: records claiming addresses their
-        // owner cannot be reached at do not keep honest nodes of those subnets out.
-        self.count(&node, false);
-        self.deactivate(peer);
+        if was_usable {
+            self.count(&node, false);
+            self.deactivate(peer);
+        }
         self.note_deadline(until);
     }
 
@@ -496,67 +595,84 @@ impl NodePool for DynamicPool {
             }
             return false;
         }
-        // The record applies. Subnet places are held by usable entries only: the caps apply
-        // to a node that will be usable (new, readmitted, or updated while usable).
-        let (old, counted, stays_suspended) = match self.entries.get(&peer) {
-            None => (None, false, false),
-            Some(e) => {
-                let readmitted = e.suspended.is_some_and(|s| s.seq.is_none_or(|old| old < seq));
-                (Some(e.node.clone()), e.suspended.is_none(), e.suspended.is_some() && !readmitted)
+        // The record applies. The node stays usable only if it was, at the same address. A new
+        // node, a new address, or the end of a suspension waits until the node is reached
+        // there: a newer record from a node that stopped answering says nothing about
+        // whether it answers now.
+        let old = self.entries.get(&peer).map(|e| (e.node.clone(), e.usable()));
+        let was_usable = old.as_ref().is_some_and(|(_, usable)| *usable);
+        let stays_usable =
+            old.as_ref().is_some_and(|(n, usable)| *usable && same_address(n.addr(), node.addr()));
+        if let Some((old_node, true)) = &old {
+            self.count(old_node, false);
+        }
+        // Places in a subnet are held by usable nodes only. A node that could not take one
+        // now is refused at once, rather than dialed for nothing.
+        if let Err(reason) = self.subnet_room(&node) {
+            if let Some((old_node, true)) = &old {
+                self.count(old_node, true);
             }
-        };
-        if !stays_suspended {
-            if let Some(old) = old.as_ref().filter(|_| counted) {
-                self.count(old, false);
-            }
-            let refusal = match self.subnet_room(&node) {
-                Err(reason) => Some(reason),
-                Ok(()) if old.is_none() && self.entries.len() >= self.limits.max_nodes => {
-                    (!self.make_room()).then_some(2)
-                }
-                Ok(()) => None,
-            };
-            if let Some(reason) = refusal {
-                if let Some(old) = old.as_ref().filter(|_| counted) {
-                    self.count(old, true);
-                }
-                self.refused[reason] += 1;
-                return false;
-            }
-            self.count(&node, true);
+            self.refused[reason] += 1;
+            return false;
+        }
+        if !stays_usable && !self.entries.get(&peer).is_some_and(Entry::waiting) {
+            self.make_waiting_room();
         }
         self.note_deadline(Some(expires));
-        match self.entries.get_mut(&peer) {
-            Some(entry) => {
-                let readmitted = entry.suspended.is_some() && !stays_suspended;
-                let changed = readmitted || entry.node != node;
-                entry.node = node.clone();
-                entry.seq = Some(seq);
-                entry.expires = Some(expires);
-                if readmitted {
-                    entry.suspended = None;
-                }
-                if entry.suspended.is_none() {
-                    self.activate(node);
-                }
-                changed
-            }
-            None => {
-                self.activate(node.clone());
-                self.entries.insert(
-                    peer,
-                    Entry {
-                        node,
-                        seq: Some(seq),
-                        expires: Some(expires),
-                        suspended: None,
-                        rtt: None,
-                        lost_loops: 0,
-                    },
-                );
-                true
-            }
+        let changed = match &old {
+            Some((old_node, _)) if stays_usable => old_node != &node,
+            _ => was_usable,
+        };
+        if stays_usable {
+            self.count(&node, true);
+            self.activate(node.clone());
+        } else if was_usable {
+            self.deactivate(&peer);
         }
+        let entry = self.entries.entry(peer).or_insert_with(|| Entry {
+            node: node.clone(),
+            seq: None,
+            expires: None,
+            suspended: None,
+            reached: false,
+            rtt: None,
+            lost_loops: 0,
+        });
+        entry.node = node;
+        entry.seq = Some(seq);
+        entry.expires = Some(expires);
+        entry.suspended = None;
+        entry.reached = stays_usable;
+        changed
+    }
+
+    fn to_reach(&self, peer: &PeerId) -> Option<&MixNode> {
+        self.entries.get(peer).filter(|e| !e.reached && e.suspended.is_none()).map(|e| &e.node)
+    }
+
+    fn report_reached(&mut self, peer: &PeerId, addr: &Multiaddr) -> bool {
+        let Some(node) = self.to_reach(peer).filter(|n| same_address(n.addr(), addr)).cloned()
+        else {
+            return false;
+        };
+        // Its subnets, or the pool, may have filled up while it waited.
+        let held = self.entries.values().filter(|e| !e.waiting()).count();
+        let refusal = match self.subnet_room(&node) {
+            Err(reason) => Some(reason),
+            Ok(()) if held >= self.limits.max_nodes => (!self.make_room()).then_some(2),
+            Ok(()) => None,
+        };
+        if let Some(reason) = refusal {
+            self.refused[reason] += 1;
+            self.entries.remove(peer);
+            return false;
+        }
+        if let Some(entry) = self.entries.get_mut(peer) {
+            entry.reached = true;
+        }
+        self.count(&node, true);
+        self.activate(node);
+        true
     }
 
     fn refused(&self, reason: &str) -> u64 {
@@ -578,7 +694,7 @@ impl NodePool for DynamicPool {
         gone.sort_unstable();
         for peer in gone {
             if let Some(entry) = self.entries.remove(&peer)
-                && entry.suspended.is_none()
+                && entry.usable()
             {
                 self.count(&entry.node, false);
             }
@@ -588,7 +704,9 @@ impl NodePool for DynamicPool {
         for entry in self.entries.values_mut() {
             if entry.suspended.is_some_and(|s| s.until.is_some_and(|t| t <= now)) {
                 entry.suspended = None;
-                back.push(entry.node.clone());
+                if entry.reached {
+                    back.push(entry.node.clone());
+                }
             }
         }
         back.sort_unstable_by_key(|n| *n.peer_id());
@@ -645,23 +763,204 @@ impl NodePool for StaticPool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mix_sphinx::NodeSecretKey;
 
-    fn node(i: u8) -> MixNode {
+    /// A node with a fresh identity at 10.0.0.`i`.
+    pub(crate) fn node(i: u8) -> MixNode {
         let peer = libp2p_identity::Keypair::generate_secp256k1().public().to_peer_id();
         let key = NodeSecretKey::from_bytes([i; 32]).public_key();
         MixNode::new(peer, format!("/ip4/10.0.0.{i}/tcp/1").parse().unwrap(), key, true).unwrap()
     }
 
+    fn node_at(addr: &str) -> MixNode {
+        let peer = libp2p_identity::Keypair::generate_secp256k1().public().to_peer_id();
+        let key = NodeSecretKey::from_bytes([7; 32]).public_key();
+        MixNode::new(peer, addr.parse().unwrap(), key, true).unwrap()
+    }
+
+    /// Offers `node`'s record and reaches it at its address, as the driver would.
+    fn offer_reached(pool: &mut DynamicPool, node: &MixNode, seq: u64, expires: Instant) -> bool {
+        let now = expires - Duration::from_secs(1);
+        pool.offer(node.clone(), seq, expires, now);
+        pool.report_reached(node.peer_id(), node.addr())
+    }
+
+    /// Two records claiming addresses in an honest node's /24 arrive before its own. Their
+    /// owners are not there; the honest node is. The claims must not keep it out.
     #[test]
-    fn suspended_nodes_need_a_newer_record() {
+    fn claims_nobody_answers_for_hold_no_subnet_place() {
+        let t0 = Instant::now();
+        let limits = SubnetLimits { exempt_local: false, ..SubnetLimits::default() };
+        let mut pool = DynamicPool::new().with_limits(limits);
+        let hour = t0 + Duration::from_secs(3600);
+        let fakes = [node_at("/ip4/1.2.3.7/tcp/1"), node_at("/ip4/1.2.3.8/tcp/1")];
+        let honest = node_at("/ip4/1.2.3.4/tcp/1");
+        for fake in &fakes {
+            assert!(!pool.offer(fake.clone(), 1, hour, t0), "usable before it was reached");
+            assert!(pool.to_reach(fake.peer_id()).is_some());
+        }
+        pool.offer(honest.clone(), 1, hour, t0);
+        assert!(pool.holds(honest.peer_id()), "the honest node was refused");
+        assert!(pool.nodes().is_empty(), "nobody was reached yet");
+        // The honest node answers at its address; the claims' owners never do.
+        assert!(pool.report_reached(
+            honest.peer_id(),
+            &format!("{}/p2p/{}", honest.addr(), honest.peer_id()).parse().unwrap()
+        ));
+        assert_eq!(pool.nodes(), std::slice::from_ref(&honest));
+        for fake in &fakes {
+            pool.report_unreachable(fake.peer_id(), t0);
+            assert!(pool.get(fake.peer_id()).is_none());
+        }
+        assert_eq!(pool.unreached(), 0);
+        // A third honest node of that /24 takes the second place.
+        let second = node_at("/ip4/1.2.3.5/tcp/1");
+        assert!(offer_reached(&mut pool, &second, 1, hour));
+        assert_eq!(pool.nodes().len(), 2);
+    }
+
+    /// The per-subnet counts match the usable entries.
+    fn assert_counts(pool: &DynamicPool) {
+        let mut per_24: HashMap<[u8; 3], usize> = HashMap::new();
+        for e in pool.entries.values().filter(|e| e.usable()) {
+            if let Some((p24, _)) = pool.prefixes(&e.node) {
+                *per_24.entry(p24).or_default() += 1;
+            }
+        }
+        assert_eq!(per_24, pool.per_24);
+    }
+
+    /// A full pool forgets a suspended node to make room. A suspended node holds no place in
+    /// its subnets, so forgetting it must give none back: claims in a /24, suspended and
+    /// then pushed out, would otherwise open places there past the cap.
+    #[test]
+    fn forgetting_a_suspended_node_frees_no_subnet_place() {
+        let t0 = Instant::now();
+        let limits = SubnetLimits {
+            exempt_local: false,
+            per_24: 1,
+            max_nodes: 2,
+            ..SubnetLimits::default()
+        };
+        let mut pool = DynamicPool::new().with_limits(limits);
+        let hour = t0 + Duration::from_secs(3600);
+        let claim = node_at("/ip4/1.2.3.9/tcp/1");
+        pool.offer(claim.clone(), 1, hour, t0);
+        pool.report_unreachable(claim.peer_id(), t0);
+        let a = node_at("/ip4/1.2.3.4/tcp/1");
+        assert!(offer_reached(&mut pool, &a, 1, hour));
+        // The pool is full: this one takes the suspended claim's place.
+        let b = node_at("/ip4/5.6.7.8/tcp/1");
+        assert!(offer_reached(&mut pool, &b, 1, hour));
+        assert!(!pool.holds(claim.peer_id()));
+        assert_counts(&pool);
+        let c = node_at("/ip4/1.2.3.5/tcp/1");
+        assert!(!offer_reached(&mut pool, &c, 1, hour), "a second node in a /24 capped at one");
+        assert_eq!(pool.refused("subnet_24"), 1);
+    }
+
+    /// A flood of records naming fresh identities fills the places of nodes waiting to be
+    /// reached, not the pool; each newcomer then takes the place of one drawn at random, so an
+    /// honest node keeps its place through a few more claims (a quarter of it per claim here,
+    /// with 4 places; one in 1,024 with the default).
+    #[test]
+    fn a_flood_of_claims_cannot_keep_an_honest_node_from_waiting_its_turn() {
+        let t0 = Instant::now();
+        let limits = SubnetLimits { max_unreached: 4, ..SubnetLimits::default() };
+        let mut pool = DynamicPool::new().with_limits(limits);
+        let hour = t0 + Duration::from_secs(3600);
+        let usable = node(200);
+        assert!(offer_reached(&mut pool, &usable, 1, hour));
+        for i in 0..1000u32 {
+            let claim = node_at(&format!("/ip4/1.{}.{}.1/tcp/1", i / 250, i % 250));
+            pool.offer(claim, 1, hour, t0);
+            assert!(pool.unreached() <= 4);
+        }
+        assert_eq!(pool.unreached(), 4);
+        assert_eq!(pool.refused("unreached"), 996, "each newcomer past 4 took a place");
+        assert_eq!(pool.nodes(), std::slice::from_ref(&usable), "usable nodes stay");
+        let honest = node(201);
+        pool.offer(honest.clone(), 1, hour, t0);
+        assert!(pool.to_reach(honest.peer_id()).is_some(), "a newcomer always gets a place");
+        // Over many rounds of one claim each, the honest node keeps its place about 3 in 4.
+        let mut kept = 0;
+        for i in 0..400u32 {
+            let claim = node_at(&format!("/ip4/2.{}.{}.1/tcp/1", i / 250, i % 250));
+            pool.offer(claim, 1, hour, t0);
+            if pool.to_reach(honest.peer_id()).is_some() {
+                kept += 1;
+            } else {
+                pool.offer(honest.clone(), 1, hour, t0);
+            }
+        }
+        assert!((240..=360).contains(&kept), "kept its place {kept} times in 400");
+        assert!(pool.report_reached(honest.peer_id(), honest.addr()));
+        assert_counts(&pool);
+    }
+
+    /// Only a connection to the record's own address counts: the peer answering somewhere else
+    /// says nothing about the address others will dial.
+    #[test]
+    fn a_node_reached_elsewhere_is_not_usable() {
+        let t0 = Instant::now();
+        let mut pool = DynamicPool::new();
+        let a = node(1);
+        pool.offer(a.clone(), 1, t0 + Duration::from_secs(60), t0);
+        assert!(!pool.report_reached(a.peer_id(), &"/ip4/10.9.9.9/tcp/1".parse().unwrap()));
+        assert!(pool.nodes().is_empty());
+        assert!(pool.report_reached(a.peer_id(), a.addr()));
+        assert!(!pool.report_reached(a.peer_id(), a.addr()), "reached once");
+        // A record moving it elsewhere makes it wait to be reached there.
+        let moved =
+            MixNode::new(*a.peer_id(), "/ip4/10.0.0.99/tcp/1".parse().unwrap(), *a.mix_key(), true)
+                .unwrap();
+        assert!(pool.offer(moved.clone(), 2, t0 + Duration::from_secs(60), t0));
+        assert!(pool.nodes().is_empty());
+        assert!(!pool.report_reached(a.peer_id(), a.addr()), "the old address");
+        assert!(pool.report_reached(a.peer_id(), moved.addr()));
+        // A new key at the same address keeps it usable.
+        let rekeyed = MixNode::new(
+            *a.peer_id(),
+            moved.addr().clone(),
+            NodeSecretKey::from_bytes([42; 32]).public_key(),
+            true,
+        )
+        .unwrap();
+        assert!(pool.offer(rekeyed.clone(), 3, t0 + Duration::from_secs(60), t0));
+        assert_eq!(pool.nodes(), std::slice::from_ref(&rekeyed));
+    }
+
+    /// A node reached while its subnets filled up is refused then, and counted.
+    #[test]
+    fn a_node_reached_after_its_subnet_filled_is_refused() {
+        let t0 = Instant::now();
+        let limits = SubnetLimits { exempt_local: false, per_24: 1, ..SubnetLimits::default() };
+        let mut pool = DynamicPool::new().with_limits(limits);
+        let hour = t0 + Duration::from_secs(3600);
+        let (a, b) = (node_at("/ip4/1.2.3.4/tcp/1"), node_at("/ip4/1.2.3.5/tcp/1"));
+        pool.offer(a.clone(), 1, hour, t0);
+        pool.offer(b.clone(), 1, hour, t0);
+        assert!(pool.report_reached(a.peer_id(), a.addr()));
+        assert!(!pool.report_reached(b.peer_id(), b.addr()));
+        assert!(!pool.holds(b.peer_id()));
+        assert_eq!(pool.refused("subnet_24"), 1);
+        // One arriving now is refused at once, without a dial.
+        let c = node_at("/ip4/1.2.3.6/tcp/1");
+        pool.offer(c.clone(), 1, hour, t0);
+        assert!(pool.to_reach(c.peer_id()).is_none());
+        assert_eq!(pool.refused("subnet_24"), 2);
+    }
+
+    #[test]
+    fn suspended_nodes_need_a_newer_record_and_a_new_reach() {
         let t0 = Instant::now();
         let mut pool = DynamicPool::new();
         let (a, b) = (node(1), node(2));
-        assert!(pool.offer(a.clone(), 1, t0 + Duration::from_secs(60), t0));
-        assert!(pool.offer(b.clone(), 1, t0 + Duration::from_secs(60), t0));
+        let minute = t0 + Duration::from_secs(60);
+        assert!(offer_reached(&mut pool, &a, 1, minute));
+        assert!(offer_reached(&mut pool, &b, 1, minute));
         assert_eq!(pool.nodes().len(), 2);
 
         pool.report_unreachable(a.peer_id(), t0);
@@ -669,9 +968,14 @@ mod tests {
         assert!(pool.get(a.peer_id()).is_none());
         // The same (or an older) record from the DHT does not bring it back.
         assert!(!pool.offer(a.clone(), 1, t0 + Duration::from_secs(90), t0));
+        assert!(pool.to_reach(a.peer_id()).is_none());
+        assert!(!pool.report_reached(a.peer_id(), a.addr()), "suspended");
         assert_eq!(pool.nodes().len(), 1);
-        // A republished record does.
-        assert!(pool.offer(a.clone(), 2, t0 + Duration::from_secs(90), t0));
+        // A republished record makes it a candidate again, usable once it answers.
+        assert!(!pool.offer(a.clone(), 2, t0 + Duration::from_secs(90), t0));
+        assert_eq!(pool.nodes().len(), 1);
+        assert!(pool.to_reach(a.peer_id()).is_some());
+        assert!(pool.report_reached(a.peer_id(), a.addr()));
         assert_eq!(pool.nodes().len(), 2);
     }
 
@@ -684,13 +988,14 @@ mod tests {
         let mut pool = DynamicPool::new().with_limits(limits);
         let (sybil, honest, live, newcomer) = (node(1), node(2), node(3), node(4));
         let (hour, day) = (t0 + Duration::from_secs(3600), t0 + Duration::from_secs(86_400));
-        pool.offer(sybil.clone(), 1, day, t0);
-        pool.offer(honest.clone(), 1, hour, t0);
-        pool.offer(live.clone(), 1, hour, t0);
+        offer_reached(&mut pool, &sybil, 1, day);
+        offer_reached(&mut pool, &honest, 1, hour);
+        offer_reached(&mut pool, &live, 1, hour);
         pool.report_unreachable(sybil.peer_id(), t0);
         pool.report_unreachable(honest.peer_id(), t0 + Duration::from_secs(1));
         let now = t0 + Duration::from_secs(2);
-        assert!(pool.offer(newcomer.clone(), 1, hour, now));
+        pool.offer(newcomer.clone(), 1, hour, now);
+        assert!(pool.report_reached(newcomer.peer_id(), newcomer.addr()));
         assert!(!pool.holds(sybil.peer_id()), "suspended longest");
         for kept in [&honest, &live, &newcomer] {
             assert!(pool.holds(kept.peer_id()));
@@ -702,7 +1007,7 @@ mod tests {
         let t0 = Instant::now();
         let mut pool = DynamicPool::new().with_suspension(Duration::from_secs(10));
         let (a, s) = (node(1), node(3));
-        pool.offer(a.clone(), 5, t0 + Duration::from_secs(30), t0);
+        offer_reached(&mut pool, &a, 5, t0 + Duration::from_secs(30));
         pool.insert_static(s.clone());
         pool.report_unreachable(s.peer_id(), t0);
         assert_eq!(pool.nodes(), std::slice::from_ref(&a));

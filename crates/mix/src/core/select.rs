@@ -404,6 +404,7 @@ mod tests {
         let all = nodes(20, 20, &mut rng);
         for (i, n) in all.iter().enumerate() {
             pool.offer(n.clone(), 1, t0 + Duration::from_secs(60), t0);
+            pool.report_reached(n.peer_id(), n.addr());
             // Node 0 is 1 ms away, the others 50 ms.
             pool.report_rtt(n.peer_id(), Duration::from_millis(if i == 0 { 1 } else { 50 }));
         }
