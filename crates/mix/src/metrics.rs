@@ -201,8 +201,8 @@ impl Metrics {
         r.register(
             "pool_refused",
             "Discovery records the pool refused, by reason (subnet_24, subnet_16, full; \
-             unreached: the places of nodes waiting to be reached were all taken and the draw \
-             dropped it)",
+             unreached: a node waiting to be reached gave its place to a newcomer; \
+             local_address: a record naming a local address, on a node that takes none)",
             self.pool_refused.clone(),
         );
         r.register(

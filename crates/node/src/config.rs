@@ -387,7 +387,8 @@ struct LimitsSection {
     pool_per_24: usize,
     pool_per_16: usize,
     pool_max_nodes: usize,
-    /// Unset: exempt only when the node is local itself (see [`exempt_local`]).
+    pool_max_unreached: usize,
+    /// Unset: exempt only when the node is local itself (see [`local_rules`]).
     pool_exempt_local: Option<bool>,
 }
 
@@ -410,6 +411,7 @@ impl Default for LimitsSection {
             pool_per_24: p.per_24,
             pool_per_16: p.per_16,
             pool_max_nodes: p.max_nodes,
+            pool_max_unreached: p.max_unreached,
             pool_exempt_local: None,
         }
     }
@@ -688,12 +690,14 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     apply_rotation(file.rotation.as_ref(), &mut config, discovery.as_mut())?;
     apply_limits(&file.limits, &file.network, &mut config)?;
     let l = &file.limits;
+    let (exempt_local, local_addresses) = local_rules(l.pool_exempt_local, &file.network);
     let pool_limits = libp2p_mix::core::SubnetLimits {
         per_24: l.pool_per_24.max(1),
         per_16: l.pool_per_16.max(1),
         max_nodes: l.pool_max_nodes.max(1),
-        exempt_local: exempt_local(l.pool_exempt_local, &file.network),
-        ..libp2p_mix::core::SubnetLimits::default()
+        max_unreached: l.pool_max_unreached.max(1),
+        exempt_local,
+        local_addresses,
     };
     let streams = file.streams.config()?;
     let gossip = file.gossip.as_ref().map(GossipSection::spec).transpose()?;
@@ -875,7 +879,10 @@ fn apply_rotation(
 /// private (a testnet in containers listens on `0.0.0.0` and advertises a private address),
 /// and otherwise every listen address is (a local testnet on 127.0.0.1). On a public node,
 /// records claiming private addresses would otherwise fill the pool with no cap, for free.
-fn exempt_local(set: Option<bool>, network: &NetworkConfig) -> bool {
+/// Whether local addresses are exempt from the pool's subnet caps, and whether records naming
+/// them are taken at all: both only on a node that is local itself, unless `pool_exempt_local`
+/// says otherwise (a public node that sets it takes them, uncapped, and is warned).
+fn local_rules(set: Option<bool>, network: &NetworkConfig) -> (bool, bool) {
     let local = match &network.advertise {
         Some(addr) => is_local_addr(addr),
         None => network.listen.iter().all(is_local_addr),
@@ -884,10 +891,10 @@ fn exempt_local(set: Option<bool>, network: &NetworkConfig) -> bool {
     if exempt && !local {
         tracing::warn!(
             "limits.pool_exempt_local is on for a node that may be public: records claiming \
-             loopback or private addresses are not capped per subnet"
+             loopback or private addresses are taken and not capped per subnet"
         );
     }
-    exempt
+    (exempt, local || exempt)
 }
 
 /// Loopback or private: an IPv4 address [`libp2p_mix::core::is_local`] counts, or IPv6
@@ -1242,7 +1249,9 @@ mod tests {
     #[test]
     fn only_a_local_node_exempts_local_addresses_from_the_subnet_caps() {
         let exempt = |text: &str| parse(text).unwrap().spec.pool_limits.exempt_local;
+        let takes_local = |text: &str| parse(text).unwrap().spec.pool_limits.local_addresses;
         assert!(exempt(EXAMPLE), "the example listens on 127.0.0.1");
+        assert!(takes_local(EXAMPLE));
         let public = EXAMPLE.replacen(
             "listen = [\"/ip4/127.0.0.1/tcp/4242\"]",
             "listen = [\"/ip4/0.0.0.0/tcp/4242\"]\nadvertise = \"/ip4/203.0.113.7/tcp/4242\"",
@@ -1250,6 +1259,7 @@ mod tests {
         );
         assert_ne!(public, EXAMPLE);
         assert!(!exempt(&public));
+        assert!(!takes_local(&public), "a public node dials no record's local address");
         let unspecified = EXAMPLE.replacen("/ip4/127.0.0.1/tcp/4242", "/ip4/0.0.0.0/tcp/4242", 1);
         assert!(!exempt(&unspecified), "a node listening everywhere may be public");
         let containers = unspecified.replacen(
@@ -1260,7 +1270,10 @@ mod tests {
         assert_ne!(containers, unspecified);
         assert!(exempt(&containers), "listening everywhere, advertising a private address");
         let set = "# pool_exempt_local = false";
-        assert!(!exempt(&EXAMPLE.replacen(set, "pool_exempt_local = false", 1)));
-        assert!(exempt(&public.replacen(set, "pool_exempt_local = true", 1)));
+        let capped = EXAMPLE.replacen(set, "pool_exempt_local = false", 1);
+        assert!(!exempt(&capped));
+        assert!(takes_local(&capped), "a local node capping local addresses still takes them");
+        let closed = public.replacen(set, "pool_exempt_local = true", 1);
+        assert!(exempt(&closed) && takes_local(&closed));
     }
 }

@@ -201,7 +201,8 @@ pub trait NodePool: Send + fmt::Debug {
     /// Forgets expired records and ends suspensions that time out.
     fn expire(&mut self, _now: Instant) {}
 
-    /// Records refused so far for `reason` (`subnet_24`, `subnet_16`, `full`). A record is
+    /// Records refused so far for `reason` (`subnet_24`, `subnet_16`, `full`, `unreached`,
+    /// `local_address`). A record is
     /// refused when it arrives, or when its node is reached (see [`Self::to_reach`]) and its
     /// subnets filled up meanwhile.
     fn refused(&self, _reason: &str) -> u64 {
@@ -237,11 +238,24 @@ pub struct SubnetLimits {
     /// its pool with no cap, for free (`mixnode` turns it off unless its own addresses are
     /// local).
     pub exempt_local: bool,
+    /// Take records naming loopback, private, shared or link-local addresses ([`is_local`]).
+    /// On by default, for local use. A node on a public network turns it off: nodes it can
+    /// use are never there, and every record it takes it dials at the address named, so such
+    /// records would have it dial into its own machine and networks for anyone (`mixnode`
+    /// turns it off unless its own addresses are local or `pool_exempt_local` is set).
+    pub local_addresses: bool,
 }
 
 impl Default for SubnetLimits {
     fn default() -> Self {
-        Self { per_24: 2, per_16: 8, max_nodes: 4096, max_unreached: 1024, exempt_local: true }
+        Self {
+            per_24: 2,
+            per_16: 8,
+            max_nodes: 4096,
+            max_unreached: 1024,
+            exempt_local: true,
+            local_addresses: true,
+        }
     }
 }
 
@@ -343,8 +357,10 @@ impl Default for DynamicPool {
 }
 
 /// Why a record was refused, by index into `DynamicPool::refused`: its subnets were full, or
-/// the pool was; or (`unreached`) a node waiting to be reached gave its place to a newcomer.
-pub(crate) const REFUSALS: [&str; 4] = ["subnet_24", "subnet_16", "full", "unreached"];
+/// the pool was; (`unreached`) a node waiting to be reached gave its place to a newcomer; or
+/// it named a local address to a node that takes none.
+pub(crate) const REFUSALS: [&str; 5] =
+    ["subnet_24", "subnet_16", "full", "unreached", "local_address"];
 
 impl DynamicPool {
     /// An empty pool.
@@ -583,6 +599,10 @@ impl NodePool for DynamicPool {
 
     fn offer(&mut self, node: MixNode, seq: u64, expires: Instant, now: Instant) -> bool {
         if expires <= now {
+            return false;
+        }
+        if !self.limits.local_addresses && node.ip().is_some_and(is_local) {
+            self.refused[4] += 1;
             return false;
         }
         let peer = *node.peer_id();
@@ -898,6 +918,35 @@ pub(crate) mod tests {
         assert!((240..=360).contains(&kept), "kept its place {kept} times in 400");
         assert!(pool.report_reached(honest.peer_id(), honest.addr()));
         assert_counts(&pool);
+    }
+
+    /// A node on a public network takes no record naming a local address: it would dial
+    /// there for whoever published it.
+    #[test]
+    fn a_node_that_takes_no_local_addresses_refuses_records_naming_them() {
+        let t0 = Instant::now();
+        let limits =
+            SubnetLimits { exempt_local: false, local_addresses: false, ..SubnetLimits::default() };
+        let mut pool = DynamicPool::new().with_limits(limits);
+        let hour = t0 + Duration::from_secs(3600);
+        for addr in [
+            "/ip4/127.0.0.1/tcp/22",
+            "/ip4/10.1.2.3/tcp/6379",
+            "/ip4/169.254.169.254/tcp/80",
+            "/ip4/100.64.0.1/tcp/1",
+        ] {
+            let claim = node_at(addr);
+            pool.offer(claim.clone(), 1, hour, t0);
+            assert!(!pool.holds(claim.peer_id()), "{addr} taken");
+        }
+        assert_eq!(pool.refused("local_address"), 4);
+        let public = node_at("/ip4/1.2.3.4/tcp/1");
+        pool.offer(public.clone(), 1, hour, t0);
+        assert!(pool.to_reach(public.peer_id()).is_some());
+        // Configured nodes are trusted wherever they are.
+        let configured = node(9);
+        pool.insert_static(configured.clone());
+        assert!(pool.get(configured.peer_id()).is_some());
     }
 
     /// Only a connection to the record's own address counts: the peer answering somewhere else
