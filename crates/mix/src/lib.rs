@@ -67,6 +67,7 @@ mod metrics;
 mod mixnet;
 #[cfg(feature = "net")]
 mod protocol;
+#[cfg(feature = "net")]
 mod reach;
 pub mod spam;
 pub mod state;

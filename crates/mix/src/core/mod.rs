@@ -58,6 +58,7 @@ pub use keys::{EpochKeys, RotationConfig};
 #[cfg(test)]
 pub(crate) use pool::tests::node as test_node;
 pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local};
+#[cfg(feature = "net")]
 pub(crate) use pool::{REFUSALS, same_address};
 pub(crate) use replay::MAX_HASHES;
 pub use replay::{
