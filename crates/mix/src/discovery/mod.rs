@@ -199,6 +199,7 @@ pub struct Metrics {
     walks: Counter,
     publications: Family<OutcomeLabel, Counter>,
     untracked: Family<TableLabel, Counter>,
+    replaced: Counter,
 }
 
 impl Metrics {
@@ -218,6 +219,12 @@ impl Metrics {
             "Peers left out of a full table (known, missing or queue)",
             self.untracked.clone(),
         );
+        r.register(
+            "records_replaced",
+            "Records a full record store dropped for a newer arrival (an expired one, else one \
+             drawn at random)",
+            self.replaced.clone(),
+        );
     }
 
     /// Valid records received so far.
@@ -228,6 +235,11 @@ impl Metrics {
     /// Records refused for `reason` (see [`RecordError::reason`]).
     pub fn records_rejected(&self, reason: &'static str) -> u64 {
         self.rejected.get_or_create(&ReasonLabel { reason }).get()
+    }
+
+    /// Records a full store dropped to take a newer arrival.
+    pub fn records_replaced(&self) -> u64 {
+        self.replaced.get()
     }
 
     /// Peers left out of `table` (`known`, `missing` or `queue`) because it was full.
@@ -541,17 +553,47 @@ impl Behaviour {
                 .get(&record.key)
                 .and_then(|r| MixRecord::verify(&r.value, &peer, unix_now()).ok())
                 .map(|(r, _)| r.seq);
-            if stored_seq.is_none_or(|old| old < *seq)
-                && let Err(error) = self.inner.kad.store_mut().put(record)
-            {
-                // The store keeps records first come (1,024): ground identities near this
-                // node can fill it. Counted, so that it shows; the node itself is still
-                // offered to the pool.
-                tracing::debug!(%peer, %error, "record store refused a record");
-                self.metrics.rejected.get_or_create(&ReasonLabel { reason: "store_full" }).inc();
+            if stored_seq.is_none_or(|old| old < *seq) {
+                self.store(peer, record);
             }
         }
         self.events.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    /// Stores a valid record PUT to this node. A full store drops an expired record for it,
+    /// else one drawn at random. First come would let ground identities that filled the store
+    /// once keep every later record out until theirs expire; so, keeping honest records out
+    /// takes a flood that never stops, and an honest record put again gets back in.
+    fn store(&mut self, peer: PeerId, record: Record) {
+        let own = kad::RecordKey::new(&record_key(&self.local_peer));
+        let store = self.inner.kad.store_mut();
+        let record = match store.put(record.clone()) {
+            Err(kad::store::Error::MaxRecords) => record,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "record store refused a record");
+                self.metrics.rejected.get_or_create(&ReasonLabel { reason: "store" }).inc();
+                return;
+            }
+            Ok(()) => return,
+        };
+        let now = Instant::now();
+        let others: Vec<(kad::RecordKey, bool)> = store
+            .records()
+            .filter(|r| r.key != own)
+            .map(|r| (r.key.clone(), r.is_expired(now)))
+            .collect();
+        let victim = match others.iter().find(|(_, expired)| *expired) {
+            Some((key, _)) => Some(key.clone()),
+            None if others.is_empty() => None,
+            None => Some(others[rand::random_range(0..others.len())].0.clone()),
+        };
+        let Some(victim) = victim else { return };
+        store.remove(&victim);
+        self.metrics.replaced.inc();
+        if let Err(error) = store.put(record) {
+            tracing::debug!(%peer, %error, "record store refused a record");
+            self.metrics.rejected.get_or_create(&ReasonLabel { reason: "store" }).inc();
+        }
     }
 
     fn on_inner_event(&mut self, event: InnerEvent) {
@@ -741,19 +783,28 @@ mod tests {
         Behaviour::new(Keypair::generate_secp256k1(), config)
     }
 
-    /// A full record store refuses a record, and the refusal is counted (found by review: it
-    /// was ignored, so a store filled by ground identities did not show).
+    /// Ground identities fill the record store (1,024 records) before an honest record
+    /// arrives. First come refused the honest one until theirs expired; now it takes the
+    /// place of one drawn at random, and the replacement is counted.
     #[test]
-    fn a_full_record_store_is_counted() {
+    fn a_full_record_store_takes_a_new_record_in_place_of_a_random_one() {
         let mut discovery = discovery(16);
         let until = unix_now() + 600;
-        for _ in 0..1025 {
+        let put = |discovery: &mut Behaviour| {
             let identity = Keypair::generate_secp256k1();
             let peer = identity.public().to_peer_id();
             let key = kad::RecordKey::new(&record_key(&peer));
-            discovery.on_inbound_put(Record::new(key, signed_record(&identity, until)));
-        }
-        assert_eq!(discovery.metrics().records_rejected("store_full"), 1);
+            discovery.on_inbound_put(Record::new(key.clone(), signed_record(&identity, until)));
+            key
+        };
+        let flood: Vec<kad::RecordKey> = (0..1024).map(|_| put(&mut discovery)).collect();
+        assert_eq!(discovery.metrics().records_replaced(), 0);
+        let honest = put(&mut discovery);
+        let store = discovery.inner.kad.store_mut();
+        assert!(store.get(&honest).is_some(), "the honest record was refused");
+        assert_eq!(store.records().count(), 1024);
+        assert_eq!(flood.iter().filter(|k| store.get(k).is_none()).count(), 1);
+        assert_eq!(discovery.metrics().records_replaced(), 1);
     }
 
     /// A peer's own record, signed by itself, claiming to be valid for ever: refused and
