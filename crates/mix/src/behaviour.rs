@@ -64,6 +64,14 @@ pub struct Config {
     pub reach_dials: usize,
     /// How long such a dial may take before the node counts as not there.
     pub reach_timeout: Duration,
+    /// Which addresses that are not public ([`core::is_public`]: loopback, private,
+    /// link-local...) the node dials when a packet names them for a next hop or, as the exit,
+    /// a destination that is not a pool member; others are dropped (`local_address`). All, by
+    /// default, for local use. A node on a public network takes
+    /// [`core::LocalAddresses::None`], or any sender has it dial into its own machine and
+    /// networks. Pool members are dialed at their records' addresses, which the pool checks
+    /// ([`core::SubnetLimits::local_addresses`]).
+    pub local_addresses: core::LocalAddresses,
     /// Serve as a mix node: accept `/mix/1.0.0` streams and forward packets. A client-only
     /// node (`false`) accepts none and, with [`core::Config::tit_for_tat`], cannot send.
     pub serve: bool,
@@ -137,6 +145,7 @@ impl Default for Config {
             probes_per_interval: 4,
             reach_dials: 8,
             reach_timeout: Duration::from_secs(10),
+            local_addresses: core::LocalAddresses::All,
             serve: true,
             inbound_frame_rate: Some(4000.0),
             inbound_burst: 1000,
@@ -717,7 +726,7 @@ impl Behaviour {
             self.publish_pool();
         }
         if self.core.pool().to_reach(&peer).is_some() {
-            self.reacher.enqueue(peer);
+            self.reacher.enqueue(peer, self.core.pool());
             self.reach_some();
         }
         changed
@@ -760,7 +769,7 @@ impl Behaviour {
             self.dropped_nodes.push(peer);
         } else if self.core.pool().to_reach(&peer).is_some() {
             // Reached elsewhere than its record says (it may have moved meanwhile).
-            self.reacher.enqueue(peer);
+            self.reacher.enqueue(peer, self.core.pool());
         }
     }
 
@@ -769,7 +778,7 @@ impl Behaviour {
         let Some(node) = self.core.pool().to_reach(&peer) else { return };
         if !core::same_address(node.addr(), addr) {
             // A newer record moved it while we dialed the old address: try the new one.
-            self.reacher.enqueue(peer);
+            self.reacher.enqueue(peer, self.core.pool());
             return;
         }
         tracing::debug!(%peer, %addr, "not reached at its record's address; suspending it");
@@ -1156,12 +1165,15 @@ impl Behaviour {
         }
     }
 
-    /// Where to dial `peer`: at its record's address if it is a pool member (`true`), else at
-    /// `addr`, the address a packet (or the application) gave.
-    fn dial_address(&self, peer: &PeerId, addr: Multiaddr) -> (Multiaddr, bool) {
-        match self.core.pool().get(peer) {
-            Some(node) => (node.addr().clone(), true),
-            None => (addr, false),
+    /// Where to dial `peer`: at its record's address if it is a pool member, usable or
+    /// waiting to be reached (`true`), else at `addr`, the address a packet (or the
+    /// application) gave. `None` if that address is one this node does not dial for others.
+    fn dial_address(&self, peer: &PeerId, addr: Multiaddr) -> Option<(Multiaddr, bool)> {
+        let pool = self.core.pool();
+        match pool.get(peer).or_else(|| pool.to_reach(peer)) {
+            Some(node) => Some((node.addr().clone(), true)),
+            None if !self.config.local_addresses.allows(&addr) => None,
+            None => Some((addr, false)),
         }
     }
 
@@ -1181,7 +1193,10 @@ impl Behaviour {
             self.metrics.dropped(DropReason::TooManyPeers);
             return;
         }
-        let (addr, at_record) = self.dial_address(&peer, addr);
+        let Some((addr, at_record)) = self.dial_address(&peer, addr) else {
+            self.metrics.dropped(DropReason::LocalAddress);
+            return;
+        };
         let pending = self.pending_for(peer, addr, at_record);
         if pending.packets.len() >= max {
             self.metrics.dropped(DropReason::PeerQueueFull);
@@ -1217,8 +1232,30 @@ impl Behaviour {
             self.events.push_back(ToSwarm::GenerateEvent(Event::Received { codec, body, reply }));
             return;
         };
-        let connection = self.connected.get(&peer).and_then(|c| c.first()).copied();
-        if let Err(reason) = self.admit_exit_job(&peer, connection.is_some()) {
+        /// How the delivery reaches its destination.
+        enum Via {
+            Connection(ConnectionId),
+            Dial(Multiaddr, bool),
+        }
+        let via = match self.connected.get(&peer).and_then(|c| c.first()).copied() {
+            Some(connection) => Via::Connection(connection),
+            None => match self.dial_address(&peer, addr) {
+                Some((addr, at_record)) => Via::Dial(addr, at_record),
+                None => {
+                    self.core.forget(delivery);
+                    self.metrics.dropped(DropReason::LocalAddress);
+                    self.metrics.exit_request("refused");
+                    self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered {
+                        peer,
+                        codec,
+                        result: Err(ExitError::Unreachable),
+                    }));
+                    return;
+                }
+            },
+        };
+        let connected = matches!(via, Via::Connection(_));
+        if let Err(reason) = self.admit_exit_job(&peer, connected) {
             self.core.forget(delivery);
             self.metrics.dropped(reason);
             self.metrics.exit_request("refused");
@@ -1239,12 +1276,12 @@ impl Behaviour {
         self.exit_jobs_by_id.insert(id, (peer, codec.clone(), delivery));
         let job = ExitJob { id, codec, body, read, retry, pooled };
         self.metrics.set_exit_jobs(self.exit_jobs_by_id.len());
-        if let Some(connection) = connection {
-            self.exit_connection.insert(job.id, connection);
-            self.events.push_back(exit_event(peer, connection, job));
-        } else {
-            let (addr, at_record) = self.dial_address(&peer, addr);
-            self.pending_for(peer, addr, at_record).exits.push(job);
+        match via {
+            Via::Connection(connection) => {
+                self.exit_connection.insert(job.id, connection);
+                self.events.push_back(exit_event(peer, connection, job));
+            }
+            Via::Dial(addr, at_record) => self.pending_for(peer, addr, at_record).exits.push(job),
         }
     }
 
@@ -1395,7 +1432,7 @@ impl Behaviour {
         // again at the next occasion, not now: now would fail alike.
         let stopped_here =
             not_made || matches!(error, DialError::Aborted | DialError::Denied { .. });
-        let reach = self.reacher.on_dial_failure(peer, id, stopped_here);
+        let reach = self.reacher.on_dial_failure(peer, id, stopped_here, self.core.pool());
         if let Some(crate::reach::Failed::Unreached(addr)) = reach {
             tracing::debug!(%peer, %error, "dial at the record's address failed");
             self.on_not_reached(peer, &addr);

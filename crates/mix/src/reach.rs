@@ -22,8 +22,8 @@ use libp2p_swarm::dial_opts::{DialOpts, PeerCondition};
 use crate::core::NodePool;
 use crate::core::same_address;
 
-/// Nodes waiting for a dial; past this the oldest is dropped from the queue (it is queued
-/// again when its record is offered again).
+/// Nodes waiting for a dial. Past this the queue drops the nodes the pool no longer waits
+/// for (it holds at most `max_unreached` of them), then refuses more.
 const MAX_QUEUED: usize = 4096;
 /// How often dials that take too long are looked for.
 const TICK: Duration = Duration::from_secs(1);
@@ -79,14 +79,18 @@ impl Reacher {
     }
 
     /// `peer` waits in `pool` to be reached.
-    pub(crate) fn enqueue(&mut self, peer: PeerId) {
+    pub(crate) fn enqueue(&mut self, peer: PeerId, pool: &dyn NodePool) {
         if self.queued.contains(&peer) || self.dialing.contains_key(&peer) {
             return;
         }
-        if self.queue.len() >= MAX_QUEUED
-            && let Some(oldest) = self.queue.pop_front()
-        {
-            self.queued.remove(&oldest);
+        if self.queue.len() >= MAX_QUEUED {
+            // Nodes the pool dropped (a newcomer took their place) go; those it waits for
+            // keep theirs.
+            self.queue.retain(|p| pool.to_reach(p).is_some());
+            self.queued = self.queue.iter().copied().collect();
+            if self.queue.len() >= MAX_QUEUED {
+                return;
+            }
         }
         self.queued.insert(peer);
         self.queue.push_back(peer);
@@ -107,10 +111,13 @@ impl Reacher {
                 steps.push(Step::Reached(peer, addr.clone()));
                 continue;
             }
-            // Even if connected: an inbound connection says nothing about the address.
+            // Even if connected (an inbound connection says nothing about the address), and
+            // even if another dial is under way: that one may be at an address a packet
+            // named, and a sender who kept one going would keep the node from ever being
+            // checked.
             let opts = DialOpts::peer_id(peer)
                 .addresses(vec![node.addr().clone()])
-                .condition(PeerCondition::NotDialing)
+                .condition(PeerCondition::Always)
                 .build();
             let dialing = Dialing {
                 id: opts.connection_id(),
@@ -153,13 +160,14 @@ impl Reacher {
         peer: PeerId,
         connection: ConnectionId,
         not_made: bool,
+        pool: &dyn NodePool,
     ) -> Option<Failed> {
         if self.dialing.get(&peer).is_none_or(|d| d.id != connection) {
             return None;
         }
         let dialing = self.dialing.remove(&peer)?;
         if not_made {
-            self.enqueue(peer);
+            self.enqueue(peer, pool);
             return Some(Failed::NotMade);
         }
         Some(Failed::Unreached(dialing.addr))
@@ -220,8 +228,8 @@ mod tests {
         let nodes: Vec<MixNode> = (1..=3).map(node).collect();
         for n in &nodes {
             pool.offer(n.clone(), 1, t0 + Duration::from_secs(60), t0);
-            reacher.enqueue(*n.peer_id());
-            reacher.enqueue(*n.peer_id());
+            reacher.enqueue(*n.peer_id(), &pool);
+            reacher.enqueue(*n.peer_id(), &pool);
         }
         let first = dialed(&reacher.next(&pool, t0));
         assert_eq!(first.len(), 2);
@@ -229,14 +237,17 @@ mod tests {
         // The first dial fails: the third node's turn.
         let fail = |r: &mut Reacher, peer: PeerId| {
             let id = r.dialing[&peer].id;
-            r.on_dial_failure(peer, id, false)
+            r.on_dial_failure(peer, id, false, &pool)
         };
         let addr = pool.to_reach(&first[0]).unwrap().addr().clone();
         assert_eq!(fail(&mut reacher, first[0]), Some(Failed::Unreached(addr)));
         assert_eq!(dialed(&reacher.next(&pool, t0)), vec![*nodes[2].peer_id()]);
         assert!(reacher.next(&pool, t0).is_empty(), "each node once");
         // Someone else's dial failing is not ours.
-        assert_eq!(reacher.on_dial_failure(first[1], ConnectionId::new_unchecked(0), false), None);
+        assert_eq!(
+            reacher.on_dial_failure(first[1], ConnectionId::new_unchecked(0), false, &pool),
+            None
+        );
     }
 
     #[test]
@@ -258,7 +269,7 @@ mod tests {
         reacher.on_established(*b.peer_id(), ConnectionId::new_unchecked(2), &listener);
         for n in [&a, &b] {
             pool.offer(n.clone(), 1, t0 + Duration::from_secs(60), t0);
-            reacher.enqueue(*n.peer_id());
+            reacher.enqueue(*n.peer_id(), &pool);
         }
         let steps = reacher.next(&pool, t0);
         assert!(matches!(&steps[0], Step::Reached(p, _) if p == a.peer_id()));
@@ -272,7 +283,7 @@ mod tests {
         let mut reacher = Reacher::new(1, Duration::from_millis(10));
         let a = node(1);
         pool.offer(a.clone(), 1, t0 + Duration::from_secs(60), t0);
-        reacher.enqueue(*a.peer_id());
+        reacher.enqueue(*a.peer_id(), &pool);
         assert_eq!(dialed(&reacher.next(&pool, t0)).len(), 1);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);

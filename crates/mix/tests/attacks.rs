@@ -99,6 +99,51 @@ async fn a_poisoned_next_hop_address_suspends_no_one() {
     assert!(delivered, "the hop did not reach the pool member at its advertised address");
 }
 
+/// A sender names loopback addresses that are not pool members' for a next hop, and as the
+/// destination. A node that dials no non-public address for others (a public node) drops
+/// both, counted, and dials nothing; pool members (here on loopback too) are still reached
+/// at their own addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_node_dials_no_local_address_a_packet_names() {
+    common::init_tracing();
+    let options = Options {
+        nodes: 4,
+        live_pool: true,
+        configure: Some(|i, c| {
+            if i == 1 {
+                c.local_addresses = libp2p_mix::core::LocalAddresses::None;
+            }
+        }),
+        ..Options::default()
+    };
+    let mut net = network(options).await;
+    let metrics = net.mix[1].metrics.clone().unwrap();
+    let stranger = (random_peer(), DEAD.parse::<Multiaddr>().unwrap());
+    let key = NodeSecretKey::generate(&mut rand::rng()).public_key();
+    let dest = AddressBlock::encode(&net.dest.addr, &net.dest.peer_id).unwrap();
+    // A next hop at a local address, through node 1.
+    let p = packet(
+        &[hop(&net.mix[1]), (stranger.0, stranger.1.clone(), key), hop(&net.mix[3])],
+        &dest,
+        b"next hop",
+    );
+    net.mix[0].send_packet(net.mix[1].peer_id, net.mix[1].addr.clone(), p);
+    // A destination at a local address, with node 1 as the exit.
+    let to_stranger = AddressBlock::encode(&stranger.1, &stranger.0).unwrap();
+    let p = packet(&[hop(&net.mix[0]), hop(&net.mix[2]), hop(&net.mix[1])], &to_stranger, b"exit");
+    net.mix[3].send_packet(net.mix[0].peer_id, net.mix[0].addr.clone(), p);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.packets_dropped(DropReason::LocalAddress) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metrics.packets_dropped(DropReason::LocalAddress), 2);
+    assert_eq!(metrics.packets_dropped(DropReason::Unreachable), 0, "a dial was made");
+    // Through pool members, node 1 still forwards.
+    let p = packet(&[hop(&net.mix[1]), hop(&net.mix[2]), hop(&net.mix[3])], &dest, b"control");
+    net.mix[0].send_packet(net.mix[1].peer_id, net.mix[1].addr.clone(), p);
+    assert!(echoed(&mut net.dest, b"control", Duration::from_secs(10)).await);
+}
+
 /// A malicious sender names an honest mix node, at a dead address, as the destination. The
 /// exit fails to deliver, and that must not touch its pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

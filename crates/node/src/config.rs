@@ -691,6 +691,8 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<Loaded> {
     apply_limits(&file.limits, &file.network, &mut config)?;
     let l = &file.limits;
     let (exempt_local, local_addresses) = local_rules(l.pool_exempt_local, &file.network);
+    // Packets may name any address for a next hop or a destination: the same rule.
+    config.local_addresses = local_addresses;
     let pool_limits = libp2p_mix::core::SubnetLimits {
         per_24: l.pool_per_24.max(1),
         per_16: l.pool_per_16.max(1),
@@ -879,22 +881,42 @@ fn apply_rotation(
 /// private (a testnet in containers listens on `0.0.0.0` and advertises a private address),
 /// and otherwise every listen address is (a local testnet on 127.0.0.1). On a public node,
 /// records claiming private addresses would otherwise fill the pool with no cap, for free.
-/// Whether local addresses are exempt from the pool's subnet caps, and whether records naming
-/// them are taken at all: both only on a node that is local itself, unless `pool_exempt_local`
-/// says otherwise (a public node that sets it takes them, uncapped, and is warned).
-fn local_rules(set: Option<bool>, network: &NetworkConfig) -> (bool, bool) {
-    let local = match &network.advertise {
-        Some(addr) => is_local_addr(addr),
-        None => network.listen.iter().all(is_local_addr),
+/// Whether local addresses are exempt from the pool's subnet caps, and which addresses that
+/// are not public the node dials for others (at records' addresses, or at packets'): by the
+/// node's own addresses, unless `pool_exempt_local` says otherwise (a public node that sets it
+/// takes private addresses, uncapped, and is warned).
+fn local_rules(
+    set: Option<bool>,
+    network: &NetworkConfig,
+) -> (bool, libp2p_mix::core::LocalAddresses) {
+    use libp2p_mix::core::LocalAddresses;
+    let own: Vec<&Multiaddr> = match &network.advertise {
+        Some(addr) => vec![addr],
+        None => network.listen.iter().collect(),
     };
+    let local = own.iter().all(|a| is_local_addr(a));
+    let loopback = own.iter().all(|a| {
+        a.iter().next().is_some_and(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback(),
+            Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    });
     let exempt = set.unwrap_or(local);
     if exempt && !local {
         tracing::warn!(
             "limits.pool_exempt_local is on for a node that may be public: records claiming \
-             loopback or private addresses are taken and not capped per subnet"
+             private addresses are taken and not capped per subnet"
         );
     }
-    (exempt, local || exempt)
+    let dials = if loopback {
+        LocalAddresses::All
+    } else if local || exempt {
+        LocalAddresses::Private
+    } else {
+        LocalAddresses::None
+    };
+    (exempt, dials)
 }
 
 /// Loopback or private: an IPv4 address [`libp2p_mix::core::is_local`] counts, or IPv6
@@ -1249,9 +1271,10 @@ mod tests {
     #[test]
     fn only_a_local_node_exempts_local_addresses_from_the_subnet_caps() {
         let exempt = |text: &str| parse(text).unwrap().spec.pool_limits.exempt_local;
-        let takes_local = |text: &str| parse(text).unwrap().spec.pool_limits.local_addresses;
+        use libp2p_mix::core::LocalAddresses;
+        let takes = |text: &str| parse(text).unwrap().spec.pool_limits.local_addresses;
         assert!(exempt(EXAMPLE), "the example listens on 127.0.0.1");
-        assert!(takes_local(EXAMPLE));
+        assert_eq!(takes(EXAMPLE), LocalAddresses::All);
         let public = EXAMPLE.replacen(
             "listen = [\"/ip4/127.0.0.1/tcp/4242\"]",
             "listen = [\"/ip4/0.0.0.0/tcp/4242\"]\nadvertise = \"/ip4/203.0.113.7/tcp/4242\"",
@@ -1259,7 +1282,9 @@ mod tests {
         );
         assert_ne!(public, EXAMPLE);
         assert!(!exempt(&public));
-        assert!(!takes_local(&public), "a public node dials no record's local address");
+        assert_eq!(takes(&public), LocalAddresses::None, "a public node dials no record's");
+        let packets = parse(&public).unwrap().spec.config.local_addresses;
+        assert_eq!(packets, LocalAddresses::None, "nor any a packet names");
         let unspecified = EXAMPLE.replacen("/ip4/127.0.0.1/tcp/4242", "/ip4/0.0.0.0/tcp/4242", 1);
         assert!(!exempt(&unspecified), "a node listening everywhere may be public");
         let containers = unspecified.replacen(
@@ -1269,11 +1294,13 @@ mod tests {
         );
         assert_ne!(containers, unspecified);
         assert!(exempt(&containers), "listening everywhere, advertising a private address");
+        assert_eq!(takes(&containers), LocalAddresses::Private, "never loopback or link-local");
         let set = "# pool_exempt_local = false";
         let capped = EXAMPLE.replacen(set, "pool_exempt_local = false", 1);
         assert!(!exempt(&capped));
-        assert!(takes_local(&capped), "a local node capping local addresses still takes them");
+        assert_eq!(takes(&capped), LocalAddresses::All, "a loopback node capping them takes them");
         let closed = public.replacen(set, "pool_exempt_local = true", 1);
-        assert!(exempt(&closed) && takes_local(&closed));
+        assert!(exempt(&closed));
+        assert_eq!(takes(&closed), LocalAddresses::Private);
     }
 }

@@ -57,7 +57,10 @@ pub use hop::{HopDone, HopJob};
 pub use keys::{EpochKeys, RotationConfig};
 #[cfg(test)]
 pub(crate) use pool::tests::node as test_node;
-pub use pool::{DynamicPool, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local};
+pub use pool::{
+    DynamicPool, LocalAddresses, MixNode, NodePool, PoolError, StaticPool, SubnetLimits, is_local,
+    is_public,
+};
 #[cfg(feature = "net")]
 pub(crate) use pool::{REFUSALS, same_address};
 pub(crate) use replay::MAX_HASHES;

@@ -44,6 +44,54 @@ pub fn is_local(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b))
 }
 
+/// An address a node on a public network may dial for others: none of [`is_local`], nor
+/// unspecified, "this network" (0/8), multicast, broadcast, reserved (240/4), benchmarking
+/// (198.18/15) or IETF protocol (192.0.0/24) addresses.
+pub fn is_public(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(is_local(ip)
+        || a == 0
+        || ip.is_multicast()
+        || a >= 240
+        || (a == 198 && (b & 0xfe) == 18)
+        || (a == 192 && b == 0 && c == 0))
+}
+
+/// Which addresses that are not public ([`is_public`]) a node dials for others: at a
+/// record's address (see [`SubnetLimits::local_addresses`]) or at one a packet names for a
+/// next hop or a destination (`Config::local_addresses` of the behaviour).
+///
+/// A node on a public network takes [`Self::None`]: nodes it can use are never elsewhere, and
+/// an address it dials for anyone could be one of its own machine's or networks' services.
+/// `mixnode` chooses by the node's own address: loopback, [`Self::All`]; private or shared,
+/// [`Self::Private`]; public, [`Self::None`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalAddresses {
+    /// Public addresses only.
+    None,
+    /// Also private (RFC 1918) and shared (RFC 6598) ones: a closed network. Never loopback,
+    /// link-local (where cloud metadata services answer), multicast or reserved ones.
+    Private,
+    /// Any address: a local testnet, on loopback.
+    #[default]
+    All,
+}
+
+impl LocalAddresses {
+    /// Whether a node dials `addr` for others.
+    pub fn allows(self, addr: &Multiaddr) -> bool {
+        let Some(ip) = ipv4(addr) else { return true };
+        match self {
+            Self::All => true,
+            Self::None => is_public(ip),
+            Self::Private => {
+                let [a, b, ..] = ip.octets();
+                is_public(ip) || ip.is_private() || (a == 100 && (64..128).contains(&b))
+            }
+        }
+    }
+}
+
 impl MixNode {
     /// Checks that `addr` and `peer_id` fit an address block.
     pub fn new(
@@ -238,12 +286,13 @@ pub struct SubnetLimits {
     /// its pool with no cap, for free (`mixnode` turns it off unless its own addresses are
     /// local).
     pub exempt_local: bool,
-    /// Take records naming loopback, private, shared or link-local addresses ([`is_local`]).
-    /// On by default, for local use. A node on a public network turns it off: nodes it can
-    /// use are never there, and every record it takes it dials at the address named, so such
-    /// records would have it dial into its own machine and networks for anyone (`mixnode`
-    /// turns it off unless its own addresses are local or `pool_exempt_local` is set).
-    pub local_addresses: bool,
+    /// Which addresses that are not public ([`is_public`]: loopback, private, link-local,
+    /// multicast, reserved...) records may name; others are refused (`local_address`). Every
+    /// record the pool takes is dialed at the address it names, so a public node taking them
+    /// would dial into its own machine and networks for anyone. [`LocalAddresses::All`] by
+    /// default, for local use; see [`LocalAddresses`] for what a node on a network should
+    /// take.
+    pub local_addresses: LocalAddresses,
 }
 
 impl Default for SubnetLimits {
@@ -254,7 +303,7 @@ impl Default for SubnetLimits {
             max_nodes: 4096,
             max_unreached: 1024,
             exempt_local: true,
-            local_addresses: true,
+            local_addresses: LocalAddresses::All,
         }
     }
 }
@@ -601,7 +650,7 @@ impl NodePool for DynamicPool {
         if expires <= now {
             return false;
         }
-        if !self.limits.local_addresses && node.ip().is_some_and(is_local) {
+        if !self.limits.local_addresses.allows(node.addr()) {
             self.refused[4] += 1;
             return false;
         }
@@ -925,8 +974,11 @@ pub(crate) mod tests {
     #[test]
     fn a_node_that_takes_no_local_addresses_refuses_records_naming_them() {
         let t0 = Instant::now();
-        let limits =
-            SubnetLimits { exempt_local: false, local_addresses: false, ..SubnetLimits::default() };
+        let limits = SubnetLimits {
+            exempt_local: false,
+            local_addresses: LocalAddresses::None,
+            ..SubnetLimits::default()
+        };
         let mut pool = DynamicPool::new().with_limits(limits);
         let hour = t0 + Duration::from_secs(3600);
         for addr in [
@@ -934,12 +986,15 @@ pub(crate) mod tests {
             "/ip4/10.1.2.3/tcp/6379",
             "/ip4/169.254.169.254/tcp/80",
             "/ip4/100.64.0.1/tcp/1",
+            "/ip4/224.0.0.251/udp/5353/quic-v1",
+            "/ip4/255.255.255.255/tcp/1",
+            "/ip4/198.18.0.1/tcp/1",
         ] {
             let claim = node_at(addr);
             pool.offer(claim.clone(), 1, hour, t0);
             assert!(!pool.holds(claim.peer_id()), "{addr} taken");
         }
-        assert_eq!(pool.refused("local_address"), 4);
+        assert_eq!(pool.refused("local_address"), 7);
         let public = node_at("/ip4/1.2.3.4/tcp/1");
         pool.offer(public.clone(), 1, hour, t0);
         assert!(pool.to_reach(public.peer_id()).is_some());
@@ -947,6 +1002,22 @@ pub(crate) mod tests {
         let configured = node(9);
         pool.insert_static(configured.clone());
         assert!(pool.get(configured.peer_id()).is_some());
+    }
+
+    /// A node on a closed private network takes its neighbours' private addresses, never
+    /// loopback or link-local ones (where cloud metadata services answer).
+    #[test]
+    fn a_private_node_takes_private_addresses_only() {
+        let allows = |addr: &str| LocalAddresses::Private.allows(&addr.parse().unwrap());
+        for addr in ["/ip4/10.1.2.3/tcp/1", "/ip4/172.17.0.2/tcp/1", "/ip4/100.64.0.1/tcp/1"] {
+            assert!(allows(addr), "{addr}");
+        }
+        assert!(allows("/ip4/1.2.3.4/tcp/1"));
+        for addr in ["/ip4/127.0.0.1/tcp/22", "/ip4/169.254.169.254/tcp/80", "/ip4/224.0.0.1/tcp/1"]
+        {
+            assert!(!allows(addr), "{addr}");
+        }
+        assert!(LocalAddresses::All.allows(&"/ip4/127.0.0.1/tcp/22".parse().unwrap()));
     }
 
     /// Only a connection to the record's own address counts: the peer answering somewhere else

@@ -76,6 +76,9 @@ pub enum DropReason {
     /// A message for a routed protocol ([`crate::Behaviour::route_protocol`]) arrived while
     /// its channel was full: the application is not reading it fast enough.
     RouteFull,
+    /// Its next hop, or as the exit its destination, is not a pool member and its address is
+    /// not one this node dials for others ([`crate::Config::local_addresses`]).
+    LocalAddress,
 }
 
 impl DropReason {
@@ -111,6 +114,7 @@ impl DropReason {
             Self::Stopping => "stopping",
             Self::Internal => "internal_error",
             Self::RouteFull => "route_full",
+            Self::LocalAddress => "local_address",
         }
     }
 }

@@ -544,17 +544,33 @@ impl Behaviour {
             return;
         };
         let event = self.validate(peer, &record.value, false);
-        if let Event::NodeFound { seq, .. } = &event {
-            // Keep the newer of what we hold and what we got.
-            let stored_seq = self
+        if let Event::NodeFound { seq, expires, .. } = &event {
+            let mut record = record;
+            // Kept no longer than it is valid: an expired record is the first a full store
+            // drops.
+            record.expires = Some(record.expires.map_or(*expires, |e| e.min(*expires)));
+            // Keep the newer of what we hold and what we got; of two copies of one record,
+            // the one kept longer (anyone may PUT a copy of anyone's record, with a short
+            // lifetime, to have it dropped early).
+            let now = Instant::now();
+            let stored = self
                 .inner
                 .kad
                 .store_mut()
                 .get(&record.key)
-                .and_then(|r| MixRecord::verify(&r.value, &peer, unix_now()).ok())
-                .map(|(r, _)| r.seq);
-            if stored_seq.is_none_or(|old| old < *seq) {
-                self.store(peer, record);
+                .filter(|r| !r.is_expired(now))
+                .and_then(|r| {
+                    Some((MixRecord::verify(&r.value, &peer, unix_now()).ok()?, r.expires))
+                })
+                .map(|((r, _), expires)| (r.seq, expires));
+            match stored {
+                Some((old, _)) if old > *seq => {}
+                Some((old, kept)) if old == *seq => {
+                    if kept.is_some_and(|k| record.expires.is_some_and(|e| e > k)) {
+                        self.store(peer, record);
+                    }
+                }
+                _ => self.store(peer, record),
             }
         }
         self.events.push_back(ToSwarm::GenerateEvent(event));
@@ -805,6 +821,34 @@ mod tests {
         assert_eq!(store.records().count(), 1024);
         assert_eq!(flood.iter().filter(|k| store.get(k).is_none()).count(), 1);
         assert_eq!(discovery.metrics().records_replaced(), 1);
+    }
+
+    /// Anyone may PUT a copy of anyone's record. A copy with a short lifetime, put first,
+    /// must not keep the owner's own copy out, nor, put later, cut the stored one short.
+    #[test]
+    fn a_short_lived_copy_of_a_record_neither_keeps_out_nor_cuts_short_the_owners() {
+        let mut discovery = discovery(16);
+        let identity = Keypair::generate_secp256k1();
+        let peer = identity.public().to_peer_id();
+        let key = kad::RecordKey::new(&record_key(&peer));
+        let value = signed_record(&identity, unix_now() + 600);
+        let now = Instant::now();
+        let copy = |secs: u64| {
+            let mut record = Record::new(key.clone(), value.clone());
+            record.expires = Some(now + Duration::from_secs(secs));
+            record
+        };
+        let stored = |d: &mut Behaviour| d.inner.kad.store_mut().get(&key).and_then(|r| r.expires);
+        discovery.on_inbound_put(copy(1));
+        assert_eq!(stored(&mut discovery), Some(now + Duration::from_secs(1)));
+        discovery.on_inbound_put(copy(300));
+        assert_eq!(stored(&mut discovery), Some(now + Duration::from_secs(300)), "kept out");
+        discovery.on_inbound_put(copy(1));
+        assert_eq!(stored(&mut discovery), Some(now + Duration::from_secs(300)), "cut short");
+        // Never longer than the record is valid.
+        discovery.on_inbound_put(copy(86_400));
+        let kept = stored(&mut discovery).unwrap();
+        assert!(kept <= Instant::now() + Duration::from_secs(600), "{:?}", kept - now);
     }
 
     /// A peer's own record, signed by itself, claiming to be valid for ever: refused and
