@@ -171,6 +171,21 @@ impl StreamConfig {
         self.parity_wanted(k, loss).min(MAX_SHARDS - k)
     }
 
+    /// Parity shards to send with the `need` shards a block still lacks, when it is sent
+    /// again. A resent round that falls short costs a timeout, doubled each time, while the
+    /// window may be stuck behind the block, so it aims for a 16 times smaller chance of
+    /// that than a first send does.
+    pub fn resend_parity(&self, need: u8, loss: f64) -> u8 {
+        let wanted = match self.redundancy {
+            Redundancy::Adaptive { block_loss } => {
+                let room = MAX_SHARDS.saturating_sub(need).max(16);
+                adaptive_parity(need, loss, block_loss / RESEND_SAFETY, room)
+            }
+            _ => self.parity_wanted(need, loss),
+        };
+        wanted.min(MAX_SHARDS - need)
+    }
+
     fn parity_wanted(&self, k: u8, loss: f64) -> u8 {
         let room = MAX_SHARDS.saturating_sub(k).max(16);
         match self.redundancy {
@@ -184,6 +199,9 @@ impl StreamConfig {
         }
     }
 }
+
+/// How much less likely than a first send a resent round should be to fall short.
+const RESEND_SAFETY: f64 = 16.0;
 
 /// The least `m` with P(more than `m` of `k + m` shards lost) ≤ `target` at shard loss `p`
 /// (with `p` at least 0.2 %, so that a clean network still carries one spare shard for big

@@ -25,15 +25,33 @@ struct Block {
     received: u32,
     /// Shards waiting in the send queue.
     queued: u32,
+    /// When the first shard of its latest round (first send or resend) left.
+    round_sent: Option<Instant>,
+    /// Its latest round is queued and its first shard has not left yet.
+    round_pending: bool,
     /// When its latest shard left.
     last_sent: Option<Instant>,
+    /// Retransmission timeouts it took (each doubles its timeout).
     retries: u32,
+    /// Rounds resent early, on evidence of loss (see [`SendHalf::on_ack`]).
+    early: u32,
 }
 
 impl Block {
     fn n(&self) -> u8 {
         self.shards.len() as u8
     }
+}
+
+/// How long a block still short, sent before a block that arrived whole, may be waited for
+/// before it counts as lost (see [`SendHalf::resend_lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LossWait {
+    /// Added to the round trip of the block that arrived: how much later than it a shard sent
+    /// before it may arrive.
+    pub(crate) reorder: Duration,
+    /// The least wait from the block's last shard.
+    pub(crate) floor: Duration,
 }
 
 /// Why a direction failed.
@@ -88,6 +106,9 @@ pub(crate) struct SendHalf {
     /// Doublings of the timeout that every block waits for, since the last round trip
     /// measured: Karn's backoff, kept across blocks (see [`SendHalf::handle_timeout`]).
     backoff: u32,
+    /// The newest block known to have arrived on its only round: when its first shard left,
+    /// and how long it took from its last shard to its acknowledgement.
+    arrived: Option<(Instant, Duration)>,
     stats: SendStats,
 }
 
@@ -119,6 +140,7 @@ impl SendHalf {
             failed: None,
             block_shards: u8::MAX,
             backoff: 0,
+            arrived: None,
             stats: SendStats::default(),
         }
     }
@@ -246,6 +268,10 @@ impl SendHalf {
                     continue;
                 }
                 block.last_sent = Some(now);
+                if block.round_pending {
+                    block.round_pending = false;
+                    block.round_sent = Some(now);
+                }
                 self.stats.shards_sent += 1;
                 return Some(Data {
                     block: number,
@@ -299,8 +325,11 @@ impl SendHalf {
                 len: coded.len() as u32,
                 received: 0,
                 queued: all,
+                round_sent: None,
+                round_pending: true,
                 last_sent: None,
                 retries: 0,
+                early: 0,
             },
         );
     }
@@ -328,19 +357,70 @@ impl SendHalf {
         }
         // Blocks below the lowest one in flight are all acknowledged.
         self.acked_below = self.in_flight.keys().next().copied().unwrap_or(self.next_block);
-        let sample = done
-            .iter()
-            .filter(|b| b.retries == 0 && b.queued == 0)
-            .filter_map(|b| Some(now.saturating_duration_since(b.last_sent?)))
-            .max();
+        let once = done.iter().filter(|b| b.retries == 0 && b.early == 0 && b.queued == 0);
+        let took = |b: &Block| Some((b.round_sent?, now.saturating_duration_since(b.last_sent?)));
+        let samples: Vec<(Instant, Duration)> = once.filter_map(took).collect();
+        if let Some(&newest) = samples.iter().max_by_key(|s| s.0)
+            && self.arrived.is_none_or(|a| newest.0 >= a.0)
+        {
+            self.arrived = Some(newest);
+        }
+        let sample = samples.into_iter().map(|s| s.1).max();
         if sample.is_some() {
             self.backoff = 0;
         }
         sample
     }
 
+    /// When `block`, still short, counts as lost rather than late (see
+    /// [`SendHalf::resend_lost`]).
+    fn lost_at(&self, block: &Block, wait: LossWait, config: &StreamConfig) -> Option<Instant> {
+        let (arrived_sent, took) = self.arrived?;
+        let last = block.last_sent?;
+        // Early rounds are capped like timeouts, so that a receiver reporting the same gap
+        // again and again gets no more resends than one that never answers.
+        let more = block.early < config.max_retries;
+        (block.queued == 0 && more && last <= arrived_sent)
+            .then(|| last + (took + wait.reorder).max(wait.floor))
+    }
+
+    /// Resends, without waiting for their timeout, what lost blocks still need. A block is
+    /// lost when a block sent after all of its shards arrived whole (on its only round), and
+    /// it is still short once `wait` has passed since its own last shard left: its missing
+    /// shards would have been acknowledged by then (as TCP's RACK decides).
+    ///
+    /// Waiting for the timeout instead stalls the stream: the window cannot move past its
+    /// lowest short block, the receiver, holding everything else, has nothing to
+    /// acknowledge, and the timeout is long (padded for the slowest block, and doubled
+    /// after each resend while no block sent once is acknowledged). Each round is resent
+    /// this way at most once, since the new round's shards leave after the evidence did.
+    pub(crate) fn resend_lost(
+        &mut self,
+        now: Instant,
+        wait: LossWait,
+        config: &StreamConfig,
+        loss: f64,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        let lost: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, b)| self.lost_at(b, wait, config).is_some_and(|t| now >= t))
+            .map(|(n, _)| *n)
+            .collect();
+        for number in lost {
+            if let Some(block) = self.in_flight.get_mut(&number) {
+                block.early += 1;
+                requeue(number, block, config, loss, &mut self.queue, &mut self.stats);
+            }
+        }
+    }
+
     /// Resends what overdue blocks still need: `k` minus what arrived, plus parity for the
     /// measured loss, from the shards not known to have arrived. Backs off exponentially.
+    /// Returns whether any block timed out.
     ///
     /// The backoff holds for every block, not only the one that timed out, until a block sent
     /// once is acknowledged (Karn's rule, as TCP keeps it across segments). A timeout that
@@ -353,10 +433,11 @@ impl SendHalf {
         rto: Duration,
         config: &StreamConfig,
         loss: f64,
-    ) {
+    ) -> bool {
         if self.failed.is_some() {
-            return;
+            return false;
         }
+        let mut timed_out = false;
         for (&number, block) in &mut self.in_flight {
             let Some(sent) = block.last_sent else { continue };
             let doublings = block.retries.max(self.backoff);
@@ -365,38 +446,24 @@ impl SendHalf {
             }
             if block.retries >= config.max_retries {
                 self.failed = Some(Unacknowledged(number));
-                return;
+                return timed_out;
             }
+            timed_out = true;
             block.retries += 1;
             self.backoff = self.backoff.max(block.retries);
-            if block.retries == 1 {
-                self.stats.blocks_retransmitted += 1;
-            }
-            let have = block.received.count_ones() as u8;
-            let need = block.k.saturating_sub(have).max(1);
-            let extra = config.parity(need, loss);
-            let mut chosen = 0;
-            // Fresh picks rotate with the retry count, so a shard lost twice is not the only
-            // one tried again.
-            let n = block.n();
-            for step in 0..n {
-                let i = ((usize::from(step) + block.retries as usize * usize::from(need))
-                    % usize::from(n)) as u8;
-                if chosen == need + extra {
-                    break;
-                }
-                if block.received & (1 << i) == 0 {
-                    block.queued |= 1 << i;
-                    self.queue.push_back((number, i));
-                    chosen += 1;
-                }
-            }
-            self.stats.shards_resent += u64::from(chosen);
+            requeue(number, block, config, loss, &mut self.queue, &mut self.stats);
         }
+        timed_out
     }
 
-    /// When [`Self::handle_timeout`] or the coalescing timer has something to do.
-    pub(crate) fn poll_timeout(&self, rto: Duration, config: &StreamConfig) -> Option<Instant> {
+    /// When [`Self::handle_timeout`], [`Self::resend_lost`] or the coalescing timer has
+    /// something to do.
+    pub(crate) fn poll_timeout(
+        &self,
+        rto: Duration,
+        wait: Option<LossWait>,
+        config: &StreamConfig,
+    ) -> Option<Instant> {
         let retransmit = self
             .in_flight
             .values()
@@ -406,14 +473,158 @@ impl SendHalf {
                 Some(b.last_sent? + backoff(rto, doublings, config.max_rto))
             })
             .min();
+        let lost = wait
+            .and_then(|w| self.in_flight.values().filter_map(|b| self.lost_at(b, w, config)).min());
         let coalesce = self
             .waiting_since
             .filter(|_| self.buffered() > 0 && self.window_open(config))
             .map(|t| t + config.coalesce);
-        [retransmit, coalesce].into_iter().flatten().min()
+        [retransmit, lost, coalesce].into_iter().flatten().min()
     }
+}
+
+/// Queues a new round of `block`: `k` minus what arrived, plus parity for the measured loss
+/// (see [`StreamConfig::resend_parity`]),
+/// from the shards not known to have arrived.
+fn requeue(
+    number: u32,
+    block: &mut Block,
+    config: &StreamConfig,
+    loss: f64,
+    queue: &mut VecDeque<(u32, u8)>,
+    stats: &mut SendStats,
+) {
+    let rounds = block.retries + block.early;
+    if rounds == 1 {
+        stats.blocks_retransmitted += 1;
+    }
+    let have = block.received.count_ones() as u8;
+    let need = block.k.saturating_sub(have).max(1);
+    let extra = config.resend_parity(need, loss);
+    let mut chosen = 0;
+    // Fresh picks rotate with the round, so a shard lost twice is not the only one tried
+    // again.
+    let n = block.n();
+    for step in 0..n {
+        let i = ((usize::from(step) + rounds as usize * usize::from(need)) % usize::from(n)) as u8;
+        if chosen == need + extra {
+            break;
+        }
+        if block.received & (1 << i) == 0 {
+            block.queued |= 1 << i;
+            queue.push_back((number, i));
+            chosen += 1;
+        }
+    }
+    block.round_pending = true;
+    stats.shards_resent += u64::from(chosen);
 }
 
 fn backoff(rto: Duration, retries: u32, max: Duration) -> Duration {
     rto.saturating_mul(1 << retries.min(16)).min(max.max(rto))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARD: usize = 1000;
+
+    fn config() -> StreamConfig {
+        // Blocks small enough that their parity fits at 10 % loss: each write of a block's
+        // worth forms one block at once.
+        StreamConfig { compression: None, data_shards: 16, ..StreamConfig::default() }
+    }
+
+    /// Writes one full block and sends all of its shards at `at`; returns how many.
+    fn send_block(half: &mut SendHalf, coder: &mut Coder, at: Instant) -> usize {
+        let config = config();
+        let k = usize::from(config.data_shards);
+        assert_eq!(config.block_shards(0.1), config.data_shards);
+        assert_eq!(half.write(at, &vec![7u8; SHARD * k], &config), SHARD * k);
+        std::iter::from_fn(|| half.poll_shard(at, &config, coder, 0.1)).count()
+    }
+
+    fn ack(blocks: Vec<(u32, u32)>) -> Ack {
+        Ack { next: 0, window_end: 8, blocks, ..Ack::default() }
+    }
+
+    fn resent_blocks(half: &mut SendHalf, coder: &mut Coder, at: Instant) -> Vec<u32> {
+        std::iter::from_fn(|| half.poll_shard(at, &config(), coder, 0.1)).map(|d| d.block).collect()
+    }
+
+    #[test]
+    fn a_block_still_short_after_a_later_one_arrived_is_resent_before_its_timeout() {
+        let (mut half, mut coder, t0) = (SendHalf::new(SHARD, 8), Coder::default(), Instant::now());
+        let wait =
+            LossWait { reorder: Duration::from_millis(40), floor: Duration::from_millis(100) };
+        send_block(&mut half, &mut coder, t0);
+        send_block(&mut half, &mut coder, t0 + Duration::from_millis(50));
+        // Block 1 arrived whole 250 ms after it left; block 0, sent before it, has 10 of 16.
+        let t1 = t0 + Duration::from_millis(300);
+        half.on_ack(t1, &ack(vec![(0, (1 << 10) - 1), (1, COMPLETE)]));
+        // Block 0's round trip (250 ms) plus the reordering window passed at t0 + 290 ms.
+        assert_eq!(
+            half.poll_timeout(Duration::from_secs(2), Some(wait), &config()),
+            Some(t0 + Duration::from_millis(290))
+        );
+        half.resend_lost(t1, wait, &config(), 0.1);
+        let resent = resent_blocks(&mut half, &mut coder, t1);
+        let need = usize::from(config().data_shards) - 10;
+        assert!(resent.len() > need && resent.iter().all(|&b| b == 0), "{resent:?}");
+        assert_eq!(half.stats().blocks_retransmitted, 1);
+        // Once per round: the new shards left after the evidence did.
+        half.resend_lost(t1 + Duration::from_millis(500), wait, &config(), 0.1);
+        assert!(resent_blocks(&mut half, &mut coder, t1).is_empty());
+        // The block's own timeout did not double.
+        assert_eq!(half.backoff, 0);
+    }
+
+    #[test]
+    fn a_block_sent_with_the_one_that_arrived_is_late_not_lost_until_its_round_trip_passed() {
+        let (mut half, mut coder, t0) = (SendHalf::new(SHARD, 8), Coder::default(), Instant::now());
+        let wait =
+            LossWait { reorder: Duration::from_millis(40), floor: Duration::from_millis(100) };
+        send_block(&mut half, &mut coder, t0);
+        send_block(&mut half, &mut coder, t0);
+        let t1 = t0 + Duration::from_millis(300);
+        half.on_ack(t1, &ack(vec![(0, (1 << 10) - 1), (1, COMPLETE)]));
+        half.resend_lost(t1, wait, &config(), 0.1);
+        assert!(resent_blocks(&mut half, &mut coder, t1).is_empty(), "still within reordering");
+        half.resend_lost(t1 + wait.reorder, wait, &config(), 0.1);
+        assert_eq!(resent_blocks(&mut half, &mut coder, t1 + wait.reorder).first(), Some(&0));
+    }
+
+    #[test]
+    fn nothing_is_lost_before_a_later_block_arrived() {
+        let (mut half, mut coder, t0) = (SendHalf::new(SHARD, 8), Coder::default(), Instant::now());
+        send_block(&mut half, &mut coder, t0);
+        send_block(&mut half, &mut coder, t0 + Duration::from_millis(50));
+        // Block 0 complete, block 1 short: nothing sent after block 1 arrived.
+        let t1 = t0 + Duration::from_secs(1);
+        half.on_ack(t1, &ack(vec![(0, COMPLETE), (1, 1)]));
+        let wait = LossWait { reorder: Duration::ZERO, floor: Duration::ZERO };
+        half.resend_lost(t1, wait, &config(), 0.1);
+        assert!(resent_blocks(&mut half, &mut coder, t1).is_empty());
+        assert_eq!(
+            half.poll_timeout(Duration::from_secs(2), Some(wait), &config()),
+            Some(t0 + Duration::from_millis(2050))
+        );
+    }
+
+    #[test]
+    fn a_block_is_not_lost_before_a_frames_timeout_however_fast_the_later_one_was() {
+        let (mut half, mut coder, t0) = (SendHalf::new(SHARD, 8), Coder::default(), Instant::now());
+        let wait =
+            LossWait { reorder: Duration::from_millis(10), floor: Duration::from_millis(100) };
+        send_block(&mut half, &mut coder, t0);
+        send_block(&mut half, &mut coder, t0 + Duration::from_millis(10));
+        // Block 1 took 20 ms; block 0 could count as lost at 40 ms but for the floor.
+        let t1 = t0 + Duration::from_millis(30);
+        half.on_ack(t1, &ack(vec![(0, 1), (1, COMPLETE)]));
+        half.resend_lost(t0 + Duration::from_millis(99), wait, &config(), 0.1);
+        assert!(resent_blocks(&mut half, &mut coder, t1).is_empty());
+        half.resend_lost(t0 + Duration::from_millis(100), wait, &config(), 0.1);
+        assert_eq!(resent_blocks(&mut half, &mut coder, t1).first(), Some(&0));
+    }
 }
