@@ -1205,6 +1205,22 @@ impl Behaviour {
         pending.packets.push_back(frame);
     }
 
+    /// Gives up an exit delivery before it started: the core forgets its replies, the drop
+    /// and the refused exit request are counted, and the application hears why.
+    fn refuse_delivery(
+        &mut self,
+        delivery: DeliveryId,
+        peer: PeerId,
+        codec: String,
+        (reason, error): (DropReason, ExitError),
+    ) {
+        self.core.forget(delivery);
+        self.metrics.dropped(reason);
+        self.metrics.exit_request("refused");
+        let result = Err(error);
+        self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered { peer, codec, result }));
+    }
+
     fn deliver(&mut self, delivery: Delivery) {
         let Delivery { id: delivery, destination, codec, body, replies } = delivery;
         let Some((peer, addr)) = destination else {
@@ -1242,29 +1258,14 @@ impl Behaviour {
             None => match self.dial_address(&peer, addr) {
                 Some((addr, at_record)) => Via::Dial(addr, at_record),
                 None => {
-                    self.core.forget(delivery);
-                    self.metrics.dropped(DropReason::LocalAddress);
-                    self.metrics.exit_request("refused");
-                    self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered {
-                        peer,
-                        codec,
-                        result: Err(ExitError::Unreachable),
-                    }));
-                    return;
+                    let refused = (DropReason::LocalAddress, ExitError::Unreachable);
+                    return self.refuse_delivery(delivery, peer, codec, refused);
                 }
             },
         };
         let connected = matches!(via, Via::Connection(_));
         if let Err(reason) = self.admit_exit_job(&peer, connected) {
-            self.core.forget(delivery);
-            self.metrics.dropped(reason);
-            self.metrics.exit_request("refused");
-            self.events.push_back(ToSwarm::GenerateEvent(Event::Delivered {
-                peer,
-                codec,
-                result: Err(ExitError::Busy),
-            }));
-            return;
+            return self.refuse_delivery(delivery, peer, codec, (reason, ExitError::Busy));
         }
         let id = ExitId(self.next_exit);
         self.next_exit += 1;

@@ -174,7 +174,8 @@ impl StreamConfig {
     /// Parity shards to send with the `need` shards a block still lacks, when it is sent
     /// again. A resent round that falls short costs a timeout, doubled each time, while the
     /// window may be stuck behind the block, so it aims for a 16 times smaller chance of
-    /// that than a first send does.
+    /// that than a first send does. (Only adaptive parity does; and a resend picks among the
+    /// block's own shards, so it gets at most the ones not known to have arrived.)
     pub fn resend_parity(&self, need: u8, loss: f64) -> u8 {
         let wanted = match self.redundancy {
             Redundancy::Adaptive { block_loss } => {

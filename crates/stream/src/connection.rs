@@ -207,8 +207,9 @@ struct Supply {
     last_nudge: Option<Instant>,
     /// Nudges sent in all (each may top up `min_surbs` unasked).
     nudged: u64,
-    /// A block timed out since the latest nudge: the next frame tops up unasked.
-    timed_out: bool,
+    /// When a block timed out, since the latest nudge or report: a nudge is due then (see
+    /// [`Connection::nudge_at`]).
+    timed_out: Option<Instant>,
     /// SURBs of batches whose lifetime ended (by this side's clock).
     expired: u64,
     /// The source had no SURBs to give; ask again after this.
@@ -225,7 +226,7 @@ impl Supply {
             nudges: 0,
             last_nudge: None,
             nudged: 0,
-            timed_out: false,
+            timed_out: None,
             expired: 0,
             blocked_until: None,
         }
@@ -237,7 +238,16 @@ impl Supply {
             self.report = Some(want);
             self.report_at = Some(now);
             self.nudges = 0;
+            self.timed_out = None;
         }
+    }
+
+    /// A top-up went out unasked.
+    fn nudged(&mut self, now: Instant) {
+        self.nudges += 1;
+        self.nudged += 1;
+        self.last_nudge = Some(now);
+        self.timed_out = None;
     }
 
     fn sent(&mut self, now: Instant, count: usize, lifetime: Duration) {
@@ -1069,7 +1079,7 @@ impl Connection {
         }
         let ack_due = self.recv.ack_due(now, self.config.ack_delay);
         let data_ready = self.send.has_shard(now, &self.config);
-        let (deficit, urgent, headroom) = self.surb_deficit(now);
+        let (deficit, urgent, headroom, nudging) = self.surb_deficit(now);
         let first = self.stats.frames_sent == 0;
         let surbs_now = deficit > 0 && (urgent || deficit >= MAX_FRAME_SURBS as u64 || !data_ready);
         if surbs_now || (first && !data_ready) {
@@ -1087,6 +1097,9 @@ impl Connection {
             if let Some((surbs, lifetime)) = made.filter(|(s, _)| !s.is_empty()) {
                 self.supply.blocked_until = None;
                 self.supply.sent(now, surbs.len(), lifetime);
+                if nudging {
+                    self.supply.nudged(now);
+                }
                 self.stats.surbs += surbs.len() as u64;
                 // Whole seconds: near a key epoch's end the lifetime ends with the opener's
                 // epoch, and to the millisecond it would tell the acceptor the opener's clock
@@ -1142,27 +1155,32 @@ impl Connection {
 
     /// When the opener tops the acceptor up unasked: its latest report is old while it owes
     /// us something (an acknowledgement, or data it said it had), so the frames that would
-    /// have told us more may have been lost with the SURBs they used. Backs off while nothing
-    /// answers.
+    /// have told us more may have been lost with the SURBs they used; or sooner, a frame's
+    /// timeout after the latest top-up, once a block timed out (the acceptor may hold the
+    /// block and no SURB to say so). Backs off while nothing answers.
     fn nudge_at(&self) -> Option<Instant> {
         let expecting =
             self.send.in_flight() > 0 || self.supply.report.is_some_and(|r| r.wanted > r.held);
         if !expecting || self.stats.frames_sent == 0 {
             return None;
         }
-        let every = (self.frame_rto() * 2)
-            .saturating_mul(1 << self.supply.nudges.min(8))
-            .min(self.config.idle_timeout / 4);
+        let backoff = 1u32 << self.supply.nudges.min(8);
+        let every =
+            (self.frame_rto() * 2).saturating_mul(backoff).min(self.config.idle_timeout / 4);
         let since = self.supply.report_at.unwrap_or(self.last_heard);
         let since = self.supply.last_nudge.map_or(since, |t| t.max(since));
-        Some(since + every)
+        let after_timeout = self.supply.timed_out.map(|t| {
+            let gap = self.frame_rto().saturating_mul(backoff);
+            self.supply.last_nudge.map_or(t, |last| t.max(last + gap))
+        });
+        Some(after_timeout.map_or(since + every, |t| t.min(since + every)))
     }
 
-    /// SURBs to send now, whether the acceptor is (about to be) without, and how many more it
-    /// may be sent at most.
-    fn surb_deficit(&mut self, now: Instant) -> (u64, bool, u64) {
+    /// SURBs to send now, whether the acceptor is (about to be) without, how many more it may
+    /// be sent at most, and whether they are a top-up unasked (see [`Self::nudge_at`]).
+    fn surb_deficit(&mut self, now: Instant) -> (u64, bool, u64, bool) {
         if self.supply.blocked_until.is_some_and(|t| now < t) {
-            return (0, false, 0);
+            return (0, false, 0, false);
         }
         let rto = self.rto();
         let margin = self.surb_margin();
@@ -1187,13 +1205,11 @@ impl Connection {
         let mut deficit = target.saturating_sub(fresh + transit);
         let min = u64::from(self.config.min_surbs);
         let mut urgent = fresh + transit < min;
-        if self.supply.timed_out || self.nudge_at().is_some_and(|t| now >= t) {
-            self.supply.timed_out = false;
+        // Counted once SURBs went out (`Supply::nudged`), but the credit below covers them.
+        let nudging = self.nudge_at().is_some_and(|t| now >= t);
+        if nudging {
             deficit = deficit.max(min);
             urgent = true;
-            self.supply.nudges += 1;
-            self.supply.nudged += 1;
-            self.supply.last_nudge = Some(now);
         }
         // The acceptor's reports can claim any need; what it cannot fake is the frames it
         // sent (each spent a SURB), the data this side sent (which it must acknowledge) and
@@ -1202,13 +1218,13 @@ impl Connection {
         // alone do not make this side build SURBs faster than the stream needs them.
         let allowed = u64::from(self.config.initial_surbs)
             + SURB_CREDIT_BASE
-            + u64::from(self.config.min_surbs) * self.supply.nudged
+            + u64::from(self.config.min_surbs) * (self.supply.nudged + u64::from(nudging))
             + SURBS_PER_FRAME_RECEIVED * self.stats.frames_received
             + SURBS_PER_SHARD_SENT * self.stats.send.shards_sent;
         let outstanding = self.stats.surbs.saturating_sub(self.supply.expired);
         let credit = allowed.saturating_sub(outstanding);
         let headroom = u64::from(self.config.max_surbs).saturating_sub(fresh + transit).min(credit);
-        (deficit.min(headroom), urgent && deficit > 0, headroom)
+        (deficit.min(headroom), urgent && deficit > 0, headroom, nudging)
     }
 
     /// The acceptor's next frame and the SURB to send it through, if one is due and a SURB
@@ -1276,7 +1292,7 @@ impl Connection {
         if self.send.handle_timeout(now, rto, &self.config, loss) && self.role == Role::Opener {
             // No acknowledgement for a whole timeout: the data may have arrived and the
             // acceptor run out of SURBs to say so. The resent shards go out behind a top-up.
-            self.supply.timed_out = true;
+            self.supply.timed_out.get_or_insert(now);
         }
         if let Some(e) = self.send.failed() {
             self.state = State::Failed(ConnectionError::Unacknowledged(e.0));

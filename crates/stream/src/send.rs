@@ -314,7 +314,7 @@ impl SendHalf {
         self.stats.blocks += 1;
         self.stats.compressed_blocks += u64::from(compressed);
         self.stats.parity_shards += u64::from(m);
-        let all = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+        let all = all_shards(n);
         self.queue.extend((0..n).map(|i| (number, i)));
         self.in_flight.insert(
             number,
@@ -352,7 +352,8 @@ impl SendHalf {
             if bitmap == COMPLETE {
                 done.extend(self.in_flight.remove(&number));
             } else if let Some(block) = self.in_flight.get_mut(&number) {
-                block.received |= bitmap;
+                // Bits past the block's shards would leave nothing to resend.
+                block.received |= bitmap & all_shards(block.n());
             }
         }
         // Blocks below the lowest one in flight are all acknowledged.
@@ -377,9 +378,9 @@ impl SendHalf {
     fn lost_at(&self, block: &Block, wait: LossWait, config: &StreamConfig) -> Option<Instant> {
         let (arrived_sent, took) = self.arrived?;
         let last = block.last_sent?;
-        // Early rounds are capped like timeouts, so that a receiver reporting the same gap
-        // again and again gets no more resends than one that never answers.
-        let more = block.early < config.max_retries;
+        // Early rounds count against the same cap as timeouts, so that a receiver reporting
+        // the same gap again and again gets no more resends than one that never answers.
+        let more = block.retries + block.early < config.max_retries;
         (block.queued == 0 && more && last <= arrived_sent)
             .then(|| last + (took + wait.reorder).max(wait.floor))
     }
@@ -413,7 +414,7 @@ impl SendHalf {
         for number in lost {
             if let Some(block) = self.in_flight.get_mut(&number) {
                 block.early += 1;
-                requeue(number, block, config, loss, &mut self.queue, &mut self.stats);
+                requeue(now, number, block, config, loss, &mut self.queue, &mut self.stats);
             }
         }
     }
@@ -444,14 +445,14 @@ impl SendHalf {
             if block.queued != 0 || now < sent + backoff(rto, doublings, config.max_rto) {
                 continue;
             }
-            if block.retries >= config.max_retries {
+            if block.retries + block.early >= config.max_retries {
                 self.failed = Some(Unacknowledged(number));
                 return timed_out;
             }
             timed_out = true;
             block.retries += 1;
             self.backoff = self.backoff.max(block.retries);
-            requeue(number, block, config, loss, &mut self.queue, &mut self.stats);
+            requeue(now, number, block, config, loss, &mut self.queue, &mut self.stats);
         }
         timed_out
     }
@@ -487,6 +488,7 @@ impl SendHalf {
 /// (see [`StreamConfig::resend_parity`]),
 /// from the shards not known to have arrived.
 fn requeue(
+    now: Instant,
     number: u32,
     block: &mut Block,
     config: &StreamConfig,
@@ -516,8 +518,20 @@ fn requeue(
             chosen += 1;
         }
     }
-    block.round_pending = true;
     stats.shards_resent += u64::from(chosen);
+    if chosen == 0 {
+        // The receiver claims every shard yet not the block (a lying peer): an empty round,
+        // timed from now, so that its timers move on and the rounds run out.
+        block.last_sent = Some(now);
+        block.round_sent = Some(now);
+        return;
+    }
+    block.round_pending = true;
+}
+
+/// The bits of a block's `n` shards.
+fn all_shards(n: u8) -> u32 {
+    if n >= 32 { u32::MAX } else { (1u32 << n) - 1 }
 }
 
 fn backoff(rto: Duration, retries: u32, max: Duration) -> Duration {
@@ -626,5 +640,50 @@ mod tests {
         assert!(resent_blocks(&mut half, &mut coder, t1).is_empty());
         half.resend_lost(t0 + Duration::from_millis(100), wait, &config(), 0.1);
         assert_eq!(resent_blocks(&mut half, &mut coder, t1).first(), Some(&0));
+    }
+
+    #[test]
+    fn a_receiver_reporting_the_same_gap_again_and_again_gets_no_more_resends_than_silence() {
+        let config = StreamConfig { max_retries: 3, ..config() };
+        let (mut half, mut coder, t0) =
+            (SendHalf::new(SHARD, 64), Coder::default(), Instant::now());
+        let wait = LossWait { reorder: Duration::ZERO, floor: Duration::from_millis(100) };
+        send_block(&mut half, &mut coder, t0);
+        let mut at = t0;
+        let mut early_rounds = 0;
+        for later in 1..10u32 {
+            at += Duration::from_millis(200);
+            send_block(&mut half, &mut coder, at);
+            // Each later block "arrived", block 0 never does.
+            at += Duration::from_millis(10);
+            half.on_ack(at, &ack(vec![(0, 1), (later, COMPLETE)]));
+            at += Duration::from_millis(100);
+            half.resend_lost(at, wait, &config, 0.1);
+            early_rounds += usize::from(resent_blocks(&mut half, &mut coder, at).contains(&0));
+        }
+        assert_eq!(early_rounds, 3, "max_retries rounds in all");
+        assert!(half.failed().is_none());
+        // Its timeout then ends the stream at once: the rounds are used up.
+        assert!(!half.handle_timeout(
+            at + Duration::from_secs(60),
+            Duration::from_secs(2),
+            &config,
+            0.1
+        ));
+        assert_eq!(half.failed(), Some(Unacknowledged(0)));
+    }
+
+    #[test]
+    fn a_receiver_claiming_every_shard_but_not_the_block_moves_no_timer_into_the_past() {
+        let (mut half, mut coder, t0) = (SendHalf::new(SHARD, 8), Coder::default(), Instant::now());
+        let wait = LossWait { reorder: Duration::ZERO, floor: Duration::from_millis(100) };
+        send_block(&mut half, &mut coder, t0);
+        send_block(&mut half, &mut coder, t0 + Duration::from_millis(10));
+        let t1 = t0 + Duration::from_millis(200);
+        half.on_ack(t1, &ack(vec![(0, u32::MAX >> 1), (1, COMPLETE)]));
+        half.resend_lost(t1, wait, &config(), 0.1);
+        assert!(resent_blocks(&mut half, &mut coder, t1).is_empty(), "nothing left to resend");
+        let next = half.poll_timeout(Duration::from_secs(2), Some(wait), &config()).unwrap();
+        assert!(next > t1, "the empty round is timed from now");
     }
 }

@@ -284,6 +284,35 @@ fn a_vanished_peer_ends_the_stream_with_an_error() {
 }
 
 #[test]
+fn an_acceptor_that_went_silent_costs_no_top_up_per_timeout() {
+    // Every block that times out makes the opener top the acceptor up, in case it lost the
+    // SURBs to acknowledge with. Each SURB costs a Sphinx header to build: without a backoff
+    // of their own, the staggered timeouts of a window of blocks made a top-up each, and the
+    // opener built 465 SURBs for the silent acceptor before its idle timeout, against 219
+    // before top-ups followed timeouts (most of those replace SURBs whose lifetime ends).
+    let channel = Channel {
+        outage: Some((Duration::from_millis(50), Duration::from_secs(3600), 1.0)),
+        ..Channel::default()
+    };
+    let config = StreamConfig::default();
+    let mut link = Link::new(Mode::Stream, config.clone(), config, channel, 12);
+    let data = random(MB, 12);
+    let (mut written, mut before) = (0, None);
+    run(&mut link, Duration::from_secs(3600), |link| {
+        if let Ok(n) = link.opener.write(link.now, &data[written..]) {
+            written += n;
+        }
+        if link.elapsed() >= Duration::from_millis(50) {
+            before.get_or_insert(link.opener.stats().surbs);
+        }
+        link.opener.error().is_some()
+    });
+    let after = link.opener.stats().surbs - before.unwrap();
+    println!("{after} SURBs sent to a silent acceptor in {:?}", link.elapsed());
+    assert!(after <= 250, "{after} SURBs");
+}
+
+#[test]
 fn an_idle_stream_costs_a_frame_each_way_per_surb_lifetime() {
     let config = StreamConfig::default();
     let channel = Channel { surb_lifetime: Duration::from_secs(60), ..Channel::default() };
