@@ -198,8 +198,21 @@ impl Drop for NodeProcess {
     }
 }
 
+/// A loopback port nothing listens on now, and not handed out before by this process. The
+/// listener that found it is closed at once, so the kernel may offer the same port again:
+/// a node's swarm and its metrics endpoint were once given one port, and the second bind
+/// failed.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..64 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no loopback port left that was not handed out already")
 }
 
 /// Sets `key` in `[section]` of a config written by `init`.

@@ -330,6 +330,8 @@ pub struct Connection {
     block_rate: RateMeter,
     /// When the highest sequence number so far arrived.
     rx_largest_at: Option<Instant>,
+    /// Frames arrived since this side's latest acknowledgement.
+    frames_unacked: bool,
     rtt: Rtt,
     /// From a block's last shard to its acknowledgement: what retransmission waits for.
     block_rtt: Rtt,
@@ -456,6 +458,7 @@ impl Connection {
             rx_rate: RateMeter::default(),
             block_rate: RateMeter::default(),
             rx_largest_at: None,
+            frames_unacked: false,
             rtt: Rtt::new(),
             block_rtt: Rtt::new(),
             rtt_seq: None,
@@ -854,6 +857,7 @@ impl Connection {
         self.seen.mark(seq);
         self.rx_rate.record(now);
         self.stats.frames_received += 1;
+        self.frames_unacked = true;
         self.last_heard = now;
         if self.state != State::Open {
             // A reset made before any SURB arrived takes them from any frame (the opener sends
@@ -1024,6 +1028,7 @@ impl Connection {
     }
 
     fn make_ack(&mut self, now: Instant) -> frame::Ack {
+        self.frames_unacked = false;
         let mut ack = self.recv.make_ack();
         let largest = self.seen.highest().unwrap_or(0);
         ack.largest_seq = largest;
@@ -1122,6 +1127,15 @@ impl Connection {
                     // Too many gaps to ride along: a frame of its own.
                     items.ack = Some(ack);
                     return self.seal(now, &items);
+                }
+            } else if self.frames_unacked && !self.recv.ack_pending() {
+                // Frames came back since the latest acknowledgement: say so where it fits, at
+                // no cost (the room is kept anyway). The acceptor gets round-trip samples
+                // from it, which it has none of otherwise until it sends data: its timeouts
+                // (its last block's, on closing) would stay at `initial_rto`.
+                let ack = self.make_ack(now);
+                if items.encoded_len() + ack.encoded_len() <= SMALL_ITEMS {
+                    items.ack = Some(ack);
                 }
             }
             let loss = self.loss.estimate();

@@ -550,3 +550,42 @@ fn a_block_left_short_is_resent_once_later_blocks_arrive_not_at_its_timeout() {
     println!("silent for {silence:?} at most, done in {took:?}");
     assert!(silence < Duration::from_millis(1500), "silent for {silence:?}");
 }
+
+#[test]
+fn an_acceptor_that_sent_no_data_times_its_last_block_by_the_measured_round_trip() {
+    // The acceptor of a one-way stream sends only acknowledgements until it closes, and
+    // nothing answered those: it had no round trip measured, so its last block, when lost or
+    // unacknowledged, waited for `initial_rto` (2 s), doubled each time. The opener now
+    // acknowledges returning frames in the room its data frames keep for small items.
+    let data = random(2 * MB, 21);
+    let (mut slowest, mut measured) = (Duration::ZERO, 0);
+    for seed in 0..20 {
+        let config = StreamConfig::default();
+        let mut link = Link::new(Mode::Stream, config.clone(), config, lossy(0.2), seed);
+        let (mut written, mut into, mut closing) = (0, Vec::new(), None);
+        run(&mut link, LIMIT, |link| {
+            if written < data.len() {
+                written += link.opener.write(link.now, &data[written..]).unwrap();
+                if written == data.len() {
+                    link.opener.finish();
+                }
+            }
+            let elapsed = link.elapsed();
+            if let Some(acceptor) = link.acceptor.as_mut() {
+                drain(acceptor, &mut into);
+                if acceptor.is_eof() && closing.is_none() {
+                    acceptor.finish();
+                    closing = Some((elapsed, acceptor.stats().rtt));
+                }
+            }
+            link.opener.is_closed() && link.acceptor.as_ref().is_some_and(Connection::is_closed)
+        });
+        assert!(into == data, "seed {seed}");
+        let (at, rtt) = closing.unwrap();
+        measured += usize::from(rtt.is_some());
+        slowest = slowest.max(link.elapsed() - at);
+    }
+    println!("{measured} of 20 acceptors had a round trip when closing; slowest close {slowest:?}");
+    assert_eq!(measured, 20);
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+}
