@@ -307,28 +307,37 @@ fn pool_of(nodes: Vec<MixNode>, limits: libp2p_mix::core::SubnetLimits) -> Dynam
 /// Starts a node on a thread of its own with a single-threaded runtime (one node per core).
 /// Returns its handle and the thread's Linux thread id, for CPU accounting.
 pub(crate) fn start_on_thread(spec: NodeSpec) -> anyhow::Result<(NodeHandle, Option<u32>)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new().name("mix-node".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
+    on_own_thread("mix-node", |started| async move {
+        match start_task(spec).await {
+            Ok((handle, task)) => {
+                let _ = started.send(Ok((handle, crate::cpu::current_thread_id())));
+                let _ = task.await;
+            }
             Err(e) => {
-                let _ = tx.send(Err(anyhow::Error::from(e)));
-                return;
+                let _ = started.send(Err(e));
             }
-        };
-        runtime.block_on(async move {
-            match start_task(spec).await {
-                Ok((handle, task)) => {
-                    let _ = tx.send(Ok((handle, crate::cpu::current_thread_id())));
-                    let _ = task.await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
+        }
+    })
+}
+
+/// Runs `task` on a new thread named `name` with a single-threaded runtime of its own, and
+/// waits for what it sends on `started` (its handle once it is up, or why it could not start).
+pub(crate) fn on_own_thread<T, F, Fut>(name: &str, task: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(std::sync::mpsc::Sender<anyhow::Result<T>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let (started, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(task(started)),
+            Err(e) => {
+                let _ = started.send(Err(anyhow::Error::from(e)));
             }
-        });
+        }
     })?;
-    rx.recv().context("node thread died")?
+    rx.recv().with_context(|| format!("thread {name} died"))?
 }
 
 /// Starts a node: listens, learns its address, and runs its swarm on a task.

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identity, noise, tcp, yamux};
 use mix_stream::{Connection, FrameLimits, Mode, StreamConfig, SurbBytes, SurbSource};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -88,17 +87,7 @@ async fn flooder(
     written: Arc<AtomicU64>,
     openings: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let mut swarm =
-        libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
+    let mut swarm = super::bare_host()?;
     let mut control = swarm.behaviour().new_control();
     swarm.dial(target.addr.clone().with(libp2p::multiaddr::Protocol::P2p(target.peer_id)))?;
     let driver = tokio::spawn(async move {

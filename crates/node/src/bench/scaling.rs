@@ -1,14 +1,16 @@
 //! `mixnode bench node --cores N`: one node's forwarding rate on 1..N cores.
 //!
-//! Each node under test is the first hop of its packets. One load generator, on a thread of its
-//! own, sends them (built before the clock starts) and is their second hop: it counts what
-//! arrives and drops it unopened (fault injection at rate 1), so that it costs a transport
-//! write and a transport read per packet and no Sphinx work. The node for 1 core opens packets
-//! on its swarm's thread (no hop workers); the node for n ≥ 2 cores has n hop workers beside
-//! that thread. The load generator shares the machine with the node: on a machine with exactly
-//! N cores its work is charged to the N-core figure (`rig_cpu_s` says how much). On a machine
-//! with more than N cores the node's N workers and its swarm's thread could use N + 1 of them
-//! (nothing pins them); on this 2-core machine N = 2 is all there is.
+//! Each node under test is the first hop of its packets. One load generator ([`super::rig`]),
+//! on a thread of its own, writes them (built and framed before the clock starts) and is their
+//! second hop: it counts the frames that arrive and drops them unopened. It is a bare libp2p
+//! host, not a mix node, so it costs the transport's work per packet (Noise both ways, Yamux,
+//! the kernel's TCP) and nothing more. The node for 1 core opens packets on its swarm's thread
+//! (no hop workers); the node for n ≥ 2 cores has n hop workers beside that thread. The load
+//! generator shares the machine with the node: on a machine with exactly N cores its work is
+//! charged to the N-core figure (`rig_cpu_s` says how much, `machine` where the rest of the
+//! cores went). On a machine with more than N cores the node's N workers and its swarm's
+//! thread could use N + 1 of them (nothing pins them); on this 2-core machine N = 2 is all
+//! there is.
 //!
 //! This machine's speed drifts by tens of percent within seconds (a shared VM), so the nodes
 //! take turns in short segments, and `scaling` is the median over segments of the N-core rate
@@ -21,15 +23,20 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use libp2p_mix::{MixNode, framing};
 use mix_sphinx::{Hop, NodeSecretKey, Packet, Route, WireFormat};
 use serde::Serialize;
 
 use super::node::{Path, build_packets, spec};
+use super::rig::{Batch, Pumped, Rig};
 use super::turns::{self, ScalingFigures, Turns, add, cpu_of, round3};
+use crate::cpu::{MachineTimes, process_cpu_time};
 use crate::runtime::{self, NodeHandle};
 
 /// Packets in flight between the load generator's send and its receipt.
 const WINDOW: usize = 1000;
+/// Packets the load generator writes at a time.
+const BATCH: usize = 64;
 /// Packets sent before the clock starts (connections, caches).
 const WARM_UP: usize = 500;
 /// Packets per crypto-only window.
@@ -58,6 +65,26 @@ pub(crate) struct CoreRun {
     /// Packets opened on the swarm's thread because every worker was busy.
     opened_inline: u64,
     lost: usize,
+    /// Where the machine's cores went during this node's segments, in cores on average
+    /// (`None` where /proc cannot be read).
+    machine: Option<MachineShare>,
+}
+
+/// How the machine's cores were spent during one node's segments, in cores on average: the
+/// share that neither the node nor the load generator took, and why.
+#[derive(Debug, Serialize)]
+pub(crate) struct MachineShare {
+    /// This process's threads other than the node and the load generator (the benchmark's
+    /// own driver, the other nodes idling).
+    bench_other: f64,
+    /// Other processes on the machine.
+    other_processes: f64,
+    /// Interrupts and soft interrupts.
+    interrupts: f64,
+    /// Taken by the hypervisor for other guests.
+    steal: f64,
+    /// Left idle.
+    idle: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,11 +111,13 @@ struct Tested {
     turns: Turns,
     rig_cpu: Option<Duration>,
     lost: usize,
+    machine: Option<MachineTimes>,
+    process_cpu: Option<Duration>,
 }
 
 async fn tested(
     cores: usize,
-    sink: &NodeHandle,
+    sink: &Rig,
     sink_key: &NodeSecretKey,
     packets: usize,
 ) -> anyhow::Result<Tested> {
@@ -102,8 +131,13 @@ async fn tested(
     let hop = |n: &NodeHandle| -> anyhow::Result<Hop> {
         Ok(Hop { public_key: n.mix_key, address: *n.entry()?.address() })
     };
-    // Three hops, as every packet has; the sink drops it at the second.
-    let hops = vec![hop(&node)?, hop(sink)?, hop(sink)?];
+    let sink = Hop {
+        public_key: sink_key.public_key(),
+        address: *MixNode::new(sink.peer_id, sink.addr.clone(), sink_key.public_key(), false)?
+            .address(),
+    };
+    // Three hops, as every packet has; the sink counts it at the second.
+    let hops = vec![hop(&node)?, sink.clone(), sink];
     let path = Path {
         keys: vec![node_key, sink_key.clone(), sink_key.clone()],
         route: Route::new(hops, vec![1, 1])?,
@@ -119,6 +153,8 @@ async fn tested(
         turns: Turns::new(),
         rig_cpu: Some(Duration::ZERO),
         lost: 0,
+        machine: Some(MachineTimes::default()),
+        process_cpu: Some(Duration::ZERO),
     })
 }
 
@@ -132,33 +168,18 @@ fn crypto_hop_us(key: &NodeSecretKey, format: &WireFormat, samples: &[Packet]) -
     start.elapsed().as_secs_f64() * 1e6 / samples.len() as f64
 }
 
-/// Sends `total` packets through `node`, at most [`WINDOW`] ahead of the sink; returns how
-/// many the sink counted (past what it had counted before) and when the last arrived.
-async fn pump(
-    injector: &NodeHandle,
-    node: &NodeHandle,
-    sink: &NodeHandle,
-    packets: &mut impl Iterator<Item = Packet>,
-    total: usize,
-) -> (usize, Instant) {
-    let base = sink.metrics.packets_received();
-    let to = (node.peer_id, node.addr.clone());
-    let mut sent = 0usize;
-    let mut last_progress = (0usize, Instant::now());
-    loop {
-        let received = (sink.metrics.packets_received() - base) as usize;
-        if received != last_progress.0 {
-            last_progress = (received, Instant::now());
-        }
-        if received >= total || last_progress.1.elapsed() > Duration::from_secs(5) {
-            return last_progress;
-        }
-        while sent < total && sent - received.min(sent) < WINDOW {
-            let Some(packet) = packets.next() else { break };
-            injector.send_packet(to.0, to.1.clone(), packet);
-            sent += 1;
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
+impl Tested {
+    /// The next `count` packets, framed and batched for the load generator to write (before
+    /// the clock starts: the copies are not the node's work).
+    fn next_batches(&mut self, count: usize) -> Vec<Batch> {
+        let frames = self.packets.by_ref().take(count).map(|p| framing::encode(p.as_bytes()));
+        Batch::split(frames, BATCH)
+    }
+
+    /// Sends `batches` through this node, at most [`WINDOW`] packets ahead of what came back;
+    /// returns how many came back and when the last did.
+    async fn pump(&self, rig: &Rig, batches: Vec<Batch>) -> anyhow::Result<Pumped> {
+        rig.pump(self.node.peer_id, self.node.addr.clone(), batches, WINDOW).await
     }
 }
 
@@ -179,17 +200,14 @@ pub(crate) async fn run(
     let segments = segments.max(1);
     let per_segment = packets.div_ceil(segments);
     // The injector is the sink too: one thread for the load generator, which shares the
-    // machine with the node under test. It drops what it receives unopened; what it sends is
-    // built already and skips that check.
-    let mut rig_spec = spec(0)?;
-    rig_spec.config.core.drop_rate = 1.0;
-    let sink_key = rig_spec.mix_secret.clone();
-    let (injector, rig_thread) = runtime::start_on_thread(rig_spec)?;
-    let sink = &injector;
-    let rig_threads: Option<Vec<u32>> = rig_thread.map(|t| vec![t]);
+    // machine with the node under test. It counts what it receives and drops it; it never
+    // opens a packet, so its mix key is only for building the packets' second and third hops.
+    let rig = Rig::start()?;
+    let sink_key = NodeSecretKey::generate(&mut rand::rng());
+    let rig_threads: Option<Vec<u32>> = rig.thread.map(|t| vec![t]);
     let mut nodes = Vec::new();
     for cores in 1..=max_cores {
-        nodes.push(tested(cores, sink, &sink_key, WARM_UP + per_segment * segments).await?);
+        nodes.push(tested(cores, &rig, &sink_key, WARM_UP + per_segment * segments).await?);
     }
     let mut windows = Vec::new();
     for node in &mut nodes {
@@ -200,7 +218,8 @@ pub(crate) async fn run(
             crypto_hop_us(&node.path.keys[0], &node.path.format, &built[..CRYPTO_SAMPLES])
         }));
         node.packets = built.into_iter();
-        let (warm, _) = pump(&injector, &node.node, sink, &mut node.packets, WARM_UP).await;
+        let batches = node.next_batches(WARM_UP);
+        let warm = node.pump(&rig, batches).await?.arrived;
         anyhow::ensure!(warm == WARM_UP, "warm-up: {warm} of {WARM_UP} packets arrived");
     }
     let inline_before: Vec<u64> = nodes.iter().map(|n| n.node.metrics.hop_jobs_inline()).collect();
@@ -208,15 +227,24 @@ pub(crate) async fn run(
     for segment in 0..segments {
         for i in turns::order(segment, nodes.len()) {
             let node = &mut nodes[i];
+            let batches = node.next_batches(per_segment);
             let cpu_before = cpu_of(node.threads.as_deref());
             let rig_before = cpu_of(rig_threads.as_deref());
+            let machine_before = MachineTimes::read();
+            let process_before = process_cpu_time();
             let started = Instant::now();
-            let (arrived, last) =
-                pump(&injector, &node.node, sink, &mut node.packets, per_segment).await;
-            let elapsed = last.duration_since(started);
+            let Pumped { arrived, last } = node.pump(&rig, batches).await?;
+            let elapsed = last.saturating_duration_since(started);
             let cpu_after = cpu_of(node.threads.as_deref());
             node.turns.record(arrived, elapsed, cpu_before, cpu_after);
             add(&mut node.rig_cpu, rig_before, cpu_of(rig_threads.as_deref()));
+            add(&mut node.process_cpu, process_before, process_cpu_time());
+            node.machine = node.machine.zip(machine_before.zip(MachineTimes::read())).map(
+                |(mut total, (before, after))| {
+                    total.add(&after.since(&before));
+                    total
+                },
+            );
             node.lost += per_segment - arrived;
         }
         let samples = &nodes[0];
@@ -249,6 +277,7 @@ pub(crate) async fn run(
                 rig_cpu_s: n.rig_cpu.map(|c| round3(c.as_secs_f64())),
                 opened_inline: n.node.metrics.hop_jobs_inline() - inline_before,
                 lost: n.lost,
+                machine: machine_share(n),
             }
         })
         .collect();
@@ -256,7 +285,7 @@ pub(crate) async fn run(
     for node in &nodes {
         node.node.stop();
     }
-    injector.stop();
+    rig.stop();
     Ok(Scaling {
         crypto_hop_us: round3(crypto_hop_us),
         crypto_hop_pps: crypto_hop_pps.round(),
@@ -264,6 +293,21 @@ pub(crate) async fn run(
         segments,
         runs,
         figures,
+    })
+}
+
+fn machine_share(n: &Tested) -> Option<MachineShare> {
+    let wall = n.turns.busy.as_secs_f64();
+    let machine = n.machine?;
+    let process = n.process_cpu?.as_secs_f64();
+    let ours = n.turns.cpu?.as_secs_f64() + n.rig_cpu?.as_secs_f64();
+    let cores = |d: f64| round3(d / wall);
+    Some(MachineShare {
+        bench_other: cores((process - ours).max(0.0)),
+        other_processes: cores((machine.processes.as_secs_f64() - process).max(0.0)),
+        interrupts: cores(machine.interrupts.as_secs_f64()),
+        steal: cores(machine.steal.as_secs_f64()),
+        idle: cores(machine.idle.as_secs_f64()),
     })
 }
 
@@ -292,6 +336,12 @@ pub(crate) fn print(s: &Scaling) {
             r.opened_inline,
             r.lost
         );
+        if let Some(m) = &r.machine {
+            println!(
+                "    the rest of the machine, in cores: benchmark's other threads {:.2}, other processes {:.2}, interrupts {:.2}, stolen {:.2}, idle {:.2}",
+                m.bench_other, m.other_processes, m.interrupts, m.steal, m.idle
+            );
+        }
     }
     println!(
         "scaling ({cores} cores / 1): median of segments {:?}: {:.2} (target >= 1.7: {}); over all segments {:.2}; parallel efficiency {}",
@@ -301,4 +351,28 @@ pub(crate) fn print(s: &Scaling) {
         s.figures.overall,
         show(s.figures.parallel_efficiency, 2)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The load generator and a node with hop workers, over real swarms on loopback: every
+    /// packet the generator writes comes back to it from the node, in windows smaller than
+    /// the packets sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_with_hop_workers_forwards_every_packet_back_to_the_load_generator() {
+        let rig = Rig::start().expect("load generator");
+        let key = NodeSecretKey::generate(&mut rand::rng());
+        let mut node = tested(2, &rig, &key, 600).await.expect("node");
+        node.packets = build_packets(&node.path, 600, 2).into_iter();
+        for _ in 0..2 {
+            let batches = node.next_batches(300);
+            let pumped = rig.pump(node.node.peer_id, node.node.addr.clone(), batches, 100);
+            assert_eq!(pumped.await.expect("pumped").arrived, 300);
+        }
+        assert_eq!(node.packets.len(), 0);
+        node.node.stop();
+        rig.stop();
+    }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, StreamProtocol, identity, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, identity};
 use mix_sphinx::{
     AddressBlock, Hop, MESSAGE_SIZE, NodeSecretKey, Packet, Route, WireFormat, message,
 };
@@ -138,20 +138,8 @@ fn crypto_window(path: &Path, rng: &mut ChaCha20Rng) -> (f64, f64, f64, f64) {
 }
 
 async fn direct_goodput(bytes: &[u8]) -> anyhow::Result<f64> {
-    let build = || -> anyhow::Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
-        Ok(libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build())
-    };
-    let mut server = build()?;
-    let mut client = build()?;
+    let mut server = super::bare_host()?;
+    let mut client = super::bare_host()?;
     server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
     let addr: Multiaddr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
