@@ -160,7 +160,8 @@ struct TestnetArgs {
     /// Kill this share of the nodes halfway through the workload (e.g. 0.3).
     #[arg(long)]
     churn: Option<f64>,
-    /// Path selection: random, rtt or hybrid.
+    /// Path selection: random, rtt, hybrid or layered (stratified: two layers, a path's
+    /// first hop from one and its second from the other).
     #[arg(long, default_value = "random", value_parser = parse_paths)]
     paths: PathSelection,
     /// The wire generation every node speaks: lip-183 (LIONESS, no trailer, delays are
@@ -343,7 +344,9 @@ fn parse_paths(text: &str) -> Result<PathSelection, String> {
         "random" => Ok(PathSelection::Random),
         "rtt" => Ok(PathSelection::Rtt),
         "hybrid" => Ok(PathSelection::Hybrid { candidates: 8, randomness: 0.5 }),
-        other => Err(format!("unknown path selection {other:?}: random, rtt or hybrid")),
+        // The testnet's paths have 3 hops: two that delay, then the exit.
+        "layered" => Ok(PathSelection::Layered { layers: 2 }),
+        other => Err(format!("unknown path selection {other:?}: random, rtt, hybrid or layered")),
     }
 }
 

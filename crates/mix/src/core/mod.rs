@@ -79,7 +79,8 @@ pub struct ReplayState {
     pub keys: Vec<([u8; 32], ReplaySnapshot)>,
 }
 pub use select::{
-    HybridPaths, LastHop, PathError, PathSelection, PathSelector, RandomPaths, RttPaths,
+    HybridPaths, LastHop, LayeredPaths, PathError, PathSelection, PathSelector, RandomPaths,
+    RttPaths,
 };
 
 use crate::spam::{Placement, ProofError, SpamConfig};

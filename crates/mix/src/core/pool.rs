@@ -24,6 +24,18 @@ pub struct MixNode {
     exit: bool,
     address: AddressBlock,
     epochs: Option<(u64, NodePublicKey)>,
+    /// Drawn from the peer id once (see [`MixNode::layer`]).
+    layer_key: u64,
+}
+
+/// The first eight bytes of SHA-256 over a domain tag and the peer id.
+fn layer_key(peer_id: &PeerId) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"libp2p-mix layer")
+        .chain_update(peer_id.to_bytes())
+        .finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
 }
 
 /// The IPv4 address a multiaddr starts with, if any.
@@ -102,7 +114,15 @@ impl MixNode {
     ) -> Result<Self, PoolError> {
         let address = AddressBlock::encode(&addr, &peer_id)
             .map_err(|source| PoolError::Address { peer: Box::new(peer_id), source })?;
-        Ok(Self { peer_id, addr, mix_key, exit, address, epochs: None })
+        Ok(Self {
+            peer_id,
+            addr,
+            mix_key,
+            exit,
+            address,
+            epochs: None,
+            layer_key: layer_key(&peer_id),
+        })
     }
 
     /// A node that rotates its key: `keys.current` serves `keys.epoch`, `keys.next` the epoch
@@ -157,6 +177,13 @@ impl MixNode {
     /// Its IPv4 address.
     pub fn ip(&self) -> Option<Ipv4Addr> {
         ipv4(&self.addr)
+    }
+
+    /// Its layer among `layers` (at least 1), for stratified paths (see
+    /// [`crate::core::select::LayeredPaths`]): a hash of its peer id, so every sender puts it
+    /// in the same layer without asking anyone.
+    pub fn layer(&self, layers: u8) -> u8 {
+        (self.layer_key % u64::from(layers.max(1))) as u8
     }
 
     /// The /16 it is in, for the rule that a path holds at most one node of each /16 (as in

@@ -16,6 +16,17 @@
 //!   set bounds how far the RTT preference can concentrate traffic; the cost is between the
 //!   other two.
 //!
+//! * [`LayeredPaths`]: stratified, as Loopix and Nym build paths. Every node is in one of
+//!   `layers` layers (a hash of its peer id), and the i-th hop before the last is drawn,
+//!   uniformly, from layer i mod `layers`; the last hop is chosen as by the others. A node
+//!   then only ever holds packets at one position of their paths: the first layer mixes
+//!   packets fresh from their senders only among themselves, and every later layer holds
+//!   only packets already mixed. In a free-route network a node at a path's last delaying hop
+//!   also holds packets fresh from their senders, and an observer who sees each such packet
+//!   come straight from one sender learns most from them. The cost: a node's layer is its
+//!   peer id's choice, so an operator can pick it (Nym's directory assigns layers at random
+//!   each epoch; there is no directory here), and each layer is a third of the network.
+//!
 //! The simulator measures these costs (entropy of the sender given a path) rather than the
 //! documentation guessing them.
 
@@ -85,6 +96,11 @@ pub enum PathSelection {
         /// 0 = weight by RTT only, 1 = uniform.
         randomness: f64,
     },
+    /// [`LayeredPaths`] with this many layers.
+    Layered {
+        /// Layers (at least 1); with `path_len` − 1 of them, every delaying hop is a layer.
+        layers: u8,
+    },
 }
 
 impl PathSelection {
@@ -96,6 +112,7 @@ impl PathSelection {
             Self::Hybrid { candidates, randomness } => {
                 Box::new(HybridPaths { candidates, randomness })
             }
+            Self::Layered { layers } => Box::new(LayeredPaths { layers }),
         }
     }
 }
@@ -115,6 +132,46 @@ pub struct HybridPaths {
     pub candidates: usize,
     /// 0 = weight by RTT only, 1 = uniform.
     pub randomness: f64,
+}
+
+/// Stratified paths: the i-th hop before the last from layer i mod `layers`.
+#[derive(Debug, Clone, Copy)]
+pub struct LayeredPaths {
+    /// Layers (at least 1).
+    pub layers: u8,
+}
+
+impl PathSelector for LayeredPaths {
+    fn select<'a>(
+        &mut self,
+        pool: &'a dyn NodePool,
+        rng: &mut dyn Rng,
+        len: usize,
+        exclude: &[PeerId],
+        last: LastHop<'a>,
+    ) -> Result<Vec<&'a MixNode>, PathError> {
+        let layers = self.layers.max(1);
+        let eligible = eligible(pool, exclude);
+        let exit = last_hop(&eligible, rng, last, |_| 1.0)?;
+        let needed = len.saturating_sub(1);
+        let mut path: Vec<&MixNode> = Vec::with_capacity(len);
+        for position in 0..needed {
+            let layer = (position % usize::from(layers)) as u8;
+            let fits = |n: &&&MixNode| {
+                n.layer(layers) == layer
+                    && n.peer_id() != exit.peer_id()
+                    && !same_family(n, exit)
+                    && path.iter().all(|p| p.peer_id() != n.peer_id() && !same_family(n, p))
+            };
+            let candidates: Vec<&MixNode> = eligible.iter().filter(fits).copied().collect();
+            if candidates.is_empty() {
+                return Err(PathError::NotEnoughNodes { needed: len, available: path.len() + 1 });
+            }
+            path.push(candidates[rng.random_range(0..candidates.len())]);
+        }
+        path.push(exit);
+        Ok(path)
+    }
 }
 
 impl PathSelector for RandomPaths {
@@ -249,6 +306,31 @@ fn pick(weights: &[f64], rng: &mut dyn Rng) -> usize {
     weights.len() - 1
 }
 
+/// The last hop by `last`: the given node, or an exit among `candidates` drawn by `weight`.
+fn last_hop<'a>(
+    candidates: &[&'a MixNode],
+    rng: &mut dyn Rng,
+    last: LastHop<'a>,
+    weight: impl Fn(&MixNode) -> f64,
+) -> Result<&'a MixNode, PathError> {
+    match last {
+        LastHop::Given(node) => Ok(node),
+        LastHop::AnyExit => {
+            let exits: Vec<&MixNode> = candidates.iter().copied().filter(|n| n.is_exit()).collect();
+            if exits.is_empty() {
+                return Err(PathError::NoExit);
+            }
+            let weights: Vec<f64> = exits.iter().map(|n| weight(n)).collect();
+            Ok(exits[pick(&weights, rng)])
+        }
+    }
+}
+
+/// At most one node of each /16 on a path (see `MixNode::family`).
+fn same_family(a: &MixNode, b: &MixNode) -> bool {
+    a.family().is_some() && a.family() == b.family()
+}
+
 /// The exit by `last`, then `len - 1` more nodes drawn without replacement by `weight`.
 fn weighted_path<'a>(
     mut candidates: Vec<&'a MixNode>,
@@ -257,19 +339,7 @@ fn weighted_path<'a>(
     last: LastHop<'a>,
     weight: impl Fn(&MixNode) -> f64,
 ) -> Result<Vec<&'a MixNode>, PathError> {
-    let exit = match last {
-        LastHop::Given(node) => node,
-        LastHop::AnyExit => {
-            let exits: Vec<&MixNode> = candidates.iter().copied().filter(|n| n.is_exit()).collect();
-            if exits.is_empty() {
-                return Err(PathError::NoExit);
-            }
-            let weights: Vec<f64> = exits.iter().map(|n| weight(n)).collect();
-            exits[pick(&weights, rng)]
-        }
-    };
-    // At most one node of each /16 on a path (see `MixNode::family`).
-    let same_family = |a: &MixNode, b: &MixNode| a.family().is_some() && a.family() == b.family();
+    let exit = last_hop(&candidates, rng, last, &weight)?;
     candidates.retain(|n| n.peer_id() != exit.peer_id() && !same_family(n, exit));
     let needed = len - 1;
     let not_enough = |available: usize| PathError::NotEnoughNodes { needed: len, available };
@@ -321,6 +391,44 @@ mod tests {
                     .unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn layered_paths_take_each_delaying_hop_from_its_layer() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let pool = StaticPool::new(nodes(60, 10, &mut rng)).unwrap();
+        let excluded = [*pool.nodes()[0].peer_id()];
+        let mut selector = PathSelection::Layered { layers: 3 }.selector();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let path = selector.select(&pool, &mut rng, 4, &excluded, LastHop::AnyExit).unwrap();
+            assert_eq!(path.len(), 4);
+            for (i, node) in path[..3].iter().enumerate() {
+                assert_eq!(node.layer(3), i as u8);
+                seen.insert(*node.peer_id());
+            }
+            assert!(path[3].is_exit());
+            let distinct: std::collections::HashSet<_> = path.iter().map(|n| n.peer_id()).collect();
+            assert_eq!(distinct.len(), 4);
+            assert!(path.iter().all(|n| n.peer_id() != &excluded[0]));
+        }
+        // Every node but the excluded one serves its layer.
+        assert_eq!(seen.len(), 59);
+        // Layers are drawn from the peer id: about a third each.
+        let per_layer: Vec<usize> =
+            (0..3).map(|l| pool.nodes().iter().filter(|n| n.layer(3) == l).count()).collect();
+        assert!(per_layer.iter().all(|&c| (8..=32).contains(&c)), "{per_layer:?}");
+    }
+
+    #[test]
+    fn a_layer_with_no_node_left_is_not_enough_nodes() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let pool = StaticPool::new(nodes(30, 5, &mut rng)).unwrap();
+        let layer_one: Vec<PeerId> =
+            pool.nodes().iter().filter(|n| n.layer(3) == 1).map(|n| *n.peer_id()).collect();
+        let mut selector = PathSelection::Layered { layers: 3 }.selector();
+        let err = selector.select(&pool, &mut rng, 4, &layer_one, LastHop::AnyExit).unwrap_err();
+        assert_eq!(err, PathError::NotEnoughNodes { needed: 4, available: 2 });
     }
 
     #[test]

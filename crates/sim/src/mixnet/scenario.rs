@@ -30,6 +30,8 @@ pub enum PathMode {
     Rtt,
     /// Uniform candidates, then RTT weights mixed with a uniform share.
     Hybrid,
+    /// Stratified: `path_len` − 1 layers, the i-th delaying hop from layer i (Loopix, Nym).
+    Layered,
 }
 
 impl PathMode {
@@ -39,6 +41,7 @@ impl PathMode {
             Self::Random => "random",
             Self::Rtt => "rtt",
             Self::Hybrid => "hybrid",
+            Self::Layered => "layered",
         }
     }
 }
