@@ -16,7 +16,7 @@ const DELAYS: [f64; 7] = [0.0, 5.0, 15.0, 50.0, 100.0, 200.0, 500.0];
 /// Cover slots per second per node the cover chart sweeps (0: no cover).
 const COVER_RATES: [f64; 6] = [0.0, 10.0, 20.0, 50.0, 100.0, 200.0];
 /// Path modes the path chart compares.
-const MODES: [&str; 3] = ["random", "rtt", "hybrid"];
+const MODES: [&str; 4] = ["random", "rtt", "hybrid", "layered"];
 
 /// Runs the three sweeps and writes `delay.svg`, `cover.svg`, `paths.svg` and the rows
 /// (`sweeps.json`) into `dir`.
@@ -75,7 +75,7 @@ pub(crate) fn write_charts(
     )?;
     written.push(path);
     let path = dir.join("paths.svg");
-    chart(&path, &title, "path selection", &[0.0, 1.0, 2.0], paths, Some(&MODES))?;
+    chart(&path, &title, "path selection", &[0.0, 1.0, 2.0, 3.0], paths, Some(&MODES))?;
     written.push(path);
     Ok(written)
 }

@@ -23,9 +23,22 @@
 //!   packets fresh from their senders only among themselves, and every later layer holds
 //!   only packets already mixed. In a free-route network a node at a path's last delaying hop
 //!   also holds packets fresh from their senders, and an observer who sees each such packet
-//!   come straight from one sender learns most from them. The cost: a node's layer is its
-//!   peer id's choice, so an operator can pick it (Nym's directory assigns layers at random
-//!   each epoch; there is no directory here), and each layer is a third of the network.
+//!   come straight from one sender learns most from them. Layers are for a network whose
+//!   senders are clients that do not forward (Loopix's and Nym's split), and its costs are
+//!   these:
+//!   - Layers are public (a hash of the peer id). A node's own packets go first to layer 0
+//!     and relayed ones never do, so an observer tells a node's own packets from what it
+//!     relays: a node that both sends and forwards loses that cover.
+//!   - An operator picks its node's layer by trying about `layers` peer ids. An adversary
+//!     with a share c of the nodes, all in one layer, holds about
+//!     `layers`·c / (1 + (`layers` − 1)·c) of it: a quarter of a layer for c = 10 % and 3
+//!     layers. Nym's directory assigns layers at random each epoch; there is none here.
+//!   - Layers are as even as a hash makes them: on 8 nodes, one of two layers has 2 nodes
+//!     or fewer about 3 times in 10, and those nodes carry half the paths or more.
+//!   - `layers` should be the path length − 1. Longer paths wrap around (a layer-0 node then
+//!     holds packets at two positions); shorter ones leave the last layers unused.
+//!   - A layered path always fits the layers and a free route rarely does: every sender of
+//!     a network should use the same mode, or the mode splits the senders.
 //!
 //! The simulator measures these costs (entropy of the sender given a path) rather than the
 //! documentation guessing them.
@@ -65,6 +78,13 @@ pub enum PathError {
     /// No exit-enabled node is available.
     #[error("no exit-enabled mix node is available")]
     NoExit,
+    /// A layered path found no node for one of its layers (besides the sender, the
+    /// destination, the exit and the hops already chosen, and outside their /16s).
+    #[error("no mix node left in layer {layer} for a layered path")]
+    EmptyLayer {
+        /// The layer.
+        layer: u8,
+    },
 }
 
 /// Chooses paths.
@@ -152,26 +172,50 @@ impl PathSelector for LayeredPaths {
     ) -> Result<Vec<&'a MixNode>, PathError> {
         let layers = self.layers.max(1);
         let eligible = eligible(pool, exclude);
-        let exit = last_hop(&eligible, rng, last, |_| 1.0)?;
-        let needed = len.saturating_sub(1);
-        let mut path: Vec<&MixNode> = Vec::with_capacity(len);
-        for position in 0..needed {
-            let layer = (position % usize::from(layers)) as u8;
-            let fits = |n: &&&MixNode| {
-                n.layer(layers) == layer
-                    && n.peer_id() != exit.peer_id()
-                    && !same_family(n, exit)
-                    && path.iter().all(|p| p.peer_id() != n.peer_id() && !same_family(n, p))
-            };
-            let candidates: Vec<&MixNode> = eligible.iter().filter(fits).copied().collect();
-            if candidates.is_empty() {
-                return Err(PathError::NotEnoughNodes { needed: len, available: path.len() + 1 });
+        // An exit that is the only node left in a layer, or shares a /16 with all of one,
+        // leaves no path that another exit would not: draw again before giving up.
+        let tries = if matches!(last, LastHop::AnyExit) { EXIT_DRAWS } else { 1 };
+        let mut result = Err(PathError::NoExit);
+        for _ in 0..tries {
+            let exit = last_hop(&eligible, rng, last, |_| 1.0)?;
+            result = layered_path(&eligible, rng, len, layers, exit);
+            if result.is_ok() {
+                break;
             }
-            path.push(candidates[rng.random_range(0..candidates.len())]);
         }
-        path.push(exit);
-        Ok(path)
+        result
     }
+}
+
+/// Exits drawn for a layered path before it fails.
+const EXIT_DRAWS: usize = 8;
+
+/// `len - 1` nodes, the i-th from layer i mod `layers`, then `exit`.
+fn layered_path<'a>(
+    eligible: &[&'a MixNode],
+    rng: &mut dyn Rng,
+    len: usize,
+    layers: u8,
+    exit: &'a MixNode,
+) -> Result<Vec<&'a MixNode>, PathError> {
+    let needed = len.checked_sub(1).ok_or(PathError::NotEnoughNodes { needed: 1, available: 0 })?;
+    let mut path: Vec<&MixNode> = Vec::with_capacity(len);
+    for position in 0..needed {
+        let layer = (position % usize::from(layers)) as u8;
+        let fits = |n: &&&MixNode| {
+            n.layer(layers) == layer
+                && n.peer_id() != exit.peer_id()
+                && !same_family(n, exit)
+                && path.iter().all(|p| p.peer_id() != n.peer_id() && !same_family(n, p))
+        };
+        let candidates: Vec<&MixNode> = eligible.iter().filter(fits).copied().collect();
+        if candidates.is_empty() {
+            return Err(PathError::EmptyLayer { layer });
+        }
+        path.push(candidates[rng.random_range(0..candidates.len())]);
+    }
+    path.push(exit);
+    Ok(path)
 }
 
 impl PathSelector for RandomPaths {
@@ -341,7 +385,7 @@ fn weighted_path<'a>(
 ) -> Result<Vec<&'a MixNode>, PathError> {
     let exit = last_hop(&candidates, rng, last, &weight)?;
     candidates.retain(|n| n.peer_id() != exit.peer_id() && !same_family(n, exit));
-    let needed = len - 1;
+    let needed = len.checked_sub(1).ok_or(PathError::NotEnoughNodes { needed: 1, available: 0 })?;
     let not_enough = |available: usize| PathError::NotEnoughNodes { needed: len, available };
     if candidates.len() < needed {
         return Err(not_enough(candidates.len() + 1));
@@ -421,14 +465,33 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_with_no_node_left_is_not_enough_nodes() {
+    fn a_layer_with_no_node_left_is_an_empty_layer() {
         let mut rng = ChaCha20Rng::seed_from_u64(4);
         let pool = StaticPool::new(nodes(30, 5, &mut rng)).unwrap();
         let layer_one: Vec<PeerId> =
             pool.nodes().iter().filter(|n| n.layer(3) == 1).map(|n| *n.peer_id()).collect();
         let mut selector = PathSelection::Layered { layers: 3 }.selector();
         let err = selector.select(&pool, &mut rng, 4, &layer_one, LastHop::AnyExit).unwrap_err();
-        assert_eq!(err, PathError::NotEnoughNodes { needed: 4, available: 2 });
+        assert_eq!(err, PathError::EmptyLayer { layer: 1 });
+    }
+
+    #[test]
+    fn a_layered_path_draws_another_exit_when_the_first_holds_a_layers_last_node() {
+        // Every node may exit; one node is left in layer 1. Drawn as the exit, it would
+        // leave layer 1 empty, though any other exit gives a path.
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let all = nodes(12, 12, &mut rng);
+        let in_layer_one: Vec<PeerId> =
+            all.iter().filter(|n| n.layer(2) == 1).map(|n| *n.peer_id()).collect();
+        assert!(in_layer_one.len() >= 2, "{in_layer_one:?}");
+        let pool = StaticPool::new(all).unwrap();
+        let (last, excluded) = in_layer_one.split_last().unwrap();
+        let mut selector = PathSelection::Layered { layers: 2 }.selector();
+        for _ in 0..200 {
+            let path = selector.select(&pool, &mut rng, 3, excluded, LastHop::AnyExit).unwrap();
+            assert_eq!(path[1].peer_id(), last);
+            assert_ne!(path[2].peer_id(), last);
+        }
     }
 
     #[test]
