@@ -488,7 +488,8 @@ fn sim_mix_plots_entropy_and_latency_as_svg() {
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("sweeps.json")).unwrap())
             .unwrap();
-    assert_eq!(rows.len(), 16);
+    // 7 delays, 6 cover rates, 4 path modes.
+    assert_eq!(rows.len(), 17);
     for chart in ["delay.svg", "cover.svg", "paths.svg"] {
         let svg = std::fs::read_to_string(dir.path().join(chart)).unwrap();
         assert!(svg.starts_with("<svg"), "{chart}");

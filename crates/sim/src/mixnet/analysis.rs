@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::observer::{Belief, Observer, PacketId, Rates, Step, reversed};
+use super::observer::{Belief, Layers, Observer, PacketId, Rates, Step, reversed};
 
 /// What a flow is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub struct Run<'a> {
     /// How likely each party is to put each node on its paths (`[node][party]`), for the
     /// path-aware adversary (see [`Observer::with_hop_likelihood`]).
     pub hop_likelihood: Option<Vec<Vec<f64>>>,
+    /// The nodes' layers, for stratified paths: the path-aware adversary uses them too
+    /// (see [`Observer::with_layers`]).
+    pub layers: Option<Layers>,
     /// How fast each participant lets each kind of packet go (see [`Rates`]), for the
     /// rate-aware adversary.
     pub rates: Option<Vec<Rates>>,
@@ -201,9 +204,16 @@ pub fn analyse(run: &Run<'_>) -> MixSimReport {
     let count = forward.normalised.len().max(1) as f64;
     let entropy = forward.normalised.iter().sum::<f64>() / count;
     let plain = || Observer::new(ctx.everyone.clone(), n, run.corrupt.to_vec());
-    let (path_aware_entropy, path_aware_top1) = match &run.hop_likelihood {
-        Some(likelihood) => ctx.score(plain().with_hop_likelihood(likelihood.clone())),
-        None => (entropy, forward.top1 / count),
+    let (path_aware_entropy, path_aware_top1) = match (&run.hop_likelihood, &run.layers) {
+        (Some(likelihood), layers) => {
+            let observer = plain().with_hop_likelihood(likelihood.clone());
+            ctx.score(match layers {
+                Some(layers) => observer.with_layers(layers.clone()),
+                None => observer,
+            })
+        }
+        (None, Some(layers)) => ctx.score(plain().with_layers(layers.clone())),
+        (None, None) => (entropy, forward.top1 / count),
     };
     let (rate_aware_entropy, rate_aware_top1) = match &run.rates {
         Some(rates) => ctx.score(plain().with_rates(rates.clone())),

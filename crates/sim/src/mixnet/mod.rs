@@ -16,6 +16,8 @@ pub mod trace;
 
 pub use analysis::{LinkedFigures, MixSimReport, ReplyFigures};
 pub use network::{run, run_traced};
-pub use observer::{Belief, Node, Observer, ObserverError, PacketId, Rates, Step, reversed};
+pub use observer::{
+    Belief, Layers, Node, Observer, ObserverError, PacketId, Rates, Step, reversed,
+};
 pub use scenario::{CoverKind, MixScenario, MixScenarioError, PathMode, TrafficKind};
 pub use trace::MixTrace;

@@ -21,7 +21,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::analysis::{self, Flow, FlowKind, MixSimReport};
-use super::observer::{PacketId, Rates, Step};
+use super::observer::{Layers, PacketId, Rates, Step};
 use super::scenario::{CoverKind, MixScenario, PathMode, TrafficKind};
 use super::trace::{LinkRow, MixTrace, PacketTruth};
 
@@ -443,6 +443,7 @@ impl<'a> Sim<'a> {
             copies_per_flow: COPIES_PER_FLOW,
             cover_base: COVER_BASE,
             hop_likelihood: Some(hop_likelihood(s, &self.map, n, total)),
+            layers: layers(s, &self.entries, n, total),
             rates: Some(rates(s, n, total)),
         });
         report.mode = s.paths.name();
@@ -510,6 +511,13 @@ fn cores(
             core
         })
         .collect()
+}
+
+/// Every node's layer (public: a hash of its peer id), with stratified paths.
+fn layers(s: &MixScenario, entries: &[MixNode], n: usize, total: usize) -> Option<Layers> {
+    let PathSelection::Layered { layers } = core_config(s).path_selection else { return None };
+    let of = (0..total).map(|i| (i < n).then(|| entries[i].layer(layers))).collect();
+    Some(Layers { of, count: layers })
 }
 
 /// How fast each participant lets packets go, as its settings say (see [`Rates`]).
@@ -810,6 +818,26 @@ mod tests {
             random.entropy_normalised_mean,
             layered.entropy_normalised_mean
         );
+    }
+
+    #[test]
+    fn an_observer_who_knows_the_layers_finds_what_nodes_send_themselves() {
+        // Nodes that send and forward: their own packets go first to layer 0, relays never.
+        let r = run(&small(&[
+            "nodes=30",
+            "messages=400",
+            "rate=10",
+            "hop_delay_ms=50",
+            "paths=\"layered\"",
+        ]));
+        assert_eq!(r.delivered, 400, "{r:?}");
+        assert!(
+            r.path_aware_entropy_normalised_mean < r.entropy_normalised_mean - 0.03,
+            "pool {} layer-aware {}",
+            r.entropy_normalised_mean,
+            r.path_aware_entropy_normalised_mean
+        );
+        assert_eq!(r.strongest_adversary, "path_aware", "{r:?}");
     }
 
     #[test]

@@ -263,6 +263,15 @@ pub enum ObserverError {
     },
 }
 
+/// Every node's layer, for stratified paths (see [`Observer::with_layers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layers {
+    /// The layer of each node (`None`: a client, in no layer).
+    pub of: Vec<Option<u8>>,
+    /// How many layers there are; paths go through layers 0 to `count` − 1 in order.
+    pub count: u8,
+}
+
 /// The adversary's beliefs about every packet in the network.
 #[derive(Debug, Clone)]
 pub struct Observer {
@@ -278,6 +287,10 @@ pub struct Observer {
     /// `hop_likelihood[x][p]`: how likely party `p` is to put node `x` on a path of its own,
     /// relative to the other nodes (see [`Self::with_hop_likelihood`]).
     hop_likelihood: Option<Vec<Vec<f64>>>,
+    /// The nodes' layers, if the adversary uses them (see [`Self::with_layers`]).
+    layers: Option<Layers>,
+    /// The node each packet on a link left, while `layers` is known.
+    sent_by: HashMap<PacketId, usize>,
 }
 
 impl Observer {
@@ -300,6 +313,37 @@ impl Observer {
             wire: HashMap::new(),
             held: HashMap::new(),
             hop_likelihood: None,
+            layers: None,
+            sent_by: HashMap::new(),
+        }
+    }
+
+    /// An adversary who knows every node's layer (public: a hash of its peer id). A packet
+    /// that arrives at a node of the first layer, from a node of any layer but the last, can
+    /// only be that node's own packet at its first hop (relays go on to the next layer, and
+    /// only the last layer sends to a path's given last hop). So the arrival is a point
+    /// belief on the sending node, which free routes would have hidden among its relays.
+    /// Arrivals from the last layer stay as the pool says (they may be a loop or a reply
+    /// coming back to its initiator). Paths longer than the layers would break the rule.
+    ///
+    /// # Panics
+    /// If `layers` has not one entry per node.
+    pub fn with_layers(mut self, layers: Layers) -> Self {
+        assert_eq!(layers.of.len(), self.corrupt.len(), "one entry per node");
+        self.layers = Some(layers);
+        self
+    }
+
+    /// The belief about a packet from node `from` arriving at node `to`, for an adversary
+    /// who knows the layers.
+    fn first_hop(&self, from: Option<usize>, to: usize, belief: Belief) -> Belief {
+        let Some(layers) = &self.layers else { return belief };
+        let Some(from) = from else { return belief };
+        let last = layers.count.saturating_sub(1);
+        let own = layers.of[to] == Some(0) && layers.of[from].is_some_and(|l| l != last);
+        match self.party_of[from] {
+            Some(party) if own => Belief::point(self.parties, party),
+            _ => belief,
         }
     }
 
@@ -377,6 +421,7 @@ impl Observer {
             Step::Depart { node, packet } => {
                 let belief = self.leave(node, packet, true).ok_or(misplaced(packet))??;
                 self.wire.insert(packet, belief);
+                self.note_sender(node, packet);
                 Ok(None)
             }
             Step::Source { node, packet } => {
@@ -391,12 +436,14 @@ impl Observer {
                 }
                 let belief = self.leave(node, packet, true).ok_or(misplaced(packet))??;
                 self.wire.insert(packet, belief);
+                self.note_sender(node, packet);
                 Ok(None)
             }
             Step::Arrive { node, packet } => {
                 let n = self.index(node)?;
                 let belief = self.wire.remove(&packet).ok_or(misplaced(packet))?;
-                let belief = self.arrived_at(n, belief);
+                let from = self.sent_by.remove(&packet);
+                let belief = self.first_hop(from, n, self.arrived_at(n, belief));
                 if self.corrupt[n] {
                     self.held.insert(packet, belief);
                 } else {
@@ -411,14 +458,23 @@ impl Observer {
             Step::Deliver { node, packet } => {
                 let n = self.index(node)?;
                 let belief = self.wire.remove(&packet).ok_or(misplaced(packet))?;
+                self.sent_by.remove(&packet);
                 Ok(Some(self.arrived_at(n, belief)))
             }
             Step::Emit { node, packet } => {
                 let n = self.index(node)?;
                 let party = self.party_of[n].ok_or(misplaced(packet))?;
                 self.wire.insert(packet, Belief::point(self.parties, party));
+                self.note_sender(node, packet);
                 Ok(None)
             }
+        }
+    }
+
+    /// Remembers which node `packet` left, if the layers are used.
+    fn note_sender(&mut self, node: Node, packet: PacketId) {
+        if self.layers.is_some() {
+            self.sent_by.insert(packet, node as usize);
         }
     }
 
@@ -528,6 +584,34 @@ mod tests {
         assert_eq!(b.top1_credit(0), 1.0);
         send(&mut o, B, M, 2);
         close(&end(&mut o, M, 2), &[0.0, 1.0]);
+    }
+
+    /// Node X (party 0) relays a packet of node S (party 1) and sends one of its own, both
+    /// to node Y; with 3 layers, X is in `x_layer` and Y in layer 0.
+    fn own_packet_into_the_first_layer(x_layer: u8, layers_known: bool) -> Belief {
+        const X: Node = 0;
+        const S: Node = 1;
+        const Y: Node = 2;
+        let mut o = Observer::new(vec![Some(0), Some(1), None], 2, vec![false; 3]);
+        if layers_known {
+            o = o.with_layers(Layers { of: vec![Some(x_layer), Some(0), Some(0)], count: 3 });
+        }
+        send(&mut o, S, X, 1);
+        o.step(Step::Originate { node: X, packet: 2 }).unwrap();
+        // X's pool holds S's packet and its own: a departure is either, as the pool sees it.
+        o.step(Step::Depart { node: X, packet: 2 }).unwrap();
+        o.step(Step::Arrive { node: Y, packet: 2 }).unwrap();
+        end(&mut o, Y, 2)
+    }
+
+    #[test]
+    fn an_observer_who_knows_the_layers_tells_a_nodes_own_packets_from_its_relays() {
+        // The plain pool: half X, half S.
+        close(&own_packet_into_the_first_layer(1, false), &[0.5, 0.5]);
+        // Relays from layer 1 go on to layer 2, never to layer 0: the packet is X's own.
+        close(&own_packet_into_the_first_layer(1, true), &[1.0, 0.0]);
+        // From the last layer, layer 0 may be a loop's or a reply's way home: no change.
+        close(&own_packet_into_the_first_layer(2, true), &[0.5, 0.5]);
     }
 
     #[test]
