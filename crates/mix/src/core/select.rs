@@ -18,7 +18,8 @@
 //!
 //! * [`LayeredPaths`]: stratified, as Loopix and Nym build paths. Every node is in one of
 //!   `layers` layers (a hash of its peer id), and the i-th hop before the last is drawn,
-//!   uniformly, from layer i mod `layers`; the last hop is chosen as by the others. A node
+//!   uniformly, from layer i mod `layers`; the last hop is a uniform exit (or the given node).
+//!   A node
 //!   then only ever holds packets at one position of their paths: the first layer mixes
 //!   packets fresh from their senders only among themselves, and every later layer holds
 //!   only packets already mixed. In a free-route network a node at a path's last delaying hop
@@ -26,19 +27,22 @@
 //!   come straight from one sender learns most from them. Layers are for a network whose
 //!   senders are clients that do not forward (Loopix's and Nym's split), and its costs are
 //!   these:
-//!   - Layers are public (a hash of the peer id). A node's own packets go first to layer 0
-//!     and relayed ones never do, so an observer tells a node's own packets from what it
-//!     relays: a node that both sends and forwards loses that cover.
+//!   - Layers are public (a hash of the peer id). A node's own packets go first to layer 0,
+//!     and relayed ones reach layer 0 only from the last layer (as a path's last hop), so an
+//!     observer tells the own packets of any node outside the last layer from what it
+//!     relays: such a node, if it both sends and forwards, loses that cover.
 //!   - An operator picks its node's layer by trying about `layers` peer ids. An adversary
 //!     with a share c of the nodes, all in one layer, holds about
 //!     `layers`·c / (1 + (`layers` − 1)·c) of it: a quarter of a layer for c = 10 % and 3
 //!     layers. Nym's directory assigns layers at random each epoch; there is none here.
 //!   - Layers are as even as a hash makes them: on 8 nodes, one of two layers has 2 nodes
-//!     or fewer about 3 times in 10, and those nodes carry half the paths or more.
+//!     or fewer about 3 times in 10, and those nodes carry half the paths or more; one node
+//!     or none 7 % of the time, and a node alone in a layer it must start from has no path.
 //!   - `layers` should be the path length − 1. Longer paths wrap around (a layer-0 node then
 //!     holds packets at two positions); shorter ones leave the last layers unused.
-//!   - A layered path always fits the layers and a free route rarely does: every sender of
-//!     a network should use the same mode, or the mode splits the senders.
+//!   - A layered path always fits the layers, and a free route fits 3 layers about 1 time
+//!     in 27 (2 layers: 1 in 4): every sender of a network should use the same mode, or the
+//!     mode splits the senders.
 //!
 //! The simulator measures these costs (entropy of the sender given a path) rather than the
 //! documentation guessing them.

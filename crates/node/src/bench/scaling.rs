@@ -13,8 +13,8 @@
 //! there is.
 //!
 //! This machine's speed drifts by tens of percent within seconds (a shared VM), so the nodes
-//! take turns in short segments, and `scaling` is the median over segments of the N-core rate
-//! over the 1-core rate of the segment before it.
+//! take turns in short segments (the order reversed every other segment), and `scaling` is
+//! the median over segments of the N-core rate over the 1-core rate of the same segment.
 //!
 //! Figures per node: packets forwarded per second of wall time; the node's CPU seconds (its
 //! swarm's thread and its hop workers), and the ratio of packets per CPU-second to the

@@ -61,7 +61,7 @@ impl Turns {
 /// The scaling of the node on the most cores over the node on one, as the reports print it.
 #[derive(Debug, Serialize)]
 pub(crate) struct ScalingFigures {
-    /// Each segment's N-core rate over the 1-core rate of the segment before it.
+    /// Each segment's N-core rate over the 1-core rate of the same segment.
     #[serde(rename = "scaling_per_segment")]
     pub(crate) per_segment: Vec<f64>,
     /// The median of [`Self::per_segment`].
@@ -85,7 +85,7 @@ pub(crate) fn scaling(one: &Turns, most: &Turns) -> ScalingFigures {
         .collect();
     let mut sorted = per_segment.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    let median = median(&sorted);
     let parallel_efficiency =
         one.per_cpu_s().zip(most.per_cpu_s()).map(|(one, most)| round3(most / one.max(1.0)));
     ScalingFigures {
@@ -93,6 +93,16 @@ pub(crate) fn scaling(one: &Turns, most: &Turns) -> ScalingFigures {
         median,
         overall: round3(most.pps() / one.pps().max(1.0)),
         parallel_efficiency,
+    }
+}
+
+/// The median of `sorted`: with an even count, the mean of the two middle values (taking the
+/// upper one would favour the target).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => round3((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 
@@ -146,5 +156,11 @@ mod tests {
         assert_eq!(figures.overall, 1.73);
         assert_eq!(figures.parallel_efficiency, Some(1.73));
         assert_eq!(order(1, 3), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn an_even_number_of_segments_takes_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[1.5, 1.6, 1.8, 1.9]), 1.7);
+        assert!(median(&[]).is_nan());
     }
 }
