@@ -12,9 +12,14 @@ pub(crate) fn current_thread_id() -> Option<u32> {
 /// User + system CPU time of thread `tid` of this process. /proc counts in clock ticks of
 /// 1/100 s (USER_HZ on Linux).
 pub(crate) fn thread_cpu_time(tid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    stat_cpu_time(&format!("/proc/self/task/{tid}/stat"))
+}
+
+/// User + system CPU time from a /proc `stat` file (a process's or a thread's).
+fn stat_cpu_time(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
@@ -88,11 +93,7 @@ impl MachineTimes {
 
 /// User + system CPU time of this whole process.
 pub(crate) fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    stat_cpu_time("/proc/self/stat")
 }
 
 #[cfg(test)]
